@@ -1,0 +1,1 @@
+# Staff-side models (tickets, canned replies, notes) live here.

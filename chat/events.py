@@ -1,0 +1,204 @@
+"""Every event shape of the desk, in one place (documented in docs/protocol.md).
+
+Three families:
+- frames the customer's browser sends and receives on /ws/chat/;
+- channel-layer events between a chat consumer and an inference worker;
+- the constructors below, which are the only code that builds outgoing frames, so a frame's
+  shape cannot drift between the places that send it.
+
+Channels routes a channel-layer event to the handler named after its type: an event of type
+"inference.delta" is handled by the consumer method `inference_delta`.
+"""
+
+from typing import (
+    Annotated,
+    Literal,
+    NotRequired,  # pydantic needs these on Python 3.11
+)
+
+from pydantic import Field, TypeAdapter
+from typing_extensions import TypedDict
+
+# --- Customer WebSocket: client → server ----------------------------------------------------
+
+
+class MessageFrame(TypedDict):
+    type: Literal["message"]
+    text: str
+    # The browser's own id for the message: a resend with the same id is stored once.
+    client_id: NotRequired[str]
+
+
+class PingFrame(TypedDict):
+    type: Literal["ping"]
+
+
+ClientFrame = Annotated[MessageFrame | PingFrame, Field(discriminator="type")]
+client_frame_adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
+CLIENT_FRAME_TYPES = ("message", "ping")
+
+
+# --- Customer WebSocket: server → client ----------------------------------------------------
+
+
+class HistoryItem(TypedDict):
+    id: int
+    role: str
+    text: str
+    created_at: str
+    client_id: str | None
+    partial: bool
+
+
+class Usage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def conversation_frame(*, conversation_id: str, token: str | None, status: str,
+                       resumed: bool) -> dict:
+    frame = {"type": "conversation", "id": conversation_id, "status": status, "resumed": resumed}
+    if token is not None:
+        frame["token"] = token
+    return frame
+
+
+def history_frame(*, messages: list[HistoryItem]) -> dict:
+    return {"type": "history", "messages": messages}
+
+
+def ack_frame(*, client_id: str | None, message_id: int, duplicate: bool) -> dict:
+    return {"type": "message.ack", "client_id": client_id, "id": message_id, "duplicate": duplicate}
+
+
+def bot_start_frame(*, message_id: int) -> dict:
+    return {"type": "bot.start", "message_id": message_id}
+
+
+def bot_delta_frame(*, message_id: int, text: str) -> dict:
+    return {"type": "bot.delta", "message_id": message_id, "text": text}
+
+
+def bot_done_frame(*, message_id: int, usage: Usage, ttft_ms: int | None, total_ms: int,
+                   finish_reason: str, fallback: bool, partial: bool) -> dict:
+    return {
+        "type": "bot.done",
+        "message_id": message_id,
+        "usage": usage,
+        "ttft_ms": ttft_ms,
+        "total_ms": total_ms,
+        "finish_reason": finish_reason,
+        "fallback": fallback,
+        "partial": partial,
+    }
+
+
+def error_frame(*, code: str, message: str) -> dict:
+    return {"type": "error", "code": code, "message": message}
+
+
+def pong_frame() -> dict:
+    return {"type": "pong"}
+
+
+# Error codes a customer socket can receive (docs/protocol.md explains each).
+class ErrorCode:
+    BAD_FRAME = "bad_frame"  # not JSON, binary, not an object, or fields of the wrong type
+    UNKNOWN_TYPE = "unknown_type"
+    EMPTY_MESSAGE = "empty_message"
+    MESSAGE_TOO_LONG = "message_too_long"
+    FRAME_TOO_LARGE = "frame_too_large"
+    RATE_LIMITED = "rate_limited"
+    NOT_FOUND = "conversation_not_found"  # unknown id or wrong token: deliberately the same
+    CLOSED = "conversation_closed"
+    UNAVAILABLE = "unavailable"  # storage failed; nothing was stored, the customer may resend
+
+
+# --- Channel layer: consumer ⇄ inference worker ----------------------------------------------
+
+
+class ChatTurn(TypedDict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Sampling(TypedDict):
+    temperature: float
+    top_p: float
+    max_tokens: int
+    frequency_penalty: float
+
+
+class InferenceRequest(TypedDict):
+    """Sent by a consumer to the shared inference channel; exactly one worker takes it."""
+
+    type: Literal["inference.request"]
+    request_id: str
+    reply_channel: str
+    # System prompt first, then the turns oldest first, the newest customer message last.
+    # The worker trims the oldest turns to the token budget, never the first or the last.
+    messages: list[ChatTurn]
+    sampling: Sampling
+    # Unix time after which nobody waits for this answer any more: a worker that takes the
+    # request later drops it instead of spending the engine on it.
+    deadline: float
+
+
+class InferenceCancel(TypedDict):
+    """Group-sent to every worker: whichever holds the request aborts it at the engine."""
+
+    type: Literal["inference.cancel"]
+    request_id: str
+    reason: str
+
+
+def inference_request(*, request_id: str, reply_channel: str, messages: list[ChatTurn],
+                      sampling: Sampling, deadline: float) -> InferenceRequest:
+    return {
+        "type": "inference.request",
+        "request_id": request_id,
+        "reply_channel": reply_channel,
+        "messages": messages,
+        "sampling": sampling,
+        "deadline": deadline,
+    }
+
+
+def inference_cancel(*, request_id: str, reason: str) -> InferenceCancel:
+    return {"type": "inference.cancel", "request_id": request_id, "reason": reason}
+
+
+# Worker → consumer, on the consumer's own channel. Every request gets `start`, any number of
+# `delta`, then exactly one `done` or `error` (unless it was cancelled: then nothing more).
+
+
+def inference_start(*, request_id: str, worker: str, model: str) -> dict:
+    return {"type": "inference.start", "request_id": request_id, "worker": worker, "model": model}
+
+
+def inference_delta(*, request_id: str, text: str) -> dict:
+    return {"type": "inference.delta", "request_id": request_id, "text": text}
+
+
+def inference_done(*, request_id: str, finish_reason: str, prompt_tokens: int,
+                   completion_tokens: int, ttft_ms: int | None, total_ms: int) -> dict:
+    return {
+        "type": "inference.done",
+        "request_id": request_id,
+        "finish_reason": finish_reason,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "ttft_ms": ttft_ms,
+        "total_ms": total_ms,
+    }
+
+
+def inference_error(*, request_id: str, code: str, message: str) -> dict:
+    return {"type": "inference.error", "request_id": request_id, "code": code, "message": message}
+
+
+class InferenceErrorCode:
+    BAD_REQUEST = "bad_request"  # malformed request: a bug or a hostile sender, never retried
+    CONTEXT_OVERFLOW = "context_overflow"  # the newest message alone exceeds the budget
+    EXPIRED = "expired"  # the deadline passed while the request waited in the queue
+    ENGINE = "engine_error"

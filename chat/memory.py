@@ -1,0 +1,85 @@
+"""Recent turns of each conversation, cached in Redis and rebuilt from the database on a miss.
+
+The cache holds the last MEMORY_TURNS messages as JSON in a Redis list with a TTL. It is only
+ever appended to when it already exists (RPUSHX), so a cold conversation is rebuilt whole from
+the database, the source of truth, and losing Redis loses nothing.
+"""
+
+import json
+import logging
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from redis.exceptions import RedisError
+
+from chat import selectors
+from chat.models import Message
+from cs_site.redis_client import get_redis
+
+log = logging.getLogger(__name__)
+
+
+def _key(conversation_id) -> str:
+    return f"chat:turns:{conversation_id}"
+
+
+def turn_of(message: Message) -> dict:
+    return {"id": message.id, "role": message.role, "text": message.text}
+
+
+async def remember(message: Message) -> None:
+    """Append a stored message to its conversation's cache, if the cache is warm."""
+    if message.role not in selectors.TURN_ROLES or not message.text:
+        return
+    limit = settings.CHAT["MEMORY_TURNS"]
+    key = _key(message.conversation_id)
+    try:
+        async with get_redis().pipeline(transaction=True) as pipe:
+            pipe.rpushx(key, json.dumps(turn_of(message)))
+            pipe.ltrim(key, -limit, -1)
+            pipe.expire(key, settings.CHAT["MEMORY_TTL_SECONDS"])  # no-op on a cold key
+            await pipe.execute()
+    except RedisError:
+        # The next read rebuilds from the database; a dropped cache write loses nothing.
+        log.warning("turn cache write failed for %s", message.conversation_id, exc_info=True)
+        await forget(message.conversation_id)
+
+
+async def forget(conversation_id) -> None:
+    try:
+        await get_redis().delete(_key(conversation_id))
+    except RedisError:
+        log.warning("turn cache delete failed for %s", conversation_id, exc_info=True)
+
+
+async def recent_turns(conversation_id, *, newest_id: int | None = None) -> list[dict]:
+    """The last MEMORY_TURNS messages, oldest first.
+
+    `newest_id` is the message the caller just stored: if the cache does not end with it
+    (a write raced a rebuild, or was lost), the cache is rebuilt rather than trusted.
+    """
+    limit = settings.CHAT["MEMORY_TURNS"]
+    key = _key(conversation_id)
+    redis = get_redis()
+    try:
+        cached = await redis.lrange(key, -limit, -1)
+    except RedisError:
+        log.warning("turn cache read failed for %s", conversation_id, exc_info=True)
+        cached = []
+    turns = [json.loads(item) for item in cached]
+    if turns and (newest_id is None or turns[-1]["id"] == newest_id):
+        return turns
+
+    turns = await database_sync_to_async(selectors.recent_turns)(
+        conversation_id=conversation_id, limit=limit
+    )
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            if turns:
+                pipe.rpush(key, *[json.dumps(turn) for turn in turns])
+                pipe.expire(key, settings.CHAT["MEMORY_TTL_SECONDS"])
+            await pipe.execute()
+    except RedisError:
+        log.warning("turn cache rebuild failed for %s", conversation_id, exc_info=True)
+    return turns

@@ -1,0 +1,155 @@
+"""Conversations, their messages, and the bot profile that shapes the bot's answers.
+
+The database is the source of truth: Redis only caches recent turns (see `chat.memory`).
+Writes go through `chat.services`, reads through `chat.selectors`.
+"""
+
+import uuid
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from chat.prompting import SamplingDefaults
+
+_SAMPLING = SamplingDefaults()
+
+
+class Conversation(models.Model):
+    class Status(models.TextChoices):
+        BOT = "bot", "Bot answering"
+        HUMAN = "human", "Human agent"
+        CLOSED = "closed", "Closed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # SHA-256 of the customer's access token; the token itself is only ever sent to the
+    # customer once, so a database leak does not let anyone resume a conversation.
+    token_hash = models.CharField(max_length=64, editable=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.BOT)
+    language = models.CharField(max_length=35, blank=True, help_text="BCP 47 tag, e.g. en, zh-CN")
+    region = models.CharField(max_length=64, blank=True)
+    timezone = models.CharField(max_length=64, blank=True)
+    page_url = models.URLField(max_length=2000, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    bot_profile = models.ForeignKey(
+        "BotProfile", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.get_status_display()})"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        CUSTOMER = "customer", "Customer"
+        BOT = "bot", "Bot"
+        AGENT = "agent", "Agent"
+        SYSTEM = "system", "System"
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices)
+    text = models.TextField(blank=True)
+    # The customer's own id for a message, so a resend after a reconnect is stored once.
+    # NULL, not "", for "none": the uniqueness constraint below applies to non-NULL ids only.
+    client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # Bot answers only.
+    model_name = models.CharField(max_length=200, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time to first token")
+    total_ms = models.PositiveIntegerField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=20, blank=True)
+    is_fallback = models.BooleanField(default=False, help_text="Answered by the fallback rules")
+    is_partial = models.BooleanField(default=False, help_text="The answer was cut off")
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["conversation", "id"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "client_id"],
+                condition=models.Q(client_id__isnull=False),
+                name="message_client_id_once_per_conversation",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_role_display()}: {self.text[:60]}"
+
+
+class BotProfile(models.Model):
+    """The system prompt and sampling defaults the bot answers with, edited in admin."""
+
+    name = models.CharField(max_length=100, unique=True)
+    is_default = models.BooleanField(
+        default=False, help_text="Used for conversations that name no profile (only one is)."
+    )
+    site_name = models.CharField(max_length=200, default="our company")
+    system_prompt = models.TextField(
+        help_text="Variables: {current_time}, {user_region}, {language}, {site_name}. "
+        "Unknown variables are left as written."
+    )
+    temperature = models.FloatField(
+        default=_SAMPLING.temperature, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
+    )
+    top_p = models.FloatField(
+        default=_SAMPLING.top_p, validators=[MinValueValidator(0.01), MaxValueValidator(1.0)]
+    )
+    max_tokens = models.PositiveIntegerField(
+        default=_SAMPLING.max_tokens, validators=[MinValueValidator(1), MaxValueValidator(8192)]
+    )
+    frequency_penalty = models.FloatField(
+        default=_SAMPLING.frequency_penalty,
+        validators=[MinValueValidator(-2.0), MaxValueValidator(2.0)],
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"],
+                condition=models.Q(is_default=True),
+                name="one_default_profile",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FallbackRule(models.Model):
+    """An answer the desk gives when the model is slow, failing or down.
+
+    Rules are tried by priority (lowest first); the first whose keywords appear in the
+    customer's last message, in a matching language, answers. Without a match the built-in
+    apology in the customer's language answers (see `chat.fallback`).
+    """
+
+    name = models.CharField(max_length=100)
+    keywords = models.TextField(
+        help_text="Comma-separated words or phrases, matched case-insensitively. "
+        "Empty: any message."
+    )
+    language = models.CharField(
+        max_length=35, blank=True, help_text="Language prefix such as en or zh; empty for any."
+    )
+    answer = models.TextField()
+    priority = models.IntegerField(default=100)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["priority", "id"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,107 @@
+"""Parsing and checking what a customer's browser sends, before anything touches the database."""
+
+import json
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import ValidationError
+
+from chat.events import CLIENT_FRAME_TYPES, ErrorCode, client_frame_adapter
+
+
+class FrameError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def parse_client_frame(text_data: str | None, bytes_data: bytes | None, *, max_bytes: int,
+                       max_chars: int) -> dict:
+    """A validated client frame, or FrameError with a code and a message a person can act on."""
+    if text_data is None:
+        raise FrameError(ErrorCode.BAD_FRAME, "Binary frames are not accepted; send JSON text.")
+    if len(text_data) > max_bytes or len(text_data.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise FrameError(ErrorCode.FRAME_TOO_LARGE, f"Frames are limited to {max_bytes} bytes.")
+    try:
+        raw = json.loads(text_data)
+    except (ValueError, RecursionError):
+        raise FrameError(ErrorCode.BAD_FRAME, "Frames must be JSON objects.") from None
+    if not isinstance(raw, dict):
+        raise FrameError(ErrorCode.BAD_FRAME, "Frames must be JSON objects.")
+    if raw.get("type") not in CLIENT_FRAME_TYPES:
+        raise FrameError(
+            ErrorCode.UNKNOWN_TYPE,
+            f"Unknown frame type {str(raw.get('type'))[:40]!r}; expected one of "
+            f"{', '.join(CLIENT_FRAME_TYPES)}.",
+        )
+    try:
+        frame = client_frame_adapter.validate_python(raw, strict=True)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(map(str, e["loc"])) or "frame" for e in exc.errors())
+        raise FrameError(ErrorCode.BAD_FRAME, f"Invalid or missing field(s): {fields}.") from None
+    if frame["type"] == "message":
+        _check_message(frame, max_chars=max_chars)
+    return frame
+
+
+def _check_message(frame: dict, *, max_chars: int) -> None:
+    text = frame["text"].strip()
+    if not text:
+        raise FrameError(ErrorCode.EMPTY_MESSAGE, "The message is empty.")
+    if len(text) > max_chars:
+        raise FrameError(
+            ErrorCode.MESSAGE_TOO_LONG,
+            f"Messages are limited to {max_chars} characters; this one has {len(text)}. "
+            "Please split it.",
+        )
+    if "\x00" in text:
+        raise FrameError(ErrorCode.BAD_FRAME, "The message contains a NUL character.")
+    frame["text"] = text
+    client_id = frame.get("client_id")
+    if client_id is not None and not (1 <= len(client_id) <= 64 and client_id.isprintable()):
+        raise FrameError(ErrorCode.BAD_FRAME, "client_id must be 1 to 64 printable characters.")
+
+
+@dataclass(frozen=True)
+class ConnectParams:
+    conversation_id: str
+    token: str
+    language: str
+    region: str
+    timezone: str
+    page_url: str
+    user_agent: str
+
+
+def connect_params(scope: dict) -> ConnectParams:
+    """What the socket URL and headers say about the customer. Values are only recorded and
+    put into the prompt, never trusted for access: that is the token's job."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1")
+               for name, value in scope.get("headers", [])}
+
+    def param(name: str, limit: int) -> str:
+        return (query.get(name) or [""])[0].strip()[:limit]
+
+    language = param("lang", 35) or _first_language(headers.get("accept-language", ""))
+    page_url = param("page", 2000)
+    if urlsplit(page_url).scheme not in ("http", "https"):
+        page_url = ""
+    return ConnectParams(
+        conversation_id=param("conversation", 64),
+        token=param("token", 128),
+        language=language if _looks_like_language_tag(language) else "",
+        region=param("region", 64),
+        timezone=param("tz", 64),
+        page_url=page_url,
+        user_agent=headers.get("user-agent", "")[:512],
+    )
+
+
+def _first_language(accept_language: str) -> str:
+    return accept_language.split(",")[0].split(";")[0].strip()[:35]
+
+
+def _looks_like_language_tag(tag: str) -> bool:
+    return bool(tag) and all(part.isalnum() and len(part) <= 8 for part in tag.split("-"))

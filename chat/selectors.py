@@ -1,0 +1,87 @@
+"""Reads. Views, consumers and admin get data through these, never through ad-hoc queries."""
+
+import hashlib
+import hmac
+import uuid
+
+from chat.models import BotProfile, Conversation, Message
+
+# Roles the model sees as conversation turns; system notes are for people only.
+TURN_ROLES = (Message.Role.CUSTOMER, Message.Role.BOT, Message.Role.AGENT)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def conversation_for_customer(*, conversation_id: str, token: str) -> Conversation | None:
+    """The conversation if `token` is its access token; None for an unknown id or a wrong token
+    alike, so a caller cannot tell which conversations exist."""
+    try:
+        pk = uuid.UUID(str(conversation_id))
+    except ValueError:
+        return None
+    conversation = Conversation.objects.filter(pk=pk).first()
+    if conversation is None:
+        # Compare anyway so an unknown id takes as long as a wrong token.
+        hmac.compare_digest(hash_token(token), "0" * 64)
+        return None
+    if not hmac.compare_digest(hash_token(token), conversation.token_hash):
+        return None
+    return conversation
+
+
+def conversation_history(*, conversation_id, limit: int = 200) -> list[Message]:
+    """The newest `limit` messages, oldest first, for a resuming customer."""
+    newest = Message.objects.filter(conversation_id=conversation_id).order_by("-id")[:limit]
+    return list(reversed(newest))
+
+
+def recent_turns(*, conversation_id, limit: int) -> list[dict]:
+    """The last `limit` turns with text, oldest first, in the shape the turn cache stores."""
+    rows = (
+        Message.objects.filter(conversation_id=conversation_id, role__in=TURN_ROLES)
+        .exclude(text="")
+        .order_by("-id")
+        .values("id", "role", "text")[:limit]
+    )
+    return list(reversed(list(rows)))
+
+
+def bot_profile_for(conversation: Conversation) -> BotProfile:
+    """The conversation's profile, else the default one, else an unsaved built-in default."""
+    if conversation.bot_profile_id:
+        profile = BotProfile.objects.filter(pk=conversation.bot_profile_id).first()
+        if profile is not None:
+            return profile
+    profile = BotProfile.objects.filter(is_default=True).first()
+    if profile is not None:
+        return profile
+    from chat.prompting import DEFAULT_PROFILE_NAME, DEFAULT_SYSTEM_PROMPT
+
+    return BotProfile(name=DEFAULT_PROFILE_NAME, system_prompt=DEFAULT_SYSTEM_PROMPT)
+
+
+def unanswered_question(*, conversation_id) -> Message | None:
+    """The customer's newest message when the newest turn is theirs (the bot owes an answer)."""
+    last = (
+        Message.objects.filter(conversation_id=conversation_id, role__in=TURN_ROLES)
+        .exclude(text="")
+        .order_by("-id")
+        .values_list("role", flat=True)
+        .first()
+    )
+    if last != Message.Role.CUSTOMER:
+        return None
+    return newest_customer_message(conversation_id=conversation_id)
+
+
+def newest_customer_message(*, conversation_id, after_id: int = 0) -> Message | None:
+    """The newest customer message with an id above `after_id`, if any."""
+    return (
+        Message.objects.filter(
+            conversation_id=conversation_id, role=Message.Role.CUSTOMER, id__gt=after_id
+        )
+        .order_by("-id")
+        .first()
+    )

@@ -1,0 +1,91 @@
+"""Writes. Every change to conversations and messages goes through these functions."""
+
+import secrets
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from chat.models import Conversation, Message
+from chat.selectors import hash_token
+
+
+def conversation_start(*, language: str = "", region: str = "", timezone_name: str = "",
+                       page_url: str = "", user_agent: str = "",
+                       metadata: dict | None = None) -> tuple[Conversation, str]:
+    """Create a conversation; returns it with its access token, which is stored only hashed."""
+    token = secrets.token_urlsafe(32)
+    conversation = Conversation.objects.create(
+        token_hash=hash_token(token),
+        language=language[:35],
+        region=region[:64],
+        timezone=timezone_name[:64],
+        page_url=page_url[:2000],
+        user_agent=user_agent[:512],
+        metadata=metadata or {},
+    )
+    return conversation, token
+
+
+def message_add_customer(*, conversation: Conversation, text: str,
+                         client_id: str | None) -> tuple[Message, bool]:
+    """Store a customer message once per `client_id`. Returns (message, created)."""
+    if client_id:
+        existing = Message.objects.filter(conversation=conversation, client_id=client_id).first()
+        if existing is not None:
+            return existing, False
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                conversation=conversation, role=Message.Role.CUSTOMER, text=text,
+                client_id=client_id or None,
+            )
+            _touch(conversation.pk)
+    except IntegrityError:
+        # Two sockets of one conversation resent the same client_id at the same moment.
+        return Message.objects.get(conversation=conversation, client_id=client_id), False
+    return message, True
+
+
+def bot_message_start(*, conversation: Conversation, model_name: str) -> Message:
+    """An empty bot message, created when the worker starts answering so frames can carry its
+    id. It is flagged partial until `bot_message_finish` stores the whole answer: if the
+    process dies mid-answer, the transcript says so."""
+    return Message.objects.create(
+        conversation=conversation, role=Message.Role.BOT, text="", model_name=model_name[:200],
+        is_partial=True,
+    )
+
+
+def bot_message_finish(*, message: Message, text: str, finish_reason: str, partial: bool,
+                       prompt_tokens: int | None, completion_tokens: int | None,
+                       ttft_ms: int | None, total_ms: int | None) -> Message:
+    message.text = text
+    message.finish_reason = finish_reason[:20]
+    message.is_partial = partial
+    message.prompt_tokens = prompt_tokens
+    message.completion_tokens = completion_tokens
+    message.ttft_ms = ttft_ms
+    message.total_ms = total_ms
+    with transaction.atomic():
+        message.save(update_fields=[
+            "text", "finish_reason", "is_partial", "prompt_tokens", "completion_tokens",
+            "ttft_ms", "total_ms", "updated_at",
+        ])
+        _touch(message.conversation_id)
+    return message
+
+
+def bot_message_fallback(*, conversation: Conversation, text: str, reason: str) -> Message:
+    """An answer from the fallback rules, when the model timed out, failed or is down."""
+    with transaction.atomic():
+        message = Message.objects.create(
+            conversation=conversation, role=Message.Role.BOT, text=text, is_fallback=True,
+            finish_reason=reason[:20], model_name="fallback-rules",
+        )
+        _touch(conversation.pk)
+    return message
+
+
+def _touch(conversation_id) -> None:
+    now = timezone.now()
+    Conversation.objects.filter(pk=conversation_id).update(last_message_at=now, updated_at=now)

@@ -1,0 +1,45 @@
+from django.db import connection
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+from redis.exceptions import RedisError
+
+from cs_site.redis_client import get_redis
+from inference_worker import presence
+
+
+@require_GET
+def demo(request):
+    """A plain page where a visitor chats with the bot over /ws/chat/."""
+    return render(request, "chat/demo.html")
+
+
+@require_GET
+async def healthz(request):
+    """Liveness and readiness of what this process depends on, for probes and `make run`."""
+    checks: dict[str, object] = {}
+    try:
+        await _database_ping()
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure is a failed check, reported
+        checks["database"] = f"error: {exc.__class__.__name__}"
+    try:
+        redis = get_redis()
+        await redis.ping()
+        checks["redis"] = "ok"
+        checks["inference_workers"] = await presence.live_workers(redis)
+    except RedisError as exc:
+        checks["redis"] = f"error: {exc.__class__.__name__}"
+    healthy = checks["database"] == "ok" and checks["redis"] == "ok"
+    return JsonResponse({"status": "ok" if healthy else "degraded", **checks},
+                        status=200 if healthy else 503)
+
+
+async def _database_ping() -> None:
+    from asgiref.sync import sync_to_async
+
+    def ping() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    await sync_to_async(ping, thread_sensitive=True)()

@@ -1,0 +1,199 @@
+"""Every setting of the desk, read from the environment in this one module.
+
+Defaults are the embedded ones: `make run` on a laptop or CI machine needs no variable at all.
+Production sets at least SECRET_KEY, DEBUG=false, ALLOWED_HOSTS, DATABASE_URL and REDIS_URL.
+An optional `.env` file in the project root is read too (real environment variables win).
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# Runtime files of the embedded defaults: SQLite database, prepared model, local Redis socket.
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+
+# --- Django core ---------------------------------------------------------------------------
+
+DEBUG = env.bool("DEBUG", default=True)
+# A fixed development key is only acceptable while DEBUG is on; production must set its own.
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise RuntimeError("SECRET_KEY must be set when DEBUG is false (generate one with "
+                           "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`).")
+    SECRET_KEY = "dev-insecure-key-only-for-local-runs-with-debug-on"
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    # daphne first: it replaces `runserver` with its ASGI version.
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "django_prometheus",
+    "chat",
+    "agents",
+    "inference_worker",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "cs_site.urls"
+ASGI_APPLICATION = "cs_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# SQLite by default (a file under var/); PostgreSQL in production, e.g.
+# DATABASE_URL=postgres://desk:secret@db:5432/desk
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'desk.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web process and the worker read while one writes; IMMEDIATE transactions
+    # take the write lock up front instead of failing with "database is locked" mid-way.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        }
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+# Daphne serves /static/ itself unless a front proxy does it (set SERVE_STATIC=false then).
+SERVE_STATIC = env.bool("SERVE_STATIC", default=True)
+
+SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
+
+# --- Redis: channel layer, recent-turn cache, rate-limit counters ---------------------------
+
+# `make run` starts a local server and sets this when it is not given.
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            # The inference queue may hold more than the default 100 waiting requests; the
+            # consumer's deadline, not the queue length, decides when a customer is answered
+            # by the fallback instead.
+            "channel_capacity": {"inference": 1000},
+        },
+    }
+}
+
+# --- Customer chat --------------------------------------------------------------------------
+
+CHAT = {
+    # Longest customer message, in characters.
+    "MAX_MESSAGE_CHARS": env.int("CHAT_MAX_MESSAGE_CHARS", default=4000),
+    # Largest WebSocket frame accepted, in bytes (a frame carries one message plus JSON).
+    "MAX_FRAME_BYTES": env.int("CHAT_MAX_FRAME_BYTES", default=16384),
+    # Per-socket flood limit: this many frames per window (limits' syntax, e.g. "20/minute").
+    "SOCKET_RATE_LIMIT": env.str("CHAT_SOCKET_RATE_LIMIT", default="20/minute"),
+    # Recent-turn memory in Redis: how many messages and for how long.
+    "MEMORY_TURNS": env.int("CHAT_MEMORY_TURNS", default=10),
+    "MEMORY_TTL_SECONDS": env.int("CHAT_MEMORY_TTL_SECONDS", default=3600),
+    # Deadlines the consumer enforces before answering with the fallback rules instead.
+    "FIRST_TOKEN_TIMEOUT_SECONDS": env.float("CHAT_FIRST_TOKEN_TIMEOUT_SECONDS", default=30.0),
+    "ANSWER_TIMEOUT_SECONDS": env.float("CHAT_ANSWER_TIMEOUT_SECONDS", default=180.0),
+}
+
+# --- Inference worker (one module for every engine knob, as vLLM's own envs.py does) -------
+
+INFERENCE = {
+    # Channel-layer channel that workers take requests from; one request goes to one worker.
+    "CHANNEL": env.str("INFERENCE_CHANNEL", default="inference"),
+    # Group every worker joins to hear cancellations, wherever the request landed.
+    "CONTROL_GROUP": env.str("INFERENCE_CONTROL_GROUP", default="inference-control"),
+    # A model directory or hub id. Empty: the embedded default, SmolLM2-135M-Instruct, prepared
+    # once into MODEL_DIR. Production: Qwen/Qwen3-4B-Instruct-2507 (or an AWQ build).
+    "MODEL": env.str("INFERENCE_MODEL", default=""),
+    "MODEL_DIR": Path(
+        env.str("INFERENCE_MODEL_DIR", default=str(VAR_DIR / "models" / "SmolLM2-135M-Instruct"))
+    ),
+    # Name stored with every bot message; defaults to the model's directory or hub id.
+    "MODEL_NAME": env.str("INFERENCE_MODEL_NAME", default=""),
+    # "bfloat16" on CPU (AVX-512 bf16) and modern GPUs; "auto" lets vLLM choose.
+    "DTYPE": env.str("INFERENCE_DTYPE", default="bfloat16"),
+    # Context window the engine allocates; the prompt is trimmed to fit it with max_tokens.
+    "MAX_MODEL_LEN": env.int("INFERENCE_MAX_MODEL_LEN", default=2048),
+    # e.g. "awq" for an AWQ build of the production model; empty for none.
+    "QUANTIZATION": env.str("INFERENCE_QUANTIZATION", default="") or None,
+    # Share of GPU memory vLLM may take (GPU only).
+    "GPU_MEMORY_UTILIZATION": env.float("INFERENCE_GPU_MEMORY_UTILIZATION", default=0.90),
+    # GiB of RAM for the KV cache on the CPU backend (exported as VLLM_CPU_KVCACHE_SPACE).
+    "CPU_KVCACHE_SPACE_GIB": env.int("INFERENCE_CPU_KVCACHE_SPACE", default=2),
+    # Requests one worker runs at once; the rest wait in Redis for any free worker.
+    "MAX_CONCURRENCY": env.int("INFERENCE_MAX_CONCURRENCY", default=16),
+    # Deltas are sent at once for the first token, then at most every this many milliseconds.
+    "COALESCE_MS": env.int("INFERENCE_COALESCE_MS", default=30),
+    # Port of the worker's Prometheus endpoint (vllm:* engine metrics and cs_worker_*); 0: off.
+    "METRICS_PORT": env.int("INFERENCE_METRICS_PORT", default=9101),
+    # Interface of that endpoint: loopback unless Prometheus scrapes from another host.
+    "METRICS_HOST": env.str("INFERENCE_METRICS_HOST", default="127.0.0.1"),
+    # Seconds without a heartbeat after which a worker counts as gone.
+    "HEARTBEAT_SECONDS": env.float("INFERENCE_HEARTBEAT_SECONDS", default=2.0),
+    "WORKER_TTL_SECONDS": env.float("INFERENCE_WORKER_TTL_SECONDS", default=10.0),
+}

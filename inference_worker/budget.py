@@ -1,0 +1,51 @@
+"""Fitting a conversation into the model's context window.
+
+The prompt may take max_model_len − max_tokens tokens. The system prompt and the newest
+customer message are never cut; older turns go first, oldest first, until the rest fits.
+"""
+
+from collections.abc import Callable, Sequence
+
+from chat.events import ChatTurn
+
+
+class ContextOverflow(Exception):
+    """Even the system prompt and the newest message alone do not fit."""
+
+
+def fit_to_budget(messages: Sequence[ChatTurn], count_tokens: Callable[[Sequence[ChatTurn]], int],
+                  budget: int) -> tuple[list[ChatTurn], int]:
+    """The messages to send and how many turns were dropped.
+
+    `messages` is [system, turn, ..., newest]; `count_tokens` measures a whole prompt exactly
+    (chat template included), so what is kept is what the engine will see. Dropping a prefix
+    of the turns only shortens the prompt, so the smallest cut that fits is found by binary
+    search: a handful of tokenizer calls however long the history.
+    """
+    if len(messages) < 2:
+        raise ValueError("expected a system prompt and at least one message")
+    system, turns = messages[0], list(messages[1:])
+
+    def prompt(cut: int) -> list[ChatTurn]:
+        kept = turns[cut:]
+        # A history that opens with the assistant reads oddly to most chat templates.
+        while len(kept) > 1 and kept[0]["role"] == "assistant":
+            kept = kept[1:]
+        return [system, *kept]
+
+    if count_tokens(prompt(0)) <= budget:
+        return prompt(0), 0
+    last = len(turns) - 1
+    if count_tokens(prompt(last)) > budget:
+        raise ContextOverflow(
+            f"the system prompt and the newest message need more than {budget} tokens"
+        )
+    low, high = 0, last  # prompt(low) is too long, prompt(high) fits
+    while high - low > 1:
+        middle = (low + high) // 2
+        if count_tokens(prompt(middle)) <= budget:
+            high = middle
+        else:
+            low = middle
+    kept = prompt(high)
+    return kept, len(messages) - len(kept)

