@@ -134,7 +134,9 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            # redis-py 8 times reads out after 5 s by default, the same 5 s channels-redis
+            # blocks for in BZPOPMIN while waiting for a message: an idle receive would fail.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
             # The inference queue may hold more than the default 100 waiting requests; the
             # consumer's deadline, not the queue length, decides when a customer is answered
             # by the fallback instead.

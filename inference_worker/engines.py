@@ -6,6 +6,7 @@ tokenizer and chat template; `stream` yields `Chunk`s of new text (DELTA output)
 one whose finish_reason is set.
 """
 
+import inspect
 import logging
 import os
 import time
@@ -63,7 +64,9 @@ class VllmEngine:
         log.info("engine ready: %s in %.1f s", model_name, time.monotonic() - started)
 
     async def load_tokenizer(self) -> None:
-        self._tokenizer = await self._engine.get_tokenizer()
+        tokenizer = self._engine.get_tokenizer()
+        # A coroutine in some vLLM releases, a plain call in others (0.32 among them).
+        self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer
 
     def prompt_token_ids(self, messages: Sequence[ChatTurn]) -> list[int]:
         text = self._tokenizer.apply_chat_template(

@@ -268,10 +268,16 @@ class InferenceWorker:
 
     async def _send(self, request: events.InferenceRequest, event: dict) -> None:
         await self.layer.send(request["reply_channel"], event)
+        # redis-py can lose a cancellation that lands while a command is under way: the
+        # command completes and the CancelledError never surfaces. Re-raise it here, or a
+        # cancelled stream would run on until its next await happens to notice.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
 
     async def _send_quietly(self, request: events.InferenceRequest, event: dict) -> None:
         try:
-            await self._send(request, event)
+            await self.layer.send(request["reply_channel"], event)
         except Exception:  # noqa: BLE001 - best effort: the consumer's deadline covers it
             log.warning("could not send %s for %s", event["type"], request["request_id"])
 

