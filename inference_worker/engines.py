@@ -40,7 +40,7 @@ class VllmEngine:
 
     def __init__(self, *, model: str, model_name: str, dtype: str, max_model_len: int,
                  quantization: str | None, gpu_memory_utilization: float,
-                 cpu_kvcache_space_gib: int):
+                 cpu_kvcache_space_gib: int, enforce_eager: bool = False):
         # vLLM's CPU backend reads its KV-cache size from the environment at import time.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_space_gib))
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -53,6 +53,7 @@ class VllmEngine:
             max_model_len=max_model_len,
             quantization=quantization,
             gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=enforce_eager,
             # Keep vLLM's stat loggers on: they publish the vllm:* Prometheus metrics.
             disable_log_stats=False,
         )
@@ -125,6 +126,7 @@ def build_engine(inference: dict) -> VllmEngine:
         quantization=inference["QUANTIZATION"],
         gpu_memory_utilization=inference["GPU_MEMORY_UTILIZATION"],
         cpu_kvcache_space_gib=inference["CPU_KVCACHE_SPACE_GIB"],
+        enforce_eager=inference["ENFORCE_EAGER"],
     )
 
 

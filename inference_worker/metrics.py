@@ -6,7 +6,7 @@ READY = Gauge("cs_worker_ready", "1 once the engine is loaded and requests are t
 ACTIVE = Gauge("cs_worker_active_requests", "Requests this worker is generating now")
 REQUESTS = Counter(
     "cs_worker_requests_total", "Requests handled, by outcome",
-    ["outcome"],  # done, cancelled, expired, overflow, bad_request, error, shutdown
+    ["outcome"],  # done, cancelled, abandoned, expired, overflow, bad_request, error, shutdown
 )
 COMPLETION_TOKENS = Counter("cs_worker_completion_tokens_total", "Tokens generated")
 PROMPT_TOKENS = Counter("cs_worker_prompt_tokens_total", "Prompt tokens after trimming")

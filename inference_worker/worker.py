@@ -230,9 +230,10 @@ class InferenceWorker:
                 request_id=request_id, code=Code.CONTEXT_OVERFLOW, message=str(exc),
             ))
         except ChannelFull:
-            # The consumer stopped reading (its process died): nobody wants the rest.
+            # The consumer stopped reading without cancelling (its process died): nobody
+            # wants the rest.
             await self.engine.abort(request_id)
-            outcome = "cancelled"
+            outcome = "abandoned"
         except Exception as exc:
             log.exception("request %s failed", request_id)
             await self.engine.abort(request_id)

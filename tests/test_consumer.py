@@ -116,6 +116,7 @@ async def test_foreign_origin_and_missing_origin_are_refused():
         communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
         connected, _ = await communicator.connect()
         assert connected is False
+        await communicator.wait()
     assert await Conversation.objects.acount() == 0
 
 

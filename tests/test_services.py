@@ -90,7 +90,7 @@ def test_default_profile_comes_from_the_migration_and_can_be_replaced():
 
 
 def test_system_prompt_variables_are_filled_and_unknown_ones_kept():
-    now = dt.datetime(2026, 3, 1, 12, 30, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 3, 1, 12, 30, tzinfo=dt.UTC)
     text = render_system_prompt(
         "{site_name} {current_time} {user_region} {language} {unknown} {{literal}}",
         site_name="Acme", language="zh-CN", region="Shanghai", timezone="Asia/Shanghai", now=now,
@@ -100,14 +100,14 @@ def test_system_prompt_variables_are_filled_and_unknown_ones_kept():
 
 def test_broken_template_is_used_as_written():
     assert render_system_prompt("hello {", site_name="", language="", region="", timezone="",
-                                now=dt.datetime.now(dt.timezone.utc)) == "hello {"
+                                now=dt.datetime.now(dt.UTC)) == "hello {"
 
 
 def test_language_names_and_time_zones_degrade_gracefully():
     assert language_name("en-US") == "English"
     assert language_name("xx-YY") == "xx-YY"
     assert language_name("") == "the customer's language"
-    now = dt.datetime(2026, 1, 1, 0, 0, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 1, 0, 0, tzinfo=dt.UTC)
     assert local_time(now, "Not/AZone").endswith("UTC")
 
 

@@ -1,0 +1,100 @@
+"""The real stack for end-to-end tests: its own Redis server, the inference worker with the
+real vLLM engine and model, and Daphne, as separate processes sharing the test database."""
+
+import io
+import os
+import socket
+import sys
+import threading
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from prometheus_client.parser import text_string_to_metric_families
+
+from cs_site.localredis import start_redis
+from cs_site.stack import ReadyCheck, Supervisor, wait_ready
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url(db: dict) -> str:
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return (f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or 'localhost'}:"
+            f"{db['PORT'] or 5432}/{db['NAME']}")
+
+
+@dataclass
+class Stack:
+    http: str
+    ws: str
+    metrics_url: str
+    output: io.StringIO
+
+    @property
+    def origin(self) -> str:
+        return self.http
+
+    def metrics(self) -> dict[str, float]:
+        """The worker's metrics: 'name{label=value,...}' → value, labels sorted, no model label."""
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            text = response.read().decode()
+        values = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items())
+                                  if k not in ("model_name", "engine"))
+                values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return values
+
+
+@pytest.fixture(scope="session")
+def real_stack(django_db_setup, django_db_blocker, tmp_path_factory):
+    """Started once for the session (the model takes ~1 min to load on a CPU)."""
+    from django.db import connection
+
+    run_dir = tmp_path_factory.mktemp("stack")
+    redis = start_redis(run_dir)
+    port, metrics_port = free_port(), free_port()
+    with django_db_blocker.unblock():
+        db_url = database_url(connection.settings_dict)
+    env = {
+        **os.environ,
+        "REDIS_URL": redis.url,
+        "DATABASE_URL": db_url,
+        "INFERENCE_METRICS_PORT": str(metrics_port),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "PYTHONUNBUFFERED": "1",
+        # The same engine without torch.compile: starts in ~17 s instead of ~60 s.
+        "INFERENCE_ENFORCE_EAGER": "true",
+        "INFERENCE_MODEL_DIR": str(settings.INFERENCE["MODEL_DIR"]),
+    }
+    output = io.StringIO()
+    sup = Supervisor(out=output, stop_timeout=20)
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    sup.start("worker", [*manage, "run_inference_worker"], env, cwd=ROOT)
+    sup.start("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                         "cs_site.asgi:application"], env, cwd=ROOT)
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    try:
+        wait_ready(sup, [
+            ReadyCheck("daphne", f"http://127.0.0.1:{port}/healthz"),
+            ReadyCheck("worker", metrics_url, pattern=r"^cs_worker_ready 1"),
+        ], threading.Event(), timeout=600)
+    except RuntimeError:
+        sup.stop_all()
+        redis.stop()
+        pytest.fail("the real stack did not start:\n" + output.getvalue()[-5000:])
+    yield Stack(http=f"http://127.0.0.1:{port}", ws=f"ws://127.0.0.1:{port}",
+                metrics_url=metrics_url, output=output)
+    sup.stop_all()
+    redis.stop()
