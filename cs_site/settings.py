@@ -9,6 +9,8 @@ from pathlib import Path
 
 import environ
 
+from cs_site.secret_key import secret_key_file
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -19,14 +21,10 @@ VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
 
 # --- Django core ---------------------------------------------------------------------------
 
-DEBUG = env.bool("DEBUG", default=True)
-# A fixed development key is only acceptable while DEBUG is on; production must set its own.
-SECRET_KEY = env.str("SECRET_KEY", default="")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise RuntimeError("SECRET_KEY must be set when DEBUG is false (generate one with "
-                           "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`).")
-    SECRET_KEY = "dev-insecure-key-only-for-local-runs-with-debug-on"
+DEBUG = env.bool("DEBUG", default=False)
+# From the environment in production (the same key on every web host). Otherwise one key per
+# installation, generated on first use and kept private in VAR_DIR, never a key from the repo.
+SECRET_KEY = env.str("SECRET_KEY", default="") or secret_key_file(VAR_DIR / "secret_key")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -113,7 +111,8 @@ STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
 # Daphne serves /static/ itself unless a front proxy does it (set SERVE_STATIC=false then).
 SERVE_STATIC = env.bool("SERVE_STATIC", default=True)
 
-SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG)
+# Set true when the site is served over HTTPS (production): cookies then never travel in clear.
+SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 LOGGING = {

@@ -6,6 +6,7 @@ tokenizer and chat template; `stream` yields `Chunk`s of new text (DELTA output)
 one whose finish_reason is set.
 """
 
+import gc
 import inspect
 import logging
 import os
@@ -110,7 +111,13 @@ class VllmEngine:
         return len(self._active)
 
     def shutdown(self) -> None:
-        self._engine.shutdown()
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.shutdown()
+            # Collect it now: AsyncLLM.__del__ shuts down again, and at interpreter exit,
+            # when module globals are already gone, that second call fails noisily.
+            del engine
+            gc.collect()
 
 
 def build_engine(inference: dict) -> VllmEngine:
