@@ -16,6 +16,7 @@ commands come from `product_plan`, so tests drive the same code with dummy comma
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -222,13 +223,23 @@ class Supervisor:
         return child.returncode
 
     def stop(self, child: Child, *, quiet: bool = False) -> None:
-        """SIGTERM the child's whole group, SIGKILL it after stop_timeout, forget the child."""
+        """Stop the child and everything in its group, then forget the child.
+
+        SIGTERM goes to the leader first: a program that runs children of its own (the
+        inference worker's vLLM engine processes) shuts them down in order, which a signal
+        to all of them at once would race. What is left of the group when the leader is gone
+        (or after stop_timeout) gets SIGTERM, then SIGKILL.
+        """
         pgid = child.pid
         if child.returncode is None or live_group_members(pgid):
             if not quiet:
                 self.say(f"stopping {child.name} (pid {child.pid})")
+            if child.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.send_signal(signal.SIGTERM)
+                self._wait_leader(child, self.stop_timeout)
             _signal_group(pgid, signal.SIGTERM)
-            if not self._wait_group(child, self.stop_timeout):
+            if not self._wait_group(child, KILL_TIMEOUT):
                 self.say(f"{child.name} did not stop within {self.stop_timeout:g} s: killing it")
                 _signal_group(pgid, signal.SIGKILL)
                 self._wait_group(child, KILL_TIMEOUT)
@@ -236,6 +247,11 @@ class Supervisor:
         self.children.remove(child)
         if not quiet:
             self.say(f"{child.name} stopped ({describe_exit(child.returncode)})")
+
+    def _wait_leader(self, child: Child, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while child.returncode is None and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL)
 
     def _wait_group(self, child: Child, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
