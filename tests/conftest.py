@@ -7,9 +7,11 @@ import json
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.db import connections
 
 from cs_site.localredis import start_redis
 from cs_site.redis_client import get_redis
@@ -44,6 +46,14 @@ async def clean_redis(redis_server):
     yield
     await client.aclose()
     channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+async def close_async_orm_connections():
+    """The async ORM runs queries in asgiref's shared thread, whose connection outlives the
+    test: close it, or PostgreSQL cannot drop the test database at the end of the run."""
+    yield
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture(scope="session")

@@ -10,15 +10,7 @@ import redis
 
 from cs_site import localredis
 from cs_site.localredis import check_redis, start_redis
-
-
-def pid_alive(pid: int) -> bool:
-    """True while pid is a live process (a zombie waiting for its reaper counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
+from tests.processes import pid_alive
 
 
 def test_serves_on_a_unix_socket_and_stops_cleanly(tmp_path: Path) -> None:

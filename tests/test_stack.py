@@ -32,18 +32,11 @@ from cs_site.stack import (
     run_stack,
     url_host,
 )
+from tests.processes import pid_alive
 
 PY = sys.executable
 SLEEPER = [PY, "-c", "import time; time.sleep(60)"]
 
-
-def pid_alive(pid: int) -> bool:
-    """True while pid is a live process (a zombie waiting for its reaper counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
 
 
 def wait_for_file(path: Path, timeout: float = 10.0) -> str:

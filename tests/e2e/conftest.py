@@ -9,6 +9,7 @@ import threading
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from django.conf import settings
@@ -29,7 +30,8 @@ def free_port() -> int:
 def database_url(db: dict) -> str:
     if db["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{db['NAME']}"
-    return (f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or 'localhost'}:"
+    user, password = quote(db["USER"], safe=""), quote(db["PASSWORD"], safe="")
+    return (f"postgres://{user}:{password}@{db['HOST'] or 'localhost'}:"
             f"{db['PORT'] or 5432}/{db['NAME']}")
 
 

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The database-touching tests again, against a real PostgreSQL server (production's database).
+#
+# Starts a throwaway cluster in a temp dir, on 127.0.0.1 and a free private port, runs pytest
+# with DATABASE_URL pointing at it, then stops and removes the cluster whatever happens.
+# Installs Debian's `postgresql` first when it is missing and we are root (CI).
+#   bash scripts/test-postgres.sh                      # the default test modules
+#   bash scripts/test-postgres.sh tests/test_services.py -k once   # any pytest arguments
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+
+# Modules that touch the database; the end-to-end ones (tests/e2e) run the real stack on it.
+TESTS=(tests/test_services.py tests/test_memory.py tests/test_consumer.py tests/test_worker.py
+       tests/test_postgres_specific.py tests/e2e)
+
+# PostgreSQL server binaries: Debian's newest /usr/lib/postgresql/<ver>/bin, else initdb on PATH.
+pg_bindir() {
+    local dir
+    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+    [[ -z $dir ]] && command -v initdb >/dev/null && dir=$(dirname "$(readlink -f "$(command -v initdb)")")
+    [[ -n $dir && -x $dir/initdb && -x $dir/pg_ctl && -x $dir/postgres ]] && echo "$dir"
+}
+
+BIN=$(pg_bindir) || true
+if [[ -z $BIN ]]; then
+    if [[ $(id -u) != 0 ]]; then
+        echo "test-postgres: PostgreSQL server is not installed." >&2
+        echo "  Install it (Debian/Ubuntu: sudo apt-get install postgresql) and run again." >&2
+        exit 1
+    fi
+    echo "test-postgres: installing Debian's postgresql…"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    BIN=$(pg_bindir) || { echo "test-postgres: no initdb after installing postgresql" >&2; exit 1; }
+fi
+
+# initdb refuses to run as root: the cluster then belongs to the `postgres` user.
+AS_PG=()
+if [[ $(id -u) == 0 ]]; then
+    id -u postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    AS_PG=(runuser -u postgres --)
+fi
+pg() { (cd / && "${AS_PG[@]}" "$BIN/$1" "${@:2}"); }   # cd /: postgres may not read our cwd
+
+PORT=${PG_TEST_PORT:-$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+DIR=$(mktemp -d /tmp/cs-desk-pg.XXXXXX)
+[[ ${#AS_PG[@]} -gt 0 ]] && chown postgres: "$DIR"
+
+cleanup() {
+    pg pg_ctl -D "$DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+# Socket connections (only the cluster owner can reach the private socket dir) are trusted;
+# TCP needs the password. fsync off: nothing here has to survive a crash.
+PASSWORD=$($PY -c 'import secrets; print(secrets.token_hex(16))')
+pg initdb -D "$DIR/data" -U postgres --no-locale -E UTF8 --auth-local=trust \
+    --auth-host=scram-sha-256 >"$DIR/initdb.log" || { cat "$DIR/initdb.log" >&2; exit 1; }
+pg pg_ctl -D "$DIR/data" -l "$DIR/server.log" -w -t 60 start -o \
+    "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    >/dev/null || { cat "$DIR/server.log" >&2; exit 1; }
+# CREATEDB: pytest-django creates (and drops) test_desk next to desk.
+pg psql -h "$DIR" -p "$PORT" -U postgres -v ON_ERROR_STOP=1 -q \
+    -c "CREATE ROLE desk LOGIN CREATEDB PASSWORD '$PASSWORD'" -c "CREATE DATABASE desk OWNER desk"
+
+echo
+echo "================ PostgreSQL pass: $("$BIN/postgres" --version), 127.0.0.1:$PORT ================"
+[[ $# -gt 0 ]] && TESTS=("$@")
+status=0
+DATABASE_URL="postgres://desk:$PASSWORD@127.0.0.1:$PORT/desk" $PY -m pytest "${TESTS[@]}" || status=$?
+echo "================ PostgreSQL pass: $([[ $status == 0 ]] && echo passed || echo "FAILED ($status)") ================"
+exit "$status"
