@@ -17,6 +17,7 @@ from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 from django.conf import settings
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from chat import events, fallback, memory, selectors, services
 from chat.models import Conversation, Message
@@ -78,24 +79,29 @@ class BotAnswer:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if await presence.live_workers(get_redis()) == 0:
-            await self._fallback(fallback.REASON_UNAVAILABLE)
-            return
-        system_prompt, sampling = await _prompt_parts(self.conversation)
-        turns = await memory.recent_turns(self.conversation.id, newest_id=self.question.id)
-        cfg = settings.CHAT
-        request = events.inference_request(
-            request_id=self.request_id,
-            reply_channel=self.reply_channel,
-            messages=build_messages(system_prompt, turns),
-            sampling=sampling,
-            deadline=time.time() + cfg["ANSWER_TIMEOUT_SECONDS"],
-        )
-        self.sent_at = time.monotonic()
         try:
+            if await presence.live_workers(get_redis()) == 0:
+                await self._fallback(fallback.REASON_UNAVAILABLE)
+                return
+            system_prompt, sampling = await _prompt_parts(self.conversation)
+            turns = await memory.recent_turns(self.conversation.id, newest_id=self.question.id)
+            request = events.inference_request(
+                request_id=self.request_id,
+                reply_channel=self.reply_channel,
+                messages=build_messages(system_prompt, turns),
+                sampling=sampling,
+                deadline=time.time() + settings.CHAT["ANSWER_TIMEOUT_SECONDS"],
+            )
+            self.sent_at = time.monotonic()
             await self.channel_layer.send(settings.INFERENCE["CHANNEL"], request)
         except ChannelFull:
             log.warning("inference queue full; answering %s with the fallback", self.request_id)
+            await self._fallback(fallback.REASON_UNAVAILABLE)
+            return
+        except (RedisError, OSError):
+            # Redis is the transport to the workers: without it the model cannot answer,
+            # but the question is stored and the fallback rules still can.
+            log.exception("cannot reach the inference workers for %s", self.request_id)
             await self._fallback(fallback.REASON_UNAVAILABLE)
             return
         self._watchdog = asyncio.create_task(self._watch_deadlines())

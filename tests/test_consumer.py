@@ -230,3 +230,20 @@ async def test_model_text_is_sent_as_data_not_markup(connect, engine, worker):
     frames = await client.answer()
     text = "".join(f["text"] for f in frames if f["type"] == "bot.delta")
     assert text == '<img src=x onerror="alert(1)"> "quoted"'  # JSON-escaped on the wire, intact
+
+
+async def test_redis_failure_when_asking_the_workers_falls_back(connect, worker, monkeypatch):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from chat import answering
+
+    async def broken(_redis):
+        raise RedisConnectionError("connection refused")
+
+    monkeypatch.setattr(answering.presence, "live_workers", broken)
+    client, first = await connect()
+    await client.send({"type": "message", "text": "hello", "client_id": "x"})
+    assert (await client.receive())["type"] == "message.ack"
+    *_, done = await client.answer(timeout=3)
+    assert done["fallback"] is True and done["finish_reason"] == "unavailable"
+    assert [m.role for m in await stored(first["id"])] == ["customer", "bot"]
