@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from chat.models import BotProfile, Conversation, FallbackRule, Message
+from chat.models import BotProfile, Conversation, FallbackRule, Feedback, Message, Site
 
 
 class MessageInline(admin.TabularInline):
@@ -18,11 +18,13 @@ class MessageInline(admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ("id", "status", "language", "region", "created_at", "last_message_at")
-    list_filter = ("status", "language", "created_at")
+    list_display = ("id", "site", "status", "language", "region", "csat_score", "created_at",
+                    "last_message_at")
+    list_filter = ("status", "site", "language", "csat_score", "created_at")
     search_fields = ("id", "messages__text", "page_url")
     readonly_fields = ("id", "token_hash", "created_at", "updated_at", "last_message_at",
-                       "user_agent", "page_url", "metadata")
+                       "user_agent", "page_url", "metadata", "handoff_requested_at", "csat_score",
+                       "csat_comment", "csat_at", "closed_at")
     inlines = [MessageInline]
     date_hierarchy = "created_at"
 
@@ -54,3 +56,23 @@ class FallbackRuleAdmin(admin.ModelAdmin):
     list_display = ("name", "keywords", "language", "priority", "enabled")
     list_editable = ("priority", "enabled")
     list_filter = ("enabled", "language")
+
+
+@admin.register(Site)
+class SiteAdmin(admin.ModelAdmin):
+    list_display = ("name", "key", "language", "is_active", "created_at")
+    list_filter = ("is_active", "language")
+    search_fields = ("name", "key", "allowed_origins")
+    readonly_fields = ("created_at",)
+
+
+@admin.register(Feedback)
+class FeedbackAdmin(admin.ModelAdmin):
+    list_display = ("message", "rating", "short_comment", "created_at")
+    list_filter = ("rating", "created_at")
+    search_fields = ("comment", "message__text")
+    raw_id_fields = ("message",)
+
+    @admin.display(description="comment")
+    def short_comment(self, obj: Feedback) -> str:
+        return obj.comment[:80]

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from chat import events, fallback, memory, selectors, services
 from chat.models import Conversation, Message
 from chat.prompting import render_system_prompt
+from chat.punctuation import FullwidthPunctuation
 from cs_site.redis_client import get_redis
 from inference_worker import presence
 
@@ -45,7 +46,8 @@ def build_messages(system_prompt: str, turns: list[dict]) -> list[events.ChatTur
 
 
 @database_sync_to_async
-def _prompt_parts(conversation: Conversation) -> tuple[str, events.Sampling]:
+def _prompt_parts(conversation: Conversation) -> tuple[str, events.Sampling, bool]:
+    """System prompt, sampling, and whether to make Chinese punctuation full-width."""
     profile = selectors.bot_profile_for(conversation)
     system_prompt = render_system_prompt(
         profile.system_prompt, site_name=profile.site_name, language=conversation.language,
@@ -57,7 +59,8 @@ def _prompt_parts(conversation: Conversation) -> tuple[str, events.Sampling]:
         "max_tokens": profile.max_tokens,
         "frequency_penalty": profile.frequency_penalty,
     }
-    return system_prompt, sampling
+    fullwidth = profile.fullwidth_punctuation and conversation.language.lower().startswith("zh")
+    return system_prompt, sampling, fullwidth
 
 
 class BotAnswer:
@@ -74,6 +77,7 @@ class BotAnswer:
         self.sent_at = 0.0
         self.first_token_at: float | None = None
         self.finished = False
+        self.punctuation: FullwidthPunctuation | None = None
         self._watchdog: asyncio.Task | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -83,7 +87,8 @@ class BotAnswer:
             if await presence.live_workers(get_redis()) == 0:
                 await self._fallback(fallback.REASON_UNAVAILABLE)
                 return
-            system_prompt, sampling = await _prompt_parts(self.conversation)
+            system_prompt, sampling, fullwidth = await _prompt_parts(self.conversation)
+            self.punctuation = FullwidthPunctuation() if fullwidth else None
             turns = await memory.recent_turns(self.conversation.id, newest_id=self.question.id)
             request = events.inference_request(
                 request_id=self.request_id,
@@ -136,13 +141,24 @@ class BotAnswer:
 
     async def on_delta(self, event: dict) -> None:
         await self.on_start(event)  # tolerate a lost start: deltas still reach the customer
+        if self.first_token_at is None and event.get("text"):
+            self.first_token_at = time.monotonic()
         text = event.get("text", "")
+        if self.punctuation is not None:
+            text = self.punctuation.feed(text)
+        await self._append(text)
+
+    async def _append(self, text: str, *, send: bool = True) -> None:
         if not text:
             return
-        if self.first_token_at is None:
-            self.first_token_at = time.monotonic()
         self.parts.append(text)
-        await self.send_frame(events.bot_delta_frame(message_id=self.message.id, text=text))
+        if send:
+            await self.send_frame(events.bot_delta_frame(message_id=self.message.id, text=text))
+
+    async def _flush_held_text(self, *, send: bool = True) -> None:
+        """Text the punctuation pass held back, waiting for what follows: the answer ended."""
+        if self.punctuation is not None and self.message is not None:
+            await self._append(self.punctuation.finish(), send=send)
 
     async def on_done(self, event: dict) -> None:
         await self.on_start(event)
@@ -169,6 +185,7 @@ class BotAnswer:
             return
         await self.cancel("disconnected")
         if self.message is not None:
+            await self._flush_held_text(send=False)
             await self._store(finish_reason="disconnected", partial=True, prompt_tokens=None,
                               completion_tokens=None)
         self._stop()
@@ -182,6 +199,7 @@ class BotAnswer:
     # --- endings -------------------------------------------------------------------------------
 
     async def _finish(self, *, finish_reason: str, partial: bool, prompt_tokens, completion_tokens):
+        await self._flush_held_text()
         message = await self._store(finish_reason=finish_reason, partial=partial,
                                     prompt_tokens=prompt_tokens,
                                     completion_tokens=completion_tokens)

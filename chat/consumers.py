@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # Per-socket flood control lives in process memory: a socket is served by one process.
 _rate_limiter = MovingWindowRateLimiter(MemoryStorage())
 
+CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 
 
@@ -35,28 +36,45 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.accept()
         params = connect_params(self.scope)
         self.rate_limits = parse_many(settings.CHAT["SOCKET_RATE_LIMIT"])
+        site = None
+        if params.site_key:
+            # Widget sockets come from company pages on other origins: the site key must
+            # exist and allow the page's origin (same-host pages are checked in cs_site.asgi).
+            site = await database_sync_to_async(selectors.site_for_origin)(
+                site_key=params.site_key, origin=params.origin
+            )
+            if site is None:
+                await self._refuse(events.ErrorCode.ORIGIN_NOT_ALLOWED,
+                                   "This site key is unknown or does not allow this page's "
+                                   "origin. Add the origin to the site in admin.",
+                                   CLOSE_FORBIDDEN)
+                return
         if params.conversation_id or params.token:
-            self.conversation = await database_sync_to_async(selectors.conversation_for_customer)(
+            conversation = await database_sync_to_async(selectors.conversation_for_customer)(
                 conversation_id=params.conversation_id, token=params.token
             )
-            if self.conversation is None:
-                await self.send_frame(events.error_frame(
-                    code=events.ErrorCode.NOT_FOUND,
-                    message="No conversation matches this id and token. "
-                    "Connect without them to start a new conversation.",
-                ))
-                await self.close(code=CLOSE_NOT_FOUND)
+            if conversation is None or conversation.site_id != (site.pk if site else None):
+                await self._refuse(events.ErrorCode.NOT_FOUND,
+                                   "No conversation matches this id and token. "
+                                   "Connect without them to start a new conversation.",
+                                   CLOSE_NOT_FOUND)
                 return
+            self.conversation = conversation
             await self._send_resume()
         else:
             self.conversation, token = await database_sync_to_async(services.conversation_start)(
-                language=params.language, region=params.region, timezone_name=params.timezone,
+                site=site, language=params.language or (site.language if site else ""),
+                region=params.region, timezone_name=params.timezone,
                 page_url=params.page_url, user_agent=params.user_agent,
             )
             await self.send_frame(events.conversation_frame(
                 conversation_id=str(self.conversation.id), token=token,
                 status=self.conversation.status, resumed=False,
             ))
+
+    async def _refuse(self, code: str, message: str, close_code: int) -> None:
+        await self.send_frame(events.error_frame(code=code, message=message))
+        await self.close(code=close_code)
 
     async def _send_resume(self) -> None:
         conversation = self.conversation
@@ -95,31 +113,71 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except FrameError as exc:
             await self.send_frame(events.error_frame(code=exc.code, message=exc.message))
             return
-        if frame["type"] == "ping":
-            await self.send_frame(events.pong_frame())
-        elif frame["type"] == "message":
-            await self._on_message(frame)
+        handler = {
+            "message": self._on_message,
+            "ping": self._on_ping,
+            "feedback": self._on_feedback,
+            "csat": self._on_csat,
+            "handoff.request": self._on_handoff_request,
+            "close": self._on_close,
+        }[frame["type"]]
+        try:
+            await handler(frame)
+        except DatabaseError:
+            log.exception("%s frame of %s failed", frame["type"], self.conversation.id)
+            await self.send_frame(events.error_frame(
+                code=events.ErrorCode.UNAVAILABLE,
+                message="That could not be saved. Please try again in a moment.",
+            ))
+
+    async def _on_ping(self, frame: dict) -> None:
+        await self.send_frame(events.pong_frame())
+
+    async def _on_feedback(self, frame: events.FeedbackFrame) -> None:
+        try:
+            await database_sync_to_async(services.feedback_submit)(
+                conversation=self.conversation, message_id=frame["message_id"],
+                rating=frame["rating"], comment=frame.get("comment", ""),
+            )
+        except Message.DoesNotExist:
+            await self.send_frame(events.error_frame(
+                code=events.ErrorCode.UNKNOWN_MESSAGE,
+                message="Only answers of this conversation's bot can be rated.",
+            ))
+            return
+        await self.send_frame(events.feedback_ack_frame(message_id=frame["message_id"],
+                                                        rating=frame["rating"]))
+
+    async def _on_csat(self, frame: events.CsatFrame) -> None:
+        await database_sync_to_async(services.csat_submit)(
+            conversation=self.conversation, score=frame["score"],
+            comment=frame.get("comment", ""),
+        )
+        await self.send_frame(events.csat_ack_frame(score=frame["score"]))
+
+    async def _on_handoff_request(self, frame: dict) -> None:
+        await database_sync_to_async(services.handoff_request)(conversation=self.conversation)
+        await self.send_frame(events.handoff_ack_frame())
+
+    async def _on_close(self, frame: dict) -> None:
+        if self.answer is not None:
+            await self.answer.on_disconnect()
+            self.answer = None
+        await database_sync_to_async(services.conversation_close)(conversation=self.conversation)
+        await self.send_frame(events.conversation_closed_frame())
 
     async def _on_message(self, frame: events.MessageFrame) -> None:
         client_id = frame.get("client_id")
-        try:
-            await self.conversation.arefresh_from_db(fields=["status"])
-            if self.conversation.status == Conversation.Status.CLOSED:
-                await self.send_frame(events.error_frame(
-                    code=events.ErrorCode.CLOSED,
-                    message="This conversation is closed. Start a new one to write again.",
-                ))
-                return
-            message, created = await database_sync_to_async(services.message_add_customer)(
-                conversation=self.conversation, text=frame["text"], client_id=client_id
-            )
-        except DatabaseError:
-            log.exception("storing a message of %s failed", self.conversation.id)
+        await self.conversation.arefresh_from_db(fields=["status"])
+        if self.conversation.status == Conversation.Status.CLOSED:
             await self.send_frame(events.error_frame(
-                code=events.ErrorCode.UNAVAILABLE,
-                message="The message could not be saved. Please send it again in a moment.",
+                code=events.ErrorCode.CLOSED,
+                message="This conversation is closed. Start a new one to write again.",
             ))
             return
+        message, created = await database_sync_to_async(services.message_add_customer)(
+            conversation=self.conversation, text=frame["text"], client_id=client_id
+        )
         await self.send_frame(events.ack_frame(client_id=client_id, message_id=message.id,
                                                duplicate=not created))
         if created:
@@ -186,4 +244,5 @@ def _history_item(message: Message) -> events.HistoryItem:
         "created_at": message.created_at.isoformat(),
         "client_id": message.client_id,
         "partial": message.is_partial,
+        "rating": feedback.rating if (feedback := getattr(message, "feedback", None)) else None,
     }

@@ -33,9 +33,38 @@ class PingFrame(TypedDict):
     type: Literal["ping"]
 
 
-ClientFrame = Annotated[MessageFrame | PingFrame, Field(discriminator="type")]
+class FeedbackFrame(TypedDict):
+    """Thumbs up or down on one bot answer; sending again replaces the rating."""
+
+    type: Literal["feedback"]
+    message_id: int
+    rating: Literal["up", "down"]
+    comment: NotRequired[str]
+
+
+class CsatFrame(TypedDict):
+    """Satisfaction with the whole conversation, 1 (bad) to 5 (great)."""
+
+    type: Literal["csat"]
+    score: int
+    comment: NotRequired[str]
+
+
+class HandoffRequestFrame(TypedDict):
+    type: Literal["handoff.request"]
+
+
+class CloseFrame(TypedDict):
+    type: Literal["close"]
+
+
+ClientFrame = Annotated[
+    MessageFrame | PingFrame | FeedbackFrame | CsatFrame | HandoffRequestFrame | CloseFrame,
+    Field(discriminator="type"),
+]
 client_frame_adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
-CLIENT_FRAME_TYPES = ("message", "ping")
+CLIENT_FRAME_TYPES = ("message", "ping", "feedback", "csat", "handoff.request", "close")
+MAX_COMMENT_CHARS = 1000
 
 
 # --- Customer WebSocket: server → client ----------------------------------------------------
@@ -48,6 +77,7 @@ class HistoryItem(TypedDict):
     created_at: str
     client_id: str | None
     partial: bool
+    rating: str | None  # the customer's thumbs on a bot answer: "up", "down" or None
 
 
 class Usage(TypedDict):
@@ -101,6 +131,22 @@ def pong_frame() -> dict:
     return {"type": "pong"}
 
 
+def feedback_ack_frame(*, message_id: int, rating: str) -> dict:
+    return {"type": "feedback.ack", "message_id": message_id, "rating": rating}
+
+
+def csat_ack_frame(*, score: int) -> dict:
+    return {"type": "csat.ack", "score": score}
+
+
+def handoff_ack_frame() -> dict:
+    return {"type": "handoff.ack", "status": "requested"}
+
+
+def conversation_closed_frame() -> dict:
+    return {"type": "conversation.closed"}
+
+
 # Error codes a customer socket can receive (docs/protocol.md explains each).
 class ErrorCode:
     BAD_FRAME = "bad_frame"  # not JSON, binary, not an object, or fields of the wrong type
@@ -111,6 +157,8 @@ class ErrorCode:
     RATE_LIMITED = "rate_limited"
     NOT_FOUND = "conversation_not_found"  # unknown id or wrong token: deliberately the same
     CLOSED = "conversation_closed"
+    UNKNOWN_MESSAGE = "unknown_message"  # feedback on a message that is no bot answer here
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"  # unknown site key, or a page it does not allow
     UNAVAILABLE = "unavailable"  # storage failed; nothing was stored, the customer may resend
 
 

@@ -4,14 +4,68 @@ The database is the source of truth: Redis only caches recent turns (see `chat.m
 Writes go through `chat.services`, reads through `chat.selectors`.
 """
 
+import secrets
 import uuid
+from urllib.parse import urlsplit
 
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 from chat.prompting import SamplingDefaults
 
 _SAMPLING = SamplingDefaults()
+
+
+def new_site_key() -> str:
+    return "site_" + secrets.token_urlsafe(18)
+
+
+class Site(models.Model):
+    """A company website that embeds the widget with this site key."""
+
+    key = models.CharField(max_length=64, unique=True, default=new_site_key)
+    name = models.CharField(max_length=200, help_text="Shown in the widget's header.")
+    allowed_origins = models.TextField(
+        help_text="One origin per line, e.g. https://shop.example.com (scheme, host and port "
+        "if not the default). Pages elsewhere cannot use this key."
+    )
+    greeting = models.TextField(default="Hi! How can we help you today?")
+    accent_color = models.CharField(
+        max_length=7, default="#2563eb", validators=[RegexValidator(r"^#[0-9a-fA-F]{6}$")]
+    )
+    language = models.CharField(max_length=35, default="en", help_text="Default UI language")
+    business_hours = models.JSONField(
+        default=dict, blank=True,
+        help_text='e.g. {"timezone": "Europe/Berlin", "mon-fri": "09:00-18:00"}',
+    )
+    bot_profile = models.ForeignKey(
+        "BotProfile", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def origins(self) -> set[str]:
+        return {normalize_origin(line) for line in self.allowed_origins.split() if line.strip()}
+
+    def allows(self, origin: str) -> bool:
+        return bool(origin) and normalize_origin(origin) in self.origins()
+
+
+def normalize_origin(origin: str) -> str:
+    """scheme://host[:port] in lower case, default ports dropped, no trailing slash."""
+    parts = urlsplit(origin.strip().rstrip("/").lower())
+    if not parts.scheme or not parts.hostname:
+        return ""
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
 
 
 class Conversation(models.Model):
@@ -34,6 +88,17 @@ class Conversation(models.Model):
     bot_profile = models.ForeignKey(
         "BotProfile", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    site = models.ForeignKey(
+        Site, null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
+    )
+    handoff_requested_at = models.DateTimeField(null=True, blank=True)
+    csat_score = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(5)],
+        help_text="Customer satisfaction, 1 to 5, asked at the end of the conversation",
+    )
+    csat_comment = models.TextField(blank=True)
+    csat_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
@@ -88,6 +153,26 @@ class Message(models.Model):
         return f"{self.get_role_display()}: {self.text[:60]}"
 
 
+class Feedback(models.Model):
+    """A customer's thumbs up or down on one bot answer; rating again replaces it."""
+
+    class Rating(models.TextChoices):
+        UP = "up", "Thumbs up"
+        DOWN = "down", "Thumbs down"
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="feedback")
+    rating = models.CharField(max_length=4, choices=Rating.choices)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "feedback"
+
+    def __str__(self) -> str:
+        return f"{self.get_rating_display()} on message {self.message_id}"
+
+
 class BotProfile(models.Model):
     """The system prompt and sampling defaults the bot answers with, edited in admin."""
 
@@ -112,6 +197,11 @@ class BotProfile(models.Model):
     frequency_penalty = models.FloatField(
         default=_SAMPLING.frequency_penalty,
         validators=[MinValueValidator(-2.0), MaxValueValidator(2.0)],
+    )
+    fullwidth_punctuation = models.BooleanField(
+        default=True,
+        help_text="In Chinese conversations, turn the bot's half-width punctuation in prose "
+        "into full-width (，。？！), leaving code, URLs and numbers alone.",
     )
     updated_at = models.DateTimeField(auto_now=True)
 

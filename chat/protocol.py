@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ValidationError
 
-from chat.events import CLIENT_FRAME_TYPES, ErrorCode, client_frame_adapter
+from chat.events import CLIENT_FRAME_TYPES, MAX_COMMENT_CHARS, ErrorCode, client_frame_adapter
 
 
 class FrameError(Exception):
@@ -42,7 +42,21 @@ def parse_client_frame(text_data: str | None, bytes_data: bytes | None, *, max_b
         raise FrameError(ErrorCode.BAD_FRAME, f"Invalid or missing field(s): {fields}.") from None
     if frame["type"] == "message":
         _check_message(frame, max_chars=max_chars)
+    elif frame["type"] in ("feedback", "csat"):
+        _check_rating(frame)
     return frame
+
+
+def _check_rating(frame: dict) -> None:
+    if frame["type"] == "csat" and not 1 <= frame["score"] <= 5:
+        raise FrameError(ErrorCode.BAD_FRAME, "score must be a whole number from 1 to 5.")
+    comment = frame.get("comment", "").strip()
+    if len(comment) > MAX_COMMENT_CHARS:
+        raise FrameError(ErrorCode.MESSAGE_TOO_LONG,
+                         f"Comments are limited to {MAX_COMMENT_CHARS} characters.")
+    if "\x00" in comment:
+        raise FrameError(ErrorCode.BAD_FRAME, "The comment contains a NUL character.")
+    frame["comment"] = comment
 
 
 def _check_message(frame: dict, *, max_chars: int) -> None:
@@ -67,6 +81,8 @@ def _check_message(frame: dict, *, max_chars: int) -> None:
 class ConnectParams:
     conversation_id: str
     token: str
+    site_key: str
+    origin: str
     language: str
     region: str
     timezone: str
@@ -91,6 +107,8 @@ def connect_params(scope: dict) -> ConnectParams:
     return ConnectParams(
         conversation_id=param("conversation", 64),
         token=param("token", 128),
+        site_key=param("site", 64),
+        origin=headers.get("origin", "")[:300],
         language=language if _looks_like_language_tag(language) else "",
         region=param("region", 64),
         timezone=param("tz", 64),

@@ -4,7 +4,7 @@ import hashlib
 import hmac
 import uuid
 
-from chat.models import BotProfile, Conversation, Message
+from chat.models import BotProfile, Conversation, Message, Site
 
 # Roles the model sees as conversation turns; system notes are for people only.
 TURN_ROLES = (Message.Role.CUSTOMER, Message.Role.BOT, Message.Role.AGENT)
@@ -32,9 +32,26 @@ def conversation_for_customer(*, conversation_id: str, token: str) -> Conversati
 
 
 def conversation_history(*, conversation_id, limit: int = 200) -> list[Message]:
-    """The newest `limit` messages, oldest first, for a resuming customer."""
-    newest = Message.objects.filter(conversation_id=conversation_id).order_by("-id")[:limit]
+    """The newest `limit` messages, oldest first, for a resuming customer, with any feedback
+    on them (`message.feedback`, or no such attribute)."""
+    newest = (
+        Message.objects.filter(conversation_id=conversation_id)
+        .select_related("feedback")
+        .order_by("-id")[:limit]
+    )
     return list(reversed(newest))
+
+
+def site_by_key(*, site_key: str) -> Site | None:
+    return Site.objects.filter(key=site_key, is_active=True).first()
+
+
+def site_for_origin(*, site_key: str, origin: str) -> Site | None:
+    """The active site with this key if it allows pages on `origin`, else None."""
+    site = site_by_key(site_key=site_key)
+    if site is None or not site.allows(origin):
+        return None
+    return site
 
 
 def recent_turns(*, conversation_id, limit: int) -> list[dict]:

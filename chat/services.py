@@ -5,17 +5,19 @@ import secrets
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from chat.models import Conversation, Message
+from chat.models import Conversation, Feedback, Message, Site
 from chat.selectors import hash_token
 
 
-def conversation_start(*, language: str = "", region: str = "", timezone_name: str = "",
-                       page_url: str = "", user_agent: str = "",
+def conversation_start(*, site: Site | None = None, language: str = "", region: str = "",
+                       timezone_name: str = "", page_url: str = "", user_agent: str = "",
                        metadata: dict | None = None) -> tuple[Conversation, str]:
     """Create a conversation; returns it with its access token, which is stored only hashed."""
     token = secrets.token_urlsafe(32)
     conversation = Conversation.objects.create(
         token_hash=hash_token(token),
+        site=site,
+        bot_profile_id=site.bot_profile_id if site else None,
         language=language[:35],
         region=region[:64],
         timezone=timezone_name[:64],
@@ -84,6 +86,49 @@ def bot_message_fallback(*, conversation: Conversation, text: str, reason: str) 
         )
         _touch(conversation.pk)
     return message
+
+
+def feedback_submit(*, conversation: Conversation, message_id: int, rating: str,
+                    comment: str = "") -> Feedback:
+    """Rate one bot answer of this conversation; a second rating replaces the first.
+    Raises Message.DoesNotExist for anything that is not a bot answer of this conversation."""
+    message = Message.objects.get(
+        pk=message_id, conversation=conversation, role=Message.Role.BOT
+    )
+    feedback, _ = Feedback.objects.update_or_create(
+        message=message, defaults={"rating": rating, "comment": comment}
+    )
+    return feedback
+
+
+def csat_submit(*, conversation: Conversation, score: int, comment: str = "") -> Conversation:
+    """The customer's satisfaction with the whole conversation; the latest answer counts."""
+    conversation.csat_score = score
+    conversation.csat_comment = comment
+    conversation.csat_at = timezone.now()
+    conversation.save(update_fields=["csat_score", "csat_comment", "csat_at", "updated_at"])
+    return conversation
+
+
+def handoff_request(*, conversation: Conversation) -> Conversation:
+    """The customer asked for a human. Recorded once, with a note in the transcript."""
+    with transaction.atomic():
+        updated = Conversation.objects.filter(
+            pk=conversation.pk, handoff_requested_at__isnull=True
+        ).update(handoff_requested_at=timezone.now())
+        if updated:
+            Message.objects.create(conversation=conversation, role=Message.Role.SYSTEM,
+                                   text="The customer asked for a human agent.")
+    conversation.refresh_from_db(fields=["handoff_requested_at"])
+    return conversation
+
+
+def conversation_close(*, conversation: Conversation) -> Conversation:
+    if conversation.status != Conversation.Status.CLOSED:
+        conversation.status = Conversation.Status.CLOSED
+        conversation.closed_at = timezone.now()
+        conversation.save(update_fields=["status", "closed_at", "updated_at"])
+    return conversation
 
 
 def _touch(conversation_id) -> None:

@@ -4,6 +4,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 from redis.exceptions import RedisError
 
+from chat import selectors
 from cs_site.redis_client import get_redis
 from inference_worker import presence
 
@@ -12,6 +13,37 @@ from inference_worker import presence
 def demo(request):
     """A plain page where a visitor chats with the bot over /ws/chat/."""
     return render(request, "chat/demo.html")
+
+
+@require_GET
+def widget_config(request, site_key: str):
+    """What the embedded widget needs to draw itself, for pages the site allows.
+
+    Cross-origin fetches always carry Origin; the answer names that origin in CORS only when
+    the site allows it. A request without Origin (not from a page) gets the public config.
+    """
+    origin = request.headers.get("Origin", "")
+    site = selectors.site_by_key(site_key=site_key)
+    if site is None:
+        return JsonResponse({"error": "unknown_site", "message": "No active site has this key."},
+                            status=404)
+    if origin and not site.allows(origin):
+        return JsonResponse(
+            {"error": "origin_not_allowed",
+             "message": f"{origin} is not among this site's allowed origins."}, status=403)
+    response = JsonResponse({
+        "site_key": site.key,
+        "name": site.name,
+        "greeting": site.greeting,
+        "accent_color": site.accent_color,
+        "language": site.language,
+        "business_hours": site.business_hours,
+    })
+    if origin:
+        response["Access-Control-Allow-Origin"] = origin
+    response["Vary"] = "Origin"
+    response["Cache-Control"] = "max-age=60"
+    return response
 
 
 @require_GET
