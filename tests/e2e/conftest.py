@@ -1,11 +1,14 @@
 """The real stack for end-to-end tests: its own Redis server, the inference worker with the
 real vLLM engine and model, and Daphne, as separate processes sharing the test database."""
 
+import functools
+import http.server
 import io
 import os
 import socket
 import sys
 import threading
+import types
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cs_site.localredis import start_redis
 from cs_site.stack import ReadyCheck, Supervisor, wait_ready
+from inference_worker.synthetic import SyntheticEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,3 +104,99 @@ def real_stack(django_db_setup, django_db_blocker, tmp_path_factory):
                 metrics_url=metrics_url, output=output)
     sup.stop_all()
     redis.stop()
+
+
+@dataclass
+class SyntheticStack:
+    http: str
+    engine: SyntheticEngine
+
+
+def _run_worker_in_thread(engine: SyntheticEngine, redis_url: str):
+    """An inference worker on its own event loop in a thread of this process."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+    from channels_redis.core import RedisChannelLayer
+
+    from inference_worker.worker import InferenceWorker
+
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder: dict = {}
+
+    async def main() -> None:
+        worker = InferenceWorker(
+            engine=engine,
+            channel_layer=RedisChannelLayer(hosts=[{"address": redis_url, "socket_timeout": 30}]),
+            redis=aioredis.Redis.from_url(redis_url, decode_responses=True),
+            channel=settings.INFERENCE["CHANNEL"], control_group=settings.INFERENCE["CONTROL_GROUP"],
+            max_concurrency=8, coalesce_ms=30, heartbeat_seconds=1, name="synthetic-worker",
+        )
+        holder["worker"] = worker
+        await worker.run(ready=ready.set)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    if not ready.wait(20):
+        raise RuntimeError("the synthetic worker did not start")
+
+    def stop() -> None:
+        loop.call_soon_threadsafe(holder["worker"].stop)
+        thread.join(10)
+
+    return thread, stop
+
+
+@pytest.fixture(scope="session")
+def synthetic_stack(django_db_setup, django_db_blocker, tmp_path_factory):
+    """Daphne as in production, answered by a worker streaming from the synthetic token
+    source (a test double of the model): for scripted 'model output' such as XSS payloads.
+    Its own Redis keeps it apart from the real stack."""
+    from django.db import connection
+
+    redis = start_redis(tmp_path_factory.mktemp("synthetic"))
+    engine = SyntheticEngine(tokens_per_second=400)
+    _, stop_worker = _run_worker_in_thread(engine, redis.url)
+    port = free_port()
+    with django_db_blocker.unblock():
+        db_url = database_url(connection.settings_dict)
+    env = {**os.environ, "REDIS_URL": redis.url, "DATABASE_URL": db_url,
+           "ALLOWED_HOSTS": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1"}
+    output = io.StringIO()
+    sup = Supervisor(out=output, stop_timeout=10)
+    sup.start("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                         "cs_site.asgi:application"], env, cwd=ROOT)
+    try:
+        wait_ready(sup, [ReadyCheck("daphne", f"http://127.0.0.1:{port}/healthz")],
+                   threading.Event(), timeout=60)
+    except RuntimeError:
+        sup.stop_all()
+        stop_worker()
+        redis.stop()
+        pytest.fail("the synthetic stack did not start:\n" + output.getvalue()[-5000:])
+    yield SyntheticStack(http=f"http://127.0.0.1:{port}", engine=engine)
+    sup.stop_all()
+    stop_worker()
+    redis.stop()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def host_pages(tmp_path_factory):
+    """A company's web server on another origin than the desk: write pages into `.root`,
+    open them at `.url`. Serves on 127.0.0.1; the same pages at `.other_url` (localhost, a
+    different origin) stand for a site the key does not allow."""
+    root = tmp_path_factory.mktemp("host-pages")
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    yield types.SimpleNamespace(root=root, url=f"http://127.0.0.1:{port}",
+                                other_url=f"http://localhost:{port}")
+    server.shutdown()
