@@ -49,8 +49,10 @@ def build_messages(system_prompt: str, turns: list[dict]) -> list[events.ChatTur
 def _prompt_parts(conversation: Conversation) -> tuple[str, events.Sampling, bool]:
     """System prompt, sampling, and whether to make Chinese punctuation full-width."""
     profile = selectors.bot_profile_for(conversation)
+    site = selectors.site_of(conversation)
     system_prompt = render_system_prompt(
-        profile.system_prompt, site_name=profile.site_name, language=conversation.language,
+        profile.system_prompt, site_name=site.name if site else profile.site_name,
+        language=conversation.language,
         region=conversation.region, timezone=conversation.timezone, now=timezone.now(),
     )
     sampling: events.Sampling = {

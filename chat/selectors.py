@@ -42,6 +42,12 @@ def conversation_history(*, conversation_id, limit: int = 200) -> list[Message]:
     return list(reversed(newest))
 
 
+def site_of(conversation: Conversation) -> Site | None:
+    if conversation.site_id is None:
+        return None
+    return Site.objects.filter(pk=conversation.site_id).first()
+
+
 def site_by_key(*, site_key: str) -> Site | None:
     return Site.objects.filter(key=site_key, is_active=True).first()
 

@@ -22,12 +22,17 @@ def origin(value: str) -> list:
     return [(b"origin", value.encode())]
 
 
-async def test_widget_socket_from_an_allowed_origin_starts_a_site_conversation(connect, site):
+async def test_widget_socket_from_an_allowed_origin_starts_a_site_conversation(
+        connect, site, worker, engine):
     client, first = await connect(f"site={site.key}", headers=origin(SHOP))
     assert first["type"] == "conversation"
     conversation = await Conversation.objects.aget(pk=first["id"])
     assert conversation.site_id == site.pk
     assert conversation.language == "zh-CN"  # the site's default, no lang given
+    await client.send({"type": "message", "text": "你好", "client_id": "1"})
+    await client.answer()
+    (prompt,) = engine.prompts.values()
+    assert "assistant of Shop." in prompt and "Simplified Chinese" in prompt
 
 
 @pytest.mark.parametrize("page_origin", ["https://evil.example", "http://shop.example.com", ""])
