@@ -111,7 +111,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             frame = parse_client_frame(text_data, bytes_data, max_bytes=cfg["MAX_FRAME_BYTES"],
                                        max_chars=cfg["MAX_MESSAGE_CHARS"])
         except FrameError as exc:
-            await self.send_frame(events.error_frame(code=exc.code, message=exc.message))
+            await self.send_frame(events.error_frame(
+                code=exc.code, message=exc.message, client_id=_client_id_of(text_data),
+            ))
             return
         handler = {
             "message": self._on_message,
@@ -173,6 +175,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_frame(events.error_frame(
                 code=events.ErrorCode.CLOSED,
                 message="This conversation is closed. Start a new one to write again.",
+                client_id=client_id,
             ))
             return
         message, created = await database_sync_to_async(services.message_add_customer)(
@@ -246,3 +249,16 @@ def _history_item(message: Message) -> events.HistoryItem:
         "partial": message.is_partial,
         "rating": feedback.rating if (feedback := getattr(message, "feedback", None)) else None,
     }
+
+
+def _client_id_of(text_data: str | None) -> str | None:
+    """The client_id of a refused message frame, if one can be read, so the widget stops
+    resending it; never trusted for anything else."""
+    if not text_data or len(text_data) > settings.CHAT["MAX_FRAME_BYTES"]:
+        return None
+    try:
+        frame = json.loads(text_data or "")
+    except (ValueError, RecursionError):
+        return None
+    client_id = frame.get("client_id") if isinstance(frame, dict) else None
+    return client_id[:64] if isinstance(client_id, str) else None

@@ -123,8 +123,13 @@ def bot_done_frame(*, message_id: int, usage: Usage, ttft_ms: int | None, total_
     }
 
 
-def error_frame(*, code: str, message: str) -> dict:
-    return {"type": "error", "code": code, "message": message}
+def error_frame(*, code: str, message: str, client_id: str | None = None) -> dict:
+    """`client_id` names the refused message, when a message was refused: its sender can
+    stop resending it."""
+    frame = {"type": "error", "code": code, "message": message}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return frame
 
 
 def pong_frame() -> dict:

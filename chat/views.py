@@ -25,25 +25,32 @@ def widget_config(request, site_key: str):
     origin = request.headers.get("Origin", "")
     site = selectors.site_by_key(site_key=site_key)
     if site is None:
-        return JsonResponse({"error": "unknown_site", "message": "No active site has this key."},
-                            status=404)
-    if origin and not site.allows(origin):
-        return JsonResponse(
+        response = JsonResponse(
+            {"error": "unknown_site", "message": "No active site has this key."}, status=404)
+    elif origin and not site.allows(origin):
+        response = JsonResponse(
             {"error": "origin_not_allowed",
              "message": f"{origin} is not among this site's allowed origins."}, status=403)
-    response = JsonResponse({
+    else:
+        response = JsonResponse(_public_config(site))
+        response["Cache-Control"] = "max-age=60"
+    if origin:
+        # Refusals are readable too, so the widget can stop instead of retrying a "network
+        # error"; they contain nothing but the refusal.
+        response["Access-Control-Allow-Origin"] = origin
+    response["Vary"] = "Origin"
+    return response
+
+
+def _public_config(site) -> dict:
+    return {
         "site_key": site.key,
         "name": site.name,
         "greeting": site.greeting,
         "accent_color": site.accent_color,
         "language": site.language,
         "business_hours": site.business_hours,
-    })
-    if origin:
-        response["Access-Control-Allow-Origin"] = origin
-    response["Vary"] = "Origin"
-    response["Cache-Control"] = "max-age=60"
-    return response
+    }
 
 
 @require_GET

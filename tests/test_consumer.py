@@ -247,3 +247,12 @@ async def test_redis_failure_when_asking_the_workers_falls_back(connect, worker,
     *_, done = await client.answer(timeout=3)
     assert done["fallback"] is True and done["finish_reason"] == "unavailable"
     assert [m.role for m in await stored(first["id"])] == ["customer", "bot"]
+
+
+async def test_a_refused_message_names_its_client_id(connect):
+    client, _ = await connect()
+    await client.send({"type": "message", "text": "x" * 4001, "client_id": "long-one"})
+    frame = await client.receive()
+    assert (frame["code"], frame["client_id"]) == ("message_too_long", "long-one")
+    await client.send("{not json")
+    assert "client_id" not in await client.receive()
