@@ -6,13 +6,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --quiet
 
-.PHONY: run test install install-dev lint format test-postgres clean
+.PHONY: run test install install-dev lint format test-postgres screenshots clean
 
 run: install
 	$(PY) -m cs_site.stack
 
 test: install-dev
 	$(PY) -m ruff check .
+	$(PY) scripts/widget-size.py
 	bash scripts/system-deps.sh
 	$(PY) -m pytest
 	bash scripts/test-postgres.sh
@@ -50,6 +51,12 @@ format: install-dev
 
 test-postgres: install-dev
 	bash scripts/test-postgres.sh
+
+# Refreshes docs/screenshots/widget.png (the README's picture) from a real browser test run.
+screenshots: install-dev
+	bash scripts/system-deps.sh
+	mkdir -p docs/screenshots
+	SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest -q tests/e2e/test_widget.py -k streams_an_answer
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache

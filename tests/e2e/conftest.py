@@ -5,6 +5,7 @@ import functools
 import http.server
 import io
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -200,3 +201,36 @@ def host_pages(tmp_path_factory):
     yield types.SimpleNamespace(root=root, url=f"http://127.0.0.1:{port}",
                                 other_url=f"http://localhost:{port}")
     server.shutdown()
+
+
+# Without the background-networking flags the closed network floods Chromium with refused
+# connections; browsers are never downloaded (`playwright install`): Debian's chromium is used.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+# What a page shows does not depend on an answer's length; short answers keep browser tests
+# quick on a CPU (~20 tokens/s there) while still streaming in many deltas.
+MAX_TOKENS = 40
+
+
+@pytest.fixture
+async def browser():
+    from playwright.async_api import async_playwright
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is not installed: run `bash scripts/system-deps.sh`")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def short_answers(transactional_db) -> None:
+    from chat.models import BotProfile
+    from chat.prompting import DEFAULT_PROFILE_NAME, DEFAULT_SYSTEM_PROMPT
+
+    if not await BotProfile.objects.filter(is_default=True).aupdate(max_tokens=MAX_TOKENS):
+        await BotProfile.objects.acreate(name=DEFAULT_PROFILE_NAME, is_default=True,
+                                         system_prompt=DEFAULT_SYSTEM_PROMPT,
+                                         max_tokens=MAX_TOKENS)

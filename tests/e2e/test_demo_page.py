@@ -5,25 +5,17 @@ customer text is shown as text. Assertions read the page's DOM and the database 
 import asyncio
 import json
 import re
-import shutil
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
-from chat.models import BotProfile, Conversation, Message
-from chat.prompting import DEFAULT_PROFILE_NAME, DEFAULT_SYSTEM_PROMPT
+from chat.models import Conversation, Message
+from tests.e2e.conftest import MAX_TOKENS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-# Without the background-networking flags the closed network floods Chromium with refused
-# connections (see shared/VLLM_ON_CPU.md); browsers are never downloaded (`playwright install`).
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 STORE = "cs-demo-conversation"  # demo.js's localStorage key
 ANSWER_TIMEOUT = 90  # seconds
-# What the page shows does not depend on an answer's length; short answers keep these tests
-# quick on a CPU (~20 tokens/s there) while still streaming in many deltas.
-MAX_TOKENS = 40
 
 # Runs in the page before demo.js: every DOM change records each bot bubble's text length and
 # whether it is still streaming, so growth between deltas is seen as the browser rendered it.
@@ -46,25 +38,6 @@ LOG_BUBBLES = """() => [...document.querySelectorAll("#log > li")].map((li) => {
                                                && c !== "msg--streaming");
   return [role, copy.textContent, li.dataset.id === undefined ? null : Number(li.dataset.id)];
 })"""
-
-
-@pytest.fixture
-async def browser() -> Browser:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("Debian's chromium is not installed: run `bash scripts/system-deps.sh`")
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
-
-
-@pytest.fixture
-async def short_answers(transactional_db) -> None:
-    if not await BotProfile.objects.filter(is_default=True).aupdate(max_tokens=MAX_TOKENS):
-        await BotProfile.objects.acreate(name=DEFAULT_PROFILE_NAME, is_default=True,
-                                         system_prompt=DEFAULT_SYSTEM_PROMPT,
-                                         max_tokens=MAX_TOKENS)
 
 
 class ChatPage:

@@ -1,0 +1,209 @@
+"""The embeddable widget in a real Chromium, on a company page served from another origin than
+the desk, against the real stack (Redis, the vLLM worker with the real model, Daphne); model
+text that must be escaped comes from the synthetic token source behind a second Daphne.
+Assertions read the widget's shadow DOM (Playwright's CSS locators pierce it) and the
+database Daphne wrote."""
+
+import asyncio
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page, expect
+
+from chat.models import Conversation, Feedback, Message, Site
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+ANSWER_TIMEOUT = 90_000  # ms; the real model on a CPU
+FINISHED_ANSWER = ".m.b[aria-busy=false] .th"  # a bot answer with its thumbs: streaming ended
+COMPANY_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Acme Shop</title>
+<style>/* hostile host styles the widget must survive */
+* {{ font-size: 40px !important; color: red !important; }} button {{ display: none !important; }}
+</style></head>
+<body><h1>Acme Shop</h1><p>Our products.</p>
+<script src="{desk}/static/widget/embed.js" data-site-key="{key}" data-lang="{lang}" async></script>
+</body></html>
+"""
+
+
+async def company_page(host_pages, desk: str, *, lang: str = "en", origin: str | None = None):
+    """A company page embedding the widget; a site allows the page's origin (host_pages.url)."""
+    site = await Site.objects.acreate(name="Acme Shop", allowed_origins=host_pages.url,
+                                      greeting="Hello from Acme!")
+    name = f"shop-{site.pk}.html"
+    (Path(host_pages.root) / name).write_text(
+        COMPANY_PAGE.format(desk=desk, key=site.key, lang=lang))
+    return site, f"{origin or host_pages.url}/{name}"
+
+
+class Visitor:
+    def __init__(self, page: Page):
+        self.page = page
+        self.frames: list[dict] = []
+        self.errors: list[str] = []
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        page.on("websocket", lambda ws: ws.on(
+            "framereceived", lambda payload: self.frames.append(json.loads(payload))))
+
+    async def open_widget(self) -> None:
+        await self.page.locator(".l").click()
+        await expect(self.page.locator("[role=dialog]")).to_be_visible()
+        await self.wait_state("online")
+
+    async def wait_state(self, state: str) -> None:
+        await expect(self.page.locator(".st")).to_have_attribute("data-s", state, timeout=20_000)
+
+    async def ask(self, text: str) -> dict:
+        """Type, press Enter, wait for the finished answer; its bot.done frame."""
+        answers_before = await self.page.locator(FINISHED_ANSWER).count()
+        await self.page.locator("textarea").first.fill(text)
+        await self.page.keyboard.press("Enter")
+        await expect(self.page.locator(FINISHED_ANSWER)).to_have_count(
+            2 * (answers_before // 2 + 1), timeout=ANSWER_TIMEOUT)  # two thumbs per answer
+        return [f for f in self.frames if f["type"] == "bot.done"][-1]
+
+
+@pytest.fixture
+async def visitor(browser):
+    context = await browser.new_context(viewport={"width": 420, "height": 760})
+    yield Visitor(await context.new_page())
+    await context.close()
+
+
+async def test_widget_on_a_company_page_streams_an_answer_that_is_stored(
+        real_stack, host_pages, visitor, short_answers):
+    site, url = await company_page(host_pages, real_stack.http)
+    await visitor.page.goto(url)
+    await visitor.open_widget()
+    assert await visitor.page.locator(".lg li").first.inner_text() == "Hello from Acme!"
+    done = await visitor.ask("Hello, where is my parcel?")
+
+    conversation = await Conversation.objects.aget(site=site)
+    assert conversation.page_url == url and conversation.language == "en"
+    answer = await Message.objects.aget(pk=done["message_id"])
+    streamed = "".join(f["text"] for f in visitor.frames
+                       if f["type"] == "bot.delta" and f["message_id"] == answer.id)
+    deltas = [f for f in visitor.frames if f["type"] == "bot.delta"]
+    assert len(deltas) >= 2 and streamed == answer.text and answer.text.strip()
+    # What the customer reads is the stored answer (markdown rendered: compare the words).
+    shown = await visitor.page.locator(".m.b").nth(1).inner_text()
+    for word in re.findall(r"\w+", answer.text):
+        assert word in shown
+    customer = await Message.objects.aget(conversation=conversation, role="customer")
+    assert customer.text == "Hello, where is my parcel?"
+    assert visitor.errors == []
+
+    if os.environ.get("SCREENSHOT_DIR"):  # `make screenshots` refreshes the README's picture
+        await visitor.page.locator("[role=dialog]").screenshot(
+            path=str(Path(os.environ["SCREENSHOT_DIR"]) / "widget.png"))
+
+
+async def test_reload_restores_history_and_an_offline_message_is_delivered_once(
+        real_stack, host_pages, visitor, short_answers):
+    site, url = await company_page(host_pages, real_stack.http)
+    page = visitor.page
+    await page.goto(url)
+    await visitor.open_widget()
+    first = await visitor.ask("My order is 1234.")
+    answer = await Message.objects.aget(pk=first["message_id"])
+
+    await page.reload()
+    await visitor.open_widget()
+    await expect(page.locator(".m.c")).to_have_text(["My order is 1234."])
+    await expect(page.locator(FINISHED_ANSWER)).to_have_count(2)  # the answer's two thumbs
+
+    # The network drops while the customer types: the message waits, then goes once.
+    await page.context.set_offline(True)
+    await visitor.wait_state("offline")
+    await page.locator("textarea").first.fill("Are you still there?")
+    await page.keyboard.press("Enter")
+    await expect(page.locator(".m.c.pd")).to_have_count(1)  # shown as pending
+    await asyncio.sleep(1)
+    assert not await Message.objects.filter(text="Are you still there?").aexists()
+    await page.context.set_offline(False)
+    await expect(page.locator(".m.c.pd")).to_have_count(0, timeout=30_000)
+    await expect(page.locator(FINISHED_ANSWER)).to_have_count(4, timeout=ANSWER_TIMEOUT)
+    await page.reload()  # and nothing is sent again from the stored queue
+    await visitor.open_widget()
+    await expect(page.locator(".m.c")).to_have_text(["My order is 1234.", "Are you still there?"])
+    texts = [m.text async for m in Message.objects.filter(
+        conversation__site=site, role="customer").order_by("id")]
+    assert texts == ["My order is 1234.", "Are you still there?"]
+    assert await Conversation.objects.filter(site=site).acount() == 1
+    assert answer.text
+
+
+async def test_thumbs_and_csat_are_stored(real_stack, host_pages, visitor, short_answers):
+    site, url = await company_page(host_pages, real_stack.http)
+    page = visitor.page
+    await page.goto(url)
+    await visitor.open_widget()
+    done = await visitor.ask("Thanks for the help!")
+    thumbs = page.locator(".m.b").nth(1).locator(".th")
+    await thumbs.nth(1).click()  # thumbs down
+    await expect(thumbs.nth(1)).to_have_attribute("aria-pressed", "true")
+    await page.locator(".cm textarea").fill("Too vague.")
+    await page.locator(".cm button").click()
+    for _ in range(50):
+        feedback = await Feedback.objects.filter(message_id=done["message_id"]).afirst()
+        if feedback and feedback.comment:
+            break
+        await asyncio.sleep(0.1)
+    assert (feedback.rating, feedback.comment) == ("down", "Too vague.")
+
+    await page.locator("[aria-haspopup=menu]").click()
+    await page.locator("[role=menuitem]").nth(1).click()  # End chat
+    await page.locator(".sr").nth(3).click()  # 4 stars
+    await page.locator(".cs textarea").fill("Quick answers.")
+    await page.locator(".cs .sm").click()
+    await expect(page.locator(".sy").last).to_contain_text("Thank you")
+    conversation = await Conversation.objects.aget(site=site)
+    assert (conversation.status, conversation.csat_score, conversation.csat_comment) == (
+        "closed", 4, "Quick answers.")
+
+
+async def test_a_page_on_an_origin_the_key_does_not_allow_gets_no_widget(
+        real_stack, host_pages, visitor):
+    # The same page at http://localhost:PORT: another origin than the allowed 127.0.0.1:PORT.
+    site, url = await company_page(host_pages, real_stack.http, origin=host_pages.other_url)
+    warnings = []
+    visitor.page.on("console", lambda message: warnings.append(message.text))
+    await visitor.page.goto(url)
+    await asyncio.sleep(2)
+    assert await visitor.page.locator(".l").count() == 0
+    assert any("CS Desk widget" in text for text in warnings)
+    assert await Conversation.objects.acount() == 0
+
+
+XSS_TEXT = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+XSS_MARKDOWN = (XSS_TEXT + ' [click me](javascript:window.__xss=3) **bold** '
+                '[docs](https://example.com/a?b="onmouseover=window.__xss=4)')
+
+
+async def test_html_from_the_customer_and_from_the_model_is_shown_as_text(
+        synthetic_stack, host_pages, visitor):
+    synthetic_stack.engine.reply = lambda prompt: XSS_MARKDOWN
+    site, url = await company_page(host_pages, synthetic_stack.http)
+    page = visitor.page
+    await page.goto(url)
+    await visitor.open_widget()
+    await visitor.ask(XSS_TEXT)
+
+    assert await page.evaluate("typeof window.__xss") == "undefined"
+    assert await page.locator(".lg img, .lg script, .lg iframe").count() == 0
+    assert await page.locator(".m.c").inner_text() == XSS_TEXT
+    answer = page.locator(".m.b").nth(1)
+    assert "<img src=x" in await answer.inner_text()
+    assert await answer.locator("strong").inner_text() == "bold"  # markdown still works
+    links = await answer.locator("a").evaluate_all(
+        "links => links.map(a => [a.getAttribute('href'), a.target, a.rel])")
+    assert all(href.startswith("https://") for href, _, _ in links)
+    assert all((target, rel) == ("_blank", "noopener noreferrer") for _, target, rel in links)
+    await answer.locator("a").last.hover()
+    assert await page.evaluate("typeof window.__xss") == "undefined"
+    stored = await Message.objects.aget(conversation__site=site, role="bot")
+    assert stored.text == XSS_MARKDOWN
