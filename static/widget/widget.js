@@ -257,6 +257,8 @@ textarea{width:100%;resize:none;font:inherit;color:inherit;background:#fff;borde
     const errEl = h("div", { class: "er", role: "alert", hidden: true });
     const ta = h("textarea", { rows: 1, maxlength: 4000, "aria-label": t.input, placeholder: t.ph, enterkeyhint: "send" });
     const humanBtn = h("button", { type: "button", class: "hb", onclick: handoff }, t.human);
+    // Hiding the focused button would drop focus out of the widget: hand it to the input.
+    const hideHuman = () => { if (sr.activeElement === humanBtn) ta.focus(); humanBtn.hidden = true; };
     const panel = h("div", { class: "p", id: "csd-panel", role: "dialog", "aria-label": t.chat(name), hidden: true },
       h("div", { class: "hd" }, h("div", { class: "ht" }, h("strong", null, name), stEl), menuBtn,
         h("button", { type: "button", class: "ib", "aria-label": t.min, onclick: () => close() }, icon(P.down)), menu),
@@ -403,7 +405,7 @@ textarea{width:100%;resize:none;font:inherit;color:inherit;background:#fff;borde
       waiting = false;
       live = null;
       setTyping();
-      humanBtn.hidden = true;
+      hideHuman();
       clearTimeout(idleT);
       sys(t.ended);
       showCsat();
@@ -558,7 +560,7 @@ textarea{width:100%;resize:none;font:inherit;color:inherit;background:#fff;borde
           waiting = false;
           setTyping();
           status = "human";
-          humanBtn.hidden = true;
+          hideHuman();
           if (!bubbles.has(f.id)) botEl(f.id, f.text || "", f.agent_name || t.agent);
           got();
           break;
@@ -571,7 +573,7 @@ textarea{width:100%;resize:none;font:inherit;color:inherit;background:#fff;borde
           save();
           break;
         case "handoff.ack": {
-          humanBtn.hidden = true;
+          hideHuman();
           const hrs = cfg.business_hours && away(cfg.business_hours);
           sys(hrs ? t.away + hrs : t.handoff);
           break;

@@ -207,3 +207,46 @@ async def test_html_from_the_customer_and_from_the_model_is_shown_as_text(
     assert await page.evaluate("typeof window.__xss") == "undefined"
     stored = await Message.objects.aget(conversation__site=site, role="bot")
     assert stored.text == XSS_MARKDOWN
+
+
+async def test_keyboard_only_in_chinese_on_a_narrow_phone(synthetic_stack, host_pages, browser):
+    """Open, type, send, rate, ask for a human and close with the keyboard alone, in the
+    Chinese UI at 360 px; the bot's half-width punctuation arrives full-width."""
+    synthetic_stack.engine.reply = lambda prompt: "您好,请提供订单号(例如A-1.5)谢谢!"
+    site, url = await company_page(host_pages, synthetic_stack.http, lang="zh-CN")
+    context = await browser.new_context(viewport={"width": 360, "height": 640}, locale="zh-CN")
+    page = await context.new_page()
+    await page.goto(url)
+    launcher = page.locator(".l")
+    await expect(launcher).to_have_attribute("aria-label", "打开聊天")
+    await launcher.focus()
+    await page.keyboard.press("Enter")
+    dialog = page.locator("[role=dialog]")
+    await expect(dialog).to_be_visible()
+    box = await dialog.bounding_box()
+    assert box["width"] <= 360 and box["x"] >= 0  # the panel fits the phone's width
+    await expect(page.locator(".st")).to_have_attribute("data-s", "online", timeout=20_000)
+    await page.keyboard.type("我的订单在哪里?")  # focus is in the message box already
+    await page.keyboard.press("Enter")
+    await expect(page.locator(FINISHED_ANSWER)).to_have_count(2, timeout=20_000)
+    answer = page.locator(".m.b").nth(1)
+    await expect(answer).to_contain_text("您好，请提供订单号（例如A-1.5）谢谢！")
+
+    thumbs_up = answer.locator(".th").first
+    await expect(thumbs_up).to_have_attribute("aria-label", "有帮助")
+    await thumbs_up.focus()
+    await page.keyboard.press("Enter")
+    await expect(thumbs_up).to_have_attribute("aria-pressed", "true")
+    human = page.locator(".hb")
+    await human.focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator(".sy").last).to_contain_text("客服")
+    await page.keyboard.press("Escape")
+    await expect(dialog).to_be_hidden()
+
+    conversation = await Conversation.objects.aget(site=site)
+    assert conversation.language == "zh-CN" and conversation.handoff_requested_at is not None
+    stored = await Message.objects.aget(conversation=conversation, role="bot")
+    assert stored.text == "您好，请提供订单号（例如A-1.5）谢谢！"
+    assert (await Feedback.objects.aget(message=stored)).rating == "up"
+    await context.close()
