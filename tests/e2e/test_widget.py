@@ -25,18 +25,20 @@ COMPANY_PAGE = """<!doctype html>
 * {{ font-size: 40px !important; color: red !important; }} button {{ display: none !important; }}
 </style></head>
 <body><h1>Acme Shop</h1><p>Our products.</p>
-<script src="{desk}/static/widget/embed.js" data-site-key="{key}" data-lang="{lang}" async></script>
+<script src="{desk}/static/widget/embed.js" data-site-key="{key}" data-lang="{lang}" {extra}
+        async></script>
 </body></html>
 """
 
 
-async def company_page(host_pages, desk: str, *, lang: str = "en", origin: str | None = None):
+async def company_page(host_pages, desk: str, *, lang: str = "en", origin: str | None = None,
+                       extra: str = ""):
     """A company page embedding the widget; a site allows the page's origin (host_pages.url)."""
     site = await Site.objects.acreate(name="Acme Shop", allowed_origins=host_pages.url,
                                       greeting="Hello from Acme!")
     name = f"shop-{site.pk}.html"
     (Path(host_pages.root) / name).write_text(
-        COMPANY_PAGE.format(desk=desk, key=site.key, lang=lang))
+        COMPANY_PAGE.format(desk=desk, key=site.key, lang=lang, extra=extra))
     return site, f"{origin or host_pages.url}/{name}"
 
 
@@ -250,3 +252,20 @@ async def test_keyboard_only_in_chinese_on_a_narrow_phone(synthetic_stack, host_
     assert stored.text == "您好，请提供订单号（例如A-1.5）谢谢！"
     assert (await Feedback.objects.aget(message=stored)).rating == "up"
     await context.close()
+
+
+async def test_after_a_quiet_while_the_customer_is_asked_for_a_rating(
+        synthetic_stack, host_pages, visitor):
+    site, url = await company_page(host_pages, synthetic_stack.http,
+                                   extra='data-idle-minutes="0.05"')  # 3 s of silence
+    page = visitor.page
+    await page.goto(url)
+    await visitor.open_widget()
+    await visitor.ask("Hi")
+    stars = page.locator(".sr")
+    await expect(stars).to_have_count(5, timeout=10_000)
+    await stars.nth(4).click()
+    await page.locator(".cs .sm").click()
+    await expect(page.locator(".sy").last).to_contain_text("Thank you")
+    conversation = await Conversation.objects.aget(site=site)
+    assert (conversation.csat_score, conversation.status) == (5, "bot")  # still open
