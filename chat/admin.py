@@ -1,32 +1,163 @@
-from django.contrib import admin
+"""Admin for the desk's data, including transcript review: filters for what went wrong
+(thumbs down, fallback answers, handoffs), search in message text, and exports."""
 
+from django.contrib import admin
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce, Substr
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import content_disposition_header
+
+from chat import exports
 from chat.models import BotProfile, Conversation, FallbackRule, Feedback, Message, Site
+
+SNIPPET_LENGTH = 80
 
 
 class MessageInline(admin.TabularInline):
     model = Message
     extra = 0
     can_delete = False
-    fields = ("created_at", "role", "text", "finish_reason", "completion_tokens", "ttft_ms",
-              "total_ms", "is_fallback", "is_partial")
+    fields = ("created_at", "role", "text", "author", "finish_reason", "completion_tokens",
+              "ttft_ms", "total_ms", "is_fallback", "is_partial", "feedback_rating")
     readonly_fields = fields
     ordering = ("id",)
 
     def has_add_permission(self, request, obj=None):
         return False
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
+        # One query for the whole transcript, not one per message for author and feedback.
+        return super().get_queryset(request).select_related("author", "feedback")
+
+    @admin.display(description="feedback")
+    def feedback_rating(self, obj: Message) -> str:
+        feedback = getattr(obj, "feedback", None)
+        if feedback is None:
+            return ""
+        return feedback.get_rating_display() + (f": {feedback.comment}" if feedback.comment else "")
+
+
+class RatingFilter(admin.SimpleListFilter):
+    """Thumbs up/down on any answer of the conversation, or the end-of-chat CSAT score."""
+
+    title = "rating"
+    parameter_name = "rating"
+    _CSAT = {f"csat{score}": score for score in range(1, 6)}
+
+    def lookups(self, request, model_admin):
+        return [
+            (Feedback.Rating.DOWN, "Has thumbs down"),
+            (Feedback.Rating.UP, "Has thumbs up"),
+            *((value, f"CSAT {score}") for value, score in self._CSAT.items()),
+            ("csat-none", "No CSAT"),
+        ]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value in Feedback.Rating.values:
+            # EXISTS rather than a join on messages__feedback__rating: a conversation with
+            # two thumbs down is still listed once.
+            rated = Feedback.objects.filter(message__conversation=OuterRef("pk"), rating=value)
+            return queryset.filter(Exists(rated))
+        if value in self._CSAT:
+            return queryset.filter(csat_score=self._CSAT[value])
+        if value == "csat-none":
+            return queryset.filter(csat_score__isnull=True)
+        return None
+
+
+class YesNoFilter(admin.SimpleListFilter):
+    """A yes/no filter over `condition`, a Q object on the conversation."""
+
+    def condition(self) -> Q:
+        raise NotImplementedError
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(self.condition())
+        if self.value() == "no":
+            return queryset.exclude(self.condition())
+        return None
+
+
+class FallbackFilter(YesNoFilter):
+    title = "fallback used"
+    parameter_name = "fallback"
+
+    def condition(self) -> Q:
+        return Q(Exists(Message.objects.filter(conversation=OuterRef("pk"), is_fallback=True)))
+
+
+class HandoffFilter(YesNoFilter):
+    title = "handed off"
+    parameter_name = "handoff"
+
+    def condition(self) -> Q:
+        # A conversation handed back to the bot keeps handoff_requested_at; one an agent
+        # took over directly may not have it, but its status tells.
+        return Q(handoff_requested_at__isnull=False) | Q(
+            status__in=[Conversation.Status.WAITING, Conversation.Status.HUMAN]
+        )
+
+
+def _download(content: str, extension: str, content_type: str) -> HttpResponse:
+    filename = f"transcripts-{timezone.localtime():%Y%m%d-%H%M%S}.{extension}"
+    response = HttpResponse(content.encode("utf-8"), content_type=content_type)
+    response["Content-Disposition"] = content_disposition_header(True, filename)
+    return response
+
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ("id", "site", "status", "language", "region", "csat_score", "created_at",
-                    "last_message_at")
-    list_filter = ("status", "site", "language", "csat_score", "created_at")
+    list_display = ("id", "site", "status", "language", "first_customer_message",
+                    "message_count", "csat_score", "created_at")
+    list_filter = ("status", RatingFilter, FallbackFilter, HandoffFilter, "language", "site",
+                   "created_at")
+    list_select_related = ("site",)
+    # Django removes the duplicates a match in several messages would give (with EXISTS).
     search_fields = ("id", "messages__text", "page_url")
     readonly_fields = ("id", "token_hash", "created_at", "updated_at", "last_message_at",
                        "user_agent", "page_url", "metadata", "handoff_requested_at", "csat_score",
                        "csat_comment", "csat_at", "closed_at")
     inlines = [MessageInline]
     date_hierarchy = "created_at"
+    actions = ["export_json", "export_csv"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
+        # Columns from the messages as subqueries: one query for the page, no N+1, and no
+        # join that filters on messages could multiply.
+        messages = Message.objects.filter(conversation=OuterRef("pk")).order_by()
+        count = messages.values("conversation").annotate(n=Count("pk")).values("n")
+        first = (messages.filter(role=Message.Role.CUSTOMER).order_by("id")
+                 .values(snippet=Substr("text", 1, SNIPPET_LENGTH + 1))[:1])
+        return super().get_queryset(request).annotate(
+            message_count=Coalesce(Subquery(count), 0),
+            first_customer_text=Subquery(first),
+        )
+
+    @admin.display(description="messages", ordering="message_count")
+    def message_count(self, obj: Conversation) -> int:
+        return obj.message_count
+
+    @admin.display(description="first customer message")
+    def first_customer_message(self, obj: Conversation) -> str:
+        text = obj.first_customer_text or ""
+        return text[:SNIPPET_LENGTH] + "…" if len(text) > SNIPPET_LENGTH else text
+
+    @admin.action(description="Export selected transcripts as JSON", permissions=["view"])
+    def export_json(self, request: HttpRequest, queryset: QuerySet[Conversation]):
+        return _download(exports.transcripts_json(queryset), "json",
+                         "application/json; charset=utf-8")
+
+    @admin.action(description="Export selected transcripts as CSV", permissions=["view"])
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[Conversation]):
+        return _download(exports.transcripts_csv(queryset), "csv", "text/csv; charset=utf-8")
 
 
 @admin.register(Message)
@@ -68,7 +199,8 @@ class SiteAdmin(admin.ModelAdmin):
 
 @admin.register(Feedback)
 class FeedbackAdmin(admin.ModelAdmin):
-    list_display = ("message", "rating", "short_comment", "created_at")
+    list_display = ("message", "rating", "short_comment", "conversation_link", "created_at")
+    list_select_related = ("message",)
     list_filter = ("rating", "created_at")
     search_fields = ("comment", "message__text")
     raw_id_fields = ("message",)
@@ -76,3 +208,9 @@ class FeedbackAdmin(admin.ModelAdmin):
     @admin.display(description="comment")
     def short_comment(self, obj: Feedback) -> str:
         return obj.comment[:80]
+
+    @admin.display(description="conversation")
+    def conversation_link(self, obj: Feedback) -> str:
+        conversation_id = obj.message.conversation_id
+        url = reverse("admin:chat_conversation_change", args=[conversation_id])
+        return format_html('<a href="{}">{}</a>', url, str(conversation_id)[:8])

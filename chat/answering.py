@@ -135,14 +135,22 @@ class BotAnswer:
         return not self.finished and event.get("request_id") == self.request_id
 
     async def on_start(self, event: dict) -> None:
-        if self.message is None:
-            self.message = await database_sync_to_async(services.bot_message_start)(
-                conversation=self.conversation, model_name=event.get("model", "")
-            )
-            await self.send_frame(events.bot_start_frame(message_id=self.message.id))
+        if self.message is None and not self.finished:
+            try:
+                self.message = await database_sync_to_async(services.bot_message_start)(
+                    conversation=self.conversation, model_name=event.get("model", "")
+                )
+            except services.BotSilenced:
+                # A human took the conversation between the request and its first token.
+                await self.cancel("silenced")
+                self._stop()
+                return
+            await self._emit(events.bot_start_frame(message_id=self.message.id))
 
     async def on_delta(self, event: dict) -> None:
         await self.on_start(event)  # tolerate a lost start: deltas still reach the customer
+        if self.finished:
+            return
         if self.first_token_at is None and event.get("text"):
             self.first_token_at = time.monotonic()
         text = event.get("text", "")
@@ -155,7 +163,7 @@ class BotAnswer:
             return
         self.parts.append(text)
         if send:
-            await self.send_frame(events.bot_delta_frame(message_id=self.message.id, text=text))
+            await self._emit(events.bot_delta_frame(message_id=self.message.id, text=text))
 
     async def _flush_held_text(self, *, send: bool = True) -> None:
         """Text the punctuation pass held back, waiting for what follows: the answer ended."""
@@ -164,6 +172,8 @@ class BotAnswer:
 
     async def on_done(self, event: dict) -> None:
         await self.on_start(event)
+        if self.finished:
+            return
         await self._finish(
             finish_reason=str(event.get("finish_reason") or "stop"),
             partial=event.get("finish_reason") not in ("stop", "length"),
@@ -192,6 +202,16 @@ class BotAnswer:
                               completion_tokens=None)
         self._stop()
 
+    async def stop_for_human(self) -> None:
+        """An agent took over: stop the engine, keep what was said, flagged partial."""
+        if self.finished:
+            return
+        await self.cancel("takeover")
+        if self.message is not None:
+            await self._finish(finish_reason="takeover", partial=True, prompt_tokens=None,
+                               completion_tokens=None)
+        self._stop()
+
     async def cancel(self, reason: str) -> None:
         await self.channel_layer.group_send(
             settings.INFERENCE["CONTROL_GROUP"],
@@ -206,7 +226,7 @@ class BotAnswer:
                                     prompt_tokens=prompt_tokens,
                                     completion_tokens=completion_tokens)
         self._stop()
-        await self.send_frame(events.bot_done_frame(
+        await self._emit(events.bot_done_frame(
             message_id=message.id,
             usage={"prompt_tokens": message.prompt_tokens or 0,
                    "completion_tokens": message.completion_tokens or 0},
@@ -225,12 +245,15 @@ class BotAnswer:
 
     async def _fallback(self, reason: str) -> None:
         self._stop()
-        message = await database_sync_to_async(_store_fallback)(
-            self.conversation, self.question, reason
-        )
-        await self.send_frame(events.bot_start_frame(message_id=message.id))
-        await self.send_frame(events.bot_delta_frame(message_id=message.id, text=message.text))
-        await self.send_frame(events.bot_done_frame(
+        try:
+            message = await database_sync_to_async(_store_fallback)(
+                self.conversation, self.question, reason
+            )
+        except services.BotSilenced:
+            return  # a human holds the conversation: the fallback stays silent too
+        await self._emit(events.bot_start_frame(message_id=message.id))
+        await self._emit(events.bot_delta_frame(message_id=message.id, text=message.text))
+        await self._emit(events.bot_done_frame(
             message_id=message.id, usage={"prompt_tokens": 0, "completion_tokens": 0},
             ttft_ms=None, total_ms=0, finish_reason=reason, fallback=True, partial=False,
         ))
@@ -246,6 +269,17 @@ class BotAnswer:
             partial=partial, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
             ttft_ms=ttft_ms, total_ms=round((now - self.sent_at) * 1000),
         )
+
+    async def _emit(self, frame: dict) -> None:
+        """To the customer, and mirrored to agents watching the conversation in the console."""
+        await self.send_frame(frame)
+        try:
+            await self.channel_layer.group_send(
+                events.watch_group(self.conversation.id),
+                events.conv_bot(conversation_id=str(self.conversation.id), frame=frame),
+            )
+        except (ChannelFull, RedisError, OSError):
+            log.warning("could not mirror %s to the console", frame["type"])
 
     def _stop(self) -> None:
         self.finished = True

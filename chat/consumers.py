@@ -5,6 +5,7 @@ Every frame it sends is built in `chat.events` and documented in docs/protocol.m
 
 import json
 import logging
+import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -14,8 +15,11 @@ from limits import parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from agents import services as agent_services
+from agents.services import agent_name
 from chat import events, memory, selectors, services
 from chat.answering import BotAnswer
+from chat.handoff import accepts_offer, asks_for_human
 from chat.models import Conversation, Message
 from chat.protocol import FrameError, connect_params, parse_client_frame
 
@@ -24,6 +28,7 @@ log = logging.getLogger(__name__)
 # Per-socket flood control lives in process memory: a socket is served by one process.
 _rate_limiter = MovingWindowRateLimiter(MemoryStorage())
 
+TYPING_EVERY_SECONDS = 2.0  # customer typing reaches agents at most this often
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 
@@ -31,6 +36,8 @@ CLOSE_NOT_FOUND = 4404
 class ChatConsumer(AsyncWebsocketConsumer):
     conversation: Conversation | None = None
     answer: BotAnswer | None = None
+    group = ""
+    typing_sent_at = 0.0
 
     async def connect(self) -> None:
         await self.accept()
@@ -60,6 +67,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                    CLOSE_NOT_FOUND)
                 return
             self.conversation = conversation
+            await self._join()
             await self._send_resume()
         else:
             self.conversation, token = await database_sync_to_async(services.conversation_start)(
@@ -67,10 +75,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 region=params.region, timezone_name=params.timezone,
                 page_url=params.page_url, user_agent=params.user_agent,
             )
+            await self._join()
             await self.send_frame(events.conversation_frame(
                 conversation_id=str(self.conversation.id), token=token,
                 status=self.conversation.status, resumed=False,
             ))
+            await self.channel_layer.group_send(events.CONSOLE_GROUP, events.console_update(
+                conversation_id=str(self.conversation.id), reason="new"))
+
+    async def _join(self) -> None:
+        """Hear what agents do in this conversation (takeover, replies, typing)."""
+        self.group = events.conversation_group(self.conversation.id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
 
     async def _refuse(self, code: str, message: str, close_code: int) -> None:
         await self.send_frame(events.error_frame(code=code, message=message))
@@ -97,6 +113,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.answer is not None:
             await self.answer.on_disconnect()
             self.answer = None
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
 
     # --- customer frames -----------------------------------------------------------------------
 
@@ -104,15 +122,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.conversation is None:
             return
         cfg = settings.CHAT
+        frame, refusal = None, None
         try:
-            if not all(_rate_limiter.hit(limit, self.channel_name) for limit in self.rate_limits):
-                raise FrameError(events.ErrorCode.RATE_LIMITED,
-                                 "Too many frames; wait a few seconds before sending again.")
             frame = parse_client_frame(text_data, bytes_data, max_bytes=cfg["MAX_FRAME_BYTES"],
                                        max_chars=cfg["MAX_MESSAGE_CHARS"])
         except FrameError as exc:
+            refusal = exc
+        # Every frame counts against the flood limit, bad ones too, except typing signals:
+        # frequent by nature, they are throttled in _on_typing instead.
+        if (frame is None or frame["type"] != "typing") and not all(
+            _rate_limiter.hit(limit, self.channel_name) for limit in self.rate_limits
+        ):
+            refusal = FrameError(events.ErrorCode.RATE_LIMITED,
+                                 "Too many frames; wait a few seconds before sending again.")
+        if refusal is not None:
             await self.send_frame(events.error_frame(
-                code=exc.code, message=exc.message, client_id=_client_id_of(text_data),
+                code=refusal.code, message=refusal.message, client_id=_client_id_of(text_data),
             ))
             return
         handler = {
@@ -122,6 +147,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "csat": self._on_csat,
             "handoff.request": self._on_handoff_request,
             "close": self._on_close,
+            "typing": lambda frame: self._on_typing(),
+            "contact": self._on_contact,
         }[frame["type"]]
         try:
             await handler(frame)
@@ -157,9 +184,41 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         await self.send_frame(events.csat_ack_frame(score=frame["score"]))
 
-    async def _on_handoff_request(self, frame: dict) -> None:
-        await database_sync_to_async(services.handoff_request)(conversation=self.conversation)
-        await self.send_frame(events.handoff_ack_frame())
+    async def _on_handoff_request(self, frame: dict | None = None) -> None:
+        try:
+            outcome = await database_sync_to_async(agent_services.handoff_request)(
+                conversation=self.conversation
+            )
+        except agent_services.NotAllowed:
+            await self.send_frame(events.error_frame(
+                code=events.ErrorCode.CLOSED,
+                message="This conversation is closed. Start a new one to write again.",
+            ))
+            return
+        if self.answer is not None:
+            await self.answer.stop_for_human()
+            self.answer = None
+        await self.send_frame(events.handoff_ack_frame(
+            agents_available=outcome.agents_available,
+            ask_contact=not outcome.agents_available,
+            business_hours=outcome.business_hours,
+        ))
+
+    async def _on_contact(self, frame: events.ContactFrame) -> None:
+        await database_sync_to_async(agent_services.contact_submit)(
+            conversation=self.conversation, email=frame["email"], name=frame.get("name", ""),
+        )
+        await self.send_frame(events.contact_ack_frame())
+
+    async def _on_typing(self) -> None:
+        now = time.monotonic()
+        if self.conversation is None or now - self.typing_sent_at < TYPING_EVERY_SECONDS:
+            return
+        self.typing_sent_at = now
+        await self.channel_layer.group_send(
+            events.watch_group(self.conversation.id),
+            events.conv_typing(conversation_id=str(self.conversation.id), who="customer"),
+        )
 
     async def _on_close(self, frame: dict) -> None:
         if self.answer is not None:
@@ -183,10 +242,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         await self.send_frame(events.ack_frame(client_id=client_id, message_id=message.id,
                                                duplicate=not created))
-        if created:
-            await memory.remember(message)
-            if self.conversation.status == Conversation.Status.BOT:
-                await self._answer(message)
+        if not created:
+            return
+        await memory.remember(message)
+        if self.conversation.status != Conversation.Status.BOT:
+            return  # waiting for, or talking with, a human: the bot stays silent
+        if await database_sync_to_async(_asks_for_human)(message):
+            await self._on_handoff_request()
+        else:
+            await self._answer(message)
 
     async def _answer(self, question: Message) -> None:
         """Start a bot answer unless one is under way; that one's end picks up the rest."""
@@ -228,6 +292,33 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def answer_timeout(self, event: dict) -> None:
         await self._route(event, "on_timeout")
 
+    # --- agent events (group conversation.<id>, sent by agents.services) ----------------------
+
+    async def conv_status(self, event: dict) -> None:
+        status = event["status"]
+        self.conversation.status = status
+        if status == Conversation.Status.HUMAN:
+            if self.answer is not None:
+                await self.answer.stop_for_human()
+                self.answer = None
+            await self.send_frame(events.agent_joined_frame(agent_name=event["agent_name"]))
+        elif status == Conversation.Status.BOT:
+            await self.send_frame(events.agent_left_frame())
+        elif status == Conversation.Status.CLOSED:
+            if self.answer is not None:
+                await self.answer.on_disconnect()
+                self.answer = None
+            await self.send_frame(events.conversation_closed_frame())
+
+    async def conv_message(self, event: dict) -> None:
+        if event["role"] == Message.Role.AGENT:
+            await self.send_frame(events.agent_message_frame(
+                message_id=event["id"], text=event["text"], agent_name=event["author_name"]))
+
+    async def conv_typing(self, event: dict) -> None:
+        if event["who"] == "agent":
+            await self.send_frame(events.agent_typing_frame(agent_name=event["name"]))
+
     async def _route(self, event: dict, handler: str) -> None:
         # Events of an answer that already ended (cancelled, timed out) are dropped here.
         if self.answer is None or not self.answer.owns(event):
@@ -248,7 +339,18 @@ def _history_item(message: Message) -> events.HistoryItem:
         "client_id": message.client_id,
         "partial": message.is_partial,
         "rating": feedback.rating if (feedback := getattr(message, "feedback", None)) else None,
+        "agent_name": agent_name(message.author) if message.role == Message.Role.AGENT else "",
     }
+
+
+def _asks_for_human(message: Message) -> bool:
+    cfg = settings.CHAT
+    if asks_for_human(message.text, cfg["HANDOFF_PHRASES"]):
+        return True
+    previous = selectors.last_bot_text(conversation_id=message.conversation_id,
+                                       before_id=message.id)
+    return accepts_offer(message.text, previous, offers=cfg["HANDOFF_OFFERS"],
+                         affirmatives=cfg["HANDOFF_AFFIRMATIVES"])
 
 
 def _client_id_of(text_data: str | None) -> str | None:

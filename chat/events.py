@@ -58,12 +58,28 @@ class CloseFrame(TypedDict):
     type: Literal["close"]
 
 
+class TypingFrame(TypedDict):
+    """The customer is typing (send at most every few seconds); shown to the agent."""
+
+    type: Literal["typing"]
+
+
+class ContactFrame(TypedDict):
+    """How to reach the customer when no agent can answer now."""
+
+    type: Literal["contact"]
+    email: str
+    name: NotRequired[str]
+
+
 ClientFrame = Annotated[
-    MessageFrame | PingFrame | FeedbackFrame | CsatFrame | HandoffRequestFrame | CloseFrame,
+    MessageFrame | PingFrame | FeedbackFrame | CsatFrame | HandoffRequestFrame | CloseFrame
+    | TypingFrame | ContactFrame,
     Field(discriminator="type"),
 ]
 client_frame_adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
-CLIENT_FRAME_TYPES = ("message", "ping", "feedback", "csat", "handoff.request", "close")
+CLIENT_FRAME_TYPES = ("message", "ping", "feedback", "csat", "handoff.request", "close",
+                      "typing", "contact")
 MAX_COMMENT_CHARS = 1000
 
 
@@ -78,6 +94,7 @@ class HistoryItem(TypedDict):
     client_id: str | None
     partial: bool
     rating: str | None  # the customer's thumbs on a bot answer: "up", "down" or None
+    agent_name: str  # who wrote an agent message ("" for other roles)
 
 
 class Usage(TypedDict):
@@ -144,8 +161,33 @@ def csat_ack_frame(*, score: int) -> dict:
     return {"type": "csat.ack", "score": score}
 
 
-def handoff_ack_frame() -> dict:
-    return {"type": "handoff.ack", "status": "requested"}
+def handoff_ack_frame(*, agents_available: bool = True, ask_contact: bool = False,
+                      business_hours: dict | None = None) -> dict:
+    """The hand-off was recorded. `agents_available` is false when no agent is online or it
+    is outside business hours; then `ask_contact` asks for an e-mail address to follow up."""
+    return {"type": "handoff.ack", "status": "requested", "agents_available": agents_available,
+            "ask_contact": ask_contact, "business_hours": business_hours or {}}
+
+
+def contact_ack_frame() -> dict:
+    return {"type": "contact.ack"}
+
+
+def agent_joined_frame(*, agent_name: str) -> dict:
+    return {"type": "agent.joined", "agent_name": agent_name}
+
+
+def agent_left_frame() -> dict:
+    """The agent handed the conversation back to the bot."""
+    return {"type": "agent.left"}
+
+
+def agent_message_frame(*, message_id: int, text: str, agent_name: str) -> dict:
+    return {"type": "agent.message", "id": message_id, "text": text, "agent_name": agent_name}
+
+
+def agent_typing_frame(*, agent_name: str) -> dict:
+    return {"type": "agent.typing", "agent_name": agent_name}
 
 
 def conversation_closed_frame() -> dict:
@@ -248,6 +290,61 @@ def inference_done(*, request_id: str, finish_reason: str, prompt_tokens: int,
 
 def inference_error(*, request_id: str, code: str, message: str) -> dict:
     return {"type": "inference.error", "request_id": request_id, "code": code, "message": message}
+
+
+# --- Channel layer: conversation and console groups --------------------------------------------
+#
+# Produced by services after their transaction commits (see agents.broadcast):
+# - group `conversation.<id>`: the customer sockets of one conversation;
+# - group `watch.<id>`: the console sockets showing that conversation (staff only);
+# - group `console`: every console socket (inbox changes, hand-off alerts, tickets).
+
+
+def conversation_group(conversation_id) -> str:
+    return f"conversation.{conversation_id}"
+
+
+def watch_group(conversation_id) -> str:
+    return f"watch.{conversation_id}"
+
+
+CONSOLE_GROUP = "console"
+
+
+def conv_status(*, conversation_id: str, status: str, agent_name: str = "") -> dict:
+    """The conversation's mode changed: bot, waiting, human (agent_name holds it), closed."""
+    return {"type": "conv.status", "conversation_id": conversation_id, "status": status,
+            "agent_name": agent_name}
+
+
+def conv_message(*, conversation_id: str, message_id: int, role: str, text: str,
+                 author_name: str = "") -> dict:
+    """A stored message: agent replies reach the customer; watchers see every role."""
+    return {"type": "conv.message", "conversation_id": conversation_id, "id": message_id,
+            "role": role, "text": text, "author_name": author_name}
+
+
+def conv_typing(*, conversation_id: str, who: str, name: str = "") -> dict:
+    return {"type": "conv.typing", "conversation_id": conversation_id, "who": who, "name": name}
+
+
+def conv_bot(*, conversation_id: str, frame: dict) -> dict:
+    """A bot.start / bot.delta / bot.done frame, mirrored to watchers as the customer sees it."""
+    return {"type": "conv.bot", "conversation_id": conversation_id, "frame": frame}
+
+
+def console_update(*, conversation_id: str, reason: str) -> dict:
+    """Something in the inbox changed for this conversation (new, message, status)."""
+    return {"type": "console.update", "conversation_id": conversation_id, "reason": reason}
+
+
+def console_handoff(*, conversation_id: str, subject: str) -> dict:
+    """A customer asked for a human: alert every online agent."""
+    return {"type": "console.handoff", "conversation_id": conversation_id, "subject": subject}
+
+
+def console_ticket(*, ticket_id: int, reason: str) -> dict:
+    return {"type": "console.ticket", "ticket_id": ticket_id, "reason": reason}
 
 
 class InferenceErrorCode:

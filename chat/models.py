@@ -8,6 +8,7 @@ import secrets
 import uuid
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
@@ -71,6 +72,7 @@ def normalize_origin(origin: str) -> str:
 class Conversation(models.Model):
     class Status(models.TextChoices):
         BOT = "bot", "Bot answering"
+        WAITING = "waiting", "Waiting for a human"
         HUMAN = "human", "Human agent"
         CLOSED = "closed", "Closed"
 
@@ -91,6 +93,13 @@ class Conversation(models.Model):
     site = models.ForeignKey(
         Site, null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
     )
+    # The agent holding the conversation while its status is "human".
+    assigned_agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="held_conversations",
+    )
+    customer_name = models.CharField(max_length=200, blank=True)
+    customer_email = models.EmailField(blank=True, help_text="For a follow-up by e-mail")
     handoff_requested_at = models.DateTimeField(null=True, blank=True)
     csat_score = models.PositiveSmallIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(5)],
@@ -125,6 +134,11 @@ class Message(models.Model):
     # The customer's own id for a message, so a resend after a reconnect is stored once.
     # NULL, not "", for "none": the uniqueness constraint below applies to non-NULL ids only.
     client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    # The staff member who wrote an agent message.
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -66,8 +66,13 @@ def render_system_prompt(template: str, *, site_name: str, language: str, region
         site_name=site_name,
     )
     variables.update(extra or {})
+    return fill_template(template, variables)
+
+
+def fill_template(template: str, variables: dict) -> str:
+    """`{name}` replaced from variables; unknown names and broken braces stay as written."""
     try:
-        return template.format_map(variables)
+        return template.format_map(_KeepUnknown(variables))
     except (ValueError, IndexError, AttributeError):
         # A lone "{" or "{0}" in an admin-edited template: use it as written rather than fail.
         return template

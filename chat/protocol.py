@@ -4,6 +4,8 @@ import json
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
 from pydantic import ValidationError
 
 from chat.events import CLIENT_FRAME_TYPES, MAX_COMMENT_CHARS, ErrorCode, client_frame_adapter
@@ -44,7 +46,19 @@ def parse_client_frame(text_data: str | None, bytes_data: bytes | None, *, max_b
         _check_message(frame, max_chars=max_chars)
     elif frame["type"] in ("feedback", "csat"):
         _check_rating(frame)
+    elif frame["type"] == "contact":
+        _check_contact(frame)
     return frame
+
+
+def _check_contact(frame: dict) -> None:
+    email = frame["email"].strip()
+    try:
+        validate_email(email)
+    except DjangoValidationError:
+        raise FrameError(ErrorCode.BAD_FRAME, "That e-mail address does not look right.") from None
+    frame["email"] = email
+    frame["name"] = frame.get("name", "").strip()[:200]
 
 
 def _check_rating(frame: dict) -> None:

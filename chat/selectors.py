@@ -36,7 +36,7 @@ def conversation_history(*, conversation_id, limit: int = 200) -> list[Message]:
     on them (`message.feedback`, or no such attribute)."""
     newest = (
         Message.objects.filter(conversation_id=conversation_id)
-        .select_related("feedback")
+        .select_related("feedback", "author")
         .order_by("-id")[:limit]
     )
     return list(reversed(newest))
@@ -108,3 +108,14 @@ def newest_customer_message(*, conversation_id, after_id: int = 0) -> Message | 
         .order_by("-id")
         .first()
     )
+
+
+def last_bot_text(*, conversation_id, before_id: int) -> str:
+    return (
+        Message.objects.filter(conversation_id=conversation_id, role=Message.Role.BOT,
+                               id__lt=before_id)
+        .exclude(text="")
+        .order_by("-id")
+        .values_list("text", flat=True)
+        .first()
+    ) or ""

@@ -5,8 +5,10 @@ import secrets
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from chat import events
 from chat.models import Conversation, Feedback, Message, Site
 from chat.selectors import hash_token
+from cs_site.broadcast import after_commit
 
 
 def conversation_start(*, site: Site | None = None, language: str = "", region: str = "",
@@ -42,20 +44,37 @@ def message_add_customer(*, conversation: Conversation, text: str,
                 client_id=client_id or None,
             )
             _touch(conversation.pk)
+            _tell_watchers(message)
     except IntegrityError:
         # Two sockets of one conversation resent the same client_id at the same moment.
         return Message.objects.get(conversation=conversation, client_id=client_id), False
     return message, True
 
 
+class BotSilenced(Exception):
+    """The conversation is no longer the bot's (a human took over, or it closed)."""
+
+
+def _lock_for_bot(conversation: Conversation) -> None:
+    """Inside a transaction: raise BotSilenced unless the bot may still speak. The row lock
+    (a write lock on SQLite) orders this against a takeover, so no bot message is ever
+    created after a human took the conversation."""
+    status = (Conversation.objects.select_for_update().filter(pk=conversation.pk)
+              .values_list("status", flat=True).first())
+    if status != Conversation.Status.BOT:
+        raise BotSilenced(status)
+
+
 def bot_message_start(*, conversation: Conversation, model_name: str) -> Message:
     """An empty bot message, created when the worker starts answering so frames can carry its
     id. It is flagged partial until `bot_message_finish` stores the whole answer: if the
     process dies mid-answer, the transcript says so."""
-    return Message.objects.create(
-        conversation=conversation, role=Message.Role.BOT, text="", model_name=model_name[:200],
-        is_partial=True,
-    )
+    with transaction.atomic():
+        _lock_for_bot(conversation)
+        return Message.objects.create(
+            conversation=conversation, role=Message.Role.BOT, text="",
+            model_name=model_name[:200], is_partial=True,
+        )
 
 
 def bot_message_finish(*, message: Message, text: str, finish_reason: str, partial: bool,
@@ -80,6 +99,7 @@ def bot_message_finish(*, message: Message, text: str, finish_reason: str, parti
 def bot_message_fallback(*, conversation: Conversation, text: str, reason: str) -> Message:
     """An answer from the fallback rules, when the model timed out, failed or is down."""
     with transaction.atomic():
+        _lock_for_bot(conversation)
         message = Message.objects.create(
             conversation=conversation, role=Message.Role.BOT, text=text, is_fallback=True,
             finish_reason=reason[:20], model_name="fallback-rules",
@@ -110,25 +130,32 @@ def csat_submit(*, conversation: Conversation, score: int, comment: str = "") ->
     return conversation
 
 
-def handoff_request(*, conversation: Conversation) -> Conversation:
-    """The customer asked for a human. Recorded once, with a note in the transcript."""
-    with transaction.atomic():
-        updated = Conversation.objects.filter(
-            pk=conversation.pk, handoff_requested_at__isnull=True
-        ).update(handoff_requested_at=timezone.now())
-        if updated:
-            Message.objects.create(conversation=conversation, role=Message.Role.SYSTEM,
-                                   text="The customer asked for a human agent.")
-    conversation.refresh_from_db(fields=["handoff_requested_at"])
-    return conversation
-
-
 def conversation_close(*, conversation: Conversation) -> Conversation:
-    if conversation.status != Conversation.Status.CLOSED:
-        conversation.status = Conversation.Status.CLOSED
-        conversation.closed_at = timezone.now()
-        conversation.save(update_fields=["status", "closed_at", "updated_at"])
+    """The customer ended the conversation."""
+    with transaction.atomic():
+        closed = Conversation.objects.filter(pk=conversation.pk).exclude(
+            status=Conversation.Status.CLOSED
+        ).update(status=Conversation.Status.CLOSED, closed_at=timezone.now(),
+                 updated_at=timezone.now())
+        if closed:
+            cid = str(conversation.pk)
+            status = events.conv_status(conversation_id=cid, status=Conversation.Status.CLOSED)
+            after_commit(
+                (events.watch_group(cid), status),
+                (events.CONSOLE_GROUP, events.console_update(conversation_id=cid,
+                                                             reason="closed")),
+            )
+    conversation.refresh_from_db(fields=["status", "closed_at"])
     return conversation
+
+
+def _tell_watchers(message: Message) -> None:
+    cid = str(message.conversation_id)
+    after_commit(
+        (events.watch_group(cid), events.conv_message(
+            conversation_id=cid, message_id=message.pk, role=message.role, text=message.text)),
+        (events.CONSOLE_GROUP, events.console_update(conversation_id=cid, reason="message")),
+    )
 
 
 def _touch(conversation_id) -> None:

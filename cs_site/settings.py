@@ -159,6 +159,19 @@ CHAT = {
     # Deadlines the consumer enforces before answering with the fallback rules instead.
     "FIRST_TOKEN_TIMEOUT_SECONDS": env.float("CHAT_FIRST_TOKEN_TIMEOUT_SECONDS", default=30.0),
     "ANSWER_TIMEOUT_SECONDS": env.float("CHAT_ANSWER_TIMEOUT_SECONDS", default=180.0),
+    # Words with which a customer asks for a human (comma-separated; any language).
+    "HANDOFF_PHRASES": env.list("CHAT_HANDOFF_PHRASES", default=[
+        "人工", "转人工", "真人", "human", "agent", "real person", "operator", "representative",
+    ]),
+    # When the bot's last answer offered a human (it contains one of the OFFERS) and the
+    # customer answers with one of the AFFIRMATIVES alone, that is a request too.
+    "HANDOFF_OFFERS": env.list("CHAT_HANDOFF_OFFERS", default=[
+        "human agent", "real person", "connect you", "人工客服", "客服人员",
+    ]),
+    "HANDOFF_AFFIRMATIVES": env.list("CHAT_HANDOFF_AFFIRMATIVES", default=[
+        "yes", "yes please", "yeah", "ok", "okay", "sure", "please", "y",
+        "好", "好的", "是", "是的", "可以", "行", "嗯",
+    ]),
 }
 
 # --- Inference worker (one module for every engine knob, as vLLM's own envs.py does) -------

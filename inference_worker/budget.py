@@ -28,8 +28,10 @@ def fit_to_budget(messages: Sequence[ChatTurn], count_tokens: Callable[[Sequence
 
     def prompt(cut: int) -> list[ChatTurn]:
         kept = turns[cut:]
-        # A history that opens with the assistant reads oddly to most chat templates.
-        while len(kept) > 1 and kept[0]["role"] == "assistant":
+        # A history cut open at an assistant turn would start with an answer to a question
+        # the model no longer sees: cut on to the next customer turn. (An uncut history may
+        # open with the assistant, e.g. an agent who wrote first.)
+        while cut and len(kept) > 1 and kept[0]["role"] == "assistant":
             kept = kept[1:]
         return [system, *kept]
 

@@ -35,7 +35,7 @@ def linear_reference(messages, budget):
     system, turns = messages[0], messages[1:]
     for cut in range(len(turns)):
         kept = turns[cut:]
-        while len(kept) > 1 and kept[0]["role"] == "assistant":
+        while cut and len(kept) > 1 and kept[0]["role"] == "assistant":
             kept = kept[1:]
         if count([system, *kept]) <= budget:
             return [system, *kept]
@@ -75,3 +75,9 @@ def test_binary_search_keeps_tokenizer_calls_few():
     messages = conversation(*["x" * 50] * 201)
     fit_to_budget(messages, counting, budget=count(messages) // 3)
     assert len(calls) <= 12
+
+
+def test_an_uncut_history_may_open_with_the_assistant():
+    messages = [{"role": "system", "content": "S"}, {"role": "assistant", "content": "agent"},
+                {"role": "user", "content": "question"}]
+    assert fit_to_budget(messages, count, budget=1000) == (messages, 0)

@@ -132,9 +132,12 @@ async def test_handoff_request_is_recorded_once(connect):
     client, first = await connect()
     for _ in range(2):
         await client.send({"type": "handoff.request"})
-        assert await client.receive() == {"type": "handoff.ack", "status": "requested"}
+        ack = await client.receive()
+        # Nobody has a console open: the customer is asked how to follow up.
+        assert ack == {"type": "handoff.ack", "status": "requested", "agents_available": False,
+                       "ask_contact": True, "business_hours": {}}
     conversation = await Conversation.objects.aget(pk=first["id"])
-    assert conversation.handoff_requested_at is not None
+    assert conversation.handoff_requested_at is not None and conversation.status == "waiting"
     notes = [m async for m in Message.objects.filter(conversation=conversation, role="system")]
     assert len(notes) == 1
 

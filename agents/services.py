@@ -1,0 +1,264 @@
+"""Writes of the staff side: hand-off, takeover, replies, hand-back, closing, tickets, notes,
+canned replies. Each change is one transaction; its events go out after it commits.
+
+Exactly one agent wins a takeover: the status moves from bot/waiting to human in a single
+conditional UPDATE, which only one of any number of concurrent attempts can match.
+"""
+
+from dataclasses import dataclass
+
+from asgiref.sync import async_to_sync
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from agents import hours, presence
+from agents.models import CannedReply, Ticket, TicketNote
+from chat import events, memory
+from chat.models import Conversation, Message, Site
+from chat.prompting import fill_template
+from cs_site.broadcast import after_commit
+
+Status = Conversation.Status
+
+
+class NotAllowed(Exception):
+    """The action does not fit the conversation's state (someone else holds it, it is closed)."""
+
+
+@dataclass(frozen=True)
+class HandoffOutcome:
+    agents_available: bool
+    business_hours: dict
+
+
+def agent_name(user: AbstractBaseUser | None) -> str:
+    if user is None:
+        return ""
+    return user.get_full_name() or user.get_username()
+
+
+def _status_events(conversation: Conversation, status: str, name: str = "") -> None:
+    cid = str(conversation.pk)
+    event = events.conv_status(conversation_id=cid, status=status, agent_name=name)
+    after_commit(
+        (events.conversation_group(cid), event),
+        (events.watch_group(cid), event),
+        (events.CONSOLE_GROUP, events.console_update(conversation_id=cid, reason=status)),
+    )
+
+
+def _note(conversation: Conversation, text: str) -> Message:
+    """A system line in the transcript, for people (never a model turn)."""
+    message = Message.objects.create(conversation=conversation, role=Message.Role.SYSTEM,
+                                     text=text)
+    cid = str(conversation.pk)
+    after_commit((events.watch_group(cid), events.conv_message(
+        conversation_id=cid, message_id=message.pk, role=message.role, text=text)))
+    return message
+
+
+def _open_ticket(conversation: Conversation) -> Ticket:
+    ticket = conversation.tickets.exclude(status=Ticket.Status.SOLVED).first()
+    if ticket is not None:
+        return ticket
+    first = (conversation.messages.filter(role=Message.Role.CUSTOMER).order_by("id")
+             .values_list("text", flat=True).first())
+    subject = (first or "Chat with a customer").splitlines()[0][:120]
+    ticket = Ticket.objects.create(subject=subject, conversation=conversation)
+    after_commit((events.CONSOLE_GROUP, events.console_ticket(ticket_id=ticket.pk,
+                                                              reason="created")))
+    return ticket
+
+
+# --- Customer side --------------------------------------------------------------------------
+
+
+def handoff_request(*, conversation: Conversation) -> HandoffOutcome:
+    """The customer asked for a human: the bot falls silent, a ticket opens, agents hear it."""
+    now = timezone.now()
+    with transaction.atomic():
+        conv = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if conv.status == Status.CLOSED:
+            raise NotAllowed("The conversation is closed.")
+        moved = conv.status == Status.BOT
+        first = conv.handoff_requested_at is None
+        if moved:
+            conv.status = Status.WAITING
+        if first:
+            conv.handoff_requested_at = now
+        conv.save(update_fields=["status", "handoff_requested_at", "updated_at"])
+        if first:
+            _note(conv, "The customer asked for a human agent.")
+        ticket = _open_ticket(conv)
+        if moved:
+            _status_events(conv, Status.WAITING)
+            after_commit((events.CONSOLE_GROUP, events.console_handoff(
+                conversation_id=str(conv.pk), subject=ticket.subject)))
+    conversation.status, conversation.handoff_requested_at = conv.status, conv.handoff_requested_at
+    site = Site.objects.filter(pk=conv.site_id).first() if conv.site_id else None
+    business_hours = site.business_hours if site else {}
+    available = bool(presence.online_agent_ids()) and hours.is_open(business_hours, now)
+    return HandoffOutcome(agents_available=available, business_hours=business_hours)
+
+
+def contact_submit(*, conversation: Conversation, email: str, name: str = "") -> None:
+    """The customer's e-mail for a follow-up when nobody could answer live."""
+    with transaction.atomic():
+        Conversation.objects.filter(pk=conversation.pk).update(
+            customer_email=email, customer_name=name or conversation.customer_name)
+        ticket = _open_ticket(conversation)
+        TicketNote.objects.create(ticket=ticket, text=f"Follow up by e-mail: {email}")
+        after_commit((events.CONSOLE_GROUP, events.console_ticket(ticket_id=ticket.pk,
+                                                                  reason="contact")))
+
+
+# --- Agent side -----------------------------------------------------------------------------
+
+
+def takeover(*, conversation_id, agent: AbstractBaseUser) -> Conversation:
+    """The agent takes the conversation from the bot (or the waiting queue)."""
+    with transaction.atomic():
+        won = Conversation.objects.filter(
+            pk=conversation_id, status__in=[Status.BOT, Status.WAITING]
+        ).update(status=Status.HUMAN, assigned_agent=agent, updated_at=timezone.now())
+        conv = Conversation.objects.get(pk=conversation_id)
+        if not won:
+            holder = agent_name(conv.assigned_agent)
+            raise NotAllowed(f"{holder} already holds this conversation." if holder
+                             else "This conversation can no longer be taken over.")
+        name = agent_name(agent)
+        _note(conv, f"{name} joined the conversation.")
+        Ticket.objects.filter(conversation=conv, assignee__isnull=True).exclude(
+            status=Ticket.Status.SOLVED).update(assignee=agent)
+        _status_events(conv, Status.HUMAN, name)
+    return conv
+
+
+def hand_back(*, conversation_id, agent: AbstractBaseUser) -> Conversation:
+    """The bot answers again, with the whole transcript (agent turns included) as context."""
+    with transaction.atomic():
+        won = Conversation.objects.filter(
+            pk=conversation_id, status=Status.HUMAN, assigned_agent=agent
+        ).update(status=Status.BOT, assigned_agent=None, updated_at=timezone.now())
+        if not won:
+            raise NotAllowed("Only the agent holding the conversation can hand it back.")
+        conv = Conversation.objects.get(pk=conversation_id)
+        _note(conv, f"{agent_name(agent)} handed the conversation back to the bot.")
+        _status_events(conv, Status.BOT)
+    return conv
+
+
+def close(*, conversation_id, agent: AbstractBaseUser) -> Conversation:
+    with transaction.atomic():
+        won = Conversation.objects.filter(pk=conversation_id).exclude(
+            status=Status.CLOSED).update(status=Status.CLOSED, closed_at=timezone.now(),
+                                         updated_at=timezone.now())
+        conv = Conversation.objects.get(pk=conversation_id)
+        if not won:
+            raise NotAllowed("The conversation is already closed.")
+        _note(conv, f"{agent_name(agent)} closed the conversation.")
+        _status_events(conv, Status.CLOSED)
+    return conv
+
+
+def reply(*, conversation_id, agent: AbstractBaseUser, text: str) -> Message:
+    """An agent's message to the customer; only the agent holding the conversation writes."""
+    text = text.strip()
+    if not text:
+        raise NotAllowed("The reply is empty.")
+    with transaction.atomic():
+        conv = Conversation.objects.select_for_update().get(pk=conversation_id)
+        if conv.status != Status.HUMAN or conv.assigned_agent_id != agent.pk:
+            raise NotAllowed("Take over the conversation before replying.")
+        message = Message.objects.create(conversation=conv, role=Message.Role.AGENT,
+                                         text=text[:8000], author=agent)
+        Conversation.objects.filter(pk=conv.pk).update(last_message_at=message.created_at)
+        cid = str(conv.pk)
+        event = events.conv_message(conversation_id=cid, message_id=message.pk,
+                                    role=message.role, text=message.text,
+                                    author_name=agent_name(agent))
+        after_commit(
+            (events.conversation_group(cid), event),
+            (events.watch_group(cid), event),
+            (events.CONSOLE_GROUP, events.console_update(conversation_id=cid, reason="message")),
+        )
+    # The agent's words are part of the context when the bot answers again.
+    async_to_sync(memory.forget)(conv.pk)
+    return message
+
+
+# --- Tickets --------------------------------------------------------------------------------
+
+
+def ticket_update(*, ticket_id: int, actor: AbstractBaseUser, status: str | None = None,
+                  priority: str | None = None, assignee=None,
+                  unassign: bool = False) -> Ticket:
+    with transaction.atomic():
+        ticket = Ticket.objects.select_for_update().get(pk=ticket_id)
+        if status is not None:
+            if status not in Ticket.Status.values:
+                raise NotAllowed(f"Unknown status {status!r}.")
+            ticket.status = status
+            ticket.solved_at = timezone.now() if status == Ticket.Status.SOLVED else None
+        if priority is not None:
+            if priority not in Ticket.Priority.values:
+                raise NotAllowed(f"Unknown priority {priority!r}.")
+            ticket.priority = priority
+        if assignee is not None or unassign:
+            ticket.assignee = None if unassign else assignee
+        ticket.save()
+        after_commit((events.CONSOLE_GROUP, events.console_ticket(ticket_id=ticket.pk,
+                                                                  reason="updated")))
+    return ticket
+
+
+def ticket_create(*, subject: str, actor: AbstractBaseUser, conversation_id=None,
+                  priority: str = Ticket.Priority.NORMAL) -> Ticket:
+    subject = subject.strip()[:200]
+    if not subject:
+        raise NotAllowed("A ticket needs a subject.")
+    with transaction.atomic():
+        ticket = Ticket.objects.create(subject=subject, priority=priority,
+                                       conversation_id=conversation_id, assignee=actor)
+        after_commit((events.CONSOLE_GROUP, events.console_ticket(ticket_id=ticket.pk,
+                                                                  reason="created")))
+    return ticket
+
+
+def note_add(*, ticket_id: int, author: AbstractBaseUser, text: str) -> TicketNote:
+    """An internal note: staff only, never sent to a customer socket or put into a prompt."""
+    text = text.strip()
+    if not text:
+        raise NotAllowed("The note is empty.")
+    with transaction.atomic():
+        note = TicketNote.objects.create(ticket_id=ticket_id, author=author, text=text[:8000])
+        Ticket.objects.filter(pk=ticket_id).update(updated_at=timezone.now())
+        after_commit((events.CONSOLE_GROUP, events.console_ticket(ticket_id=ticket_id,
+                                                                  reason="note")))
+    return note
+
+
+# --- Canned replies -------------------------------------------------------------------------
+
+
+def canned_reply_save(*, actor: AbstractBaseUser, shortcut: str, title: str, text: str,
+                      reply_id: int | None = None) -> CannedReply:
+    values = {"shortcut": shortcut.strip().lstrip("/").lower(), "title": title.strip(),
+              "text": text.strip()}
+    if not all(values.values()):
+        raise NotAllowed("A canned reply needs a shortcut, a title and a text.")
+    if reply_id is None:
+        return CannedReply.objects.create(created_by=actor, **values)
+    CannedReply.objects.filter(pk=reply_id).update(**values)
+    return CannedReply.objects.get(pk=reply_id)
+
+
+def canned_reply_render(*, reply: CannedReply, conversation: Conversation,
+                        agent: AbstractBaseUser) -> str:
+    site = Site.objects.filter(pk=conversation.site_id).first() if conversation.site_id else None
+    return fill_template(reply.text, {
+        "customer_name": conversation.customer_name or "there",
+        "agent_name": agent_name(agent),
+        "site_name": site.name if site else "",
+    })
