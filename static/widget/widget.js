@@ -101,6 +101,9 @@
       unavailable: "We're having trouble right now — we'll retry in a moment.",
       message_too_long: "That message is too long; please split it.",
       oops: "Something went wrong. Please try again.",
+      joined: (n) => n + " joined the conversation.", left: "You're chatting with our assistant again.",
+      askEmail: "No one can answer live right now. Leave your e-mail and we'll follow up:",
+      email: "Your e-mail", contactThanks: "Thanks! We'll get back to you by e-mail.",
     },
     "zh-CN": {
       open: "打开聊天", close: "关闭聊天", chat: (n) => "与" + n + "聊天", min: "最小化",
@@ -120,6 +123,9 @@
       unavailable: "服务暂时不可用，稍后将自动重试。",
       message_too_long: "消息过长，请分段发送。",
       oops: "出了点问题，请稍后再试。",
+      joined: (n) => n + " 已加入对话。", left: "已转回智能助手。",
+      askEmail: "目前暂无客服在线。请留下您的邮箱，我们会尽快联系您：",
+      email: "您的邮箱", contactThanks: "谢谢！我们会通过邮件联系您。",
     },
   };
 
@@ -287,6 +293,21 @@ textarea{width:100%;resize:none;font:inherit;color:inherit;background:#fff;borde
     });
     const grow = () => { ta.style.height = "auto"; ta.style.height = Math.min(ta.scrollHeight + 2, 120) + "px"; };
     ta.addEventListener("input", grow);
+    // While a human is (or will be) on the other side, tell them the customer is typing.
+    let lastTy = 0, agentTyT;
+    ta.addEventListener("input", () => {
+      if (status !== "bot" && Date.now() - lastTy > 3000) { lastTy = Date.now(); send({ type: "typing" }); }
+    });
+    const agentTyping = () => { typing.hidden = false; clearTimeout(agentTyT); agentTyT = setTimeout(setTyping, 4000); };
+    const askContact = () => {
+      const i = h("input", { type: "email", required: true, "aria-label": t.email, placeholder: t.email });
+      const li = add(h("li", { class: "cl" }, h("form", { class: "cs", onsubmit: (e) => {
+        e.preventDefault();
+        send({ type: "contact", email: i.value.trim() }, 1);
+        li.remove();
+      } }, h("p", null, t.askEmail), i, h("button", { class: "sm" }, t.submit))), 1);
+      i.focus();
+    };
 
     function menuShow(on) {
       menu.hidden = !on;
@@ -574,10 +595,32 @@ textarea{width:100%;resize:none;font:inherit;color:inherit;background:#fff;borde
           break;
         case "handoff.ack": {
           hideHuman();
+          status = "waiting";
+          waiting = false;
+          setTyping();
           const hrs = cfg.business_hours && away(cfg.business_hours);
           sys(hrs ? t.away + hrs : t.handoff);
+          if (f.ask_contact) askContact();
           break;
         }
+        case "contact.ack":
+          sys(t.contactThanks);
+          break;
+        case "agent.joined":
+          status = "human";
+          hideHuman();
+          waiting = false;
+          setTyping();
+          sys(t.joined(f.agent_name || t.agent));
+          break;
+        case "agent.left":
+          status = "bot";
+          humanBtn.hidden = false;
+          sys(t.left);
+          break;
+        case "agent.typing":
+          agentTyping();
+          break;
         case "conversation.closed":
           if (!closed) setClosed();
           break;
