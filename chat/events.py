@@ -206,6 +206,9 @@ class ErrorCode:
     CLOSED = "conversation_closed"
     UNKNOWN_MESSAGE = "unknown_message"  # feedback on a message that is no bot answer here
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"  # unknown site key, or a page it does not allow
+    # Console socket only:
+    FORBIDDEN = "forbidden"  # not logged in as active staff: the socket is closed (4403)
+    NOT_HOLDER = "not_holder"  # typing in a conversation someone else (or the bot) answers
     UNAVAILABLE = "unavailable"  # storage failed; nothing was stored, the customer may resend
 
 

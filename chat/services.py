@@ -93,6 +93,7 @@ def bot_message_finish(*, message: Message, text: str, finish_reason: str, parti
             "ttft_ms", "total_ms", "updated_at",
         ])
         _touch(message.conversation_id)
+        _tell_watchers(message)
     return message
 
 
@@ -105,6 +106,7 @@ def bot_message_fallback(*, conversation: Conversation, text: str, reason: str) 
             finish_reason=reason[:20], model_name="fallback-rules",
         )
         _touch(conversation.pk)
+        _tell_watchers(message)
     return message
 
 

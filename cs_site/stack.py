@@ -511,7 +511,8 @@ def product_plan(config: Config) -> Plan:
               "cs_site.asgi:application"]
     ports = [Port(config.host, config.port, "PORT")]
     ready = [ReadyCheck("web", f"{web}/healthz")]
-    links = [("Chat demo", f"{web}/"), ("Admin", f"{web}/admin/"), ("Metrics", f"{web}/metrics")]
+    links = [("Chat demo", f"{web}/"), ("Agent console", f"{web}/console/"),
+             ("Admin", f"{web}/admin/"), ("Metrics", f"{web}/metrics")]
     if config.metrics_port:  # 0 turns the worker's endpoint off, and with it this check
         ports.append(Port(config.metrics_host, config.metrics_port, "INFERENCE_METRICS_PORT"))
         ready.append(ReadyCheck("worker", worker_metrics, WORKER_READY_PATTERN,

@@ -13,6 +13,7 @@ PY=.venv/bin/python
 # Modules that touch the database; the end-to-end ones (tests/e2e) run the real stack on it.
 TESTS=(tests/test_services.py tests/test_memory.py tests/test_consumer.py tests/test_worker.py
        tests/test_handoff.py tests/test_widget_server.py tests/test_admin_review.py
+       tests/test_console.py
        tests/test_postgres_specific.py tests/e2e)
 
 # PostgreSQL server binaries: Debian's newest /usr/lib/postgresql/<ver>/bin, else initdb on PATH.

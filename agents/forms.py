@@ -1,0 +1,64 @@
+"""Input validation of the console's forms; the writes themselves are `agents.services` calls."""
+
+from django import forms
+
+from agents import selectors
+from agents.models import Ticket
+
+
+class ReplyForm(forms.Form):
+    text = forms.CharField(max_length=8000, strip=True)
+
+
+class NoteForm(forms.Form):
+    text = forms.CharField(max_length=8000, strip=True)
+
+
+class TicketCreateForm(forms.Form):
+    subject = forms.CharField(max_length=200, strip=True)
+    priority = forms.ChoiceField(choices=Ticket.Priority.choices, initial=Ticket.Priority.NORMAL)
+
+
+class TicketUpdateForm(forms.Form):
+    """Each field is optional: only what is sent changes. assignee: a staff user's id, or
+    "none" to unassign."""
+
+    status = forms.ChoiceField(choices=Ticket.Status.choices, required=False)
+    priority = forms.ChoiceField(choices=Ticket.Priority.choices, required=False)
+    assignee = forms.CharField(required=False)
+
+    def clean_assignee(self):
+        value = self.cleaned_data["assignee"].strip()
+        if value in ("", "none"):
+            return value
+        user = selectors.staff_user(user_id=value)
+        if user is None:
+            raise forms.ValidationError("Choose a staff member.")
+        return user
+
+
+class TicketFilterForm(forms.Form):
+    status = forms.ChoiceField(
+        choices=[("unsolved", "Open or pending"), ("", "Any status"), *Ticket.Status.choices],
+        required=False)
+    priority = forms.ChoiceField(choices=[("", "Any priority"), *Ticket.Priority.choices],
+                                 required=False)
+    assignee = forms.ChoiceField(
+        choices=[("", "Anyone"), ("me", "Me"), ("unassigned", "Unassigned")], required=False)
+
+
+class CannedReplyForm(forms.Form):
+    shortcut = forms.SlugField(max_length=40, help_text="Typed as /shortcut in the reply box")
+    title = forms.CharField(max_length=100)
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 5}),
+                           help_text="Variables: {customer_name}, {agent_name}, {site_name}")
+
+    def __init__(self, *args, reply_id: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reply_id = reply_id
+
+    def clean_shortcut(self):
+        shortcut = self.cleaned_data["shortcut"].lower()
+        if selectors.canned_shortcut_taken(shortcut=shortcut, exclude_id=self.reply_id):
+            raise forms.ValidationError(f"/{shortcut} is already taken.")
+        return shortcut

@@ -1,0 +1,33 @@
+"""The agent console, mounted at /console/ (staff only)."""
+
+from django.urls import path
+
+from agents import views
+
+app_name = "agents"
+
+urlpatterns = [
+    path("", views.inbox, name="inbox"),
+    path("inbox/", views.inbox_partial, name="inbox-partial"),
+    path("c/<uuid:conversation_id>/", views.conversation, name="conversation"),
+    path("c/<uuid:conversation_id>/controls/", views.controls, name="controls"),
+    path("c/<uuid:conversation_id>/transcript/", views.transcript, name="transcript"),
+    path("c/<uuid:conversation_id>/takeover/", views.conversation_action,
+         {"action": "takeover"}, name="takeover"),
+    path("c/<uuid:conversation_id>/handback/", views.conversation_action,
+         {"action": "handback"}, name="handback"),
+    path("c/<uuid:conversation_id>/close/", views.conversation_action,
+         {"action": "close"}, name="close"),
+    path("c/<uuid:conversation_id>/reply/", views.reply, name="reply"),
+    path("c/<uuid:conversation_id>/canned/", views.canned_for_conversation,
+         name="canned-for-conversation"),
+    path("c/<uuid:conversation_id>/tickets/", views.conversation_tickets,
+         name="conversation-tickets"),
+    path("tickets/", views.tickets, name="tickets"),
+    path("tickets/list/", views.ticket_list_partial, name="ticket-list"),
+    path("tickets/<int:ticket_id>/", views.ticket, name="ticket"),
+    path("tickets/<int:ticket_id>/props/", views.ticket_props, name="ticket-props"),
+    path("tickets/<int:ticket_id>/notes/", views.ticket_notes, name="ticket-notes"),
+    path("canned/", views.canned, name="canned"),
+    path("canned/<int:reply_id>/", views.canned_edit, name="canned-edit"),
+]
