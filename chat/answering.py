@@ -191,25 +191,21 @@ class BotAnswer:
         await self.cancel("timeout")
         await self._give_up(fallback.REASON_TIMEOUT, cancelled=True)
 
-    async def on_disconnect(self) -> None:
-        """The customer left: stop the engine now and keep what was said, flagged partial."""
+    async def stop(self, reason: str) -> None:
+        """End the answer now: abort it in the engine and keep what was said, flagged partial
+        with `reason` as its finish reason ("disconnected", "closed", "takeover", "handoff").
+        The customer's socket is told the answer ended unless it is gone."""
         if self.finished:
             return
-        await self.cancel("disconnected")
+        await self.cancel(reason)
         if self.message is not None:
-            await self._flush_held_text(send=False)
-            await self._store(finish_reason="disconnected", partial=True, prompt_tokens=None,
-                              completion_tokens=None)
-        self._stop()
-
-    async def stop_for_human(self) -> None:
-        """An agent took over: stop the engine, keep what was said, flagged partial."""
-        if self.finished:
-            return
-        await self.cancel("takeover")
-        if self.message is not None:
-            await self._finish(finish_reason="takeover", partial=True, prompt_tokens=None,
-                               completion_tokens=None)
+            if reason == "disconnected":
+                await self._flush_held_text(send=False)
+                await self._store(finish_reason=reason, partial=True, prompt_tokens=None,
+                                  completion_tokens=None)
+            else:
+                await self._finish(finish_reason=reason, partial=True, prompt_tokens=None,
+                                   completion_tokens=None)
         self._stop()
 
     async def cancel(self, reason: str) -> None:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 _rate_limiter = MovingWindowRateLimiter(MemoryStorage())
 
 TYPING_EVERY_SECONDS = 2.0  # customer typing reaches agents at most this often
+CLOSED_MESSAGE = "This conversation is closed. Start a new one to write again."
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 
@@ -110,9 +111,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._answer(question)
 
     async def disconnect(self, code: int) -> None:
-        if self.answer is not None:
-            await self.answer.on_disconnect()
-            self.answer = None
+        await self._end_answer("disconnected")
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -147,7 +146,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "csat": self._on_csat,
             "handoff.request": self._on_handoff_request,
             "close": self._on_close,
-            "typing": lambda frame: self._on_typing(),
+            "typing": self._on_typing,
             "contact": self._on_contact,
         }[frame["type"]]
         try:
@@ -190,14 +189,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 conversation=self.conversation
             )
         except agent_services.NotAllowed:
-            await self.send_frame(events.error_frame(
-                code=events.ErrorCode.CLOSED,
-                message="This conversation is closed. Start a new one to write again.",
-            ))
+            await self.send_frame(events.error_frame(code=events.ErrorCode.CLOSED,
+                                                     message=CLOSED_MESSAGE))
             return
-        if self.answer is not None:
-            await self.answer.stop_for_human()
-            self.answer = None
+        await self._end_answer("handoff")
         await self.send_frame(events.handoff_ack_frame(
             agents_available=outcome.agents_available,
             ask_contact=not outcome.agents_available,
@@ -210,7 +205,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         await self.send_frame(events.contact_ack_frame())
 
-    async def _on_typing(self) -> None:
+    async def _on_typing(self, frame: dict | None = None) -> None:
         now = time.monotonic()
         if self.conversation is None or now - self.typing_sent_at < TYPING_EVERY_SECONDS:
             return
@@ -221,9 +216,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
 
     async def _on_close(self, frame: dict) -> None:
-        if self.answer is not None:
-            await self.answer.on_disconnect()
-            self.answer = None
+        await self._end_answer("closed")
         await database_sync_to_async(services.conversation_close)(conversation=self.conversation)
         await self.send_frame(events.conversation_closed_frame())
 
@@ -232,9 +225,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.conversation.arefresh_from_db(fields=["status"])
         if self.conversation.status == Conversation.Status.CLOSED:
             await self.send_frame(events.error_frame(
-                code=events.ErrorCode.CLOSED,
-                message="This conversation is closed. Start a new one to write again.",
-                client_id=client_id,
+                code=events.ErrorCode.CLOSED, message=CLOSED_MESSAGE, client_id=client_id,
             ))
             return
         message, created = await database_sync_to_async(services.message_add_customer)(
@@ -298,16 +289,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         status = event["status"]
         self.conversation.status = status
         if status == Conversation.Status.HUMAN:
-            if self.answer is not None:
-                await self.answer.stop_for_human()
-                self.answer = None
+            await self._end_answer("takeover")
             await self.send_frame(events.agent_joined_frame(agent_name=event["agent_name"]))
         elif status == Conversation.Status.BOT:
             await self.send_frame(events.agent_left_frame())
         elif status == Conversation.Status.CLOSED:
-            if self.answer is not None:
-                await self.answer.on_disconnect()
-                self.answer = None
+            await self._end_answer("closed")
             await self.send_frame(events.conversation_closed_frame())
 
     async def conv_message(self, event: dict) -> None:
@@ -318,6 +305,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def conv_typing(self, event: dict) -> None:
         if event["who"] == "agent":
             await self.send_frame(events.agent_typing_frame(agent_name=event["name"]))
+
+    async def _end_answer(self, reason: str) -> None:
+        """Stop the bot answer under way, if any: the engine stops, what was said is kept."""
+        if self.answer is not None:
+            await self.answer.stop(reason)
+            self.answer = None
 
     async def _route(self, event: dict, handler: str) -> None:
         # Events of an answer that already ended (cancelled, timed out) are dropped here.
