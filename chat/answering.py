@@ -189,7 +189,7 @@ class BotAnswer:
     async def on_timeout(self, event: dict) -> None:
         log.warning("%s deadline passed for %s", event.get("deadline"), self.request_id)
         await self.cancel("timeout")
-        await self._give_up(fallback.REASON_TIMEOUT, cancelled=True)
+        await self._give_up(fallback.REASON_TIMEOUT)
 
     async def stop(self, reason: str) -> None:
         """End the answer now: abort it in the engine and keep what was said, flagged partial
@@ -231,7 +231,7 @@ class BotAnswer:
         ))
         await memory.remember(message)
 
-    async def _give_up(self, reason: str, *, cancelled: bool = False) -> None:
+    async def _give_up(self, reason: str) -> None:
         """Keep any partial answer, then let the fallback rules answer."""
         if self.message is not None:
             await self._finish(finish_reason=reason, partial=True, prompt_tokens=None,
