@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
+from redis.exceptions import RedisError
 from limits import parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -151,11 +152,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         }[frame["type"]]
         try:
             await handler(frame)
-        except DatabaseError:
-            log.exception("%s frame of %s failed", frame["type"], self.conversation.id)
+        except (DatabaseError, RedisError, OSError):
+            log.warning("%s frame of %s failed: storage unavailable", frame["type"],
+                        self.conversation.id, exc_info=True)
             await self.send_frame(events.error_frame(
                 code=events.ErrorCode.UNAVAILABLE,
                 message="That could not be saved. Please try again in a moment.",
+            ))
+        except Exception:
+            # A bug, not the customer's fault: keep the socket, say so, log it once.
+            log.exception("%s frame of %s failed", frame["type"], self.conversation.id)
+            await self.send_frame(events.error_frame(
+                code=events.ErrorCode.INTERNAL,
+                message="Something went wrong on our side. Please try again.",
+                client_id=frame.get("client_id"),
             ))
 
     async def _on_ping(self, frame: dict) -> None:

@@ -210,6 +210,7 @@ class ErrorCode:
     FORBIDDEN = "forbidden"  # not logged in as active staff: the socket is closed (4403)
     NOT_HOLDER = "not_holder"  # typing in a conversation someone else (or the bot) answers
     UNAVAILABLE = "unavailable"  # storage failed; nothing was stored, the customer may resend
+    INTERNAL = "internal_error"  # a bug on the server: the socket stays open, nothing changed
 
 
 # --- Channel layer: consumer ⇄ inference worker ----------------------------------------------
@@ -240,6 +241,11 @@ class InferenceRequest(TypedDict):
     # Unix time after which nobody waits for this answer any more: a worker that takes the
     # request later drops it instead of spending the engine on it.
     deadline: float
+    # Unix time the consumer sent it: the worker measures the queue wait from it.
+    queued_at: float
+    # Unix time by which the answer must have started: past it the consumer has answered with
+    # the fallback already, so a worker that takes the request later drops it (`expired`).
+    start_by: float
 
 
 class InferenceCancel(TypedDict):
@@ -251,7 +257,8 @@ class InferenceCancel(TypedDict):
 
 
 def inference_request(*, request_id: str, reply_channel: str, messages: list[ChatTurn],
-                      sampling: Sampling, deadline: float) -> InferenceRequest:
+                      sampling: Sampling, deadline: float, queued_at: float,
+                      start_by: float) -> InferenceRequest:
     return {
         "type": "inference.request",
         "request_id": request_id,
@@ -259,6 +266,8 @@ def inference_request(*, request_id: str, reply_channel: str, messages: list[Cha
         "messages": messages,
         "sampling": sampling,
         "deadline": deadline,
+        "queued_at": queued_at,
+        "start_by": start_by,
     }
 
 
@@ -267,7 +276,9 @@ def inference_cancel(*, request_id: str, reason: str) -> InferenceCancel:
 
 
 # Worker → consumer, on the consumer's own channel. Every request gets `start`, any number of
-# `delta`, then exactly one `done` or `error` (unless it was cancelled: then nothing more).
+# `delta` (and `keepalive`), then exactly one `done` or `error` (unless it was cancelled: then
+# nothing more). While a request runs, the worker sends something at least every
+# KEEPALIVE_SECONDS, so the consumer can tell a slow answer from a dead worker.
 
 
 def inference_start(*, request_id: str, worker: str, model: str) -> dict:
@@ -289,6 +300,11 @@ def inference_done(*, request_id: str, finish_reason: str, prompt_tokens: int,
         "ttft_ms": ttft_ms,
         "total_ms": total_ms,
     }
+
+
+def inference_keepalive(*, request_id: str) -> dict:
+    """The request is still running (prefill, or a pause in the stream): nothing to show."""
+    return {"type": "inference.keepalive", "request_id": request_id}
 
 
 def inference_error(*, request_id: str, code: str, message: str) -> dict:
@@ -355,3 +371,5 @@ class InferenceErrorCode:
     CONTEXT_OVERFLOW = "context_overflow"  # the newest message alone exceeds the budget
     EXPIRED = "expired"  # the deadline passed while the request waited in the queue
     ENGINE = "engine_error"
+    # The consumer's channel stayed full (its process is overloaded): the answer was aborted.
+    OVERLOADED = "overloaded"

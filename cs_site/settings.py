@@ -159,6 +159,9 @@ CHAT = {
     # Deadlines the consumer enforces before answering with the fallback rules instead.
     "FIRST_TOKEN_TIMEOUT_SECONDS": env.float("CHAT_FIRST_TOKEN_TIMEOUT_SECONDS", default=30.0),
     "ANSWER_TIMEOUT_SECONDS": env.float("CHAT_ANSWER_TIMEOUT_SECONDS", default=180.0),
+    # Once a worker took a request, silence longer than this (no delta, no keepalive) means the
+    # worker died: the partial answer is kept and the fallback answers.
+    "STALL_TIMEOUT_SECONDS": env.float("CHAT_STALL_TIMEOUT_SECONDS", default=8.0),
     # Words with which a customer asks for a human (comma-separated; any language).
     "HANDOFF_PHRASES": env.list("CHAT_HANDOFF_PHRASES", default=[
         "人工", "转人工", "真人", "human", "agent", "real person", "operator", "representative",
@@ -211,6 +214,12 @@ INFERENCE = {
     # Interface of that endpoint: loopback unless Prometheus scrapes from another host.
     "METRICS_HOST": env.str("INFERENCE_METRICS_HOST", default="127.0.0.1"),
     # Seconds without a heartbeat after which a worker counts as gone.
-    "HEARTBEAT_SECONDS": env.float("INFERENCE_HEARTBEAT_SECONDS", default=2.0),
-    "WORKER_TTL_SECONDS": env.float("INFERENCE_WORKER_TTL_SECONDS", default=10.0),
+    "HEARTBEAT_SECONDS": env.float("INFERENCE_HEARTBEAT_SECONDS", default=1.0),
+    "WORKER_TTL_SECONDS": env.float("INFERENCE_WORKER_TTL_SECONDS", default=4.0),
+    # A running request that has sent nothing for this long gets an `inference.keepalive`.
+    "KEEPALIVE_SECONDS": env.float("INFERENCE_KEEPALIVE_SECONDS", default=2.0),
+    # Admission control: requests waiting for a worker are limited to this many per free-or-
+    # busy slot of the live workers (live workers x MAX_CONCURRENCY x this); beyond it the
+    # customer gets the fallback at once instead of waiting out the first-token deadline.
+    "QUEUE_PER_SLOT": env.float("INFERENCE_QUEUE_PER_SLOT", default=1.0),
 }
