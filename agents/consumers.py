@@ -23,7 +23,7 @@ from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from agents import presence, selectors, services
-from chat import events
+from chat import answering, events
 from chat.events import ErrorCode
 from chat.protocol import FrameError
 from cs_site.redis_client import get_redis
@@ -114,17 +114,22 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         if self.watching != str(conversation_id):
             await self._unwatch()
             self.watching = str(conversation_id)
+            answering.register_socket(self.channel_name, self)
             await self.channel_layer.group_add(events.watch_group(self.watching),
                                                self.channel_name)
+            # The bot's answer under way, if any, from its first word.
+            await answering.join(self.watching, self.channel_name, answering.CONSOLE)
 
     async def _on_unwatch(self, frame: dict) -> None:
         await self._unwatch()
 
     async def _unwatch(self) -> None:
         if self.watching is not None:
-            await self.channel_layer.group_discard(events.watch_group(self.watching),
+            watching, self.watching = self.watching, None
+            answering.unregister_socket(self.channel_name)
+            await self.channel_layer.group_discard(events.watch_group(watching),
                                                    self.channel_name)
-            self.watching = None
+            await answering.leave(watching, self.channel_name)
 
     async def _on_typing(self, frame: dict) -> None:
         conversation_id = _conversation_id(frame)
@@ -153,7 +158,12 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         await self.send_frame(event)
 
     async def conv_bot(self, event: dict) -> None:
-        await self.send_frame(event)
+        if event.get("conversation_id") == self.watching:
+            await self.send_frame(event)
+
+    async def answer_started(self, event: dict) -> None:
+        if event.get("conversation_id") == self.watching:
+            await answering.join(self.watching, self.channel_name, answering.CONSOLE)
 
     async def console_update(self, event: dict) -> None:
         await self.send_frame(event)

@@ -4,18 +4,39 @@ from django import forms
 
 from agents import selectors
 from agents.models import Ticket
+from chat.text import TextError, clean_text
+
+
+class AgentTextField(forms.CharField):
+    """Text staff write, checked like a customer's (chat.text.clean_text): no control
+    characters, something visible, and stored with `\n` line endings (browsers submit a
+    textarea's line breaks as CRLF)."""
+
+    def __init__(self, *, single_line: bool = False, **kwargs):
+        super().__init__(strip=True, **kwargs)
+        self.single_line = single_line
+
+    def clean(self, value):
+        value = super().clean(value)
+        if value in self.empty_values:
+            return value
+        try:
+            return clean_text(value, field="text", max_chars=self.max_length,
+                              single_line=self.single_line)
+        except TextError as exc:
+            raise forms.ValidationError(exc.message, code=exc.code) from None
 
 
 class ReplyForm(forms.Form):
-    text = forms.CharField(max_length=8000, strip=True)
+    text = AgentTextField(max_length=8000)
 
 
 class NoteForm(forms.Form):
-    text = forms.CharField(max_length=8000, strip=True)
+    text = AgentTextField(max_length=8000)
 
 
 class TicketCreateForm(forms.Form):
-    subject = forms.CharField(max_length=200, strip=True)
+    subject = AgentTextField(max_length=200, single_line=True)
     priority = forms.ChoiceField(choices=Ticket.Priority.choices, initial=Ticket.Priority.NORMAL)
 
 
@@ -49,9 +70,9 @@ class TicketFilterForm(forms.Form):
 
 class CannedReplyForm(forms.Form):
     shortcut = forms.SlugField(max_length=40, help_text="Typed as /shortcut in the reply box")
-    title = forms.CharField(max_length=100)
-    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 5}),
-                           help_text="Variables: {customer_name}, {agent_name}, {site_name}")
+    title = AgentTextField(max_length=100, single_line=True)
+    text = AgentTextField(widget=forms.Textarea(attrs={"rows": 5}),
+                          help_text="Variables: {customer_name}, {agent_name}, {site_name}")
 
     def __init__(self, *args, reply_id: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,20 +1,40 @@
-"""One bot answer, from request to stored message: the consumer owns one of these at a time.
+"""Bot answers, owned by the conversation rather than by a socket.
 
-The consumer feeds it the worker's events in order (Channels dispatches a consumer's events one
-at a time, so no locking is needed) and it sends the customer's frames. Deadlines are watched
-by a task that does not touch state itself: it posts an `answer.timeout` event to the
-consumer's own channel, which then arrives in order with the worker's events.
+A conversation has at most one answer under way, in the whole deployment: the process that
+wants to answer first claims the conversation in Redis (`SET NX` with a short TTL that the
+owner keeps renewing), so a second tab, a reload or another Daphne process never starts a second
+answer to the same question. The owner runs an `AnswerRun`: a task with its own channel-layer
+channel, which is
+
+- the reply channel of the inference requests it sends, and
+- a member of the conversation's group, so takeover, hand-off and closing reach it directly.
+
+Every socket showing the conversation is in the run's audience: the customer's tabs in any
+process and the agents watching it in the console. A socket that joins mid-answer gets the text
+so far, then the rest. Frames reach sockets of this process by a direct call and sockets of other
+processes by one channel-layer send each, so a conversation nobody else watches costs no extra
+Redis round trip per delta.
+
+The answer does not depend on the socket that asked: when the last customer socket leaves, the
+run waits a short grace period (a reload comes back within it) and only then aborts the request
+in the engine, keeping what was said.
+
+Nothing ends silently: a dead worker is noticed by its silence (workers send a keepalive while a
+request runs), a full queue or no worker gets the fallback at once, deadlines get the fallback,
+and the text streamed so far is saved every few seconds and when the process shuts down.
 """
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
-from channels.db import database_sync_to_async
+from channels.db import DatabaseSyncToAsync
 from channels.exceptions import ChannelFull
-from channels.layers import BaseChannelLayer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -28,13 +48,28 @@ from inference_worker import presence
 
 log = logging.getLogger(__name__)
 
-SendFrame = Callable[[dict], Awaitable[None]]
+
+
+def db(func):
+    """`func` in a thread of a pool rather than on the one thread Channels runs all database
+    work on: one slow query must not hold up every other conversation's answer. (Each call
+    closes its connection after it, as database_sync_to_async does.)"""
+    return DatabaseSyncToAsync(func, thread_sensitive=False)
+
+
+CUSTOMER, CONSOLE = "customer", "console"
+_REDIS_ERRORS = (RedisError, OSError)
 
 _MODEL_ROLE = {
     Message.Role.CUSTOMER: "user",
     Message.Role.BOT: "assistant",
     Message.Role.AGENT: "assistant",
 }
+
+# Sockets of this process by channel name, so a run reaches them without Redis.
+_sockets: dict[str, object] = {}
+# Runs of this process by conversation id.
+_runs: dict[str, "AnswerRun"] = {}
 
 
 def build_messages(system_prompt: str, turns: list[dict]) -> list[events.ChatTurn]:
@@ -45,7 +80,7 @@ def build_messages(system_prompt: str, turns: list[dict]) -> list[events.ChatTur
     return messages
 
 
-@database_sync_to_async
+@db
 def _prompt_parts(conversation: Conversation) -> tuple[str, events.Sampling, bool]:
     """System prompt, sampling, and whether to make Chinese punctuation full-width."""
     profile = selectors.bot_profile_for(conversation)
@@ -65,165 +100,480 @@ def _prompt_parts(conversation: Conversation) -> tuple[str, events.Sampling, boo
     return system_prompt, sampling, fullwidth
 
 
-class BotAnswer:
-    def __init__(self, *, conversation: Conversation, channel_layer: BaseChannelLayer,
-                 reply_channel: str, send_frame: SendFrame, question: Message):
+# --- the public face: what consumers call -----------------------------------------------------
+
+
+def register_socket(channel_name: str, consumer) -> None:
+    """A socket of this process that can be in an audience (it has `answer_frame` or
+    `conv_bot`, called directly instead of through Redis)."""
+    _sockets[channel_name] = consumer
+
+
+def unregister_socket(channel_name: str) -> None:
+    _sockets.pop(channel_name, None)
+
+
+def _claim_key(conversation_id) -> str:
+    return f"chat:answering:{conversation_id}"
+
+
+async def live_answer(conversation_id) -> dict | None:
+    """The claim of the answer under way in this conversation, if any, in any process:
+    {"channel": run's channel, "message_id": the bot message being streamed or None}."""
+    run = _runs.get(str(conversation_id))
+    if run is not None:
+        return run.claim_value()
+    try:
+        raw = await get_redis().get(_claim_key(conversation_id))
+    except _REDIS_ERRORS:
+        return None
+    return json.loads(raw) if raw else None
+
+
+async def join(conversation_id, channel_name: str, kind: str) -> None:
+    """Show this socket the answer under way, if any: the text so far, then the rest."""
+    claim = await live_answer(conversation_id)
+    if claim is not None:
+        await _tell_run(claim["channel"], events.answer_join(channel=channel_name, kind=kind))
+
+
+async def leave(conversation_id, channel_name: str) -> None:
+    run = _runs.get(str(conversation_id))
+    if run is not None:
+        run.post(events.answer_leave(channel=channel_name))
+        return
+    claim = await live_answer(conversation_id)
+    if claim is not None:
+        await _tell_run(claim["channel"], events.answer_leave(channel=channel_name))
+
+
+async def request_answer(*, conversation: Conversation, question: Message,
+                         channel_name: str) -> None:
+    """Make sure the bot answers `question` (and anything the customer adds meanwhile), once.
+
+    If this process already answers the conversation, its run picks the question up when the
+    answer under way ends; if another process does, that one will (it looks for newer
+    questions after releasing its claim). Otherwise this process claims it and answers.
+    """
+    cid = str(conversation.pk)
+    run = _runs.get(cid)
+    if run is not None:
+        run.post(events.answer_join(channel=channel_name, kind=CUSTOMER))
+        return
+    run = AnswerRun(conversation, channel_name)
+    if not await run.claim():
+        await join(cid, channel_name, CUSTOMER)
+        return
+    run.launch(question)
+
+
+async def _tell_run(run_channel: str, event: dict) -> None:
+    run = next((r for r in _runs.values() if r.channel == run_channel), None)
+    if run is not None:
+        run.post(event)
+        return
+    with contextlib.suppress(ChannelFull, *_REDIS_ERRORS):
+        await get_channel_layer().send(run_channel, event)
+
+
+async def persist_all(reason: str = "interrupted") -> None:
+    """Save what every run of this process has streamed so far (the process is stopping).
+    Daphne cancels every connection's consumer on SIGTERM and waits for them: the consumers
+    call this then, so history after a restart shows what the customer saw, flagged partial,
+    and the question is not answered twice."""
+    await asyncio.gather(*(run.interrupt(reason) for run in list(_runs.values())),
+                         return_exceptions=True)
+
+
+# --- one conversation's answers ----------------------------------------------------------------
+
+
+@dataclass
+class _Answer:
+    """The state of one answer: one inference request, one bot message."""
+
+    question: Message
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    message: Message | None = None
+    parts: list[str] = field(default_factory=list)
+    saved_chars: int = 0
+    sent_at: float = 0.0
+    started_at: float | None = None  # a worker took the request
+    first_token_at: float | None = None
+    last_event_at: float = 0.0
+    next_presence_check: float = 0.0
+    punctuation: FullwidthPunctuation | None = None
+    finished: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+class AnswerRun:
+    def __init__(self, conversation: Conversation, first_socket: str):
         self.conversation = conversation
-        self.channel_layer = channel_layer
-        self.reply_channel = reply_channel
-        self.send_frame = send_frame
-        self.question = question
-        self.request_id = uuid.uuid4().hex
-        self.message: Message | None = None
-        self.parts: list[str] = []
-        self.sent_at = 0.0
-        self.first_token_at: float | None = None
-        self.finished = False
-        self.punctuation: FullwidthPunctuation | None = None
-        self._watchdog: asyncio.Task | None = None
+        self.cid = str(conversation.pk)
+        self.layer = get_channel_layer()
+        # Named exactly like a consumer's channel (what `new_channel()` returns): channels-redis
+        # runs one receive loop per process, on the key of that name's part before "!".
+        self.channel = f"specific.{self.layer.client_prefix}!{uuid.uuid4().hex}"
+        self.audience: dict[str, str] = {first_socket: CUSTOMER}
+        self.inbox: asyncio.Queue[dict] = asyncio.Queue()
+        self.answer: _Answer | None = None
+        self.alone_since: float | None = None
+        self.ended = False  # no further question is taken (status changed, process stopping)
+        self.task: asyncio.Task | None = None
+        self._receiver: asyncio.Task | None = None
+        self._next_tick = 0.0
 
-    # --- lifecycle ---------------------------------------------------------------------------
+    # --- claim ---------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    def claim_value(self) -> dict:
+        message = self.answer.message if self.answer is not None else None
+        return {"channel": self.channel, "message_id": message.pk if message else None}
+
+    async def claim(self) -> bool:
+        """Take the conversation for this process; False if another run holds it. Without
+        Redis the answer proceeds (it will reach the fallback: the workers need Redis too)."""
         try:
-            if await presence.live_workers(get_redis()) == 0:
-                await self._fallback(fallback.REASON_UNAVAILABLE)
-                return
-            system_prompt, sampling, fullwidth = await _prompt_parts(self.conversation)
-            self.punctuation = FullwidthPunctuation() if fullwidth else None
-            turns = await memory.recent_turns(self.conversation.id, newest_id=self.question.id)
-            request = events.inference_request(
-                request_id=self.request_id,
-                reply_channel=self.reply_channel,
-                messages=build_messages(system_prompt, turns),
-                sampling=sampling,
-                deadline=time.time() + settings.CHAT["ANSWER_TIMEOUT_SECONDS"],
-            )
-            self.sent_at = time.monotonic()
-            await self.channel_layer.send(settings.INFERENCE["CHANNEL"], request)
-        except ChannelFull:
-            log.warning("inference queue full; answering %s with the fallback", self.request_id)
-            await self._fallback(fallback.REASON_UNAVAILABLE)
+            return bool(await get_redis().set(
+                _claim_key(self.cid), json.dumps(self.claim_value()), nx=True,
+                px=int(settings.CHAT["ANSWER_CLAIM_TTL_SECONDS"] * 1000)))
+        except _REDIS_ERRORS:
+            log.warning("cannot claim %s in Redis; answering without a claim", self.cid)
+            return True
+
+    async def _renew_claim(self) -> None:
+        with contextlib.suppress(*_REDIS_ERRORS):
+            await get_redis().set(_claim_key(self.cid), json.dumps(self.claim_value()),
+                                  xx=True, px=int(settings.CHAT["ANSWER_CLAIM_TTL_SECONDS"] * 1000))
+
+    async def _release_claim(self) -> None:
+        # Only our own claim: compare and delete in one step.
+        with contextlib.suppress(*_REDIS_ERRORS):
+            await get_redis().eval(
+                "local v = redis.call('GET', KEYS[1]) "
+                "if v and cjson.decode(v)['channel'] == ARGV[1] then "
+                "return redis.call('DEL', KEYS[1]) end return 0",
+                1, _claim_key(self.cid), self.channel)
+
+    # --- life cycle ----------------------------------------------------------------------------
+
+    def launch(self, question: Message) -> None:
+        _runs[self.cid] = self
+        self.task = asyncio.get_running_loop().create_task(self._main(question))
+
+    def post(self, event: dict) -> None:
+        self.inbox.put_nowait(event)
+
+    async def _main(self, question: Message | None) -> None:
+        try:
+            await self._listen()
+            await self._announce()
+            while question is not None and not self.ended:
+                await self._answer(question)
+                question = await self._next_question(question)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("answer run of %s failed", self.cid)
+            if self.answer is not None and not self.answer.finished:
+                with contextlib.suppress(Exception):
+                    await self._give_up(fallback.REASON_ERROR)
+        finally:
+            if _runs.get(self.cid) is self:
+                del _runs[self.cid]
+            if self._receiver is not None:
+                self._receiver.cancel()
+            with contextlib.suppress(*_REDIS_ERRORS):
+                await self.layer.group_discard(events.conversation_group(self.cid), self.channel)
+            await self._release_claim()
+
+    async def _listen(self) -> None:
+        with contextlib.suppress(*_REDIS_ERRORS):
+            await self.layer.group_add(events.conversation_group(self.cid), self.channel)
+        self._receiver = asyncio.create_task(self._receive())
+
+    async def _receive(self) -> None:
+        while True:
+            try:
+                self.inbox.put_nowait(await self.layer.receive(self.channel))
+            except _REDIS_ERRORS:
+                await asyncio.sleep(0.5)  # the watchdog deadlines cover the gap
+
+    async def _announce(self) -> None:
+        """Every other tab of the customer, and every agent watching, joins this answer."""
+        event = events.answer_started(conversation_id=self.cid, channel=self.channel)
+        for group in (events.conversation_group(self.cid), events.watch_group(self.cid)):
+            with contextlib.suppress(ChannelFull, *_REDIS_ERRORS):
+                await self.layer.group_send(group, event)
+
+    async def _next_question(self, answered: Message) -> Message | None:
+        """A newer question that arrived while answering, if the bot still holds the
+        conversation. The claim is released first and taken again after looking, so a question
+        stored while this run was finishing is seen either here or by its own socket."""
+        if self.ended:
+            return None
+        await self._release_claim()
+        latest = await db(selectors.newest_unanswered_customer_message)(
+            conversation_id=self.cid, after_id=answered.pk)
+        if latest is None or not await self.claim():
+            return None
+        return latest
+
+    async def interrupt(self, reason: str) -> None:
+        """The process is stopping: keep the text so far; the worker stops too."""
+        self.ended = True
+        answer = self.answer
+        if answer is not None and not answer.finished:
+            answer.finished = True
+            with contextlib.suppress(Exception):
+                await self._cancel(answer, reason)
+            if answer.message is not None:
+                self._flush_held_text(answer, send=False)
+                await self._store(answer, finish_reason=reason, partial=True)
+        if self.task is not None:
+            self.task.cancel()
+
+    # --- one answer ----------------------------------------------------------------------------
+
+    async def _answer(self, question: Message) -> None:
+        answer = self.answer = _Answer(question=question)
+        if not await self._send_request(answer):
             return
-        except (RedisError, OSError):
+        while not answer.finished:
+            timeout = max(0.0, self._next_deadline(answer) - time.monotonic())
+            try:
+                event = await asyncio.wait_for(self.inbox.get(), timeout)
+            except TimeoutError:
+                await self._on_deadline(answer)
+                continue
+            await self._on_event(answer, event)
+
+    async def _send_request(self, answer: _Answer) -> bool:
+        """Send the request to the workers; False if the fallback answered instead."""
+        cfg, inference = settings.CHAT, settings.INFERENCE
+        try:
+            live, slots, queued = await presence.capacity(get_redis(), inference["CHANNEL"])
+            if live == 0:
+                await self._fallback(answer, fallback.REASON_UNAVAILABLE)
+                return False
+            if queued >= slots * inference["QUEUE_PER_SLOT"]:
+                log.warning("inference queue full (%d waiting for %d slots); %s gets the "
+                            "fallback", queued, slots, self.cid)
+                await self._fallback(answer, fallback.REASON_BUSY)
+                return False
+            system_prompt, sampling, fullwidth = await _prompt_parts(self.conversation)
+            answer.punctuation = FullwidthPunctuation() if fullwidth else None
+            turns = await memory.recent_turns(self.cid, newest_id=answer.question.pk)
+            now, wall = time.monotonic(), time.time()
+            request = events.inference_request(
+                request_id=answer.request_id, reply_channel=self.channel,
+                messages=build_messages(system_prompt, turns), sampling=sampling,
+                deadline=wall + cfg["ANSWER_TIMEOUT_SECONDS"], queued_at=wall,
+                start_by=wall + cfg["FIRST_TOKEN_TIMEOUT_SECONDS"],
+            )
+            answer.sent_at = answer.last_event_at = now
+            answer.next_presence_check = now + inference["WORKER_TTL_SECONDS"] / 2
+            self._next_tick = now + cfg["PARTIAL_SAVE_SECONDS"]
+            await self.layer.send(inference["CHANNEL"], request)
+        except ChannelFull:
+            log.warning("inference queue full; %s gets the fallback", self.cid)
+            await self._fallback(answer, fallback.REASON_BUSY)
+            return False
+        except _REDIS_ERRORS:
             # Redis is the transport to the workers: without it the model cannot answer,
             # but the question is stored and the fallback rules still can.
-            log.exception("cannot reach the inference workers for %s", self.request_id)
-            await self._fallback(fallback.REASON_UNAVAILABLE)
-            return
-        self._watchdog = asyncio.create_task(self._watch_deadlines())
+            log.warning("cannot reach the inference workers for %s", self.cid, exc_info=True)
+            await self._fallback(answer, fallback.REASON_UNAVAILABLE)
+            return False
+        return True
 
-    async def _watch_deadlines(self) -> None:
+    def _next_deadline(self, answer: _Answer) -> float:
         cfg = settings.CHAT
-        await asyncio.sleep(cfg["FIRST_TOKEN_TIMEOUT_SECONDS"])
-        if self.first_token_at is None:
-            await self._post_timeout("first_token")
-            return
-        remaining = cfg["ANSWER_TIMEOUT_SECONDS"] - (time.monotonic() - self.sent_at)
-        await asyncio.sleep(max(0.0, remaining))
-        await self._post_timeout("answer")
+        deadlines = [answer.sent_at + cfg["ANSWER_TIMEOUT_SECONDS"], self._next_tick]
+        if answer.first_token_at is None:
+            deadlines.append(answer.sent_at + cfg["FIRST_TOKEN_TIMEOUT_SECONDS"])
+        if answer.started_at is None:
+            deadlines.append(answer.next_presence_check)
+        else:
+            deadlines.append(answer.last_event_at + cfg["STALL_TIMEOUT_SECONDS"])
+        if self.alone_since is not None:
+            deadlines.append(self.alone_since + cfg["REJOIN_GRACE_SECONDS"])
+        return min(deadlines)
 
-    async def _post_timeout(self, which: str) -> None:
-        await self.channel_layer.send(
-            self.reply_channel,
-            {"type": "answer.timeout", "request_id": self.request_id, "deadline": which},
-        )
-
-    # --- worker events -------------------------------------------------------------------------
-
-    def owns(self, event: dict) -> bool:
-        return not self.finished and event.get("request_id") == self.request_id
-
-    async def on_start(self, event: dict) -> None:
-        if self.message is None and not self.finished:
+    async def _on_deadline(self, answer: _Answer) -> None:
+        cfg, now = settings.CHAT, time.monotonic()
+        if self.alone_since is not None and now >= self.alone_since + cfg["REJOIN_GRACE_SECONDS"]:
+            # Every customer socket left and none came back: stop spending the engine on it.
+            await self._stop(answer, "disconnected")
+            self.ended = True
+        elif now >= answer.sent_at + cfg["ANSWER_TIMEOUT_SECONDS"] or (
+                answer.first_token_at is None
+                and now >= answer.sent_at + cfg["FIRST_TOKEN_TIMEOUT_SECONDS"]):
+            log.warning("deadline passed for %s (%s)", answer.request_id, self.cid)
+            await self._cancel(answer, "timeout")
+            await self._give_up(fallback.REASON_TIMEOUT)
+        elif answer.started_at is not None and (
+                now >= answer.last_event_at + cfg["STALL_TIMEOUT_SECONDS"]):
+            log.warning("worker silent for %.0f s on %s: presumed dead; %s gets the fallback",
+                        now - answer.last_event_at, answer.request_id, self.cid)
+            await self._cancel(answer, "stalled")
+            await self._give_up(fallback.REASON_WORKER_LOST)
+        elif answer.started_at is None and now >= answer.next_presence_check:
+            answer.next_presence_check = now + settings.INFERENCE["WORKER_TTL_SECONDS"] / 2
             try:
-                self.message = await database_sync_to_async(services.bot_message_start)(
-                    conversation=self.conversation, model_name=event.get("model", "")
-                )
-            except services.BotSilenced:
-                # A human took the conversation between the request and its first token.
-                await self.cancel("silenced")
-                self._stop()
-                return
-            await self._emit(events.bot_start_frame(message_id=self.message.id))
+                live = await presence.live_workers(get_redis())
+            except _REDIS_ERRORS:
+                live = 1  # cannot tell: the first-token deadline still holds
+            if live == 0:
+                log.warning("no live worker for queued %s; %s gets the fallback",
+                            answer.request_id, self.cid)
+                await self._cancel(answer, "no_worker")
+                await self._give_up(fallback.REASON_UNAVAILABLE)
+        if now >= self._next_tick:
+            self._next_tick = now + cfg["PARTIAL_SAVE_SECONDS"]
+            await self._tick(answer)
 
-    async def on_delta(self, event: dict) -> None:
-        await self.on_start(event)  # tolerate a lost start: deltas still reach the customer
-        if self.finished:
+    async def _tick(self, answer: _Answer) -> None:
+        """Keep the claim alive and the streamed text saved (a bounded write rate)."""
+        await self._renew_claim()
+        if answer.message is not None and not answer.finished and len(
+                answer.text) != answer.saved_chars:
+            text = answer.text
+            with contextlib.suppress(Exception):
+                await db(services.bot_message_save_partial)(
+                    message_id=answer.message.pk, text=text)
+                answer.saved_chars = len(text)
+
+    # --- events --------------------------------------------------------------------------------
+
+    async def _on_event(self, answer: _Answer, event: dict) -> None:
+        kind = event.get("type", "")
+        if kind.startswith("inference."):
+            if event.get("request_id") != answer.request_id or answer.finished:
+                return  # an answer that already ended (cancelled, timed out)
+            answer.last_event_at = time.monotonic()
+            handler = {
+                "inference.start": self._on_start,
+                "inference.delta": self._on_delta,
+                "inference.done": self._on_done,
+                "inference.error": self._on_error,
+            }.get(kind)
+            if handler is not None:
+                await handler(answer, event)
+            elif kind == "inference.keepalive" and answer.started_at is None:
+                answer.started_at = answer.last_event_at
+        elif kind == "answer.join":
+            await self._on_join(answer, event["channel"], event.get("kind", CUSTOMER))
+        elif kind == "answer.leave":
+            self.audience.pop(event["channel"], None)
+            if self.alone_since is None and CUSTOMER not in self.audience.values():
+                self.alone_since = time.monotonic()
+        elif kind == "conv.status":
+            self.conversation.status = event["status"]
+            reason = {Conversation.Status.HUMAN: "takeover",
+                      Conversation.Status.WAITING: "handoff",
+                      Conversation.Status.CLOSED: "closed"}.get(event["status"])
+            if reason is not None:
+                await self._stop(answer, reason)
+                self.ended = True
+
+    async def _on_join(self, answer: _Answer, channel: str, kind: str) -> None:
+        if kind == CUSTOMER:
+            self.alone_since = None
+        if channel in self.audience:
             return
-        if self.first_token_at is None and event.get("text"):
-            self.first_token_at = time.monotonic()
+        self.audience[channel] = kind
+        if answer.message is not None and not answer.finished:
+            # What the newcomer missed, as one delta after the start.
+            start = events.bot_start_frame(message_id=answer.message.pk)
+            await self._deliver_to(channel, kind, start)
+            if answer.text:
+                await self._deliver_to(channel, kind, events.bot_delta_frame(
+                    message_id=answer.message.pk, text=answer.text))
+
+    async def _on_start(self, answer: _Answer, event: dict) -> None:
+        if answer.started_at is None:
+            answer.started_at = answer.last_event_at
+        if answer.message is not None:
+            return
+        try:
+            answer.message = await db(services.bot_message_start)(
+                conversation=self.conversation, model_name=event.get("model", ""))
+        except services.BotSilenced:
+            # A human took the conversation between the request and its first token.
+            await self._cancel(answer, "silenced")
+            answer.finished = self.ended = True
+            return
+        await self._renew_claim()  # late joiners now learn which message streams
+        await self._emit(events.bot_start_frame(message_id=answer.message.pk))
+
+    async def _on_delta(self, answer: _Answer, event: dict) -> None:
+        await self._on_start(answer, event)  # tolerate a lost start
+        if answer.finished:
+            return
         text = event.get("text", "")
-        if self.punctuation is not None:
-            text = self.punctuation.feed(text)
-        await self._append(text)
+        if answer.first_token_at is None and text:
+            answer.first_token_at = time.monotonic()
+        if answer.punctuation is not None:
+            text = answer.punctuation.feed(text)
+        if text:
+            answer.parts.append(text)
+            await self._emit(events.bot_delta_frame(message_id=answer.message.pk, text=text))
 
-    async def _append(self, text: str, *, send: bool = True) -> None:
-        if not text:
-            return
-        self.parts.append(text)
-        if send:
-            await self._emit(events.bot_delta_frame(message_id=self.message.id, text=text))
-
-    async def _flush_held_text(self, *, send: bool = True) -> None:
-        """Text the punctuation pass held back, waiting for what follows: the answer ended."""
-        if self.punctuation is not None and self.message is not None:
-            await self._append(self.punctuation.finish(), send=send)
-
-    async def on_done(self, event: dict) -> None:
-        await self.on_start(event)
-        if self.finished:
+    async def _on_done(self, answer: _Answer, event: dict) -> None:
+        await self._on_start(answer, event)
+        if answer.finished:
             return
         await self._finish(
-            finish_reason=str(event.get("finish_reason") or "stop"),
+            answer, finish_reason=str(event.get("finish_reason") or "stop"),
             partial=event.get("finish_reason") not in ("stop", "length"),
             prompt_tokens=event.get("prompt_tokens"),
             completion_tokens=event.get("completion_tokens"),
         )
 
-    async def on_error(self, event: dict) -> None:
-        log.warning("worker error for %s: %s %s", self.request_id, event.get("code"),
+    async def _on_error(self, answer: _Answer, event: dict) -> None:
+        log.warning("worker error for %s: %s %s", answer.request_id, event.get("code"),
                     event.get("message"))
-        await self._give_up(fallback.REASON_ERROR)
-
-    async def on_timeout(self, event: dict) -> None:
-        log.warning("%s deadline passed for %s", event.get("deadline"), self.request_id)
-        await self.cancel("timeout")
-        await self._give_up(fallback.REASON_TIMEOUT)
-
-    async def stop(self, reason: str) -> None:
-        """End the answer now: abort it in the engine and keep what was said, flagged partial
-        with `reason` as its finish reason ("disconnected", "closed", "takeover", "handoff").
-        The customer's socket is told the answer ended unless it is gone."""
-        if self.finished:
-            return
-        await self.cancel(reason)
-        if self.message is not None:
-            if reason == "disconnected":
-                await self._flush_held_text(send=False)
-                await self._store(finish_reason=reason, partial=True, prompt_tokens=None,
-                                  completion_tokens=None)
-            else:
-                await self._finish(finish_reason=reason, partial=True, prompt_tokens=None,
-                                   completion_tokens=None)
-        self._stop()
-
-    async def cancel(self, reason: str) -> None:
-        await self.channel_layer.group_send(
-            settings.INFERENCE["CONTROL_GROUP"],
-            events.inference_cancel(request_id=self.request_id, reason=reason),
-        )
+        reason = (fallback.REASON_BUSY if event.get("code") == events.InferenceErrorCode.OVERLOADED
+                  else fallback.REASON_ERROR)
+        await self._give_up(reason)
 
     # --- endings -------------------------------------------------------------------------------
 
-    async def _finish(self, *, finish_reason: str, partial: bool, prompt_tokens, completion_tokens):
-        await self._flush_held_text()
-        message = await self._store(finish_reason=finish_reason, partial=partial,
+    async def _stop(self, answer: _Answer, reason: str) -> None:
+        """End the answer now: abort it in the engine and keep what was said, flagged partial
+        with `reason` as its finish reason ("disconnected", "closed", "takeover", "handoff")."""
+        if answer.finished:
+            return
+        await self._cancel(answer, reason)
+        if answer.message is None:
+            answer.finished = True
+        elif reason == "disconnected":
+            answer.finished = True
+            self._flush_held_text(answer, send=False)
+            await self._store(answer, finish_reason=reason, partial=True)
+        else:
+            await self._finish(answer, finish_reason=reason, partial=True)
+
+    async def _cancel(self, answer: _Answer, reason: str) -> None:
+        with contextlib.suppress(ChannelFull, *_REDIS_ERRORS):
+            await self.layer.group_send(
+                settings.INFERENCE["CONTROL_GROUP"],
+                events.inference_cancel(request_id=answer.request_id, reason=reason),
+            )
+
+    async def _finish(self, answer: _Answer, *, finish_reason: str, partial: bool,
+                      prompt_tokens=None, completion_tokens=None) -> None:
+        answer.finished = True
+        await self._emit_all(self._flush_held_text(answer))
+        message = await self._store(answer, finish_reason=finish_reason, partial=partial,
                                     prompt_tokens=prompt_tokens,
                                     completion_tokens=completion_tokens)
-        self._stop()
         await self._emit(events.bot_done_frame(
-            message_id=message.id,
+            message_id=message.pk,
             usage={"prompt_tokens": message.prompt_tokens or 0,
                    "completion_tokens": message.completion_tokens or 0},
             ttft_ms=message.ttft_ms, total_ms=message.total_ms or 0,
@@ -233,54 +583,74 @@ class BotAnswer:
 
     async def _give_up(self, reason: str) -> None:
         """Keep any partial answer, then let the fallback rules answer."""
-        if self.message is not None:
-            await self._finish(finish_reason=reason, partial=True, prompt_tokens=None,
-                               completion_tokens=None)
-        self._stop()
-        await self._fallback(reason)
+        answer = self.answer
+        if answer.message is not None and not answer.finished:
+            await self._finish(answer, finish_reason=reason, partial=True)
+        await self._fallback(answer, reason)
 
-    async def _fallback(self, reason: str) -> None:
-        self._stop()
+    async def _fallback(self, answer: _Answer, reason: str) -> None:
+        answer.finished = True
         try:
-            message = await database_sync_to_async(_store_fallback)(
-                self.conversation, self.question, reason
-            )
+            message = await db(_store_fallback)(
+                self.conversation, answer.question, reason)
         except services.BotSilenced:
+            self.ended = True
             return  # a human holds the conversation: the fallback stays silent too
-        await self._emit(events.bot_start_frame(message_id=message.id))
-        await self._emit(events.bot_delta_frame(message_id=message.id, text=message.text))
+        await self._emit(events.bot_start_frame(message_id=message.pk))
+        await self._emit(events.bot_delta_frame(message_id=message.pk, text=message.text))
         await self._emit(events.bot_done_frame(
-            message_id=message.id, usage={"prompt_tokens": 0, "completion_tokens": 0},
+            message_id=message.pk, usage={"prompt_tokens": 0, "completion_tokens": 0},
             ttft_ms=None, total_ms=0, finish_reason=reason, fallback=True, partial=False,
         ))
         await memory.remember(message)
 
-    async def _store(self, *, finish_reason: str, partial: bool, prompt_tokens,
-                     completion_tokens) -> Message:
+    def _flush_held_text(self, answer: _Answer, *, send: bool = True) -> list[dict]:
+        """Text the punctuation pass held back, waiting for what follows: the answer ended."""
+        if answer.punctuation is None or answer.message is None:
+            return []
+        text = answer.punctuation.finish()
+        if not text:
+            return []
+        answer.parts.append(text)
+        return [events.bot_delta_frame(message_id=answer.message.pk, text=text)] if send else []
+
+    async def _store(self, answer: _Answer, *, finish_reason: str, partial: bool,
+                     prompt_tokens=None, completion_tokens=None) -> Message:
         now = time.monotonic()
-        ttft_ms = (None if self.first_token_at is None
-                   else round((self.first_token_at - self.sent_at) * 1000))
-        return await database_sync_to_async(services.bot_message_finish)(
-            message=self.message, text="".join(self.parts), finish_reason=finish_reason,
+        ttft_ms = (None if answer.first_token_at is None
+                   else round((answer.first_token_at - answer.sent_at) * 1000))
+        return await db(services.bot_message_finish)(
+            message=answer.message, text=answer.text, finish_reason=finish_reason,
             partial=partial, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-            ttft_ms=ttft_ms, total_ms=round((now - self.sent_at) * 1000),
+            ttft_ms=ttft_ms, total_ms=round((now - answer.sent_at) * 1000),
         )
 
-    async def _emit(self, frame: dict) -> None:
-        """To the customer, and mirrored to agents watching the conversation in the console."""
-        await self.send_frame(frame)
-        try:
-            await self.channel_layer.group_send(
-                events.watch_group(self.conversation.id),
-                events.conv_bot(conversation_id=str(self.conversation.id), frame=frame),
-            )
-        except (ChannelFull, RedisError, OSError):
-            log.warning("could not mirror %s to the console", frame["type"])
+    # --- delivery ------------------------------------------------------------------------------
 
-    def _stop(self) -> None:
-        self.finished = True
-        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
-            self._watchdog.cancel()
+    async def _emit_all(self, frames: list[dict]) -> None:
+        for frame in frames:
+            await self._emit(frame)
+
+    async def _emit(self, frame: dict) -> None:
+        for channel, kind in list(self.audience.items()):
+            await self._deliver_to(channel, kind, frame)
+
+    async def _deliver_to(self, channel: str, kind: str, frame: dict) -> None:
+        event = (events.answer_frame(frame=frame) if kind == CUSTOMER
+                 else events.conv_bot(conversation_id=self.cid, frame=frame))
+        consumer = _sockets.get(channel)
+        try:
+            if consumer is not None:
+                await getattr(consumer, event["type"].replace(".", "_"))(event)
+            else:
+                await self.layer.send(channel, event)
+        except ChannelFull:
+            log.warning("socket %s of %s is not reading; it leaves the audience", channel,
+                        self.cid)
+            self.audience.pop(channel, None)
+        except Exception:  # one broken socket must not end the answer for everyone
+            log.warning("could not send %s to %s", frame["type"], channel, exc_info=True)
+            self.audience.pop(channel, None)
 
 
 def _store_fallback(conversation: Conversation, question: Message, reason: str) -> Message:

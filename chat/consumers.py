@@ -3,6 +3,8 @@
 Every frame it sends is built in `chat.events` and documented in docs/protocol.md.
 """
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -11,18 +13,17 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
-from redis.exceptions import RedisError
 from limits import parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
+from redis.exceptions import RedisError
 
 from agents import services as agent_services
 from agents.services import agent_name
-from chat import events, memory, selectors, services
-from chat.answering import BotAnswer
+from chat import answering, events, memory, selectors, services
 from chat.handoff import accepts_offer, asks_for_human
 from chat.models import Conversation, Message
-from chat.protocol import FrameError, connect_params, parse_client_frame
+from chat.protocol import FrameError, client_id_of, connect_params, parse_client_frame
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,33 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 
 
+CLOSE_SERVICE_RESTART = 1012  # the widget reconnects with backoff
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     conversation: Conversation | None = None
-    answer: BotAnswer | None = None
     group = ""
     typing_sent_at = 0.0
+    closed_told = False
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            # Daphne is stopping (SIGTERM): it cancels every connection and waits. Keep what
+            # the answers of this process streamed so far before the process goes.
+            await answering.persist_all()
+            raise
+        except (RedisError, OSError) as exc:
+            # The channel layer lost Redis: this socket can no longer hear its conversation.
+            # Say so and close with "service restart"; the widget reconnects with backoff.
+            log.warning("customer socket closed: Redis unavailable (%s)", exc.__class__.__name__)
+            answering.unregister_socket(self.channel_name)
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.send", "text": json.dumps(events.error_frame(
+                    code=events.ErrorCode.UNAVAILABLE,
+                    message="The chat service is restarting; reconnecting…"))})
+                await send({"type": "websocket.close", "code": CLOSE_SERVICE_RESTART})
 
     async def connect(self) -> None:
         await self.accept()
@@ -86,7 +109,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 conversation_id=str(self.conversation.id), reason="new"))
 
     async def _join(self) -> None:
-        """Hear what agents do in this conversation (takeover, replies, typing)."""
+        """Hear what agents do in this conversation (takeover, replies, typing) and see its
+        answers, whichever socket or process asked for them."""
+        answering.register_socket(self.channel_name, self)
         self.group = events.conversation_group(self.conversation.id)
         await self.channel_layer.group_add(self.group, self.channel_name)
 
@@ -103,18 +128,31 @@ class ChatConsumer(AsyncWebsocketConsumer):
         history = await database_sync_to_async(selectors.conversation_history)(
             conversation_id=conversation.id
         )
-        await self.send_frame(events.history_frame(messages=[_history_item(m) for m in history]))
+        # An answer still streaming (another tab asked, or this one before a reload) is not
+        # history yet: its run sends the text so far, then the rest.
+        live = await answering.live_answer(conversation.id)
+        streaming = live["message_id"] if live else None
+        await self.send_frame(events.history_frame(
+            messages=[_history_item(m) for m in history if m.id != streaming]))
+        if live is not None:
+            await answering.join(conversation.id, self.channel_name, answering.CUSTOMER)
+            return
         # A question whose answer was lost with the last connection is answered now.
         question = await database_sync_to_async(selectors.unanswered_question)(
             conversation_id=conversation.id
         )
         if question is not None and conversation.status == Conversation.Status.BOT:
-            await self._answer(question)
+            await answering.request_answer(conversation=conversation, question=question,
+                                           channel_name=self.channel_name)
 
     async def disconnect(self, code: int) -> None:
-        await self._end_answer("disconnected")
+        answering.unregister_socket(self.channel_name)
+        if self.conversation is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await answering.leave(self.conversation.id, self.channel_name)
         if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            with contextlib.suppress(RedisError, OSError):
+                await self.channel_layer.group_discard(self.group, self.channel_name)
 
     # --- customer frames -----------------------------------------------------------------------
 
@@ -137,7 +175,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                  "Too many frames; wait a few seconds before sending again.")
         if refusal is not None:
             await self.send_frame(events.error_frame(
-                code=refusal.code, message=refusal.message, client_id=_client_id_of(text_data),
+                code=refusal.code, message=refusal.message,
+                client_id=client_id_of(text_data, max_bytes=settings.CHAT["MAX_FRAME_BYTES"]),
             ))
             return
         handler = {
@@ -202,7 +241,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_frame(events.error_frame(code=events.ErrorCode.CLOSED,
                                                      message=CLOSED_MESSAGE))
             return
-        await self._end_answer("handoff")
+        # An answer under way stops by itself: its run hears the status change.
         await self.send_frame(events.handoff_ack_frame(
             agents_available=outcome.agents_available,
             ask_contact=not outcome.agents_available,
@@ -226,21 +265,25 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
 
     async def _on_close(self, frame: dict) -> None:
-        await self._end_answer("closed")
         await database_sync_to_async(services.conversation_close)(conversation=self.conversation)
-        await self.send_frame(events.conversation_closed_frame())
+        await self._tell_closed()
+
+    async def _tell_closed(self) -> None:
+        if not self.closed_told:
+            self.closed_told = True
+            await self.send_frame(events.conversation_closed_frame())
 
     async def _on_message(self, frame: events.MessageFrame) -> None:
         client_id = frame.get("client_id")
-        await self.conversation.arefresh_from_db(fields=["status"])
-        if self.conversation.status == Conversation.Status.CLOSED:
+        try:
+            message, created = await database_sync_to_async(services.message_add_customer)(
+                conversation=self.conversation, text=frame["text"], client_id=client_id
+            )
+        except services.ConversationClosed:
             await self.send_frame(events.error_frame(
                 code=events.ErrorCode.CLOSED, message=CLOSED_MESSAGE, client_id=client_id,
             ))
             return
-        message, created = await database_sync_to_async(services.message_add_customer)(
-            conversation=self.conversation, text=frame["text"], client_id=client_id
-        )
         await self.send_frame(events.ack_frame(client_id=client_id, message_id=message.id,
                                                duplicate=not created))
         if not created:
@@ -251,61 +294,30 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if await database_sync_to_async(_asks_for_human)(message):
             await self._on_handoff_request()
         else:
-            await self._answer(message)
+            await answering.request_answer(conversation=self.conversation, question=message,
+                                           channel_name=self.channel_name)
 
-    async def _answer(self, question: Message) -> None:
-        """Start a bot answer unless one is under way; that one's end picks up the rest."""
-        if self.answer is not None:
-            return
-        self.answer = BotAnswer(
-            conversation=self.conversation, channel_layer=self.channel_layer,
-            reply_channel=self.channel_name, send_frame=self.send_frame, question=question,
-        )
-        await self.answer.start()
-        await self._after_answer_event()
+    # --- answers (chat.answering): frames of a run in another process, and new runs --------
 
-    async def _after_answer_event(self) -> None:
-        if self.answer is None or not self.answer.finished:
-            return
-        answered = self.answer.question
-        self.answer = None
-        # Messages that arrived while the bot was answering get an answer of their own.
-        latest = await database_sync_to_async(selectors.newest_customer_message)(
-            conversation_id=self.conversation.id, after_id=answered.id
-        )
-        if latest is not None and self.conversation.status == Conversation.Status.BOT:
-            await self._answer(latest)
+    async def answer_frame(self, event: dict) -> None:
+        await self.send_frame(event["frame"])
 
-    # --- worker events (channel layer) ---------------------------------------------------------
-
-    async def inference_start(self, event: dict) -> None:
-        await self._route(event, "on_start")
-
-    async def inference_delta(self, event: dict) -> None:
-        await self._route(event, "on_delta")
-
-    async def inference_done(self, event: dict) -> None:
-        await self._route(event, "on_done")
-
-    async def inference_error(self, event: dict) -> None:
-        await self._route(event, "on_error")
-
-    async def answer_timeout(self, event: dict) -> None:
-        await self._route(event, "on_timeout")
+    async def answer_started(self, event: dict) -> None:
+        # Another tab (or process) asked: show this socket the same answer.
+        await answering.join(self.conversation.id, self.channel_name, answering.CUSTOMER)
 
     # --- agent events (group conversation.<id>, sent by agents.services) ----------------------
 
     async def conv_status(self, event: dict) -> None:
+        # An answer under way stops by itself: its run is in the same group.
         status = event["status"]
         self.conversation.status = status
         if status == Conversation.Status.HUMAN:
-            await self._end_answer("takeover")
             await self.send_frame(events.agent_joined_frame(agent_name=event["agent_name"]))
         elif status == Conversation.Status.BOT:
             await self.send_frame(events.agent_left_frame())
         elif status == Conversation.Status.CLOSED:
-            await self._end_answer("closed")
-            await self.send_frame(events.conversation_closed_frame())
+            await self._tell_closed()
 
     async def conv_message(self, event: dict) -> None:
         if event["role"] == Message.Role.AGENT:
@@ -315,19 +327,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def conv_typing(self, event: dict) -> None:
         if event["who"] == "agent":
             await self.send_frame(events.agent_typing_frame(agent_name=event["name"]))
-
-    async def _end_answer(self, reason: str) -> None:
-        """Stop the bot answer under way, if any: the engine stops, what was said is kept."""
-        if self.answer is not None:
-            await self.answer.stop(reason)
-            self.answer = None
-
-    async def _route(self, event: dict, handler: str) -> None:
-        # Events of an answer that already ended (cancelled, timed out) are dropped here.
-        if self.answer is None or not self.answer.owns(event):
-            return
-        await getattr(self.answer, handler)(event)
-        await self._after_answer_event()
 
     async def send_frame(self, frame: dict) -> None:
         await self.send(text_data=json.dumps(frame, ensure_ascii=False))
@@ -354,16 +353,3 @@ def _asks_for_human(message: Message) -> bool:
                                        before_id=message.id)
     return accepts_offer(message.text, previous, offers=cfg["HANDOFF_OFFERS"],
                          affirmatives=cfg["HANDOFF_AFFIRMATIVES"])
-
-
-def _client_id_of(text_data: str | None) -> str | None:
-    """The client_id of a refused message frame, if one can be read, so the widget stops
-    resending it; never trusted for anything else."""
-    if not text_data or len(text_data) > settings.CHAT["MAX_FRAME_BYTES"]:
-        return None
-    try:
-        frame = json.loads(text_data or "")
-    except (ValueError, RecursionError):
-        return None
-    client_id = frame.get("client_id") if isinstance(frame, dict) else None
-    return client_id[:64] if isinstance(client_id, str) else None

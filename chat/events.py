@@ -366,6 +366,30 @@ def console_ticket(*, ticket_id: int, reason: str) -> dict:
     return {"type": "console.ticket", "ticket_id": ticket_id, "reason": reason}
 
 
+# --- Channel layer: an answer and the sockets that show it (chat.answering) -------------------
+
+
+def answer_started(*, conversation_id: str, channel: str) -> dict:
+    """To the conversation's and its watchers' groups: an answer began; `channel` is the run
+    that streams it. Sockets that did not ask for it join its audience."""
+    return {"type": "answer.started", "conversation_id": conversation_id, "channel": channel}
+
+
+def answer_join(*, channel: str, kind: str) -> dict:
+    """To a run: add this socket ("customer" or "console") to the audience; it gets the text
+    so far at once."""
+    return {"type": "answer.join", "channel": channel, "kind": kind}
+
+
+def answer_leave(*, channel: str) -> dict:
+    return {"type": "answer.leave", "channel": channel}
+
+
+def answer_frame(*, frame: dict) -> dict:
+    """A bot.start / bot.delta / bot.done frame for a customer socket of another process."""
+    return {"type": "answer.frame", "frame": frame}
+
+
 class InferenceErrorCode:
     BAD_REQUEST = "bad_request"  # malformed request: a bug or a hostile sender, never retried
     CONTEXT_OVERFLOW = "context_overflow"  # the newest message alone exceeds the budget

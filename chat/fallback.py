@@ -12,6 +12,8 @@ from chat.models import FallbackRule
 REASON_UNAVAILABLE = "unavailable"  # no inference worker is running
 REASON_TIMEOUT = "timeout"  # a deadline passed
 REASON_ERROR = "error"  # the worker reported an error
+REASON_BUSY = "busy"  # every worker slot and the queue in front of them are full
+REASON_WORKER_LOST = "worker_lost"  # the worker went silent mid-answer (it died)
 
 _BUILT_IN = {
     "en": "Sorry, our assistant can't answer right now. Your message is saved and a member of "

@@ -33,9 +33,12 @@ async def remember(message: Message) -> None:
         return
     limit = settings.CHAT["MEMORY_TURNS"]
     key = _key(message.conversation_id)
+    # A conversation's first message starts its cache, so the first answer finds it warm;
+    # later ones only extend a warm cache (a cold one is rebuilt whole from the database).
+    pipe_push = "rpush" if getattr(message, "opens_conversation", False) else "rpushx"
     try:
         async with get_redis().pipeline(transaction=True) as pipe:
-            pipe.rpushx(key, json.dumps(turn_of(message)))
+            getattr(pipe, pipe_push)(key, json.dumps(turn_of(message)))
             pipe.ltrim(key, -limit, -1)
             pipe.expire(key, settings.CHAT["MEMORY_TTL_SECONDS"])  # no-op on a cold key
             await pipe.execute()

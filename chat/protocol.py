@@ -9,6 +9,12 @@ from django.core.validators import validate_email
 from pydantic import ValidationError
 
 from chat.events import CLIENT_FRAME_TYPES, MAX_COMMENT_CHARS, ErrorCode, client_frame_adapter
+from chat.text import TextError, clean_text, scrub
+
+MAX_CLIENT_ID_CHARS = 64
+MAX_NAME_CHARS = 200  # Conversation.customer_name
+MAX_EMAIL_CHARS = 254  # Conversation.customer_email (an EmailField)
+MAX_ID = 2**63 - 1  # database ids are signed 64-bit; a larger one would fail the query itself
 
 
 class FrameError(Exception):
@@ -51,44 +57,69 @@ def parse_client_frame(text_data: str | None, bytes_data: bytes | None, *, max_b
     return frame
 
 
+def _clean(value: str, **kwargs) -> str:
+    """chat.text.clean_text, refusing with the socket's error codes."""
+    try:
+        return clean_text(value, **kwargs)
+    except TextError as exc:
+        raise FrameError(exc.code, exc.message) from None
+
+
 def _check_contact(frame: dict) -> None:
-    email = frame["email"].strip()
+    email = _clean(frame["email"], field="e-mail address", single_line=True)
+    if len(email) > MAX_EMAIL_CHARS:
+        raise FrameError(ErrorCode.BAD_FRAME, "That e-mail address is too long.")
     try:
         validate_email(email)
     except DjangoValidationError:
         raise FrameError(ErrorCode.BAD_FRAME, "That e-mail address does not look right.") from None
     frame["email"] = email
-    frame["name"] = frame.get("name", "").strip()[:200]
+    # A name is a courtesy: an invisible one is dropped, a long one shortened.
+    name = _clean(frame.get("name", ""), field="name", required=False, single_line=True)
+    frame["name"] = name[:MAX_NAME_CHARS].strip()
 
 
 def _check_rating(frame: dict) -> None:
     if frame["type"] == "csat" and not 1 <= frame["score"] <= 5:
         raise FrameError(ErrorCode.BAD_FRAME, "score must be a whole number from 1 to 5.")
-    comment = frame.get("comment", "").strip()
-    if len(comment) > MAX_COMMENT_CHARS:
-        raise FrameError(ErrorCode.MESSAGE_TOO_LONG,
-                         f"Comments are limited to {MAX_COMMENT_CHARS} characters.")
-    if "\x00" in comment:
-        raise FrameError(ErrorCode.BAD_FRAME, "The comment contains a NUL character.")
-    frame["comment"] = comment
+    if frame["type"] == "feedback" and not 1 <= frame["message_id"] <= MAX_ID:
+        raise FrameError(ErrorCode.BAD_FRAME, "message_id must be the id of a bot answer.")
+    frame["comment"] = _clean(frame.get("comment", ""), field="comment", required=False,
+                              max_chars=MAX_COMMENT_CHARS)
 
 
 def _check_message(frame: dict, *, max_chars: int) -> None:
-    text = frame["text"].strip()
-    if not text:
-        raise FrameError(ErrorCode.EMPTY_MESSAGE, "The message is empty.")
+    client_id = frame.get("client_id")
+    if client_id is not None and not _valid_client_id(client_id):
+        raise FrameError(ErrorCode.BAD_FRAME, "client_id must be 1 to 64 printable characters.")
+    text = _clean(frame["text"], field="message")
     if len(text) > max_chars:
         raise FrameError(
             ErrorCode.MESSAGE_TOO_LONG,
             f"Messages are limited to {max_chars} characters; this one has {len(text)}. "
             "Please split it.",
         )
-    if "\x00" in text:
-        raise FrameError(ErrorCode.BAD_FRAME, "The message contains a NUL character.")
     frame["text"] = text
-    client_id = frame.get("client_id")
-    if client_id is not None and not (1 <= len(client_id) <= 64 and client_id.isprintable()):
-        raise FrameError(ErrorCode.BAD_FRAME, "client_id must be 1 to 64 printable characters.")
+
+
+def _valid_client_id(client_id: object) -> bool:
+    # isprintable() is false for surrogates and controls: an id that can be echoed back.
+    return (isinstance(client_id, str) and 1 <= len(client_id) <= MAX_CLIENT_ID_CHARS
+            and client_id.isprintable())
+
+
+def client_id_of(text_data: str | None, *, max_bytes: int) -> str | None:
+    """The client_id of a refused message frame, when it is one a reply can carry, so the
+    widget stops resending that message; None otherwise. An id with a lone surrogate cannot
+    be sent back in a UTF-8 frame at all."""
+    if not text_data or len(text_data) > max_bytes:
+        return None
+    try:
+        frame = json.loads(text_data)
+    except (ValueError, RecursionError):
+        return None
+    client_id = frame.get("client_id") if isinstance(frame, dict) else None
+    return client_id if _valid_client_id(client_id) else None
 
 
 @dataclass(frozen=True)
@@ -112,7 +143,7 @@ def connect_params(scope: dict) -> ConnectParams:
                for name, value in scope.get("headers", [])}
 
     def param(name: str, limit: int) -> str:
-        return (query.get(name) or [""])[0].strip()[:limit]
+        return scrub((query.get(name) or [""])[0])[:limit]
 
     language = param("lang", 35) or _first_language(headers.get("accept-language", ""))
     page_url = param("page", 2000)
@@ -127,7 +158,7 @@ def connect_params(scope: dict) -> ConnectParams:
         region=param("region", 64),
         timezone=param("tz", 64),
         page_url=page_url,
-        user_agent=headers.get("user-agent", "")[:512],
+        user_agent=scrub(headers.get("user-agent", ""))[:512],
     )
 
 

@@ -110,6 +110,18 @@ def newest_customer_message(*, conversation_id, after_id: int = 0) -> Message | 
     )
 
 
+def newest_unanswered_customer_message(*, conversation_id, after_id: int) -> Message | None:
+    """The newest customer message above `after_id` while the bot holds the conversation."""
+    return (
+        Message.objects.filter(
+            conversation_id=conversation_id, conversation__status=Conversation.Status.BOT,
+            role=Message.Role.CUSTOMER, id__gt=after_id,
+        )
+        .order_by("-id")
+        .first()
+    )
+
+
 def last_bot_text(*, conversation_id, before_id: int) -> str:
     return (
         Message.objects.filter(conversation_id=conversation_id, role=Message.Role.BOT,

@@ -32,13 +32,20 @@ def conversation_start(*, site: Site | None = None, language: str = "", region: 
 
 def message_add_customer(*, conversation: Conversation, text: str,
                          client_id: str | None) -> tuple[Message, bool]:
-    """Store a customer message once per `client_id`. Returns (message, created)."""
+    """Store a customer message once per `client_id`. Returns (message, created) and sets
+    `conversation.status` to the status at the time of the write; raises ConversationClosed."""
     if client_id:
         existing = Message.objects.filter(conversation=conversation, client_id=client_id).first()
         if existing is not None:
             return existing, False
     try:
         with transaction.atomic():
+            # The status as of this write: the caller decides on it whether the bot answers.
+            status, last_message_at = Conversation.objects.filter(pk=conversation.pk).values_list(
+                "status", "last_message_at").get()
+            if status == Conversation.Status.CLOSED:
+                raise ConversationClosed
+            conversation.status = status
             message = Message.objects.create(
                 conversation=conversation, role=Message.Role.CUSTOMER, text=text,
                 client_id=client_id or None,
@@ -48,7 +55,13 @@ def message_add_customer(*, conversation: Conversation, text: str,
     except IntegrityError:
         # Two sockets of one conversation resent the same client_id at the same moment.
         return Message.objects.get(conversation=conversation, client_id=client_id), False
+    # The turn cache of a brand-new conversation starts with this message (chat.memory).
+    message.opens_conversation = last_message_at is None
     return message, True
+
+
+class ConversationClosed(Exception):
+    """The conversation is closed: nothing more is stored in it."""
 
 
 class BotSilenced(Exception):
@@ -97,6 +110,13 @@ def bot_message_finish(*, message: Message, text: str, finish_reason: str, parti
     return message
 
 
+def bot_message_save_partial(*, message_id: int, text: str) -> None:
+    """The text streamed so far, while the answer streams: after a crash or restart, history
+    shows what the customer saw. Only an answer still under way is touched."""
+    Message.objects.filter(pk=message_id, is_partial=True, finish_reason="").update(
+        text=text, updated_at=timezone.now())
+
+
 def bot_message_fallback(*, conversation: Conversation, text: str, reason: str) -> Message:
     """An answer from the fallback rules, when the model timed out, failed or is down."""
     with transaction.atomic():
@@ -143,6 +163,7 @@ def conversation_close(*, conversation: Conversation) -> Conversation:
             cid = str(conversation.pk)
             status = events.conv_status(conversation_id=cid, status=Conversation.Status.CLOSED)
             after_commit(
+                (events.conversation_group(cid), status),
                 (events.watch_group(cid), status),
                 (events.CONSOLE_GROUP, events.console_update(conversation_id=cid,
                                                              reason="closed")),

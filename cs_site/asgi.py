@@ -15,8 +15,19 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from agents.consumers import MAX_FRAME_CHARS as CONSOLE_FRAME_CHARS  # noqa: E402
 from agents.routing import websocket_urlpatterns as console_websockets  # noqa: E402
 from chat.routing import websocket_urlpatterns as chat_websockets  # noqa: E402
+from cs_site import wsframes  # noqa: E402
+
+# Daphne imports this module before it starts listening, so its WebSocket protocol can still be
+# swapped here: a message over the sockets' frame limits is cut while it arrives (memory stays
+# flat) and refused by the consumer as too large on a socket that stays open, instead of being
+# gathered whole (up to 1 MiB) or, above that, the connection dropped. The bound is the larger
+# limit in bytes (the console counts characters, up to 4 bytes each), so a cut message is
+# over the limit of whichever socket receives it.
+wsframes.install(max_message_bytes=max(settings.CHAT["MAX_FRAME_BYTES"], 4 * CONSOLE_FRAME_CHARS)
+                 + wsframes.MARGIN_BYTES)
 
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 

@@ -1,7 +1,8 @@
 """A real, private Redis server for `make run` and tests, when no REDIS_URL is given.
 
 It listens on a unix socket only (no TCP port to collide with or to expose) and keeps nothing
-on disk: Redis holds caches and transport only, so losing it on stop loses no message.
+on disk: Redis holds caches and transport only, so losing it on stop loses no message. After a
+crash, `launch()` starts it again on the same socket, so its clients reconnect to the same URL.
 """
 
 from __future__ import annotations
@@ -32,16 +33,35 @@ class RedisServer:
 
     def __init__(
         self,
-        process: subprocess.Popen[bytes],
+        argv: list[str],
         socket_path: Path,
         log_path: Path,
         temp_dir: Path | None = None,
     ) -> None:
-        self.process = process
+        self.argv = argv
         self.socket_path = socket_path
         self.log_path = log_path
         # Set when the socket lives in a short /tmp dir of our own, removed again on stop.
         self._temp_dir = temp_dir
+        self.process = self._popen()
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the server again after it died: the same socket, so clients reconnect to the
+        same URL (Redis replaces the socket file a killed server leaves), and the same log."""
+        if self.process.poll() is None:
+            raise RuntimeError(f"redis-server (pid {self.process.pid}) is still running")
+        self.process = self._popen()
+        return self.process
+
+    def _popen(self) -> subprocess.Popen[bytes]:
+        # A new session keeps the server out of the terminal's foreground process group:
+        # Ctrl-C then reaches only the supervisor, which stops its children in order (Redis
+        # last) instead of every process dying at once and the web/worker logging
+        # lost-connection errors.
+        return subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True,
+        )
 
     @property
     def url(self) -> str:
@@ -146,16 +166,10 @@ def start_redis(run_dir: Path, timeout: float = START_TIMEOUT) -> RedisServer:
         "--logfile", str(log_path),
         "--daemonize", "no",
     ]
-    # A new session keeps the server out of the terminal's foreground process group: Ctrl-C
-    # then reaches only the supervisor, which stops its children in order (Redis last) instead
-    # of every process dying at once and the web/worker logging lost-connection errors.
-    process = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    server = RedisServer(process, socket_path, log_path, temp_dir)
+    server = RedisServer(argv, socket_path, log_path, temp_dir)
     deadline = time.monotonic() + timeout
     while not _answers_ping(server.url, timeout=0.5):
+        process = server.process
         if process.poll() is not None or time.monotonic() > deadline:
             why = (f"exited with code {process.returncode}" if process.poll() is not None
                    else f"did not answer PING within {timeout:.0f} s")

@@ -27,6 +27,10 @@ DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="") or secret_key_file(VAR_DIR / "secret_key")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Reverse proxies in front of Daphne (IPs or CIDRs, e.g. "10.0.0.5,10.1.0.0/16"; "unix" for one
+# on a unix socket). Only their X-Forwarded-For is believed when telling a client's IP for
+# per-IP limits (cs_site/client_ip.py); empty, the peer address is the client's.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 
 INSTALLED_APPS = [
     # daphne first: it replaces `runserver` with its ASGI version.
@@ -119,9 +123,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # A refused request (403, 404, 400) is one line, without the traceback of the exception
+    # that refused it. On django.request itself, so no handler sees the traceback; on the
+    # handler too, for django.security's per-exception child loggers.
+    "filters": {"expected_refusals": {"()": "cs_site.logfilters.ExpectedRefusals"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
+                             "filters": ["expected_refusals"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {"django.channels.server": {"level": "WARNING"},
+                "django.request": {"filters": ["expected_refusals"]}},
 }
 
 # --- Redis: channel layer, recent-turn cache, rate-limit counters ---------------------------
@@ -131,15 +141,42 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        # channels-redis with one round trip per send and pools that wait for a connection.
+        "BACKEND": "cs_site.channel_layer.DeskChannelLayer",
         "CONFIG": {
-            # redis-py 8 times reads out after 5 s by default, the same 5 s channels-redis
-            # blocks for in BZPOPMIN while waiting for a message: an idle receive would fail.
-            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
-            # The inference queue may hold more than the default 100 waiting requests; the
-            # consumer's deadline, not the queue length, decides when a customer is answered
-            # by the fallback instead.
-            "channel_capacity": {"inference": 1000},
+            "hosts": [{
+                "address": REDIS_URL,
+                # redis-py 8 times reads out after 5 s by default, the same 5 s channels-redis
+                # blocks for in BZPOPMIN while waiting for a message: an idle receive would fail.
+                "socket_timeout": 30,
+                # Connections per process and event loop. A process holds one in BZPOPMIN for
+                # its own channels and one per receive of a shared channel; every send holds
+                # one for a single round trip (~0.1 ms), so 200 carry thousands of sends per
+                # second. When all are busy a send waits up to pool_timeout seconds for one
+                # (then fails like any Redis error) instead of failing at once.
+                # 10 web processes and a few workers stay far below Redis's 10,000 clients.
+                "max_connections": 200,
+                "pool_timeout": 5,
+            }],
+            # First matching glob wins (fnmatch on the full channel name); the rest get 100.
+            "channel_capacity": {
+                # Requests waiting for a worker. Admission control (live slots x
+                # QUEUE_PER_SLOT) refuses new ones long before this; it is the hard stop.
+                "inference": 1000,
+                # Process-local channels ("specific.<process>!<socket>"): every reply channel
+                # of one web process shares ONE Redis key, so this is the backlog of a whole
+                # process, not of a socket. With the default 100, ~75 streams at one frame per
+                # 30 ms overflow it in a moment of GC or database latency. At the busiest
+                # (200+ streams, one frame per 100 ms each: ~2,000 frames/s per process) 20,000
+                # is ~10 s of backlog, past the consumer's 8 s stall deadline: a process that
+                # far behind is overloaded whatever the size. Worst case ~6 MB in Redis per
+                # process, and messages expire after 60 s.
+                "*!*": 20_000,
+            },
+            # What one socket's channel may buffer inside its web process while its consumer
+            # is busy (channels-redis: `capacity`, 100, then the oldest are dropped unseen):
+            # 1,000 frames is 30 s of one stream at one frame per 30 ms.
+            "local_capacity": 1000,
         },
     }
 }
@@ -153,6 +190,17 @@ CHAT = {
     "MAX_FRAME_BYTES": env.int("CHAT_MAX_FRAME_BYTES", default=16384),
     # Per-socket flood limit: this many frames per window (limits' syntax, e.g. "20/minute").
     "SOCKET_RATE_LIMIT": env.str("CHAT_SOCKET_RATE_LIMIT", default="20/minute"),
+    # Limits kept in Redis (chat/limits.py), so they hold across web processes and reconnects.
+    # Same syntax, several allowed ("20/minute;200/day"); empty: no limit. Per client IP (see
+    # TRUSTED_PROXIES; IPv6 per /64), across all sites: new conversations, customer messages.
+    "IP_CONVERSATION_LIMIT": env.str("CHAT_IP_CONVERSATION_LIMIT", default="20/minute"),
+    "IP_MESSAGE_LIMIT": env.str("CHAT_IP_MESSAGE_LIMIT", default="60/minute"),
+    # New conversations per site, whatever their IPs: bounds what one site's traffic (or a
+    # spread-out flood on it) can take from the others.
+    "SITE_CONVERSATION_LIMIT": env.str("CHAT_SITE_CONVERSATION_LIMIT", default="600/minute"),
+    # Bot answers of one site streaming at once, across all processes; 0: no limit. A slot a
+    # crashed process held frees itself after ANSWER_TIMEOUT_SECONDS.
+    "SITE_CONCURRENT_ANSWERS": env.int("CHAT_SITE_CONCURRENT_ANSWERS", default=200),
     # Recent-turn memory in Redis: how many messages and for how long.
     "MEMORY_TURNS": env.int("CHAT_MEMORY_TURNS", default=10),
     "MEMORY_TTL_SECONDS": env.int("CHAT_MEMORY_TTL_SECONDS", default=3600),
@@ -162,6 +210,15 @@ CHAT = {
     # Once a worker took a request, silence longer than this (no delta, no keepalive) means the
     # worker died: the partial answer is kept and the fallback answers.
     "STALL_TIMEOUT_SECONDS": env.float("CHAT_STALL_TIMEOUT_SECONDS", default=8.0),
+    # When the last socket of a conversation leaves mid-answer, the answer goes on this long
+    # before it is aborted in the engine: a reload or a dropped network comes back within it.
+    "REJOIN_GRACE_SECONDS": env.float("CHAT_REJOIN_GRACE_SECONDS", default=2.0),
+    # The answer under way is claimed in Redis for this long, renewed every
+    # PARTIAL_SAVE_SECONDS: a process that dies mid-answer frees the conversation this soon.
+    "ANSWER_CLAIM_TTL_SECONDS": env.float("CHAT_ANSWER_CLAIM_TTL_SECONDS", default=6.0),
+    # The streamed text is saved this often while it streams (one UPDATE per answer at most),
+    # so a crash or restart loses at most this much of what the customer saw.
+    "PARTIAL_SAVE_SECONDS": env.float("CHAT_PARTIAL_SAVE_SECONDS", default=2.0),
     # Words with which a customer asks for a human (comma-separated; any language).
     "HANDOFF_PHRASES": env.list("CHAT_HANDOFF_PHRASES", default=[
         "人工", "转人工", "真人", "human", "agent", "real person", "operator", "representative",
@@ -213,7 +270,7 @@ INFERENCE = {
     "METRICS_PORT": env.int("INFERENCE_METRICS_PORT", default=9101),
     # Interface of that endpoint: loopback unless Prometheus scrapes from another host.
     "METRICS_HOST": env.str("INFERENCE_METRICS_HOST", default="127.0.0.1"),
-    # Seconds without a heartbeat after which a worker counts as gone.
+    # Seconds between a worker's heartbeats, and without one after which it counts as gone.
     "HEARTBEAT_SECONDS": env.float("INFERENCE_HEARTBEAT_SECONDS", default=1.0),
     "WORKER_TTL_SECONDS": env.float("INFERENCE_WORKER_TTL_SECONDS", default=4.0),
     # A running request that has sent nothing for this long gets an `inference.keepalive`.

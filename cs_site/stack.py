@@ -1,10 +1,16 @@
-"""`make run`: start the whole desk on its embedded defaults and supervise it.
+"""`make run`: start the whole desk on its embedded defaults and keep it running.
 
     python -m cs_site.stack
 
 Order: Redis (REDIS_URL if set, else a private local server), `prepare_model`, `migrate`, then
-the inference worker and Daphne. Ctrl-C or SIGTERM stops Daphne, then the worker, then Redis,
-and exits 0; any process exiting on its own stops the rest and exits non-zero.
+the inference worker and Daphne. Once everything is ready, a service that ends on its own is
+started again, with a one-line notice, after a delay that doubles from 1 s up to 30 s while it
+keeps failing (a run of 60 s counts as healthy again): a crashed worker comes back while Daphne
+goes on serving (customers get the fallback answers meanwhile), and a crashed local Redis comes
+back on the same socket, where the other processes reconnect. A Redis given by REDIS_URL is not
+ours to restart. What is left of a crashed process's group is stopped before it starts again.
+During startup any failure stops everything with the error, since it is nearly always a
+setting to fix. Ctrl-C or SIGTERM stops Daphne, then the worker, then Redis, and exits 0.
 
 Environment: HOST (127.0.0.1), PORT (8000), INFERENCE_METRICS_HOST (127.0.0.1) and
 INFERENCE_METRICS_PORT (9101; 0 turns the worker's endpoint off, so its readiness goes unchecked),
@@ -12,6 +18,17 @@ REDIS_URL (unset: start one), VAR_DIR (<project>/var), STACK_READY_TIMEOUT (600 
 
 The supervision part (`Supervisor`, `run_stack`) knows nothing about this product: the product's
 commands come from `product_plan`, so tests drive the same code with dummy commands.
+
+Why its own supervisor rather than an existing one: honcho (a Procfile runner) restarts
+nothing: when one process ends it stops all the others, the very behaviour this module must not
+have. supervisord and circus do restart crashed processes, but each is one more daemon with its
+own configuration file and control tool; neither knows the one-off steps that must finish first
+(model preparation, with its progress bar, and migrations) or readiness (the worker is useful
+only once its metrics say the model is loaded), and by default both give up on a process after a
+few quick failures, where a worker that fails while loading is better retried every 30 s. Using
+them would make `make run` a daemon plus a config to maintain; the supervision here is a few
+hundred lines, tested with dummy commands. In production, run the same commands under the
+platform's own manager (systemd, Kubernetes, ...).
 """
 
 from __future__ import annotations
@@ -28,7 +45,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
@@ -38,6 +55,9 @@ from cs_site.localredis import check_redis, start_redis
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT = 15.0
 KILL_TIMEOUT = 5.0
+# How long what a crashed process started may take to end by itself before it gets a signal
+# (vLLM's engine processes end with the worker, but a few GB take a moment to tear down).
+CRASH_GRACE = 3.0
 POLL_INTERVAL = 0.1
 # prometheus_client renders the gauge as "cs_worker_ready 1.0"; labels are allowed.
 WORKER_READY_PATTERN = r"^cs_worker_ready(\{[^}]*\})? 1(\.0*)?$"
@@ -95,13 +115,54 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
+def duration(seconds: float) -> str:
+    """'0.4 s', '42 s', '3 min 5 s': how long a process ran, for a log line."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """When to start a crashed process again: after `first` seconds, doubling with each crash
+    in a row up to `maximum`. A run of `reset_after` seconds or more counts as healthy, so the
+    next crash waits `first` again. A process that cannot start is retried for ever, at most
+    every `maximum` seconds: it may be waiting for something (a GPU, a database) to come back."""
+
+    first: float = 1.0
+    maximum: float = 30.0
+    reset_after: float = 60.0
+
+    def delay(self, crashes: int) -> float:
+        """The wait before restart number `crashes` of a row of crashes (1, 2, ...)."""
+        return min(self.first * 2 ** max(crashes - 1, 0), self.maximum)
+
+
+Launch = Callable[[], "subprocess.Popen[bytes]"]
+
+
 @dataclass
 class Child:
-    """One supervised process; it leads its own process group (pgid == pid)."""
+    """One supervised process; it leads its own process group (pgid == pid).
+
+    With a restart policy, a crashed child is started again by `launch` and keeps this object
+    (and its place in the stop order); `process` is then the new process.
+    """
 
     name: str
     process: subprocess.Popen[bytes]
+    launch: Launch | None = field(default=None, repr=False)
+    restart: Backoff | None = None
+    prefix: bool = False  # its output goes through a relay thread
     relay: threading.Thread | None = field(default=None, repr=False)
+    started_at: float = field(default_factory=time.monotonic)
+    crashes: int = 0  # in a row, see Backoff
+    restarts: int = 0  # in all
+    ended_at: float | None = None  # when its last crash was noticed
+    restart_at: float | None = None  # set while it waits to be started again
 
     @property
     def pid(self) -> int:
@@ -113,10 +174,15 @@ class Child:
 
 
 class Supervisor:
-    """Starts children in their own process groups and stops whole groups in reverse order."""
+    """Starts children in their own process groups, restarts the ones with a restart policy
+    when they crash, and stops whole groups in reverse order."""
 
-    def __init__(self, *, stop_timeout: float = STOP_TIMEOUT, out: TextIO | None = None) -> None:
+    def __init__(
+        self, *, stop_timeout: float = STOP_TIMEOUT, crash_grace: float = CRASH_GRACE,
+        out: TextIO | None = None,
+    ) -> None:
         self.stop_timeout = stop_timeout
+        self.crash_grace = crash_grace
         self.children: list[Child] = []
         self.out = out if out is not None else sys.stdout
         # Relay threads and the supervisor write whole lines under one lock so none interleave.
@@ -141,31 +207,50 @@ class Supervisor:
         *,
         cwd: Path | None = None,
         prefix: bool = True,
+        restart: Backoff | None = None,
     ) -> Child:
         """Start argv as a new session; with prefix, its output lines are shown as 'name | ...'.
 
         A new session (hence a new process group) keeps the child out of the terminal's
         foreground group: Ctrl-C reaches only the supervisor, which then stops the children in
         order, and a stop signal to the group also reaches any processes the child spawned.
+        With restart, `supervise` starts it again the same way when it crashes.
         """
-        process = subprocess.Popen(
-            list(argv),
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if prefix else None,
-            stderr=subprocess.STDOUT if prefix else None,
-            start_new_session=True,
-        )
-        child = Child(name, process)
-        if prefix:
-            assert process.stdout is not None
-            child.relay = threading.Thread(
-                target=self._relay, args=(name, process.stdout), daemon=True
+        argv, env = list(argv), dict(env) if env is not None else None
+
+        def launch() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                argv,
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if prefix else None,
+                stderr=subprocess.STDOUT if prefix else None,
+                start_new_session=True,
             )
-            child.relay.start()
+
+        child = Child(name, launch(), launch, restart, prefix)
+        self._relay_output(child)
         self.children.append(child)
         return child
+
+    def adopt(
+        self, name: str, process: subprocess.Popen[bytes], *, launch: Launch,
+        restart: Backoff | None,
+    ) -> Child:
+        """Supervise a process started elsewhere (in a session of its own), to be started
+        again by launch (e.g. a local Redis, which must come back on the same socket)."""
+        child = Child(name, process, launch, restart)
+        self.children.append(child)
+        return child
+
+    def _relay_output(self, child: Child) -> None:
+        if child.prefix:
+            assert child.process.stdout is not None
+            child.relay = threading.Thread(
+                target=self._relay, args=(child.name, child.process.stdout), daemon=True
+            )
+            child.relay.start()
 
     def _relay(self, name: str, stream: IO[bytes]) -> None:
         with stream:
@@ -180,27 +265,83 @@ class Supervisor:
             child.relay.join(timeout)
 
     def exited(self) -> Child | None:
-        """The first child that has exited, if any."""
+        """The first child that has exited and is not waiting to be restarted, if any."""
         for child in self.children:
-            if child.returncode is not None:
+            if child.restart_at is None and child.returncode is not None:
                 return child
         return None
 
-    def wait_any(
+    def supervise(
         self, stop: threading.Event | None = None, timeout: float | None = None
     ) -> Child | None:
-        """Wait until a child exits (returned) or stop is set or timeout passes (None)."""
+        """Keep the children running: restart those with a restart policy when they crash.
+
+        Returns a child that exited and is not to be restarted, or None when stop is set or
+        timeout passes. A stop during a restart delay is noticed within POLL_INTERVAL.
+        """
         stop = stop or threading.Event()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            child = self.exited()
+            child = self.tend()
             if child is not None:
-                self.drain(child)
                 return child
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             if stop.wait(POLL_INTERVAL):
                 return None
+
+    def tend(self) -> Child | None:
+        """One round of `supervise`: note crashes, start again the children that are due."""
+        for child in list(self.children):
+            if child.restart_at is not None:
+                if time.monotonic() >= child.restart_at:
+                    self._restart(child)
+            elif child.returncode is not None:
+                if child.restart is None:
+                    self.drain(child)
+                    return child
+                self._crashed(child)
+        return None
+
+    def _crashed(self, child: Child) -> None:
+        assert child.restart is not None
+        now = time.monotonic()
+        uptime = now - child.started_at
+        # Whatever the crashed process started (e.g. vLLM's engine processes) must not outlive
+        # it: it would hold the memory, ports and GPU the new process needs.
+        leftovers = 0
+        if not self._wait_group(child, self.crash_grace):
+            leftovers = len(live_group_members(child.pid))
+            self._end_group(child)
+        self.drain(child)
+        if uptime >= child.restart.reset_after:
+            child.crashes = 0
+        child.crashes += 1
+        delay = child.restart.delay(child.crashes)
+        child.ended_at, child.restart_at = now, now + delay
+        self.say(
+            f"{child.name} (pid {child.pid}) ended on its own: {describe_exit(child.returncode)}"
+            f" after {duration(uptime)}"
+            + (f", stopped the {leftovers} process(es) it left behind" if leftovers else "")
+            + f"; restarting it in {delay:g} s"
+            + (f" ({child.crashes} crashes in a row)" if child.crashes > 1 else "")
+        )
+
+    def _restart(self, child: Child) -> None:
+        assert child.launch is not None and child.restart is not None
+        child.restart_at = None
+        child.started_at = time.monotonic()
+        try:
+            child.process = child.launch()
+        except (OSError, RuntimeError) as exc:  # e.g. its program is gone: try again later
+            child.crashes += 1
+            delay = child.restart.delay(child.crashes)
+            child.restart_at = time.monotonic() + delay
+            self.say(f"{child.name} could not be started ({exc}); next try in {delay:g} s")
+            return
+        child.restarts += 1
+        self._relay_output(child)
+        self.say(f"{child.name} restarted (pid {child.pid})")
 
     def run(
         self,
@@ -230,23 +371,31 @@ class Supervisor:
         to all of them at once would race. What is left of the group when the leader is gone
         (or after stop_timeout) gets SIGTERM, then SIGKILL.
         """
-        pgid = child.pid
-        if child.returncode is None or live_group_members(pgid):
+        if child.restart_at is not None:  # crashed, its group already ended: just don't restart
+            self.children.remove(child)
+            if not quiet:
+                self.say(f"{child.name} will not be restarted")
+            return
+        if child.returncode is None or live_group_members(child.pid):
             if not quiet:
                 self.say(f"stopping {child.name} (pid {child.pid})")
             if child.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     child.process.send_signal(signal.SIGTERM)
                 self._wait_leader(child, self.stop_timeout)
-            _signal_group(pgid, signal.SIGTERM)
-            if not self._wait_group(child, KILL_TIMEOUT):
-                self.say(f"{child.name} did not stop within {self.stop_timeout:g} s: killing it")
-                _signal_group(pgid, signal.SIGKILL)
-                self._wait_group(child, KILL_TIMEOUT)
+            self._end_group(child)
         self.drain(child)
         self.children.remove(child)
         if not quiet:
             self.say(f"{child.name} stopped ({describe_exit(child.returncode)})")
+
+    def _end_group(self, child: Child) -> None:
+        """SIGTERM to the child's whole group, SIGKILL to what is left after KILL_TIMEOUT."""
+        _signal_group(child.pid, signal.SIGTERM)
+        if not self._wait_group(child, KILL_TIMEOUT):
+            self.say(f"{child.name} did not stop on SIGTERM: killing it")
+            _signal_group(child.pid, signal.SIGKILL)
+            self._wait_group(child, KILL_TIMEOUT)
 
     def _wait_leader(self, child: Child, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -289,7 +438,10 @@ class Port:
 
 @dataclass(frozen=True)
 class ReadyCheck:
-    """Ready when GET url answers 200 and (if given) the body matches pattern (multiline)."""
+    """Ready when GET url answers 200 and (if given) the body matches pattern (multiline).
+
+    A check named like a service also tells when that service is back after a restart.
+    """
 
     name: str
     url: str
@@ -304,6 +456,9 @@ class Plan:
     ports: Sequence[Port] = ()
     ready: Sequence[ReadyCheck] = ()
     links: Sequence[tuple[str, str]] = ()  # (label, URL) for the banner
+    # How services (and a local Redis) that crash once all is ready are started again; with
+    # None, the first process to end stops the whole stack.
+    restart: Backoff | None = None
 
 
 @dataclass(frozen=True)
@@ -462,6 +617,9 @@ def run_stack(config: Config, plan: Plan, stop: threading.Event, sup: Supervisor
             redis_server = start_redis(config.var_dir / "run")
             redis_url = redis_server.url
             sup.say(f"started Redis (pid {redis_server.pid}) at {redis_url}")
+            # First in, so last out: the others stop while it still answers.
+            sup.adopt("redis", redis_server.process, launch=redis_server.launch,
+                      restart=plan.restart)
         env = child_env(os.environ, config, redis_url)
         for step in plan.steps:
             if stop.is_set():
@@ -477,12 +635,12 @@ def run_stack(config: Config, plan: Plan, stop: threading.Event, sup: Supervisor
                 )
         check_ports(plan.ports)  # again: a first model preparation can take minutes
         for service in plan.services:
-            sup.start(service.name, service.argv, env, cwd=PROJECT_ROOT)
+            sup.start(service.name, service.argv, env, cwd=PROJECT_ROOT, restart=plan.restart)
         wait_ready(sup, plan.ready, stop, config.ready_timeout)
         # Only a local Redis is shown: a REDIS_URL may carry a password.
         local_redis = [("Redis", redis_url)] if redis_server else []
         sup.write(banner([*plan.links, *local_redis]))
-        child = sup.wait_any(stop)
+        child = keep_running(sup, plan.ready, stop)
         if child is not None:
             sup.say(f"{child.name} exited on its own ({describe_exit(child.returncode)}); "
                     "stopping the rest.")
@@ -497,8 +655,40 @@ def run_stack(config: Config, plan: Plan, stop: threading.Event, sup: Supervisor
     finally:
         sup.stop_all()
         if redis_server is not None:
-            redis_server.stop()
-            sup.say("Redis stopped")
+            redis_server.stop()  # stopped above; this removes its socket file (and short dir)
+
+
+def keep_running(
+    sup: Supervisor, checks: Sequence[ReadyCheck], stop: threading.Event,
+    probe_every: float = 1.0,
+) -> Child | None:
+    """Supervise until stop is set (None) or a child that is not restarted ends (returned).
+
+    A restarted service with a check of its name is probed until it passes, then one line says
+    how long after its crash it was ready again (for the worker: the model is loaded again).
+    """
+    checks_by_name = {check.name: check for check in checks}
+    restarts_seen = {child.name: child.restarts for child in sup.children}
+    down_since: dict[str, float] = {}  # service name → when it crashed (the first of a row)
+    while True:
+        child = sup.supervise(stop, timeout=probe_every)
+        if child is not None:
+            return child
+        if stop.is_set():
+            return None
+        for child in sup.children:
+            if child.restarts != restarts_seen.get(child.name, 0):
+                restarts_seen[child.name] = child.restarts
+                if child.name in checks_by_name and child.ended_at is not None:
+                    down_since.setdefault(child.name, child.ended_at)
+        for child in sup.children:
+            since = down_since.get(child.name)
+            if since is None or child.returncode is not None:
+                continue
+            if probe(checks_by_name[child.name]):
+                del down_since[child.name]
+                sup.say(f"{child.name} is ready again, {duration(time.monotonic() - since)} "
+                        "after it ended")
 
 
 def product_plan(config: Config) -> Plan:
@@ -530,6 +720,7 @@ def product_plan(config: Config) -> Plan:
         ports=ports,
         ready=ready,
         links=links,
+        restart=Backoff(),
     )
 
 

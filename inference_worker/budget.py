@@ -13,14 +13,16 @@ class ContextOverflow(Exception):
     """Even the system prompt and the newest message alone do not fit."""
 
 
-def fit_to_budget(messages: Sequence[ChatTurn], count_tokens: Callable[[Sequence[ChatTurn]], int],
-                  budget: int) -> tuple[list[ChatTurn], int]:
-    """The messages to send and how many turns were dropped.
+def fit_to_budget(messages: Sequence[ChatTurn],
+                  tokenize: Callable[[Sequence[ChatTurn]], Sequence[int]],
+                  budget: int) -> tuple[list[ChatTurn], int, list[int]]:
+    """The messages to send, how many turns were dropped, and the prompt's token ids.
 
-    `messages` is [system, turn, ..., newest]; `count_tokens` measures a whole prompt exactly
-    (chat template included), so what is kept is what the engine will see. Dropping a prefix
-    of the turns only shortens the prompt, so the smallest cut that fits is found by binary
-    search: a handful of tokenizer calls however long the history.
+    `messages` is [system, turn, ..., newest]; `tokenize` renders a whole prompt to token ids
+    exactly (chat template included), so what is kept is what the engine will see, and the
+    ids of the prompt that fits are returned as they are: the caller does not tokenize again.
+    Dropping a prefix of the turns only shortens the prompt, so the smallest cut that fits
+    is found by binary search: a handful of tokenizer calls however long the history.
     """
     if len(messages) < 2:
         raise ValueError("expected a system prompt and at least one message")
@@ -35,19 +37,24 @@ def fit_to_budget(messages: Sequence[ChatTurn], count_tokens: Callable[[Sequence
             kept = kept[1:]
         return [system, *kept]
 
-    if count_tokens(prompt(0)) <= budget:
-        return prompt(0), 0
+    whole = prompt(0)
+    ids = list(tokenize(whole))
+    if len(ids) <= budget:
+        return whole, 0, ids
     last = len(turns) - 1
-    if count_tokens(prompt(last)) > budget:
+    fitting = prompt(last)
+    fitting_ids = list(tokenize(fitting))
+    if len(fitting_ids) > budget:
         raise ContextOverflow(
             f"the system prompt and the newest message need more than {budget} tokens"
         )
     low, high = 0, last  # prompt(low) is too long, prompt(high) fits
     while high - low > 1:
         middle = (low + high) // 2
-        if count_tokens(prompt(middle)) <= budget:
-            high = middle
+        candidate = prompt(middle)
+        candidate_ids = list(tokenize(candidate))
+        if len(candidate_ids) <= budget:
+            high, fitting, fitting_ids = middle, candidate, candidate_ids
         else:
             low = middle
-    kept = prompt(high)
-    return kept, len(messages) - len(kept)
+    return fitting, len(messages) - len(fitting), fitting_ids

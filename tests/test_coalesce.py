@@ -1,7 +1,9 @@
 import asyncio
 import time
 
-from inference_worker.coalesce import Chunk, coalesce
+import pytest
+
+from inference_worker.coalesce import Chunk, adaptive_interval, coalesce
 
 
 async def source(items, gap=0.0, log=None):
@@ -65,3 +67,33 @@ async def test_closing_the_stream_closes_the_source():
     await anext(stream)
     await stream.aclose()
     assert closed.is_set()
+
+
+def test_the_interval_grows_with_the_streams_of_one_process_within_a_bound():
+    base = 0.03
+    assert adaptive_interval(1, base) == base  # a quiet process: the configured interval
+    assert adaptive_interval(60, base) == base  # up to ~2,000 frames/s per process
+    assert adaptive_interval(100, base) == pytest.approx(0.05)
+    assert adaptive_interval(200, base) == pytest.approx(0.1)
+    assert adaptive_interval(5000, base) == pytest.approx(0.1)  # never past the bound
+    intervals = [adaptive_interval(n, base) for n in range(0, 400, 7)]
+    assert intervals == sorted(intervals)
+    assert adaptive_interval(500, 0.2) == 0.2  # a base above the bound is kept
+
+
+async def test_the_interval_is_read_as_the_stream_runs():
+    interval = [0.001]
+    chunks = [Chunk(text=str(i % 10), token_count=1) for i in range(40)]
+
+    async def loaded_halfway():
+        for index, chunk in enumerate(chunks):
+            await asyncio.sleep(0.005)
+            if index == 20:  # the process got busy while this stream ran
+                interval[0] = 10.0
+            yield chunk
+
+    out = await collect(coalesce(loaded_halfway(), interval=lambda: interval[0]))
+    assert "".join(c.text for c in out) == "".join(c.text for c in chunks)
+    # Before: nearly a frame per chunk. After: everything waits for the end of the stream.
+    assert len(out) >= 15
+    assert out[-1].token_count >= 19

@@ -174,7 +174,8 @@ def slow_engine(engine):
 
 
 async def test_disconnect_mid_answer_cancels_at_the_worker_and_keeps_the_partial(
-        connect, slow_engine, worker):
+        connect, slow_engine, worker, settings):
+    settings.CHAT = {**settings.CHAT, "REJOIN_GRACE_SECONDS": 0.2}
     client, first = await connect()
     await client.send({"type": "message", "text": "tell me a story", "client_id": "x"})
     await client.receive()
@@ -237,10 +238,10 @@ async def test_redis_failure_when_asking_the_workers_falls_back(connect, worker,
 
     from chat import answering
 
-    async def broken(_redis):
+    async def broken(_redis, _channel):
         raise RedisConnectionError("connection refused")
 
-    monkeypatch.setattr(answering.presence, "live_workers", broken)
+    monkeypatch.setattr(answering.presence, "capacity", broken)
     client, first = await connect()
     await client.send({"type": "message", "text": "hello", "client_id": "x"})
     assert (await client.receive())["type"] == "message.ack"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,32 @@ def test_a_server_that_fails_to_start_shows_its_log(
     with pytest.raises(RuntimeError, match="exited with code 1") as excinfo:
         start_redis(tmp_path / "run", timeout=5)
     assert "FATAL CONFIG FILE ERROR" in str(excinfo.value)
+
+
+def test_a_killed_server_comes_back_on_the_same_socket(tmp_path: Path) -> None:
+    with start_redis(tmp_path) as server:
+        client = redis.Redis.from_url(server.url)
+        assert client.ping()
+        with pytest.raises(RuntimeError, match="still running"):
+            server.launch()  # one server per socket
+        first = server.pid
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(5)
+        assert server.socket_path.exists()  # a killed server leaves its socket file
+
+        server.launch()
+
+        assert server.pid != first and server.url == f"unix://{tmp_path / 'redis.sock'}"
+        deadline = time.monotonic() + 10
+        while not _answers(client):  # the client made before the crash reconnects
+            assert time.monotonic() < deadline, "the restarted server does not answer"
+            time.sleep(0.05)
+    assert not pid_alive(first) and not pid_alive(server.pid)
+    assert not server.socket_path.exists()
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False

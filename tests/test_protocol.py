@@ -44,6 +44,11 @@ def test_client_id_is_optional_and_ping_is_accepted():
         ('{"type": "message", "text": "   \\n  "}', ErrorCode.EMPTY_MESSAGE),
         ('{"type": "message", "text": "' + "a" * 51 + '"}', ErrorCode.MESSAGE_TOO_LONG),
         ('{"type": "message", "text": "a\\u0000b"}', ErrorCode.BAD_FRAME),
+        ('{"type": "message", "text": "x\\ud800"}', ErrorCode.BAD_FRAME),  # a lone surrogate
+        ('{"type": "message", "text": "a\\u001bb"}', ErrorCode.BAD_FRAME),
+        ('{"type": "message", "text": "\\u200b\\ufeff\\u200d"}', ErrorCode.EMPTY_MESSAGE),
+        ('{"type": "csat", "score": 4, "comment": "\\udfff"}', ErrorCode.BAD_FRAME),
+        ('{"type": "contact", "email": "kim@example.com", "name": "\\ud800"}', ErrorCode.BAD_FRAME),
         ("[" * 100000 + "]" * 100000, ErrorCode.FRAME_TOO_LARGE),
     ],
 )
@@ -86,3 +91,80 @@ def test_connect_params_fall_back_and_drop_hostile_values():
     assert params.language == ""  # not a language tag: dropped, not stored
     assert params.page_url == ""
     assert connect_params({"query_string": b"", "headers": [(b"accept-language", b"fr-FR,fr")]}).language == "fr-FR"
+
+
+# --- Daphne's WebSocket protocol with the frame bound (cs_site.wsframes) ----------------------
+
+
+class _Queue(list):
+    put_nowait = list.append
+
+
+def _bounded_protocol(max_bytes: int):
+    from cs_site.wsframes import BoundedWebSocketProtocol
+
+    protocol = BoundedWebSocketProtocol()
+    protocol.max_message_bytes = max_bytes
+    # What autobahn and Daphne set up on a connection, as far as receiving a message needs.
+    protocol.application_queue = _Queue()
+    protocol.client_addr = None
+    protocol.failedByMe = False
+    protocol.websocket_version = 13
+    protocol.trackedTimings = None
+    return protocol
+
+
+def _receive(protocol, frames: list[bytes], *, binary: bool = False, chunk: int = 64) -> int:
+    """Feed one message as autobahn does (frame by frame, chunk by chunk); the most bytes
+    the protocol held at any time."""
+    held = 0
+    protocol.onMessageBegin(binary)
+    for frame in frames:
+        protocol.onMessageFrameBegin(len(frame))
+        for start in range(0, len(frame), chunk):
+            protocol.onMessageFrameData(frame[start:start + chunk])
+            held = max(held, sum(map(len, protocol.frame_data))
+                       + sum(map(len, protocol.message_data)))
+        protocol.onMessageFrameEnd()
+    protocol.onMessageEnd()
+    return held
+
+
+def test_an_oversized_message_is_cut_while_it_arrives_and_still_refused_as_too_large():
+    limit = 1000
+    protocol = _bounded_protocol(limit + 4)
+    text = json.dumps({"type": "message", "text": "好" * 100_000}, ensure_ascii=False)
+    held = _receive(protocol, [text.encode()[:150_000], text.encode()[150_000:]])
+    assert held <= limit + 4
+    [event] = protocol.application_queue
+    stand_in = event["text"]  # decoded: the cut inside a character was dropped
+    assert limit < len(stand_in.encode()) <= limit + 4 and text.startswith(stand_in)
+    assert code_of(text=stand_in, max_bytes=limit) == ErrorCode.FRAME_TOO_LARGE
+
+
+def test_messages_within_the_bound_pass_whole_and_the_cut_does_not_carry_over():
+    protocol = _bounded_protocol(104)
+    _receive(protocol, [b"x" * 5000])
+    exact = ("好" * 34).encode() + b"xx"  # 104 bytes: the bound itself
+    _receive(protocol, [exact[:50], exact[50:]])
+    _receive(protocol, [b"\x00\x01" * 10], binary=True)
+    events = protocol.application_queue
+    assert len(events[0]["text"]) == 104
+    assert events[1] == {"type": "websocket.receive", "text": exact.decode()}
+    assert events[2] == {"type": "websocket.receive", "bytes": b"\x00\x01" * 10}
+
+
+def test_installing_the_bound_twice_changes_only_the_limit():
+    from daphne.ws_protocol import WebSocketFactory
+
+    from cs_site import wsframes
+
+    before = wsframes.BoundedWebSocketProtocol.max_message_bytes
+    try:
+        wsframes.install(max_message_bytes=5000)
+        wsframes.install(max_message_bytes=6000)
+        assert WebSocketFactory.protocol is wsframes.BoundedWebSocketProtocol
+        assert wsframes.BoundedWebSocketProtocol.max_message_bytes == 6000
+        assert WebSocketFactory.protocol.__mro__[1].__name__ == "WebSocketProtocol"
+    finally:
+        wsframes.install(max_message_bytes=before)

@@ -20,6 +20,7 @@ import pytest
 from cs_site.stack import (
     PROJECT_ROOT,
     WORKER_READY_PATTERN,
+    Backoff,
     Command,
     Config,
     Plan,
@@ -113,28 +114,28 @@ def test_a_group_ignoring_sigterm_is_killed(tmp_path: Path) -> None:
     assert "stubborn stopped (killed by SIGKILL)" in output(supervisor)
 
 
-def test_wait_any_names_the_child_that_exited(sup: Supervisor) -> None:
+def test_supervise_names_a_child_that_exited(sup: Supervisor) -> None:
     sup.start("steady", SLEEPER)
     sup.start("quitter", [PY, "-c", "import sys, time; time.sleep(0.3); sys.exit(3)"])
 
-    child = sup.wait_any(timeout=10)
+    child = sup.supervise(timeout=10)
 
     assert child is not None
     assert (child.name, child.returncode) == ("quitter", 3)
     assert describe_exit(child.returncode) == "exit code 3"
 
 
-def test_wait_any_returns_none_on_stop_or_timeout(sup: Supervisor) -> None:
+def test_supervise_returns_none_on_stop_or_timeout(sup: Supervisor) -> None:
     sup.start("steady", SLEEPER)
-    assert sup.wait_any(timeout=0.2) is None
+    assert sup.supervise(timeout=0.2) is None
     stop = threading.Event()
     stop.set()
-    assert sup.wait_any(stop) is None
+    assert sup.supervise(stop) is None
 
 
 def test_output_is_prefixed_with_the_childs_name(sup: Supervisor) -> None:
     child = sup.start("talker", [PY, "-c", "print('hello'); print('10%\\r100%')"])
-    assert sup.wait_any(timeout=10) is child
+    assert sup.supervise(timeout=10) is child
     assert "talker | hello\n" in output(sup)
     assert "talker | 100%\n" in output(sup)  # a redrawn progress line shows its final state
 
@@ -237,7 +238,7 @@ def test_sigint_stops_a_running_stack_and_exits_0(tmp_path: Path) -> None:
         import sys, threading
         from pathlib import Path
         from cs_site.stack import (
-            Command, Config, Plan, Port, ReadyCheck, Supervisor, WORKER_READY_PATTERN,
+            Backoff, Command, Config, Plan, Port, ReadyCheck, Supervisor, WORKER_READY_PATTERN,
             install_stop_handlers, run_stack,
         )
         url = "http://127.0.0.1:{port}"
@@ -253,6 +254,7 @@ def test_sigint_stops_a_running_stack_and_exits_0(tmp_path: Path) -> None:
                 ReadyCheck("worker", url + "/metrics", WORKER_READY_PATTERN),
             ],
             links=[("Chat demo", url + "/")],
+            restart=Backoff(),
         )
         stop = threading.Event()
         install_stop_handlers(stop)
@@ -291,10 +293,11 @@ def test_sigint_stops_a_running_stack_and_exits_0(tmp_path: Path) -> None:
 
     assert "prepared" in text, text
     assert f"Chat demo: http://127.0.0.1:{port}/" in text, text
-    assert text.index("stopping web") < text.index("stopping worker") < text.index("Redis stopped")
+    order = ["stopping web", "stopping worker", "stopping redis", "redis stopped (exit code 0)"]
+    assert [text.index(step) for step in order] == sorted(text.index(step) for step in order)
     pids = [int(pid) for pid in pid_file.read_text().split()]
     pids += [int(pid) for pid in re.findall(r"(?:started Redis|stopping \w+) \(pid (\d+)\)", text)]
-    assert len(pids) == 5  # worker, its grandchild, Redis, worker and web again by name
+    assert len(pids) == 6  # worker, its grandchild, Redis; then web, worker and Redis by name
     assert not [pid for pid in pids if pid_alive(pid)]
 
 
@@ -330,6 +333,7 @@ def test_product_plan_runs_the_desk() -> None:
     assert ("Admin", "http://127.0.0.1:8081/admin/") in plan.links
     assert [port.port for port in plan.ports] == [8081, 9102]
     assert ("Worker metrics", "http://127.0.0.1:9102/metrics") in plan.links
+    assert plan.restart == Backoff(first=1, maximum=30, reset_after=60)
 
 
 def test_product_plan_without_worker_metrics_skips_that_check() -> None:

@@ -14,11 +14,14 @@ from inference_worker import presence
 SAMPLING = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 64, "frequency_penalty": 0.0}
 
 
-async def submit(layer, reply_channel, *, request_id="r1", messages=None, deadline=None, **extra):
+async def submit(layer, reply_channel, *, request_id="r1", messages=None, deadline=None,
+                 start_by=None, queued_at=None, **extra):
+    now = time.time()
     request = events.inference_request(
         request_id=request_id, reply_channel=reply_channel,
         messages=messages or [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}],
-        sampling=SAMPLING, deadline=deadline or time.time() + 30,
+        sampling=SAMPLING, deadline=deadline or now + 30,
+        queued_at=queued_at or now, start_by=start_by or now + 20,
     )
     request.update(extra)
     await layer.send(settings.INFERENCE["CHANNEL"], request)

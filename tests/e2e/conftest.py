@@ -83,6 +83,8 @@ def real_stack(django_db_setup, django_db_blocker, tmp_path_factory):
         "PYTHONUNBUFFERED": "1",
         # The same engine without torch.compile: starts in ~17 s instead of ~60 s.
         "INFERENCE_ENFORCE_EAGER": "true",
+        # Abort tests measure the engine stopping; a reload grace would only delay it.
+        "CHAT_REJOIN_GRACE_SECONDS": "0.3",
         "INFERENCE_MODEL_DIR": str(settings.INFERENCE["MODEL_DIR"]),
     }
     output = io.StringIO()

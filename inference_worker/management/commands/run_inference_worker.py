@@ -1,6 +1,13 @@
-"""`python manage.py run_inference_worker`: load the model into vLLM and serve requests."""
+"""`python manage.py run_inference_worker`: load the model into vLLM and serve requests.
+
+Start it through manage.py (not django-admin): vLLM's engine processes import manage.py, and
+there they tie themselves to this process, so that they end with it however it ends (see
+inference_worker/lifeline.py).
+"""
 
 import asyncio
+import logging
+import os
 import signal
 
 from channels.layers import get_channel_layer
@@ -9,8 +16,11 @@ from django.core.management.base import BaseCommand
 from prometheus_client import start_http_server
 
 from cs_site.redis_client import get_redis
+from inference_worker import lifeline
 from inference_worker.engines import build_engine
 from inference_worker.worker import InferenceWorker
+
+log = logging.getLogger("inference_worker")
 
 
 class Command(BaseCommand):
@@ -18,6 +28,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         cfg = settings.INFERENCE
+        if os.environ.get(lifeline.PARENT_PID_ENV) != str(os.getpid()):
+            log.warning("not started through manage.py: if this process is killed outright, "
+                        "vLLM's engine processes will outlive it")
         if cfg["METRICS_PORT"]:
             # Serves the default registry: vLLM's vllm:* metrics and this worker's cs_worker_*.
             start_http_server(cfg["METRICS_PORT"], addr=cfg["METRICS_HOST"])

@@ -1,0 +1,116 @@
+"""The desk's channel layer: channels-redis with one round trip per send and waiting pools.
+
+channels-redis's `send` makes four round trips in a row (drop expired messages, count, add,
+set expiry). Every streamed delta is a send, so on the per-delta hot path that is four times
+the latency and four times the Redis commands needed. Here the same four steps run as one Lua
+script: one round trip, and the capacity check and the add are atomic (no slight overshoot
+under concurrent senders). Everything else (channel naming, '!' process-local channels,
+serialization, receive, groups, capacity patterns) is channels-redis's own.
+
+redis-py's default pool raises MaxConnectionsError once 100 connections are in use; a burst
+of sends then fails outright. These pools make a send wait for a free connection instead,
+up to `pool_timeout` seconds (then redis-py's ConnectionError, a RedisError like any other
+Redis failure). Both are set per host entry:
+
+    "hosts": [{"address": REDIS_URL, "max_connections": 200, "pool_timeout": 5}]
+"""
+
+import functools
+import hashlib
+import logging
+import time
+
+from channels.exceptions import ChannelFull
+from channels_redis.core import BoundedQueue, RedisChannelLayer
+from redis import asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError
+
+log = logging.getLogger(__name__)
+
+# KEYS[1]: the channel's sorted set. ARGV: message, now (its score), the newest score that
+# counts as expired, capacity, expiry in seconds. Returns 0 when the channel is full.
+_SEND_SCRIPT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[3])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+    return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+_SEND_SHA = hashlib.sha1(_SEND_SCRIPT.encode()).hexdigest()
+
+DEFAULT_MAX_CONNECTIONS = 200
+DEFAULT_POOL_TIMEOUT = 5.0
+
+
+class DeskChannelLayer(RedisChannelLayer):
+    def __init__(self, *args, local_capacity: int | None = None, **kwargs):
+        """`local_capacity`: messages one process-local channel may buffer in this process
+        before its consumer reads them (channels-redis uses `capacity`, 100 by default, and
+        silently drops the oldest beyond it)."""
+        super().__init__(*args, **kwargs)
+        if local_capacity is not None:
+            self.receive_buffer.default_factory = functools.partial(BoundedQueue, local_capacity)
+
+    def create_pool(self, index):
+        host = dict(self.hosts[index])
+        if "address" not in host:
+            # Sentinel and host/port entries: channels-redis's own pools.
+            return super().create_pool(index)
+        address = host.pop("address")
+        host.setdefault("max_connections", DEFAULT_MAX_CONNECTIONS)
+        timeout = host.pop("pool_timeout", DEFAULT_POOL_TIMEOUT)
+        return aioredis.BlockingConnectionPool.from_url(address, timeout=timeout, **host)
+
+    async def send(self, channel, message):
+        """Send a message onto a (general or specific) channel, in one round trip."""
+        assert isinstance(message, dict), "message is not a dict"
+        assert self.require_valid_channel_name(channel), "Channel name not valid"
+        assert "__asgi_channel__" not in message
+        channel_non_local_name = channel
+        if "!" in channel:
+            # Process-local channels share their process's key; the full name travels inside.
+            message = dict(message.items())
+            message["__asgi_channel__"] = channel
+            channel_non_local_name = self.non_local_name(channel)
+            index = self.consistent_hash(channel)
+        else:
+            index = next(self._send_index_generator)
+        channel_key = self.prefix + channel_non_local_name
+        now = time.time()
+        args = (self.serialize(message), now, int(now) - int(self.expiry),
+                self.get_capacity(channel), int(self.expiry))
+        if not await self._run_send_script(self.connection(index), channel_key, args):
+            raise ChannelFull()
+
+    @staticmethod
+    async def _run_send_script(connection, key, args) -> int:
+        # EVALSHA sends the script's hash only; a Redis that has not seen the script yet (a
+        # new or restarted server) answers NOSCRIPT once, and EVAL runs and caches it.
+        try:
+            return await connection.evalsha(_SEND_SHA, 1, key, *args)
+        except NoScriptError:
+            return await connection.eval(_SEND_SCRIPT, 1, key, *args)
+
+    async def group_add(self, group, channel):
+        """channels-redis's group_add (add, then renew the group's expiry) in one round trip:
+        workers renew their membership at every heartbeat."""
+        assert self.require_valid_group_name(group), "Group name not valid"
+        assert self.require_valid_channel_name(channel), "Channel name not valid"
+        group_key = self._group_key(group)
+        connection = self.connection(self.consistent_hash(group))
+        async with connection.pipeline(transaction=False) as pipe:
+            pipe.zadd(group_key, {channel: time.time()})
+            pipe.expire(group_key, self.group_expiry)
+            await pipe.execute()
+
+    async def _clean_receive_backup(self, index, channel):
+        # channels-redis runs this as a detached task after each receive; when Redis drops
+        # right then, its exception surfaced only as asyncio's "Task exception was never
+        # retrieved" with a traceback. The message was received all the same.
+        try:
+            await super()._clean_receive_backup(index, channel)
+        except (RedisError, OSError) as exc:
+            log.warning("could not clear a received message from %s's backup (%s); Redis may "
+                        "deliver it again", channel, exc.__class__.__name__)

@@ -1,0 +1,88 @@
+"""Incoming WebSocket messages, bounded while they arrive instead of after.
+
+Daphne serves WebSockets with autobahn, which gathers a whole message in memory before the
+application sees it, and fails the connection when a message exceeds Daphne's 1 MiB default
+(the client sees an abnormal close, 1006, not the documented `frame_too_large`). A larger
+limit alone would let every socket make Daphne hold that much per message.
+
+`install()` gives Daphne a WebSocket protocol that keeps at most `max_message_bytes` of any
+message and drops the rest as it arrives, so memory stays flat whatever a client sends. A
+message that was cut short reaches the application as its first `max_message_bytes` bytes
+(an incomplete character at the cut dropped): text longer than the application's own limit,
+which the application refuses with its usual error (`frame_too_large` on /ws/chat/,
+`bad_frame` on /ws/console/) on a socket that stays open. Both consumers check the size
+before they parse anything, so the stand-in is never taken for the client's frame.
+
+Beyond that, autobahn's own ceiling (`HARD_CEILING_BYTES`, one frame or one message) still
+fails the connection, at the frame's header, before any of its payload is read: autobahn
+sends a close frame with code 1009 (message too big) and its reason, reads and discards what
+the client still sends until the client answers the close or one second passes, then closes
+the TCP connection. With autobahn's default (drop without a close frame) such a client would
+only see 1006 and not know why.
+
+The ceiling also bounds what the server sends: one outgoing frame (a long history) may be up
+to HARD_CEILING_BYTES instead of Daphne's 1 MiB.
+"""
+
+import logging
+
+from daphne import ws_protocol
+
+log = logging.getLogger(__name__)
+
+# Bytes kept beyond the application's limit, so that a cut message is still longer than the
+# limit once an incomplete UTF-8 character (at most 3 bytes) is dropped at the cut.
+MARGIN_BYTES = 4
+# Larger than any frame a well-behaved client sends, far below what would hurt: frames and
+# messages over this are refused by autobahn at their header, and the connection closed.
+HARD_CEILING_BYTES = 8 * 1024 * 1024
+
+
+class BoundedWebSocketProtocol(ws_protocol.WebSocketProtocol):
+    """Daphne's protocol, keeping at most `max_message_bytes` of each incoming message."""
+
+    max_message_bytes = 16384 + MARGIN_BYTES  # set by install()
+    # Class attributes win over the factory's options: autobahn copies an option from the
+    # factory only when the protocol has no value of its own. So Daphne's
+    # --websocket_max_frame_size / --websocket_max_message_size do not apply.
+    maxFramePayloadSize = HARD_CEILING_BYTES
+    maxMessagePayloadSize = HARD_CEILING_BYTES
+    # Fail a connection with a close frame that says why (1009 too big, 1007 not UTF-8, 1002
+    # protocol error) rather than by dropping it, which a client can only read as 1006.
+    failByDrop = False
+
+    kept_bytes = 0
+    truncated = False
+
+    def onMessageBegin(self, isBinary: bool) -> None:
+        super().onMessageBegin(isBinary)
+        self.kept_bytes = 0
+        self.truncated = False
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        # autobahn calls this with each chunk read from the network (a frame is not gathered
+        # first), after its incremental UTF-8 check of the whole chunk.
+        room = self.max_message_bytes - self.kept_bytes
+        if len(payload) > room:
+            self.truncated = True
+            payload = payload[:max(room, 0)]
+            if not payload:
+                return
+        self.kept_bytes += len(payload)
+        super().onMessageFrameData(payload)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.truncated and not isBinary:
+            # The cut may split a character; Daphne decodes text strictly.
+            payload = payload.decode("utf-8", "ignore").encode("utf-8")
+        super().onMessage(payload, isBinary)
+
+
+def install(*, max_message_bytes: int) -> None:
+    """Make Daphne's WebSocket factory use BoundedWebSocketProtocol, keeping at most
+    `max_message_bytes` of a message (the application's largest limit plus MARGIN_BYTES).
+    Calling it again only changes the limit."""
+    BoundedWebSocketProtocol.max_message_bytes = max_message_bytes
+    if ws_protocol.WebSocketFactory.protocol is not BoundedWebSocketProtocol:
+        ws_protocol.WebSocketFactory.protocol = BoundedWebSocketProtocol
+        log.debug("WebSocket messages are kept up to %d bytes", max_message_bytes)

@@ -1,0 +1,148 @@
+"""The desk's channel layer against a real Redis: channels-redis semantics, one round trip per
+send, capacities by pattern, expiry, groups, and pools that wait instead of failing."""
+
+import asyncio
+import time
+
+import pytest
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+from channels_redis.core import RedisChannelLayer
+from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from cs_site.channel_layer import DeskChannelLayer
+from cs_site.redis_client import get_redis
+
+
+def url() -> str:
+    return settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"]
+
+
+def layer(**config) -> DeskChannelLayer:
+    hosts = config.pop("hosts", [{"address": url(), "socket_timeout": 30}])
+    return DeskChannelLayer(hosts=hosts, **config)
+
+
+async def test_the_configured_layer_is_the_desk_layer_with_its_capacities():
+    configured = get_channel_layer()
+    assert isinstance(configured, DeskChannelLayer)
+    reply = await configured.new_channel()
+    assert configured.get_capacity(reply) == 20_000  # every reply channel of a process
+    assert configured.get_capacity(settings.INFERENCE["CHANNEL"]) == 1000
+    assert configured.get_capacity("something.else") == 100
+    assert configured.receive_buffer[reply].maxsize == 1000
+    del configured.receive_buffer[reply]
+
+
+async def test_send_and_receive_on_shared_and_process_local_channels():
+    desk = layer()
+    await desk.send("shared", {"type": "hello", "n": 1})
+    assert await desk.receive("shared") == {"type": "hello", "n": 1}
+    first, second = await desk.new_channel(), await desk.new_channel()
+    await desk.send(second, {"type": "to.second"})
+    await desk.send(first, {"type": "to.first"})
+    assert await desk.receive(first) == {"type": "to.first"}
+    assert await desk.receive(second) == {"type": "to.second"}
+    await desk.close_pools()
+
+
+async def test_plain_channels_redis_reads_what_the_desk_layer_sends():
+    # The wire format is channels-redis's own: a web process on the plain layer (as in a
+    # rolling upgrade) reads the desk layer's messages.
+    plain = RedisChannelLayer(hosts=[{"address": url(), "socket_timeout": 30}])
+    desk = layer()
+    reply = await plain.new_channel()
+    await desk.send(reply, {"type": "inference.delta", "text": "hé"})
+    assert await plain.receive(reply) == {"type": "inference.delta", "text": "hé"}
+    await plain.send("shared", {"type": "back"})
+    assert await desk.receive("shared") == {"type": "back"}
+    await desk.close_pools()
+    await plain.close_pools()
+
+
+async def test_a_send_is_one_round_trip():
+    desk = layer()
+    await desk.send("warm", {"type": "x"})  # a fresh Redis learns the script once
+    connection = desk.connection(0)
+    commands = []
+    execute = connection.execute_command
+
+    async def counting(*args, **options):
+        commands.append(args[0])
+        return await execute(*args, **options)
+
+    connection.execute_command = counting
+    await desk.send("warm", {"type": "y"})
+    await desk.send(await desk.new_channel(), {"type": "z"})
+    assert commands == ["EVALSHA", "EVALSHA"]
+    await desk.close_pools()
+
+
+async def test_a_full_channel_raises_channel_full_and_process_channels_share_one_key():
+    desk = layer(capacity=2, channel_capacity={"*!*": 3})
+    await desk.send("shared", {"type": "a"})
+    await desk.send("shared", {"type": "b"})
+    with pytest.raises(ChannelFull):
+        await desk.send("shared", {"type": "c"})
+    assert await get_redis().zcard("asgishared") == 2  # the refused one was not added
+    # Three sockets of one process: one key, one capacity.
+    sockets = [await desk.new_channel() for _ in range(3)]
+    for index, channel in enumerate(sockets):
+        await desk.send(channel, {"type": "m", "i": index})
+    with pytest.raises(ChannelFull):
+        await desk.send(await desk.new_channel(), {"type": "m"})
+    # Reading frees room again.
+    assert await desk.receive("shared") == {"type": "a"}
+    await desk.send("shared", {"type": "c"})
+    await desk.close_pools()
+
+
+async def test_messages_expire_and_the_key_with_them():
+    desk = layer(expiry=1, capacity=1)
+    await desk.send("short", {"type": "old"})
+    assert 0 < await get_redis().ttl("asgishort") <= 1
+    await asyncio.sleep(2.1)
+    # The expired message no longer counts against the capacity, and it is gone.
+    await desk.send("short", {"type": "new"})
+    assert await desk.receive("short") == {"type": "new"}
+    await desk.close_pools()
+
+
+async def test_groups_still_work():
+    desk = layer()
+    local, shared = await desk.new_channel(), "group-member"
+    await desk.group_add("watchers", local)
+    await desk.group_add("watchers", shared)
+    assert 86000 < await get_redis().ttl("asgi:group:watchers") <= 86400
+    await desk.group_send("watchers", {"type": "news", "n": 1})
+    assert await desk.receive(local) == {"type": "news", "n": 1}
+    assert await desk.receive(shared) == {"type": "news", "n": 1}
+    await desk.group_discard("watchers", shared)
+    await desk.group_send("watchers", {"type": "news", "n": 2})
+    assert await desk.receive(local) == {"type": "news", "n": 2}
+    assert await get_redis().zcard("asgigroup-member") == 0  # the member that left got none
+    await desk.close_pools()
+
+
+async def test_a_burst_larger_than_the_pool_waits_for_connections():
+    desk = layer(hosts=[{"address": url(), "max_connections": 2, "pool_timeout": 5}],
+                 capacity=1000)
+    await asyncio.gather(*(desk.send("burst", {"type": "n", "i": i}) for i in range(200)))
+    assert await get_redis().zcard("asgiburst") == 200
+    assert len(desk.connection(0).connection_pool._in_use_connections) == 0
+    await desk.close_pools()
+
+
+async def test_a_send_that_finds_no_connection_in_time_fails_as_a_redis_error():
+    desk = layer(hosts=[{"address": url(), "max_connections": 1, "pool_timeout": 0.2,
+                         "socket_timeout": 30}])
+    waiting = asyncio.create_task(desk.receive("idle"))  # holds the one connection in BZPOPMIN
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    with pytest.raises(RedisConnectionError):
+        await desk.send("other", {"type": "x"})
+    assert 0.15 < time.monotonic() - started < 2
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    await desk.close_pools()

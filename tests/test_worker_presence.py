@@ -1,0 +1,78 @@
+"""Presence and capacity in Redis: live workers, their slots, and the queue before them."""
+
+import time
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from cs_site.redis_client import get_redis
+from inference_worker import presence
+
+CHANNEL = settings.INFERENCE["CHANNEL"]
+
+
+async def test_capacity_counts_live_workers_their_slots_and_waiting_requests():
+    redis = get_redis()
+    assert await presence.capacity(redis, CHANNEL) == (0, 0, 0)
+    await presence.beat(redis, "gpu-a", 16)
+    await presence.beat(redis, "gpu-b", 4)
+    layer = get_channel_layer()
+    for index in range(3):
+        await layer.send(CHANNEL, {"type": "inference.request", "n": index})
+    await layer.send("another-channel", {"type": "x"})  # not in this queue
+    assert await presence.capacity(redis, CHANNEL) == (2, 20, 3)
+    assert await presence.queue_length(redis, CHANNEL) == 3
+    await layer.receive(CHANNEL)
+    assert await presence.queue_length(redis, CHANNEL) == 2
+
+
+async def test_capacity_is_one_round_trip():
+    redis = get_redis()
+    await presence.beat(redis, "gpu-a", 16)
+    calls = []
+    original = redis.pipeline
+
+    def pipeline(*args, **kwargs):
+        calls.append("pipeline")
+        return original(*args, **kwargs)
+
+    redis.pipeline = pipeline
+    execute = redis.execute_command
+    redis.execute_command = lambda *args, **kw: calls.append(args[0]) or execute(*args, **kw)
+    try:
+        await presence.capacity(redis, CHANNEL)
+    finally:
+        del redis.pipeline, redis.execute_command
+    assert calls == ["pipeline"]
+
+
+async def test_silent_workers_stop_counting_and_are_forgotten_with_their_slots():
+    redis = get_redis()
+    ttl = settings.INFERENCE["WORKER_TTL_SECONDS"]
+    await redis.zadd(presence.KEY, {"quiet": time.time() - ttl - 1,
+                                    "dead": time.time() - 11 * ttl})
+    await redis.hset(presence.SLOTS_KEY, mapping={"quiet": 8, "dead": 8})
+    await presence.beat(redis, "alive", 2)
+    # "quiet" missed its heartbeats: no longer live, not yet forgotten.
+    assert await presence.capacity(redis, CHANNEL) == (1, 2, 0)
+    assert await presence.live_workers(redis) == 1
+    assert set(await redis.zrange(presence.KEY, 0, -1)) == {"quiet", "alive"}
+    assert set(await redis.hkeys(presence.SLOTS_KEY)) == {"quiet", "alive"}
+    await presence.leave(redis, "alive")
+    assert await presence.capacity(redis, CHANNEL) == (0, 0, 0)
+    assert set(await redis.hkeys(presence.SLOTS_KEY)) == {"quiet"}
+
+
+async def test_expired_requests_do_not_count_as_waiting():
+    redis = get_redis()
+    layer = get_channel_layer()
+    await layer.send(CHANNEL, {"type": "inference.request"})
+    # One sent longer ago than the layer's expiry: channels-redis drops it at the next send.
+    await redis.zadd("asgi" + CHANNEL, {b"stale": time.time() - 61})
+    assert await presence.queue_length(redis, CHANNEL) == 1
+
+
+async def test_a_worker_beating_without_slots_counts_as_one():
+    redis = get_redis()
+    await redis.zadd(presence.KEY, {"old-release": time.time()})
+    assert await presence.capacity(redis, CHANNEL) == (1, 1, 0)
