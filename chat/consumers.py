@@ -21,7 +21,6 @@ from redis.exceptions import RedisError
 from agents import services as agent_services
 from agents.services import agent_name
 from chat import answering, events, memory, selectors, services
-from chat.handoff import accepts_offer, asks_for_human
 from chat.models import Conversation, Message
 from chat.protocol import FrameError, client_id_of, connect_params, parse_client_frame
 
@@ -291,7 +290,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await memory.remember(message)
         if self.conversation.status != Conversation.Status.BOT:
             return  # waiting for, or talking with, a human: the bot stays silent
-        if await database_sync_to_async(_asks_for_human)(message):
+        if await database_sync_to_async(selectors.asks_for_human)(message):
             await self._on_handoff_request()
         else:
             await answering.request_answer(conversation=self.conversation, question=message,
@@ -343,13 +342,3 @@ def _history_item(message: Message) -> events.HistoryItem:
         "rating": feedback.rating if (feedback := getattr(message, "feedback", None)) else None,
         "agent_name": agent_name(message.author) if message.role == Message.Role.AGENT else "",
     }
-
-
-def _asks_for_human(message: Message) -> bool:
-    cfg = settings.CHAT
-    if asks_for_human(message.text, cfg["HANDOFF_PHRASES"]):
-        return True
-    previous = selectors.last_bot_text(conversation_id=message.conversation_id,
-                                       before_id=message.id)
-    return accepts_offer(message.text, previous, offers=cfg["HANDOFF_OFFERS"],
-                         affirmatives=cfg["HANDOFF_AFFIRMATIVES"])

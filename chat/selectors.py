@@ -4,6 +4,9 @@ import hashlib
 import hmac
 import uuid
 
+from django.conf import settings
+
+from chat import handoff
 from chat.models import BotProfile, Conversation, Message, Site
 
 # Roles the model sees as conversation turns; system notes are for people only.
@@ -111,8 +114,9 @@ def newest_customer_message(*, conversation_id, after_id: int = 0) -> Message | 
 
 
 def newest_unanswered_customer_message(*, conversation_id, after_id: int) -> Message | None:
-    """The newest customer message above `after_id` while the bot holds the conversation."""
-    return (
+    """The newest customer message above `after_id` while the bot holds the conversation,
+    unless it asks for a human (its socket hands the conversation off instead)."""
+    latest = (
         Message.objects.filter(
             conversation_id=conversation_id, conversation__status=Conversation.Status.BOT,
             role=Message.Role.CUSTOMER, id__gt=after_id,
@@ -120,6 +124,17 @@ def newest_unanswered_customer_message(*, conversation_id, after_id: int) -> Mes
         .order_by("-id")
         .first()
     )
+    return None if latest is None or asks_for_human(latest) else latest
+
+
+def asks_for_human(message: Message) -> bool:
+    """The customer's words ask for a human: a hand-off phrase, or yes to the bot's offer."""
+    cfg = settings.CHAT
+    if handoff.asks_for_human(message.text, cfg["HANDOFF_PHRASES"]):
+        return True
+    previous = last_bot_text(conversation_id=message.conversation_id, before_id=message.id)
+    return handoff.accepts_offer(message.text, previous, offers=cfg["HANDOFF_OFFERS"],
+                                 affirmatives=cfg["HANDOFF_AFFIRMATIVES"])
 
 
 def last_bot_text(*, conversation_id, before_id: int) -> str:
