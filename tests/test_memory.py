@@ -21,9 +21,12 @@ async def add(conversation, text, client_id):
 async def test_cold_cache_is_rebuilt_from_the_database_then_appended(settings):
     settings.CHAT = {**settings.CHAT, "MEMORY_TURNS": 3, "MEMORY_TTL_SECONDS": 120}
     conversation, _ = await database_sync_to_async(services.conversation_start)()
-    for i in range(4):
-        await add(conversation, f"m{i}", str(i))  # cache is cold: nothing is written
+    await add(conversation, "m0", "0")  # a new conversation's first message starts the cache
     key = f"chat:turns:{conversation.id}"
+    assert [json.loads(x)["text"] for x in await get_redis().lrange(key, 0, -1)] == ["m0"]
+    await get_redis().delete(key)  # gone (expired, Redis restarted)
+    for i in range(1, 4):
+        await add(conversation, f"m{i}", str(i))  # cache is cold: nothing is written
     assert await get_redis().exists(key) == 0
     turns = await memory.recent_turns(conversation.id)
     assert [t["text"] for t in turns] == ["m1", "m2", "m3"]
