@@ -49,15 +49,6 @@ async def clean_redis(redis_server):
 
 
 @pytest.fixture(autouse=True)
-async def stop_answer_runs():
-    """No answer of one test runs on into the next (or into its database teardown)."""
-    yield
-    from chat import answering
-
-    await answering.persist_all("test_over")
-
-
-@pytest.fixture(autouse=True)
 async def close_async_orm_connections():
     """The async ORM runs queries in asgiref's shared thread, whose connection outlives the
     test: close it, or PostgreSQL cannot drop the test database at the end of the run."""
