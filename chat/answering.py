@@ -70,6 +70,16 @@ _MODEL_ROLE = {
 _sockets: dict[str, object] = {}
 # Runs of this process by conversation id.
 _runs: dict[str, "AnswerRun"] = {}
+# Every task of every run (answers and their channel receivers), until it has ended: the event
+# loop keeps only weak references to tasks, and a stopping process waits for these.
+tasks: set[asyncio.Task] = set()
+
+
+def _spawn(coro) -> asyncio.Task:
+    task = asyncio.get_running_loop().create_task(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
 
 
 def build_messages(system_prompt: str, turns: list[dict]) -> list[events.ChatTurn]:
@@ -262,7 +272,7 @@ class AnswerRun:
 
     def launch(self, question: Message) -> None:
         _runs[self.cid] = self
-        self.task = asyncio.get_running_loop().create_task(self._main(question))
+        self.task = _spawn(self._main(question))
 
     def post(self, event: dict) -> None:
         self.inbox.put_nowait(event)
@@ -285,7 +295,7 @@ class AnswerRun:
             if _runs.get(self.cid) is self:
                 del _runs[self.cid]
             if self._receiver is not None:
-                self._receiver.cancel()
+                await cancel_and_wait(self._receiver)
             with contextlib.suppress(*_REDIS_ERRORS):
                 await self.layer.group_discard(events.conversation_group(self.cid), self.channel)
             await self._release_claim()
@@ -293,14 +303,20 @@ class AnswerRun:
     async def _listen(self) -> None:
         with contextlib.suppress(*_REDIS_ERRORS):
             await self.layer.group_add(events.conversation_group(self.cid), self.channel)
-        self._receiver = asyncio.create_task(self._receive())
+        self._receiver = _spawn(self._receive())
 
     async def _receive(self) -> None:
         while True:
             try:
-                self.inbox.put_nowait(await self.layer.receive(self.channel))
+                event = await self.layer.receive(self.channel)
             except _REDIS_ERRORS:
+                # redis-py turns a cancellation during a read into a connection error: keep
+                # it a cancellation, or this loop would outlive the run.
+                if asyncio.current_task().cancelling():
+                    raise asyncio.CancelledError from None
                 await asyncio.sleep(0.5)  # the watchdog deadlines cover the gap
+                continue
+            self.inbox.put_nowait(event)
 
     async def _announce(self) -> None:
         """Every other tab of the customer, and every agent watching, joins this answer."""
@@ -651,6 +667,15 @@ class AnswerRun:
         except Exception:  # one broken socket must not end the answer for everyone
             log.warning("could not send %s to %s", frame["type"], channel, exc_info=True)
             self.audience.pop(channel, None)
+
+
+async def cancel_and_wait(task: asyncio.Task) -> None:
+    """Cancel `task` and wait until it has ended. A channel-layer receive can lose one
+    cancellation (redis-py's read timeout turns a cancel that coincides with it into a timeout,
+    and channels-redis then reads again), so cancel again until it ends."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.5)
 
 
 def _store_fallback(conversation: Conversation, question: Message, reason: str) -> Message:

@@ -49,6 +49,18 @@ async def clean_redis(redis_server):
 
 
 @pytest.fixture(autouse=True)
+async def no_answer_outlives_its_test():
+    """Answers run as tasks of their own: end them with the test, before its database is
+    emptied and its event loop closed."""
+    yield
+    from chat import answering
+
+    for task in list(answering.tasks):
+        await asyncio.wait_for(answering.cancel_and_wait(task), 10)
+    answering._runs.clear()
+
+
+@pytest.fixture(autouse=True)
 async def close_async_orm_connections():
     """The async ORM runs queries in asgiref's shared thread, whose connection outlives the
     test: close it, or PostgreSQL cannot drop the test database at the end of the run."""

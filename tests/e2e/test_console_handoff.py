@@ -74,9 +74,10 @@ async def test_agent_watches_takes_over_mid_answer_talks_and_hands_back(
     await expect(agent.locator("#controls")).to_contain_text("You hold this conversation")
 
     await expect(customer.page.locator(".sy").last).to_contain_text("Ada joined")
+    # The answer ends on both screens (its bot.done follows the stored message).
+    await expect(transcript.locator(".msg--streaming")).to_have_count(0)
     taken = await Message.objects.filter(conversation=conversation, role="bot").alast()
     assert taken.is_partial and taken.finish_reason == "takeover" and taken.text
-    await expect(transcript.locator(".msg--streaming")).to_have_count(0)
 
     # Both sides talk; the bot stays silent meanwhile.
     bots_before = await Message.objects.filter(conversation=conversation, role="bot").acount()
