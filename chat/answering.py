@@ -39,7 +39,7 @@ from django.conf import settings
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from chat import events, fallback, memory, selectors, services
+from chat import events, fallback, limits, memory, selectors, services
 from chat.models import Conversation, Message
 from chat.prompting import render_system_prompt
 from chat.punctuation import FullwidthPunctuation
@@ -213,6 +213,7 @@ class _Answer:
     last_event_at: float = 0.0
     next_presence_check: float = 0.0
     punctuation: FullwidthPunctuation | None = None
+    slot: limits.Slot | None = None  # the site's answers streaming at once
     finished: bool = False
 
     @property
@@ -356,20 +357,31 @@ class AnswerRun:
 
     async def _answer(self, question: Message) -> None:
         answer = self.answer = _Answer(question=question)
-        if not await self._send_request(answer):
-            return
-        while not answer.finished:
-            timeout = max(0.0, self._next_deadline(answer) - time.monotonic())
-            try:
-                event = await asyncio.wait_for(self.inbox.get(), timeout)
-            except TimeoutError:
-                await self._on_deadline(answer)
-                continue
-            await self._on_event(answer, event)
+        try:
+            if not await self._send_request(answer):
+                return
+            while not answer.finished:
+                timeout = max(0.0, self._next_deadline(answer) - time.monotonic())
+                try:
+                    event = await asyncio.wait_for(self.inbox.get(), timeout)
+                except TimeoutError:
+                    await self._on_deadline(answer)
+                    continue
+                await self._on_event(answer, event)
+        finally:
+            if answer.slot is not None:
+                await limits.release_answer_slot(answer.slot)
 
     async def _send_request(self, answer: _Answer) -> bool:
         """Send the request to the workers; False if the fallback answered instead."""
         cfg, inference = settings.CHAT, settings.INFERENCE
+        site = str(self.conversation.site_id or "")
+        answer.slot = await limits.acquire_answer_slot(site_key=site)
+        if answer.slot is None:
+            log.warning("site %s has SITE_CONCURRENT_ANSWERS answers streaming; %s gets the "
+                        "fallback", self.conversation.site_id, self.cid)
+            await self._fallback(answer, fallback.REASON_BUSY)
+            return False
         try:
             live, slots, queued = await presence.capacity(get_redis(), inference["CHANNEL"])
             if live == 0:

@@ -13,21 +13,16 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
-from limits import parse_many
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from redis.exceptions import RedisError
 
 from agents import services as agent_services
 from agents.services import agent_name
-from chat import answering, events, memory, selectors, services
+from chat import answering, events, limits, memory, selectors, services
 from chat.models import Conversation, Message
 from chat.protocol import FrameError, client_id_of, connect_params, parse_client_frame
+from cs_site.client_ip import client_ip
 
 log = logging.getLogger(__name__)
-
-# Per-socket flood control lives in process memory: a socket is served by one process.
-_rate_limiter = MovingWindowRateLimiter(MemoryStorage())
 
 TYPING_EVERY_SECONDS = 2.0  # customer typing reaches agents at most this often
 CLOSED_MESSAGE = "This conversation is closed. Start a new one to write again."
@@ -36,6 +31,7 @@ CLOSE_NOT_FOUND = 4404
 
 
 CLOSE_SERVICE_RESTART = 1012  # the widget reconnects with backoff
+CLOSE_TRY_AGAIN_LATER = 1013  # refused by a limit; the widget reconnects with backoff
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -66,7 +62,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         await self.accept()
         params = connect_params(self.scope)
-        self.rate_limits = parse_many(settings.CHAT["SOCKET_RATE_LIMIT"])
+        self.client_ip = client_ip(self.scope)
         site = None
         if params.site_key:
             # Widget sockets come from company pages on other origins: the site key must
@@ -94,6 +90,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._join()
             await self._send_resume()
         else:
+            refusal = await limits.check_new_conversation(
+                ip=self.client_ip, site_key=site.key if site else "")
+            if refusal is not None:
+                await self._refuse(events.ErrorCode.RATE_LIMITED, refusal.message,
+                                   CLOSE_TRY_AGAIN_LATER, retry_after=refusal.retry_after)
+                return
             self.conversation, token = await database_sync_to_async(services.conversation_start)(
                 site=site, language=params.language or (site.language if site else ""),
                 region=params.region, timezone_name=params.timezone,
@@ -114,8 +116,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.group = events.conversation_group(self.conversation.id)
         await self.channel_layer.group_add(self.group, self.channel_name)
 
-    async def _refuse(self, code: str, message: str, close_code: int) -> None:
-        await self.send_frame(events.error_frame(code=code, message=message))
+    async def _refuse(self, code: str, message: str, close_code: int,
+                      retry_after: int | None = None) -> None:
+        await self.send_frame(events.error_frame(code=code, message=message,
+                                                 retry_after=retry_after))
         await self.close(code=close_code)
 
     async def _send_resume(self) -> None:
@@ -165,16 +169,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                        max_chars=cfg["MAX_MESSAGE_CHARS"])
         except FrameError as exc:
             refusal = exc
-        # Every frame counts against the flood limit, bad ones too, except typing signals:
-        # frequent by nature, they are throttled in _on_typing instead.
-        if (frame is None or frame["type"] != "typing") and not all(
-            _rate_limiter.hit(limit, self.channel_name) for limit in self.rate_limits
-        ):
-            refusal = FrameError(events.ErrorCode.RATE_LIMITED,
-                                 "Too many frames; wait a few seconds before sending again.")
+        # Every frame counts against the flood limit, bad ones too, except typing signals
+        # (frequent by nature, throttled in _on_typing instead) and pings (the widget's
+        # heartbeat, which every open tab sends).
+        retry_after = None
+        if frame is None or frame["type"] not in ("typing", "ping"):
+            limited = await limits.check_frame(socket_id=self.channel_name,
+                                               conversation_id=str(self.conversation.id))
+            if limited is None and frame is not None and frame["type"] == "message":
+                limited = await limits.check_message(ip=self.client_ip)
+            if limited is not None:
+                refusal = FrameError(limited.code, limited.message)
+                retry_after = limited.retry_after
         if refusal is not None:
             await self.send_frame(events.error_frame(
-                code=refusal.code, message=refusal.message,
+                code=refusal.code, message=refusal.message, retry_after=retry_after,
                 client_id=client_id_of(text_data, max_bytes=settings.CHAT["MAX_FRAME_BYTES"]),
             ))
             return

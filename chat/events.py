@@ -140,12 +140,15 @@ def bot_done_frame(*, message_id: int, usage: Usage, ttft_ms: int | None, total_
     }
 
 
-def error_frame(*, code: str, message: str, client_id: str | None = None) -> dict:
+def error_frame(*, code: str, message: str, client_id: str | None = None,
+                retry_after: int | None = None) -> dict:
     """`client_id` names the refused message, when a message was refused: its sender can
-    stop resending it."""
+    stop resending it. `retry_after`: seconds until a limit lets the same action through."""
     frame = {"type": "error", "code": code, "message": message}
     if client_id is not None:
         frame["client_id"] = client_id
+    if retry_after is not None:
+        frame["retry_after"] = retry_after
     return frame
 
 

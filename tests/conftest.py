@@ -142,11 +142,15 @@ async def connect():
 
     clients: list[ChatClient] = []
 
-    async def _connect(query: str = "", headers: list | None = None):
+    async def _connect(query: str = "", headers: list | None = None,
+                       client: tuple[str, int] | None = None):
+        """`client`: the TCP peer (address, port), as Daphne reports it."""
         communicator = WebsocketCommunicator(
             application, "/ws/chat/" + (f"?{query}" if query else ""),
             headers=headers if headers is not None else [ORIGIN],
         )
+        if client is not None:
+            communicator.scope["client"] = client
         connected, _ = await communicator.connect()
         assert connected
         client = ChatClient(communicator)

@@ -198,6 +198,30 @@ async def test_a_full_queue_answers_with_the_fallback_at_once(connect, settings)
     assert done["fallback"] is True and done["finish_reason"] == "busy"
 
 
+async def test_a_site_at_its_concurrent_answer_limit_gets_the_fallback_until_one_ends(
+        connect, worker, slow_engine, settings):
+    settings.CHAT = {**settings.CHAT, "SITE_CONCURRENT_ANSWERS": 1}
+    first, _ = await connect()
+    second, _ = await connect()
+    await first.send({"type": "message", "text": "tell me", "client_id": "m1"})
+    await first.receive()
+    await first.receive_until(lambda f: f["type"] == "bot.delta")
+
+    await second.send({"type": "message", "text": "me too", "client_id": "m2"})
+    await second.receive()
+    *_, done = await second.answer(timeout=3)
+    assert done["fallback"] is True and done["finish_reason"] == "busy"
+    assert len(slow_engine.prompts) == 1  # the model never saw the second question
+
+    *_, done = await first.answer()
+    assert done["fallback"] is False
+    # The slot came back with the end of the answer: the next question reaches the model.
+    await second.send({"type": "message", "text": "and now?", "client_id": "m3"})
+    await second.receive()
+    *_, done = await second.answer()
+    assert done["fallback"] is False and len(slow_engine.prompts) == 2
+
+
 async def test_streamed_text_is_saved_while_it_streams(connect, worker, slow_engine, settings):
     settings.CHAT = {**settings.CHAT, "PARTIAL_SAVE_SECONDS": 0.2}
     tab, first = await connect()

@@ -135,16 +135,60 @@ async def test_bad_frames_get_errors_and_the_socket_stays_usable(connect, worker
     assert (await client.receive())["type"] == "message.ack"
 
 
-async def test_flooding_socket_is_rate_limited(connect, settings):
-    settings.CHAT = {**settings.CHAT, "SOCKET_RATE_LIMIT": "5/minute"}
-    client, _ = await connect()
-    for _ in range(5):
+async def test_flooding_is_limited_per_conversation_across_reconnects(connect, settings):
+    settings.CHAT = {**settings.CHAT, "SOCKET_RATE_LIMIT": "4/minute"}
+    client, first = await connect()
+    for _ in range(10):  # heartbeats are not counted: every open tab sends them
         await client.send({"type": "ping"})
         assert (await client.receive())["type"] == "pong"
-    await client.send({"type": "message", "text": "hello", "client_id": "x"})
-    frame = await client.receive()
-    assert frame["code"] == "rate_limited"
-    assert await Message.objects.acount() == 0
+    for _ in range(3):
+        await client.send("nonsense")  # bad frames count
+        assert (await client.receive())["code"] == "bad_frame"
+    await client.close()
+
+    # A reconnect does not start a fresh budget: the limit is kept in Redis per conversation.
+    again, _ = await connect(f"conversation={first['id']}&token={first['token']}")
+    await again.receive()  # history
+    await again.send({"type": "message", "text": "hello", "client_id": "x"})
+    assert (await again.receive())["type"] == "message.ack"
+    await again.send({"type": "message", "text": "hello again", "client_id": "y"})
+    frame = await again.receive()
+    assert frame["code"] == "rate_limited" and frame["client_id"] == "y"
+    assert 0 < frame["retry_after"] <= 60 and "wait" in frame["message"]
+    assert [m.text async for m in Message.objects.filter(role="customer")] == ["hello"]
+
+
+async def test_messages_are_limited_per_client_address_over_all_conversations(connect, settings):
+    settings.CHAT = {**settings.CHAT, "IP_MESSAGE_LIMIT": "2/minute"}
+    customer = ("203.0.113.7", 5000)
+    one, _ = await connect(client=customer)
+    two, _ = await connect(client=customer)
+    other, _ = await connect(client=("198.51.100.9", 5000))
+    for client, client_id in ((one, "a"), (two, "b")):
+        await client.send({"type": "message", "text": "hi", "client_id": client_id})
+        assert (await client.receive())["type"] == "message.ack"
+    await two.send({"type": "message", "text": "hi", "client_id": "c"})
+    frame = await two.receive_until(lambda f: f["type"] == "error")
+    assert frame[-1]["code"] == "rate_limited" and frame[-1]["client_id"] == "c"
+    await other.send({"type": "message", "text": "hi", "client_id": "d"})
+    assert (await other.receive())["type"] == "message.ack"  # another address is not held up
+    assert await Message.objects.filter(role="customer").acount() == 3
+
+
+async def test_new_conversations_are_limited_per_client_address(connect, settings):
+    settings.CHAT = {**settings.CHAT, "IP_CONVERSATION_LIMIT": "2/minute"}
+    customer = ("203.0.113.7", 5000)
+    for _ in range(2):
+        _, frame = await connect(client=customer)
+        assert frame["type"] == "conversation"
+    refused, frame = await connect(client=customer)
+    assert frame["type"] == "error" and frame["code"] == "rate_limited"
+    assert frame["retry_after"] > 0 and "try again" in frame["message"]
+    assert (await refused.ws.receive_output(timeout=1)) == {"type": "websocket.close",
+                                                            "code": 1013}
+    assert await Conversation.objects.acount() == 2
+    _, frame = await connect(client=("198.51.100.9", 5000))
+    assert frame["type"] == "conversation"
 
 
 async def test_closed_conversation_refuses_messages(connect):

@@ -628,7 +628,7 @@ textarea{width:100%;resize:none;font:inherit;color:inherit;background:#fff;borde
           if (f.code === "conversation_closed") return restart();
           if (f.code === "rate_limited" || f.code === "unavailable") {
             clearTimeout(flushT);
-            flushT = setTimeout(() => ready && flush(), f.code === "rate_limited" ? 10000 : 3000);
+            flushT = setTimeout(() => ready && flush(), f.code === "rate_limited" ? (f.retry_after || 10) * 1000 : 3000);
           } else if (f.client_id && pend.has(f.client_id)) {
             // A message the server refused for good (the server may name it): don't resend it.
             pend.get(f.client_id).lastChild.textContent = f.message || t.oops;

@@ -1,6 +1,7 @@
 """The real stack for end-to-end tests: its own Redis server, the inference worker with the
 real vLLM engine and model, and Daphne, as separate processes sharing the test database."""
 
+import contextlib
 import functools
 import http.server
 import io
@@ -64,6 +65,11 @@ class Stack:
         return values
 
 
+# Every browser and socket of these tests connects from 127.0.0.1: limits per client address
+# would count them all as one customer. (tests/test_consumer.py tests those limits.)
+SHARED_ADDRESS = {"CHAT_IP_CONVERSATION_LIMIT": "", "CHAT_IP_MESSAGE_LIMIT": ""}
+
+
 @pytest.fixture(scope="session")
 def real_stack(django_db_setup, django_db_blocker, tmp_path_factory):
     """Started once for the session (the model takes ~1 min to load on a CPU)."""
@@ -80,6 +86,7 @@ def real_stack(django_db_setup, django_db_blocker, tmp_path_factory):
         "DATABASE_URL": db_url,
         "INFERENCE_METRICS_PORT": str(metrics_port),
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        **SHARED_ADDRESS,
         "PYTHONUNBUFFERED": "1",
         # The same engine without torch.compile: starts in ~17 s instead of ~60 s.
         "INFERENCE_ENFORCE_EAGER": "true",
@@ -112,7 +119,15 @@ def real_stack(django_db_setup, django_db_blocker, tmp_path_factory):
 @dataclass
 class SyntheticStack:
     http: str
+    ws: str
     engine: SyntheticEngine
+    daphne_pid: int
+    output: io.StringIO  # Daphne's output, for tests that read its log
+
+    def rss_kib(self) -> int:
+        status = Path(f"/proc/{self.daphne_pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines()
+                        if line.startswith("VmRSS:")))
 
 
 def _run_worker_in_thread(engine: SyntheticEngine, redis_url: str):
@@ -151,37 +166,45 @@ def _run_worker_in_thread(engine: SyntheticEngine, redis_url: str):
     return thread, stop
 
 
-@pytest.fixture(scope="session")
-def synthetic_stack(django_db_setup, django_db_blocker, tmp_path_factory):
-    """Daphne as in production, answered by a worker streaming from the synthetic token
-    source (a test double of the model): for scripted 'model output' such as XSS payloads.
-    Its own Redis keeps it apart from the real stack."""
+@contextlib.contextmanager
+def synthetic_daphne(name: str, engine: SyntheticEngine, tmp_path_factory, django_db_blocker,
+                     **env_overrides: str):
+    """Daphne as in production, with its own Redis, answered by a worker (in a thread of this
+    process) streaming from the synthetic token source, a test double of the model."""
     from django.db import connection
 
-    redis = start_redis(tmp_path_factory.mktemp("synthetic"))
-    engine = SyntheticEngine(tokens_per_second=400)
+    redis = start_redis(tmp_path_factory.mktemp(name))
     _, stop_worker = _run_worker_in_thread(engine, redis.url)
     port = free_port()
     with django_db_blocker.unblock():
         db_url = database_url(connection.settings_dict)
     env = {**os.environ, "REDIS_URL": redis.url, "DATABASE_URL": db_url,
-           "ALLOWED_HOSTS": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1"}
+           "ALLOWED_HOSTS": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1", **SHARED_ADDRESS,
+           **env_overrides}
     output = io.StringIO()
     sup = Supervisor(out=output, stop_timeout=10)
-    sup.start("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                         "cs_site.asgi:application"], env, cwd=ROOT)
+    daphne = sup.start("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
+                                  str(port), "cs_site.asgi:application"], env, cwd=ROOT)
     try:
         wait_ready(sup, [ReadyCheck("daphne", f"http://127.0.0.1:{port}/healthz")],
                    threading.Event(), timeout=60)
+        yield SyntheticStack(http=f"http://127.0.0.1:{port}", ws=f"ws://127.0.0.1:{port}",
+                             engine=engine, daphne_pid=daphne.process.pid, output=output)
     except RuntimeError:
+        pytest.fail(f"the {name} stack did not start:\n" + output.getvalue()[-5000:])
+    finally:
         sup.stop_all()
         stop_worker()
         redis.stop()
-        pytest.fail("the synthetic stack did not start:\n" + output.getvalue()[-5000:])
-    yield SyntheticStack(http=f"http://127.0.0.1:{port}", engine=engine)
-    sup.stop_all()
-    stop_worker()
-    redis.stop()
+
+
+@pytest.fixture(scope="session")
+def synthetic_stack(django_db_setup, django_db_blocker, tmp_path_factory):
+    """For scripted 'model output' such as XSS payloads; its own Redis keeps it apart from the
+    real stack."""
+    with synthetic_daphne("synthetic", SyntheticEngine(tokens_per_second=400), tmp_path_factory,
+                          django_db_blocker) as stack:
+        yield stack
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -4,25 +4,17 @@ client. Every frame gets its documented reply, the socket stays open, Daphne log
 traceback, and oversized frames leave Daphne's memory where it was."""
 
 import asyncio
-import io
 import json
-import os
 import random
-import sys
-import threading
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import websockets
 from django.conf import settings
 
-from cs_site.localredis import start_redis
-from cs_site.stack import ReadyCheck, Supervisor, wait_ready
 from cs_site.wsframes import HARD_CEILING_BYTES
 from inference_worker.synthetic import SyntheticEngine
-from tests.e2e.conftest import ROOT, _run_worker_in_thread, database_url, free_port
+from tests.e2e.conftest import synthetic_daphne
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -37,51 +29,14 @@ UNASKED = {"bot.start", "bot.delta", "bot.done", "agent.joined", "agent.message"
            "agent.typing", "agent.left"}
 
 
-@dataclass
-class HostileStack:
-    http: str
-    ws: str
-    daphne_pid: int
-    output: io.StringIO
-
-    def rss_kib(self) -> int:
-        status = Path(f"/proc/{self.daphne_pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines()
-                        if line.startswith("VmRSS:")))
-
-
 @pytest.fixture(scope="module")
 def hostile_stack(django_db_setup, django_db_blocker, tmp_path_factory):
-    """A Daphne of its own, as in synthetic_stack but with the per-socket flood limit relaxed
-    (thousands of frames on one socket are the point here) and its output kept for reading."""
-    from django.db import connection
-
-    redis = start_redis(tmp_path_factory.mktemp("hostile"))
+    """A synthetic stack of its own with the flood limit relaxed: thousands of frames on one
+    socket are the point here."""
     engine = SyntheticEngine(reply="Thanks, noted.", tokens_per_second=2000)
-    _, stop_worker = _run_worker_in_thread(engine, redis.url)
-    port = free_port()
-    with django_db_blocker.unblock():
-        db_url = database_url(connection.settings_dict)
-    env = {**os.environ, "REDIS_URL": redis.url, "DATABASE_URL": db_url,
-           "ALLOWED_HOSTS": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1",
-           "CHAT_SOCKET_RATE_LIMIT": "1000000/minute"}
-    output = io.StringIO()
-    sup = Supervisor(out=output, stop_timeout=10)
-    daphne = sup.start("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
-                                  str(port), "cs_site.asgi:application"], env, cwd=ROOT)
-    try:
-        wait_ready(sup, [ReadyCheck("daphne", f"http://127.0.0.1:{port}/healthz")],
-                   threading.Event(), timeout=60)
-    except RuntimeError:
-        sup.stop_all()
-        stop_worker()
-        redis.stop()
-        pytest.fail("Daphne did not start:\n" + output.getvalue()[-5000:])
-    yield HostileStack(http=f"http://127.0.0.1:{port}", ws=f"ws://127.0.0.1:{port}",
-                       daphne_pid=daphne.process.pid, output=output)
-    sup.stop_all()
-    stop_worker()
-    redis.stop()
+    with synthetic_daphne("hostile", engine, tmp_path_factory, django_db_blocker,
+                          CHAT_SOCKET_RATE_LIMIT="") as stack:
+        yield stack
 
 
 async def open_chat(ws_url: str, origin: str):
