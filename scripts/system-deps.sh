@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # System packages the tests need, installed only when missing (idempotent, quiet when present).
 # Debian's chromium: the browser Playwright drives in tests/e2e (browsers are never downloaded).
+# Debian's nginx: the reverse proxy of the scale-out test (tests/e2e/test_scale_out.py), run
+# from deploy/nginx.conf in front of two Daphne processes. The test starts its own nginx on a
+# free port; the package's system service is never started here (see policy-rc.d below).
 # PostgreSQL has its own script (scripts/test-postgres.sh).
 # Works in CI (root, no stdin, CI=true) and on a fresh Debian machine.
 set -euo pipefail
 
+NGINX=/usr/sbin/nginx  # not on a non-root user's PATH on Debian
+
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v nginx >/dev/null 2>&1 || [ -x "$NGINX" ] || missing+=(nginx)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "system-deps: everything present (chromium)"
+    echo "system-deps: everything present (chromium, nginx)"
     exit 0
 fi
 
@@ -26,16 +32,32 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+cleanup=(rm -f "$log")
+# Debian's nginx package starts a system nginx on port 80 after installing it, where an init
+# system runs. The tests need only the binary: while installing, a policy-rc.d that says "no"
+# (exit 101) keeps every service from starting. One that is there already (containers have
+# one) is left as it is.
+POLICY=/usr/sbin/policy-rc.d
+if [ ! -e "$POLICY" ]; then
+    printf '#!/bin/sh\n# system-deps.sh: no service starts while test packages install.\nexit 101\n' \
+        >"$POLICY"
+    chmod 755 "$POLICY"
+    cleanup+=("$POLICY")
+fi
+trap '"${cleanup[@]}"' EXIT
 if ! { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } \
         </dev/null >"$log" 2>&1; then
     tail -n 30 "$log" >&2
     echo "system-deps: installing ${missing[*]} failed (output above)" >&2
     exit 1
 fi
-for cmd in "${missing[@]}"; do
-    if ! command -v "$cmd" >/dev/null 2>&1; then
-        echo "system-deps: installed ${cmd} but the command ${cmd} is still not on PATH" >&2
+for pkg in "${missing[@]}"; do
+    case "$pkg" in
+        nginx) found=$(command -v nginx || { [ -x "$NGINX" ] && echo "$NGINX"; } || true) ;;
+        *) found=$(command -v "$pkg" || true) ;;
+    esac
+    if [ -z "$found" ]; then
+        echo "system-deps: installed ${pkg} but its command is still not found" >&2
         exit 1
     fi
 done
