@@ -103,6 +103,11 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
 
     async def _on_ping(self, frame: dict) -> None:
         await self._beat()
+        # Renewed with every beat: group memberships are lost with a Redis restart.
+        await self.channel_layer.group_add(events.CONSOLE_GROUP, self.channel_name)
+        if self.watching:
+            await self.channel_layer.group_add(events.watch_group(self.watching),
+                                               self.channel_name)
         await self.send_frame(events.pong_frame())
 
     async def _on_watch(self, frame: dict) -> None:

@@ -191,8 +191,13 @@ async def persist_all(reason: str = "interrupted") -> None:
     Daphne cancels every connection's consumer on SIGTERM and waits for them: the consumers
     call this then, so history after a restart shows what the customer saw, flagged partial,
     and the question is not answered twice."""
-    await asyncio.gather(*(run.interrupt(reason) for run in list(_runs.values())),
-                         return_exceptions=True)
+    runs = list(_runs.values())
+    await asyncio.gather(*(run.interrupt(reason) for run in runs), return_exceptions=True)
+    # Let each run release its claim before the process goes: a reload on the restarted
+    # process then sees no answer under way and shows the saved text at once.
+    ending = [run.task for run in runs if run.task is not None and not run.task.done()]
+    if ending:
+        await asyncio.wait(ending, timeout=2)
 
 
 # --- one conversation's answers ----------------------------------------------------------------
@@ -234,6 +239,7 @@ class AnswerRun:
         self.answer: _Answer | None = None
         self.alone_since: float | None = None
         self.ended = False  # no further question is taken (status changed, process stopping)
+        self.interrupted = False  # the process is stopping
         self.task: asyncio.Task | None = None
         self._receiver: asyncio.Task | None = None
         self._next_tick = 0.0
@@ -295,11 +301,12 @@ class AnswerRun:
         finally:
             if _runs.get(self.cid) is self:
                 del _runs[self.cid]
+            # The claim first: while it stands, no other socket or process answers here.
+            await self._release_claim()
             if self._receiver is not None:
                 await cancel_and_wait(self._receiver)
             with contextlib.suppress(*_REDIS_ERRORS):
                 await self.layer.group_discard(events.conversation_group(self.cid), self.channel)
-            await self._release_claim()
 
     async def _listen(self) -> None:
         with contextlib.suppress(*_REDIS_ERRORS):
@@ -340,8 +347,12 @@ class AnswerRun:
         return latest
 
     async def interrupt(self, reason: str) -> None:
-        """The process is stopping: keep the text so far; the worker stops too."""
-        self.ended = True
+        """The process is stopping: keep the text so far; the worker stops too. Every socket
+        of the process calls this as it is cancelled; only the first call does anything (a
+        second cancel would cut the run's own clean-up short)."""
+        if self.interrupted:
+            return
+        self.interrupted = self.ended = True
         answer = self.answer
         if answer is not None and not answer.finished:
             answer.finished = True
@@ -350,6 +361,8 @@ class AnswerRun:
             if answer.message is not None:
                 self._flush_held_text(answer, send=False)
                 await self._store(answer, finish_reason=reason, partial=True)
+        # Released here as well as when the task ends: the process may exit before that.
+        await self._release_claim()
         if self.task is not None:
             self.task.cancel()
 
@@ -410,10 +423,11 @@ class AnswerRun:
             log.warning("inference queue full; %s gets the fallback", self.cid)
             await self._fallback(answer, fallback.REASON_BUSY)
             return False
-        except _REDIS_ERRORS:
+        except _REDIS_ERRORS as exc:
             # Redis is the transport to the workers: without it the model cannot answer,
             # but the question is stored and the fallback rules still can.
-            log.warning("cannot reach the inference workers for %s", self.cid, exc_info=True)
+            log.warning("cannot reach the inference workers for %s (Redis: %s)", self.cid,
+                        exc)
             await self._fallback(answer, fallback.REASON_UNAVAILABLE)
             return False
         return True

@@ -30,8 +30,10 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 
 
-CLOSE_SERVICE_RESTART = 1012  # the widget reconnects with backoff
-CLOSE_TRY_AGAIN_LATER = 1013  # refused by a limit; the widget reconnects with backoff
+# Private close codes, like 4403 and 4404 above: Daphne (autobahn) lets an application close
+# only with 1000 or 3000-4999, so the standard 1012 and 1013 are not available here.
+CLOSE_SERVICE_RESTART = 4503  # Redis lost: the widget reconnects with backoff
+CLOSE_TRY_AGAIN_LATER = 4429  # refused by a limit: the widget reconnects with backoff
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -216,6 +218,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             ))
 
     async def _on_ping(self, frame: dict) -> None:
+        # Group memberships live in Redis: after a Redis restart they are gone while the socket
+        # stays open. The heartbeat renews them, so such a socket hears agents again within one
+        # beat (the widget pings every 25 s).
+        await self.channel_layer.group_add(self.group, self.channel_name)
         await self.send_frame(events.pong_frame())
 
     async def _on_feedback(self, frame: events.FeedbackFrame) -> None:

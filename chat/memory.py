@@ -42,17 +42,19 @@ async def remember(message: Message) -> None:
             pipe.ltrim(key, -limit, -1)
             pipe.expire(key, settings.CHAT["MEMORY_TTL_SECONDS"])  # no-op on a cold key
             await pipe.execute()
-    except RedisError:
+    except RedisError as exc:
         # The next read rebuilds from the database; a dropped cache write loses nothing.
-        log.warning("turn cache write failed for %s", message.conversation_id, exc_info=True)
+        log.warning("turn cache write failed for %s (%s: %s)", message.conversation_id,
+                    type(exc).__name__, exc)
         await forget(message.conversation_id)
 
 
 async def forget(conversation_id) -> None:
     try:
         await get_redis().delete(_key(conversation_id))
-    except RedisError:
-        log.warning("turn cache delete failed for %s", conversation_id, exc_info=True)
+    except RedisError as exc:
+        log.warning("turn cache delete failed for %s (%s: %s)", conversation_id,
+                    type(exc).__name__, exc)
 
 
 async def recent_turns(conversation_id, *, newest_id: int | None = None) -> list[dict]:
@@ -66,8 +68,9 @@ async def recent_turns(conversation_id, *, newest_id: int | None = None) -> list
     redis = get_redis()
     try:
         cached = await redis.lrange(key, -limit, -1)
-    except RedisError:
-        log.warning("turn cache read failed for %s", conversation_id, exc_info=True)
+    except RedisError as exc:
+        log.warning("turn cache read failed for %s (%s: %s)", conversation_id,
+                    type(exc).__name__, exc)
         cached = []
     turns = [json.loads(item) for item in cached]
     if turns and (newest_id is None or turns[-1]["id"] == newest_id):
@@ -83,6 +86,7 @@ async def recent_turns(conversation_id, *, newest_id: int | None = None) -> list
                 pipe.rpush(key, *[json.dumps(turn) for turn in turns])
                 pipe.expire(key, settings.CHAT["MEMORY_TTL_SECONDS"])
             await pipe.execute()
-    except RedisError:
-        log.warning("turn cache rebuild failed for %s", conversation_id, exc_info=True)
+    except RedisError as exc:
+        log.warning("turn cache rebuild failed for %s (%s: %s)", conversation_id,
+                    type(exc).__name__, exc)
     return turns

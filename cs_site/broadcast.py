@@ -6,6 +6,7 @@ import logging
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,10 @@ def after_commit(*pairs: tuple[str, dict]) -> None:
         for group, event in pairs:
             try:
                 async_to_sync(layer.group_send)(group, event)
-            except Exception:  # the write stands; live views catch up on reload
-                log.warning("could not send %s to %s", event.get("type"), group, exc_info=True)
+            except (RedisError, OSError) as exc:  # the write stands; live views catch up
+                log.warning("could not send %s to %s (%s: %s)", event.get("type"), group,
+                            type(exc).__name__, exc)
+            except Exception:  # a bug: the write still stands
+                log.exception("could not send %s to %s", event.get("type"), group)
 
     transaction.on_commit(send)

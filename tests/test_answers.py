@@ -106,6 +106,8 @@ async def test_a_reload_mid_answer_does_not_ask_again(connect, worker, slow_engi
 async def test_the_answer_stops_when_every_tab_is_gone_for_the_grace_period(
         connect, worker, slow_engine, settings):
     settings.CHAT = {**settings.CHAT, "REJOIN_GRACE_SECONDS": 0.3}
+    # Long enough (~20 s) that the answer cannot end by itself on a busy machine first.
+    slow_engine.reply = lambda prompt: " ".join(f"word{i}" for i in range(120))
     tab, first = await connect()
     await tab.send({"type": "message", "text": "tell me", "client_id": "m1"})
     await tab.receive()

@@ -613,3 +613,23 @@ async def test_presence_beats_on_connect_and_ping_and_leaves_on_disconnect(djang
     assert await redis.zscore(presence.KEY, members[0]) > first
     await ws.disconnect()
     assert await redis.zrange(presence.KEY, 0, -1) == []
+
+
+async def test_a_ping_rejoins_the_groups_lost_with_a_redis_restart(django_user_model):
+    from cs_site.redis_client import get_redis
+
+    ann = await database_sync_to_async(make_user)(django_user_model, "ann", first="Ann")
+    conv = await database_sync_to_async(conversation)(texts=[(C, "hello")])
+    ws = await console_socket(ann)
+    await send(ws, {"type": "watch", "conversation_id": str(conv.pk)})
+    await synced(ws)
+    await get_redis().flushall()  # what a restarted Redis without persistence holds
+    await synced(ws)
+    layer = get_channel_layer()
+    await layer.group_send(events.watch_group(conv.pk), events.conv_typing(
+        conversation_id=str(conv.pk), who="customer"))
+    assert (await receive_until(ws, lambda f: f["type"] == "conv.typing"))["who"] == "customer"
+    await layer.group_send(events.CONSOLE_GROUP, events.console_update(
+        conversation_id=str(conv.pk), reason="new"))
+    assert (await receive_until(ws, lambda f: f["type"] == "console.update"))["reason"] == "new"
+    await ws.disconnect()

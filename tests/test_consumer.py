@@ -120,6 +120,21 @@ async def test_foreign_origin_and_missing_origin_are_refused():
     assert await Conversation.objects.acount() == 0
 
 
+async def test_a_ping_rejoins_the_conversation_group_lost_with_a_redis_restart(connect):
+    from channels.layers import get_channel_layer
+
+    from chat import events
+    from cs_site.redis_client import get_redis
+
+    client, first = await connect()
+    await get_redis().flushall()  # what a restarted Redis without persistence holds
+    await client.send({"type": "ping"})
+    assert await client.receive() == {"type": "pong"}
+    await get_channel_layer().group_send(events.conversation_group(first["id"]), events.conv_status(
+        conversation_id=first["id"], status="human", agent_name="Ada"))
+    assert (await client.receive()) == {"type": "agent.joined", "agent_name": "Ada"}
+
+
 async def test_bad_frames_get_errors_and_the_socket_stays_usable(connect, worker):
     client, first = await connect()
     for bad in ["nonsense", json.dumps({"type": "nope"}), json.dumps({"type": "message", "text": ""}),
@@ -185,7 +200,7 @@ async def test_new_conversations_are_limited_per_client_address(connect, setting
     assert frame["type"] == "error" and frame["code"] == "rate_limited"
     assert frame["retry_after"] > 0 and "try again" in frame["message"]
     assert (await refused.ws.receive_output(timeout=1)) == {"type": "websocket.close",
-                                                            "code": 1013}
+                                                            "code": 4429}
     assert await Conversation.objects.acount() == 2
     _, frame = await connect(client=("198.51.100.9", 5000))
     assert frame["type"] == "conversation"

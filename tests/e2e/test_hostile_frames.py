@@ -284,3 +284,26 @@ async def test_a_refused_message_with_an_unsendable_client_id_keeps_the_socket(h
     await ping_pong(ws)
     await ws.close()
     assert_no_traceback(hostile_stack.output.getvalue())
+
+
+async def test_one_address_cannot_open_more_conversations_than_its_limit(
+        django_db_blocker, tmp_path_factory):
+    """In Redis, across reconnects: the fourth socket from one address within the minute is
+    told to wait and closed with 4429, and no conversation row is made for it."""
+    from chat.models import Conversation
+
+    engine = SyntheticEngine(reply="Hi.")
+    with synthetic_daphne("limited", engine, tmp_path_factory, django_db_blocker,
+                          CHAT_IP_CONVERSATION_LIMIT="3/minute") as stack:
+        before = await Conversation.objects.acount()
+        for _ in range(3):
+            ws = await open_chat(stack.ws, stack.http)
+            await ws.close()
+        async with websockets.connect(f"{stack.ws}/ws/chat/", origin=stack.http) as ws:
+            refusal = json.loads(await ws.recv())
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+        assert refusal["code"] == "rate_limited" and 0 < refusal["retry_after"] <= 60
+        assert closed.value.rcvd.code == 4429
+        assert await Conversation.objects.acount() == before + 3
+        assert_no_traceback(stack.output.getvalue())

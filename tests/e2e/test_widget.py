@@ -269,3 +269,46 @@ async def test_after_a_quiet_while_the_customer_is_asked_for_a_rating(
     await expect(page.locator(".sy").last).to_contain_text("Thank you")
     conversation = await Conversation.objects.aget(site=site)
     assert (conversation.csat_score, conversation.status) == (5, "bot")  # still open
+
+
+async def test_two_tabs_show_one_answer_streaming_in_both(synthetic_stack, host_pages, browser):
+    """A second tab opened while the answer streams joins it mid-answer: it shows the text so
+    far, then the rest; the model is asked once and one answer is stored."""
+    engine = synthetic_stack.engine
+    story = " ".join(f"Chapter{i}." for i in range(30))  # within the default max_tokens
+    was = engine.reply, engine.tokens_per_second
+    engine.reply, engine.tokens_per_second = (lambda prompt: story), 30  # ~10 s of streaming
+    asked_before = len(engine.prompts)
+    site, url = await company_page(host_pages, synthetic_stack.http)
+    context = await browser.new_context(viewport={"width": 420, "height": 760})
+    try:
+        first = Visitor(await context.new_page())
+        await first.page.goto(url)
+        await first.open_widget()
+        await first.page.locator("textarea").first.fill("Tell me the whole story.")
+        await first.page.keyboard.press("Enter")
+        streaming = first.page.locator(".m.b[aria-busy=true]")
+        await expect(streaming).to_contain_text("Chapter3.", timeout=30_000)
+
+        # The same page in a second tab of the same browser: the same conversation.
+        second = Visitor(await context.new_page())
+        await second.page.goto(url)
+        await second.open_widget()
+        for tab in (first, second):
+            await expect(tab.page.locator(FINISHED_ANSWER)).to_have_count(2, timeout=60_000)
+        assert await streaming.count() == 0
+        shown = [await tab.page.locator(".m.b").last.inner_text() for tab in (first, second)]
+        assert shown[0] == shown[1] and "Chapter29." in shown[0]
+        # The second tab came in mid-answer: it never saw the answer's first words as deltas
+        # of its own, yet shows them (the text so far arrived as one delta).
+        assert any(f["type"] == "bot.delta" and "Chapter0." in f["text"]
+                   and "Chapter3." in f["text"] for f in second.frames)
+
+        (answer,) = [m async for m in Message.objects.filter(conversation__site=site, role="bot")]
+        assert answer.text == story and not answer.is_partial
+        assert len(engine.prompts) == asked_before + 1
+        assert await Conversation.objects.filter(site=site).acount() == 1
+        assert first.errors == second.errors == []
+    finally:
+        engine.reply, engine.tokens_per_second = was
+        await context.close()

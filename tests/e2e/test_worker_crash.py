@@ -29,7 +29,7 @@ from cs_site.stack import (
     probe,
     wait_ready,
 )
-from tests.processes import pid_alive
+from tests.processes import descendants, pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,30 +43,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """Every live process below pid (children, their children...), pid → command line."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:  # exited while we looked
-                continue
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found: dict[int, str] = {}
-    pending = list(children.get(pid, []))
-    while pending:
-        child = pending.pop()
-        try:
-            found[child] = (Path(f"/proc/{child}/cmdline").read_bytes()
-                            .replace(b"\0", b" ").decode(errors="replace").strip())
-        except OSError:
-            continue
-        pending += children.get(child, [])
-    return found
 
 
 def alive_after(pids: list[int], timeout: float) -> list[int]:

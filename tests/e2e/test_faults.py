@@ -1,0 +1,319 @@
+"""The promises of docs/operations.md, kept under real faults: the whole product as `make run`
+starts it (`python -m cs_site.stack`: its own Redis, the real worker and model, Daphne, all
+supervised), with its processes killed and restarted under a customer's feet.
+
+One stack for the module, because the model load is the cost; the tests run in file order and
+the last one kills the worker. Each prints the figure docs/operations.md states.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import websockets
+from django.conf import settings
+
+from chat.models import BotProfile, Message
+from chat.prompting import DEFAULT_PROFILE_NAME, DEFAULT_SYSTEM_PROMPT
+from cs_site.stack import WORKER_READY_PATTERN, ReadyCheck, probe
+from tests.e2e.conftest import MAX_TOKENS, ROOT, SHARED_ADDRESS, database_url, free_port
+from tests.processes import descendants, pid_alive
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"),
+]
+
+ORIGIN = "http://127.0.0.1"
+STORY = "Write a very long story about a lighthouse keeper, with many chapters."
+MODEL_ENDINGS = ("stop", "length")
+
+
+class Product:
+    """`make run`'s stack in a process group of its own, its output in a file."""
+
+    def __init__(self, tmp: Path, db_url: str):
+        self.port, self.metrics_port = free_port(), free_port()
+        self.log = tmp / "stack.log"
+        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # its own Redis
+        env.update({
+            "PORT": str(self.port), "INFERENCE_METRICS_PORT": str(self.metrics_port),
+            "VAR_DIR": str(tmp), "DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost", **SHARED_ADDRESS,
+            "INFERENCE_MODEL_DIR": str(settings.INFERENCE["MODEL_DIR"]),
+            "INFERENCE_ENFORCE_EAGER": "true",  # the same engine, loaded in a third of the time
+        })
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cs_site.stack"], cwd=ROOT, env=env,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        self.web = ReadyCheck("web", f"http://127.0.0.1:{self.port}/healthz")
+        self.worker = ReadyCheck("worker", f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                 WORKER_READY_PATTERN)
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/chat/"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def pid_of(self, needle: str) -> int:
+        """The supervised process whose command line contains needle."""
+        found = [pid for pid, command in descendants(self.process.pid).items()
+                 if needle in command and not command.startswith(("[", "/bin/sh"))]
+        assert found, f"no {needle!r} under the stack: {descendants(self.process.pid)}"
+        return min(found)  # the leader: its children (engine processes) come after it
+
+    def wait_until(self, *checks: ReadyCheck, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(probe(check) for check in checks):
+            assert self.process.poll() is None, self.output()[-5000:]
+            assert time.monotonic() < deadline, self.output()[-5000:]
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(120)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def product(django_db_setup, django_db_blocker, tmp_path_factory):
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        db_url = database_url(connection.settings_dict)
+    stack = Product(tmp_path_factory.mktemp("faults"), db_url)
+    try:
+        stack.wait_until(stack.web, stack.worker)
+        yield stack
+    finally:
+        stack.stop()
+
+
+async def answer_budget(max_tokens: int) -> None:
+    if not await BotProfile.objects.filter(is_default=True).aupdate(max_tokens=max_tokens):
+        await BotProfile.objects.acreate(name=DEFAULT_PROFILE_NAME, is_default=True,
+                                         system_prompt=DEFAULT_SYSTEM_PROMPT,
+                                         max_tokens=max_tokens)
+
+
+class Customer:
+    def __init__(self, ws, first: dict):
+        self.ws, self.first = ws, first
+
+    @classmethod
+    async def connect(cls, product: Product, query: str = "", timeout: float = 60) -> Customer:
+        """Connects, retrying while the web process is away (as the widget does)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                ws = await websockets.connect(f"{product.ws}?{query}", origin=ORIGIN,
+                                              open_timeout=5)
+                return cls(ws, json.loads(await ws.recv()))
+            except (OSError, websockets.InvalidHandshake, websockets.ConnectionClosed):
+                assert time.monotonic() < deadline, product.output()[-5000:]
+                await asyncio.sleep(0.25)
+
+    @property
+    def resume_query(self) -> str:
+        return f"conversation={self.first['id']}&token={self.first['token']}"
+
+    async def send(self, text: str, client_id: str) -> float:
+        await self.ws.send(json.dumps({"type": "message", "text": text, "client_id": client_id}))
+        return time.monotonic()
+
+    async def until(self, done, timeout: float = 180) -> list[dict]:
+        frames = []
+        async with asyncio.timeout(timeout):
+            while True:
+                frames.append(json.loads(await self.ws.recv()))
+                if done(frames[-1]):
+                    return frames
+
+    async def answer(self, timeout: float = 180) -> tuple[str, dict]:
+        frames = await self.until(lambda f: f["type"] == "bot.done", timeout)
+        return streamed(frames), frames[-1]
+
+    async def streaming(self, at_least: int = 30) -> str:
+        """Waits until at least `at_least` characters of an answer arrived; returns them."""
+        text = ""
+        while len(text) < at_least:
+            frame = json.loads(await asyncio.wait_for(self.ws.recv(), 180))
+            assert frame["type"] != "bot.done", f"the answer ended early: {text!r}"
+            if frame["type"] == "bot.delta":
+                text += frame["text"]
+        return text
+
+
+def streamed(frames: list[dict]) -> str:
+    return "".join(f["text"] for f in frames if f["type"] == "bot.delta")
+
+
+async def test_48_questions_at_once_get_the_model_or_the_fallback_never_the_deadline(
+        product):
+    await answer_budget(MAX_TOKENS)
+    customers = await asyncio.gather(*(Customer.connect(product) for _ in range(48)))
+
+    async def ask(customer: Customer, n: int) -> tuple[dict, float]:
+        sent = await customer.send("What are your opening hours?", f"q{n}")
+        frames = await customer.until(lambda f: f["type"] == "bot.done")
+        return frames[-1], time.monotonic() - sent
+
+    results = await asyncio.gather(*(ask(c, n) for n, c in enumerate(customers)))
+    for customer in customers:
+        await customer.ws.close()
+
+    endings = [done for done, _ in results]
+    model = [done for done in endings if not done["fallback"]]
+    busy = [done for done in endings if done["fallback"]]
+    reasons = Counter((done["fallback"], done["finish_reason"]) for done in endings)
+    assert all(done["finish_reason"] in MODEL_ENDINGS for done in model), reasons
+    # Beyond the workers' slots and the queue they admit, the fallback answers at once; no
+    # customer is left waiting out the first-token deadline ("timeout").
+    assert all(done["finish_reason"] == "busy" for done in busy), reasons
+    assert len(model) >= settings.INFERENCE["MAX_CONCURRENCY"]
+    waits = sorted(seconds for done, seconds in results if done["fallback"])
+    model_waits = sorted(seconds for done, seconds in results if not done["fallback"])
+    print(f"\n48 at once: {len(model)} model answers (slowest complete after "
+          f"{model_waits[-1]:.1f} s), {len(busy)} busy fallbacks"
+          + (f" (slowest after {waits[-1]:.2f} s)" if waits else ""))
+
+
+async def test_redis_killed_and_restarted_the_bot_answers_again_and_nothing_is_lost(product):
+    await answer_budget(MAX_TOKENS)
+    customer = await Customer.connect(product)
+    await customer.send("Hello, where is my parcel?", "before")
+    _, done = await customer.answer()
+    assert not done["fallback"]
+    stored_before = [(m.pk, m.role, m.text) async for m in
+                     Message.objects.filter(conversation_id=customer.first["id"]).order_by("id")]
+
+    os.kill(product.pid_of("redis-server"), signal.SIGKILL)
+    killed = time.monotonic()
+    # The socket can no longer hear its conversation: it is told so and closed with the
+    # "service restarting" code, on which the widget reconnects with backoff.
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await customer.until(lambda f: False, timeout=30)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4503
+
+    # As the widget does: reconnect (with the token) and ask again every second, until the
+    # model answers again.
+    ws, attempt, answered = None, 0, None
+    while answered is None:
+        attempt += 1
+        assert time.monotonic() - killed < 120, product.output()[-5000:]
+        try:
+            if ws is None:
+                ws = await Customer.connect(product, customer.resume_query)
+                if ws.first["type"] != "conversation":
+                    raise websockets.ConnectionClosedError(None, None)
+                await ws.until(lambda f: f["type"] == "history", timeout=10)
+            await ws.send("Are you back?", f"after{attempt}")
+            frames = await ws.until(lambda f: f["type"] in ("bot.done", "error"), timeout=60)
+            if frames[-1]["type"] == "bot.done" and not frames[-1]["fallback"]:
+                answered = frames[-1]
+        except (websockets.ConnectionClosed, TimeoutError):
+            if ws is not None:
+                await ws.ws.close()
+            ws = None
+        if answered is None:
+            await asyncio.sleep(1)
+    back_in = time.monotonic() - killed
+    await ws.ws.close()
+    print(f"\nRedis killed: a model answer again {back_in:.1f} s later ({attempt} tries)")
+
+    # The database is the truth: everything stored before the outage is still there, and a
+    # resumed socket's history shows it.
+    stored_after = [(m.pk, m.role, m.text) async for m in
+                    Message.objects.filter(conversation_id=customer.first["id"]).order_by("id")]
+    assert stored_after[:len(stored_before)] == stored_before
+    resumed = await Customer.connect(product, customer.resume_query)
+    (history,) = await resumed.until(lambda f: f["type"] == "history", timeout=10)
+    await resumed.ws.close()
+    shown = [m["id"] for m in history["messages"]]
+    assert shown[:len(stored_before)] == [pk for pk, _, _ in stored_before]
+    assert answered["message_id"] in shown
+    assert "redis (pid" in product.output() and "restarting it" in product.output()
+
+
+async def test_daphne_restarted_mid_answer_keeps_the_partial_text_and_does_not_answer_twice(
+        product):
+    await answer_budget(600)
+    customer = await Customer.connect(product)
+    await customer.send(STORY, "story")
+    seen = await customer.streaming()
+
+    os.kill(product.pid_of("daphne"), signal.SIGTERM)  # a deploy or a restart by the operator
+    with pytest.raises(websockets.ConnectionClosed):
+        await customer.until(lambda f: False, timeout=60)
+
+    again = await Customer.connect(product, customer.resume_query, timeout=120)
+    assert again.first["type"] == "conversation" and again.first["resumed"] is True
+    (history,) = await again.until(lambda f: f["type"] == "history")
+    *_, bot = history["messages"]
+    assert bot["role"] == "bot" and bot["partial"] is True, product.output()[-5000:]
+    # What the customer saw, and what streamed after it.
+    assert bot["text"].startswith(seen), (seen, bot, product.output()[-5000:])
+    stored = await Message.objects.aget(pk=bot["id"])
+    assert stored.is_partial and stored.finish_reason == "interrupted"
+
+    # The question was answered (in part): resuming does not ask the model again.
+    await asyncio.sleep(3)
+    assert await Message.objects.filter(conversation_id=customer.first["id"],
+                                        role="bot").acount() == 1
+    await again.ws.send(json.dumps({"type": "ping"}))
+    assert json.loads(await asyncio.wait_for(again.ws.recv(), 10)) == {"type": "pong"}
+    await again.ws.close()
+
+
+async def test_worker_killed_mid_answer_gives_the_fallback_and_a_new_worker(product):
+    await answer_budget(600)
+    customer = await Customer.connect(product)
+    await customer.send(STORY, "story")
+    seen = await customer.streaming()
+
+    worker = product.pid_of("run_inference_worker")
+    tree = descendants(worker)
+    os.kill(worker, signal.SIGKILL)
+    killed = time.monotonic()
+    frames = await customer.until(lambda f: f["type"] == "bot.done" and f["fallback"], 60)
+    fallback_in = time.monotonic() - killed
+
+    partial = next(f for f in frames if f["type"] == "bot.done" and not f["fallback"])
+    assert partial["partial"] is True and partial["finish_reason"] == "worker_lost"
+    kept = await Message.objects.aget(pk=partial["message_id"])
+    assert kept.text.startswith(seen) and kept.is_partial
+    assert frames[-1]["finish_reason"] == "worker_lost"
+    assert [pid for pid in tree if pid_alive(pid)] == []  # no engine process outlives it
+
+    await customer.ws.close()
+
+    # make run's supervisor starts a new worker; the model answers again.
+    product.wait_until(product.worker)
+    back_in = time.monotonic() - killed
+    await answer_budget(MAX_TOKENS)
+    again = await Customer.connect(product, customer.resume_query)
+    await again.until(lambda f: f["type"] == "history")
+    await again.send("Thanks. And now?", "after")
+    _, done = await again.answer()
+    assert not done["fallback"] and done["finish_reason"] in MODEL_ENDINGS
+    await again.ws.close()
+    print(f"\nworker killed mid-answer: the fallback {fallback_in:.1f} s later, partial text "
+          f"kept; a new worker ready {back_in:.0f} s later")
+    assert "worker (pid" in product.output() and "killed by SIGKILL" in product.output()
