@@ -396,13 +396,15 @@ class AnswerRun:
             await self._fallback(answer, fallback.REASON_BUSY)
             return False
         try:
-            live, slots, queued = await presence.capacity(get_redis(), inference["CHANNEL"])
-            if live == 0:
+            room = await presence.capacity(get_redis(), inference["CHANNEL"])
+            if room.live == 0:
                 await self._fallback(answer, fallback.REASON_UNAVAILABLE)
                 return False
-            if queued >= slots * inference["QUEUE_PER_SLOT"]:
-                log.warning("inference queue full (%d waiting for %d slots); %s gets the "
-                            "fallback", queued, slots, self.cid)
+            if not room.room(queue_per_slot=inference["QUEUE_PER_SLOT"],
+                             first_token_timeout=cfg["FIRST_TOKEN_TIMEOUT_SECONDS"]):
+                log.warning("inference queue full (%d waiting for %d slots taking %s s per "
+                            "answer); %s gets the fallback", room.queued, room.slots,
+                            f"{room.turnover:.1f}" if room.turnover else "?", self.cid)
                 await self._fallback(answer, fallback.REASON_BUSY)
                 return False
             system_prompt, sampling, fullwidth = await _prompt_parts(self.conversation)

@@ -7,36 +7,47 @@ the customer gets the fallback answer at once instead of after the first-token d
 """
 
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from redis.asyncio import Redis
 
 KEY = "inference:workers"  # worker name → Unix time of its last heartbeat
 SLOTS_KEY = "inference:slots"  # worker name → requests it runs at once
+# worker name → seconds one of its slots has recently taken per answer (a moving average):
+# how soon a slot frees, so how long a queued request waits.
+TURNOVER_KEY = "inference:turnover"
 
 
 def _ttl() -> float:
     return settings.INFERENCE["WORKER_TTL_SECONDS"]
 
 
-async def beat(redis: Redis, worker: str, slots: int = 1) -> None:
+async def beat(redis: Redis, worker: str, slots: int = 1,
+               turnover: float | None = None) -> None:
     now = time.time()
     forget_before = now - 10 * _ttl()
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zadd(KEY, {worker: now})
         pipe.hset(SLOTS_KEY, worker, slots)
+        if turnover is not None:
+            pipe.hset(TURNOVER_KEY, worker, round(turnover, 3))
         # Forget workers that died without saying goodbye, and their slots with them.
         pipe.zrangebyscore(KEY, "-inf", forget_before)
         pipe.zremrangebyscore(KEY, "-inf", forget_before)
         *_, gone, _ = await pipe.execute()
     if gone:
-        await redis.hdel(SLOTS_KEY, *gone)
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(SLOTS_KEY, *gone)
+            pipe.hdel(TURNOVER_KEY, *gone)
+            await pipe.execute()
 
 
 async def leave(redis: Redis, worker: str) -> None:
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zrem(KEY, worker)
         pipe.hdel(SLOTS_KEY, worker)
+        pipe.hdel(TURNOVER_KEY, worker)
         await pipe.execute()
 
 
@@ -68,14 +79,42 @@ async def queue_length(redis: Redis, channel: str) -> int:
     return queued
 
 
-async def capacity(redis: Redis, channel: str) -> tuple[int, int, int]:
-    """(live workers, their slots in all, requests waiting in `channel`), in one round trip."""
+@dataclass(frozen=True)
+class Capacity:
+    live: int  # workers alive
+    slots: int  # requests they run at once, in all
+    queued: int  # requests waiting in the channel for a free slot
+    turnover: float | None  # seconds a slot takes per answer lately (None: not known yet)
+
+    def counts(self) -> tuple[int, int, int]:
+        return self.live, self.slots, self.queued
+
+    def room(self, *, queue_per_slot: float, first_token_timeout: float) -> bool:
+        """Whether one more request would start in time. A request queued behind `queued`
+        others starts once that many slots have freed: after about (queued / slots + 1)
+        turnovers, which must leave its first token inside `first_token_timeout`. At most
+        `queue_per_slot` requests wait per slot in any case."""
+        if self.live == 0:
+            return False
+        per_slot = queue_per_slot
+        if self.turnover:
+            per_slot = min(per_slot, first_token_timeout / self.turnover - 1)
+        return self.queued < self.slots * per_slot
+
+
+async def capacity(redis: Redis, channel: str) -> Capacity:
+    """The live workers' capacity and the queue in front of them, in one round trip."""
     now = time.time()
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zrangebyscore(KEY, now - _ttl(), "+inf")
         pipe.hgetall(SLOTS_KEY)
+        pipe.hgetall(TURNOVER_KEY)
         _waiting(pipe, channel, now)
-        live, slots, queued = await pipe.execute()
+        live, slots, turnovers, queued = await pipe.execute()
     # A worker beating from an older release has no slots entry: count it as one slot.
     total_slots = sum(int(slots.get(name, 1)) for name in live)
-    return len(live), total_slots, queued
+    known = [(float(turnovers[name]), int(slots.get(name, 1))) for name in live
+             if name in turnovers]
+    # Weighted by slots: the pool's average time per answer.
+    turnover = (sum(t * n for t, n in known) / sum(n for _, n in known)) if known else None
+    return Capacity(live=len(live), slots=total_slots, queued=queued, turnover=turnover)

@@ -48,6 +48,7 @@ _REDIS_DOWN = (RedisError, OSError)
 # Retry delays while Redis is unreachable: quick at first (a restart takes well under a
 # second), then every 2 s so that a long outage does not spin.
 _FIRST_RETRY, _LAST_RETRY = 0.1, 2.0
+_TURNOVER_WEIGHT = 0.2  # of the newest answer in the moving average of answer durations
 # A consumer's channel that is full means its web process reads slower than the workers
 # write (overload), not that it died (then the consumer's cancel or the channel's expiry
 # ends it): wait for it to drain for ~1 s in all before giving up on the answer.
@@ -130,6 +131,7 @@ class InferenceWorker:
             keepalive_seconds = settings.INFERENCE["KEEPALIVE_SECONDS"]
         self.keepalive_seconds = keepalive_seconds
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.turnover: float | None = None  # seconds per whole answer lately, per slot
         self.running: dict[str, _Stream] = {}
         # Running streams per web process: the coalescing interval grows with it.
         self.streams_per_process: Counter[str] = Counter()
@@ -178,9 +180,15 @@ class InferenceWorker:
     def stop(self) -> None:
         self.stopping.set()
 
+    def _count_turnover(self, seconds: float) -> None:
+        """How long a slot takes per whole answer lately (a moving average over about the
+        last ten): consumers admit to the queue only what this says will start in time."""
+        self.turnover = seconds if self.turnover is None else (
+            self.turnover + _TURNOVER_WEIGHT * (seconds - self.turnover))
+
     async def _announce(self) -> None:
         """Tell Redis this worker is alive and listening; every step is idempotent."""
-        await presence.beat(self.redis, self.name, self.max_concurrency)
+        await presence.beat(self.redis, self.name, self.max_concurrency, self.turnover)
         # Renewed at every beat: a restarted Redis has forgotten the membership, and
         # channels-redis drops a member group_expiry (a day) after its last join.
         await self.layer.group_add(self.control_group, self.control_channel)
@@ -378,6 +386,7 @@ class InferenceWorker:
                 total_ms=round((time.monotonic() - taken) * 1000),
             ), final=True)
             outcome = "done"
+            self._count_turnover(time.monotonic() - taken)
         except asyncio.CancelledError:
             # Cancelled by the consumer (customer left, deadline) or by shutdown.
             await self.engine.abort(request_id)

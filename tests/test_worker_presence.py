@@ -13,14 +13,14 @@ CHANNEL = settings.INFERENCE["CHANNEL"]
 
 async def test_capacity_counts_live_workers_their_slots_and_waiting_requests():
     redis = get_redis()
-    assert await presence.capacity(redis, CHANNEL) == (0, 0, 0)
+    assert (await presence.capacity(redis, CHANNEL)).counts() == (0, 0, 0)
     await presence.beat(redis, "gpu-a", 16)
     await presence.beat(redis, "gpu-b", 4)
     layer = get_channel_layer()
     for index in range(3):
         await layer.send(CHANNEL, {"type": "inference.request", "n": index})
     await layer.send("another-channel", {"type": "x"})  # not in this queue
-    assert await presence.capacity(redis, CHANNEL) == (2, 20, 3)
+    assert (await presence.capacity(redis, CHANNEL)).counts() == (2, 20, 3)
     assert await presence.queue_length(redis, CHANNEL) == 3
     await layer.receive(CHANNEL)
     assert await presence.queue_length(redis, CHANNEL) == 2
@@ -54,12 +54,12 @@ async def test_silent_workers_stop_counting_and_are_forgotten_with_their_slots()
     await redis.hset(presence.SLOTS_KEY, mapping={"quiet": 8, "dead": 8})
     await presence.beat(redis, "alive", 2)
     # "quiet" missed its heartbeats: no longer live, not yet forgotten.
-    assert await presence.capacity(redis, CHANNEL) == (1, 2, 0)
+    assert (await presence.capacity(redis, CHANNEL)).counts() == (1, 2, 0)
     assert await presence.live_workers(redis) == 1
     assert set(await redis.zrange(presence.KEY, 0, -1)) == {"quiet", "alive"}
     assert set(await redis.hkeys(presence.SLOTS_KEY)) == {"quiet", "alive"}
     await presence.leave(redis, "alive")
-    assert await presence.capacity(redis, CHANNEL) == (0, 0, 0)
+    assert (await presence.capacity(redis, CHANNEL)).counts() == (0, 0, 0)
     assert set(await redis.hkeys(presence.SLOTS_KEY)) == {"quiet"}
 
 
@@ -75,4 +75,28 @@ async def test_expired_requests_do_not_count_as_waiting():
 async def test_a_worker_beating_without_slots_counts_as_one():
     redis = get_redis()
     await redis.zadd(presence.KEY, {"old-release": time.time()})
-    assert await presence.capacity(redis, CHANNEL) == (1, 1, 0)
+    assert (await presence.capacity(redis, CHANNEL)).counts() == (1, 1, 0)
+
+
+async def test_the_queue_admits_only_what_will_start_before_the_first_token_deadline():
+    redis = get_redis()
+    await presence.beat(redis, "fast", 4, turnover=5.0)
+    await presence.beat(redis, "slow", 12, turnover=25.0)
+    layer = get_channel_layer()
+    for index in range(3):
+        await layer.send(CHANNEL, {"type": "inference.request", "n": index})
+    room = await presence.capacity(redis, CHANNEL)
+    assert room.turnover == (4 * 5.0 + 12 * 25.0) / 16  # 20 s per answer, per slot
+    # Behind 3 others on 16 slots a request starts after about one turnover (20 s): in time
+    # for a 30 s deadline, not for a 20 s one.
+    assert room.room(queue_per_slot=1.0, first_token_timeout=30)
+    assert not room.room(queue_per_slot=1.0, first_token_timeout=20)
+    # Until answers have been timed, the configured queue per slot alone decides.
+    await presence.leave(redis, "fast")
+    await presence.leave(redis, "slow")
+    await presence.beat(redis, "new", 2)
+    room = await presence.capacity(redis, CHANNEL)
+    assert room.turnover is None and room.counts() == (1, 2, 3)
+    assert not room.room(queue_per_slot=1.0, first_token_timeout=30)
+    assert room.room(queue_per_slot=2.0, first_token_timeout=30)
+    assert set(await redis.hkeys(presence.TURNOVER_KEY)) == set()  # left with their workers

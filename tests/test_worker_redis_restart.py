@@ -116,7 +116,7 @@ async def test_the_worker_survives_a_redis_restart(run_dir, caplog):
         # (a cancel reaches it).
         check = aioredis.Redis.from_url(url, decode_responses=True)
         assert await presence.live_workers(check) == 1
-        assert await presence.capacity(check, settings.INFERENCE["CHANNEL"]) == (1, 4, 0)
+        assert (await presence.capacity(check, settings.INFERENCE["CHANNEL"])).counts() == (1, 4, 0)
         await check.aclose()
         reply = await fresh.new_channel()
         await fresh.send(settings.INFERENCE["CHANNEL"], {**slow, "request_id": "slow2",

@@ -160,7 +160,7 @@ async def test_the_heartbeat_publishes_the_queue_length_and_this_workers_slots()
             await layer.send(CHANNEL, request(reply, f"q{index}"))
         # One runs, three wait for the only slot.
         await eventually(lambda: worker.running and metrics.QUEUE_LENGTH._value.get() == 3)
-        assert await presence.capacity(get_redis(), CHANNEL) == (1, 1, 3)
+        assert (await presence.capacity(get_redis(), CHANNEL)).counts() == (1, 1, 3)
 
 
 # --- a consumer's full channel ------------------------------------------------------------------
@@ -264,3 +264,21 @@ async def test_a_request_delivered_twice_runs_once(caplog):
                 await layer.receive(reply)
     assert list(engine.prompts) == ["twice"]
     assert any("delivered twice" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_worker_publishes_how_long_its_answers_take():
+    engine = SyntheticEngine(reply="word " * 20, tokens_per_second=200)  # ~0.5 s an answer
+    layer = get_channel_layer()
+    reply = await layer.new_channel()
+    async with running(make_worker(engine, max_concurrency=2, heartbeat_seconds=0.1)) as worker:
+        assert (await presence.capacity(get_redis(), CHANNEL)).turnover is None
+        for index in range(2):
+            await layer.send(CHANNEL, request(reply, f"t{index}"))
+            await until_end(layer, reply)
+        assert 0.3 < worker.turnover < 5
+        for _ in range(100):  # the next heartbeat carries it
+            room = await presence.capacity(get_redis(), CHANNEL)
+            if room.turnover is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert room.turnover == pytest.approx(worker.turnover, rel=0.2)  # a beat may lag one
