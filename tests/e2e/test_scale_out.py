@@ -328,6 +328,23 @@ async def wait_worker_totals(stack: ScaleOut, done: int, cancelled: int) -> None
 # --- the tests ------------------------------------------------------------------------------
 
 
+async def answered_once(asker, sockets, text: str, client_id: str) -> int:
+    """`asker` (the first of `sockets`) asks; the model's answer reaches every socket, each
+    exactly as stored. Returns the answer's message id."""
+    since = [s.mark() for s in sockets]
+    await asker.send({"type": "message", "text": text, "client_id": client_id})
+    await asker.wait(is_type("message.ack", client_id=client_id), since[0])
+    done = await asker.wait(is_type("bot.done"), since[0])
+    answer = done["message_id"]
+    for socket, mark in zip(sockets[1:], since[1:], strict=True):
+        await socket.wait(is_bot("bot.done", message_id=answer), mark)
+    stored = await Message.objects.aget(pk=answer)
+    assert done["finish_reason"] in ("stop", "length") and not done["fallback"]
+    assert not stored.is_partial and stored.text
+    assert [s.text_of(answer) for s in sockets] == [stored.text] * len(sockets)
+    return answer
+
+
 async def test_customer_and_agent_on_two_processes_one_answer_each_takeover_and_hand_back(
         scale_out):
     stack = scale_out
@@ -373,17 +390,7 @@ async def test_customer_and_agent_on_two_processes_one_answer_each_takeover_and_
 
         # 1. A question from the first tab: answered once, streamed to both tabs and to the
         # agent, on both processes, exactly as stored.
-        since = [s.mark() for s in sockets]
-        await tab1.send({"type": "message", "text": "Where is my parcel?", "client_id": "q1"})
-        await tab1.wait(is_type("message.ack", client_id="q1"), since[0])
-        done1 = await tab1.wait(is_type("bot.done"), since[0])
-        answer1 = done1["message_id"]
-        for socket, mark in zip(sockets[1:], since[1:], strict=True):
-            await socket.wait(is_bot("bot.done", message_id=answer1), mark)
-        stored1 = await Message.objects.aget(pk=answer1)
-        assert done1["finish_reason"] in ("stop", "length") and not done1["fallback"]
-        assert not stored1.is_partial and stored1.text
-        assert [s.text_of(answer1) for s in sockets] == [stored1.text] * 3
+        answer1 = await answered_once(tab1, sockets, "Where is my parcel?", "q1")
 
         # 2. A long answer, asked from the second tab (its process runs it): the agent takes
         # over while it streams, on every screen.
@@ -432,17 +439,7 @@ async def test_customer_and_agent_on_two_processes_one_answer_each_takeover_and_
         for socket, mark in zip(customers, (since[0], since[2]), strict=True):
             await socket.wait(is_type("agent.left"), mark)
         await answer_length(SHORT)
-        since = [s.mark() for s in sockets]
-        await tab1.send({"type": "message", "text": "When will it arrive?", "client_id": "q3"})
-        await tab1.wait(is_type("message.ack", client_id="q3"), since[0])
-        done3 = await tab1.wait(is_type("bot.done"), since[0])
-        answer3 = done3["message_id"]
-        for socket, mark in zip(sockets[1:], since[1:], strict=True):
-            await socket.wait(is_bot("bot.done", message_id=answer3), mark)
-        stored3 = await Message.objects.aget(pk=answer3)
-        assert done3["finish_reason"] in ("stop", "length") and not done3["fallback"]
-        assert not stored3.is_partial and stored3.text
-        assert [s.text_of(answer3) for s in sockets] == [stored3.text] * 3
+        answer3 = await answered_once(tab1, sockets, "When will it arrive?", "q3")
 
         # One answer per question: in the database, at the workers, and on every socket
         # (one start and one end each, and nothing of the taken-over answer after its end).

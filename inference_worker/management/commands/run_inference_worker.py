@@ -43,17 +43,24 @@ class Command(BaseCommand):
 
     async def _serve(self, engine, cfg) -> None:
         await engine.load_tokenizer()
-        worker = InferenceWorker(
-            engine=engine,
-            channel_layer=get_channel_layer(),
-            redis=get_redis(),
-            channel=cfg["CHANNEL"],
-            control_group=cfg["CONTROL_GROUP"],
-            max_concurrency=cfg["MAX_CONCURRENCY"],
-            coalesce_ms=cfg["COALESCE_MS"],
-            heartbeat_seconds=cfg["HEARTBEAT_SECONDS"],
-        )
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, worker.stop)
-        await worker.run()
+        await serve(engine)
+
+
+async def serve(engine, *, max_concurrency: int | None = None, name: str | None = None) -> None:
+    """Serve requests from the channel layer with `engine` until SIGINT or SIGTERM."""
+    cfg = settings.INFERENCE
+    worker = InferenceWorker(
+        engine=engine,
+        channel_layer=get_channel_layer(),
+        redis=get_redis(),
+        channel=cfg["CHANNEL"],
+        control_group=cfg["CONTROL_GROUP"],
+        max_concurrency=max_concurrency or cfg["MAX_CONCURRENCY"],
+        coalesce_ms=cfg["COALESCE_MS"],
+        heartbeat_seconds=cfg["HEARTBEAT_SECONDS"],
+        name=name,
+    )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, worker.stop)
+    await worker.run()

@@ -7,16 +7,13 @@ cancellation, metrics.
 """
 
 import asyncio
-import signal
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from prometheus_client import start_http_server
 
-from cs_site.redis_client import get_redis
+from inference_worker.management.commands.run_inference_worker import serve
 from inference_worker.synthetic import SyntheticEngine
-from inference_worker.worker import InferenceWorker
 
 
 def _words(count: int):
@@ -45,23 +42,8 @@ class Command(BaseCommand):
             start_http_server(cfg["METRICS_PORT"], addr=cfg["METRICS_HOST"])
         engine = SyntheticEngine(reply=_words(options["words"]),
                                  tokens_per_second=options["tokens_per_second"],
-                                 first_token_delay=options["first_token_delay"])
-        asyncio.run(self._serve(engine, cfg, options))
+                                 first_token_delay=options["first_token_delay"],
+                                 max_model_len=cfg["MAX_MODEL_LEN"])
+        asyncio.run(serve(engine, max_concurrency=options["max_concurrency"],
+                          name=options["name"] or None))
         self.stdout.write("synthetic worker stopped")
-
-    async def _serve(self, engine, cfg, options) -> None:
-        worker = InferenceWorker(
-            engine=engine,
-            channel_layer=get_channel_layer(),
-            redis=get_redis(),
-            channel=cfg["CHANNEL"],
-            control_group=cfg["CONTROL_GROUP"],
-            max_concurrency=options["max_concurrency"] or cfg["MAX_CONCURRENCY"],
-            coalesce_ms=cfg["COALESCE_MS"],
-            heartbeat_seconds=cfg["HEARTBEAT_SECONDS"],
-            name=options["name"] or None,
-        )
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, worker.stop)
-        await worker.run()
