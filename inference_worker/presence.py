@@ -90,12 +90,16 @@ class Capacity:
         return self.live, self.slots, self.queued
 
     def room(self, *, queue_per_slot: float, first_token_timeout: float) -> bool:
-        """Whether one more request would start in time. A request queued behind `queued`
-        others starts once that many slots have freed: after about (queued / slots + 1)
-        turnovers, which must leave its first token inside `first_token_timeout`. At most
-        `queue_per_slot` requests wait per slot in any case."""
+        """Whether one more request would start in time. With nobody waiting it is taken by
+        the next slot to free up, which is the best anyone can do. Behind `queued` others it
+        starts once that many more slots have freed: after about queued / slots turnovers,
+        plus up to one for the answers running now, which must leave it inside
+        `first_token_timeout`. At most `queue_per_slot` requests
+        wait per slot in any case."""
         if self.live == 0:
             return False
+        if self.queued == 0:
+            return True
         per_slot = queue_per_slot
         if self.turnover:
             per_slot = min(per_slot, first_token_timeout / self.turnover - 1)

@@ -11,10 +11,13 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 
 # Modules that touch the database; the end-to-end ones (tests/e2e) run the real stack on it.
+# Not again here: the worker-crash test (no database at all) and the fault tests (processes
+# killed under the same database code the rest of tests/e2e runs): each loads the model twice.
 TESTS=(tests/test_services.py tests/test_memory.py tests/test_consumer.py tests/test_worker.py
        tests/test_handoff.py tests/test_widget_server.py tests/test_admin_review.py
-       tests/test_console.py
-       tests/test_postgres_specific.py tests/e2e)
+       tests/test_console.py tests/test_answers.py
+       tests/test_postgres_specific.py tests/e2e
+       --ignore=tests/e2e/test_worker_crash.py --ignore=tests/e2e/test_faults.py)
 
 # PostgreSQL server binaries: Debian's newest /usr/lib/postgresql/<ver>/bin, else initdb on PATH.
 pg_bindir() {

@@ -100,3 +100,9 @@ async def test_the_queue_admits_only_what_will_start_before_the_first_token_dead
     assert not room.room(queue_per_slot=1.0, first_token_timeout=30)
     assert room.room(queue_per_slot=2.0, first_token_timeout=30)
     assert set(await redis.hkeys(presence.TURNOVER_KEY)) == set()  # left with their workers
+    # With nobody waiting, a request goes to the next free slot however slow answers are.
+    await presence.beat(redis, "crawling", 1, turnover=120.0)
+    for _ in range(3):
+        await layer.receive(CHANNEL)
+    room = await presence.capacity(redis, CHANNEL)
+    assert room.queued == 0 and room.room(queue_per_slot=1.0, first_token_timeout=30)
