@@ -150,7 +150,7 @@ class Customer:
         frames = await self.until(lambda f: f["type"] == "bot.done", timeout)
         return streamed(frames), frames[-1]
 
-    async def streaming(self, at_least: int = 30) -> str:
+    async def streaming(self, at_least: int = 10) -> str:
         """Waits until at least `at_least` characters of an answer arrived; returns them."""
         text = ""
         while len(text) < at_least:
