@@ -400,13 +400,10 @@ class AnswerRun:
             if room.live == 0:
                 await self._fallback(answer, fallback.REASON_UNAVAILABLE)
                 return False
-            if not room.room(queue_per_slot=inference["QUEUE_PER_SLOT"],
-                             first_token_timeout=cfg["FIRST_TOKEN_TIMEOUT_SECONDS"]):
-                log.warning("inference queue full (%d waiting for %d slots taking %s s per "
-                            "answer); %s gets the fallback", room.queued, room.slots,
-                            f"{room.turnover:.1f}" if room.turnover else "?", self.cid)
-                await self._fallback(answer, fallback.REASON_BUSY)
-                return False
+            queue_limit = room.queue_limit(queue_per_slot=inference["QUEUE_PER_SLOT"],
+                                           first_token_timeout=cfg["FIRST_TOKEN_TIMEOUT_SECONDS"])
+            if room.queued >= queue_limit:
+                raise ChannelFull  # full already: no need to build the request
             system_prompt, sampling, fullwidth = await _prompt_parts(self.conversation)
             answer.punctuation = FullwidthPunctuation() if fullwidth else None
             turns = await memory.recent_turns(self.cid, newest_id=answer.question.pk)
@@ -420,9 +417,13 @@ class AnswerRun:
             answer.sent_at = answer.last_event_at = now
             answer.next_presence_check = now + inference["WORKER_TTL_SECONDS"] / 2
             self._next_tick = now + cfg["PARTIAL_SAVE_SECONDS"]
-            await self.layer.send(inference["CHANNEL"], request)
+            # Counted and queued in one atomic step: questions arriving together cannot all
+            # slip in under the limit.
+            await self.layer.send(inference["CHANNEL"], request, capacity=queue_limit)
         except ChannelFull:
-            log.warning("inference queue full; %s gets the fallback", self.cid)
+            log.warning("inference queue full (%d slots, %s s per answer lately); %s gets the "
+                        "fallback", room.slots,
+                        f"{room.turnover:.1f}" if room.turnover else "?", self.cid)
             await self._fallback(answer, fallback.REASON_BUSY)
             return False
         except _REDIS_ERRORS as exc:

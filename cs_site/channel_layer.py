@@ -63,8 +63,12 @@ class DeskChannelLayer(RedisChannelLayer):
         timeout = host.pop("pool_timeout", DEFAULT_POOL_TIMEOUT)
         return aioredis.BlockingConnectionPool.from_url(address, timeout=timeout, **host)
 
-    async def send(self, channel, message):
-        """Send a message onto a (general or specific) channel, in one round trip."""
+    async def send(self, channel, message, *, capacity: int | None = None):
+        """Send a message onto a (general or specific) channel, in one round trip.
+
+        `capacity`: refuse (ChannelFull) when this many messages already wait, instead of the
+        channel's configured capacity; counting and adding are one atomic step, so concurrent
+        senders cannot overshoot it (admission control for the inference queue)."""
         assert isinstance(message, dict), "message is not a dict"
         assert self.require_valid_channel_name(channel), "Channel name not valid"
         assert "__asgi_channel__" not in message
@@ -80,7 +84,7 @@ class DeskChannelLayer(RedisChannelLayer):
         channel_key = self.prefix + channel_non_local_name
         now = time.time()
         args = (self.serialize(message), now, int(now) - int(self.expiry),
-                self.get_capacity(channel), int(self.expiry))
+                self.get_capacity(channel) if capacity is None else capacity, int(self.expiry))
         if not await self._run_send_script(self.connection(index), channel_key, args):
             raise ChannelFull()
 

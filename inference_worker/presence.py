@@ -6,6 +6,7 @@ worker is up, or the queue already holds as many requests as the live workers ca
 the customer gets the fallback answer at once instead of after the first-token deadline.
 """
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -89,21 +90,24 @@ class Capacity:
     def counts(self) -> tuple[int, int, int]:
         return self.live, self.slots, self.queued
 
-    def room(self, *, queue_per_slot: float, first_token_timeout: float) -> bool:
-        """Whether one more request would start in time. With nobody waiting it is taken by
-        the next slot to free up, which is the best anyone can do. Behind `queued` others it
-        starts once that many more slots have freed: after about queued / slots turnovers,
-        plus up to one for the answers running now, which must leave it inside
-        `first_token_timeout`. At most `queue_per_slot` requests
-        wait per slot in any case."""
+    def queue_limit(self, *, queue_per_slot: float, first_token_timeout: float) -> int:
+        """How many requests may wait for a slot so that each still starts in time; 0 when no
+        worker is alive. Behind `queued` others a request starts once that many more slots
+        have freed: after about queued / slots turnovers, plus up to one for the answers
+        running now, which must leave it inside `first_token_timeout`. At most
+        `queue_per_slot` requests wait per slot in any case; one may always wait (the next
+        slot to free up takes it, the best anyone can do)."""
         if self.live == 0:
-            return False
-        if self.queued == 0:
-            return True
+            return 0
         per_slot = queue_per_slot
         if self.turnover:
             per_slot = min(per_slot, first_token_timeout / self.turnover - 1)
-        return self.queued < self.slots * per_slot
+        return max(1, math.floor(self.slots * per_slot))
+
+    def room(self, *, queue_per_slot: float, first_token_timeout: float) -> bool:
+        """Whether one more request would start in time (see queue_limit)."""
+        return self.queued < self.queue_limit(queue_per_slot=queue_per_slot,
+                                              first_token_timeout=first_token_timeout)
 
 
 async def capacity(redis: Redis, channel: str) -> Capacity:

@@ -200,6 +200,32 @@ async def test_a_full_queue_answers_with_the_fallback_at_once(connect, settings)
     assert done["fallback"] is True and done["finish_reason"] == "busy"
 
 
+async def test_questions_arriving_together_cannot_overfill_the_queue(connect, settings):
+    """The queue's limit is checked and the request queued in one atomic step: ten questions
+    at once for a worker with two slots and no answer timed yet queue exactly two."""
+    async def alive():  # a worker that beats but takes nothing: its queue only fills
+        while True:
+            await presence.beat(get_redis(), "two-slots", slots=2)
+            await asyncio.sleep(0.5)
+
+    beating = asyncio.create_task(alive())
+    await asyncio.sleep(0.1)
+    tabs = [(await connect())[0] for _ in range(10)]
+    await asyncio.gather(*(tab.send({"type": "message", "text": "hi", "client_id": f"m{n}"})
+                           for n, tab in enumerate(tabs)))
+    endings = []
+    for tab in tabs:
+        assert (await tab.receive())["type"] == "message.ack"
+        try:  # the busy fallback comes at once; a queued question hears nothing more
+            *_, done = await tab.answer(timeout=3)
+            endings.append(done["finish_reason"] if done["fallback"] else "model")
+        except TimeoutError:
+            endings.append("queued")
+    assert sorted(endings) == ["busy"] * 8 + ["queued"] * 2
+    assert await presence.queue_length(get_redis(), settings.INFERENCE["CHANNEL"]) == 2
+    beating.cancel()
+
+
 async def test_a_site_at_its_concurrent_answer_limit_gets_the_fallback_until_one_ends(
         connect, worker, slow_engine, settings):
     settings.CHAT = {**settings.CHAT, "SITE_CONCURRENT_ANSWERS": 1}

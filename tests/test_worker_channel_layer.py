@@ -146,3 +146,17 @@ async def test_a_send_that_finds_no_connection_in_time_fails_as_a_redis_error():
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
     await desk.close_pools()
+
+
+async def test_a_send_with_its_own_capacity_is_counted_and_queued_atomically():
+    layer = get_channel_layer()
+    results = await asyncio.gather(
+        *(layer.send("bounded", {"type": "x", "n": n}, capacity=3) for n in range(20)),
+        return_exceptions=True)
+    assert sum(result is None for result in results) == 3
+    assert all(isinstance(r, ChannelFull) for r in results if r is not None)
+    await layer.receive("bounded")
+    await layer.send("bounded", {"type": "x", "n": "after"}, capacity=3)  # room again
+    with pytest.raises(ChannelFull):
+        await layer.send("bounded", {"type": "x"}, capacity=3)
+    await layer.send("bounded", {"type": "x"})  # the channel's own capacity (100) still holds
