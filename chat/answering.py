@@ -140,11 +140,14 @@ async def live_answer(conversation_id) -> dict | None:
     return json.loads(raw) if raw else None
 
 
-async def join(conversation_id, channel_name: str, kind: str) -> None:
-    """Show this socket the answer under way, if any: the text so far, then the rest."""
-    claim = await live_answer(conversation_id)
+async def join(conversation_id, channel_name: str, kind: str, *,
+               claim: dict | None = None, left_out: int | None = None) -> None:
+    """Show this socket the answer under way, if any: the text so far, then the rest.
+    `left_out`: the streaming answer the socket's history did not show (see answer_join)."""
+    claim = claim or await live_answer(conversation_id)
     if claim is not None:
-        await _tell_run(claim["channel"], events.answer_join(channel=channel_name, kind=kind))
+        await _tell_run(claim["channel"], events.answer_join(
+            channel=channel_name, kind=kind, message_id=left_out))
 
 
 async def leave(conversation_id, channel_name: str) -> None:
@@ -219,6 +222,7 @@ class _Answer:
     next_presence_check: float = 0.0
     punctuation: FullwidthPunctuation | None = None
     slot: limits.Slot | None = None  # the site's answers streaming at once
+    done_frame: dict | None = None  # the bot.done sent, for a socket that joins after it
     finished: bool = False
 
     @property
@@ -337,9 +341,13 @@ class AnswerRun:
         """A newer question that arrived while answering, if the bot still holds the
         conversation. The claim is released first and taken again after looking, so a question
         stored while this run was finishing is seen either here or by its own socket."""
+        if self.answer is not None:
+            await self._serve_late_joins(self.answer)
         if self.ended:
             return None
         await self._release_claim()
+        if self.answer is not None:  # joins that were on their way when the claim went
+            await self._serve_late_joins(self.answer)
         latest = await db(selectors.newest_unanswered_customer_message)(
             conversation_id=self.cid, after_id=answered.pk)
         if latest is None or not await self.claim():
@@ -511,7 +519,8 @@ class AnswerRun:
             elif kind == "inference.keepalive" and answer.started_at is None:
                 answer.started_at = answer.last_event_at
         elif kind == "answer.join":
-            await self._on_join(answer, event["channel"], event.get("kind", CUSTOMER))
+            await self._on_join(answer, event["channel"], event.get("kind", CUSTOMER),
+                                event.get("message_id"))
         elif kind == "answer.leave":
             self.audience.pop(event["channel"], None)
             if self.alone_since is None and CUSTOMER not in self.audience.values():
@@ -525,19 +534,39 @@ class AnswerRun:
                 await self._stop(answer, reason)
                 self.ended = True
 
-    async def _on_join(self, answer: _Answer, channel: str, kind: str) -> None:
+    async def _on_join(self, answer: _Answer, channel: str, kind: str,
+                       left_out: int | None = None) -> None:
         if kind == CUSTOMER:
             self.alone_since = None
         if channel in self.audience:
             return
         self.audience[channel] = kind
-        if answer.message is not None and not answer.finished:
-            # What the newcomer missed, as one delta after the start.
-            start = events.bot_start_frame(message_id=answer.message.pk)
-            await self._deliver_to(channel, kind, start)
-            if answer.text:
-                await self._deliver_to(channel, kind, events.bot_delta_frame(
-                    message_id=answer.message.pk, text=answer.text))
+        message = answer.message
+        if message is None or (answer.finished and message.pk != left_out):
+            return
+        # What the newcomer missed, as one delta after the start; and the end, if the answer
+        # ended while the newcomer was reading its history without it.
+        await self._deliver_to(channel, kind, events.bot_start_frame(message_id=message.pk))
+        if answer.text:
+            await self._deliver_to(channel, kind, events.bot_delta_frame(
+                message_id=message.pk, text=answer.text))
+        if answer.finished and answer.done_frame is not None:
+            await self._deliver_to(channel, kind, answer.done_frame)
+
+    def _late_joins(self) -> list[dict]:
+        """Joins that reached the inbox after the answer ended (a reload at that moment)."""
+        joins, others = [], []
+        while not self.inbox.empty():
+            event = self.inbox.get_nowait()
+            (joins if event.get("type") == "answer.join" else others).append(event)
+        for event in others:
+            self.inbox.put_nowait(event)
+        return joins
+
+    async def _serve_late_joins(self, answer: _Answer) -> None:
+        for event in self._late_joins():
+            await self._on_join(answer, event["channel"], event.get("kind", CUSTOMER),
+                                event.get("message_id"))
 
     async def _on_start(self, answer: _Answer, event: dict) -> None:
         if answer.started_at is None:
@@ -617,13 +646,14 @@ class AnswerRun:
         message = await self._store(answer, finish_reason=finish_reason, partial=partial,
                                     prompt_tokens=prompt_tokens,
                                     completion_tokens=completion_tokens)
-        await self._emit(events.bot_done_frame(
+        answer.done_frame = events.bot_done_frame(
             message_id=message.pk,
             usage={"prompt_tokens": message.prompt_tokens or 0,
                    "completion_tokens": message.completion_tokens or 0},
             ttft_ms=message.ttft_ms, total_ms=message.total_ms or 0,
             finish_reason=finish_reason, fallback=False, partial=partial,
-        ))
+        )
+        await self._emit(answer.done_frame)
         await memory.remember(message)
 
     async def _give_up(self, reason: str) -> None:

@@ -130,17 +130,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
             conversation_id=str(conversation.id), token=None, status=conversation.status,
             resumed=True,
         ))
+        # The claim first, then the history: the history is at least as new as the claim.
+        live = await answering.live_answer(conversation.id)
         history = await database_sync_to_async(selectors.conversation_history)(
             conversation_id=conversation.id
         )
         # An answer still streaming (another tab asked, or this one before a reload) is not
-        # history yet: its run sends the text so far, then the rest.
-        live = await answering.live_answer(conversation.id)
+        # history yet: its run sends the text so far, then the rest. One that has ended (its
+        # row has a finish reason) is history.
         streaming = live["message_id"] if live else None
+        left_out = next((m.id for m in history if m.id == streaming and not m.finish_reason),
+                        None)
         await self.send_frame(events.history_frame(
-            messages=[_history_item(m) for m in history if m.id != streaming]))
+            messages=[_history_item(m) for m in history if m.id != left_out]))
         if live is not None:
-            await answering.join(conversation.id, self.channel_name, answering.CUSTOMER)
+            await answering.join(conversation.id, self.channel_name, answering.CUSTOMER,
+                                 claim=live, left_out=left_out)
             return
         # A question whose answer was lost with the last connection is answered now.
         question = await database_sync_to_async(selectors.unanswered_question)(

@@ -378,10 +378,11 @@ def answer_started(*, conversation_id: str, channel: str) -> dict:
     return {"type": "answer.started", "conversation_id": conversation_id, "channel": channel}
 
 
-def answer_join(*, channel: str, kind: str) -> dict:
+def answer_join(*, channel: str, kind: str, message_id: int | None = None) -> dict:
     """To a run: add this socket ("customer" or "console") to the audience; it gets the text
-    so far at once."""
-    return {"type": "answer.join", "channel": channel, "kind": kind}
+    so far at once. `message_id`: the answer this socket left out of its history because it
+    was streaming; should it have ended meanwhile, the socket gets it whole."""
+    return {"type": "answer.join", "channel": channel, "kind": kind, "message_id": message_id}
 
 
 def answer_leave(*, channel: str) -> dict:

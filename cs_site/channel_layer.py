@@ -15,6 +15,7 @@ Redis failure). Both are set per host entry:
     "hosts": [{"address": REDIS_URL, "max_connections": 200, "pool_timeout": 5}]
 """
 
+import asyncio
 import functools
 import hashlib
 import logging
@@ -40,6 +41,29 @@ return 1
 """
 _SEND_SHA = hashlib.sha1(_SEND_SCRIPT.encode()).hexdigest()
 
+# KEYS[1]: a process's channel key, KEYS[2]: its backup. ARGV[1]: how many to take, ARGV[2]:
+# "1" when the batch taken last time reached the process (forget it), "0" when it may not have
+# (the receive was cancelled mid-call: put it back first, so nothing is lost). Takes the oldest
+# messages, keeps a copy in the backup until the next call, and returns [member, score, ...].
+_RECEIVE_SCRIPT = """
+if ARGV[2] == '1' then
+    redis.call('DEL', KEYS[2])
+else
+    local kept = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+    for i = 1, #kept, 2 do
+        redis.call('ZADD', KEYS[1], kept[i + 1], kept[i])
+    end
+    redis.call('DEL', KEYS[2])
+end
+local taken = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[1]))
+for i = 1, #taken, 2 do
+    redis.call('ZADD', KEYS[2], taken[i + 1], taken[i])
+end
+return taken
+"""
+_RECEIVE_SHA = hashlib.sha1(_RECEIVE_SCRIPT.encode()).hexdigest()
+RECEIVE_BATCH = 200  # messages one round trip may take for a process
+
 DEFAULT_MAX_CONNECTIONS = 200
 DEFAULT_POOL_TIMEOUT = 5.0
 
@@ -50,8 +74,68 @@ class DeskChannelLayer(RedisChannelLayer):
         before its consumer reads them (channels-redis uses `capacity`, 100 by default, and
         silently drops the oldest beyond it)."""
         super().__init__(*args, **kwargs)
+        self._batch_in_flight: set[str] = set()  # keys whose last batch may not have arrived
         if local_capacity is not None:
             self.receive_buffer.default_factory = functools.partial(BoundedQueue, local_capacity)
+
+    # --- receiving: a process's channels in batches ----------------------------------------
+    #
+    # Every channel of a process ("specific.<process>!<id>": its sockets and its answers) shares
+    # one Redis key and one receive loop. channels-redis takes one message per loop, four round
+    # trips each, so a process streaming many answers at once falls behind the deltas sent to
+    # it, however idle its CPU. Here one round trip takes every waiting message (up to
+    # RECEIVE_BATCH) and hands each to its channel's buffer. Shared channels ("inference",
+    # taken by whichever worker is free) keep channels-redis's one-at-a-time receive.
+
+    async def receive_single(self, channel):
+        if "!" not in channel:
+            return await super().receive_single(channel)
+        assert self.require_valid_channel_name(channel, receive=True), "Channel name invalid"
+        key = self.prefix + channel
+        connection = self.connection(self.consistent_hash(channel))
+        task = asyncio.current_task()
+        while True:
+            # redis-py can turn a cancellation that meets its read timeout into an empty
+            # reply: without this check the loop would go on receiving for a cancelled task.
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
+            taken = await self._take_batch(connection, key)
+            if taken:
+                break
+            # Nothing waiting: block until something arrives, put it back (same score: the
+            # same place) and take it with whatever came with it, under the backup's guard.
+            woke = await connection.bzpopmin(key, timeout=self.brpop_timeout)
+            if woke is not None:
+                _, member, score = woke
+                await connection.zadd(key, {member: float(score)})
+        # The caller (channels-redis's receive) buffers the first message as soon as it gets
+        # it; the rest follow it, in order, at the event loop's next turn. Nothing is awaited
+        # in between: they all reach their buffers, or (cancelled before this point) they are
+        # still in the backup and the next call puts them back.
+        first, *rest = (self._unpack(member) for member in taken[0::2])
+        if rest:
+            asyncio.get_running_loop().call_soon(self._buffer, rest)
+        return first
+
+    def _buffer(self, messages: list) -> None:
+        for target, message in messages:
+            for name in target if isinstance(target, list) else [target]:
+                self.receive_buffer[name].put_nowait(message)
+
+    async def _take_batch(self, connection, key) -> list:
+        delivered = key not in self._batch_in_flight
+        self._batch_in_flight.add(key)
+        args = (2, key, self._backup_channel_name(key), RECEIVE_BATCH, "1" if delivered else "0")
+        try:
+            taken = await connection.evalsha(_RECEIVE_SHA, *args)
+        except NoScriptError:
+            taken = await connection.eval(_RECEIVE_SCRIPT, *args)
+        self._batch_in_flight.discard(key)
+        return taken
+
+    def _unpack(self, member) -> tuple[str | list, dict]:
+        message = self.deserialize(member)
+        return message.pop("__asgi_channel__"), message
 
     def create_pool(self, index):
         host = dict(self.hosts[index])

@@ -11,7 +11,7 @@ from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from cs_site.channel_layer import DeskChannelLayer
+from cs_site.channel_layer import _RECEIVE_SCRIPT, DeskChannelLayer
 from cs_site.redis_client import get_redis
 
 
@@ -160,3 +160,43 @@ async def test_a_send_with_its_own_capacity_is_counted_and_queued_atomically():
     with pytest.raises(ChannelFull):
         await layer.send("bounded", {"type": "x"}, capacity=3)
     await layer.send("bounded", {"type": "x"})  # the channel's own capacity (100) still holds
+
+
+async def test_a_process_receives_its_channels_in_batches_in_order(monkeypatch):
+    layer = get_channel_layer()
+    channels = [await layer.new_channel() for _ in range(5)]
+    for n in range(100):
+        for channel in channels:
+            await layer.send(channel, {"type": "x", "n": n})
+    batches = 0
+    take = layer._take_batch
+
+    async def counted(*args):
+        nonlocal batches
+        batches += 1
+        return await take(*args)
+
+    monkeypatch.setattr(layer, "_take_batch", counted)
+
+    async def all_of(channel):
+        return [(await layer.receive(channel))["n"] for _ in range(100)]
+
+    received = await asyncio.wait_for(asyncio.gather(*(all_of(c) for c in channels)), 10)
+    assert received == [list(range(100))] * 5  # nothing lost, each channel in order
+    assert batches <= 10  # 500 messages in a few round trips, not 500
+
+
+async def test_a_batch_cut_short_by_a_cancellation_is_received_next_time():
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    for n in range(3):
+        await layer.send(channel, {"type": "x", "n": n})
+    key = layer.prefix + layer.non_local_name(channel)
+    connection = layer.connection(layer.consistent_hash(channel))
+    # As if a receive was cancelled while its batch was on the wire: taken and backed up,
+    # never handed to the process.
+    layer._batch_in_flight.add(key)
+    await connection.eval(_RECEIVE_SCRIPT, 2, key, layer._backup_channel_name(key), 10, "1")
+    assert await connection.zcard(key) == 0
+    got = [(await asyncio.wait_for(layer.receive(channel), 5))["n"] for _ in range(3)]
+    assert got == [0, 1, 2]
