@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --quiet
 
-.PHONY: run test install install-dev lint format test-postgres screenshots clean
+.PHONY: run test install install-dev lint format test-postgres screenshots bench clean
 
 run: install
 	$(PY) -m cs_site.stack
@@ -51,6 +51,11 @@ format: install-dev
 
 test-postgres: install-dev
 	bash scripts/test-postgres.sh
+
+# The benchmark (never part of `make test`): ~30 min on 2 cores; prints its figures and writes
+# docs/benchmarks.md and docs/benchmarks.png. `python -m bench --quick` tries it in a few minutes.
+bench: install-dev
+	$(PY) -m bench
 
 # Refreshes docs/screenshots/widget.png (the README's picture) from a real browser test run.
 screenshots: install-dev

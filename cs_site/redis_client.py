@@ -15,10 +15,21 @@ _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.Redis]" = 
 )
 
 
+# As the channel layer's pools (cs_site/channel_layer.py): when every connection is busy, a
+# command waits up to POOL_TIMEOUT seconds for one instead of failing at once (redis-py's
+# default pool raises "Too many connections" at 100, which a burst of answers reaches).
+MAX_CONNECTIONS = 200
+POOL_TIMEOUT = 5.0
+
+
 def get_redis() -> redis.Redis:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        pool = redis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, decode_responses=True, max_connections=MAX_CONNECTIONS,
+            timeout=POOL_TIMEOUT)
+        client = redis.Redis(connection_pool=pool)
+        client.auto_close_connection_pool = True  # aclose() closes the pool with the client
         _clients[loop] = client
     return client

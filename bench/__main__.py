@@ -1,0 +1,57 @@
+"""`python -m bench [--quick] [--only pipeline|vllm]`: run the benchmark, print the figures,
+write docs/benchmarks.md and docs/benchmarks.png."""
+
+import argparse
+import sys
+import time
+
+from tqdm import tqdm
+
+from bench import pipeline, report, vs_vllm
+from bench.processes import LOG_DIR, bench_environment, use_bench_database
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="small steps and few rounds, to try the benchmark out (~3 min)")
+    parser.add_argument("--only", choices=("pipeline", "vllm"),
+                        help="run one part; the other part's section of the report is kept")
+    parser.add_argument("--out", default="docs", help="folder of benchmarks.md/.png (docs)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: write the page and chart again from the last "
+                        "run's figures (var/bench/*.json)")
+    args = parser.parse_args()
+    if args.report_only:
+        paths = report.rewrite(out_dir=args.out)
+        print("Written: " + ", ".join(str(p) for p in paths))
+        return 0
+    started = time.monotonic()
+    results = {}
+    try:
+        with bench_environment("bench") as bench:
+            use_bench_database(bench)
+            if args.only in (None, "pipeline"):
+                tqdm.write("Part 1: the pipeline against one Daphne process (synthetic tokens)")
+                results["pipeline"] = pipeline.run(
+                    bench, pipeline.QUICK if args.quick else pipeline.FULL)
+                bench.flush_redis()
+            if args.only in (None, "vllm"):
+                tqdm.write("Part 2: the whole stack against vLLM's own OpenAI server")
+                results["vllm"] = vs_vllm.run(bench, vs_vllm.QUICK if args.quick else vs_vllm.FULL)
+    except KeyboardInterrupt:
+        print("\nInterrupted: nothing written.", file=sys.stderr)
+        return 130
+    except RuntimeError as exc:
+        print(f"\nbenchmark failed: {exc}\nProcess logs: {LOG_DIR / 'bench.log'}",
+              file=sys.stderr)
+        return 1
+    paths = report.write(results, out_dir=args.out, quick=args.quick,
+                         minutes=(time.monotonic() - started) / 60)
+    print("\n" + report.summary(results))
+    print("Written: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
