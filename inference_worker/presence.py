@@ -18,8 +18,6 @@ SLOTS_KEY = "inference:slots"  # worker name → requests it runs at once
 # worker name → seconds one of its slots has recently taken per answer (a moving average):
 # how soon a slot frees, so how long a queued request waits.
 TURNOVER_KEY = "inference:turnover"
-RUNNING_KEY = "inference:running"  # worker name → requests it was running at its last beat
-_PER_WORKER = (SLOTS_KEY, TURNOVER_KEY, RUNNING_KEY)
 
 
 def _ttl() -> float:
@@ -27,13 +25,12 @@ def _ttl() -> float:
 
 
 async def beat(redis: Redis, worker: str, slots: int = 1,
-               turnover: float | None = None, running: int = 0) -> None:
+               turnover: float | None = None) -> None:
     now = time.time()
     forget_before = now - 10 * _ttl()
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zadd(KEY, {worker: now})
         pipe.hset(SLOTS_KEY, worker, slots)
-        pipe.hset(RUNNING_KEY, worker, running)
         if turnover is not None:
             pipe.hset(TURNOVER_KEY, worker, round(turnover, 3))
         # Forget workers that died without saying goodbye, and their slots with them.
@@ -42,16 +39,16 @@ async def beat(redis: Redis, worker: str, slots: int = 1,
         *_, gone, _ = await pipe.execute()
     if gone:
         async with redis.pipeline(transaction=True) as pipe:
-            for key in _PER_WORKER:
-                pipe.hdel(key, *gone)
+            pipe.hdel(SLOTS_KEY, *gone)
+            pipe.hdel(TURNOVER_KEY, *gone)
             await pipe.execute()
 
 
 async def leave(redis: Redis, worker: str) -> None:
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zrem(KEY, worker)
-        for key in _PER_WORKER:
-            pipe.hdel(key, worker)
+        pipe.hdel(SLOTS_KEY, worker)
+        pipe.hdel(TURNOVER_KEY, worker)
         await pipe.execute()
 
 
@@ -89,7 +86,6 @@ class Capacity:
     slots: int  # requests they run at once, in all
     queued: int  # requests waiting in the channel for a free slot
     turnover: float | None  # seconds a slot takes per answer lately (None: not known yet)
-    free: int = 0  # slots idle at the workers' last beats
 
     def counts(self) -> tuple[int, int, int]:
         return self.live, self.slots, self.queued
@@ -106,8 +102,7 @@ class Capacity:
         per_slot = queue_per_slot
         if self.turnover:
             per_slot = min(per_slot, first_token_timeout / self.turnover - 1)
-        # Idle slots take their requests at once: those never wait behind anyone.
-        return max(1, self.free + math.floor(self.slots * max(0.0, per_slot)))
+        return max(1, math.floor(self.slots * per_slot))
 
     def room(self, *, queue_per_slot: float, first_token_timeout: float) -> bool:
         """Whether one more request would start in time (see queue_limit)."""
@@ -122,15 +117,12 @@ async def capacity(redis: Redis, channel: str) -> Capacity:
         pipe.zrangebyscore(KEY, now - _ttl(), "+inf")
         pipe.hgetall(SLOTS_KEY)
         pipe.hgetall(TURNOVER_KEY)
-        pipe.hgetall(RUNNING_KEY)
         _waiting(pipe, channel, now)
-        live, slots, turnovers, running, queued = await pipe.execute()
+        live, slots, turnovers, queued = await pipe.execute()
     # A worker beating from an older release has no slots entry: count it as one slot.
     total_slots = sum(int(slots.get(name, 1)) for name in live)
     known = [(float(turnovers[name]), int(slots.get(name, 1))) for name in live
              if name in turnovers]
     # Weighted by slots: the pool's average time per answer.
     turnover = (sum(t * n for t, n in known) / sum(n for _, n in known)) if known else None
-    free = sum(max(0, int(slots.get(name, 1)) - int(running.get(name, 0))) for name in live)
-    return Capacity(live=len(live), slots=total_slots, queued=queued, turnover=turnover,
-                    free=free)
+    return Capacity(live=len(live), slots=total_slots, queued=queued, turnover=turnover)

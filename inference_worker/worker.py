@@ -188,8 +188,7 @@ class InferenceWorker:
 
     async def _announce(self) -> None:
         """Tell Redis this worker is alive and listening; every step is idempotent."""
-        await presence.beat(self.redis, self.name, self.max_concurrency, self.turnover,
-                            running=len(self.running))
+        await presence.beat(self.redis, self.name, self.max_concurrency, self.turnover)
         # Renewed at every beat: a restarted Redis has forgotten the membership, and
         # channels-redis drops a member group_expiry (a day) after its last join.
         await self.layer.group_add(self.control_group, self.control_channel)

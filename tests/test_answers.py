@@ -189,7 +189,7 @@ async def test_a_queued_question_gets_the_fallback_once_no_worker_is_alive(conne
 
 async def test_a_full_queue_answers_with_the_fallback_at_once(connect, settings):
     """One live worker with two slots and two requests already waiting: no room."""
-    await presence.beat(get_redis(), "busy", slots=2, running=2)
+    await presence.beat(get_redis(), "busy", slots=2)
     layer = get_channel_layer()
     for i in range(2):
         await layer.send(settings.INFERENCE["CHANNEL"], {"type": "inference.request", "n": i})
@@ -202,10 +202,10 @@ async def test_a_full_queue_answers_with_the_fallback_at_once(connect, settings)
 
 async def test_questions_arriving_together_cannot_overfill_the_queue(connect, settings):
     """The queue's limit is checked and the request queued in one atomic step: ten questions
-    at once for a worker with two busy slots and no answer timed yet queue exactly two."""
+    at once for a worker with two slots and no answer timed yet queue exactly two."""
     async def alive():  # a worker that beats but takes nothing: its queue only fills
         while True:
-            await presence.beat(get_redis(), "two-slots", slots=2, running=2)
+            await presence.beat(get_redis(), "two-slots", slots=2)
             await asyncio.sleep(0.5)
 
     beating = asyncio.create_task(alive())

@@ -80,8 +80,8 @@ async def test_a_worker_beating_without_slots_counts_as_one():
 
 async def test_the_queue_admits_only_what_will_start_before_the_first_token_deadline():
     redis = get_redis()
-    await presence.beat(redis, "fast", 4, turnover=5.0, running=4)
-    await presence.beat(redis, "slow", 12, turnover=25.0, running=12)
+    await presence.beat(redis, "fast", 4, turnover=5.0)
+    await presence.beat(redis, "slow", 12, turnover=25.0)
     layer = get_channel_layer()
     for index in range(3):
         await layer.send(CHANNEL, {"type": "inference.request", "n": index})
@@ -94,19 +94,15 @@ async def test_the_queue_admits_only_what_will_start_before_the_first_token_dead
     # Until answers have been timed, the configured queue per slot alone decides.
     await presence.leave(redis, "fast")
     await presence.leave(redis, "slow")
-    await presence.beat(redis, "new", 2, running=2)
+    await presence.beat(redis, "new", 2)
     room = await presence.capacity(redis, CHANNEL)
     assert room.turnover is None and room.counts() == (1, 2, 3)
     assert not room.room(queue_per_slot=1.0, first_token_timeout=30)
     assert room.room(queue_per_slot=2.0, first_token_timeout=30)
     assert set(await redis.hkeys(presence.TURNOVER_KEY)) == set()  # left with their workers
     # With nobody waiting, a request goes to the next free slot however slow answers are.
-    await presence.beat(redis, "crawling", 1, turnover=120.0, running=1)
+    await presence.beat(redis, "crawling", 1, turnover=120.0)
     for _ in range(3):
         await layer.receive(CHANNEL)
     room = await presence.capacity(redis, CHANNEL)
     assert room.queued == 0 and room.room(queue_per_slot=1.0, first_token_timeout=30)
-    # Idle slots take requests at once, however slow answers have been.
-    await presence.beat(redis, "crawling", 3, turnover=120.0, running=1)
-    room = await presence.capacity(redis, CHANNEL)
-    assert room.free == 2 and room.queue_limit(queue_per_slot=1.0, first_token_timeout=30) == 2
