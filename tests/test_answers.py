@@ -113,14 +113,14 @@ async def test_the_answer_stops_when_every_tab_is_gone_for_the_grace_period(
     await tab.receive()
     await tab.receive_until(lambda f: f["type"] == "bot.delta")
     await tab.close()
-    await poll(lambda: slow_engine.aborted)
-    await poll(lambda: slow_engine.running_requests() == 0)
+    await poll(lambda: slow_engine.aborted, timeout=15)
+    await poll(lambda: slow_engine.running_requests() == 0, timeout=15)
 
     async def stored_partial():
         (bot,) = await bot_messages(first["id"])
         return bot if bot.finish_reason else None
 
-    bot = await poll(stored_partial)
+    bot = await poll(stored_partial, timeout=15)
     assert bot.is_partial and bot.finish_reason == "disconnected"
     assert 0 < len(bot.text) < len(slow_engine.reply(""))
     assert await answering.live_answer(first["id"]) is None  # the claim is released
