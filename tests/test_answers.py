@@ -12,6 +12,7 @@ from chat import answering, events
 from chat.models import Message
 from cs_site.redis_client import get_redis
 from inference_worker import presence
+from tests.waiting import poll
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,18 +28,6 @@ def slow_engine(engine):
     engine.tokens_per_second = 40  # ~2.5 s for the whole answer, many deltas
     engine.reply = lambda prompt: " ".join(f"word{i}" for i in range(20))
     return engine
-
-
-async def poll(check, timeout: float = 5.0, every: float = 0.05):
-    """The first truthy value of check() within timeout (check may be async)."""
-    async with asyncio.timeout(timeout):
-        while True:
-            value = check()
-            if asyncio.iscoroutine(value):
-                value = await value
-            if value:
-                return value
-            await asyncio.sleep(every)
 
 
 async def bot_messages(conversation_id) -> list[Message]:
@@ -123,7 +112,10 @@ async def test_the_answer_stops_when_every_tab_is_gone_for_the_grace_period(
     bot = await poll(stored_partial, timeout=15)
     assert bot.is_partial and bot.finish_reason == "disconnected"
     assert 0 < len(bot.text) < len(slow_engine.reply(""))
-    assert await answering.live_answer(first["id"]) is None  # the claim is released
+    async def released():  # the run lets go of the claim as it ends, just after the store
+        return await answering.live_answer(first["id"]) is None
+
+    assert await poll(released)
 
 
 async def test_a_question_from_another_process_joins_the_run_that_holds_the_conversation(

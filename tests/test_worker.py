@@ -10,6 +10,7 @@ from django.conf import settings
 from chat import events
 from cs_site.redis_client import get_redis
 from inference_worker import presence
+from tests.waiting import events_until_end
 
 SAMPLING = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 64, "frequency_penalty": 0.0}
 
@@ -25,16 +26,6 @@ async def submit(layer, reply_channel, *, request_id="r1", messages=None, deadli
     )
     request.update(extra)
     await layer.send(settings.INFERENCE["CHANNEL"], request)
-
-
-async def events_until_end(layer, channel, timeout=5):
-    got = []
-    async with asyncio.timeout(timeout):
-        while True:
-            event = await layer.receive(channel)
-            got.append(event)
-            if event["type"] in ("inference.done", "inference.error"):
-                return got
 
 
 async def test_a_request_streams_start_deltas_and_one_done(worker, engine):

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from django.conf import settings
-from prometheus_client import REGISTRY
 
 from chat import events
 from cs_site.channel_layer import DeskChannelLayer
@@ -20,6 +19,7 @@ from cs_site.localredis import start_redis
 from inference_worker import presence
 from inference_worker.synthetic import SyntheticEngine
 from inference_worker.worker import InferenceWorker
+from tests.waiting import events_until_end, poll, sample
 
 SAMPLING = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 400, "frequency_penalty": 0.0}
 
@@ -31,28 +31,6 @@ def request(reply: str, request_id: str) -> dict:
         messages=[{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}],
         sampling=SAMPLING, deadline=now + 60, queued_at=now, start_by=now + 30,
     )
-
-
-async def until_end(layer, channel, timeout):
-    got = []
-    async with asyncio.timeout(timeout):
-        while True:
-            event = await layer.receive(channel)
-            got.append(event)
-            if event["type"] in ("inference.done", "inference.error"):
-                return got
-
-
-async def eventually(check, timeout=5.0, step=0.02):
-    """Wait until check() is true (polled: the state lives in another task or in Redis)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(step)
-
-
-def outcome_count(outcome: str) -> float:
-    return REGISTRY.get_sample_value("cs_worker_requests_total", {"outcome": outcome}) or 0.0
 
 
 @pytest.fixture
@@ -92,7 +70,7 @@ async def test_the_worker_survives_a_redis_restart(run_dir, caplog):
         slow["messages"][-1]["content"] = "slow please"
         await client.send(settings.INFERENCE["CHANNEL"], slow)
         assert (await client.receive(reply))["type"] == "inference.start"
-        lost_before = outcome_count("redis_lost")
+        lost_before = sample("cs_worker_requests_total", outcome="redis_lost")
 
         server.stop()
         await asyncio.sleep(1.5)  # every loop meets the outage and backs off
@@ -102,13 +80,13 @@ async def test_the_worker_survives_a_redis_restart(run_dir, caplog):
 
         # The running answer could not be delivered: aborted in the engine and counted.
         assert "slow" in engine.aborted
-        assert outcome_count("redis_lost") == lost_before + 1
+        assert sample("cs_worker_requests_total", outcome="redis_lost") == lost_before + 1
 
         # A fresh client (a restarted web process) gets a whole answer through the worker.
         fresh = layer_for(url)
         reply = await fresh.new_channel()
         await fresh.send(settings.INFERENCE["CHANNEL"], request(reply, "after"))
-        start, *deltas, done = await until_end(fresh, reply, timeout=15)
+        start, *deltas, done = await events_until_end(fresh, reply, timeout=15)
         assert start["type"] == "inference.start" and done["type"] == "inference.done"
         assert "".join(d["text"] for d in deltas) == "Back again."
 
@@ -124,7 +102,7 @@ async def test_the_worker_survives_a_redis_restart(run_dir, caplog):
         assert (await fresh.receive(reply))["type"] == "inference.start"
         await fresh.group_send(settings.INFERENCE["CONTROL_GROUP"],
                                events.inference_cancel(request_id="slow2", reason="test"))
-        await eventually(lambda: "slow2" in engine.aborted)
+        await poll(lambda: "slow2" in engine.aborted)
 
         assert not task.done()
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING

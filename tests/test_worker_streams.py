@@ -10,7 +10,6 @@ import time
 import pytest
 from channels.layers import get_channel_layer
 from django.conf import settings
-from prometheus_client import REGISTRY
 
 from chat import events
 from cs_site.channel_layer import DeskChannelLayer
@@ -18,6 +17,7 @@ from cs_site.redis_client import get_redis
 from inference_worker import metrics, presence
 from inference_worker.synthetic import SyntheticEngine
 from inference_worker.worker import InferenceWorker
+from tests.waiting import poll, sample
 
 SAMPLING = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 1000, "frequency_penalty": 0.0}
 CHANNEL = settings.INFERENCE["CHANNEL"]
@@ -42,18 +42,6 @@ async def until_end(layer, channel, timeout=10):
             got.append((event, time.monotonic()))
             if event["type"] in ("inference.done", "inference.error"):
                 return got
-
-
-async def eventually(check, timeout=5.0, step=0.02):
-    """Wait until check() is true (polled: the state lives in another task or in Redis)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(step)
-
-
-def sample(name, **labels):
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 @contextlib.asynccontextmanager
@@ -159,7 +147,7 @@ async def test_the_heartbeat_publishes_the_queue_length_and_this_workers_slots()
         for index in range(4):
             await layer.send(CHANNEL, request(reply, f"q{index}"))
         # One runs, three wait for the only slot.
-        await eventually(lambda: worker.running and metrics.QUEUE_LENGTH._value.get() == 3)
+        await poll(lambda: worker.running and metrics.QUEUE_LENGTH._value.get() == 3)
         assert (await presence.capacity(get_redis(), CHANNEL)).counts() == (1, 1, 3)
 
 
@@ -182,7 +170,7 @@ async def test_a_reply_channel_that_stays_full_aborts_the_answer_as_overloaded(c
     async with running(make_worker(engine, layer=small_reply_layer(3), coalesce_ms=1)) as worker:
         await layer.send(CHANNEL, request(reply, "full"))  # and nobody reads the reply
         started = time.monotonic()
-        await eventually(lambda: "full" in engine.aborted)
+        await poll(lambda: "full" in engine.aborted)
         gave_up_after = time.monotonic() - started
         assert not worker.running
     assert 0.9 < gave_up_after < 3  # it retried for ~1 s before giving up
