@@ -104,11 +104,6 @@ class Capacity:
             per_slot = min(per_slot, first_token_timeout / self.turnover - 1)
         return max(1, math.floor(self.slots * per_slot))
 
-    def room(self, *, queue_per_slot: float, first_token_timeout: float) -> bool:
-        """Whether one more request would start in time (see queue_limit)."""
-        return self.queued < self.queue_limit(queue_per_slot=queue_per_slot,
-                                              first_token_timeout=first_token_timeout)
-
 
 async def capacity(redis: Redis, channel: str) -> Capacity:
     """The live workers' capacity and the queue in front of them, in one round trip."""

@@ -88,21 +88,23 @@ async def test_the_queue_admits_only_what_will_start_before_the_first_token_dead
     room = await presence.capacity(redis, CHANNEL)
     assert room.turnover == (4 * 5.0 + 12 * 25.0) / 16  # 20 s per answer, per slot
     # Behind 3 others on 16 slots a request starts after about one turnover (20 s): in time
-    # for a 30 s deadline, not for a 20 s one.
-    assert room.room(queue_per_slot=1.0, first_token_timeout=30)
-    assert not room.room(queue_per_slot=1.0, first_token_timeout=20)
+    # for a 30 s deadline (8 may wait), not for a 20 s one (only the one the next free slot
+    # takes).
+    assert room.queue_limit(queue_per_slot=1.0, first_token_timeout=30) == 8 > room.queued
+    assert room.queue_limit(queue_per_slot=1.0, first_token_timeout=20) == 1 <= room.queued
     # Until answers have been timed, the configured queue per slot alone decides.
     await presence.leave(redis, "fast")
     await presence.leave(redis, "slow")
     await presence.beat(redis, "new", 2)
     room = await presence.capacity(redis, CHANNEL)
     assert room.turnover is None and room.counts() == (1, 2, 3)
-    assert not room.room(queue_per_slot=1.0, first_token_timeout=30)
-    assert room.room(queue_per_slot=2.0, first_token_timeout=30)
+    assert room.queue_limit(queue_per_slot=1.0, first_token_timeout=30) == 2 <= room.queued
+    assert room.queue_limit(queue_per_slot=2.0, first_token_timeout=30) == 4 > room.queued
     assert set(await redis.hkeys(presence.TURNOVER_KEY)) == set()  # left with their workers
     # With nobody waiting, a request goes to the next free slot however slow answers are.
     await presence.beat(redis, "crawling", 1, turnover=120.0)
     for _ in range(3):
         await layer.receive(CHANNEL)
     room = await presence.capacity(redis, CHANNEL)
-    assert room.queued == 0 and room.room(queue_per_slot=1.0, first_token_timeout=30)
+    assert room.queued == 0
+    assert room.queue_limit(queue_per_slot=1.0, first_token_timeout=30) == 1
