@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only pipeline|vllm]`: run the benchmark, print the figures,
+"""`python -m bench [--quick] [--only pipeline|vllm|api]`: run the benchmark, print the figures,
 write docs/benchmarks.md and docs/benchmarks.png."""
 
 import argparse
@@ -7,7 +7,7 @@ import time
 
 from tqdm import tqdm
 
-from bench import pipeline, report, vs_vllm
+from bench import api_latency, pipeline, report, vs_vllm
 from bench.processes import LOG_DIR, bench_environment, use_bench_database
 
 
@@ -15,7 +15,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="small steps and few rounds, to try the benchmark out (~3 min)")
-    parser.add_argument("--only", choices=("pipeline", "vllm"),
+    parser.add_argument("--only", choices=("pipeline", "vllm", "api"),
                         help="run one part; the other part's section of the report is kept")
     parser.add_argument("--out", default="docs", help="folder of benchmarks.md/.png (docs)")
     parser.add_argument("--report-only", action="store_true",
@@ -39,6 +39,11 @@ def main() -> int:
             if args.only in (None, "vllm"):
                 tqdm.write("Part 2: the whole stack against vLLM's own OpenAI server")
                 results["vllm"] = vs_vllm.run(bench, vs_vllm.QUICK if args.quick else vs_vllm.FULL)
+                bench.flush_redis()
+            if args.only in (None, "api"):
+                tqdm.write("Part 3: what the HTTP API adds to the first token")
+                results["api"] = api_latency.run(
+                    bench, api_latency.QUICK if args.quick else api_latency.FULL)
     except KeyboardInterrupt:
         print("\nInterrupted: nothing written.", file=sys.stderr)
         return 130

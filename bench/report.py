@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from bench import pipeline, vs_vllm
+from bench import api_latency, pipeline, vs_vllm
 from bench.processes import LOG_DIR, ROOT
 
 PRODUCT_DIRS = ("chat", "agents", "cs_site", "inference_worker", "templates", "static")
@@ -269,6 +269,29 @@ def vllm_section(data: dict, quick: bool) -> str:
     return "\n".join(out)
 
 
+def api_section(data: dict, quick: bool) -> str:
+    rows = "\n".join(
+        f"| {name} | {_fmt(row['first_token_ms']['p50'])} | {_fmt(row['first_token_ms']['p99'])}"
+        f" | {row['answers']} | {row['failed']} |" for name, row in data["rows"].items())
+    return "\n".join([
+        "## Part 3: what the HTTP API adds to the first token" + (" (quick run)" if quick else ""),
+        "",
+        "The real model at one chat, the same questions asked four ways, interleaved round by "
+        "round: the widget's socket, the chat API streaming (`POST /api/v1/chat`, SSE), the "
+        "desk's OpenAI-compatible endpoint (`/v1/chat/completions`, streaming), and vLLM's own "
+        "OpenAI server on the same model and sampling (`bench/api_latency.py`).",
+        "",
+        "| Path | First token p50 (ms) | p99 (ms) | Answers | Failed |",
+        "| --- | --- | --- | --- | --- |",
+        rows,
+        "",
+        f"- Chat API over the socket: **{_fmt(data['chat_api_over_socket'], 2)}×** first token "
+        "p50.",
+        f"- The desk's /v1 over vLLM's /v1: **{_fmt(data['desk_v1_over_vllm'], 2)}×** first "
+        "token p50.",
+    ])
+
+
 def _section(old_page: str, name: str, body: str | None) -> str:
     """The section `name`: the new body, else the one of the page written before (a part not
     run this time), else nothing."""
@@ -283,12 +306,14 @@ def rewrite(*, out_dir: str) -> list[Path]:
     """The page's part sections and the chart again from the last run's saved figures (after
     a change to this module), the header as it was."""
     pipe, vllm = _load_or_save("pipeline", None), _load_or_save("vllm", None)
+    api = _load_or_save("api", None)
     md_path, png_path = Path(out_dir) / "benchmarks.md", Path(out_dir) / "benchmarks.png"
     old = md_path.read_text() if md_path.exists() else ""
     bodies = {"header": None,
               "pipeline": pipeline_section(pipe, pipe.get("quick", False)) if pipe else None,
-              "vllm": vllm_section(vllm, vllm.get("quick", False)) if vllm else None}
-    page = "\n\n".join(block for name in ("header", "pipeline", "vllm")
+              "vllm": vllm_section(vllm, vllm.get("quick", False)) if vllm else None,
+              "api": api_section(api, api.get("quick", False)) if api else None}
+    page = "\n\n".join(block for name in ("header", "pipeline", "vllm", "api")
                        if (block := _section(old, name, bodies[name])))
     md_path.write_text(page.rstrip() + "\n")
     from bench.chart import draw
@@ -304,13 +329,15 @@ def write(results: dict, *, out_dir: str, quick: bool, minutes: float) -> list[P
                          if "pipeline" in results else None)
     vllm = _load_or_save("vllm", {**_vllm_data(results["vllm"]), "quick": quick}
                          if "vllm" in results else None)
+    api = _load_or_save("api", {**api_latency.data(results["api"]), "quick": quick}
+                        if "api" in results else None)
     md_path = out / "benchmarks.md"
     old = md_path.read_text() if md_path.exists() else ""
     header = "\n".join([
         "# Benchmarks",
         "",
         "Written by `make bench` (`python -m bench`; `--quick` for a short try, `--only "
-        "pipeline|vllm` for one part). Not part of `make test`. Process logs of the last run: "
+        "pipeline|vllm|api` for one part). Not part of `make test`. Process logs of the last run: "
         "`var/bench/bench.log`.",
         "",
         f"Last run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {minutes:.0f} min, parts: "
@@ -323,8 +350,9 @@ def write(results: dict, *, out_dir: str, quick: bool, minutes: float) -> list[P
     ])
     bodies = {"header": header,
               "pipeline": pipeline_section(pipe, quick) if "pipeline" in results else None,
-              "vllm": vllm_section(vllm, quick) if "vllm" in results else None}
-    page = "\n\n".join(block for name in ("header", "pipeline", "vllm")
+              "vllm": vllm_section(vllm, quick) if "vllm" in results else None,
+              "api": api_section(api, quick) if "api" in results else None}
+    page = "\n\n".join(block for name in ("header", "pipeline", "vllm", "api")
                        if (block := _section(old, name, bodies[name])))
     md_path.write_text(page.rstrip() + "\n")
     png_path = out / "benchmarks.png"
@@ -350,4 +378,7 @@ def summary(results: dict) -> str:
             lines.append(f"  {concurrency:>2} chat(s): first token p50 ratio "
                          f"{_fmt(c['first_token_p50_ratio'], 2)}×, tokens/s ratio "
                          f"{_fmt(c['tokens_per_second_ratio'], 2)}× | {marks}")
+    if "api" in results:
+        lines.append("What the HTTP API adds to the first token (real model, 1 chat):")
+        lines += api_latency.lines(api_latency.data(results["api"]))
     return "\n".join(lines)

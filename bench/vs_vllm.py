@@ -129,19 +129,22 @@ class Theirs:
 
     name = "theirs"
 
-    def __init__(self, port: int, model: str, sampling: dict, system_prompt):
+    def __init__(self, port: int, model: str, sampling: dict, system_prompt,
+                 headers: dict | None = None):
         self.url = f"http://127.0.0.1:{port}/v1/chat/completions"
         self.model, self.sampling, self.system_prompt = model, sampling, system_prompt
-        self.client = httpx.AsyncClient(timeout=300)
+        self.client = httpx.AsyncClient(timeout=300, headers=headers)
         self.prompt_tokens: list[int] = []
 
     async def open(self):
         return None
 
     async def ask(self, _conn, question: str) -> Answer:
+        # No system prompt from us when the server has its own (the desk's bot profile).
+        system = ([{"role": "system", "content": self.system_prompt()}] if self.system_prompt
+                  else [])
         body = {"model": self.model, "stream": True, "stream_options": {"include_usage": True},
-                "messages": [{"role": "system", "content": self.system_prompt()},
-                             {"role": "user", "content": question}], **self.sampling}
+                "messages": [*system, {"role": "user", "content": question}], **self.sampling}
         answer = Answer(question, time.perf_counter())
         async with self.client.stream("POST", self.url, json=body) as response:
             if response.status_code != 200:
@@ -205,7 +208,18 @@ async def _all_rounds(plan: Plan, ours: Ours, theirs: Theirs) -> dict:
     return answers
 
 
-def run(bench: Bench, plan: Plan) -> Results:
+@dataclass
+class Processes:
+    """Our worker and Daphne, and vLLM's server, on the same model, all ready."""
+
+    port: int  # Daphne's
+    vllm_port: int
+    sampling: dict
+    system_prompt: object  # () -> str: what our consumer renders, to the minute
+    all: list  # psutil processes, with their children, for CPU accounting
+
+
+def start_processes(bench: Bench, plan: Plan) -> Processes:
     from django.conf import settings
     from django.utils import timezone
 
@@ -246,17 +260,26 @@ def run(bench: Bench, plan: Plan) -> Results:
 
     # httpx logs every request at INFO through the settings' root handler: not over the bars.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    ours = Ours(port)
-    theirs = Theirs(vllm_port, "bench", sampling, system_prompt)
-    ours_and_theirs = [p for root in (worker, daphne, server)
-                       for p in (root, *root.children(recursive=True))]
-    before = _cpu_seconds(ours_and_theirs)
+    return Processes(port, vllm_port, sampling, system_prompt,
+                     [p for root in (worker, daphne, server)
+                      for p in (root, *root.children(recursive=True))])
+
+
+def stop_processes(bench: Bench) -> None:
+    for name in ("vllm", "daphne", "worker"):
+        bench.stop(name)
+
+
+def run(bench: Bench, plan: Plan) -> Results:
+    procs = start_processes(bench, plan)
+    ours = Ours(procs.port)
+    theirs = Theirs(procs.vllm_port, "bench", procs.sampling, procs.system_prompt)
+    before = _cpu_seconds(procs.all)
     try:
         answers = asyncio.run(_all_rounds(plan, ours, theirs))
-        after = _cpu_seconds(ours_and_theirs)
+        after = _cpu_seconds(procs.all)
     finally:
-        for name in ("vllm", "daphne", "worker"):
-            bench.stop(name)
+        stop_processes(bench)
     results = Results(plan, answers=answers)
     wall = after[0] - before[0]
     results.others_cpu = max(0.0, 100 * ((after[1] - before[1]) - (after[2] - before[2])) / wall)

@@ -91,8 +91,11 @@ def build_messages(system_prompt: str, turns: list[dict]) -> list[events.ChatTur
 
 
 @db
-def _prompt_parts(conversation: Conversation) -> tuple[str, events.Sampling, bool]:
-    """System prompt, sampling, and whether to make Chinese punctuation full-width."""
+def _prompt_parts(conversation: Conversation, options: "AnswerOptions | None" = None,
+                  ) -> tuple[str, events.Sampling, bool]:
+    """System prompt, sampling, and whether to make Chinese punctuation full-width. A caller's
+    options are clamped: at most the profile's max_tokens, temperature and top_p within the
+    ranges the profile itself allows."""
     profile = selectors.bot_profile_for(conversation)
     site = selectors.site_of(conversation)
     system_prompt = render_system_prompt(
@@ -106,6 +109,15 @@ def _prompt_parts(conversation: Conversation) -> tuple[str, events.Sampling, boo
         "max_tokens": profile.max_tokens,
         "frequency_penalty": profile.frequency_penalty,
     }
+    if options is not None:
+        if options.max_tokens is not None:
+            sampling["max_tokens"] = max(1, min(options.max_tokens, profile.max_tokens))
+        if options.temperature is not None:
+            sampling["temperature"] = min(max(options.temperature, 0.0), 2.0)
+        if options.top_p is not None:
+            sampling["top_p"] = min(max(options.top_p, 0.01), 1.0)
+        if options.instructions:
+            system_prompt += "\n\n" + options.instructions
     fullwidth = profile.fullwidth_punctuation and conversation.language.lower().startswith("zh")
     return system_prompt, sampling, fullwidth
 
@@ -150,33 +162,54 @@ async def join(conversation_id, channel_name: str, kind: str, *,
             channel=channel_name, kind=kind, message_id=left_out))
 
 
-async def leave(conversation_id, channel_name: str) -> None:
+async def leave(conversation_id, channel_name: str, *, now: bool = False) -> None:
+    """This socket no longer shows the conversation. `now`: the customer will not come back
+    on it (see answer_leave)."""
+    event = events.answer_leave(channel=channel_name, now=now)
     run = _runs.get(str(conversation_id))
     if run is not None:
-        run.post(events.answer_leave(channel=channel_name))
+        run.post(event)
         return
     claim = await live_answer(conversation_id)
     if claim is not None:
-        await _tell_run(claim["channel"], events.answer_leave(channel=channel_name))
+        await _tell_run(claim["channel"], event)
+
+
+@dataclass(frozen=True)
+class AnswerOptions:
+    """What an API caller may choose for one answer, within the bot profile's limits (see
+    `_prompt_parts`). None: the profile's value."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    # The caller's own system message, added to the profile's system prompt (which stays:
+    # it carries the company's rules).
+    instructions: str = ""
 
 
 async def request_answer(*, conversation: Conversation, question: Message,
-                         channel_name: str) -> None:
+                         channel_name: str, options: AnswerOptions | None = None) -> None:
     """Make sure the bot answers `question` (and anything the customer adds meanwhile), once.
 
     If this process already answers the conversation, its run picks the question up when the
     answer under way ends; if another process does, that one will (it looks for newer
-    questions after releasing its claim). Otherwise this process claims it and answers.
+    questions after releasing its claim) with the profile's options. Otherwise this process
+    claims it and answers.
     """
     cid = str(conversation.pk)
     run = _runs.get(cid)
     if run is not None:
+        if options is not None:
+            run.options[question.pk] = options
         run.post(events.answer_join(channel=channel_name, kind=CUSTOMER))
         return
     run = AnswerRun(conversation, channel_name)
     if not await run.claim():
         await join(cid, channel_name, CUSTOMER)
         return
+    if options is not None:
+        run.options[question.pk] = options
     run.launch(question)
 
 
@@ -245,6 +278,7 @@ class AnswerRun:
         self.ended = False  # no further question is taken (status changed, process stopping)
         self.interrupted = False  # the process is stopping
         self.task: asyncio.Task | None = None
+        self.options: dict[int, AnswerOptions] = {}  # by question id
         self._receiver: asyncio.Task | None = None
         self._next_tick = 0.0
 
@@ -412,7 +446,8 @@ class AnswerRun:
                                            first_token_timeout=cfg["FIRST_TOKEN_TIMEOUT_SECONDS"])
             if room.queued >= queue_limit:
                 raise ChannelFull  # full already: no need to build the request
-            system_prompt, sampling, fullwidth = await _prompt_parts(self.conversation)
+            system_prompt, sampling, fullwidth = await _prompt_parts(
+                self.conversation, self.options.pop(answer.question.pk, None))
             answer.punctuation = FullwidthPunctuation() if fullwidth else None
             turns = await memory.recent_turns(self.cid, newest_id=answer.question.pk)
             now, wall = time.monotonic(), time.time()
@@ -523,8 +558,11 @@ class AnswerRun:
                                 event.get("message_id"))
         elif kind == "answer.leave":
             self.audience.pop(event["channel"], None)
-            if self.alone_since is None and CUSTOMER not in self.audience.values():
-                self.alone_since = time.monotonic()
+            if CUSTOMER not in self.audience.values():
+                if event.get("now"):  # nobody to wait for: the grace period is over already
+                    self.alone_since = time.monotonic() - settings.CHAT["REJOIN_GRACE_SECONDS"]
+                elif self.alone_since is None:
+                    self.alone_since = time.monotonic()
         elif kind == "conv.status":
             self.conversation.status = event["status"]
             reason = {Conversation.Status.HUMAN: "takeover",
@@ -546,7 +584,8 @@ class AnswerRun:
             return
         # What the newcomer missed, as one delta after the start; and the end, if the answer
         # ended while the newcomer was reading its history without it.
-        await self._deliver_to(channel, kind, events.bot_start_frame(message_id=message.pk))
+        await self._deliver_to(channel, kind, events.bot_start_frame(
+            message_id=message.pk, reply_to=answer.question.pk))
         if answer.text:
             await self._deliver_to(channel, kind, events.bot_delta_frame(
                 message_id=message.pk, text=answer.text))
@@ -582,7 +621,8 @@ class AnswerRun:
             answer.finished = self.ended = True
             return
         await self._renew_claim()  # late joiners now learn which message streams
-        await self._emit(events.bot_start_frame(message_id=answer.message.pk))
+        await self._emit(events.bot_start_frame(message_id=answer.message.pk,
+                                                reply_to=answer.question.pk))
 
     async def _on_delta(self, answer: _Answer, event: dict) -> None:
         await self._on_start(answer, event)  # tolerate a lost start
@@ -671,7 +711,8 @@ class AnswerRun:
         except services.BotSilenced:
             self.ended = True
             return  # a human holds the conversation: the fallback stays silent too
-        await self._emit(events.bot_start_frame(message_id=message.pk))
+        await self._emit(events.bot_start_frame(message_id=message.pk,
+                                                reply_to=answer.question.pk))
         await self._emit(events.bot_delta_frame(message_id=message.pk, text=message.text))
         await self._emit(events.bot_done_frame(
             message_id=message.pk, usage={"prompt_tokens": 0, "completion_tokens": 0},

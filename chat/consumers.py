@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from agents import services as agent_services
 from agents.services import agent_name
-from chat import answering, events, limits, memory, selectors, services
+from chat import answering, events, limits, selectors, services, turns
 from chat.models import Conversation, Message
 from chat.protocol import FrameError, client_id_of, connect_params, parse_client_frame
 from cs_site.client_ip import client_ip
@@ -261,6 +261,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                                      message=CLOSED_MESSAGE))
             return
         # An answer under way stops by itself: its run hears the status change.
+        await self._send_handoff_ack(outcome)
+
+    async def _send_handoff_ack(self, outcome: agent_services.HandoffOutcome) -> None:
         await self.send_frame(events.handoff_ack_frame(
             agents_available=outcome.agents_available,
             ask_contact=not outcome.agents_available,
@@ -294,27 +297,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _on_message(self, frame: events.MessageFrame) -> None:
         client_id = frame.get("client_id")
+
+        async def ack(message: Message, created: bool) -> None:
+            await self.send_frame(events.ack_frame(client_id=client_id, message_id=message.id,
+                                                   duplicate=not created))
+
         try:
-            message, created = await database_sync_to_async(services.message_add_customer)(
-                conversation=self.conversation, text=frame["text"], client_id=client_id
-            )
-        except services.ConversationClosed:
+            turn = await turns.customer_says(
+                conversation=self.conversation, text=frame["text"], client_id=client_id,
+                channel_name=self.channel_name, on_stored=ack)
+        except (services.ConversationClosed, agent_services.NotAllowed):
             await self.send_frame(events.error_frame(
                 code=events.ErrorCode.CLOSED, message=CLOSED_MESSAGE, client_id=client_id,
             ))
             return
-        await self.send_frame(events.ack_frame(client_id=client_id, message_id=message.id,
-                                               duplicate=not created))
-        if not created:
-            return
-        await memory.remember(message)
-        if self.conversation.status != Conversation.Status.BOT:
-            return  # waiting for, or talking with, a human: the bot stays silent
-        if await database_sync_to_async(selectors.asks_for_human)(message):
-            await self._on_handoff_request()
-        else:
-            await answering.request_answer(conversation=self.conversation, question=message,
-                                           channel_name=self.channel_name)
+        if turn.outcome == turns.Outcome.HANDOFF:
+            await self._send_handoff_ack(turn.handoff)
 
     # --- answers (chat.answering): frames of a run in another process, and new runs --------
 
@@ -329,23 +327,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def conv_status(self, event: dict) -> None:
         # An answer under way stops by itself: its run is in the same group.
-        status = event["status"]
-        self.conversation.status = status
-        if status == Conversation.Status.HUMAN:
-            await self.send_frame(events.agent_joined_frame(agent_name=event["agent_name"]))
-        elif status == Conversation.Status.BOT:
-            await self.send_frame(events.agent_left_frame())
-        elif status == Conversation.Status.CLOSED:
+        self.conversation.status = event["status"]
+        if event["status"] == Conversation.Status.CLOSED:
             await self._tell_closed()
+        else:
+            await self._tell(event)
 
     async def conv_message(self, event: dict) -> None:
-        if event["role"] == Message.Role.AGENT:
-            await self.send_frame(events.agent_message_frame(
-                message_id=event["id"], text=event["text"], agent_name=event["author_name"]))
+        await self._tell(event)
 
     async def conv_typing(self, event: dict) -> None:
-        if event["who"] == "agent":
-            await self.send_frame(events.agent_typing_frame(agent_name=event["name"]))
+        await self._tell(event)
+
+    async def _tell(self, event: dict) -> None:
+        frame = events.customer_frame_for(event)
+        if frame is not None:
+            await self.send_frame(frame)
 
     async def send_frame(self, frame: dict) -> None:
         await self.send(text_data=json.dumps(frame, ensure_ascii=False))

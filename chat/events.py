@@ -118,8 +118,9 @@ def ack_frame(*, client_id: str | None, message_id: int, duplicate: bool) -> dic
     return {"type": "message.ack", "client_id": client_id, "id": message_id, "duplicate": duplicate}
 
 
-def bot_start_frame(*, message_id: int) -> dict:
-    return {"type": "bot.start", "message_id": message_id}
+def bot_start_frame(*, message_id: int, reply_to: int | None = None) -> dict:
+    # reply_to: the customer message answered (the newest one when several came together).
+    return {"type": "bot.start", "message_id": message_id, "reply_to": reply_to}
 
 
 def bot_delta_frame(*, message_id: int, text: str) -> dict:
@@ -372,6 +373,24 @@ def console_ticket(*, ticket_id: int, reason: str) -> dict:
 # --- Channel layer: an answer and the sockets that show it (chat.answering) -------------------
 
 
+def customer_frame_for(event: dict) -> dict | None:
+    """What the customer is told of a conversation-group event (on the socket, or on the
+    API's event stream), or None: agents' news for the customer, nothing of the console's."""
+    kind = event["type"]
+    if kind == "conv.status":
+        return {
+            "human": lambda: agent_joined_frame(agent_name=event["agent_name"]),
+            "bot": agent_left_frame,
+            "closed": conversation_closed_frame,
+        }.get(event["status"], lambda: None)()
+    if kind == "conv.message" and event["role"] == "agent":
+        return agent_message_frame(message_id=event["id"], text=event["text"],
+                                   agent_name=event["author_name"])
+    if kind == "conv.typing" and event["who"] == "agent":
+        return agent_typing_frame(agent_name=event["name"])
+    return None
+
+
 def answer_started(*, conversation_id: str, channel: str) -> dict:
     """To the conversation's and its watchers' groups: an answer began; `channel` is the run
     that streams it. Sockets that did not ask for it join its audience."""
@@ -385,8 +404,10 @@ def answer_join(*, channel: str, kind: str, message_id: int | None = None) -> di
     return {"type": "answer.join", "channel": channel, "kind": kind, "message_id": message_id}
 
 
-def answer_leave(*, channel: str) -> dict:
-    return {"type": "answer.leave", "channel": channel}
+def answer_leave(*, channel: str, now: bool = False) -> dict:
+    """To a run: this socket is gone. `now`: and it will not come back (an HTTP client that
+    disconnected): with no customer left, the answer stops without the reload grace period."""
+    return {"type": "answer.leave", "channel": channel, "now": now}
 
 
 def answer_frame(*, frame: dict) -> dict:

@@ -276,8 +276,9 @@ def _warn_once_a_while(topic: str, message: str, *args: object) -> None:
 
 def _warn_unavailable(redis_url: str, exc: BaseException) -> None:
     _warn_once_a_while(
-        "redis", "Chat limits are not enforced: Redis at %s is unreachable (%s: %s). Customers "
-        "are served without per-IP and per-site limits until it is back.",
+        "redis", "Rate limits (chat and API) are not enforced: Redis at %s is unreachable "
+        "(%s: %s). Requests are served without per-IP, per-site and per-key limits until it "
+        "is back.",
         redis_url, type(exc).__name__, exc)
 
 

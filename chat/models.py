@@ -76,7 +76,14 @@ class Conversation(models.Model):
         HUMAN = "human", "Human agent"
         CLOSED = "closed", "Closed"
 
+    class Channel(models.TextChoices):
+        WIDGET = "widget", "Web chat"
+        API = "api", "Chat API"
+        OPENAI = "openai", "OpenAI-compatible API"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Where the customer writes from: the widget's socket, or a company's back end by the API.
+    channel = models.CharField(max_length=10, choices=Channel.choices, default=Channel.WIDGET)
     # SHA-256 of the customer's access token; the token itself is only ever sent to the
     # customer once, so a database leak does not let anyone resume a conversation.
     token_hash = models.CharField(max_length=64, editable=False)
@@ -257,3 +264,65 @@ class FallbackRule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ApiScope(models.TextChoices):
+    CHAT = "chat", "Chat API (/api/v1/chat, sessions)"
+    OPENAI = "openai", "OpenAI-compatible API (/v1/chat/completions)"
+    TRANSCRIPTS_READ = "transcripts:read", "Read transcripts"
+
+
+class ApiKey(models.Model):
+    """A company back end's key to the API. Only a hash of the secret is stored: the secret is
+    shown once, when the key is made (`manage.py create_api_key`, or admin)."""
+
+    name = models.CharField(max_length=100)
+    # The first characters of the secret, to tell keys apart in lists and logs.
+    prefix = models.CharField(max_length=16, editable=False)
+    secret_hash = models.CharField(max_length=64, unique=True, editable=False)
+    site = models.ForeignKey(
+        Site, null=True, blank=True, on_delete=models.CASCADE, related_name="api_keys",
+        help_text="Conversations made with this key belong to this site (its bot profile, "
+        "its limits). Empty: the desk's default profile.",
+    )
+    scopes = models.JSONField(default=list, help_text='e.g. ["chat", "openai"]')
+    requests_per_minute = models.PositiveIntegerField(
+        default=60, help_text="Requests a minute with this key; 0 for no limit.")
+    tokens_per_day = models.PositiveIntegerField(
+        default=200_000, help_text="Prompt and completion tokens a day; 0 for no limit.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+class ApiSession(models.Model):
+    """A caller's own `session_id`, mapped to one conversation per key: two keys never share
+    a session, whatever ids their callers choose."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="sessions")
+    session_id = models.CharField(max_length=128)
+    conversation = models.OneToOneField(
+        Conversation, on_delete=models.CASCADE, related_name="api_session")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "session_id"],
+                                    name="api_session_once_per_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} ({self.api_key.name})"

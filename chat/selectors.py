@@ -7,7 +7,7 @@ import uuid
 from django.conf import settings
 
 from chat import handoff
-from chat.models import BotProfile, Conversation, Message, Site
+from chat.models import ApiKey, ApiSession, BotProfile, Conversation, Message, Site
 
 # Roles the model sees as conversation turns; system notes are for people only.
 TURN_ROLES = (Message.Role.CUSTOMER, Message.Role.BOT, Message.Role.AGENT)
@@ -32,6 +32,13 @@ def conversation_for_customer(*, conversation_id: str, token: str) -> Conversati
     if not hmac.compare_digest(hash_token(token), conversation.token_hash):
         return None
     return conversation
+
+
+def api_session_conversation(*, api_key: ApiKey, session_id: str) -> Conversation | None:
+    """The conversation of this key's `session_id`; another key's sessions are never found."""
+    session = (ApiSession.objects.select_related("conversation")
+               .filter(api_key=api_key, session_id=session_id).first())
+    return session.conversation if session is not None else None
 
 
 def conversation_history(*, conversation_id, limit: int = 200) -> list[Message]:

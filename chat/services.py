@@ -6,18 +6,20 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from chat import events
-from chat.models import Conversation, Feedback, Message, Site
+from chat.models import ApiKey, ApiSession, Conversation, Feedback, Message, Site
 from chat.selectors import hash_token
 from cs_site.broadcast import after_commit
 
 
 def conversation_start(*, site: Site | None = None, language: str = "", region: str = "",
                        timezone_name: str = "", page_url: str = "", user_agent: str = "",
-                       metadata: dict | None = None) -> tuple[Conversation, str]:
+                       metadata: dict | None = None,
+                       channel: str = Conversation.Channel.WIDGET) -> tuple[Conversation, str]:
     """Create a conversation; returns it with its access token, which is stored only hashed."""
     token = secrets.token_urlsafe(32)
     conversation = Conversation.objects.create(
         token_hash=hash_token(token),
+        channel=channel,
         site=site,
         bot_profile_id=site.bot_profile_id if site else None,
         language=language[:35],
@@ -28,6 +30,68 @@ def conversation_start(*, site: Site | None = None, language: str = "", region: 
         metadata=metadata or {},
     )
     return conversation, token
+
+
+def api_session_open(*, api_key: ApiKey, session_id: str, channel: str, language: str = "",
+                     region: str = "") -> Conversation:
+    """The conversation of the caller's `session_id` under this key, made on first use (for the
+    key's site, told to the console). A language or region given later replaces the one
+    stored: the customer moved on."""
+    session = (ApiSession.objects.select_related("conversation")
+               .filter(api_key=api_key, session_id=session_id).first())
+    if session is not None:
+        return _update_locale(session.conversation, language=language, region=region)
+    site = api_key.site
+    try:
+        with transaction.atomic():
+            conversation, _token = conversation_start(
+                site=site, language=language or (site.language if site else ""),
+                region=region, channel=channel,
+                metadata={"api_key": api_key.prefix, "session_id": session_id})
+            ApiSession.objects.create(api_key=api_key, session_id=session_id,
+                                      conversation=conversation)
+            cid = str(conversation.pk)
+            after_commit((events.CONSOLE_GROUP,
+                          events.console_update(conversation_id=cid, reason="new")))
+    except IntegrityError:  # the same new session_id in two requests at once
+        return ApiSession.objects.select_related("conversation").get(
+            api_key=api_key, session_id=session_id).conversation
+    return conversation
+
+
+def api_conversation_start(*, api_key: ApiKey, history: list[tuple[str, str]],
+                           instructions: str = "", user: str = "") -> Conversation:
+    """A conversation for one stateless OpenAI-style call, so staff can review it: the
+    caller's earlier turns (`history`: ("customer" | "bot", text), oldest first) are stored as
+    they were given, before the newest message goes through `chat.turns` like any other."""
+    site = api_key.site
+    with transaction.atomic():
+        conversation, _token = conversation_start(
+            site=site, language=site.language if site else "",
+            channel=Conversation.Channel.OPENAI,
+            metadata={"api_key": api_key.prefix, "user": user[:256],
+                      "instructions": instructions[:4000]})
+        Message.objects.bulk_create([
+            Message(conversation=conversation, role=role, text=text, model_name="(caller)"
+                    if role == Message.Role.BOT else "")
+            for role, text in history
+        ])
+        if history:
+            _touch(conversation.pk)
+        after_commit((events.CONSOLE_GROUP, events.console_update(
+            conversation_id=str(conversation.pk), reason="new")))
+    return conversation
+
+
+def _update_locale(conversation: Conversation, *, language: str, region: str) -> Conversation:
+    changes = {name: value for name, value in (("language", language[:35]),
+                                               ("region", region[:64]))
+               if value and getattr(conversation, name) != value}
+    if changes:
+        for name, value in changes.items():
+            setattr(conversation, name, value)
+        conversation.save(update_fields=[*changes, "updated_at"])
+    return conversation
 
 
 def message_add_customer(*, conversation: Conversation, text: str,

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "django_prometheus",
+    "ninja",  # the API's interactive docs (/api/v1/docs) use its static files
     "chat",
     "agents",
     "inference_worker",
@@ -51,6 +52,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "chat.api.middleware.BodyLimitMiddleware",
+    "chat.api.ratelimit.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -179,6 +182,24 @@ CHANNEL_LAYERS = {
             "local_capacity": 1000,
         },
     }
+}
+
+# --- API gateway (chat/api/) ------------------------------------------------------------------
+
+API = {
+    # Largest request body, in bytes: beyond it 413. A chat request carries one message; an
+    # OpenAI-style request carries the whole history.
+    "MAX_BODY_BYTES": env.int("API_MAX_BODY_BYTES", default=262144),
+    # Failed authentications per client IP (limits' syntax): keys cannot be guessed at speed.
+    "FAILED_AUTH_LIMIT": env.str("API_FAILED_AUTH_LIMIT", default="60/minute"),
+    # A new key's limits unless given: requests a minute, tokens (prompt + completion) a day.
+    "DEFAULT_REQUESTS_PER_MINUTE": env.int("API_DEFAULT_REQUESTS_PER_MINUTE", default=60),
+    "DEFAULT_TOKENS_PER_DAY": env.int("API_DEFAULT_TOKENS_PER_DAY", default=200_000),
+    # Longest `session_id` a caller may choose, and most messages in one OpenAI-style request.
+    "MAX_SESSION_ID_CHARS": 128,
+    "MAX_OPENAI_MESSAGES": env.int("API_MAX_OPENAI_MESSAGES", default=100),
+    # The model name the OpenAI-compatible API lists and accepts ("" = the worker's model).
+    "OPENAI_MODEL_NAME": env.str("API_OPENAI_MODEL_NAME", default=""),
 }
 
 # --- Customer chat --------------------------------------------------------------------------

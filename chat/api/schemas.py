@@ -1,0 +1,117 @@
+"""Request and response bodies of the desk's API (/api/v1/). Unknown fields are refused with
+422 naming the field, so a misspelt parameter never passes silently."""
+
+from datetime import datetime
+from typing import Literal
+
+from django.conf import settings
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Letters, digits and . _ : @ + - : safe in a URL path without escaping (ids such as
+# "user-42", "wa:+4915112345678" or an e-mail address).
+SESSION_ID_PATTERN = r"^[A-Za-z0-9._:@+-]+$"
+SessionId = Field(min_length=1, max_length=128, pattern=SESSION_ID_PATTERN,
+                  description="Your own id for the conversation (letters, digits, . _ : @ + -): "
+                              "one conversation per id and API key.")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class ChatIn(Strict):
+    session_id: str = SessionId
+    user_input: str = Field(min_length=1, description="The customer's message.")
+    client_id: str | None = Field(
+        None, min_length=1, max_length=64,
+        description="Your id for this message: a retry with the same id is not stored or "
+                    "answered twice.")
+    max_tokens: int | None = Field(None, ge=1, le=8192,
+                                   description="At most the bot profile's max_tokens.")
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    language: str | None = Field(None, max_length=35, description="BCP 47, e.g. en, zh-CN")
+    region: str | None = Field(None, max_length=64)
+    stream: bool = Field(False, description="Server-Sent Events instead of one JSON body "
+                                            "(also with 'Accept: text/event-stream').")
+
+    @field_validator("user_input")
+    @classmethod
+    def _not_too_long(cls, value: str) -> str:
+        limit = settings.CHAT["MAX_MESSAGE_CHARS"]
+        if len(value) > limit:
+            raise ValueError(f"at most {limit} characters")
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+Status = Literal["bot", "waiting", "human", "closed"]
+
+
+class ChatOut(BaseModel):
+    session_id: str
+    conversation_id: str
+    question_id: int = Field(description="The stored customer message.")
+    message_id: int | None = Field(description="The bot's answer; null when the bot did not "
+                                               "answer (a human holds the conversation).")
+    response: str | None
+    usage: Usage
+    finish_reason: str | None
+    ttft_ms: int | None
+    total_ms: int | None
+    fallback: bool = Field(description="Answered by the fallback rules (model slow or down).")
+    partial: bool = False
+    status: Status = Field(description="The conversation's mode after this call: bot, "
+                                       "waiting (for a human), human (an agent holds it), "
+                                       "closed.")
+
+
+class MessageOut(BaseModel):
+    id: int
+    role: Literal["customer", "bot", "agent", "system"]
+    text: str
+    created_at: datetime
+    partial: bool
+    fallback: bool
+    rating: Literal["up", "down"] | None
+    agent_name: str
+
+
+class HistoryOut(BaseModel):
+    session_id: str
+    conversation_id: str
+    status: Status
+    messages: list[MessageOut]
+
+
+class FeedbackIn(Strict):
+    message_id: int = Field(ge=1, le=2**63 - 1)
+    rating: Literal["up", "down"]
+    comment: str = Field("", max_length=1000)
+
+
+class FeedbackOut(BaseModel):
+    message_id: int
+    rating: Literal["up", "down"]
+
+
+class HandoffOut(BaseModel):
+    status: Status
+    agents_available: bool
+    business_hours: dict

@@ -1,0 +1,50 @@
+"""A customer's message, on any channel (the widget's socket, the chat API, the OpenAI-style
+API): store it once, then let the bot answer, put the conversation in the queue for a human,
+or stay silent because a human holds it. One function, so every channel behaves the same."""
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from agents import services as agent_services
+from chat import answering, memory, selectors, services
+from chat.answering import AnswerOptions, db
+from chat.models import Conversation, Message
+
+
+class Outcome(enum.StrEnum):
+    ANSWERING = "answering"  # the bot answers (its frames reach `channel_name`)
+    HANDOFF = "handoff"  # the customer asked for a human: waiting for one
+    SILENT = "silent"  # waiting for, or talking with, a human: the bot stays silent
+    DUPLICATE = "duplicate"  # this client_id was stored before: nothing more happens
+
+
+@dataclass(frozen=True)
+class Turn:
+    message: Message
+    outcome: Outcome
+    handoff: agent_services.HandoffOutcome | None = None
+
+
+async def customer_says(*, conversation: Conversation, text: str, client_id: str | None,
+                        channel_name: str, options: AnswerOptions | None = None,
+                        on_stored: Callable[[Message, bool], Awaitable[None]] | None = None,
+                        ) -> Turn:
+    """Raises services.ConversationClosed, and agent_services.NotAllowed should the
+    conversation close while a hand-off is asked for. `on_stored` runs once the message is
+    stored and before anything answers it (the socket acks it there)."""
+    message, created = await db(services.message_add_customer)(
+        conversation=conversation, text=text, client_id=client_id)
+    if on_stored is not None:
+        await on_stored(message, created)
+    if not created:
+        return Turn(message, Outcome.DUPLICATE)
+    await memory.remember(message)
+    if conversation.status != Conversation.Status.BOT:
+        return Turn(message, Outcome.SILENT)
+    if await db(selectors.asks_for_human)(message):
+        outcome = await db(agent_services.handoff_request)(conversation=conversation)
+        return Turn(message, Outcome.HANDOFF, outcome)
+    await answering.request_answer(conversation=conversation, question=message,
+                                   channel_name=channel_name, options=options)
+    return Turn(message, Outcome.ANSWERING)

@@ -1,0 +1,251 @@
+"""The chat API (/api/v1/) through Django's async client, the real ASGI views, real Redis and an
+in-process worker on the synthetic token source: answers, memory, sessions, SSE, hand-off,
+a human holding the conversation, and bad input."""
+
+import asyncio
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.test import AsyncClient
+
+from agents import services as agent_services
+from chat import answering
+from chat.api.keys import create_api_key
+from chat.models import ApiScope, Conversation, Message
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+async def stop_runs():
+    yield
+    await answering.persist_all("test_over")
+
+
+@pytest.fixture
+async def api():
+    return await make_client()
+
+
+class KeyClient:
+    """Django's async client, sending an API key with every request."""
+
+    def __init__(self, secret: str):
+        self.client = AsyncClient()
+        self.auth = {"Authorization": f"Bearer {secret}"}
+
+    async def get(self, path: str, headers: dict | None = None):
+        return await self.client.get(path, headers={**self.auth, **(headers or {})})
+
+    async def post(self, path: str, body=None, headers: dict | None = None):
+        data = body if isinstance(body, str) else json.dumps(body) if body is not None else ""
+        return await self.client.post(path, data, content_type="application/json",
+                                      headers={**self.auth, **(headers or {})})
+
+
+async def make_client(scopes=(ApiScope.CHAT,)) -> KeyClient:
+    _key, secret = await sync_to_async(create_api_key)(name="test", scopes=list(scopes))
+    return KeyClient(secret)
+
+
+async def chat(client: KeyClient, **body):
+    return await client.post("/api/v1/chat", body)
+
+
+def parse_sse(raw: bytes) -> list[tuple[str, dict]]:
+    events = []
+    for block in raw.decode().split("\n\n"):
+        lines = [line for line in block.splitlines() if not line.startswith(":")]
+        if not lines:
+            continue
+        fields = dict(line.split(": ", 1) for line in lines)
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+async def read_stream(response) -> bytes:
+    return b"".join([chunk async for chunk in response.streaming_content])
+
+
+async def test_an_answer_comes_whole_and_the_session_remembers(api, worker, engine):
+    first = await chat(api, session_id="order-42", user_input="Where is my parcel?")
+    assert first.status_code == 200, first.content
+    body = first.json()
+    assert body["response"] == engine.reply("")
+    assert body["status"] == "bot" and body["fallback"] is False
+    assert body["finish_reason"] == "stop"
+    assert body["usage"]["completion_tokens"] > 0
+
+    second = (await chat(api, session_id="order-42", user_input="And when?")).json()
+    assert second["conversation_id"] == body["conversation_id"]
+    assert second["usage"]["prompt_tokens"] > body["usage"]["prompt_tokens"]
+    prompt = list(engine.prompts.values())[-1]
+    assert "Where is my parcel?" in prompt and engine.reply("") in prompt and "And when?" in prompt
+
+    conversation = await Conversation.objects.aget(pk=body["conversation_id"])
+    assert conversation.channel == Conversation.Channel.API
+    bot = await Message.objects.aget(pk=second["message_id"])
+    assert bot.role == "bot" and bot.text == second["response"]
+
+
+async def test_sessions_of_two_keys_never_meet(worker, engine):
+    one, two = await make_client(), await make_client()
+    a = (await chat(one, session_id="same", user_input="I am customer one")).json()
+    b = (await chat(two, session_id="same", user_input="I am customer two")).json()
+    assert a["conversation_id"] != b["conversation_id"]
+
+    history = (await two.get("/api/v1/sessions/same/messages")).json()
+    texts = [m["text"] for m in history["messages"]]
+    assert "I am customer two" in texts and "I am customer one" not in texts
+    assert "I am customer one" not in list(engine.prompts.values())[-1]
+
+
+async def test_sampling_is_clamped_to_the_bot_profile(api, worker, engine):
+    engine.reply = lambda prompt: "x" * 1000  # the synthetic source counts a token a character
+    body = (await chat(api, session_id="s", user_input="hi", max_tokens=5)).json()
+    assert body["response"] == "xxxxx" and body["finish_reason"] == "length"
+    body = (await chat(api, session_id="s", user_input="more", max_tokens=8000)).json()
+    assert len(body["response"]) == 384  # the default profile's max_tokens
+
+
+async def test_a_human_holding_the_conversation_silences_the_bot(api, worker, engine):
+    first = (await chat(api, session_id="s", user_input="hello")).json()
+    agent = await sync_to_async(get_user_model().objects.create_user)(
+        "agent", password="x", is_staff=True)
+    await sync_to_async(agent_services.takeover)(conversation_id=first["conversation_id"],
+                                                 agent=agent)
+    asked = len(engine.prompts)
+
+    body = (await chat(api, session_id="s", user_input="are you there?")).json()
+    assert body["status"] == "human"
+    assert body["response"] is None and body["message_id"] is None
+    assert len(engine.prompts) == asked
+    assert await Message.objects.filter(pk=body["question_id"]).aexists()
+
+
+async def test_asking_for_a_human_hands_the_session_over(api, worker, engine):
+    body = (await chat(api, session_id="s", user_input="I want to talk to a human")).json()
+    assert body["status"] == "waiting" and body["response"] is None
+    assert not engine.prompts
+
+
+async def test_a_stream_carries_the_sockets_frames(api, worker, engine):
+    response = await chat(api, session_id="s", user_input="hi", stream=True)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/event-stream")
+    assert response["X-Accel-Buffering"] == "no"
+    events = parse_sse(await read_stream(response))
+    names = [name for name, _ in events]
+    assert names[0] == "message.ack" and names[1] == "bot.start" and names[-1] == "bot.done"
+    assert set(names[2:-1]) == {"bot.delta"}
+    assert all(data["type"] == name for name, data in events)
+    ack, start, done = events[0][1], events[1][1], events[-1][1]
+    assert start["reply_to"] == ack["id"]
+    assert "".join(d["text"] for n, d in events if n == "bot.delta") == engine.reply("")
+    assert done["message_id"] == start["message_id"] and done["finish_reason"] == "stop"
+
+
+async def test_accept_event_stream_also_streams(api, worker):
+    response = await api.post("/api/v1/chat", {"session_id": "s", "user_input": "hi"},
+                              headers={"Accept": "text/event-stream"})
+    assert response["Content-Type"].startswith("text/event-stream")
+    assert parse_sse(await read_stream(response))[-1][0] == "bot.done"
+
+
+async def test_a_second_message_while_one_streams_is_refused(api, worker, engine):
+    engine.tokens_per_second = 20
+    engine.reply = lambda prompt: " ".join(f"word{i}" for i in range(30))
+    streaming = asyncio.create_task(chat(api, session_id="s", user_input="long one"))
+    conversation = None
+    for _ in range(100):
+        conversation = await Conversation.objects.filter(channel="api").afirst()
+        if conversation and await answering.live_answer(conversation.pk):
+            break
+        await asyncio.sleep(0.05)
+    refused = await chat(api, session_id="s", user_input="hello?")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "conflict"
+    assert (await streaming).status_code == 200
+
+
+async def test_feedback_history_and_handoff(api, worker):
+    body = (await chat(api, session_id="s", user_input="hi")).json()
+    rated = await api.post("/api/v1/sessions/s/feedback",
+                           {"message_id": body["message_id"], "rating": "up"})
+    assert rated.status_code == 200 and rated.json()["rating"] == "up"
+    not_bot = await api.post("/api/v1/sessions/s/feedback",
+                             {"message_id": body["question_id"], "rating": "up"})
+    assert not_bot.status_code == 404 and not_bot.json()["error"]["field"] == "message_id"
+
+    history = (await api.get("/api/v1/sessions/s/messages")).json()
+    assert [m["role"] for m in history["messages"]] == ["customer", "bot"]
+    assert history["messages"][1]["rating"] == "up"
+
+    handed = await api.post("/api/v1/sessions/s/handoff")
+    assert handed.status_code == 200 and handed.json()["status"] == "waiting"
+    conversation = await Conversation.objects.aget(pk=body["conversation_id"])
+    assert conversation.status == Conversation.Status.WAITING
+
+
+async def test_unknown_sessions_are_404(api):
+    for response in (await api.get("/api/v1/sessions/nope/messages"),
+                     await api.post("/api/v1/sessions/nope/handoff")):
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_bad_input_is_named(api):
+    missing = await chat(api, session_id="s")
+    assert missing.status_code == 422
+    assert missing.json()["error"]["field"] == "user_input"
+    unknown = await chat(api, session_id="s", user_input="hi", temprature=0.5)
+    assert unknown.status_code == 400
+    assert unknown.json()["error"] == {"code": "unsupported_parameter", "field": "temprature",
+                                       "message": "Unknown or unsupported parameter "
+                                                  "'temprature'."}
+    bad_range = await chat(api, session_id="s", user_input="hi", temperature=5)
+    assert bad_range.status_code == 422 and bad_range.json()["error"]["field"] == "temperature"
+    bad_id = await chat(api, session_id="has space", user_input="hi")
+    assert bad_id.status_code == 422 and bad_id.json()["error"]["field"] == "session_id"
+    not_json = await api.post("/api/v1/chat", "{nope")
+    assert not_json.status_code == 422 and "JSON" in not_json.json()["error"]["message"]
+    assert not await Conversation.objects.aexists()
+
+
+async def test_oversized_bodies_are_413(api, settings):
+    settings.API = {**settings.API, "MAX_BODY_BYTES": 1000}
+    response = await chat(api, session_id="s", user_input="x" * 2000)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
+    assert not await Conversation.objects.aexists()
+
+
+async def test_a_key_without_the_chat_scope_is_403(worker):
+    client = await make_client(scopes=(ApiScope.OPENAI,))
+    response = await chat(client, session_id="s", user_input="hi")
+    assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
+
+
+async def test_session_events_stream_an_agents_reply(api, worker):
+    body = (await chat(api, session_id="s", user_input="hi")).json()
+    response = await api.get("/api/v1/sessions/s/events")
+    assert response["Content-Type"].startswith("text/event-stream")
+    stream = aiter(response.streaming_content)
+    assert (await anext(stream)).startswith(b": connected")
+    agent = await sync_to_async(get_user_model().objects.create_user)(
+        "agent", first_name="Ada", password="x", is_staff=True)
+    cid = body["conversation_id"]
+    await sync_to_async(agent_services.takeover)(conversation_id=cid, agent=agent)
+    await sync_to_async(agent_services.reply)(conversation_id=cid, agent=agent,
+                                              text="Ada here, how can I help?")
+    await sync_to_async(agent_services.close)(conversation_id=cid, agent=agent)
+    received = b""
+    async with asyncio.timeout(10):
+        async for chunk in stream:
+            received += chunk
+    names = [(name, data.get("text", data.get("agent_name"))) for name, data in
+             parse_sse(received)]
+    assert names == [("agent.joined", "Ada"), ("agent.message", "Ada here, how can I help?"),
+                     ("conversation.closed", None)]
