@@ -130,14 +130,15 @@ def _download(content: str, extension: str, content_type: str) -> HttpResponse:
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ("id", "site", "status", "language", "first_customer_message",
+    list_display = ("id", "site", "channel", "status", "language", "first_customer_message",
                     "message_count", "csat_score", "created_at")
-    list_filter = ("status", RatingFilter, FallbackFilter, HandoffFilter, "language", "site",
-                   "created_at")
+    list_filter = ("status", "channel", RatingFilter, FallbackFilter, HandoffFilter, "language",
+                   "site", "created_at")
     list_select_related = ("site",)
     # Django removes the duplicates a match in several messages would give (with EXISTS).
     search_fields = ("id", "messages__text", "page_url")
-    readonly_fields = ("id", "token_hash", "created_at", "updated_at", "last_message_at",
+    readonly_fields = ("id", "channel", "token_hash", "created_at", "updated_at",
+                       "last_message_at",
                        "user_agent", "page_url", "metadata", "handoff_requested_at", "csat_score",
                        "csat_comment", "csat_at", "closed_at")
     inlines = [MessageInline]

@@ -249,3 +249,15 @@ async def test_session_events_stream_an_agents_reply(api, worker):
              parse_sse(received)]
     assert names == [("agent.joined", "Ada"), ("agent.message", "Ada here, how can I help?"),
                      ("conversation.closed", None)]
+
+
+async def test_api_conversations_show_their_channel_in_the_console(api, worker):
+    body = (await chat(api, session_id="s", user_input="hello from the app")).json()
+    agent = await sync_to_async(get_user_model().objects.create_user)(
+        "agent", password="x", is_staff=True)
+    client = AsyncClient()
+    await sync_to_async(client.force_login)(agent)
+    inbox = (await client.get("/console/")).content.decode()
+    assert "Chat API" in inbox
+    pane = (await client.get(f"/console/c/{body['conversation_id']}/")).content.decode()
+    assert "Chat API" in pane and "hello from the app" in pane
