@@ -261,3 +261,18 @@ async def test_api_conversations_show_their_channel_in_the_console(api, worker):
     assert "Chat API" in inbox
     pane = (await client.get(f"/console/c/{body['conversation_id']}/")).content.decode()
     assert "Chat API" in pane and "hello from the app" in pane
+
+
+async def test_text_no_keyboard_makes_is_refused_not_stored(api):
+    for body, field in (({"user_input": "hi\x00there"}, "user_input"),
+                        ({"user_input": "\u200b\u200b"}, "user_input"),
+                        ({"user_input": "hi", "client_id": "a b"}, "client_id")):
+        response = await chat(api, session_id="s", **body)
+        assert response.status_code == 422, body
+        assert response.json()["error"]["field"] == field
+    assert not await Message.objects.aexists()
+    # Metadata is kept without what cannot be stored.
+    ok = await chat(api, session_id="t", user_input="hello", region="Ly\x00on")
+    assert ok.status_code == 200
+    conversation = await Conversation.objects.aget(channel="api")
+    assert conversation.region == "Lyon"

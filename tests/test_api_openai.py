@@ -125,3 +125,10 @@ async def test_no_key_is_401_in_openais_shape():
     response = await AsyncClient().get("/v1/models")
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "authentication_error"
+
+
+async def test_control_characters_are_a_400_not_a_storage_error(api):
+    response = await complete(api, messages=[{"role": "user", "content": "hi\x00"}])
+    assert response.status_code == 400 and "control character" in response.json()[
+        "error"]["message"]
+    assert not await Conversation.objects.aexists()

@@ -25,8 +25,10 @@ from chat.api import errors, ratelimit
 from chat.api.auth import ApiKeyAuth
 from chat.api.errors import ApiError
 from chat.api.listening import AnswerListener
+from chat.api.schemas import Scrubbed
 from chat.api.v1 import SSE_EVENT, SSE_HEADERS
 from chat.models import ApiKey, ApiScope, Message
+from chat.text import TextError, clean_text
 
 api = NinjaAPI(
     title="OpenAI-compatible chat API",
@@ -64,13 +66,18 @@ class TextPart(_Forbid):
 class ChatMessage(_Forbid):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
-    name: str | None = Field(None, max_length=64)
+    name: Scrubbed | None = Field(None, max_length=64)
 
     @property
     def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
+        """The content as stored: checked like a customer's message (no control characters,
+        something visible); ValueError otherwise."""
+        raw = self.content if isinstance(self.content, str) else "".join(
+            part.text for part in self.content)
+        try:
+            return clean_text(raw, field=f"{self.role} message", required=self.role == "user")
+        except TextError as exc:
+            raise ValueError(exc.message) from None
 
 
 class StreamOptions(_Forbid):
@@ -87,7 +94,7 @@ class CompletionIn(_Forbid):
     n: int | None = Field(None, ge=1, le=1, description="Only 1 is supported.")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = Field(None, max_length=256)
+    user: Scrubbed | None = Field(None, max_length=256)
 
     @field_validator("messages")
     @classmethod
@@ -96,11 +103,11 @@ class CompletionIn(_Forbid):
             raise ValueError(f"at most {settings.API['MAX_OPENAI_MESSAGES']} messages")
         if messages[-1].role != "user":
             raise ValueError("the last message must be the user's")
+        texts = [m.text for m in messages]  # each checked as a typed message (ValueError)
         limit = settings.CHAT["MAX_MESSAGE_CHARS"]
-        if any(len(m.text) > limit for m in messages if m.role in _ROLE):
+        if any(len(text) > limit for m, text in zip(messages, texts, strict=True)
+               if m.role in _ROLE):
             raise ValueError(f"each user or assistant message has at most {limit} characters")
-        if not messages[-1].text.strip():
-            raise ValueError("the last user message is empty")
         return messages
 
 

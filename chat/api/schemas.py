@@ -2,10 +2,31 @@
 422 naming the field, so a misspelt parameter never passes silently."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from django.conf import settings
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from chat.text import TextError, clean_text, scrub
+
+
+def _typed(field: str, *, required: bool = True, limit: str | None = None):
+    """Text a person typed, checked as on the socket (chat.text): no control characters or
+    lone surrogates, something visible, at most settings.CHAT[limit] characters."""
+
+    def check(value: str) -> str:
+        try:
+            return clean_text(value, field=field, required=required,
+                              max_chars=settings.CHAT[limit] if limit else None)
+        except TextError as exc:
+            raise ValueError(exc.message) from None
+
+    return AfterValidator(check)
+
+
+# What a customer types, and metadata that is kept but never refused.
+CustomerText = Annotated[str, _typed("message", limit="MAX_MESSAGE_CHARS")]
+Scrubbed = Annotated[str, AfterValidator(scrub)]
 
 # Letters, digits and . _ : @ + - : safe in a URL path without escaping (ids such as
 # "user-42", "wa:+4915112345678" or an e-mail address).
@@ -31,29 +52,19 @@ class ErrorOut(BaseModel):
 
 class ChatIn(Strict):
     session_id: str = SessionId
-    user_input: str = Field(min_length=1, description="The customer's message.")
+    user_input: CustomerText = Field(min_length=1, description="The customer's message.")
     client_id: str | None = Field(
-        None, min_length=1, max_length=64,
+        None, min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$",
         description="Your id for this message: a retry with the same id is not stored or "
                     "answered twice.")
     max_tokens: int | None = Field(None, ge=1, le=8192,
                                    description="At most the bot profile's max_tokens.")
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    language: str | None = Field(None, max_length=35, description="BCP 47, e.g. en, zh-CN")
-    region: str | None = Field(None, max_length=64)
+    language: Scrubbed | None = Field(None, max_length=35, description="BCP 47, e.g. en, zh-CN")
+    region: Scrubbed | None = Field(None, max_length=64)
     stream: bool = Field(False, description="Server-Sent Events instead of one JSON body "
                                             "(also with 'Accept: text/event-stream').")
-
-    @field_validator("user_input")
-    @classmethod
-    def _not_too_long(cls, value: str) -> str:
-        limit = settings.CHAT["MAX_MESSAGE_CHARS"]
-        if len(value) > limit:
-            raise ValueError(f"at most {limit} characters")
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
 
 
 class Usage(BaseModel):
@@ -103,7 +114,7 @@ class HistoryOut(BaseModel):
 class FeedbackIn(Strict):
     message_id: int = Field(ge=1, le=2**63 - 1)
     rating: Literal["up", "down"]
-    comment: str = Field("", max_length=1000)
+    comment: Annotated[str, _typed("comment", required=False)] = Field("", max_length=1000)
 
 
 class FeedbackOut(BaseModel):
