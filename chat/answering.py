@@ -98,8 +98,10 @@ def _prompt_parts(conversation: Conversation, options: "AnswerOptions | None" = 
     ranges the profile itself allows."""
     profile = selectors.bot_profile_for(conversation)
     site = selectors.site_of(conversation)
+    template = (options.system_prompt if options is not None and options.system_prompt
+                else profile.system_prompt)
     system_prompt = render_system_prompt(
-        profile.system_prompt, site_name=site.name if site else profile.site_name,
+        template, site_name=site.name if site else profile.site_name,
         language=conversation.language,
         region=conversation.region, timezone=conversation.timezone, now=timezone.now(),
     )
@@ -116,6 +118,8 @@ def _prompt_parts(conversation: Conversation, options: "AnswerOptions | None" = 
             sampling["temperature"] = min(max(options.temperature, 0.0), 2.0)
         if options.top_p is not None:
             sampling["top_p"] = min(max(options.top_p, 0.01), 1.0)
+        if options.frequency_penalty is not None:
+            sampling["frequency_penalty"] = min(max(options.frequency_penalty, -2.0), 2.0)
         if options.instructions:
             system_prompt += "\n\n" + options.instructions
     fullwidth = profile.fullwidth_punctuation and conversation.language.lower().startswith("zh")
@@ -183,9 +187,13 @@ class AnswerOptions:
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
+    frequency_penalty: float | None = None
     # The caller's own system message, added to the profile's system prompt (which stays:
     # it carries the company's rules).
     instructions: str = ""
+    # Staff only (the playground): a system prompt in place of the profile's, rendered with
+    # the same variables.
+    system_prompt: str | None = None
 
 
 async def request_answer(*, conversation: Conversation, question: Message,
@@ -254,6 +262,8 @@ class _Answer:
     last_event_at: float = 0.0
     next_presence_check: float = 0.0
     punctuation: FullwidthPunctuation | None = None
+    prompt: list[events.ChatTurn] = field(default_factory=list)  # as sent, before trimming
+    trimmed: int = 0  # turns the worker left out to fit the token budget
     slot: limits.Slot | None = None  # the site's answers streaming at once
     done_frame: dict | None = None  # the bot.done sent, for a socket that joins after it
     finished: bool = False
@@ -451,9 +461,10 @@ class AnswerRun:
             answer.punctuation = FullwidthPunctuation() if fullwidth else None
             turns = await memory.recent_turns(self.cid, newest_id=answer.question.pk)
             now, wall = time.monotonic(), time.time()
+            answer.prompt = build_messages(system_prompt, turns)
             request = events.inference_request(
                 request_id=answer.request_id, reply_channel=self.channel,
-                messages=build_messages(system_prompt, turns), sampling=sampling,
+                messages=answer.prompt, sampling=sampling,
                 deadline=wall + cfg["ANSWER_TIMEOUT_SECONDS"], queued_at=wall,
                 start_by=wall + cfg["FIRST_TOKEN_TIMEOUT_SECONDS"],
             )
@@ -641,6 +652,7 @@ class AnswerRun:
         await self._on_start(answer, event)
         if answer.finished:
             return
+        answer.trimmed = int(event.get("trimmed") or 0)
         await self._finish(
             answer, finish_reason=str(event.get("finish_reason") or "stop"),
             partial=event.get("finish_reason") not in ("stop", "length"),
@@ -735,10 +747,12 @@ class AnswerRun:
         now = time.monotonic()
         ttft_ms = (None if answer.first_token_at is None
                    else round((answer.first_token_at - answer.sent_at) * 1000))
+        # What the model saw: the system prompt and the turns the worker kept.
+        prompt = answer.prompt[:1] + answer.prompt[1 + answer.trimmed:] if answer.prompt else None
         return await db(services.bot_message_finish)(
             message=answer.message, text=answer.text, finish_reason=finish_reason,
             partial=partial, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-            ttft_ms=ttft_ms, total_ms=round((now - answer.sent_at) * 1000),
+            ttft_ms=ttft_ms, total_ms=round((now - answer.sent_at) * 1000), prompt=prompt,
         )
 
     # --- delivery ------------------------------------------------------------------------------

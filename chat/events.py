@@ -294,7 +294,9 @@ def inference_delta(*, request_id: str, text: str) -> dict:
 
 
 def inference_done(*, request_id: str, finish_reason: str, prompt_tokens: int,
-                   completion_tokens: int, ttft_ms: int | None, total_ms: int) -> dict:
+                   completion_tokens: int, ttft_ms: int | None, total_ms: int,
+                   trimmed: int = 0) -> dict:
+    # trimmed: the oldest turns left out of the prompt to fit the token budget.
     return {
         "type": "inference.done",
         "request_id": request_id,
@@ -303,6 +305,7 @@ def inference_done(*, request_id: str, finish_reason: str, prompt_tokens: int,
         "completion_tokens": completion_tokens,
         "ttft_ms": ttft_ms,
         "total_ms": total_ms,
+        "trimmed": trimmed,
     }
 
 

@@ -80,10 +80,14 @@ class Conversation(models.Model):
         WIDGET = "widget", "Web chat"
         API = "api", "Chat API"
         OPENAI = "openai", "OpenAI-compatible API"
+        # Staff trying the bot in the console: kept out of customer reports, CSAT and the
+        # fine-tuning export.
+        PLAYGROUND = "playground", "Playground"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # Where the customer writes from: the widget's socket, or a company's back end by the API.
-    channel = models.CharField(max_length=10, choices=Channel.choices, default=Channel.WIDGET)
+    channel = models.CharField(max_length=10, choices=Channel.choices, default=Channel.WIDGET,
+                               db_index=True)
     # SHA-256 of the customer's access token; the token itself is only ever sent to the
     # customer once, so a database leak does not let anyone resume a conversation.
     token_hash = models.CharField(max_length=64, editable=False)
@@ -158,6 +162,9 @@ class Message(models.Model):
     finish_reason = models.CharField(max_length=20, blank=True)
     is_fallback = models.BooleanField(default=False, help_text="Answered by the fallback rules")
     is_partial = models.BooleanField(default=False, help_text="The answer was cut off")
+    # The messages the model saw for this answer: the rendered system prompt and the turns kept
+    # within the token budget, as [{"role", "content"}, ...]. For review and fine-tuning data.
+    prompt = models.JSONField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["id"]

@@ -383,7 +383,7 @@ class InferenceWorker:
                 request_id=request_id, finish_reason=finish_reason or "stop",
                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                 ttft_ms=None if first_at is None else round((first_at - taken) * 1000),
-                total_ms=round((time.monotonic() - taken) * 1000),
+                total_ms=round((time.monotonic() - taken) * 1000), trimmed=trimmed,
             ), final=True)
             outcome = "done"
             self._count_turnover(time.monotonic() - taken)

@@ -14,6 +14,7 @@ from agents import services as agent_services
 from chat import answering
 from chat.api.keys import create_api_key
 from chat.models import ApiScope, Conversation, Message
+from inference_worker.synthetic import chatml
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -276,3 +277,18 @@ async def test_text_no_keyboard_makes_is_refused_not_stored(api):
     assert ok.status_code == 200
     conversation = await Conversation.objects.aget(channel="api")
     assert conversation.region == "Lyon"
+
+
+async def test_the_answer_keeps_the_prompt_the_model_saw(api, worker, engine, settings):
+    first = (await chat(api, session_id="s", user_input="first question")).json()
+    stored = await Message.objects.aget(pk=first["message_id"])
+    assert [m["role"] for m in stored.prompt] == ["system", "user"]
+    assert stored.prompt[-1]["content"] == "first question"
+    # A budget that holds only the newest turn: the stored prompt is what the worker kept.
+    newest_only = chatml([stored.prompt[0], {"role": "user", "content": "second question"}])
+    engine.max_model_len = len(newest_only) + 10 + 100  # + max_tokens
+    second = (await chat(api, session_id="s", user_input="second question",
+                         max_tokens=100)).json()
+    kept = (await Message.objects.aget(pk=second["message_id"])).prompt
+    assert [m["role"] for m in kept] == ["system", "user"]
+    assert kept[1]["content"] == "second question"
