@@ -195,7 +195,7 @@ class ChatLimits:
             return None
         try:
             for name, figure, who, message in checks:
-                for item in _parse(figure):
+                for item in parse_figure(figure):
                     if await self._limiter.hit(item, namespace, *who):
                         continue
                     stats = await self._limiter.get_window_stats(item, namespace, *who)
@@ -296,7 +296,7 @@ def _per_ip(name: str, figure: str, ip: str, message: str) -> list:
 
 
 @lru_cache(maxsize=32)
-def _parse(figure: str) -> tuple[RateLimitItem, ...]:
+def parse_figure(figure: str) -> tuple[RateLimitItem, ...]:
     """"20/minute", or several separated by ";" ("20/minute;200/day"); empty: no limit."""
     if not figure.strip():
         return ()
@@ -304,8 +304,8 @@ def _parse(figure: str) -> tuple[RateLimitItem, ...]:
         return tuple(parse_many(figure))
     except ValueError as exc:
         raise ImproperlyConfigured(
-            f"Chat limit {figure!r} is not a rate limit such as '20/minute' or "
-            "'20/minute;200/day' (see the CHAT_*_LIMIT settings)."
+            f"Limit {figure!r} is not a rate limit such as '20/minute' or "
+            "'20/minute;200/day' (see the CHAT_*_LIMIT and API_*_LIMIT settings)."
         ) from exc
 
 

@@ -19,12 +19,6 @@ from inference_worker.synthetic import chatml
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(autouse=True)
-async def stop_runs():
-    yield
-    await answering.persist_all("test_over")
-
-
 @pytest.fixture
 async def api():
     return await make_client()

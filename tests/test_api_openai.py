@@ -7,18 +7,11 @@ import json
 import pytest
 from django.test import AsyncClient
 
-from chat import answering
 from chat.api.openai import model_name
 from chat.models import ApiScope, Conversation, Message
 from tests.test_api_chat import make_client, read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def stop_runs():
-    yield
-    await answering.persist_all("test_over")
 
 
 @pytest.fixture

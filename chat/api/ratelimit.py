@@ -31,13 +31,12 @@ from typing import TypeVar
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponseBase
-from limits import RateLimitItem, RateLimitItemPerMinute, parse_many
+from limits import RateLimitItem, RateLimitItemPerMinute
 
 from chat import limits as chat_limits
 from chat.api.errors import QUOTA_EXCEEDED, RATE_LIMITED, ApiError
-from chat.limits import LIMITED, ChatLimits
+from chat.limits import LIMITED, ChatLimits, parse_figure
 from chat.models import ApiKey
 from cs_site.client_ip import client_ip
 
@@ -176,7 +175,7 @@ async def failed_auth_exhausted(ip: str) -> ApiError | None:
     bucket = chat_limits._ip_bucket(ip)
     if bucket is None:
         return None
-    items = _failed_auth_items(settings.API["FAILED_AUTH_LIMIT"])
+    items = parse_figure(settings.API["FAILED_AUTH_LIMIT"])
 
     async def exhausted(limits: ChatLimits) -> RateLimit | None:
         # Reading the window costs one round trip and counts nothing, so a client with a
@@ -206,27 +205,13 @@ async def count_failed_auth(ip: str) -> None:
     bucket = chat_limits._ip_bucket(ip)
     if bucket is None:
         return
-    items = _failed_auth_items(settings.API["FAILED_AUTH_LIMIT"])
+    items = parse_figure(settings.API["FAILED_AUTH_LIMIT"])
 
     async def count(limits: ChatLimits) -> None:
         for item in items:
             await limits._limiter.hit(item, FAILED_AUTH, "ip", bucket)
 
     await _with_redis(count, None)
-
-
-@lru_cache(maxsize=8)
-def _failed_auth_items(figure: str) -> tuple[RateLimitItem, ...]:
-    """The limits in a figure such as "60/minute" or "60/minute;600/day"; empty: none."""
-    if not figure.strip():
-        return ()
-    try:
-        return tuple(parse_many(figure))
-    except ValueError as exc:
-        raise ImproperlyConfigured(
-            f"API_FAILED_AUTH_LIMIT={figure!r} is not a rate limit such as '60/minute' or "
-            "'60/minute;600/day'."
-        ) from exc
 
 
 def request_client_ip(request: HttpRequest) -> str:
