@@ -36,6 +36,7 @@ from channels.db import DatabaseSyncToAsync
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -53,8 +54,15 @@ log = logging.getLogger(__name__)
 def db(func):
     """`func` in a thread of a pool rather than on the one thread Channels runs all database
     work on: one slow query must not hold up every other conversation's answer. (Each call
-    closes its connection after it, as database_sync_to_async does.)"""
-    return DatabaseSyncToAsync(func, thread_sensitive=False)
+    closes its connection after it, as database_sync_to_async does.)
+
+    Except on SQLite (the embedded default), which lets one writer in at a time: there a pool
+    only turns a burst of customers' writes into lock waits and retries (measured: answers
+    then start late and all at once), so its calls keep to the one thread."""
+    return DatabaseSyncToAsync(func, thread_sensitive=_SQLITE)
+
+
+_SQLITE = connection.vendor == "sqlite"
 
 
 CUSTOMER, CONSOLE = "customer", "console"
@@ -73,6 +81,13 @@ _runs: dict[str, "AnswerRun"] = {}
 # Every task of every run (answers and their channel receivers), until it has ended: the event
 # loop keeps only weak references to tasks, and a stopping process waits for these.
 tasks: set[asyncio.Task] = set()
+
+
+class _Inbox(asyncio.Queue):
+    """A run's events; `peek` lets the run merge deltas that wait behind each other."""
+
+    def peek(self) -> dict:
+        return self._queue[0]
 
 
 def _spawn(coro) -> asyncio.Task:
@@ -282,7 +297,7 @@ class AnswerRun:
         # runs one receive loop per process, on the key of that name's part before "!".
         self.channel = f"specific.{self.layer.client_prefix}!{uuid.uuid4().hex}"
         self.audience: dict[str, str] = {first_socket: CUSTOMER}
-        self.inbox: asyncio.Queue[dict] = asyncio.Queue()
+        self.inbox: _Inbox = _Inbox()
         self.answer: _Answer | None = None
         self.alone_since: float | None = None
         self.ended = False  # no further question is taken (status changed, process stopping)
@@ -351,6 +366,9 @@ class AnswerRun:
                 del _runs[self.cid]
             # The claim first: while it stands, no other socket or process answers here.
             await self._release_claim()
+            detach = getattr(self.layer, "detach", None)
+            if detach is not None:
+                detach(self.channel)
             if self._receiver is not None:
                 await cancel_and_wait(self._receiver)
             with contextlib.suppress(*_REDIS_ERRORS):
@@ -359,6 +377,11 @@ class AnswerRun:
     async def _listen(self) -> None:
         with contextlib.suppress(*_REDIS_ERRORS):
             await self.layer.group_add(events.conversation_group(self.cid), self.channel)
+        # The desk's layer puts this channel's messages straight into the inbox; the receiver
+        # below then only keeps the process's batches being read (see DeskChannelLayer.attach).
+        attach = getattr(self.layer, "attach", None)
+        if attach is not None:
+            attach(self.channel, self.inbox.put_nowait)
         self._receiver = _spawn(self._receive())
 
     async def _receive(self) -> None:
@@ -426,9 +449,17 @@ class AnswerRun:
             if not await self._send_request(answer):
                 return
             while not answer.finished:
-                timeout = max(0.0, self._next_deadline(answer) - time.monotonic())
+                deadline = self._next_deadline(answer)
+                if not self.inbox.empty():
+                    # Events already waiting (a batch from Redis): no wait_for, which costs a
+                    # task and a timer per event; the deadlines are checked between events.
+                    await self._on_event(answer, self._take_waiting(answer))
+                    if time.monotonic() >= deadline:
+                        await self._on_deadline(answer)
+                    continue
                 try:
-                    event = await asyncio.wait_for(self.inbox.get(), timeout)
+                    event = await asyncio.wait_for(self.inbox.get(),
+                                                   max(0.0, deadline - time.monotonic()))
                 except TimeoutError:
                     await self._on_deadline(answer)
                     continue
@@ -436,6 +467,24 @@ class AnswerRun:
         finally:
             if answer.slot is not None:
                 await limits.release_answer_slot(answer.slot)
+
+    def _take_waiting(self, answer: _Answer) -> dict:
+        """The next waiting event. Deltas of this answer waiting right behind it join it: one
+        frame (one JSON encoding, one socket write) per socket instead of several. That happens
+        only when the process is behind, and then it sheds work as the backlog grows instead of
+        adding lag with every delta."""
+        event = self.inbox.get_nowait()
+        if event.get("type") != "inference.delta" or event.get("request_id") != answer.request_id:
+            return event
+        texts = None
+        while not self.inbox.empty():
+            following = self.inbox.peek()
+            if (following.get("type") != "inference.delta"
+                    or following.get("request_id") != answer.request_id):
+                break
+            texts = texts or [event.get("text", "")]
+            texts.append(self.inbox.get_nowait().get("text", ""))
+        return event if texts is None else {**event, "text": "".join(texts)}
 
     async def _send_request(self, answer: _Answer) -> bool:
         """Send the request to the workers; False if the fallback answered instead."""

@@ -33,8 +33,11 @@ async def customer_says(*, conversation: Conversation, text: str, client_id: str
     """Raises services.ConversationClosed, and agent_services.NotAllowed should the
     conversation close while a hand-off is asked for. `on_stored` runs once the message is
     stored and before anything answers it (the socket acks it there)."""
-    message, created = await db(services.message_add_customer)(
-        conversation=conversation, text=text, client_id=client_id)
+    # One trip to a database thread, not two: under a burst of customers each hop waits in
+    # the executor's queue behind every other socket's, so a second hop (asks_for_human) made
+    # answers start late and then all at once.
+    message, created, wants_human = await db(_store_customer_message)(
+        conversation, text, client_id)
     if on_stored is not None:
         await on_stored(message, created)
     if not created:
@@ -42,9 +45,20 @@ async def customer_says(*, conversation: Conversation, text: str, client_id: str
     await memory.remember(message)
     if conversation.status != Conversation.Status.BOT:
         return Turn(message, Outcome.SILENT)
-    if await db(selectors.asks_for_human)(message):
+    if wants_human:
         outcome = await db(agent_services.handoff_request)(conversation=conversation)
         return Turn(message, Outcome.HANDOFF, outcome)
     await answering.request_answer(conversation=conversation, question=message,
                                    channel_name=channel_name, options=options)
     return Turn(message, Outcome.ANSWERING)
+
+
+def _store_customer_message(conversation: Conversation, text: str,
+                            client_id: str | None) -> tuple[Message, bool, bool]:
+    """services.message_add_customer, and whether a new message asks for a human while the
+    bot holds the conversation (the only case in which customer_says asks)."""
+    message, created = services.message_add_customer(conversation=conversation, text=text,
+                                                     client_id=client_id)
+    wants_human = (created and conversation.status == Conversation.Status.BOT
+                   and selectors.asks_for_human(message))
+    return message, created, wants_human

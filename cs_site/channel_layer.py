@@ -20,6 +20,7 @@ import functools
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 
 from channels.exceptions import ChannelFull
 from channels_redis.core import BoundedQueue, RedisChannelLayer
@@ -75,6 +76,7 @@ class DeskChannelLayer(RedisChannelLayer):
         silently drops the oldest beyond it)."""
         super().__init__(*args, **kwargs)
         self._batch_in_flight: set[str] = set()  # keys whose last batch may not have arrived
+        self._sinks: dict[str, Callable[[dict], None]] = {}  # see attach()
         if local_capacity is not None:
             self.receive_buffer.default_factory = functools.partial(BoundedQueue, local_capacity)
 
@@ -86,6 +88,21 @@ class DeskChannelLayer(RedisChannelLayer):
     # it, however idle its CPU. Here one round trip takes every waiting message (up to
     # RECEIVE_BATCH) and hands each to its channel's buffer. Shared channels ("inference",
     # taken by whichever worker is free) keep channels-redis's one-at-a-time receive.
+
+    def attach(self, channel: str, sink: Callable[[dict], None]) -> None:
+        """Hand every message of the process-local `channel` to `sink` (a plain function,
+        e.g. an asyncio.Queue's put_nowait) the moment the batch holding it is read.
+
+        channels-redis's receive() costs, per message and per waiting receiver, two new tasks,
+        an asyncio.wait, a cancelled lock waiter and a lock hand-off; for an answer's channel
+        (one delta every 40-100 ms, hundreds of answers per process) that was ~15 % of the
+        process's CPU. A sink costs one call. Batches are still read by whoever is in
+        receive() on a channel of this process (every socket and every answer run is), so
+        the owner keeps a receiver running; nothing is read into the sink after detach()."""
+        self._sinks[channel] = sink
+
+    def detach(self, channel: str) -> None:
+        self._sinks.pop(channel, None)
 
     async def receive_single(self, channel):
         if "!" not in channel:
@@ -101,7 +118,12 @@ class DeskChannelLayer(RedisChannelLayer):
                 raise asyncio.CancelledError
             taken = await self._take_batch(connection, key)
             if taken:
-                break
+                # Messages for attached channels reach their sinks now, in order; the first
+                # of the others is returned below. A batch all for sinks: read on.
+                taken = self._to_sinks(taken)
+                if taken:
+                    break
+                continue
             # Nothing waiting: block until something arrives, put it back (same score: the
             # same place) and take it with whatever came with it, under the backup's guard.
             woke = await connection.bzpopmin(key, timeout=self.brpop_timeout)
@@ -112,10 +134,23 @@ class DeskChannelLayer(RedisChannelLayer):
         # it; the rest follow it, in order, at the event loop's next turn. Nothing is awaited
         # in between: they all reach their buffers, or (cancelled before this point) they are
         # still in the backup and the next call puts them back.
-        first, *rest = (self._unpack(member) for member in taken[0::2])
+        first, *rest = taken
         if rest:
             asyncio.get_running_loop().call_soon(self._buffer, rest)
         return first
+
+    def _to_sinks(self, taken: list) -> list:
+        """Unpack a batch ([member, score, ...]); deliver what has a sink, return the rest."""
+        others = []
+        sinks = self._sinks
+        for member in taken[0::2]:
+            target, message = self._unpack(member)
+            sink = sinks.get(target) if isinstance(target, str) else None
+            if sink is not None:
+                sink(message)
+            else:
+                others.append((target, message))
+        return others
 
     def _buffer(self, messages: list) -> None:
         for target, message in messages:

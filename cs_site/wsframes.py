@@ -27,6 +27,7 @@ to HARD_CEILING_BYTES instead of Daphne's 1 MiB.
 import logging
 
 from daphne import ws_protocol
+from twisted.internet import tcp
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,43 @@ class BoundedWebSocketProtocol(ws_protocol.WebSocketProtocol):
         self.kept_bytes += len(payload)
         super().onMessageFrameData(payload)
 
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        """Write a frame to the socket now, when nothing is queued before it.
+
+        autobahn hands every frame to Twisted's transport.write, which only buffers it and
+        registers the socket for writing (an epoll_ctl), writes it at the reactor's next turn
+        (a callback through Twisted's log context) and unregisters it (another epoll_ctl); it
+        also formats a debug log line's arguments for every frame, logging on or not. For one
+        small frame per socket per turn (every streamed delta) that machinery cost more than
+        the send itself. Here the frame goes out with one send(); only what the socket does not
+        take (a slow reader) goes through the transport's buffer, in order."""
+        transport = self.transport
+        if (sync or chopsize or self.send_queue or self.logOctets
+                or self.state != self.STATE_OPEN or not _writable_now(transport)):
+            super().sendData(data, sync, chopsize)
+            return
+        try:
+            sent = transport.socket.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            sent = 0  # Twisted's own write meets the error again and closes the connection
+        if sent < len(data):
+            transport.write(data[sent:] if sent else data)
+        self.trafficStats.outgoingOctetsWireLevel += len(data)
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.truncated and not isBinary:
             # The cut may split a character; Daphne decodes text strictly.
             payload = payload.decode("utf-8", "ignore").encode("utf-8")
         super().onMessage(payload, isBinary)
+
+
+def _writable_now(transport) -> bool:
+    """A plain TCP connection, open, with nothing buffered: a direct send keeps the order."""
+    return (type(transport) is tcp.Server and transport.connected
+            and not transport.disconnecting and not transport.TLS
+            and not transport.dataBuffer and not transport._tempDataBuffer)
 
 
 def install(*, max_message_bytes: int) -> None:
