@@ -106,7 +106,8 @@ def inbox(*, user: AbstractBaseUser, query: str = "", seen: dict | None = None) 
     """The console's inbox for `user`, optionally filtered by `query` (message text, customer
     name or e-mail, conversation id or its first characters)."""
     seen = seen or {}
-    base = _search(Conversation.objects.all(), query)
+    # Staff trying the bot in the playground are not customers.
+    base = _search(Conversation.objects.exclude(channel=Conversation.Channel.PLAYGROUND), query)
     specs = [
         ("waiting", "Waiting for a human", base.filter(status=Status.WAITING),
          ["handoff_requested_at", "created_at"], GROUP_LIMIT),

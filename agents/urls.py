@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from agents import views
+from agents import playground, reports, views
 
 app_name = "agents"
 
@@ -30,4 +30,11 @@ urlpatterns = [
     path("tickets/<int:ticket_id>/notes/", views.ticket_notes, name="ticket-notes"),
     path("canned/", views.canned, name="canned"),
     path("canned/<int:reply_id>/", views.canned_edit, name="canned-edit"),
+    path("reports/", reports.reports, name="reports"),
+    path("playground/", playground.page, name="playground"),
+    path("playground/settings/", playground.settings_form, name="playground-settings"),
+    path("playground/preview/", playground.preview, name="playground-preview"),
+    path("playground/send/", playground.send, name="playground-send"),
+    path("playground/save/", playground.save, name="playground-save"),
+    path("playground/export/", playground.export, name="playground-export"),
 ]

@@ -1,20 +1,23 @@
 """Admin for the desk's data, including transcript review: filters for what went wrong
 (thumbs down, fallback answers, handoffs), search in message text, and exports."""
 
+import itertools
+
+from asgiref.sync import sync_to_async
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, Substr
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import content_disposition_header
 from django.utils.translation import ngettext
 
-from chat import exports
+from chat import exports, finetune
 from chat.api import keys as api_keys
 from chat.models import (
     ApiKey,
@@ -143,7 +146,7 @@ class ConversationAdmin(admin.ModelAdmin):
                        "csat_comment", "csat_at", "closed_at")
     inlines = [MessageInline]
     date_hierarchy = "created_at"
-    actions = ["export_json", "export_csv"]
+    actions = ["export_json", "export_csv", "export_finetune_jsonl"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         # Columns from the messages as subqueries: one query for the page, no N+1, and no
@@ -350,3 +353,36 @@ class ApiSessionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+# --- Fine-tuning export ---------------------------------------------------------------------
+
+FINETUNE_BATCH = 200  # lines a database round trip yields to the response
+
+
+@admin.action(description="Export selected as fine-tuning JSONL", permissions=["view"])
+def export_finetune_jsonl(modeladmin, request: HttpRequest, queryset: QuerySet[Conversation]):
+    """The selected conversations' thumbs-up answers as chat-format JSONL, with the rules and
+    scrubbing of `manage.py export_finetune` (train lines only: no validation split, no pairs)."""
+    answers = finetune.rated_answers(finetune.Selection(conversations=queryset))
+    lines = finetune.chat_lines(answers.iterator(chunk_size=FINETUNE_BATCH),
+                                stats=finetune.ExportStats())
+    filename = f"finetune-{timezone.localtime():%Y%m%d-%H%M%S}.jsonl"
+    response = StreamingHttpResponse(_stream_lines(lines),
+                                     content_type="application/jsonl; charset=utf-8")
+    response["Content-Disposition"] = content_disposition_header(True, filename)
+    return response
+
+
+async def _stream_lines(lines):
+    """Batches of lines pulled by the ORM's thread: Daphne serves an async iterator as it
+    comes, where it would read a sync one to the end into memory first."""
+    def next_batch() -> bytes:
+        return "".join(line + "\n" for _, line in itertools.islice(lines, FINETUNE_BATCH)).encode()
+
+    while batch := await sync_to_async(next_batch)():
+        yield batch
+
+
+# Named in ConversationAdmin.actions; defined here, with the export, after the class.
+ConversationAdmin.export_finetune_jsonl = export_finetune_jsonl

@@ -34,6 +34,7 @@ class SyntheticEngine:
         self.max_model_len = max_model_len
         self.model_name = model_name
         self.prompts: dict[str, str] = {}  # request id → prompt text, for tests to inspect
+        self.samplings: dict[str, dict] = {}  # request id → the sampling it asked for
         self.aborted: list[str] = []
         self._active: set[str] = set()
 
@@ -44,6 +45,7 @@ class SyntheticEngine:
                      sampling: Sampling) -> AsyncIterator[Chunk]:
         prompt = "".join(map(chr, prompt_token_ids))
         self.prompts[request_id] = prompt
+        self.samplings[request_id] = dict(sampling)
         full = self.reply(prompt)
         text = full[: sampling["max_tokens"]]
         finish = "length" if len(full) > len(text) else "stop"
