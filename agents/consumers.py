@@ -23,7 +23,7 @@ from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from agents import presence, selectors, services
-from chat import answering, events
+from chat import answering, events, metrics
 from chat.events import ErrorCode
 from chat.protocol import FrameError
 from cs_site.redis_client import get_redis
@@ -53,6 +53,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             await self._refuse(ErrorCode.FORBIDDEN, "The console is for staff: log in first.")
             return
         self.user = user
+        metrics.socket_opened(metrics.CONSOLE, self)
         self.name = services.agent_name(user)
         await self.channel_layer.group_add(events.CONSOLE_GROUP, self.channel_name)
         await self._beat()
@@ -62,6 +63,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         await self.close(code=CLOSE_FORBIDDEN)
 
     async def disconnect(self, code: int) -> None:
+        metrics.socket_closed(metrics.CONSOLE, self)
         if self.user is None:
             return
         await self.channel_layer.group_discard(events.CONSOLE_GROUP, self.channel_name)

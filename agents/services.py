@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from agents import hours, presence
 from agents.models import CannedReply, Ticket, TicketNote
-from chat import events, memory
+from chat import events, memory, metrics
 from chat.models import Conversation, Message, Site
 from chat.prompting import fill_template
 from cs_site.broadcast import after_commit
@@ -99,6 +99,8 @@ def handoff_request(*, conversation: Conversation) -> HandoffOutcome:
     site = Site.objects.filter(pk=conv.site_id).first() if conv.site_id else None
     business_hours = site.business_hours if site else {}
     available = bool(presence.online_agent_ids()) and hours.is_open(business_hours, now)
+    if moved or first:  # a new hand-off, not the same request clicked again
+        metrics.handoff(agents_available=available)
     return HandoffOutcome(agents_available=available, business_hours=business_hours)
 
 

@@ -40,7 +40,7 @@ from django.db import connection
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from chat import events, fallback, limits, memory, selectors, services
+from chat import events, fallback, limits, memory, metrics, selectors, services
 from chat.models import Conversation, Message
 from chat.prompting import render_system_prompt
 from chat.punctuation import FullwidthPunctuation
@@ -430,6 +430,7 @@ class AnswerRun:
         self.interrupted = self.ended = True
         answer = self.answer
         if answer is not None and not answer.finished:
+            metrics.answer_ended(metrics.CANCELLED, "shutdown")
             answer.finished = True
             with contextlib.suppress(Exception):
                 await self._cancel(answer, reason)
@@ -670,6 +671,7 @@ class AnswerRun:
     async def _on_start(self, answer: _Answer, event: dict) -> None:
         if answer.started_at is None:
             answer.started_at = answer.last_event_at
+            metrics.QUEUE_WAIT.observe(answer.started_at - answer.sent_at)
         if answer.message is not None:
             return
         try:
@@ -678,6 +680,7 @@ class AnswerRun:
         except services.BotSilenced:
             # A human took the conversation between the request and its first token.
             await self._cancel(answer, "silenced")
+            metrics.answer_ended(metrics.TAKEN_OVER, "silenced")
             answer.finished = self.ended = True
             return
         await self._renew_claim()  # late joiners now learn which message streams
@@ -691,6 +694,7 @@ class AnswerRun:
         text = event.get("text", "")
         if answer.first_token_at is None and text:
             answer.first_token_at = time.monotonic()
+            metrics.FIRST_TOKEN.observe(answer.first_token_at - answer.sent_at)
         if answer.punctuation is not None:
             text = answer.punctuation.feed(text)
         if text:
@@ -702,6 +706,7 @@ class AnswerRun:
         if answer.finished:
             return
         answer.trimmed = int(event.get("trimmed") or 0)
+        metrics.model_answered(event.get("finish_reason"), time.monotonic() - answer.sent_at)
         await self._finish(
             answer, finish_reason=str(event.get("finish_reason") or "stop"),
             partial=event.get("finish_reason") not in ("stop", "length"),
@@ -723,6 +728,7 @@ class AnswerRun:
         with `reason` as its finish reason ("disconnected", "closed", "takeover", "handoff")."""
         if answer.finished:
             return
+        metrics.answer_stopped(reason)
         await self._cancel(answer, reason)
         if answer.message is None:
             answer.finished = True
@@ -770,8 +776,10 @@ class AnswerRun:
             message = await db(_store_fallback)(
                 self.conversation, answer.question, reason)
         except services.BotSilenced:
+            metrics.answer_ended(metrics.TAKEN_OVER, "silenced")
             self.ended = True
             return  # a human holds the conversation: the fallback stays silent too
+        metrics.answer_ended(metrics.FALLBACK, reason)
         await self._emit(events.bot_start_frame(message_id=message.pk,
                                                 reply_to=answer.question.pk))
         await self._emit(events.bot_delta_frame(message_id=message.pk, text=message.text))

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from agents import services as agent_services
 from agents.services import agent_name
-from chat import answering, events, limits, selectors, services, turns
+from chat import answering, events, limits, metrics, selectors, services, turns
 from chat.models import Conversation, Message
 from chat.protocol import FrameError, client_id_of, connect_params, parse_client_frame
 from cs_site.client_ip import client_ip
@@ -55,6 +55,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # Say so and close with "service restart"; the widget reconnects with backoff.
             log.warning("customer socket closed: Redis unavailable (%s)", exc.__class__.__name__)
             answering.unregister_socket(self.channel_name)
+            metrics.socket_closed(metrics.CUSTOMER, self)
             with contextlib.suppress(Exception):
                 await send({"type": "websocket.send", "text": json.dumps(events.error_frame(
                     code=events.ErrorCode.UNAVAILABLE,
@@ -63,6 +64,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         await self.accept()
+        metrics.socket_opened(metrics.CUSTOMER, self)
         params = connect_params(self.scope)
         self.client_ip = client_ip(self.scope)
         site = None
@@ -156,6 +158,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                            channel_name=self.channel_name)
 
     async def disconnect(self, code: int) -> None:
+        metrics.socket_closed(metrics.CUSTOMER, self)
         answering.unregister_socket(self.channel_name)
         if self.conversation is not None:
             with contextlib.suppress(RedisError, OSError):

@@ -5,7 +5,7 @@ import secrets
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from chat import events
+from chat import events, metrics
 from chat.models import ApiKey, ApiSession, Conversation, Feedback, Message, Site
 from chat.selectors import hash_token
 from cs_site.broadcast import after_commit
@@ -206,6 +206,7 @@ def feedback_submit(*, conversation: Conversation, message_id: int, rating: str,
     feedback, _ = Feedback.objects.update_or_create(
         message=message, defaults={"rating": rating, "comment": comment}
     )
+    metrics.feedback(rating)
     return feedback
 
 
@@ -215,6 +216,7 @@ def csat_submit(*, conversation: Conversation, score: int, comment: str = "") ->
     conversation.csat_comment = comment
     conversation.csat_at = timezone.now()
     conversation.save(update_fields=["csat_score", "csat_comment", "csat_at", "updated_at"])
+    metrics.csat(score)
     return conversation
 
 

@@ -31,6 +31,14 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # on a unix socket). Only their X-Forwarded-For is believed when telling a client's IP for
 # per-IP limits (cs_site/client_ip.py); empty, the peer address is the client's.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+# Who may read /metrics (cs_site/metrics_access.py); anyone else gets 403. Active staff logged
+# in may always. A client from one of the networks (IPs or CIDRs, the client address as
+# TRUSTED_PROXIES tells it) may without a token: by default loopback only, what `make run`,
+# bench/ and a Prometheus on the same machine use; empty: none. From elsewhere, Prometheus
+# sends "Authorization: Bearer <METRICS_BEARER_TOKEN>" (empty: no token is accepted).
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS",
+                                    default=["127.0.0.0/8", "::1/128"])
+METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
 
 INSTALLED_APPS = [
     # daphne first: it replaces `runserver` with its ASGI version.

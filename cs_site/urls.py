@@ -2,12 +2,14 @@ from django.contrib import admin
 from django.urls import include, path
 
 from chat.api import openai, v1
+from cs_site import metrics_access
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("console/", include("agents.urls")),
     path("api/v1/", v1.api.urls),
     path("v1/", openai.api.urls),
-    path("", include("django_prometheus.urls")),
+    # django_prometheus's view, behind METRICS_ALLOWED_NETWORKS / METRICS_BEARER_TOKEN.
+    path("metrics", metrics_access.metrics, name="prometheus-django-metrics"),
     path("", include("chat.urls")),
 ]

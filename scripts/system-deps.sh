@@ -4,6 +4,9 @@
 # Debian's nginx: the reverse proxy of the scale-out test (tests/e2e/test_scale_out.py), run
 # from deploy/nginx.conf in front of two Daphne processes. The test starts its own nginx on a
 # free port; the package's system service is never started here (see policy-rc.d below).
+# Debian's prometheus: the server the dashboard test (tests/e2e/test_prometheus.py) starts on a
+# free port with its own config and storage, to run every query of deploy/grafana/dashboards/.
+# Installed without recommends (no node exporter); its system service is not started either.
 # PostgreSQL has its own script (scripts/test-postgres.sh).
 # Works in CI (root, no stdin, CI=true) and on a fresh Debian machine.
 set -euo pipefail
@@ -13,9 +16,10 @@ NGINX=/usr/sbin/nginx  # not on a non-root user's PATH on Debian
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x "$NGINX" ] || missing+=(nginx)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)  # /usr/bin/prometheus
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "system-deps: everything present (chromium, nginx)"
+    echo "system-deps: everything present (chromium, nginx, prometheus)"
     exit 0
 fi
 
@@ -33,10 +37,10 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 log=$(mktemp)
 cleanup=(rm -f "$log")
-# Debian's nginx package starts a system nginx on port 80 after installing it, where an init
-# system runs. The tests need only the binary: while installing, a policy-rc.d that says "no"
-# (exit 101) keeps every service from starting. One that is there already (containers have
-# one) is left as it is.
+# Debian's nginx and prometheus packages start system services (nginx on port 80, prometheus
+# on 9090) after installing them, where an init system runs. The tests need only the binaries:
+# while installing, a policy-rc.d that says "no" (exit 101) keeps every service from starting.
+# One that is there already (containers have one) is left as it is.
 POLICY=/usr/sbin/policy-rc.d
 if [ ! -e "$POLICY" ]; then
     printf '#!/bin/sh\n# system-deps.sh: no service starts while test packages install.\nexit 101\n' \
