@@ -17,6 +17,7 @@ from django.utils.html import format_html
 from django.utils.http import content_disposition_header
 from django.utils.translation import ngettext
 
+import chat.knowledge.admin  # noqa: F401  (registers the knowledge base's admin)
 from chat import exports, finetune
 from chat.api import keys as api_keys
 from chat.models import (

@@ -333,3 +333,6 @@ class ApiSession(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session_id} ({self.api_key.name})"
+
+
+from chat.knowledge.models import Article, Passage  # noqa: E402,F401

@@ -210,6 +210,26 @@ API = {
     "OPENAI_MODEL_NAME": env.str("API_OPENAI_MODEL_NAME", default=""),
 }
 
+# --- Knowledge base (chat/knowledge/): retrieval that grounds answers -----------------------
+
+KNOWLEDGE = {
+    # A passage is a hit only if it covers at least this share of the question's terms,
+    # weighted by idf (a word the knowledge base never uses weighs as its rarest word): an
+    # unrelated question gets no hit.
+    "MIN_COVERAGE": env.float("KNOWLEDGE_MIN_COVERAGE", default=0.3),
+    # ...and scores at least this (BM25). Off by default: BM25 scores grow with the number of
+    # passages, so a floor tuned on one knowledge base is wrong for the next.
+    "MIN_SCORE": env.float("KNOWLEDGE_MIN_SCORE", default=0.0),
+    # Hits scoring below this share of the best one are dropped: they are noise beside it.
+    "RELATIVE_CUT": env.float("KNOWLEDGE_RELATIVE_CUT", default=0.4),
+    # Longest passage in characters; longer sections are cut between paragraphs on save.
+    "PASSAGE_MAX_CHARS": env.int("KNOWLEDGE_PASSAGE_MAX_CHARS", default=1200),
+    # Each process rebuilds its index when the knowledge version in Redis changes (every edit
+    # bumps it), and at the latest after this many seconds, in case a bump was lost while
+    # Redis was unreachable; 0: only on a version change.
+    "INDEX_MAX_AGE_SECONDS": env.float("KNOWLEDGE_INDEX_MAX_AGE_SECONDS", default=600.0),
+}
+
 # --- Customer chat --------------------------------------------------------------------------
 
 CHAT = {

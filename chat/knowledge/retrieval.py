@@ -1,0 +1,264 @@
+"""Finding the passages that answer a question: BM25 (bm25s) over every published passage,
+one index in memory per process, rebuilt when the knowledge version changes.
+
+    hits = await search(question="Where is my parcel?", site_id=site.pk, language="en")
+
+A hit is a passage of a published article of the question's site or of all sites, never of
+another site. Passages in the question's language come first; when none of them is relevant,
+other languages may answer (a question tagged with the wrong language still finds its page).
+An unrelated question gets [] rather than the least bad passage: a hit must cover a minimum
+share of the question's terms, weighted by idf, where words the knowledge base never uses count
+too ("a good pasta recipe" shares only "good" with a shop's pages: no hit). A minimum BM25 score
+can be set as well (KNOWLEDGE settings).
+"""
+
+import asyncio
+import logging
+import math
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+
+import bm25s
+import numpy as np
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from chat.knowledge import segment, selectors, version
+from chat.knowledge.selectors import PassageRow
+
+# bm25s sets its own logger to DEBUG on import: one line per index build in every log.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
+
+# BM25 parameters: bm25s's defaults (Lucene's variant), which suit short help-centre passages.
+K1 = 1.5
+B = 0.75
+MAX_LIMIT = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    passage_id: int
+    article_id: int
+    title: str
+    source_url: str
+    heading: str  # headings above the passage, "Refunds > How long it takes"; "" at the top
+    text: str  # the passage's Markdown
+    score: float  # BM25; comparable within one question only
+    language: str
+    slug: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """When a passage is relevant enough to be a hit (KNOWLEDGE settings)."""
+
+    min_score: float
+    min_coverage: float
+    relative: float
+
+    @classmethod
+    def from_settings(cls) -> "Cut":
+        cfg = settings.KNOWLEDGE
+        return cls(cfg["MIN_SCORE"], cfg["MIN_COVERAGE"], cfg["RELATIVE_CUT"])
+
+
+def index_text(row: PassageRow) -> str:
+    # The title and headings are searched with the text: "refund" finds the Refunds section.
+    return f"{row.title}\n{row.heading}\n{row.text}"
+
+
+def _idf(df: np.ndarray | int, n: int):
+    # Lucene's idf, as bm25s's method="lucene" scores with.
+    return np.log(1 + (n - df + 0.5) / (df + 0.5))
+
+
+class KnowledgeIndex:
+    """A read-only BM25 index over passage rows. `search` is pure CPU, safe in any thread."""
+
+    def __init__(self, rows: list[PassageRow], term_cache: dict[str, list[str]] | None = None):
+        """Tokenizing is most of a build: terms of texts seen before come from `term_cache`;
+        `self.terms` is the cache for the next build (only the texts still present)."""
+        self.rows = rows
+        old = term_cache or {}
+        self.terms: dict[str, list[str]] = {}
+        corpus = []
+        for row in rows:
+            text = index_text(row)
+            tokens = old.get(text)
+            if tokens is None:
+                tokens = segment.terms(text)
+            self.terms[text] = tokens
+            corpus.append(tokens)
+        self.bm25: bm25s.BM25 | None = None
+        if rows:
+            self.bm25 = bm25s.BM25(k1=K1, b=B, method="lucene")
+            self.bm25.index(corpus, show_progress=False)
+            self._indptr = self.bm25.scores["indptr"]
+            self._indices = self.bm25.scores["indices"]
+            self._data = self.bm25.scores["data"]
+        self._sites = np.array([-1 if r.site_id is None else r.site_id for r in rows],
+                               dtype=np.int64)
+        languages = sorted({r.language for r in rows})
+        self._language_code = {lang: i for i, lang in enumerate(languages)}
+        self._languages = np.array([self._language_code[r.language] for r in rows],
+                                   dtype=np.int32)
+
+    @property
+    def empty(self) -> bool:
+        return not self.rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def search(self, *, question: str, site_id: int | None, language: str, limit: int = 3,
+               cut: Cut) -> list[Hit]:
+        if self.bm25 is None:
+            return []
+        query = list(dict.fromkeys(segment.terms(question)))  # each term once
+        if not query:
+            return []
+        n = len(self.rows)
+        vocab = self.bm25.vocab_dict
+        scores = np.zeros(n, dtype=np.float32)
+        matched = np.zeros(n, dtype=np.float32)  # idf weight of the question's terms present
+        # A word the passages never use weighs as much as the rarest word they do.
+        weight_total = 0.0
+        for term in query:
+            token = vocab.get(term)
+            if token is None:
+                weight_total += float(_idf(1, n))
+                continue
+            start, end = self._indptr[token], self._indptr[token + 1]
+            docs = self._indices[start:end]
+            weight = float(_idf(end - start, n))
+            weight_total += weight
+            # bm25s keeps each term's BM25 contribution per passage in a CSC matrix: summing
+            # the columns is its own scoring, done here so the coverage comes in the same pass.
+            scores[docs] += self._data[start:end]
+            matched[docs] += weight
+        if not matched.any():
+            return []
+        coverage = matched / weight_total
+        allowed = self._sites == -1
+        if site_id is not None:
+            allowed |= self._sites == site_id
+        relevant = (allowed & (matched > 0) & (scores >= cut.min_score)
+                    & (coverage >= cut.min_coverage))
+        code = self._language_code.get(segment.primary_language(language))
+        if code is not None and (relevant & (self._languages == code)).any():
+            relevant &= self._languages == code
+        candidates = np.flatnonzero(relevant)
+        if not len(candidates):
+            return []
+        limit = max(1, min(limit, MAX_LIMIT))
+        if len(candidates) > limit:  # the best `limit` without sorting them all
+            candidates = candidates[np.argpartition(-scores[candidates], limit - 1)[:limit]]
+        top = candidates[np.argsort(-scores[candidates], kind="stable")]
+        best = float(scores[top[0]])
+        return [self._hit(int(i), float(scores[i])) for i in top
+                if scores[i] >= cut.relative * best]
+
+    def _hit(self, i: int, score: float) -> Hit:
+        row = self.rows[i]
+        return Hit(passage_id=row.passage_id, article_id=row.article_id, title=row.title,
+                   source_url=row.source_url, heading=row.heading, text=row.text,
+                   score=round(score, 3), language=row.language, slug=row.slug)
+
+
+_UNBUILT = object()
+
+
+class IndexCache:
+    """One process's index, rebuilt before a search when the knowledge version has changed
+    (or, as a safety net for a bump lost to a Redis failure, when it is older than
+    KNOWLEDGE["INDEX_MAX_AGE_SECONDS"]). Tests make two to play two processes."""
+
+    def __init__(self):
+        self.index = KnowledgeIndex([])
+        self.version: object = _UNBUILT
+        self.built_at = -math.inf
+        self.builds = 0
+        self._sync_lock = threading.Lock()
+        # asyncio locks belong to one event loop; tests and commands run several.
+        self._async_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _stale(self, current: str | None) -> bool:
+        if self.version is _UNBUILT:
+            return True
+        if current is not None and current != self.version:
+            return True
+        max_age = settings.KNOWLEDGE["INDEX_MAX_AGE_SECONDS"]
+        return max_age > 0 and time.monotonic() - self.built_at > max_age
+
+    def _install(self, rows: list[PassageRow], current: str | None) -> None:
+        # Searches under way keep the index they started with: it is never changed in place.
+        self.index = KnowledgeIndex(rows, self.index.terms)
+        self.version, self.built_at = current, time.monotonic()
+        self.builds += 1
+
+    # The version is read BEFORE the passages: an edit committed in between leaves the index
+    # labelled with the older version, so the next search builds again.
+
+    def current_sync(self) -> KnowledgeIndex:
+        current = version.current_sync()
+        if self._stale(current):
+            with self._sync_lock:
+                if self._stale(current):
+                    self._install(selectors.passages_for_index(), current)
+        return self.index
+
+    async def current(self) -> KnowledgeIndex:
+        current = await version.current()
+        if self._stale(current):
+            lock = self._async_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+            async with lock:  # one build for all the questions that arrive during it
+                if self._stale(current):
+                    rows = await sync_to_async(selectors.passages_for_index)()
+                    await asyncio.to_thread(self._install, rows, current)
+        return self.index
+
+    async def search(self, *, question: str, site_id: int | None, language: str,
+                     limit: int = 3) -> list[Hit]:
+        if not question.strip():
+            return []
+        index = await self.current()
+        if index.empty:
+            return []
+        return await asyncio.to_thread(index.search, question=question, site_id=site_id,
+                                       language=language, limit=limit, cut=Cut.from_settings())
+
+    def search_sync(self, *, question: str, site_id: int | None, language: str,
+                    limit: int = 3) -> list[Hit]:
+        if not question.strip():
+            return []
+        return self.current_sync().search(question=question, site_id=site_id,
+                                          language=language, limit=limit,
+                                          cut=Cut.from_settings())
+
+
+_process_cache = IndexCache()
+
+
+async def search(*, question: str, site_id: int | None, language: str,
+                 limit: int = 3) -> list[Hit]:
+    """The passages that answer `question` best, at most `limit`, best first; [] when nothing
+    is relevant. For a question of `site_id` (None: a conversation of no site, which sees only
+    the articles for all sites) in `language` (a BCP 47 tag; "" for any). The ranking runs in
+    a thread, so the event loop goes on meanwhile; the index is rebuilt first (also in a
+    thread) when the knowledge changed since this process's last question."""
+    return await _process_cache.search(question=question, site_id=site_id, language=language,
+                                       limit=limit)
+
+
+def process_index_sync() -> KnowledgeIndex:
+    """This process's index, brought up to date (commands: to build it before timing)."""
+    return _process_cache.current_sync()
+
+
+def search_sync(*, question: str, site_id: int | None, language: str,
+                limit: int = 3) -> list[Hit]:
+    """`search` for synchronous code (management commands, the eval)."""
+    return _process_cache.search_sync(question=question, site_id=site_id, language=language,
+                                      limit=limit)

@@ -1,0 +1,101 @@
+"""Text into search terms, the same way for passages and questions, in any mix of languages.
+
+- Latin-script words: NFKC (full-width letters and digits become ASCII), case-folded, English
+  stop words dropped, Snowball-stemmed (PyStemmer), so "shipped" finds "shipping".
+- Chinese runs: segmented into words by jieba (rjieba, the Rust port), in search mode, which
+  also emits the shorter words inside a long one ("保修期" → 保修, 保修期): a question with
+  "保修" then matches a page that says "保修期". Function and question words are dropped.
+- Anything else that is a word character (kana, hangul, ...) is one term per run.
+"""
+
+import re
+import threading
+import unicodedata
+
+import rjieba
+import Stemmer
+from bm25s.stopwords import STOPWORDS_EN_PLUS
+
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+# A Chinese run, or a run of other word characters (letters, digits; not "_").
+_RUNS = re.compile(rf"([{_CJK}]+)|([^\W_{_CJK}]+)")
+
+# NLTK's English list (as bm25s ships it) plus what customers say around a question.
+STOPWORDS_EN = frozenset(STOPWORDS_EN_PLUS) | {
+    "hi", "hello", "hey", "please", "thanks", "thank", "would", "could", "also", "get", "got",
+    "can", "may", "might", "must", "shall", "us", "let", "know", "tell", "want", "need",
+}
+# Function words, pronouns and question words only: bm25s's long Chinese list also drops
+# words a help desk needs (安全, 问题, 需要, 使用, 处理).
+STOPWORDS_ZH = frozenset("""
+的 地 得 了 着 过 吗 呢 吧 啊 呀 哦 嘛 么 哪 呗 啦 之 其 与 和 及
+或 而 并 且 但 就 都 也 还 又 再 才 很 太 更 最 我 你 您 他 她 它
+我们 你们 他们 她们 咱们 自己 这 那 这个 那个 这些 那些 这样 那样 这里
+那里 这儿 那儿 是 在 有 被 把 给 对 向 从 到 为 以 于 让 跟 比 个 些
+一 一个 一下 一些 一点 上 下 里 中 什么 怎么 怎样 怎么样 如何 为什么 为何
+哪里 哪儿 哪个 哪些 多少 几 谁 是否 是不是 能否 可否 想 要 会 能 能够
+可以 可能 应该 请 请问 请教 麻烦 谢谢 你好 您好 好的 好 嗯 哈 喂 如果
+因为 所以 但是 然后 或者 还是 已经 就是 只是 不 没 没有 无法 不能 不会 怎
+样 可 该
+""".split())
+
+_local = threading.local()
+
+
+def _stemmer() -> Stemmer.Stemmer:
+    # PyStemmer objects are not safe to share between threads: one per thread.
+    stemmer = getattr(_local, "stemmer", None)
+    if stemmer is None:
+        stemmer = _local.stemmer = Stemmer.Stemmer("english")
+    return stemmer
+
+
+def terms(text: str) -> list[str]:
+    """The search terms of `text`, in order, repeats kept (BM25 counts them)."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    out: list[str | None] = []  # None: a Latin word, stemmed below
+    words: list[str] = []
+    for chinese, other in _RUNS.findall(text):
+        if chinese:
+            out.extend(_chinese_terms(chinese))
+        elif other.isdigit() or (len(other) > 1 and other not in STOPWORDS_EN):
+            words.append(other)
+            out.append(None)
+    if not words:
+        return out  # type: ignore[return-value]
+    # All Latin words in one call to the C library, then back in their places.
+    stems = iter(_stemmer().stemWords(words))
+    return [next(stems) if term is None else term for term in out]
+
+
+def _chinese_terms(run: str) -> list[str]:
+    """The words of a Chinese run, each followed by its characters: customers ask with one
+    character where a page uses a word ("能换吗" for 换货, "修" for 维修, "查" for 查看), and
+    jieba cuts a question differently from a page ("没收到" gives 没收, "confiscate"). The
+    characters let those still meet; idf keeps the common ones from counting for much."""
+    out = []
+    for word in rjieba.cut_for_search(run):
+        if word not in STOPWORDS_ZH:
+            out.append(word)
+        if len(word) > 1:
+            out.extend(c for c in word if c not in STOPWORDS_ZH)
+    return out
+
+
+def has_chinese(text: str) -> bool:
+    return re.search(f"[{_CJK}]", text) is not None
+
+
+def guess_language(text: str) -> str:
+    """"zh" when at least a fifth of the letters are Chinese characters, else "en": for a
+    question or a file that names no language."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return "en"
+    chinese = sum(1 for c in letters if re.match(f"[{_CJK}]", c))
+    return "zh" if chinese * 5 >= len(letters) else "en"
+
+
+def primary_language(tag: str) -> str:
+    """The primary subtag of a BCP 47 tag, lower case: "zh-CN" → "zh", "en_US" → "en"."""
+    return re.split(r"[-_]", tag.strip(), maxsplit=1)[0].lower()

@@ -1,0 +1,59 @@
+"""The knowledge version: one Redis key every process reads before a search, changed after
+every committed edit, so an edit or a deletion reaches the next question on every process.
+
+The value is a random token, not a counter: if Redis loses its data, a counter could start
+again at a number a process already holds and hide an edit; a token never repeats. A missing
+key is the version "" (no edit since Redis started), different from any token.
+"""
+
+import logging
+import uuid
+
+import redis
+from django.conf import settings
+
+from cs_site.redis_client import get_redis
+
+log = logging.getLogger(__name__)
+
+KEY = "knowledge:version"
+
+_sync_clients: dict[str, redis.Redis] = {}
+
+
+def _sync_redis() -> redis.Redis:
+    # Per URL: the tests point REDIS_URL at their own server after start-up.
+    client = _sync_clients.get(settings.REDIS_URL)
+    if client is None:
+        client = _sync_clients[settings.REDIS_URL] = redis.Redis.from_url(
+            settings.REDIS_URL, decode_responses=True, socket_timeout=2, socket_connect_timeout=2)
+    return client
+
+
+def bump() -> None:
+    """Make every process rebuild its index before its next search. Called after commit (see
+    `services`): a process that sees the new token finds the edit in the database. A failure is
+    logged, not raised: the edit is saved, and indexes older than KNOWLEDGE["INDEX_MAX_AGE_
+    SECONDS"] are rebuilt anyway."""
+    try:
+        _sync_redis().set(KEY, uuid.uuid4().hex)
+    except redis.RedisError as exc:
+        log.warning("knowledge version not bumped (Redis: %s); other processes see the edit "
+                    "within KNOWLEDGE_INDEX_MAX_AGE_SECONDS", exc)
+
+
+def current_sync() -> str | None:
+    """The version, or None when Redis cannot be asked."""
+    try:
+        return _sync_redis().get(KEY) or ""
+    except redis.RedisError as exc:
+        log.warning("knowledge version unknown (Redis: %s)", exc)
+        return None
+
+
+async def current() -> str | None:
+    try:
+        return await get_redis().get(KEY) or ""
+    except redis.RedisError as exc:
+        log.warning("knowledge version unknown (Redis: %s)", exc)
+        return None
