@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --quiet
 
-.PHONY: run test install install-dev lint format test-postgres screenshots bench clean
+.PHONY: run test install install-dev build-static lint format test-postgres screenshots bench clean
 
 run: install
 	$(PY) -m cs_site.stack
@@ -18,8 +18,13 @@ test: install-dev
 	$(PY) -m pytest
 	bash scripts/test-postgres.sh
 
-install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev
+install: $(VENV)/.installed build-static
+install-dev: $(VENV)/.installed-dev build-static
+
+# The widget's and the console's JavaScript, built from their ES modules (static/*/src/) with
+# esbuild; needs Node.js (scripts/build-static.sh installs it through system-deps.sh as root).
+build-static:
+	bash scripts/build-static.sh
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -1,7 +1,7 @@
 """Admin for the desk's data, including transcript review: filters for what went wrong
 (thumbs down, fallback answers, handoffs), search in message text, and exports."""
 
-import itertools
+from collections.abc import AsyncIterator, Generator
 
 from asgiref.sync import sync_to_async
 from django import forms
@@ -10,7 +10,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, Substr
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -125,11 +125,39 @@ class HandoffFilter(YesNoFilter):
         )
 
 
-def _download(content: str, extension: str, content_type: str) -> HttpResponse:
-    filename = f"transcripts-{timezone.localtime():%Y%m%d-%H%M%S}.{extension}"
-    response = HttpResponse(content.encode("utf-8"), content_type=content_type)
+# Characters of an export pulled per trip to the ORM's thread: the memory a download holds at
+# once, whatever its size, and few enough trips that they cost nothing beside the queries.
+EXPORT_BATCH_CHARS = 64 * 1024
+
+
+def _download(parts: Generator[str, None, None], name: str, extension: str,
+              content_type: str) -> StreamingHttpResponse:
+    """A file download streamed from `parts` (a generator that may run queries)."""
+    filename = f"{name}-{timezone.localtime():%Y%m%d-%H%M%S}.{extension}"
+    response = StreamingHttpResponse(_streamed(parts), content_type=content_type)
     response["Content-Disposition"] = content_disposition_header(True, filename)
     return response
+
+
+async def _streamed(parts: Generator[str, None, None]) -> AsyncIterator[bytes]:
+    """Batches of `parts`, each pulled in the ORM's thread: Daphne serves an async iterator as
+    it comes, where it would read a sync one to the end into memory first."""
+    def next_batch() -> bytes:
+        batch, size = [], 0
+        for part in parts:
+            batch.append(part)
+            size += len(part)
+            if size >= EXPORT_BATCH_CHARS:
+                break
+        return "".join(batch).encode()
+
+    try:
+        while batch := await sync_to_async(next_batch)():
+            yield batch
+    finally:
+        # Also when the download is cut short: the queries' cursor is closed by the thread
+        # that opened it (SQLite refuses any other).
+        await sync_to_async(parts.close)()
 
 
 @admin.register(Conversation)
@@ -172,12 +200,13 @@ class ConversationAdmin(admin.ModelAdmin):
 
     @admin.action(description="Export selected transcripts as JSON", permissions=["view"])
     def export_json(self, request: HttpRequest, queryset: QuerySet[Conversation]):
-        return _download(exports.transcripts_json(queryset), "json",
+        return _download(exports.transcripts_json(queryset), "transcripts", "json",
                          "application/json; charset=utf-8")
 
     @admin.action(description="Export selected transcripts as CSV", permissions=["view"])
     def export_csv(self, request: HttpRequest, queryset: QuerySet[Conversation]):
-        return _download(exports.transcripts_csv(queryset), "csv", "text/csv; charset=utf-8")
+        return _download(exports.transcripts_csv(queryset), "transcripts", "csv",
+                         "text/csv; charset=utf-8")
 
 
 @admin.register(Message)
@@ -358,7 +387,7 @@ class ApiSessionAdmin(admin.ModelAdmin):
 
 # --- Fine-tuning export ---------------------------------------------------------------------
 
-FINETUNE_BATCH = 200  # lines a database round trip yields to the response
+FINETUNE_BATCH = 200  # answers a database round trip fetches
 
 
 @admin.action(description="Export selected as fine-tuning JSONL", permissions=["view"])
@@ -368,21 +397,15 @@ def export_finetune_jsonl(modeladmin, request: HttpRequest, queryset: QuerySet[C
     answers = finetune.rated_answers(finetune.Selection(conversations=queryset))
     lines = finetune.chat_lines(answers.iterator(chunk_size=FINETUNE_BATCH),
                                 stats=finetune.ExportStats())
-    filename = f"finetune-{timezone.localtime():%Y%m%d-%H%M%S}.jsonl"
-    response = StreamingHttpResponse(_stream_lines(lines),
-                                     content_type="application/jsonl; charset=utf-8")
-    response["Content-Disposition"] = content_disposition_header(True, filename)
-    return response
+    return _download(_jsonl(lines), "finetune", "jsonl", "application/jsonl; charset=utf-8")
 
 
-async def _stream_lines(lines):
-    """Batches of lines pulled by the ORM's thread: Daphne serves an async iterator as it
-    comes, where it would read a sync one to the end into memory first."""
-    def next_batch() -> bytes:
-        return "".join(line + "\n" for _, line in itertools.islice(lines, FINETUNE_BATCH)).encode()
-
-    while batch := await sync_to_async(next_batch)():
-        yield batch
+def _jsonl(lines: Generator[tuple[object, str], None, None]) -> Generator[str, None, None]:
+    try:
+        for _, line in lines:
+            yield line + "\n"
+    finally:
+        lines.close()  # with the export: its cursor closes in this thread
 
 
 # Named in ConversationAdmin.actions; defined here, with the export, after the class.

@@ -41,7 +41,9 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from chat import events, fallback, limits, memory, metrics, selectors, services
-from chat.models import Conversation, Message
+from chat.knowledge import grounding
+from chat.knowledge import retrieval as knowledge
+from chat.models import BotProfile, Conversation, Message
 from chat.prompting import render_system_prompt
 from chat.punctuation import FullwidthPunctuation
 from cs_site.redis_client import get_redis
@@ -105,12 +107,20 @@ def build_messages(system_prompt: str, turns: list[dict]) -> list[events.ChatTur
     return messages
 
 
+@dataclass(frozen=True)
+class _PromptParts:
+    system_prompt: str
+    sampling: events.Sampling
+    fullwidth: bool  # make Chinese punctuation full-width
+    offer_human_when_nothing: bool  # no help-centre article covers the question: say so
+
+
 @db
 def _prompt_parts(conversation: Conversation, options: "AnswerOptions | None" = None,
-                  ) -> tuple[str, events.Sampling, bool]:
-    """System prompt, sampling, and whether to make Chinese punctuation full-width. A caller's
-    options are clamped: at most the profile's max_tokens, temperature and top_p within the
-    ranges the profile itself allows."""
+                  ) -> _PromptParts:
+    """System prompt, sampling and the profile's choices for one answer. A caller's options
+    are clamped: at most the profile's max_tokens, temperature and top_p within the ranges
+    the profile itself allows."""
     profile = selectors.bot_profile_for(conversation)
     site = selectors.site_of(conversation)
     template = (options.system_prompt if options is not None and options.system_prompt
@@ -138,7 +148,8 @@ def _prompt_parts(conversation: Conversation, options: "AnswerOptions | None" = 
         if options.instructions:
             system_prompt += "\n\n" + options.instructions
     fullwidth = profile.fullwidth_punctuation and conversation.language.lower().startswith("zh")
-    return system_prompt, sampling, fullwidth
+    return _PromptParts(system_prompt, sampling, fullwidth, offer_human_when_nothing=(
+        profile.when_no_knowledge == BotProfile.WhenNoKnowledge.OFFER_HUMAN))
 
 
 # --- the public face: what consumers call -----------------------------------------------------
@@ -279,6 +290,8 @@ class _Answer:
     punctuation: FullwidthPunctuation | None = None
     prompt: list[events.ChatTurn] = field(default_factory=list)  # as sent, before trimming
     trimmed: int = 0  # turns the worker left out to fit the token budget
+    grounded: grounding.Grounded | None = None  # the help-centre passages offered
+    passages: int = 0  # of them, those the worker's token budget held
     slot: limits.Slot | None = None  # the site's answers streaming at once
     done_frame: dict | None = None  # the bot.done sent, for a socket that joins after it
     finished: bool = False
@@ -506,15 +519,22 @@ class AnswerRun:
                                            first_token_timeout=cfg["FIRST_TOKEN_TIMEOUT_SECONDS"])
             if room.queued >= queue_limit:
                 raise ChannelFull  # full already: no need to build the request
-            system_prompt, sampling, fullwidth = await _prompt_parts(
-                self.conversation, self.options.pop(answer.question.pk, None))
-            answer.punctuation = FullwidthPunctuation() if fullwidth else None
-            turns = await memory.recent_turns(self.cid, newest_id=answer.question.pk)
+            # Independent reads, at once: the prompt's parts (database), the passages that
+            # answer the question (a thread) and the recent turns (Redis).
+            parts, hits, turns = await asyncio.gather(
+                _prompt_parts(self.conversation, self.options.pop(answer.question.pk, None)),
+                self._knowledge(answer.question),
+                memory.recent_turns(self.cid, newest_id=answer.question.pk))
+            answer.punctuation = FullwidthPunctuation() if parts.fullwidth else None
+            answer.grounded = grounding.ground(
+                parts.system_prompt, hits,
+                offer_human_when_nothing=parts.offer_human_when_nothing)
             now, wall = time.monotonic(), time.time()
-            answer.prompt = build_messages(system_prompt, turns)
+            answer.prompt = build_messages(answer.grounded.system_prompt, turns)
             request = events.inference_request(
                 request_id=answer.request_id, reply_channel=self.channel,
-                messages=answer.prompt, sampling=sampling,
+                messages=answer.prompt, sampling=parts.sampling,
+                grounding=answer.grounded.grounding,
                 deadline=wall + cfg["ANSWER_TIMEOUT_SECONDS"], queued_at=wall,
                 start_by=wall + cfg["FIRST_TOKEN_TIMEOUT_SECONDS"],
             )
@@ -538,6 +558,21 @@ class AnswerRun:
             await self._fallback(answer, fallback.REASON_UNAVAILABLE)
             return False
         return True
+
+    async def _knowledge(self, question: Message) -> list | None:
+        """The help-centre passages that answer `question`; None when the knowledge base has
+        nothing for this conversation's site, or cannot be searched: the answer is then not
+        grounded, and no "nothing found" is claimed."""
+        site_id = self.conversation.site_id
+        try:
+            if not await knowledge.covers(site_id):
+                return None
+            return await knowledge.search(
+                question=question.text, site_id=site_id, language=self.conversation.language,
+                limit=settings.KNOWLEDGE["PROMPT_PASSAGES"])
+        except Exception:  # a broken index must not cost the customer the answer
+            log.exception("knowledge search failed for %s; answering without it", self.cid)
+            return None
 
     def _next_deadline(self, answer: _Answer) -> float:
         cfg = settings.CHAT
@@ -669,6 +704,9 @@ class AnswerRun:
                                 event.get("message_id"))
 
     async def _on_start(self, answer: _Answer, event: dict) -> None:
+        if event.get("type") == "inference.start":
+            answer.trimmed = int(event.get("trimmed") or 0)
+            answer.passages = int(event.get("passages") or 0)
         if answer.started_at is None:
             answer.started_at = answer.last_event_at
             metrics.QUEUE_WAIT.observe(answer.started_at - answer.sent_at)
@@ -706,6 +744,7 @@ class AnswerRun:
         if answer.finished:
             return
         answer.trimmed = int(event.get("trimmed") or 0)
+        answer.passages = int(event.get("passages") or 0)
         metrics.model_answered(event.get("finish_reason"), time.monotonic() - answer.sent_at)
         await self._finish(
             answer, finish_reason=str(event.get("finish_reason") or "stop"),
@@ -759,6 +798,7 @@ class AnswerRun:
                    "completion_tokens": message.completion_tokens or 0},
             ttft_ms=message.ttft_ms, total_ms=message.total_ms or 0,
             finish_reason=finish_reason, fallback=False, partial=partial,
+            sources=message.sources,
         )
         await self._emit(answer.done_frame)
         await memory.remember(message)
@@ -804,12 +844,20 @@ class AnswerRun:
         now = time.monotonic()
         ttft_ms = (None if answer.first_token_at is None
                    else round((answer.first_token_at - answer.sent_at) * 1000))
-        # What the model saw: the system prompt and the turns the worker kept.
-        prompt = answer.prompt[:1] + answer.prompt[1 + answer.trimmed:] if answer.prompt else None
+        # What the model saw: the system prompt with the passages the worker kept, and the
+        # turns it kept.
+        prompt, sources = None, []
+        if answer.prompt:
+            grounded = answer.grounded
+            system = {**answer.prompt[0], "content": events.grounded_system(
+                answer.prompt[0]["content"], grounded.grounding, answer.passages)}
+            prompt = [system, *answer.prompt[1 + answer.trimmed:]]
+            sources = grounded.sources_of(answer.passages)
         return await db(services.bot_message_finish)(
             message=answer.message, text=answer.text, finish_reason=finish_reason,
             partial=partial, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
             ttft_ms=ttft_ms, total_ms=round((now - answer.sent_at) * 1000), prompt=prompt,
+            sources=sources,
         )
 
     # --- delivery ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
+from agents import hours
 from agents import services as agent_services
 from agents.services import agent_name
 from chat import answering, events, limits, metrics, selectors, services, turns
@@ -271,6 +272,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             agents_available=outcome.agents_available,
             ask_contact=not outcome.agents_available,
             business_hours=outcome.business_hours,
+            business_hours_text=hours.away_text(outcome.business_hours,
+                                                language=self.conversation.language),
         ))
 
     async def _on_contact(self, frame: events.ContactFrame) -> None:

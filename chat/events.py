@@ -128,7 +128,9 @@ def bot_delta_frame(*, message_id: int, text: str) -> dict:
 
 
 def bot_done_frame(*, message_id: int, usage: Usage, ttft_ms: int | None, total_ms: int,
-                   finish_reason: str, fallback: bool, partial: bool) -> dict:
+                   finish_reason: str, fallback: bool, partial: bool,
+                   sources: list[dict] | None = None) -> dict:
+    # sources: the help-centre articles the answer was grounded in, [{article_id, title, url}].
     return {
         "type": "bot.done",
         "message_id": message_id,
@@ -138,6 +140,7 @@ def bot_done_frame(*, message_id: int, usage: Usage, ttft_ms: int | None, total_
         "finish_reason": finish_reason,
         "fallback": fallback,
         "partial": partial,
+        "sources": sources or [],
     }
 
 
@@ -166,11 +169,16 @@ def csat_ack_frame(*, score: int) -> dict:
 
 
 def handoff_ack_frame(*, agents_available: bool = True, ask_contact: bool = False,
-                      business_hours: dict | None = None) -> dict:
+                      business_hours: dict | None = None, business_hours_text: str = "") -> dict:
     """The hand-off was recorded. `agents_available` is false when no agent is online or it
-    is outside business hours; then `ask_contact` asks for an e-mail address to follow up."""
-    return {"type": "handoff.ack", "status": "requested", "agents_available": agents_available,
-            "ask_contact": ask_contact, "business_hours": business_hours or {}}
+    is outside business hours; then `ask_contact` asks for an e-mail address to follow up.
+    `business_hours_text` (agents.hours.away_text), only outside business hours: the hours as
+    the widget shows them, formatted in the site's time zone and the conversation's language."""
+    frame = {"type": "handoff.ack", "status": "requested", "agents_available": agents_available,
+             "ask_contact": ask_contact, "business_hours": business_hours or {}}
+    if business_hours_text:
+        frame["business_hours_text"] = business_hours_text
+    return frame
 
 
 def contact_ack_frame() -> dict:
@@ -232,6 +240,35 @@ class Sampling(TypedDict):
     frequency_penalty: float
 
 
+class Grounding(TypedDict):
+    """Help-centre passages for the answer, best first, and the rule to answer from them. The
+    worker adds to the system prompt as many as the token budget holds beside the newest
+    message (before older turns: they are cut first), and says how many in `passages`."""
+
+    instruction: str
+    passages: list[str]
+
+
+def grounded_system(system_prompt: str, grounding: Grounding | None, kept: int) -> str:
+    """The system prompt with the first `kept` passages: what the model sees."""
+    if not grounding or kept <= 0:
+        return system_prompt
+    passages = "\n\n".join(grounding["passages"][:kept])
+    return f"{system_prompt}\n\n{grounding['instruction']}\n\n{passages}"
+
+
+def passages_in(system_content: str) -> list[str]:
+    """The passages a grounded system prompt holds ("[1] Title > Heading\n…", in order), for
+    people reviewing an answer."""
+    found, number, start = [], 1, system_content.find("\n\n[1] ")
+    while start != -1:
+        number += 1
+        end = system_content.find(f"\n\n[{number}] ", start + 2)
+        found.append(system_content[start + 2: end if end != -1 else None])
+        start = end
+    return found
+
+
 class InferenceRequest(TypedDict):
     """Sent by a consumer to the shared inference channel; exactly one worker takes it."""
 
@@ -250,6 +287,7 @@ class InferenceRequest(TypedDict):
     # Unix time by which the answer must have started: past it the consumer has answered with
     # the fallback already, so a worker that takes the request later drops it (`expired`).
     start_by: float
+    grounding: NotRequired[Grounding]
 
 
 class InferenceCancel(TypedDict):
@@ -262,8 +300,8 @@ class InferenceCancel(TypedDict):
 
 def inference_request(*, request_id: str, reply_channel: str, messages: list[ChatTurn],
                       sampling: Sampling, deadline: float, queued_at: float,
-                      start_by: float) -> InferenceRequest:
-    return {
+                      start_by: float, grounding: Grounding | None = None) -> InferenceRequest:
+    request: InferenceRequest = {
         "type": "inference.request",
         "request_id": request_id,
         "reply_channel": reply_channel,
@@ -273,6 +311,9 @@ def inference_request(*, request_id: str, reply_channel: str, messages: list[Cha
         "queued_at": queued_at,
         "start_by": start_by,
     }
+    if grounding:
+        request["grounding"] = grounding
+    return request
 
 
 def inference_cancel(*, request_id: str, reason: str) -> InferenceCancel:
@@ -285,8 +326,12 @@ def inference_cancel(*, request_id: str, reason: str) -> InferenceCancel:
 # KEEPALIVE_SECONDS, so the consumer can tell a slow answer from a dead worker.
 
 
-def inference_start(*, request_id: str, worker: str, model: str) -> dict:
-    return {"type": "inference.start", "request_id": request_id, "worker": worker, "model": model}
+def inference_start(*, request_id: str, worker: str, model: str, trimmed: int = 0,
+                    passages: int = 0) -> dict:
+    # trimmed / passages: as in inference.done, known from the start (a partial answer's stored
+    # prompt is then exact too).
+    return {"type": "inference.start", "request_id": request_id, "worker": worker,
+            "model": model, "trimmed": trimmed, "passages": passages}
 
 
 def inference_delta(*, request_id: str, text: str) -> dict:
@@ -295,8 +340,9 @@ def inference_delta(*, request_id: str, text: str) -> dict:
 
 def inference_done(*, request_id: str, finish_reason: str, prompt_tokens: int,
                    completion_tokens: int, ttft_ms: int | None, total_ms: int,
-                   trimmed: int = 0) -> dict:
-    # trimmed: the oldest turns left out of the prompt to fit the token budget.
+                   trimmed: int = 0, passages: int = 0) -> dict:
+    # trimmed: the oldest turns left out of the prompt to fit the token budget; passages: the
+    # request's grounding passages the prompt held.
     return {
         "type": "inference.done",
         "request_id": request_id,
@@ -306,6 +352,7 @@ def inference_done(*, request_id: str, finish_reason: str, prompt_tokens: int,
         "ttft_ms": ttft_ms,
         "total_ms": total_ms,
         "trimmed": trimmed,
+        "passages": passages,
     }
 
 

@@ -1,11 +1,12 @@
 """Transcript exports for review: JSON (nested) and CSV (one row per message).
 
 Pure functions over a queryset of conversations, used by the admin's export actions. Both
-formats are built from `transcripts()`, so they always carry the same fields.
+formats are built from `transcripts()`, so they always carry the same fields, and come a piece
+at a time (a conversation, a row) as the database returns them, so an export of any size is
+streamed in little memory.
 """
 
 import csv
-import io
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -88,10 +89,16 @@ def _message_dict(message: Message) -> dict[str, Any]:
     }
 
 
-def transcripts_json(conversations: QuerySet[Conversation]) -> str:
-    """A JSON list of the conversations; non-ASCII text is kept readable, not \\u-escaped."""
-    return json.dumps(list(transcripts(conversations)), cls=DjangoJSONEncoder,
-                      ensure_ascii=False, indent=2)
+def transcripts_json(conversations: QuerySet[Conversation]) -> Iterator[str]:
+    """A JSON list of the conversations, in pieces: "[", the conversations separated by ",",
+    "]". Non-ASCII text is kept readable, not \\u-escaped."""
+    yield "["
+    separator = "\n"
+    for conversation in transcripts(conversations):
+        yield separator + json.dumps(conversation, cls=DjangoJSONEncoder, ensure_ascii=False,
+                                     indent=2)
+        separator = ",\n"
+    yield "\n]\n"
 
 
 def transcript_rows(conversations: QuerySet[Conversation]) -> Iterator[tuple[Any, ...]]:
@@ -105,15 +112,20 @@ def transcript_rows(conversations: QuerySet[Conversation]) -> Iterator[tuple[Any
                    feedback["rating"], feedback["comment"])
 
 
-def transcripts_csv(conversations: QuerySet[Conversation]) -> str:
-    """The rows as CSV text, starting with a UTF-8 byte order mark, safe for spreadsheets."""
-    out = io.StringIO()
-    out.write(_UTF8_BOM)
-    writer = csv.writer(out)
-    writer.writerow(CSV_HEADER)
+def transcripts_csv(conversations: QuerySet[Conversation]) -> Iterator[str]:
+    """The rows as CSV text, a line at a time, starting with a UTF-8 byte order mark, safe for
+    spreadsheets."""
+    writer = csv.writer(_Echo())
+    yield _UTF8_BOM + writer.writerow(CSV_HEADER)
     for row in transcript_rows(conversations):
-        writer.writerow([spreadsheet_safe(_csv_value(value)) for value in row])
-    return out.getvalue()
+        yield writer.writerow([spreadsheet_safe(_csv_value(value)) for value in row])
+
+
+class _Echo:
+    """A file for csv.writer whose write returns the line: writerow then returns it too."""
+
+    def write(self, line: str) -> str:
+        return line
 
 
 def _csv_value(value: Any) -> Any:

@@ -9,12 +9,19 @@ import uuid
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from chat import events
 from chat.prompting import SamplingDefaults
 
 _SAMPLING = SamplingDefaults()
+
+# Tokens of the worker's context a profile's max_tokens must leave for the prompt: the rendered
+# system prompt and the newest customer message are never trimmed (inference_worker/budget.py),
+# so with less room than this nearly every answer overflows the context and falls back.
+PROMPT_RESERVE_TOKENS = 256
 
 
 def new_site_key() -> str:
@@ -165,6 +172,8 @@ class Message(models.Model):
     # The messages the model saw for this answer: the rendered system prompt and the turns kept
     # within the token budget, as [{"role", "content"}, ...]. For review and fine-tuning data.
     prompt = models.JSONField(null=True, blank=True, editable=False)
+    # The help-centre articles the answer was grounded in: [{"article_id", "title", "url"}].
+    sources = models.JSONField(default=list, blank=True, editable=False)
 
     class Meta:
         ordering = ["id"]
@@ -179,6 +188,13 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_role_display()}: {self.text[:60]}"
+
+    @property
+    def passages_used(self) -> list[str]:
+        """The help-centre passages the model saw for this answer (from its stored prompt)."""
+        if not self.sources or not self.prompt:
+            return []
+        return events.passages_in(self.prompt[0]["content"])
 
 
 class Feedback(models.Model):
@@ -231,6 +247,15 @@ class BotProfile(models.Model):
         help_text="In Chinese conversations, turn the bot's half-width punctuation in prose "
         "into full-width (，。？！), leaving code, URLs and numbers alone.",
     )
+    class WhenNoKnowledge(models.TextChoices):
+        GENERAL = "general", "Answer generally"
+        OFFER_HUMAN = "offer_human", "Say so and offer a human agent"
+
+    when_no_knowledge = models.CharField(
+        max_length=12, choices=WhenNoKnowledge.choices, default=WhenNoKnowledge.GENERAL,
+        help_text="When no help-centre article covers a question (the site has articles, none "
+        "relevant): answer from the model's general knowledge, or say so and offer a human.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -244,6 +269,21 @@ class BotProfile(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        super().clean()
+        # The web processes read the same INFERENCE_MAX_MODEL_LEN as the worker (see
+        # docs/operations.md): a profile that saves here fits the engine that answers it.
+        context = settings.INFERENCE["MAX_MODEL_LEN"]
+        limit = context - PROMPT_RESERVE_TOKENS
+        if self.max_tokens is not None and self.max_tokens > limit:
+            raise ValidationError({"max_tokens": (
+                f"{self.max_tokens} tokens leave no room for the prompt: the inference worker's "
+                f"context (INFERENCE_MAX_MODEL_LEN) is {context} tokens, and "
+                f"{PROMPT_RESERVE_TOKENS} of them are kept for the system prompt and the "
+                f"conversation. Enter at most {limit}, or raise INFERENCE_MAX_MODEL_LEN on the "
+                f"worker and the web processes."
+            )})
 
 
 class FallbackRule(models.Model):

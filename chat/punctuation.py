@@ -11,20 +11,21 @@ sees the same text streamed as is stored.
 
 import re
 
+import regex
+
 _FULL = {",": "，", ".": "。", "?": "？", "!": "！", ":": "：", ";": "；", "(": "（", ")": "）"}
 _HELD = set(_FULL) | {"`"}
 _URL_START = re.compile(r"(https?://|www\.|[\w.+-]+@)", re.IGNORECASE)
 
 
+# \p{Han} follows Unicode: every CJK ideograph block, extensions B-I (U+20000 and up, rare
+# characters of names and places) and compatibility ideographs included, where hand-written
+# ranges went stale. Punctuation is not Han: its blocks are listed as before.
+_CJK = regex.compile(r"[\p{Han}\u3000-\u303F\uFF00-\uFFEF\u2026]")
+
+
 def is_cjk(char: str) -> bool:
-    code = ord(char)
-    return (
-        0x4E00 <= code <= 0x9FFF  # unified ideographs
-        or 0x3400 <= code <= 0x4DBF  # extension A
-        or 0x3000 <= code <= 0x303F  # CJK punctuation (、。「」…)
-        or 0xFF00 <= code <= 0xFFEF  # full-width forms (，！？（）)
-        or 0x2026 == code  # …
-    )
+    return _CJK.fullmatch(char) is not None
 
 
 class FullwidthPunctuation:

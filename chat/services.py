@@ -157,9 +157,11 @@ def bot_message_start(*, conversation: Conversation, model_name: str) -> Message
 def bot_message_finish(*, message: Message, text: str, finish_reason: str, partial: bool,
                        prompt_tokens: int | None, completion_tokens: int | None,
                        ttft_ms: int | None, total_ms: int | None,
-                       prompt: list[dict] | None = None) -> Message:
+                       prompt: list[dict] | None = None,
+                       sources: list[dict] | None = None) -> Message:
     message.text = text
     message.prompt = prompt
+    message.sources = sources or []
     message.finish_reason = finish_reason[:20]
     message.is_partial = partial
     message.prompt_tokens = prompt_tokens
@@ -169,7 +171,7 @@ def bot_message_finish(*, message: Message, text: str, finish_reason: str, parti
     with transaction.atomic():
         message.save(update_fields=[
             "text", "finish_reason", "is_partial", "prompt_tokens", "completion_tokens",
-            "ttft_ms", "total_ms", "prompt", "updated_at",
+            "ttft_ms", "total_ms", "prompt", "sources", "updated_at",
         ])
         _touch(message.conversation_id)
         _tell_watchers(message)

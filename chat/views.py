@@ -1,6 +1,10 @@
+import logging
+
+from django.conf import settings
 from django.db import connection
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
 from django.shortcuts import render
+from django.templatetags.static import static
 from django.views.decorators.http import require_GET
 from redis.exceptions import RedisError
 
@@ -8,10 +12,14 @@ from chat import selectors
 from cs_site.redis_client import get_redis
 from inference_worker import presence
 
+logger = logging.getLogger(__name__)
+
 
 @require_GET
 def demo(request):
-    """A plain page where a visitor chats with the bot over /ws/chat/."""
+    """A plain page where a visitor chats with the bot over /ws/chat/, when DEMO_PAGE is on."""
+    if not settings.DEMO_PAGE:
+        raise Http404("The demo page is off (DEMO_PAGE).")
     return render(request, "chat/demo.html")
 
 
@@ -50,7 +58,18 @@ def _public_config(site) -> dict:
         "accent_color": site.accent_color,
         "language": site.language,
         "business_hours": site.business_hours,
+        "widget_js": _widget_js_url(),
     }
+
+
+def _widget_js_url() -> str | None:
+    """widget.js under its content-hashed name (cached for good), for embed.js to resolve
+    against its own URL; None when it is not collected, and the loader takes the plain name."""
+    try:
+        return static("widget/widget.js")
+    except ValueError as exc:  # not in the collectstatic manifest: a release step was missed
+        logger.warning("widget config without widget_js: %s", exc)
+        return None
 
 
 @require_GET

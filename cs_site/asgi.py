@@ -19,6 +19,7 @@ from agents.consumers import MAX_FRAME_CHARS as CONSOLE_FRAME_CHARS  # noqa: E40
 from agents.routing import websocket_urlpatterns as console_websockets  # noqa: E402
 from chat.routing import websocket_urlpatterns as chat_websockets  # noqa: E402
 from cs_site import wsframes  # noqa: E402
+from cs_site.static_files import StaticFiles  # noqa: E402
 
 # Daphne imports this module before it starts listening, so its WebSocket protocol can still be
 # swapped here: a message over the sockets' frame limits is cut while it arrives (memory stays
@@ -29,7 +30,14 @@ from cs_site import wsframes  # noqa: E402
 wsframes.install(max_message_bytes=max(settings.CHAT["MAX_FRAME_BYTES"], 4 * CONSOLE_FRAME_CHARS)
                  + wsframes.MARGIN_BYTES)
 
-http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
+# /static/: collected files with cache headers (cs_site/static_files.py); with DEBUG, Django's
+# handler serves the source folders as they are edited; SERVE_STATIC=false leaves it to a proxy.
+if not settings.SERVE_STATIC:
+    http_app = django_asgi_app
+elif settings.DEBUG:
+    http_app = ASGIStaticFilesHandler(django_asgi_app)
+else:
+    http_app = StaticFiles(django_asgi_app)
 
 application = ProtocolTypeRouter(
     {

@@ -123,8 +123,23 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
-# Daphne serves /static/ itself unless a front proxy does it (set SERVE_STATIC=false then).
+# `collectstatic` (`make run` runs it; production with every release) names every file by its
+# content's hash (console.3f2a1b9c8d7e.js), which the templates link and browsers keep for
+# good, and writes gzip copies beside them. The plain names are kept too: company pages embed
+# static/widget/embed.js under that name.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+# Daphne serves /static/ itself (cs_site/static_files.py) unless a front proxy does it (set
+# SERVE_STATIC=false then; deploy/nginx.conf sends the same cache headers).
 SERVE_STATIC = env.bool("SERVE_STATIC", default=True)
+# Seconds browsers keep a file without a hash in its name (embed.js) before they revalidate it
+# (ETag / Last-Modified, a 304 when unchanged): a release reaches every company page this soon.
+WHITENOISE_MAX_AGE = 300
+# The demo chat page at /: whoever reaches the desk could chat with the bot there, on the
+# desk's GPU, without any site's key. `make run` turns it on; off, / answers 404.
+DEMO_PAGE = env.bool("DEMO_PAGE", default=False)
 
 # Set true when the site is served over HTTPS (production): cookies then never travel in clear.
 SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
@@ -228,6 +243,10 @@ KNOWLEDGE = {
     # bumps it), and at the latest after this many seconds, in case a bump was lost while
     # Redis was unreachable; 0: only on a version change.
     "INDEX_MAX_AGE_SECONDS": env.float("KNOWLEDGE_INDEX_MAX_AGE_SECONDS", default=600.0),
+    # Passages put into an answer's prompt, and their characters in all: they sit in the
+    # system message, which the token budget never cuts (chat/knowledge/grounding.py).
+    "PROMPT_PASSAGES": env.int("KNOWLEDGE_PROMPT_PASSAGES", default=3),
+    "PROMPT_CHARS": env.int("KNOWLEDGE_PROMPT_CHARS", default=2400),
 }
 
 # --- Customer chat --------------------------------------------------------------------------

@@ -2,19 +2,22 @@
 
     python -m cs_site.stack
 
-Order: Redis (REDIS_URL if set, else a private local server), `prepare_model`, `migrate`, then
-the inference worker and Daphne. Once everything is ready, a service that ends on its own is
-started again, with a one-line notice, after a delay that doubles from 1 s up to 30 s while it
-keeps failing (a run of 60 s counts as healthy again): a crashed worker comes back while Daphne
-goes on serving (customers get the fallback answers meanwhile), and a crashed local Redis comes
-back on the same socket, where the other processes reconnect. A Redis given by REDIS_URL is not
-ours to restart. What is left of a crashed process's group is stopped before it starts again.
-During startup any failure stops everything with the error, since it is nearly always a
-setting to fix. Ctrl-C or SIGTERM stops Daphne, then the worker, then Redis, and exits 0.
+Order: Redis (REDIS_URL if set, else a private local server), `prepare_model`, `migrate`,
+`import_knowledge --sample` (the sample help centre), `collectstatic` (Daphne serves the
+collected files), then the inference worker and Daphne.
+Once everything is ready, a service that ends on its own is started again, with a one-line
+notice, after a delay that doubles from 1 s up to 30 s while it keeps failing (a run of 60 s
+counts as healthy again): a crashed worker comes back while Daphne goes on serving (customers
+get the fallback answers meanwhile), and a crashed local Redis comes back on the same socket,
+where the other processes reconnect. A Redis given by REDIS_URL is not ours to restart. What
+is left of a crashed process's group is stopped before it starts again. During startup any
+failure stops everything with the error, since it is nearly always a setting to fix. Ctrl-C
+or SIGTERM stops Daphne, then the worker, then Redis, and exits 0.
 
 Environment: HOST (127.0.0.1), PORT (8000), INFERENCE_METRICS_HOST (127.0.0.1) and
 INFERENCE_METRICS_PORT (9101; 0 turns the worker's endpoint off, so its readiness goes unchecked),
-REDIS_URL (unset: start one), VAR_DIR (<project>/var), STACK_READY_TIMEOUT (600 s: model load).
+REDIS_URL (unset: start one), VAR_DIR (<project>/var), STACK_READY_TIMEOUT (600 s: model load),
+DEMO_PAGE (true here, unlike the settings' default: the demo chat page at /).
 
 The supervision part (`Supervisor`, `run_stack`) knows nothing about this product: the product's
 commands come from `product_plan`, so tests drive the same code with dummy commands.
@@ -470,9 +473,15 @@ class Config:
     redis_url: str | None = None
     var_dir: Path = PROJECT_ROOT / "var"
     ready_timeout: float = 600.0
+    # The demo chat page at / (settings.DEMO_PAGE, off by default): on for a local try-out.
+    demo_page: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
+        def flag(name: str, default: bool) -> bool:
+            value = environ.get(name, "").strip().lower()
+            return value in TRUE_WORDS if value else default
+
         def number(name: str, default: float) -> float:
             value = environ.get(name, "").strip()
             try:
@@ -488,7 +497,12 @@ class Config:
             redis_url=environ.get("REDIS_URL") or None,
             var_dir=Path(environ.get("VAR_DIR") or cls.var_dir),
             ready_timeout=number("STACK_READY_TIMEOUT", cls.ready_timeout),
+            demo_page=flag("DEMO_PAGE", cls.demo_page),
         )
+
+
+# What django-environ (the settings) reads as true; any other value is false.
+TRUE_WORDS = frozenset({"true", "on", "ok", "y", "yes", "1"})
 
 
 class Stopped(Exception):
@@ -599,6 +613,7 @@ def child_env(environ: Mapping[str, str], config: Config, redis_url: str) -> dic
     env = dict(environ)
     env["REDIS_URL"] = redis_url
     env["VAR_DIR"] = str(config.var_dir)
+    env["DEMO_PAGE"] = "true" if config.demo_page else "false"
     env.setdefault("DJANGO_SETTINGS_MODULE", "cs_site.settings")
     # Pipes make Python block-buffer its output; children's lines should show as they happen.
     env["PYTHONUNBUFFERED"] = "1"
@@ -701,8 +716,9 @@ def product_plan(config: Config) -> Plan:
               "cs_site.asgi:application"]
     ports = [Port(config.host, config.port, "PORT")]
     ready = [ReadyCheck("web", f"{web}/healthz")]
-    links = [("Chat demo", f"{web}/"), ("Agent console", f"{web}/console/"),
-             ("Admin", f"{web}/admin/"), ("Metrics", f"{web}/metrics")]
+    links = [("Chat demo", f"{web}/")] if config.demo_page else []
+    links += [("Agent console", f"{web}/console/"), ("Admin", f"{web}/admin/"),
+              ("Metrics", f"{web}/metrics")]
     if config.metrics_port:  # 0 turns the worker's endpoint off, and with it this check
         ports.append(Port(config.metrics_host, config.metrics_port, "INFERENCE_METRICS_PORT"))
         ready.append(ReadyCheck("worker", worker_metrics, WORKER_READY_PATTERN,
@@ -712,6 +728,11 @@ def product_plan(config: Config) -> Plan:
         steps=[
             Command("model", [*manage, "prepare_model"]),
             Command("migrate", [*manage, "migrate", "--noinput"]),
+            # The sample help centre (marked as sample data; `import_knowledge --remove-sample`
+            # removes it), so the demo answers real questions: a no-op once loaded.
+            Command("knowledge", [*manage, "import_knowledge", "--sample"]),
+            # Hashed, compressed copies into STATIC_ROOT; unchanged files are skipped.
+            Command("static", [*manage, "collectstatic", "--noinput"]),
         ],
         services=[
             Command("worker", [*manage, "run_inference_worker"]),

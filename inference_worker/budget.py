@@ -1,12 +1,13 @@
 """Fitting a conversation into the model's context window.
 
 The prompt may take max_model_len − max_tokens tokens. The system prompt and the newest
-customer message are never cut; older turns go first, oldest first, until the rest fits.
+customer message are never cut; help-centre passages (best first) come next; older turns go
+first, oldest first, until the rest fits.
 """
 
 from collections.abc import Callable, Sequence
 
-from chat.events import ChatTurn
+from chat.events import ChatTurn, Grounding, grounded_system
 
 
 class ContextOverflow(Exception):
@@ -58,3 +59,21 @@ def fit_to_budget(messages: Sequence[ChatTurn],
         else:
             low = middle
     return fitting, len(messages) - len(fitting), fitting_ids
+
+
+def fit_grounded(messages: Sequence[ChatTurn],
+                 tokenize: Callable[[Sequence[ChatTurn]], Sequence[int]], budget: int,
+                 grounding: Grounding | None) -> tuple[list[ChatTurn], int, list[int], int]:
+    """`fit_to_budget` with help-centre passages added to the system prompt: as many as fit
+    beside the newest message, best first (they answer the question; older turns are cut
+    before them). Returns what fit_to_budget does, and how many passages were kept."""
+    system, newest = messages[0], messages[-1]
+    kept = len(grounding["passages"]) if grounding else 0
+    while kept:
+        with_passages = {**system, "content": grounded_system(system["content"], grounding, kept)}
+        if len(tokenize([with_passages, newest])) <= budget:
+            break
+        kept -= 1
+    system = {**system, "content": grounded_system(system["content"], grounding, kept)}
+    fitting, trimmed, ids = fit_to_budget([system, *messages[1:]], tokenize, budget)
+    return fitting, trimmed, ids, kept

@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 from chat import events
 from chat.events import InferenceErrorCode as Code
 from inference_worker import metrics, presence
-from inference_worker.budget import ContextOverflow, fit_to_budget
+from inference_worker.budget import ContextOverflow, fit_grounded
 from inference_worker.coalesce import adaptive_interval, coalesce
 from inference_worker.engines import Engine
 
@@ -357,16 +357,18 @@ class InferenceWorker:
         prompt_tokens = 0
         finish_reason = None
         outcome = "error"
-        trimmed = 0
+        trimmed = passages = 0
         try:
             budget = self.engine.max_model_len - sampling["max_tokens"]
             # One tokenizer pass: the budget search returns the ids of the prompt it kept.
-            _, trimmed, prompt_ids = await asyncio.to_thread(
-                fit_to_budget, request["messages"], self.engine.prompt_token_ids, budget,
+            _, trimmed, prompt_ids, passages = await asyncio.to_thread(
+                fit_grounded, request["messages"], self.engine.prompt_token_ids, budget,
+                request.get("grounding"),
             )
             prompt_tokens = len(prompt_ids)
             await self._send(stream, events.inference_start(
-                request_id=request_id, worker=self.name, model=self.engine.model_name
+                request_id=request_id, worker=self.name, model=self.engine.model_name,
+                trimmed=trimmed, passages=passages,
             ))
             async with asyncio.timeout(max(0.0, request["deadline"] - time.time())):
                 source = self.engine.stream(request_id, prompt_ids, sampling)
@@ -384,6 +386,7 @@ class InferenceWorker:
                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                 ttft_ms=None if first_at is None else round((first_at - taken) * 1000),
                 total_ms=round((time.monotonic() - taken) * 1000), trimmed=trimmed,
+                passages=passages,
             ), final=True)
             outcome = "done"
             self._count_turnover(time.monotonic() - taken)

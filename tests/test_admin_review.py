@@ -9,12 +9,13 @@ import re
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.forms.models import model_to_dict
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from agents.models import CannedReply, Ticket, TicketNote
-from chat.models import Conversation, Feedback, Message, Site
+from chat.models import BotProfile, Conversation, Feedback, Message, Site
 
 pytestmark = pytest.mark.django_db
 
@@ -125,12 +126,25 @@ def export(client, action: str, conversations: list[Conversation]):
     })
 
 
+def downloaded(response) -> bytes:
+    """The body of a streamed export. Daphne (ASGI) sends the async iterator as it comes;
+    Django's test client reads it synchronously (and says so: filtered below)."""
+    assert response.streaming and response.is_async
+    return b"".join(response)
+
+
+
+STREAMED = pytest.mark.filterwarnings(
+    "ignore:StreamingHttpResponse must consume asynchronous iterators")
+
+
 def disposition_filename(response) -> str:
     match = re.fullmatch(r'attachment; filename="?([^"]+)"?', response["Content-Disposition"])
     assert match, response["Content-Disposition"]
     return match.group(1)
 
 
+@STREAMED
 def test_json_export_has_exactly_the_selected_transcripts(admin_client, admin_user, review_data):
     agent_conv = review_data["down"]
     message(agent_conv, "agent", "I checked: it arrives tomorrow.", author=admin_user)
@@ -140,7 +154,7 @@ def test_json_export_has_exactly_the_selected_transcripts(admin_client, admin_us
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/json")
     assert re.fullmatch(r"transcripts-\d{8}-\d{6}\.json", disposition_filename(response))
-    data = json.loads(response.content.decode("utf-8"))
+    data = json.loads(downloaded(response).decode("utf-8"))
     assert sorted(c["id"] for c in data) == sorted(str(c.pk) for c in selected)
 
     down = next(c for c in data if c["id"] == str(agent_conv.pk))
@@ -159,6 +173,7 @@ def test_json_export_has_exactly_the_selected_transcripts(admin_client, admin_us
     assert chinese["messages"][0]["text"] == "你好，我的订单在哪里？"
 
 
+@STREAMED
 def test_csv_export_one_row_per_message_safe_for_spreadsheets(admin_client):
     risky = conversation(language="en", region="=HYPERLINK(\"http://evil\")")
     message(risky, "customer", "=1+1")
@@ -172,15 +187,49 @@ def test_csv_export_one_row_per_message_safe_for_spreadsheets(admin_client):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
     assert re.fullmatch(r"transcripts-\d{8}-\d{6}\.csv", disposition_filename(response))
-    assert response.content.startswith(b"\xef\xbb\xbf")
+    body = downloaded(response)
+    assert body.startswith(b"\xef\xbb\xbf")
 
-    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
+    rows = list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"))))
     assert len(rows) == 3
     assert [r["message_text"] for r in rows] == ["'=1+1", "'-5 is negative", "你好，我的订单在哪里？"]
     assert [r["conversation_id"] for r in rows] == [str(risky.pk)] * 2 + [str(chinese.pk)]
     assert rows[0]["conversation_region"] == "'=HYPERLINK(\"http://evil\")"
     assert rows[1]["message_is_fallback"] == "True"
     assert rows[2]["conversation_language"] == "zh-CN"
+
+
+@STREAMED
+@pytest.mark.parametrize("count", [1, 60])
+def test_exports_stream_in_batches_and_stay_valid(admin_client, monkeypatch, count):
+    from chat import admin as chat_admin
+
+    monkeypatch.setattr(chat_admin, "EXPORT_BATCH_CHARS", 2000)  # a few conversations a batch
+    selected = [conversation(language="en") for _ in range(count)]
+    texts = [f"question {n}, \"quoted\"\nover two lines" for n in range(count)]
+    for conv, text in zip(selected, texts, strict=True):
+        message(conv, "customer", text)
+
+    batches = list(export(admin_client, "export_json", selected))
+    data = json.loads(b"".join(batches).decode("utf-8"))
+    assert [c["messages"][0]["text"] for c in data] == texts
+    # Sent as it is read, ~2,000 characters at a time, never the whole export at once.
+    assert len(batches) == 1 if count == 1 else len(batches) > 10
+
+    batches = list(export(admin_client, "export_csv", selected))
+    rows = list(csv.DictReader(io.StringIO(b"".join(batches).decode("utf-8-sig"))))
+    assert [r["message_text"] for r in rows] == texts
+    assert len(batches) == 1 if count == 1 else len(batches) > 3
+
+    # The fine-tuning export streams the same way (tests/test_finetune.py reads its lines).
+    response = export(admin_client, "export_finetune_jsonl", selected)
+    assert response.is_async and b"".join(response) == b""  # no rated answers
+
+
+def test_json_export_of_nothing_is_an_empty_list():
+    from chat import exports
+
+    assert json.loads("".join(exports.transcripts_json(Conversation.objects.none()))) == []
 
 
 def test_ticket_admin_signs_a_new_note_with_the_logged_in_user(admin_client, admin_user):
@@ -249,3 +298,32 @@ def test_date_hierarchy_narrows_by_day(admin_client):
     today = timezone.localdate()
     query = f"?created_at__year={today.year}&created_at__month={today.month}&created_at__day={today.day}"
     assert [c.pk for c in listed(admin_client, query)] == [new.pk]
+
+
+def bot_profile_form(**values) -> dict:
+    """The admin form's POST for a new bot profile: every field at its default but these."""
+    fields = model_to_dict(BotProfile(**values))
+    fields.pop("id")
+    # An unticked checkbox is absent from a POST.
+    return {name: "on" if value is True else value for name, value in fields.items()
+            if value is not False and value is not None}
+
+
+def test_bot_profile_max_tokens_must_leave_the_prompt_room_in_the_context(admin_client,
+                                                                         settings):
+    settings.INFERENCE = {**settings.INFERENCE, "MAX_MODEL_LEN": 2048}
+    add = "/admin/chat/botprofile/add/"
+    form = bot_profile_form(name="Long answers", system_prompt="Be helpful.", max_tokens=4000)
+    refused = admin_client.post(add, form)
+    assert refused.status_code == 200
+    (message,) = refused.context["adminform"].form.errors["max_tokens"]
+    # Both numbers, the limit and what to do about it.
+    for words in ("4000", "2048", "256", "at most 1792", "INFERENCE_MAX_MODEL_LEN"):
+        assert words in message, message
+    assert not BotProfile.objects.filter(name="Long answers").exists()
+
+    assert admin_client.post(add, {**form, "max_tokens": 1792}).status_code == 302
+    assert BotProfile.objects.get(name="Long answers").max_tokens == 1792
+
+    settings.INFERENCE = {**settings.INFERENCE, "MAX_MODEL_LEN": 32768}  # a bigger context
+    assert admin_client.post(add, {**form, "name": "Longer", "max_tokens": 8000}).status_code == 302

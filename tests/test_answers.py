@@ -198,10 +198,10 @@ async def test_questions_arriving_together_cannot_overfill_the_queue(connect, se
     async def alive():  # a worker that beats but takes nothing: its queue only fills
         while True:
             await presence.beat(get_redis(), "two-slots", slots=2)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # a worker's heartbeat period: the behaviour mimicked
 
     beating = asyncio.create_task(alive())
-    await asyncio.sleep(0.1)
+    await poll(lambda: presence.live_workers(get_redis()))  # its first beat is in
     tabs = [(await connect())[0] for _ in range(10)]
     await asyncio.gather(*(tab.send({"type": "message", "text": "hi", "client_id": f"m{n}"})
                            for n, tab in enumerate(tabs)))

@@ -15,6 +15,7 @@ from chat import answering
 from chat.api.keys import create_api_key
 from chat.models import ApiScope, Conversation, Message
 from inference_worker.synthetic import chatml
+from tests.waiting import poll
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -153,12 +154,12 @@ async def test_a_second_message_while_one_streams_is_refused(api, worker, engine
     engine.tokens_per_second = 20
     engine.reply = lambda prompt: " ".join(f"word{i}" for i in range(30))
     streaming = asyncio.create_task(chat(api, session_id="s", user_input="long one"))
-    conversation = None
-    for _ in range(100):
+
+    async def streaming_now() -> bool:
         conversation = await Conversation.objects.filter(channel="api").afirst()
-        if conversation and await answering.live_answer(conversation.pk):
-            break
-        await asyncio.sleep(0.05)
+        return bool(conversation and await answering.live_answer(conversation.pk))
+
+    await poll(streaming_now)
     refused = await chat(api, session_id="s", user_input="hello?")
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "conflict"

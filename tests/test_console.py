@@ -608,7 +608,7 @@ async def test_presence_beats_on_connect_and_ping_and_leaves_on_disconnect(djang
     members = await redis.zrange(presence.KEY, 0, -1)
     assert len(members) == 1 and members[0].startswith(f"{ann.pk}:")
     first = await redis.zscore(presence.KEY, members[0])
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # the beat's score is its time: the clock must move on
     await synced(ws)
     assert await redis.zscore(presence.KEY, members[0]) > first
     await ws.disconnect()

@@ -1,11 +1,11 @@
 """The customer socket through the real ASGI router, with a worker on the synthetic token source."""
 
-import asyncio
 import json
 
 import pytest
 
 from chat.models import Conversation, Message
+from tests.waiting import poll
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -240,10 +240,7 @@ async def test_disconnect_mid_answer_cancels_at_the_worker_and_keeps_the_partial
     await client.receive()
     await client.receive_until(lambda f: f["type"] == "bot.delta")
     await client.close()
-    for _ in range(50):
-        if slow_engine.aborted:
-            break
-        await asyncio.sleep(0.05)
+    await poll(lambda: slow_engine.aborted)  # after the rejoin grace
     assert len(slow_engine.aborted) == 1
     assert slow_engine.running_requests() == 0
     bot = await Message.objects.aget(conversation_id=first["id"], role="bot")
@@ -260,7 +257,7 @@ async def test_first_token_deadline_falls_back_and_cancels(connect, engine, work
     frames = await client.receive_until(lambda f: f["type"] == "bot.done" and f["fallback"])
     fallback_done = frames[-1]
     assert fallback_done["finish_reason"] == "timeout"
-    await asyncio.sleep(0.2)
+    await poll(lambda: engine.aborted)
     assert engine.aborted and engine.running_requests() == 0
     # The started-but-silent answer is kept as an empty partial; the fallback answered.
     bots = [m async for m in Message.objects.filter(role="bot").order_by("id")]

@@ -1,17 +1,21 @@
 """Hand-off both ways through the customer socket and the staff services: takeover races,
 takeover mid-answer, agent replies, hand-back, closing, internal notes kept from customers."""
 
-import asyncio
 import datetime as dt
+import functools
+import sys
+import threading
 
 import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
+from django.db import connection, connections
 
 from agents import hours, services
 from agents.models import Ticket
 from chat import services as chat_services
 from chat.models import Conversation, Message
+from tests.waiting import poll
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,22 +33,57 @@ reply = database_sync_to_async(services.reply)
 hand_back = database_sync_to_async(services.hand_back)
 
 
-async def test_two_agents_taking_over_at_once_exactly_one_wins(connect, agents):
-    _, first = await connect()
-    ada, bob = agents
-    results = await asyncio.gather(
-        takeover(conversation_id=first["id"], agent=ada),
-        takeover(conversation_id=first["id"], agent=bob),
-        return_exceptions=True,
-    )
-    winners = [r for r in results if isinstance(r, Conversation)]
-    losers = [r for r in results if isinstance(r, services.NotAllowed)]
-    assert len(winners) == 1 and len(losers) == 1
-    holder = (await Conversation.objects.select_related("assigned_agent").aget(
-        pk=first["id"])).assigned_agent
-    assert "already holds" in str(losers[0]) and holder.first_name in str(losers[0])
-    joined = await Message.objects.filter(conversation_id=first["id"], role="system").acount()
-    assert joined == 1
+def race(*calls):
+    """Each call on a thread of its own, with its own database connection, all released at
+    once: the outcome of each (its result or its exception), in order. Unlike two
+    database_sync_to_async calls, which run one after the other on one thread, these can
+    interleave, so a check-then-write that is not atomic lets both through."""
+    barrier = threading.Barrier(len(calls))
+    outcomes: list = [None] * len(calls)
+
+    def run(index, call):
+        try:
+            # Connected first: the race is between the calls, not the connections' setup.
+            connection.ensure_connection()
+            barrier.wait(timeout=10)
+            outcomes[index] = call()
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            outcomes[index] = exc
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    # Threads take turns at every chance, not every 5 ms: one call rarely runs to its end alone.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        sys.setswitchinterval(interval)
+    return outcomes
+
+
+def test_two_agents_taking_over_at_once_exactly_one_wins(django_user_model):
+    ada = django_user_model.objects.create(username="ada", first_name="Ada", is_staff=True)
+    bob = django_user_model.objects.create(username="bob", first_name="Bob", is_staff=True)
+    # Many rounds: one pair of threads may happen not to overlap; 20 in a row hardly do (a
+    # takeover that reads, then writes, let both agents in within a few rounds when tried).
+    for _ in range(20):
+        conversation = Conversation.objects.create(token_hash="0" * 64)
+        results = race(*(functools.partial(services.takeover, conversation_id=conversation.pk,
+                                           agent=agent) for agent in (ada, bob)))
+        winners = [r for r in results if isinstance(r, Conversation)]
+        losers = [r for r in results if isinstance(r, services.NotAllowed)]
+        assert len(winners) == 1 and len(losers) == 1, results
+        conversation.refresh_from_db()
+        holder = conversation.assigned_agent
+        assert conversation.status == Conversation.Status.HUMAN
+        assert holder == winners[0].assigned_agent
+        assert "already holds" in str(losers[0]) and holder.first_name in str(losers[0])
+        assert conversation.messages.filter(role="system").count() == 1  # one "joined" line
 
 
 @pytest.fixture
@@ -69,10 +108,7 @@ async def test_takeover_mid_answer_stops_it_and_the_bot_stays_silent(
     done = next(f for f in frames if f["type"] == "bot.done")
     assert done["partial"] is True and done["finish_reason"] == "takeover"
     assert {"type": "agent.joined", "agent_name": "Ada"} in frames
-    for _ in range(40):
-        if slow_engine.aborted:
-            break
-        await asyncio.sleep(0.05)
+    await poll(lambda: slow_engine.aborted, timeout=2)
     assert slow_engine.aborted and slow_engine.running_requests() == 0
     bot = await Message.objects.aget(conversation_id=first["id"], role="bot")
     assert bot.is_partial and 0 < len(bot.text) < len("word " * 40)

@@ -185,13 +185,14 @@ async def test_a_slot_leaked_by_a_crashed_process_expires(chat_settings, setting
 
     assert (await in_other_process(settings.REDIS_URL, take_and_die)) is not None
     assert await limits.acquire_answer_slot(site_key="s") is None
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(1.1)  # the slot's time to live running out is the behaviour under test
     assert await limits.acquire_answer_slot(site_key="s") is not None
 
 
 async def test_a_refreshed_slot_is_kept_and_a_lapsed_one_is_not(chat_settings):
     chat_settings(SITE_CONCURRENT_ANSWERS=1)
     slot = await limits.acquire_answer_slot(site_key="s", ttl=0.6)
+    # The sleeps are the clock the time to live is measured by (the behaviour under test).
     await asyncio.sleep(0.4)
     assert await limits.refresh_answer_slot(slot, ttl=0.6) is True
     await asyncio.sleep(0.4)  # past the first expiry, within the refreshed one
@@ -268,7 +269,7 @@ async def test_limits_come_back_with_redis(chat_settings, settings, tmp_path, mo
         server.stop()
         assert await limits.check_new_conversation(ip="198.51.100.1", site_key="s") is None
         server = start_redis(tmp_path)  # the same socket path: a restart
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(0.15)  # past SKIP_REDIS_AFTER_FAILURE_SECONDS: the back-off tested
         # Counters were in the lost Redis (it keeps nothing on disk): counting starts again.
         assert await limits.check_new_conversation(ip="198.51.100.1", site_key="s") is None
         assert await limits.check_new_conversation(ip="198.51.100.1", site_key="s") is not None

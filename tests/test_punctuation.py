@@ -1,6 +1,6 @@
 import pytest
 
-from chat.punctuation import FullwidthPunctuation, to_fullwidth
+from chat.punctuation import FullwidthPunctuation, is_cjk, to_fullwidth
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -44,3 +44,17 @@ def test_trailing_punctuation_is_held_until_decided():
     assert converter.feed("你好.") == "你好"
     assert converter.feed(".") == ""
     assert converter.feed(".再见") == "……再见"
+
+
+@pytest.mark.parametrize("char", ["中", "㐀", "\U00020000", "\U0002A6DF", "\U00030000", "\uF900",
+                                  "。", "，", "…"])
+def test_every_cjk_block_counts_as_chinese(char):
+    # Extension B and later (U+20000...) are outside the BMP, where hand-written ranges stop.
+    assert is_cjk(char)
+    assert to_fullwidth(f"{char}好,谢谢.") == f"{char}好，谢谢。"
+    assert to_fullwidth(f"好{char},谢谢") == f"好{char}，谢谢"
+
+
+@pytest.mark.parametrize("char", ["a", "1", " ", "é", "あ", "한"])
+def test_other_scripts_are_not_chinese(char):
+    assert not is_cjk(char)

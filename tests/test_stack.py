@@ -27,6 +27,7 @@ from cs_site.stack import (
     Port,
     ReadyCheck,
     Supervisor,
+    child_env,
     describe_exit,
     live_group_members,
     product_plan,
@@ -313,6 +314,9 @@ def test_config_from_env() -> None:
     assert config.redis_url == "redis://r:6379/0"
     assert config.var_dir == Path("/srv/var")
     assert Config.from_env({}) == Config()
+    assert Config().demo_page  # `make run` shows the demo page, unlike the settings' default
+    assert not Config.from_env({"DEMO_PAGE": "false"}).demo_page
+    assert Config.from_env({"DEMO_PAGE": "yes"}).demo_page
     with pytest.raises(ValueError, match="PORT must be a number"):
         Config.from_env({"PORT": "eighty"})
 
@@ -326,7 +330,9 @@ def test_url_host() -> None:
 
 def test_product_plan_runs_the_desk() -> None:
     plan = product_plan(Config(host="0.0.0.0", port=8081, metrics_port=9102))
-    assert [step.argv[2:] for step in plan.steps] == [["prepare_model"], ["migrate", "--noinput"]]
+    assert [step.argv[2:] for step in plan.steps] == [
+        ["prepare_model"], ["migrate", "--noinput"], ["import_knowledge", "--sample"],
+        ["collectstatic", "--noinput"]]
     assert [service.name for service in plan.services] == ["worker", "web"]
     assert plan.services[1].argv[-5:] == ["-b", "0.0.0.0", "-p", "8081", "cs_site.asgi:application"]
     assert ReadyCheck("web", "http://127.0.0.1:8081/healthz") in plan.ready
@@ -334,6 +340,15 @@ def test_product_plan_runs_the_desk() -> None:
     assert [port.port for port in plan.ports] == [8081, 9102]
     assert ("Worker metrics", "http://127.0.0.1:9102/metrics") in plan.links
     assert plan.restart == Backoff(first=1, maximum=30, reset_after=60)
+    assert ("Chat demo", "http://127.0.0.1:8081/") in plan.links
+
+
+def test_make_run_turns_the_demo_page_on_for_its_processes(tmp_path) -> None:
+    env = child_env({}, Config(var_dir=tmp_path), "redis://r:6379/0")
+    assert env["DEMO_PAGE"] == "true"
+    off = Config(demo_page=False)
+    assert child_env({"DEMO_PAGE": "false"}, off, "redis://r")["DEMO_PAGE"] == "false"
+    assert "Chat demo" not in dict(product_plan(off).links)
 
 
 def test_product_plan_without_worker_metrics_skips_that_check() -> None:

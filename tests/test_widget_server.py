@@ -173,6 +173,15 @@ def test_widget_config_is_served_with_cors_only_to_allowed_origins(client, site)
     assert client.get("/widget/config/site_nope").status_code == 404
 
 
+def test_demo_page_is_there_only_when_turned_on(client, settings):
+    settings.DEMO_PAGE = False  # the default: a production desk lends no one its GPU at /
+    off = client.get("/")
+    assert off.status_code == 404 and b"demo.js" not in off.content
+    settings.DEMO_PAGE = True  # `make run`
+    on = client.get("/")
+    assert on.status_code == 200 and b"/static/chat/demo.js" in on.content
+
+
 @pytest.mark.parametrize(("raw", "normal"), [
     ("https://Shop.Example.com/", "https://shop.example.com"),
     ("https://shop.example.com:443", "https://shop.example.com"),

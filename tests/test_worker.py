@@ -10,7 +10,7 @@ from django.conf import settings
 from chat import events
 from cs_site.redis_client import get_redis
 from inference_worker import presence
-from tests.waiting import events_until_end
+from tests.waiting import events_until_end, poll
 
 SAMPLING = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 64, "frequency_penalty": 0.0}
 
@@ -34,7 +34,7 @@ async def test_a_request_streams_start_deltas_and_one_done(worker, engine):
     await submit(layer, reply)
     start, *deltas, done = await events_until_end(layer, reply)
     assert start == {"type": "inference.start", "request_id": "r1", "worker": "test-worker",
-                     "model": "synthetic-token-source"}
+                     "model": "synthetic-token-source", "trimmed": 0, "passages": 0}
     assert "".join(d["text"] for d in deltas) == "Hello! How can I help you today?"
     assert done["finish_reason"] == "stop" and done["completion_tokens"] == 32
     assert done["prompt_tokens"] == len(engine.prompts["r1"])
@@ -91,10 +91,7 @@ async def test_cancel_aborts_a_running_request_at_the_engine(worker, engine):
     assert (await layer.receive(reply))["type"] == "inference.delta"
     await layer.group_send(settings.INFERENCE["CONTROL_GROUP"],
                            events.inference_cancel(request_id="r1", reason="test"))
-    for _ in range(40):
-        if engine.aborted:
-            break
-        await asyncio.sleep(0.05)
+    await poll(lambda: engine.aborted, timeout=2)
     assert engine.aborted == ["r1"] and engine.running_requests() == 0
     assert not worker.running
 
@@ -104,7 +101,7 @@ async def test_cancel_that_arrives_before_its_request_prevents_it(worker, engine
     reply = await layer.new_channel()
     await layer.group_send(settings.INFERENCE["CONTROL_GROUP"],
                            events.inference_cancel(request_id="early", reason="test"))
-    await asyncio.sleep(0.1)
+    await poll(lambda: "early" in worker.early_cancels)  # the worker heard it
     await submit(layer, reply, request_id="early")
     await submit(layer, reply, request_id="later")
     (*_, done) = await events_until_end(layer, reply)

@@ -13,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cs_site.channel_layer import _RECEIVE_SCRIPT, DeskChannelLayer
 from cs_site.redis_client import get_redis
+from tests.waiting import poll
 
 
 def url() -> str:
@@ -102,7 +103,11 @@ async def test_messages_expire_and_the_key_with_them():
     desk = layer(expiry=1, capacity=1)
     await desk.send("short", {"type": "old"})
     assert 0 < await get_redis().ttl("asgishort") <= 1
-    await asyncio.sleep(2.1)
+
+    async def expired() -> bool:
+        return not await get_redis().exists("asgishort")
+
+    await poll(expired, timeout=5)
     # The expired message no longer counts against the capacity, and it is gone.
     await desk.send("short", {"type": "new"})
     assert await desk.receive("short") == {"type": "new"}
@@ -138,7 +143,7 @@ async def test_a_send_that_finds_no_connection_in_time_fails_as_a_redis_error():
     desk = layer(hosts=[{"address": url(), "max_connections": 1, "pool_timeout": 0.2,
                          "socket_timeout": 30}])
     waiting = asyncio.create_task(desk.receive("idle"))  # holds the one connection in BZPOPMIN
-    await asyncio.sleep(0.2)
+    await poll(lambda: desk.connection(0).connection_pool._in_use_connections)
     started = time.monotonic()
     with pytest.raises(RedisConnectionError):
         await desk.send("other", {"type": "x"})

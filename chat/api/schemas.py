@@ -75,6 +75,12 @@ class Usage(BaseModel):
 Status = Literal["bot", "waiting", "human", "closed"]
 
 
+class Source(BaseModel):
+    article_id: int
+    title: str
+    url: str
+
+
 class ChatOut(BaseModel):
     session_id: str
     conversation_id: str
@@ -88,6 +94,8 @@ class ChatOut(BaseModel):
     total_ms: int | None
     fallback: bool = Field(description="Answered by the fallback rules (model slow or down).")
     partial: bool = False
+    sources: list[Source] = Field(default_factory=list, description="The help-centre "
+                                  "articles the answer was grounded in.")
     status: Status = Field(description="The conversation's mode after this call: bot, "
                                        "waiting (for a human), human (an agent holds it), "
                                        "closed.")

@@ -138,7 +138,7 @@ async def _whole(key: ApiKey, listener: AnswerListener, conversation: Conversati
         finish_reason=done["finish_reason"] if done else None,
         ttft_ms=done["ttft_ms"] if done else None, total_ms=done["total_ms"] if done else None,
         fallback=bool(done and done["fallback"]), partial=bool(done and done["partial"]),
-        status=status,
+        sources=(done or {}).get("sources") or [], status=status,
     )
 
 

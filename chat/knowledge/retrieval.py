@@ -112,6 +112,11 @@ class KnowledgeIndex:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def covers(self, site_id: int | None) -> bool:
+        """Whether a question of this site could find anything: a passage of the site's own
+        articles or of the articles for all sites."""
+        return bool(((self._sites == -1) | (self._sites == (site_id or -2))).any())
+
     def search(self, *, question: str, site_id: int | None, language: str, limit: int = 3,
                cut: Cut) -> list[Hit]:
         if self.bm25 is None:
@@ -250,6 +255,11 @@ async def search(*, question: str, site_id: int | None, language: str,
     thread) when the knowledge changed since this process's last question."""
     return await _process_cache.search(question=question, site_id=site_id, language=language,
                                        limit=limit)
+
+
+async def covers(site_id: int | None) -> bool:
+    """Whether the knowledge base has published passages a question of this site may get."""
+    return (await _process_cache.current()).covers(site_id)
 
 
 def process_index_sync() -> KnowledgeIndex:

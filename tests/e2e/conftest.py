@@ -8,6 +8,7 @@ import io
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 import types
@@ -47,6 +48,7 @@ class Stack:
     ws: str
     metrics_url: str
     output: io.StringIO
+    redis_url: str = ""  # the stack's own Redis
 
     @property
     def origin(self) -> str:
@@ -63,6 +65,23 @@ class Stack:
                                   if k not in ("model_name", "engine"))
                 values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
         return values
+
+
+_collected: list[Path] = []
+
+
+def collected_static(tmp_path_factory) -> Path:
+    """A STATIC_ROOT filled by `collectstatic` as a release fills it (hashed and compressed
+    copies), once per session: the stacks' Daphnes serve it and their pages link it."""
+    if not _collected:
+        root = tmp_path_factory.mktemp("static")
+        done = subprocess.run([sys.executable, str(ROOT / "manage.py"), "collectstatic",
+                               "--noinput", "--verbosity", "0"],
+                              env={**os.environ, "STATIC_ROOT": str(root)}, cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        _collected.append(root)
+    return _collected[0]
 
 
 # Every browser and socket of these tests connects from 127.0.0.1: limits per client address
@@ -93,6 +112,9 @@ def real_stack(django_db_setup, django_db_blocker, tmp_path_factory):
         # Abort tests measure the engine stopping; a reload grace would only delay it.
         "CHAT_REJOIN_GRACE_SECONDS": "0.3",
         "INFERENCE_MODEL_DIR": str(settings.INFERENCE["MODEL_DIR"]),
+        # test_demo_page.py drives the demo page at / (off by default in production).
+        "DEMO_PAGE": "true",
+        "STATIC_ROOT": str(collected_static(tmp_path_factory)),
     }
     output = io.StringIO()
     sup = Supervisor(out=output, stop_timeout=20)
@@ -111,7 +133,7 @@ def real_stack(django_db_setup, django_db_blocker, tmp_path_factory):
         redis.stop()
         pytest.fail("the real stack did not start:\n" + output.getvalue()[-5000:])
     yield Stack(http=f"http://127.0.0.1:{port}", ws=f"ws://127.0.0.1:{port}",
-                metrics_url=metrics_url, output=output)
+                metrics_url=metrics_url, output=output, redis_url=redis.url)
     sup.stop_all()
     redis.stop()
 
@@ -180,7 +202,7 @@ def synthetic_daphne(name: str, engine: SyntheticEngine, tmp_path_factory, djang
         db_url = database_url(connection.settings_dict)
     env = {**os.environ, "REDIS_URL": redis.url, "DATABASE_URL": db_url,
            "ALLOWED_HOSTS": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1", **SHARED_ADDRESS,
-           **env_overrides}
+           "STATIC_ROOT": str(collected_static(tmp_path_factory)), **env_overrides}
     output = io.StringIO()
     sup = Supervisor(out=output, stop_timeout=10)
     daphne = sup.start("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",

@@ -65,7 +65,7 @@ async def test_agent_watches_takes_over_mid_answer_talks_and_hands_back(
         except AssertionError:
             continue
         first_look = await streaming.text_content()
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # watching whether it grows meanwhile
         if await streaming.count() and len(await streaming.text_content()) > len(first_look):
             break  # it grew while we watched: still streaming
     else:
@@ -87,7 +87,7 @@ async def test_agent_watches_takes_over_mid_answer_talks_and_hands_back(
     await customer.page.locator("textarea").first.fill("My parcel is late.")
     await customer.page.keyboard.press("Enter")
     await expect(transcript.locator(".msg--customer").last).to_contain_text("My parcel is late.")
-    await asyncio.sleep(1)
+    await asyncio.sleep(1)  # a second in which the bot must not answer (the test)
     assert await Message.objects.filter(conversation=conversation,
                                         role="bot").acount() == bots_before
 

@@ -50,6 +50,7 @@ class Product:
         env.update({
             "PORT": str(self.port), "INFERENCE_METRICS_PORT": str(self.metrics_port),
             "VAR_DIR": str(tmp), "DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1",
+            "STATIC_ROOT": str(tmp / "static"),  # `make run` collects there, not into the tree
             "ALLOWED_HOSTS": "127.0.0.1,localhost", **SHARED_ADDRESS,
             "INFERENCE_MODEL_DIR": str(settings.INFERENCE["MODEL_DIR"]),
             "INFERENCE_ENFORCE_EAGER": "true",  # the same engine, loaded in a third of the time
@@ -279,7 +280,7 @@ async def test_daphne_restarted_mid_answer_keeps_the_partial_text_and_does_not_a
     assert stored.is_partial and stored.finish_reason == "interrupted"
 
     # The question was answered (in part): resuming does not ask the model again.
-    await asyncio.sleep(3)
+    await asyncio.sleep(3)  # time in which no second answer may start (the test)
     assert await Message.objects.filter(conversation_id=customer.first["id"],
                                         role="bot").acount() == 1
     await again.ws.send(json.dumps({"type": "ping"}))

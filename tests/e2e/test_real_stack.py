@@ -102,7 +102,7 @@ async def test_disconnect_mid_answer_aborts_the_request_in_the_engine(real_stack
     metrics = real_stack.metrics()
     assert metrics[RUNNING] == 0
     assert metrics[CANCELLED] == cancelled_before + 1
-    await asyncio.sleep(1)
+    await asyncio.sleep(1)  # a second in which no token may be generated (the test)
     assert real_stack.metrics()[GENERATED] == metrics[GENERATED]
 
     bot = await Message.objects.aget(conversation_id=conversation["id"], role="bot")

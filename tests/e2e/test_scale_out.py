@@ -473,7 +473,7 @@ def test_nginx_serves_static_files_with_cache_headers(scale_out):
     with httpx.Client(base_url=stack.http, timeout=30) as client:
         plain = client.get("/static/widget/embed.js", headers={"Origin": "https://shop.test"})
         assert plain.status_code == 200 and plain.content == embed.read_bytes()
-        assert plain.headers["cache-control"] == "public, max-age=600"
+        assert plain.headers["cache-control"] == "public, max-age=300"
         assert plain.headers["access-control-allow-origin"] == "*"
         assert "x-upstream" not in plain.headers  # from disk, not from a Daphne
         revalidated = client.get("/static/widget/embed.js",

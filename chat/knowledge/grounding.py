@@ -1,0 +1,65 @@
+"""Grounding an answer in the knowledge base: the passages that answer the customer's question
+go to the worker with the rule to answer from them, and the articles of the passages the
+model saw go with the answer as its sources.
+
+The worker adds the passages to the system prompt, as many as its token budget holds beside
+the newest message (events.Grounding); they are bounded here as well
+(KNOWLEDGE["PROMPT_PASSAGES"] passages, KNOWLEDGE["PROMPT_CHARS"] characters in all).
+"""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from chat import events
+from chat.knowledge.retrieval import Hit
+
+GROUNDED = (
+    "Answer from the help-centre passages below when they cover the question, and keep to "
+    "them: never invent policies, prices, dates or promises they do not state. If they do not "
+    "cover the question, say so briefly."
+)
+NOTHING_FOUND_OFFER_HUMAN = (
+    "No help-centre article covers the customer's question. Say so briefly, do not guess at "
+    "the company's policies, and offer to connect them with a human agent."
+)
+
+
+@dataclass(frozen=True)
+class Grounded:
+    system_prompt: str
+    grounding: events.Grounding | None  # for the request; None: no passages
+    sources: list[dict]  # per passage: {"article_id", "title", "url"}
+
+    def sources_of(self, kept: int) -> list[dict]:
+        """The articles of the first `kept` passages (those the model saw), each once."""
+        seen, sources = set(), []
+        for source in self.sources[:kept]:
+            if source["article_id"] not in seen:
+                seen.add(source["article_id"])
+                sources.append(source)
+        return sources
+
+
+def ground(system_prompt: str, hits: list[Hit] | None, *,
+           offer_human_when_nothing: bool) -> Grounded:
+    """`hits` None: the knowledge base has nothing for this site (no claim that nothing was
+    found); [] : nothing relevant found."""
+    cfg = settings.KNOWLEDGE
+    if not hits:
+        if hits is not None and offer_human_when_nothing:
+            return Grounded(f"{system_prompt}\n\n{NOTHING_FOUND_OFFER_HUMAN}", None, [])
+        return Grounded(system_prompt, None, [])
+    budget, passages, sources = cfg["PROMPT_CHARS"], [], []
+    for number, hit in enumerate(hits[: cfg["PROMPT_PASSAGES"]], start=1):
+        title = f"{hit.title} > {hit.heading}" if hit.heading else hit.title
+        passage = f"[{number}] {title}\n{hit.text.strip()}"
+        if len(passage) > budget:
+            if passages:
+                break
+            passage = passage[:budget]  # the best passage, cut to fit, rather than nothing
+        budget -= len(passage)
+        passages.append(passage)
+        sources.append({"article_id": hit.article_id, "title": hit.title,
+                        "url": hit.source_url})
+    return Grounded(system_prompt, {"instruction": GROUNDED, "passages": passages}, sources)
