@@ -125,3 +125,12 @@ async def test_control_characters_are_a_400_not_a_storage_error(api):
     assert response.status_code == 400 and "control character" in response.json()[
         "error"]["message"]
     assert not await Conversation.objects.aexists()
+
+
+async def test_sampling_parameters_reach_the_worker(api, worker, engine):
+    response = await complete(api, messages=[{"role": "user", "content": "hi"}],
+                              temperature=0.2, top_p=0.5, frequency_penalty=0.3, max_tokens=7)
+    assert response.status_code == 200
+    (sampling,) = engine.samplings.values()
+    assert sampling["temperature"] == 0.2 and sampling["top_p"] == 0.5
+    assert sampling["frequency_penalty"] == 0.3 and sampling["max_tokens"] == 7

@@ -91,6 +91,7 @@ class CompletionIn(_Forbid):
     max_completion_tokens: int | None = Field(None, ge=1, le=8192)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
     n: int | None = Field(None, ge=1, le=1, description="Only 1 is supported.")
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -195,6 +196,7 @@ async def chat_completions(request: HttpRequest, payload: CompletionIn):
             channel_name=listener.channel_name,
             options=AnswerOptions(max_tokens=payload.max_completion_tokens or payload.max_tokens,
                                   temperature=payload.temperature, top_p=payload.top_p,
+                                  frequency_penalty=payload.frequency_penalty,
                                   instructions=instructions))
     except BaseException:
         await listener.close()
