@@ -1,5 +1,5 @@
-"""`python -m bench [--quick] [--only pipeline|vllm|api]`: run the benchmark, print the figures,
-write docs/benchmarks.md and docs/benchmarks.png."""
+"""`python -m bench [--quick] [--only pipeline|vllm|api|knowledge]`: run the benchmark, print
+the figures, write docs/benchmarks.md and docs/benchmarks.png."""
 
 import argparse
 import sys
@@ -7,7 +7,7 @@ import time
 
 from tqdm import tqdm
 
-from bench import api_latency, pipeline, report, vs_vllm
+from bench import api_latency, knowledge, pipeline, report, vs_vllm
 from bench.processes import LOG_DIR, bench_environment, use_bench_database
 
 
@@ -15,7 +15,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="small steps and few rounds, to try the benchmark out (~3 min)")
-    parser.add_argument("--only", choices=("pipeline", "vllm", "api"),
+    parser.add_argument("--only", choices=("pipeline", "vllm", "api", "knowledge"),
                         help="run one part; the other part's section of the report is kept")
     parser.add_argument("--out", default="docs", help="folder of benchmarks.md/.png (docs)")
     parser.add_argument("--report-only", action="store_true",
@@ -44,6 +44,9 @@ def main() -> int:
                 tqdm.write("Part 3: what the HTTP API adds to the first token")
                 results["api"] = api_latency.run(
                     bench, api_latency.QUICK if args.quick else api_latency.FULL)
+            if args.only in (None, "knowledge"):
+                tqdm.write("Part 4: knowledge retrieval")
+                results["knowledge"] = knowledge.run(bench)
     except KeyboardInterrupt:
         print("\nInterrupted: nothing written.", file=sys.stderr)
         return 130

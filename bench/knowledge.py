@@ -121,6 +121,32 @@ def bench_retrieval(passages: int = 10_000, queries: int = 1000, seed: int = 0) 
     }
 
 
+def run(bench) -> dict:
+    """Part 4 of `python -m bench`: the shipped question set on the sample help centre (recall
+    and time per search, from `manage.py eval_knowledge`) and a search on 10,000 passages."""
+    import subprocess
+    import sys
+
+    from tqdm import tqdm
+
+    from bench.processes import ROOT
+
+    tqdm.write("  importing the sample help centre and running its question set")
+    bench.manage("import_knowledge", "--sample")
+    evaluation = subprocess.run(
+        [sys.executable, "manage.py", "eval_knowledge", "chat/knowledge/sample/eval.jsonl"],
+        cwd=ROOT, env=bench.env, capture_output=True, text=True, check=True).stdout.strip()
+    tqdm.write("  timing searches on 10,000 synthetic passages")
+    return {"eval": evaluation, "retrieval": bench_retrieval()}
+
+
+def lines(data: dict) -> list[str]:
+    r = data["retrieval"]
+    return [*(f"  {line}" for line in data["eval"].splitlines()),
+            f"  {r['passages']} passages: index built in {r['build_s']} s; search p50 "
+            f"{r['p50_ms']} ms, p99 {r['p99_ms']} ms ({r['queries_with_hits']:.0%} with a hit)"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.knowledge", description=__doc__)
     parser.add_argument("--passages", type=int, default=10_000)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from bench import api_latency, pipeline, vs_vllm
+from bench import api_latency, knowledge, pipeline, vs_vllm
 from bench.processes import LOG_DIR, ROOT
 
 PRODUCT_DIRS = ("chat", "agents", "cs_site", "inference_worker", "templates", "static")
@@ -292,6 +292,25 @@ def api_section(data: dict, quick: bool) -> str:
     ])
 
 
+def knowledge_section(data: dict, quick: bool) -> str:
+    r = data["retrieval"]
+    return "\n".join([
+        "## Part 4: knowledge retrieval",
+        "",
+        "`manage.py eval_knowledge chat/knowledge/sample/eval.jsonl` on the sample help centre "
+        "(English and Chinese questions, and some no article answers):",
+        "",
+        "```",
+        data["eval"],
+        "```",
+        "",
+        f"On {r['passages']:,} synthetic passages (half English, half Chinese, 20 sites), one "
+        f"search takes **p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms** (mean {r['mean_ms']} "
+        f"ms; {r['queries_with_hits']:.0%} of the questions found a passage); building the "
+        f"index took {r['build_s']} s (`bench/knowledge.py`).",
+    ])
+
+
 def _section(old_page: str, name: str, body: str | None) -> str:
     """The section `name`: the new body, else the one of the page written before (a part not
     run this time), else nothing."""
@@ -307,13 +326,15 @@ def rewrite(*, out_dir: str) -> list[Path]:
     a change to this module), the header as it was."""
     pipe, vllm = _load_or_save("pipeline", None), _load_or_save("vllm", None)
     api = _load_or_save("api", None)
+    know = _load_or_save("knowledge", None)
     md_path, png_path = Path(out_dir) / "benchmarks.md", Path(out_dir) / "benchmarks.png"
     old = md_path.read_text() if md_path.exists() else ""
     bodies = {"header": None,
               "pipeline": pipeline_section(pipe, pipe.get("quick", False)) if pipe else None,
               "vllm": vllm_section(vllm, vllm.get("quick", False)) if vllm else None,
-              "api": api_section(api, api.get("quick", False)) if api else None}
-    page = "\n\n".join(block for name in ("header", "pipeline", "vllm", "api")
+              "api": api_section(api, api.get("quick", False)) if api else None,
+              "knowledge": knowledge_section(know, False) if know else None}
+    page = "\n\n".join(block for name in ("header", "pipeline", "vllm", "api", "knowledge")
                        if (block := _section(old, name, bodies[name])))
     md_path.write_text(page.rstrip() + "\n")
     from bench.chart import draw
@@ -331,14 +352,15 @@ def write(results: dict, *, out_dir: str, quick: bool, minutes: float) -> list[P
                          if "vllm" in results else None)
     api = _load_or_save("api", {**api_latency.data(results["api"]), "quick": quick}
                         if "api" in results else None)
+    know = _load_or_save("knowledge", results.get("knowledge"))
     md_path = out / "benchmarks.md"
     old = md_path.read_text() if md_path.exists() else ""
     header = "\n".join([
         "# Benchmarks",
         "",
         "Written by `make bench` (`python -m bench`; `--quick` for a short try, `--only "
-        "pipeline|vllm|api` for one part). Not part of `make test`. Process logs of the last run: "
-        "`var/bench/bench.log`.",
+        "pipeline|vllm|api|knowledge` for one part). Not part of `make test`. Process logs of "
+        "the last run: `var/bench/bench.log`.",
         "",
         f"Last run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {minutes:.0f} min, parts: "
         f"{', '.join(results) or 'none'}. Code: {_revision()}. Machine: {_machine()}. "
@@ -351,8 +373,9 @@ def write(results: dict, *, out_dir: str, quick: bool, minutes: float) -> list[P
     bodies = {"header": header,
               "pipeline": pipeline_section(pipe, quick) if "pipeline" in results else None,
               "vllm": vllm_section(vllm, quick) if "vllm" in results else None,
-              "api": api_section(api, quick) if "api" in results else None}
-    page = "\n\n".join(block for name in ("header", "pipeline", "vllm", "api")
+              "api": api_section(api, quick) if "api" in results else None,
+              "knowledge": knowledge_section(know, quick) if "knowledge" in results else None}
+    page = "\n\n".join(block for name in ("header", "pipeline", "vllm", "api", "knowledge")
                        if (block := _section(old, name, bodies[name])))
     md_path.write_text(page.rstrip() + "\n")
     png_path = out / "benchmarks.png"
@@ -381,4 +404,7 @@ def summary(results: dict) -> str:
     if "api" in results:
         lines.append("What the HTTP API adds to the first token (real model, 1 chat):")
         lines += api_latency.lines(api_latency.data(results["api"]))
+    if "knowledge" in results:
+        lines.append("Knowledge retrieval:")
+        lines += knowledge.lines(results["knowledge"])
     return "\n".join(lines)

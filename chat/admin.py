@@ -209,20 +209,44 @@ class ConversationAdmin(admin.ModelAdmin):
                          "text/csv; charset=utf-8")
 
 
+class SourcesFilter(admin.SimpleListFilter):
+    """Bot answers with or without help-centre sources: those without are where the knowledge
+    base has a gap (or the model answered from general knowledge)."""
+
+    title = "help-centre sources"
+    parameter_name = "sources"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Answers with sources"), ("no", "Answers without sources")]
+
+    def queryset(self, request, queryset):
+        answers = queryset.filter(role=Message.Role.BOT, is_fallback=False)
+        if self.value() == "yes":
+            return answers.exclude(sources=[])
+        if self.value() == "no":
+            return answers.filter(sources=[])
+        return queryset
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     list_display = ("id", "conversation", "role", "short_text", "finish_reason", "is_fallback",
-                    "is_partial", "created_at")
-    list_filter = ("role", "is_fallback", "is_partial", "finish_reason")
+                    "is_partial", "source_titles", "created_at")
+    list_filter = ("role", SourcesFilter, "is_fallback", "is_partial", "finish_reason")
     search_fields = ("text",)
     raw_id_fields = ("conversation",)
     readonly_fields = ("conversation", "role", "client_id", "created_at", "updated_at",
                        "model_name", "prompt_tokens", "completion_tokens", "ttft_ms", "total_ms",
-                       "finish_reason", "is_fallback", "is_partial")
+                       "finish_reason", "is_fallback", "is_partial", "sources")
 
     @admin.display(description="text")
     def short_text(self, obj: Message) -> str:
         return obj.text[:80]
+
+    @admin.display(description="sources")
+    def source_titles(self, obj: Message) -> str:
+        """The help-centre articles a bot answer was grounded in."""
+        return ", ".join(source["title"] for source in obj.sources) or "—"
 
 
 @admin.register(BotProfile)

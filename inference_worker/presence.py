@@ -80,6 +80,9 @@ async def queue_length(redis: Redis, channel: str) -> int:
     return queued
 
 
+COLD_QUEUE_SHARE = 0.5  # of the queue per slot, before any answer has been timed
+
+
 @dataclass(frozen=True)
 class Capacity:
     live: int  # workers alive
@@ -99,9 +102,14 @@ class Capacity:
         slot to free up takes it, the best anyone can do)."""
         if self.live == 0:
             return 0
-        per_slot = queue_per_slot
         if self.turnover:
-            per_slot = min(per_slot, first_token_timeout / self.turnover - 1)
+            per_slot = min(queue_per_slot, first_token_timeout / self.turnover - 1)
+        else:
+            # No answer timed yet: a cold engine's first answers are its slowest (no prefix
+            # cache yet, first allocations), and how long they take is unknown. Half the queue
+            # until then: measured on 2 CPU cores, a full one let requests behind 4 grounded
+            # answers wait out the 30 s first-token deadline.
+            per_slot = queue_per_slot * COLD_QUEUE_SHARE
         return max(1, math.floor(self.slots * per_slot))
 
 

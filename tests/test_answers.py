@@ -194,10 +194,11 @@ async def test_a_full_queue_answers_with_the_fallback_at_once(connect, settings)
 
 async def test_questions_arriving_together_cannot_overfill_the_queue(connect, settings):
     """The queue's limit is checked and the request queued in one atomic step: ten questions
-    at once for a worker with two slots and no answer timed yet queue exactly two."""
+    at once for a worker with four slots and no answer timed yet (half a queue per slot)
+    queue exactly two."""
     async def alive():  # a worker that beats but takes nothing: its queue only fills
         while True:
-            await presence.beat(get_redis(), "two-slots", slots=2)
+            await presence.beat(get_redis(), "four-slots", slots=4)
             await asyncio.sleep(0.5)  # a worker's heartbeat period: the behaviour mimicked
 
     beating = asyncio.create_task(alive())

@@ -176,3 +176,27 @@ async def test_the_console_shows_the_sources_and_passages_of_an_answer(sample, w
     assert "Sources: Shipping and delivery" in pane
     assert 'href="https://help.acorn-and-pine.example/en/shipping"' in pane
     assert pane.count("class=\"msg__passage\"") >= 1 and "[1] Shipping and delivery" in pane
+
+
+async def test_admin_shows_sources_and_filters_answers_without_them(sample, worker, engine):
+    from django.contrib.auth import get_user_model
+    from django.test import AsyncClient
+
+    api = await make_client()
+    grounded = (await chat(api, session_id="a", user_input="How long does delivery to "
+                           "Germany take?")).json()
+    general = (await chat(api, session_id="b",
+                           user_input="Who won the football world cup in 2018?")).json()
+    admin_user = await sync_to_async(get_user_model().objects.create_superuser)(
+        "boss", password="x")
+    client = AsyncClient()
+    await sync_to_async(client.force_login)(admin_user)
+
+    def ids(page: str) -> set[int]:
+        return {m.pk for m in page.context["cl"].result_list}
+
+    with_sources = await client.get("/admin/chat/message/", {"sources": "yes"})
+    without = await client.get("/admin/chat/message/", {"sources": "no"})
+    assert ids(with_sources) == {grounded["message_id"]}
+    assert ids(without) == {general["message_id"]}
+    assert "Shipping and delivery" in with_sources.content.decode()

@@ -92,14 +92,14 @@ async def test_the_queue_admits_only_what_will_start_before_the_first_token_dead
     # takes).
     assert room.queue_limit(queue_per_slot=1.0, first_token_timeout=30) == 8 > room.queued
     assert room.queue_limit(queue_per_slot=1.0, first_token_timeout=20) == 1 <= room.queued
-    # Until answers have been timed, the configured queue per slot alone decides.
+    # Until answers have been timed, half the configured queue per slot.
     await presence.leave(redis, "fast")
     await presence.leave(redis, "slow")
     await presence.beat(redis, "new", 2)
     room = await presence.capacity(redis, CHANNEL)
     assert room.turnover is None and room.counts() == (1, 2, 3)
-    assert room.queue_limit(queue_per_slot=1.0, first_token_timeout=30) == 2 <= room.queued
-    assert room.queue_limit(queue_per_slot=2.0, first_token_timeout=30) == 4 > room.queued
+    assert room.queue_limit(queue_per_slot=1.0, first_token_timeout=30) == 1 <= room.queued
+    assert room.queue_limit(queue_per_slot=4.0, first_token_timeout=30) == 4 > room.queued
     assert set(await redis.hkeys(presence.TURNOVER_KEY)) == set()  # left with their workers
     # With nobody waiting, a request goes to the next free slot however slow answers are.
     await presence.beat(redis, "crawling", 1, turnover=120.0)

@@ -9,6 +9,7 @@ the last one kills the worker. Each prints the figure docs/operations.md states.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 import websockets
 from django.conf import settings
+from django.core.management import call_command
 
 from chat.models import BotProfile, Message
 from chat.prompting import DEFAULT_PROFILE_NAME, DEFAULT_SYSTEM_PROMPT
@@ -106,6 +108,12 @@ def product(django_db_setup, django_db_blocker, tmp_path_factory):
     stack = Product(tmp_path_factory.mktemp("faults"), db_url)
     try:
         stack.wait_until(stack.web, stack.worker)
+        # Without the sample help centre `make run` loads: these figures are of faults and
+        # admission with a plain prompt. Grounded prompts are longer (on 2 CPU cores four
+        # grounded answers at once take about the first-token deadline); their cost is
+        # measured by `make bench`. Removed before any question, so no index holds it.
+        with django_db_blocker.unblock():
+            call_command("import_knowledge", "--remove-sample", stdout=io.StringIO())
         yield stack
     finally:
         stack.stop()
