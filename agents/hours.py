@@ -47,7 +47,9 @@ def describe(hours: dict, *, language: str = "en") -> str:
         if days == "timezone" or not _days(days) or start is None:
             continue
         named = names[DAYS.index(first)] + (to + names[DAYS.index(last)] if last else "")
-        spans.append(f"{named} {start:%H:%M}–{end:%H:%M}")
+        spans.append((DAYS.index(first), f"{named} {start:%H:%M}–{end:%H:%M}"))
+    # In the week's order, not the stored one (PostgreSQL's jsonb keeps no key order).
+    spans = [text for _, text in sorted(spans)]
     if not spans:
         return ""
     return separator.join(spans) + zone_format.format(_zone(hours)[1])

@@ -62,3 +62,10 @@ async def test_a_handoff_outside_business_hours_is_answered_with_them_in_the_sit
     ack = await client.receive()
     assert ack["type"] == "handoff.ack" and ack["ask_contact"] is True
     assert ack["business_hours_text"] == "Mon–Sun 12:00–12:00 (America/New_York)"
+
+
+def test_hours_are_described_in_the_weeks_order_whatever_the_stored_order():
+    from agents.hours import describe
+
+    stored = {"sat": "10:00-14:00", "timezone": "Europe/Berlin", "mon-fri": "09:00-18:00"}
+    assert describe(stored) == "Mon–Fri 09:00–18:00, Sat 10:00–14:00 (Europe/Berlin)"
