@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from agents import playground, reports, views
+from agents import knowledge, playground, reports, views
 
 app_name = "agents"
 
@@ -37,4 +37,7 @@ urlpatterns = [
     path("playground/send/", playground.send, name="playground-send"),
     path("playground/save/", playground.save, name="playground-save"),
     path("playground/export/", playground.export, name="playground-export"),
+    path("knowledge/", knowledge.knowledge, name="knowledge"),
+    path("knowledge/<int:article_id>/", knowledge.knowledge_edit, name="knowledge-edit"),
+    path("knowledge/new/", knowledge.knowledge_edit, name="knowledge-new"),
 ]

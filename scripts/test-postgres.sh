@@ -17,7 +17,7 @@ TESTS=(tests/test_services.py tests/test_memory.py tests/test_consumer.py tests/
        tests/test_handoff.py tests/test_widget_server.py tests/test_admin_review.py
        tests/test_console.py tests/test_answers.py tests/test_api_chat.py tests/test_api_openai.py
        tests/test_api_keys.py tests/test_grounding.py tests/test_knowledge.py tests/test_finetune.py
-       tests/test_playground.py tests/test_reports.py
+       tests/test_playground.py tests/test_reports.py tests/test_console_knowledge.py
        tests/test_postgres_specific.py tests/e2e
        --ignore=tests/e2e/test_worker_crash.py --ignore=tests/e2e/test_faults.py)
 

@@ -2,9 +2,10 @@
 
 from dataclasses import dataclass
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from chat.knowledge.models import Article, Passage
+from chat.models import Site
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +46,25 @@ def sample_articles() -> QuerySet[Article]:
 
 def published_count() -> int:
     return Article.objects.filter(published=True).count()
+
+
+def articles_for_console(*, query: str = "", limit: int = 500) -> list[Article]:
+    """Articles for the console's list, by title, each with `passage_total`; `query` filters
+    on the title (case-insensitive)."""
+    rows = Article.objects.select_related("site").annotate(passage_total=Count("passages"))
+    if query.strip():
+        rows = rows.filter(title__icontains=query.strip())
+    return list(rows.order_by("title", "id")[:limit])
+
+
+def article(*, article_id: int) -> Article | None:
+    return Article.objects.select_related("site").filter(pk=article_id).first()
+
+
+def sites() -> QuerySet[Site]:
+    """The sites an article may belong to."""
+    return Site.objects.order_by("name", "id")
+
+
+def article_passages(*, article_id: int) -> list[Passage]:
+    return list(Passage.objects.filter(article_id=article_id).order_by("position"))
