@@ -249,6 +249,12 @@ KNOWLEDGE = {
     "PROMPT_CHARS": env.int("KNOWLEDGE_PROMPT_CHARS", default=2400),
 }
 
+# Extra personal data the fine-tuning export scrubs (chat/pii.py), besides e-mail addresses,
+# phone numbers, long digit runs and customers' names: regular expressions, each match
+# replaced by [REDACTED], e.g. [r"ORD-[A-Z0-9]+"]. Set here, not from the environment: a
+# regex list does not survive comma splitting.
+PII_PATTERNS: list[str] = []
+
 # --- Customer chat --------------------------------------------------------------------------
 
 CHAT = {
