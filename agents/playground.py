@@ -17,7 +17,6 @@ import asyncio
 import datetime as dt
 import time
 import zoneinfo
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from django import forms
@@ -38,12 +37,12 @@ from agents import selectors as agent_selectors
 from agents import services as agent_services
 from agents.forms import AgentTextField
 from agents.views import staff_required
-from chat import answering, events, handoff, turns
+from chat import answering, handoff, turns
 from chat import selectors as chat_selectors
 from chat import services as chat_services
 from chat.answering import AnswerOptions, db
 from chat.api.listening import AnswerListener
-from chat.api.v1 import SSE_HEADERS, sse
+from chat.api.v1 import SSE_HEADERS, turn_stream
 from chat.models import BotProfile, Conversation, Message
 from chat.prompting import language_name, render_system_prompt
 
@@ -513,7 +512,7 @@ async def send(request: HttpRequest):
         await listener.close()
         raise
     return StreamingHttpResponse(
-        _stream(listener, conversation, turn), content_type="text/event-stream",
+        turn_stream(listener, conversation, turn), content_type="text/event-stream",
         headers={**SSE_HEADERS, CONVERSATION_HEADER: str(conversation.pk)})
 
 
@@ -527,25 +526,6 @@ async def _answer_ended(conversation_id, wait: float = ANSWER_END_WAIT_SECONDS) 
             return False
         await asyncio.sleep(0.05)
     return True
-
-
-async def _stream(listener: AnswerListener, conversation: Conversation,
-                  turn: turns.Turn) -> AsyncIterator[bytes]:
-    """As the chat API's stream: ack, then the answer's frames, or a `status` frame when the
-    bot stays silent. Stop in the page ends the request, which ends this generator; leaving
-    stops the answer in the engine, keeping what was said."""
-    try:
-        yield sse(events.ack_frame(client_id=None, message_id=turn.message.pk,
-                                   duplicate=turn.outcome == turns.Outcome.DUPLICATE))
-        if turn.outcome != turns.Outcome.ANSWERING:
-            status = (Conversation.Status.WAITING if turn.outcome == turns.Outcome.HANDOFF
-                      else conversation.status)
-            yield sse({"type": "status", "status": status})
-            return
-        async for frame in listener.answer(turn.message.pk):
-            yield sse(frame)
-    finally:
-        await listener.close()
 
 
 @staff_required

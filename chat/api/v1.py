@@ -5,6 +5,7 @@ message to `chat.turns` exactly as the customer's socket does, and read the answ
 through an `AnswerListener`. Schema at /api/v1/openapi.json, interactive docs at /api/v1/docs.
 """
 
+import functools
 import json
 from collections.abc import AsyncIterator
 
@@ -100,8 +101,10 @@ async def chat(request: HttpRequest, payload: ChatIn):
         await listener.close()
         raise
     if stream:
-        return StreamingHttpResponse(_stream(key, listener, conversation, turn),
-                                     content_type="text/event-stream", headers=SSE_HEADERS)
+        return StreamingHttpResponse(
+            turn_stream(listener, conversation, turn,
+                        on_done=functools.partial(_count_usage, key)),
+            content_type="text/event-stream", headers=SSE_HEADERS)
     try:
         return await _whole(key, listener, conversation, turn, payload.session_id)
     finally:
@@ -142,11 +145,13 @@ async def _whole(key: ApiKey, listener: AnswerListener, conversation: Conversati
     )
 
 
-async def _stream(key: ApiKey, listener: AnswerListener, conversation: Conversation,
-                  turn: turns.Turn) -> AsyncIterator[bytes]:
-    """ack, then the answer's frames as the socket gets them; or, when the bot does not
-    answer, a `status` event saying who holds the conversation. A client that goes away
-    ends this generator (Django cancels it), and leaving stops the answer in the engine."""
+async def turn_stream(listener: AnswerListener, conversation: Conversation, turn: turns.Turn,
+                      *, on_done=None) -> AsyncIterator[bytes]:
+    """A customer's turn as Server-Sent Events: ack, then the answer's frames as the socket
+    gets them; or, when the bot does not answer, a `status` event saying who holds the
+    conversation. `on_done(frame)` is awaited before bot.done goes out. A client that goes
+    away ends this generator (Django cancels it), and leaving stops the answer in the engine.
+    (The playground streams its answers with it too.)"""
     try:
         yield sse(events.ack_frame(client_id=turn.message.client_id, message_id=turn.message.pk,
                                    duplicate=turn.outcome == turns.Outcome.DUPLICATE))
@@ -156,13 +161,16 @@ async def _stream(key: ApiKey, listener: AnswerListener, conversation: Conversat
             yield sse({"type": "status", "status": status})
             return
         async for frame in listener.answer(turn.message.pk):
-            if frame["type"] == "bot.done":
-                usage = frame["usage"]
-                await ratelimit.count_tokens(
-                    key, usage["prompt_tokens"] + usage["completion_tokens"])
+            if frame["type"] == "bot.done" and on_done is not None:
+                await on_done(frame)
             yield sse(frame)
     finally:
         await listener.close()
+
+
+async def _count_usage(key: ApiKey, done: dict) -> None:
+    usage = done["usage"]
+    await ratelimit.count_tokens(key, usage["prompt_tokens"] + usage["completion_tokens"])
 
 
 # --- sessions ------------------------------------------------------------------------------------
