@@ -178,11 +178,15 @@ def bot_message_finish(*, message: Message, text: str, finish_reason: str, parti
     return message
 
 
-def bot_message_save_partial(*, message_id: int, text: str) -> None:
-    """The text streamed so far, while the answer streams: after a crash or restart, history
-    shows what the customer saw. Only an answer still under way is touched."""
-    Message.objects.filter(pk=message_id, is_partial=True, finish_reason="").update(
-        text=text, updated_at=timezone.now())
+def bot_messages_save_partial(*, texts: dict[int, str]) -> None:
+    """The text streamed so far of answers still under way (message id → text), all in one
+    transaction: after a crash or restart, history shows what the customer saw. An answer
+    that has ended meanwhile is not touched."""
+    now = timezone.now()
+    with transaction.atomic():
+        for message_id, text in texts.items():
+            Message.objects.filter(pk=message_id, is_partial=True, finish_reason="").update(
+                text=text, updated_at=now)
 
 
 def bot_message_fallback(*, conversation: Conversation, text: str, reason: str) -> Message:

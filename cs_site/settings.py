@@ -106,6 +106,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "timeout": 20,
         }
     )
+# Connections are kept open between database hops rather than opened for each one: opening
+# a SQLite connection (and running its PRAGMAs) cost more than the queries of a whole answer
+# (measured: a third of Daphne's database time under 150 streams). SQLite keeps its connection
+# for good (one file, no server to drop it); a server's connections are checked before reuse
+# and renewed after DATABASE_CONN_MAX_AGE seconds.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int(
+    "DATABASE_CONN_MAX_AGE",
+    default=None if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else 60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
