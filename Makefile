@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip --quiet
 .PHONY: run test install install-dev build-static lint format test-postgres screenshots bench clean
 
 run: install
-	$(PY) -m cs_site.stack
+	$(PY) -m devstack.stack
 
 test: install-dev
 	$(PY) -m ruff check .

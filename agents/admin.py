@@ -10,7 +10,7 @@ from django.utils.html import format_html
 
 from agents import services
 from agents.models import CannedReply, Ticket, TicketNote
-from chat import events
+from chat import group_events
 from cs_site.broadcast import after_commit
 
 
@@ -58,7 +58,7 @@ class TicketAdmin(admin.ModelAdmin):
             obj.solved_at = None
         super().save_model(request, obj, form, change)
         # Agents with the console open see the change live, as with changes made there.
-        after_commit((events.CONSOLE_GROUP, events.console_ticket(
+        after_commit((group_events.CONSOLE_GROUP, group_events.console_ticket(
             ticket_id=obj.pk, reason="updated" if change else "created")))
 
     def save_formset(self, request: HttpRequest, form: ModelForm, formset: BaseInlineFormSet,

@@ -2,7 +2,8 @@
 
 Staff only. Every console socket is in the `console` group (inbox changes, hand-off alerts,
 tickets) and in the `watch.<id>` group of the one conversation it shows. What arrives from
-those groups is forwarded to the browser as it is (shapes in chat.events, docs/protocol.md).
+those groups is forwarded to the browser as it is (shapes in chat.group_events; the error and
+pong frames are the customer socket's, chat.frames; all in docs/protocol.md).
 
 Client → server frames:
     {"type": "ping"}                                  presence beat, answered with pong
@@ -22,9 +23,10 @@ from channels.security.websocket import AllowedHostsOriginValidator
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from agents import presence, selectors, services
-from chat import answering, events, metrics
-from chat.events import ErrorCode
+from agents import presence, selectors
+from chat import answering, frames, group_events, metrics
+from chat.frames import ErrorCode
+from chat.handoff import agent_name
 from chat.protocol import FrameError
 from cs_site.redis_client import get_redis
 
@@ -54,19 +56,19 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             return
         self.user = user
         metrics.socket_opened(metrics.CONSOLE, self)
-        self.name = services.agent_name(user)
-        await self.channel_layer.group_add(events.CONSOLE_GROUP, self.channel_name)
+        self.name = agent_name(user)
+        await self.channel_layer.group_add(group_events.CONSOLE_GROUP, self.channel_name)
         await self._beat()
 
     async def _refuse(self, code: str, message: str) -> None:
-        await self.send_frame(events.error_frame(code=code, message=message))
+        await self.send_frame(frames.error_frame(code=code, message=message))
         await self.close(code=CLOSE_FORBIDDEN)
 
     async def disconnect(self, code: int) -> None:
         metrics.socket_closed(metrics.CONSOLE, self)
         if self.user is None:
             return
-        await self.channel_layer.group_discard(events.CONSOLE_GROUP, self.channel_name)
+        await self.channel_layer.group_discard(group_events.CONSOLE_GROUP, self.channel_name)
         await self._unwatch()
         try:
             await presence.leave(get_redis(), self.user.pk, self.channel_name)
@@ -97,20 +99,20 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
                                  "type must be one of ping, watch, unwatch, typing.")
             await handler(frame)
         except FrameError as exc:
-            await self.send_frame(events.error_frame(code=exc.code, message=exc.message))
+            await self.send_frame(frames.error_frame(code=exc.code, message=exc.message))
         except DatabaseError:
             log.exception("console frame failed")
-            await self.send_frame(events.error_frame(
+            await self.send_frame(frames.error_frame(
                 code=ErrorCode.UNAVAILABLE, message="The database failed; try again."))
 
     async def _on_ping(self, frame: dict) -> None:
         await self._beat()
         # Renewed with every beat: group memberships are lost with a Redis restart.
-        await self.channel_layer.group_add(events.CONSOLE_GROUP, self.channel_name)
+        await self.channel_layer.group_add(group_events.CONSOLE_GROUP, self.channel_name)
         if self.watching:
-            await self.channel_layer.group_add(events.watch_group(self.watching),
+            await self.channel_layer.group_add(group_events.watch_group(self.watching),
                                                self.channel_name)
-        await self.send_frame(events.pong_frame())
+        await self.send_frame(frames.pong_frame())
 
     async def _on_watch(self, frame: dict) -> None:
         conversation_id = _conversation_id(frame)
@@ -122,7 +124,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             await self._unwatch()
             self.watching = str(conversation_id)
             answering.register_socket(self.channel_name, self)
-            await self.channel_layer.group_add(events.watch_group(self.watching),
+            await self.channel_layer.group_add(group_events.watch_group(self.watching),
                                                self.channel_name)
             # The bot's answer under way, if any, from its first word.
             await answering.join(self.watching, self.channel_name, answering.CONSOLE)
@@ -134,7 +136,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         if self.watching is not None:
             watching, self.watching = self.watching, None
             answering.unregister_socket(self.channel_name)
-            await self.channel_layer.group_discard(events.watch_group(watching),
+            await self.channel_layer.group_discard(group_events.watch_group(watching),
                                                    self.channel_name)
             await answering.leave(watching, self.channel_name)
 
@@ -150,8 +152,8 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
                              "Only the agent holding the conversation is shown typing.")
         self.typing_sent_at = now
         cid = str(conversation_id)
-        await self.channel_layer.group_send(events.conversation_group(cid), events.conv_typing(
-            conversation_id=cid, who="agent", name=self.name))
+        typing = group_events.conv_typing(conversation_id=cid, who="agent", name=self.name)
+        await self.channel_layer.group_send(group_events.conversation_group(cid), typing)
 
     # --- group events, forwarded as they are ---------------------------------------------------
 

@@ -34,10 +34,9 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
 from agents import selectors as agent_selectors
-from agents import services as agent_services
 from agents.forms import AgentTextField
 from agents.views import staff_required
-from chat import answering, handoff, turns
+from chat import answering, handoff_phrases, turns
 from chat import selectors as chat_selectors
 from chat import services as chat_services
 from chat.answering import AnswerOptions, db
@@ -185,14 +184,14 @@ def asks_for_human(*, conversation_id, text: str) -> bool:
     """Whether `text` would hand a customer's conversation to a human, by the rules of
     chat.selectors.asks_for_human, asked before the text is stored."""
     cfg = settings.CHAT
-    if handoff.asks_for_human(text, cfg["HANDOFF_PHRASES"]):
+    if handoff_phrases.asks_for_human(text, cfg["HANDOFF_PHRASES"]):
         return True
     if conversation_id is None:
         return False
     # Any id is "before" a message not stored yet.
     previous = chat_selectors.last_bot_text(conversation_id=conversation_id, before_id=2**62)
-    return handoff.accepts_offer(text, previous, offers=cfg["HANDOFF_OFFERS"],
-                                 affirmatives=cfg["HANDOFF_AFFIRMATIVES"])
+    return handoff_phrases.accepts_offer(text, previous, offers=cfg["HANDOFF_OFFERS"],
+                                         affirmatives=cfg["HANDOFF_AFFIRMATIVES"])
 
 
 def system_prompt_preview(*, profile: BotProfile, template: str, language: str, region: str,
@@ -505,7 +504,7 @@ async def send(request: HttpRequest):
         turn = await turns.customer_says(
             conversation=conversation, text=data["message"], client_id=None,
             channel_name=listener.channel_name, options=form.options(), on_stored=record)
-    except (chat_services.ConversationClosed, agent_services.NotAllowed):
+    except chat_services.ConversationClosed:
         await listener.close()
         return _refusal(409, "This playground conversation is closed: start a new session.")
     except BaseException:

@@ -1,20 +1,21 @@
-"""Writes of the staff side: hand-off, takeover, replies, hand-back, closing, tickets, notes,
-canned replies. Each change is one transaction; its events go out after it commits.
+"""Writes of the staff side: takeover, replies, hand-back, closing, tickets, notes, canned
+replies. Each change is one transaction; its events go out after it commits. The customer's
+side of a hand-off (asking for a human, leaving an e-mail address) is chat.handoff, which
+calls the ticket work below through `STAFF_SIDE` (connected in AgentsConfig.ready).
 
 Exactly one agent wins a takeover: the status moves from bot/waiting to human in a single
 conditional UPDATE, which only one of any number of concurrent attempts can match.
 """
-
-from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from agents import hours, presence
+from agents import presence
 from agents.models import CannedReply, Ticket, TicketNote
-from chat import events, memory, metrics
+from chat import group_events, memory
+from chat.handoff import StaffSide, agent_name, status_changed, system_note
 from chat.models import Conversation, Message, Site
 from chat.prompting import fill_template
 from cs_site.broadcast import after_commit
@@ -26,38 +27,6 @@ class NotAllowed(Exception):
     """The action does not fit the conversation's state (someone else holds it, it is closed)."""
 
 
-@dataclass(frozen=True)
-class HandoffOutcome:
-    agents_available: bool
-    business_hours: dict
-
-
-def agent_name(user: AbstractBaseUser | None) -> str:
-    if user is None:
-        return ""
-    return user.get_full_name() or user.get_username()
-
-
-def _status_events(conversation: Conversation, status: str, name: str = "") -> None:
-    cid = str(conversation.pk)
-    event = events.conv_status(conversation_id=cid, status=status, agent_name=name)
-    after_commit(
-        (events.conversation_group(cid), event),
-        (events.watch_group(cid), event),
-        (events.CONSOLE_GROUP, events.console_update(conversation_id=cid, reason=status)),
-    )
-
-
-def _note(conversation: Conversation, text: str) -> Message:
-    """A system line in the transcript, for people (never a model turn)."""
-    message = Message.objects.create(conversation=conversation, role=Message.Role.SYSTEM,
-                                     text=text)
-    cid = str(conversation.pk)
-    after_commit((events.watch_group(cid), events.conv_message(
-        conversation_id=cid, message_id=message.pk, role=message.role, text=text)))
-    return message
-
-
 def _open_ticket(conversation: Conversation) -> Ticket:
     ticket = conversation.tickets.exclude(status=Ticket.Status.SOLVED).first()
     if ticket is not None:
@@ -66,53 +35,24 @@ def _open_ticket(conversation: Conversation) -> Ticket:
              .values_list("text", flat=True).first())
     subject = (first or "Chat with a customer").splitlines()[0][:120]
     ticket = Ticket.objects.create(subject=subject, conversation=conversation)
-    after_commit((events.CONSOLE_GROUP, events.console_ticket(ticket_id=ticket.pk,
-                                                              reason="created")))
+    after_commit((group_events.CONSOLE_GROUP, group_events.console_ticket(ticket_id=ticket.pk,
+                                                                          reason="created")))
     return ticket
 
 
-# --- Customer side --------------------------------------------------------------------------
+def _leave_contact(conversation: Conversation, email: str) -> None:
+    ticket = _open_ticket(conversation)
+    TicketNote.objects.create(ticket=ticket, text=f"Follow up by e-mail: {email}")
+    after_commit((group_events.CONSOLE_GROUP, group_events.console_ticket(ticket_id=ticket.pk,
+                                                                          reason="contact")))
 
 
-def handoff_request(*, conversation: Conversation) -> HandoffOutcome:
-    """The customer asked for a human: the bot falls silent, a ticket opens, agents hear it."""
-    now = timezone.now()
-    with transaction.atomic():
-        conv = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        if conv.status == Status.CLOSED:
-            raise NotAllowed("The conversation is closed.")
-        moved = conv.status == Status.BOT
-        first = conv.handoff_requested_at is None
-        if moved:
-            conv.status = Status.WAITING
-        if first:
-            conv.handoff_requested_at = now
-        conv.save(update_fields=["status", "handoff_requested_at", "updated_at"])
-        if first:
-            _note(conv, "The customer asked for a human agent.")
-        ticket = _open_ticket(conv)
-        if moved:
-            _status_events(conv, Status.WAITING)
-            after_commit((events.CONSOLE_GROUP, events.console_handoff(
-                conversation_id=str(conv.pk), subject=ticket.subject)))
-    conversation.status, conversation.handoff_requested_at = conv.status, conv.handoff_requested_at
-    site = Site.objects.filter(pk=conv.site_id).first() if conv.site_id else None
-    business_hours = site.business_hours if site else {}
-    available = bool(presence.online_agent_ids()) and hours.is_open(business_hours, now)
-    if moved or first:  # a new hand-off, not the same request clicked again
-        metrics.handoff(agents_available=available)
-    return HandoffOutcome(agents_available=available, business_hours=business_hours)
-
-
-def contact_submit(*, conversation: Conversation, email: str, name: str = "") -> None:
-    """The customer's e-mail for a follow-up when nobody could answer live."""
-    with transaction.atomic():
-        Conversation.objects.filter(pk=conversation.pk).update(
-            customer_email=email, customer_name=name or conversation.customer_name)
-        ticket = _open_ticket(conversation)
-        TicketNote.objects.create(ticket=ticket, text=f"Follow up by e-mail: {email}")
-        after_commit((events.CONSOLE_GROUP, events.console_ticket(ticket_id=ticket.pk,
-                                                                  reason="contact")))
+# What a customer's hand-off (chat.handoff) asks of the staff side.
+STAFF_SIDE = StaffSide(
+    open_ticket=lambda conversation: _open_ticket(conversation).subject,
+    leave_contact=_leave_contact,
+    agents_online=lambda: bool(presence.online_agent_ids()),
+)
 
 
 # --- Agent side -----------------------------------------------------------------------------
@@ -130,10 +70,10 @@ def takeover(*, conversation_id, agent: AbstractBaseUser) -> Conversation:
             raise NotAllowed(f"{holder} already holds this conversation." if holder
                              else "This conversation can no longer be taken over.")
         name = agent_name(agent)
-        _note(conv, f"{name} joined the conversation.")
+        system_note(conv, f"{name} joined the conversation.")
         Ticket.objects.filter(conversation=conv, assignee__isnull=True).exclude(
             status=Ticket.Status.SOLVED).update(assignee=agent)
-        _status_events(conv, Status.HUMAN, name)
+        status_changed(conv, Status.HUMAN, name)
     return conv
 
 
@@ -146,8 +86,8 @@ def hand_back(*, conversation_id, agent: AbstractBaseUser) -> Conversation:
         if not won:
             raise NotAllowed("Only the agent holding the conversation can hand it back.")
         conv = Conversation.objects.get(pk=conversation_id)
-        _note(conv, f"{agent_name(agent)} handed the conversation back to the bot.")
-        _status_events(conv, Status.BOT)
+        system_note(conv, f"{agent_name(agent)} handed the conversation back to the bot.")
+        status_changed(conv, Status.BOT)
     return conv
 
 
@@ -159,8 +99,8 @@ def close(*, conversation_id, agent: AbstractBaseUser) -> Conversation:
         conv = Conversation.objects.get(pk=conversation_id)
         if not won:
             raise NotAllowed("The conversation is already closed.")
-        _note(conv, f"{agent_name(agent)} closed the conversation.")
-        _status_events(conv, Status.CLOSED)
+        system_note(conv, f"{agent_name(agent)} closed the conversation.")
+        status_changed(conv, Status.CLOSED)
     return conv
 
 
@@ -177,13 +117,14 @@ def reply(*, conversation_id, agent: AbstractBaseUser, text: str) -> Message:
                                          text=text[:8000], author=agent)
         Conversation.objects.filter(pk=conv.pk).update(last_message_at=message.created_at)
         cid = str(conv.pk)
-        event = events.conv_message(conversation_id=cid, message_id=message.pk,
-                                    role=message.role, text=message.text,
-                                    author_name=agent_name(agent))
+        event = group_events.conv_message(conversation_id=cid, message_id=message.pk,
+                                          role=message.role, text=message.text,
+                                          author_name=agent_name(agent))
         after_commit(
-            (events.conversation_group(cid), event),
-            (events.watch_group(cid), event),
-            (events.CONSOLE_GROUP, events.console_update(conversation_id=cid, reason="message")),
+            (group_events.conversation_group(cid), event),
+            (group_events.watch_group(cid), event),
+            (group_events.CONSOLE_GROUP,
+             group_events.console_update(conversation_id=cid, reason="message")),
         )
     # The agent's words are part of the context when the bot answers again.
     async_to_sync(memory.forget)(conv.pk)
@@ -210,8 +151,8 @@ def ticket_update(*, ticket_id: int, actor: AbstractBaseUser, status: str | None
         if assignee is not None or unassign:
             ticket.assignee = None if unassign else assignee
         ticket.save()
-        after_commit((events.CONSOLE_GROUP, events.console_ticket(ticket_id=ticket.pk,
-                                                                  reason="updated")))
+        after_commit((group_events.CONSOLE_GROUP, group_events.console_ticket(ticket_id=ticket.pk,
+                                                                              reason="updated")))
     return ticket
 
 
@@ -223,8 +164,8 @@ def ticket_create(*, subject: str, actor: AbstractBaseUser, conversation_id=None
     with transaction.atomic():
         ticket = Ticket.objects.create(subject=subject, priority=priority,
                                        conversation_id=conversation_id, assignee=actor)
-        after_commit((events.CONSOLE_GROUP, events.console_ticket(ticket_id=ticket.pk,
-                                                                  reason="created")))
+        after_commit((group_events.CONSOLE_GROUP, group_events.console_ticket(ticket_id=ticket.pk,
+                                                                              reason="created")))
     return ticket
 
 
@@ -236,8 +177,8 @@ def note_add(*, ticket_id: int, author: AbstractBaseUser, text: str) -> TicketNo
     with transaction.atomic():
         note = TicketNote.objects.create(ticket_id=ticket_id, author=author, text=text[:8000])
         Ticket.objects.filter(pk=ticket_id).update(updated_at=timezone.now())
-        after_commit((events.CONSOLE_GROUP, events.console_ticket(ticket_id=ticket_id,
-                                                                  reason="note")))
+        after_commit((group_events.CONSOLE_GROUP, group_events.console_ticket(ticket_id=ticket_id,
+                                                                              reason="note")))
     return note
 
 

@@ -25,6 +25,7 @@ from agents.forms import (
     TicketUpdateForm,
 )
 from agents.models import Ticket
+from chat.handoff import agent_name
 from chat.models import Conversation
 
 SEEN_SESSION_KEY = "console_seen"
@@ -127,7 +128,7 @@ def _controls_context(request, conversation: Conversation, error: str = "",
     return {
         "conversation": conversation,
         "holds": holds,
-        "holder_name": services.agent_name(conversation.assigned_agent),
+        "holder_name": agent_name(conversation.assigned_agent),
         "error": error,
         "draft": draft,
     }

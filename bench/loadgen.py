@@ -218,13 +218,15 @@ class Conversation:
                      if m["done"] and m["done"]["fallback"]), None)
         return None if busy is None else (busy["at"] - self.sent_at) * 1000
 
-    def delta_lags_ms(self, started: float, ends: list[int], due: list[float]) -> list[float]:
-        """For each delta: its arrival minus when the engine produced its last word."""
+    def delta_lags_ms(self, started: float, ends: list[int],
+                      due: list[float]) -> list[tuple[float, float]]:
+        """For each delta: when it arrived, and its arrival minus when the engine produced
+        its last word (ms)."""
         lags, position = [], 0
         for arrived, text in self.answer()["deltas"]:
             position += len(text)
             word = min(bisect.bisect_left(ends, position), len(ends) - 1)
-            lags.append((arrived - (started + due[word])) * 1000)
+            lags.append((arrived, (arrived - (started + due[word])) * 1000))
         return lags
 
 
@@ -266,11 +268,27 @@ async def stream(url: str, redis_url: str, n: int, spread: float, words: int, cp
     finally:
         await client.aclose()
     unmatched = 0
+    timed_lags: list[tuple[float, float]] = []
     for conversation, started in zip(exact, starts, strict=True):
         if started is None:
             unmatched += 1
             continue
-        lags += conversation.delta_lags_ms(float(started), ends, due)
+        timed_lags += conversation.delta_lags_ms(float(started), ends, due)
+    lags = [lag for _, lag in timed_lags]
+    # While every stream of the step streams at once: from the last first delta to the first
+    # bot.done (before, conversations are still starting; after, they are ending).
+    all_streaming = None
+    if exact:
+        since = max(c.answer()["deltas"][0][0] for c in exact)
+        until = min(c.answer()["done"]["at"] for c in exact)
+        if until > since:
+            all_streaming = [lag for arrived, lag in timed_lags if since <= arrived <= until]
+    # p99 lag per second of the step (from the first message sent): where in a step the
+    # slow deltas were (while conversations were still starting, or all along).
+    first_sent = min((c.sent_at for c in conversations if c.sent_at), default=0.0)
+    by_second: dict[int, list[float]] = {}
+    for arrived, lag in timed_lags:
+        by_second.setdefault(int(arrived - first_sent), []).append(lag)
     deltas = sum(len(m["deltas"]) for c in conversations for m in c.messages.values())
     for error, count in connect_errors.items():
         reasons[f"connect: {error}"] += count
@@ -284,6 +302,9 @@ async def stream(url: str, redis_url: str, n: int, spread: float, words: int, cp
         "first_token_ms": p50_p99(first_tokens),
         "delta_lag_ms": p50_p99(lags),
         "delta_lag_max_ms": max(lags) if lags else None,
+        "delta_lag_all_streaming_ms": p50_p99(all_streaming or []),
+        "delta_lag_p99_by_second": {second: percentile(values, 99)
+                                    for second, values in sorted(by_second.items())},
         "streams_without_start_time": unmatched,
         "deltas_received": deltas,
         "client_loop_lag_p99_ms": percentile(loop_lag.samples, 99),

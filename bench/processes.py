@@ -1,5 +1,5 @@
 """The processes a benchmark runs against: Redis, a throwaway database, Daphne, workers, and
-vLLM's own server, started with the product's own supervision code (cs_site.stack).
+vLLM's own server, started with the product's own supervision code (devstack.stack).
 
 Their output goes to log files under var/bench/, so the progress bars stay readable; when one
 fails to start, the error names its log and the last lines of it.
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import psutil
 
-from cs_site.localredis import RedisServer, start_redis
-from cs_site.stack import Child, ReadyCheck, Supervisor, wait_ready
+from devstack.localredis import RedisServer, start_redis
+from devstack.stack import Child, ReadyCheck, Supervisor, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / "var" / "bench"

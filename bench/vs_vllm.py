@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 
 from bench.processes import ORIGIN, Bench, free_port, set_bot_profile
 from bench.stats import busy_time, p50_p99
-from cs_site.stack import WORKER_READY_PATTERN, ReadyCheck
+from devstack.stack import WORKER_READY_PATTERN, ReadyCheck
 
 # From the project's issue.
 FIRST_TOKEN_RATIO_MAX = 1.05

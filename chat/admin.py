@@ -1,5 +1,10 @@
 """Admin for the desk's data, including transcript review: filters for what went wrong
-(thumbs down, fallback answers, handoffs), search in message text, and exports."""
+(thumbs down, fallback answers, handoffs), search in message text, and exports.
+
+Transcripts (conversations, messages, customers' ratings) are read-only here: staff act on a
+conversation from the agent console, whose services send the events live views wait for and
+clear the recent-turn cache, which an admin form would not. What admin does change is on
+record: Django's LogEntry rows, listed by `LogEntryAdmin` below."""
 
 from collections.abc import AsyncIterator, Generator
 
@@ -7,6 +12,7 @@ from asgiref.sync import sync_to_async
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.models import LogEntry
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, Substr
@@ -35,6 +41,36 @@ from chat.models import (
 SNIPPET_LENGTH = 80
 
 
+class TranscriptAdmin(admin.ModelAdmin):
+    """View only: a transcript is the record of what was said, and a conversation changes
+    through `agents.services` (takeover, hand back, close, reply, from the console), never by
+    editing rows: nothing else tells the console and the customer's sockets, or clears the
+    recent-turn cache. Not even deleted, which would also take the customer's ratings."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def conversation_id_of(self, obj) -> object:
+        raise NotImplementedError
+
+    def get_fieldsets(self, request: HttpRequest, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        console = reverse("agents:conversation", args=[self.conversation_id_of(obj)])
+        note = format_html(
+            'Read-only: staff take over, reply, hand back and close conversations from the '
+            '<a href="{}">agent console</a>, which keeps the live views in step.', console)
+        (name, options), *rest = fieldsets
+        return [(name, {**options, "description": note}), *rest]
+
+
 class MessageInline(admin.TabularInline):
     model = Message
     extra = 0
@@ -44,7 +80,14 @@ class MessageInline(admin.TabularInline):
     readonly_fields = fields
     ordering = ("id",)
 
+    # Read-only, as its conversation is (see TranscriptAdmin).
     def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
@@ -161,7 +204,7 @@ async def _streamed(parts: Generator[str, None, None]) -> AsyncIterator[bytes]:
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(TranscriptAdmin):
     list_display = ("id", "site", "channel", "status", "language", "first_customer_message",
                     "message_count", "csat_score", "created_at")
     list_filter = ("status", "channel", RatingFilter, FallbackFilter, HandoffFilter, "language",
@@ -175,7 +218,11 @@ class ConversationAdmin(admin.ModelAdmin):
                        "csat_comment", "csat_at", "closed_at")
     inlines = [MessageInline]
     date_hierarchy = "created_at"
+    # Exports only: they read. Without the delete permission Django offers no "delete selected".
     actions = ["export_json", "export_csv", "export_finetune_jsonl"]
+
+    def conversation_id_of(self, obj: Conversation) -> object:
+        return obj.pk
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         # Columns from the messages as subqueries: one query for the page, no N+1, and no
@@ -229,7 +276,7 @@ class SourcesFilter(admin.SimpleListFilter):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(TranscriptAdmin):
     list_display = ("id", "conversation", "role", "short_text", "finish_reason", "is_fallback",
                     "is_partial", "source_titles", "created_at")
     list_filter = ("role", SourcesFilter, "is_fallback", "is_partial", "finish_reason")
@@ -238,6 +285,9 @@ class MessageAdmin(admin.ModelAdmin):
     readonly_fields = ("conversation", "role", "client_id", "created_at", "updated_at",
                        "model_name", "prompt_tokens", "completion_tokens", "ttft_ms", "total_ms",
                        "finish_reason", "is_fallback", "is_partial", "sources")
+
+    def conversation_id_of(self, obj: Message) -> object:
+        return obj.conversation_id
 
     @admin.display(description="text")
     def short_text(self, obj: Message) -> str:
@@ -271,12 +321,18 @@ class SiteAdmin(admin.ModelAdmin):
 
 
 @admin.register(Feedback)
-class FeedbackAdmin(admin.ModelAdmin):
+class FeedbackAdmin(TranscriptAdmin):
+    """The customers' own ratings: read-only like the answers they rate (and they feed the
+    fine-tuning export, which must get what customers said)."""
+
     list_display = ("message", "rating", "short_comment", "conversation_link", "created_at")
     list_select_related = ("message",)
     list_filter = ("rating", "created_at")
     search_fields = ("comment", "message__text")
     raw_id_fields = ("message",)
+
+    def conversation_id_of(self, obj: Feedback) -> object:
+        return obj.message.conversation_id
 
     @admin.display(description="comment")
     def short_comment(self, obj: Feedback) -> str:
@@ -384,10 +440,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]):
-        revoked = sum(api_keys.revoke_api_key(key) for key in queryset)
+        revoked = [key for key in queryset if api_keys.revoke_api_key(key)]
+        # Django logs its forms' saves, not actions: the record of who revoked a key is here.
+        for key in revoked:
+            self.log_change(request, key, "Revoked (action “Revoke selected keys”).")
         self.message_user(
             request,
-            ngettext("Revoked %d API key.", "Revoked %d API keys.", revoked) % revoked,
+            ngettext("Revoked %d API key.", "Revoked %d API keys.", len(revoked))
+            % len(revoked),
             messages.SUCCESS,
         )
 
@@ -407,6 +467,58 @@ class ApiSessionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+# --- Admin change log -----------------------------------------------------------------------
+
+
+@admin.register(LogEntry)
+class LogEntryAdmin(admin.ModelAdmin):
+    """Who changed what in admin, and when: Django writes a row for every add, change and
+    delete made through its forms, and the admin actions that write add theirs. A record, so
+    nobody adds, edits or removes one here."""
+
+    list_display = ("action_time", "user", "content_type", "object_link", "action",
+                    "change_summary")
+    list_display_links = ("action_time",)
+    list_filter = (("user", admin.RelatedOnlyFieldListFilter),
+                   ("content_type", admin.RelatedOnlyFieldListFilter), "action_flag",
+                   "action_time")
+    list_select_related = ("user", "content_type")
+    search_fields = ("object_repr", "object_id", "change_message", "user__username")
+    date_hierarchy = "action_time"
+    fields = ("action_time", "user", "content_type", "object_id", "object_link", "action",
+              "change_summary")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        return super().changelist_view(
+            request, {"title": "Admin change log", **(extra_context or {})})
+
+    @admin.display(description="object", ordering="object_repr")
+    def object_link(self, obj: LogEntry) -> str:
+        # A deleted object has no page left to link to; its name is what remains.
+        url = None if obj.is_deletion() else obj.get_admin_url()
+        if not url:
+            return obj.object_repr
+        return format_html('<a href="{}">{}</a>', url, obj.object_repr)
+
+    @admin.display(description="action", ordering="action_flag")
+    def action(self, obj: LogEntry) -> str:
+        return obj.get_action_flag_display()
+
+    @admin.display(description="change")
+    def change_summary(self, obj: LogEntry) -> str:
+        # Stored as JSON for the form saves; this is the sentence Django makes of it.
+        return obj.get_change_message()
 
 
 # --- Fine-tuning export ---------------------------------------------------------------------

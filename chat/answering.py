@@ -40,7 +40,7 @@ from django.db import connection
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from chat import events, fallback, limits, memory, metrics, selectors, services
+from chat import fallback, frames, group_events, limits, memory, metrics, selectors, services
 from chat.knowledge import grounding
 from chat.knowledge import retrieval as knowledge
 from chat.models import BotProfile, Conversation, Message
@@ -48,7 +48,8 @@ from chat.prompting import render_system_prompt
 from chat.punctuation import FullwidthPunctuation
 from cs_site import broadcast
 from cs_site.redis_client import get_redis
-from inference_worker import presence
+from inference_worker import pool as presence  # the workers' presence, with our settings
+from inference_worker import protocol
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +101,9 @@ def _spawn(coro) -> asyncio.Task:
     return task
 
 
-def build_messages(system_prompt: str, turns: list[dict]) -> list[events.ChatTurn]:
+def build_messages(system_prompt: str, turns: list[dict]) -> list[protocol.ChatTurn]:
     """System prompt first, then the turns as the model's user/assistant roles."""
-    messages: list[events.ChatTurn] = [{"role": "system", "content": system_prompt}]
+    messages: list[protocol.ChatTurn] = [{"role": "system", "content": system_prompt}]
     messages += [{"role": _MODEL_ROLE[t["role"]], "content": t["text"]} for t in turns
                  if t["role"] in _MODEL_ROLE]
     return messages
@@ -111,7 +112,7 @@ def build_messages(system_prompt: str, turns: list[dict]) -> list[events.ChatTur
 @dataclass(frozen=True)
 class _PromptParts:
     system_prompt: str
-    sampling: events.Sampling
+    sampling: protocol.Sampling
     fullwidth: bool  # make Chinese punctuation full-width
     offer_human_when_nothing: bool  # no help-centre article covers the question: say so
 
@@ -131,7 +132,7 @@ def _prompt_parts(conversation: Conversation, options: "AnswerOptions | None" = 
         language=conversation.language,
         region=conversation.region, timezone=conversation.timezone, now=timezone.now(),
     )
-    sampling: events.Sampling = {
+    sampling: protocol.Sampling = {
         "temperature": profile.temperature,
         "top_p": profile.top_p,
         "max_tokens": profile.max_tokens,
@@ -189,14 +190,14 @@ async def join(conversation_id, channel_name: str, kind: str, *,
     `left_out`: the streaming answer the socket's history did not show (see answer_join)."""
     claim = claim or await live_answer(conversation_id)
     if claim is not None:
-        await _tell_run(claim["channel"], events.answer_join(
+        await _tell_run(claim["channel"], group_events.answer_join(
             channel=channel_name, kind=kind, message_id=left_out))
 
 
 async def leave(conversation_id, channel_name: str, *, now: bool = False) -> None:
     """This socket no longer shows the conversation. `now`: the customer will not come back
     on it (see answer_leave)."""
-    event = events.answer_leave(channel=channel_name, now=now)
+    event = group_events.answer_leave(channel=channel_name, now=now)
     run = _runs.get(str(conversation_id))
     if run is not None:
         run.post(event)
@@ -237,7 +238,7 @@ async def request_answer(*, conversation: Conversation, question: Message,
     if run is not None:
         if options is not None:
             run.options[question.pk] = options
-        run.post(events.answer_join(channel=channel_name, kind=CUSTOMER))
+        run.post(group_events.answer_join(channel=channel_name, kind=CUSTOMER))
         return
     run = AnswerRun(conversation, channel_name)
     if not await run.claim():
@@ -319,7 +320,7 @@ class _Answer:
     last_event_at: float = 0.0
     next_presence_check: float = 0.0
     punctuation: FullwidthPunctuation | None = None
-    prompt: list[events.ChatTurn] = field(default_factory=list)  # as sent, before trimming
+    prompt: list[protocol.ChatTurn] = field(default_factory=list)  # as sent, before trimming
     trimmed: int = 0  # turns the worker left out to fit the token budget
     grounded: grounding.Grounded | None = None  # the help-centre passages offered
     passages: int = 0  # of them, those the worker's token budget held
@@ -416,11 +417,12 @@ class AnswerRun:
             if self._receiver is not None:
                 await cancel_and_wait(self._receiver)
             with contextlib.suppress(*_REDIS_ERRORS):
-                await self.layer.group_discard(events.conversation_group(self.cid), self.channel)
+                await self.layer.group_discard(group_events.conversation_group(self.cid),
+                                               self.channel)
 
     async def _listen(self) -> None:
         with contextlib.suppress(*_REDIS_ERRORS):
-            await self.layer.group_add(events.conversation_group(self.cid), self.channel)
+            await self.layer.group_add(group_events.conversation_group(self.cid), self.channel)
         # The desk's layer puts this channel's messages straight into the inbox; the receiver
         # below then only keeps the process's batches being read (see DeskChannelLayer.attach).
         attach = getattr(self.layer, "attach", None)
@@ -443,8 +445,9 @@ class AnswerRun:
 
     async def _announce(self) -> None:
         """Every other tab of the customer, and every agent watching, joins this answer."""
-        event = events.answer_started(conversation_id=self.cid, channel=self.channel)
-        for group in (events.conversation_group(self.cid), events.watch_group(self.cid)):
+        event = group_events.answer_started(conversation_id=self.cid, channel=self.channel)
+        for group in (group_events.conversation_group(self.cid),
+                      group_events.watch_group(self.cid)):
             with contextlib.suppress(ChannelFull, *_REDIS_ERRORS):
                 await self.layer.group_send(group, event)
 
@@ -562,7 +565,7 @@ class AnswerRun:
                 offer_human_when_nothing=parts.offer_human_when_nothing)
             now, wall = time.monotonic(), time.time()
             answer.prompt = build_messages(answer.grounded.system_prompt, turns)
-            request = events.inference_request(
+            request = protocol.inference_request(
                 request_id=answer.request_id, reply_channel=self.channel,
                 messages=answer.prompt, sampling=parts.sampling,
                 grounding=answer.grounded.grounding,
@@ -709,10 +712,10 @@ class AnswerRun:
             return
         # What the newcomer missed, as one delta after the start; and the end, if the answer
         # ended while the newcomer was reading its history without it.
-        await self._deliver_to(channel, kind, events.bot_start_frame(
+        await self._deliver_to(channel, kind, frames.bot_start_frame(
             message_id=message.pk, reply_to=answer.question.pk))
         if answer.text:
-            await self._deliver_to(channel, kind, events.bot_delta_frame(
+            await self._deliver_to(channel, kind, frames.bot_delta_frame(
                 message_id=message.pk, text=answer.text))
         if answer.finished and answer.done_frame is not None:
             await self._deliver_to(channel, kind, answer.done_frame)
@@ -751,7 +754,7 @@ class AnswerRun:
             answer.finished = self.ended = True
             return
         await self._renew_claim()  # late joiners now learn which message streams
-        await self._emit(events.bot_start_frame(message_id=answer.message.pk,
+        await self._emit(frames.bot_start_frame(message_id=answer.message.pk,
                                                 reply_to=answer.question.pk))
 
     async def _on_delta(self, answer: _Answer, event: dict) -> None:
@@ -766,7 +769,7 @@ class AnswerRun:
             text = answer.punctuation.feed(text)
         if text:
             answer.parts.append(text)
-            await self._emit(events.bot_delta_frame(message_id=answer.message.pk, text=text))
+            await self._emit(frames.bot_delta_frame(message_id=answer.message.pk, text=text))
 
     async def _on_done(self, answer: _Answer, event: dict) -> None:
         await self._on_start(answer, event)
@@ -785,7 +788,8 @@ class AnswerRun:
     async def _on_error(self, answer: _Answer, event: dict) -> None:
         log.warning("worker error for %s: %s %s", answer.request_id, event.get("code"),
                     event.get("message"))
-        reason = (fallback.REASON_BUSY if event.get("code") == events.InferenceErrorCode.OVERLOADED
+        reason = (fallback.REASON_BUSY
+                  if event.get("code") == protocol.InferenceErrorCode.OVERLOADED
                   else fallback.REASON_ERROR)
         await self._give_up(reason)
 
@@ -811,7 +815,7 @@ class AnswerRun:
         with contextlib.suppress(ChannelFull, *_REDIS_ERRORS):
             await self.layer.group_send(
                 settings.INFERENCE["CONTROL_GROUP"],
-                events.inference_cancel(request_id=answer.request_id, reason=reason),
+                protocol.inference_cancel(request_id=answer.request_id, reason=reason),
             )
 
     async def _finish(self, answer: _Answer, *, finish_reason: str, partial: bool,
@@ -821,7 +825,7 @@ class AnswerRun:
         message = await self._store(answer, finish_reason=finish_reason, partial=partial,
                                     prompt_tokens=prompt_tokens,
                                     completion_tokens=completion_tokens)
-        answer.done_frame = events.bot_done_frame(
+        answer.done_frame = frames.bot_done_frame(
             message_id=message.pk,
             usage={"prompt_tokens": message.prompt_tokens or 0,
                    "completion_tokens": message.completion_tokens or 0},
@@ -849,10 +853,10 @@ class AnswerRun:
             self.ended = True
             return  # a human holds the conversation: the fallback stays silent too
         metrics.answer_ended(metrics.FALLBACK, reason)
-        await self._emit(events.bot_start_frame(message_id=message.pk,
+        await self._emit(frames.bot_start_frame(message_id=message.pk,
                                                 reply_to=answer.question.pk))
-        await self._emit(events.bot_delta_frame(message_id=message.pk, text=message.text))
-        await self._emit(events.bot_done_frame(
+        await self._emit(frames.bot_delta_frame(message_id=message.pk, text=message.text))
+        await self._emit(frames.bot_done_frame(
             message_id=message.pk, usage={"prompt_tokens": 0, "completion_tokens": 0},
             ttft_ms=None, total_ms=0, finish_reason=reason, fallback=True, partial=False,
         ))
@@ -866,7 +870,7 @@ class AnswerRun:
         if not text:
             return []
         answer.parts.append(text)
-        return [events.bot_delta_frame(message_id=answer.message.pk, text=text)] if send else []
+        return [frames.bot_delta_frame(message_id=answer.message.pk, text=text)] if send else []
 
     async def _store(self, answer: _Answer, *, finish_reason: str, partial: bool,
                      prompt_tokens=None, completion_tokens=None) -> Message:
@@ -878,7 +882,7 @@ class AnswerRun:
         prompt, sources = None, []
         if answer.prompt:
             grounded = answer.grounded
-            system = {**answer.prompt[0], "content": events.grounded_system(
+            system = {**answer.prompt[0], "content": protocol.grounded_system(
                 answer.prompt[0]["content"], grounded.grounding, answer.passages)}
             prompt = [system, *answer.prompt[1 + answer.trimmed:]]
             sources = grounded.sources_of(answer.passages)
@@ -901,8 +905,8 @@ class AnswerRun:
             await self._deliver_to(channel, kind, frame)
 
     async def _deliver_to(self, channel: str, kind: str, frame: dict) -> None:
-        event = (events.answer_frame(frame=frame) if kind == CUSTOMER
-                 else events.conv_bot(conversation_id=self.cid, frame=frame))
+        event = (group_events.answer_frame(frame=frame) if kind == CUSTOMER
+                 else group_events.conv_bot(conversation_id=self.cid, frame=frame))
         consumer = _sockets.get(channel)
         try:
             if consumer is not None:

@@ -1,6 +1,7 @@
 """The customer's WebSocket, /ws/chat/: thin — parse, authorise, call a service, send.
 
-Every frame it sends is built in `chat.events` and documented in docs/protocol.md.
+Every frame it sends is built in `chat.frames`, every group event it hears in
+`chat.group_events`; both are documented in docs/protocol.md.
 """
 
 import asyncio
@@ -15,10 +16,18 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from agents import hours
-from agents import services as agent_services
-from agents.services import agent_name
-from chat import answering, events, limits, metrics, selectors, services, turns
+from chat import (
+    answering,
+    frames,
+    group_events,
+    handoff,
+    hours,
+    limits,
+    metrics,
+    selectors,
+    services,
+    turns,
+)
 from chat.models import Conversation, Message
 from chat.protocol import FrameError, client_id_of, connect_params, parse_client_frame
 from cs_site.client_ip import client_ip
@@ -58,8 +67,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             answering.unregister_socket(self.channel_name)
             metrics.socket_closed(metrics.CUSTOMER, self)
             with contextlib.suppress(Exception):
-                await send({"type": "websocket.send", "text": json.dumps(events.error_frame(
-                    code=events.ErrorCode.UNAVAILABLE,
+                await send({"type": "websocket.send", "text": json.dumps(frames.error_frame(
+                    code=frames.ErrorCode.UNAVAILABLE,
                     message="The chat service is restarting; reconnecting…"))})
                 await send({"type": "websocket.close", "code": CLOSE_SERVICE_RESTART})
 
@@ -76,7 +85,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 site_key=params.site_key, origin=params.origin
             )
             if site is None:
-                await self._refuse(events.ErrorCode.ORIGIN_NOT_ALLOWED,
+                await self._refuse(frames.ErrorCode.ORIGIN_NOT_ALLOWED,
                                    "This site key is unknown or does not allow this page's "
                                    "origin. Add the origin to the site in admin.",
                                    CLOSE_FORBIDDEN)
@@ -86,7 +95,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 conversation_id=params.conversation_id, token=params.token
             )
             if conversation is None or conversation.site_id != (site.pk if site else None):
-                await self._refuse(events.ErrorCode.NOT_FOUND,
+                await self._refuse(frames.ErrorCode.NOT_FOUND,
                                    "No conversation matches this id and token. "
                                    "Connect without them to start a new conversation.",
                                    CLOSE_NOT_FOUND)
@@ -98,7 +107,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             refusal = await limits.check_new_conversation(
                 ip=self.client_ip, site_key=site.key if site else "")
             if refusal is not None:
-                await self._refuse(events.ErrorCode.RATE_LIMITED, refusal.message,
+                await self._refuse(frames.ErrorCode.RATE_LIMITED, refusal.message,
                                    CLOSE_TRY_AGAIN_LATER, retry_after=refusal.retry_after)
                 return
             self.conversation, token = await database_sync_to_async(services.conversation_start)(
@@ -107,29 +116,30 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 page_url=params.page_url, user_agent=params.user_agent,
             )
             await self._join()
-            await self.send_frame(events.conversation_frame(
+            await self.send_frame(frames.conversation_frame(
                 conversation_id=str(self.conversation.id), token=token,
                 status=self.conversation.status, resumed=False,
             ))
-            await self.channel_layer.group_send(events.CONSOLE_GROUP, events.console_update(
-                conversation_id=str(self.conversation.id), reason="new"))
+            new = group_events.console_update(conversation_id=str(self.conversation.id),
+                                              reason="new")
+            await self.channel_layer.group_send(group_events.CONSOLE_GROUP, new)
 
     async def _join(self) -> None:
         """Hear what agents do in this conversation (takeover, replies, typing) and see its
         answers, whichever socket or process asked for them."""
         answering.register_socket(self.channel_name, self)
-        self.group = events.conversation_group(self.conversation.id)
+        self.group = group_events.conversation_group(self.conversation.id)
         await self.channel_layer.group_add(self.group, self.channel_name)
 
     async def _refuse(self, code: str, message: str, close_code: int,
                       retry_after: int | None = None) -> None:
-        await self.send_frame(events.error_frame(code=code, message=message,
+        await self.send_frame(frames.error_frame(code=code, message=message,
                                                  retry_after=retry_after))
         await self.close(code=close_code)
 
     async def _send_resume(self) -> None:
         conversation = self.conversation
-        await self.send_frame(events.conversation_frame(
+        await self.send_frame(frames.conversation_frame(
             conversation_id=str(conversation.id), token=None, status=conversation.status,
             resumed=True,
         ))
@@ -144,7 +154,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         streaming = live["message_id"] if live else None
         left_out = next((m.id for m in history if m.id == streaming and not m.finish_reason),
                         None)
-        await self.send_frame(events.history_frame(
+        await self.send_frame(frames.history_frame(
             messages=[_history_item(m) for m in history if m.id != left_out]))
         if live is not None:
             await answering.join(conversation.id, self.channel_name, answering.CUSTOMER,
@@ -193,35 +203,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 refusal = FrameError(limited.code, limited.message)
                 retry_after = limited.retry_after
         if refusal is not None:
-            await self.send_frame(events.error_frame(
+            await self.send_frame(frames.error_frame(
                 code=refusal.code, message=refusal.message, retry_after=retry_after,
                 client_id=client_id_of(text_data, max_bytes=settings.CHAT["MAX_FRAME_BYTES"]),
             ))
             return
-        handler = {
-            "message": self._on_message,
-            "ping": self._on_ping,
-            "feedback": self._on_feedback,
-            "csat": self._on_csat,
-            "handoff.request": self._on_handoff_request,
-            "close": self._on_close,
-            "typing": self._on_typing,
-            "contact": self._on_contact,
-        }[frame["type"]]
+        # The type is one of chat.frames.CLIENT_FRAME_TYPES (parse_client_frame checked it),
+        # and each has its handler (tests/test_protocol.py checks that).
+        handler = getattr(self, frame_handler_name(frame["type"]))
         try:
             await handler(frame)
         except (DatabaseError, RedisError, OSError):
             log.warning("%s frame of %s failed: storage unavailable", frame["type"],
                         self.conversation.id, exc_info=True)
-            await self.send_frame(events.error_frame(
-                code=events.ErrorCode.UNAVAILABLE,
+            await self.send_frame(frames.error_frame(
+                code=frames.ErrorCode.UNAVAILABLE,
                 message="That could not be saved. Please try again in a moment.",
             ))
         except Exception:
             # A bug, not the customer's fault: keep the socket, say so, log it once.
             log.exception("%s frame of %s failed", frame["type"], self.conversation.id)
-            await self.send_frame(events.error_frame(
-                code=events.ErrorCode.INTERNAL,
+            await self.send_frame(frames.error_frame(
+                code=frames.ErrorCode.INTERNAL,
                 message="Something went wrong on our side. Please try again.",
                 client_id=frame.get("client_id"),
             ))
@@ -231,44 +234,44 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # stays open. The heartbeat renews them, so such a socket hears agents again within one
         # beat (the widget pings every 25 s).
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.send_frame(events.pong_frame())
+        await self.send_frame(frames.pong_frame())
 
-    async def _on_feedback(self, frame: events.FeedbackFrame) -> None:
+    async def _on_feedback(self, frame: frames.FeedbackFrame) -> None:
         try:
             await database_sync_to_async(services.feedback_submit)(
                 conversation=self.conversation, message_id=frame["message_id"],
                 rating=frame["rating"], comment=frame.get("comment", ""),
             )
         except Message.DoesNotExist:
-            await self.send_frame(events.error_frame(
-                code=events.ErrorCode.UNKNOWN_MESSAGE,
+            await self.send_frame(frames.error_frame(
+                code=frames.ErrorCode.UNKNOWN_MESSAGE,
                 message="Only answers of this conversation's bot can be rated.",
             ))
             return
-        await self.send_frame(events.feedback_ack_frame(message_id=frame["message_id"],
+        await self.send_frame(frames.feedback_ack_frame(message_id=frame["message_id"],
                                                         rating=frame["rating"]))
 
-    async def _on_csat(self, frame: events.CsatFrame) -> None:
+    async def _on_csat(self, frame: frames.CsatFrame) -> None:
         await database_sync_to_async(services.csat_submit)(
             conversation=self.conversation, score=frame["score"],
             comment=frame.get("comment", ""),
         )
-        await self.send_frame(events.csat_ack_frame(score=frame["score"]))
+        await self.send_frame(frames.csat_ack_frame(score=frame["score"]))
 
     async def _on_handoff_request(self, frame: dict | None = None) -> None:
         try:
-            outcome = await database_sync_to_async(agent_services.handoff_request)(
+            outcome = await database_sync_to_async(handoff.handoff_request)(
                 conversation=self.conversation
             )
-        except agent_services.NotAllowed:
-            await self.send_frame(events.error_frame(code=events.ErrorCode.CLOSED,
+        except services.ConversationClosed:
+            await self.send_frame(frames.error_frame(code=frames.ErrorCode.CLOSED,
                                                      message=CLOSED_MESSAGE))
             return
         # An answer under way stops by itself: its run hears the status change.
         await self._send_handoff_ack(outcome)
 
-    async def _send_handoff_ack(self, outcome: agent_services.HandoffOutcome) -> None:
-        await self.send_frame(events.handoff_ack_frame(
+    async def _send_handoff_ack(self, outcome: handoff.HandoffOutcome) -> None:
+        await self.send_frame(frames.handoff_ack_frame(
             agents_available=outcome.agents_available,
             ask_contact=not outcome.agents_available,
             business_hours=outcome.business_hours,
@@ -276,11 +279,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                                 language=self.conversation.language),
         ))
 
-    async def _on_contact(self, frame: events.ContactFrame) -> None:
-        await database_sync_to_async(agent_services.contact_submit)(
+    async def _on_contact(self, frame: frames.ContactFrame) -> None:
+        await database_sync_to_async(handoff.contact_submit)(
             conversation=self.conversation, email=frame["email"], name=frame.get("name", ""),
         )
-        await self.send_frame(events.contact_ack_frame())
+        await self.send_frame(frames.contact_ack_frame())
 
     async def _on_typing(self, frame: dict | None = None) -> None:
         now = time.monotonic()
@@ -288,8 +291,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.typing_sent_at = now
         await self.channel_layer.group_send(
-            events.watch_group(self.conversation.id),
-            events.conv_typing(conversation_id=str(self.conversation.id), who="customer"),
+            group_events.watch_group(self.conversation.id),
+            group_events.conv_typing(conversation_id=str(self.conversation.id), who="customer"),
         )
 
     async def _on_close(self, frame: dict) -> None:
@@ -299,22 +302,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _tell_closed(self) -> None:
         if not self.closed_told:
             self.closed_told = True
-            await self.send_frame(events.conversation_closed_frame())
+            await self.send_frame(frames.conversation_closed_frame())
 
-    async def _on_message(self, frame: events.MessageFrame) -> None:
+    async def _on_message(self, frame: frames.MessageFrame) -> None:
         client_id = frame.get("client_id")
 
         async def ack(message: Message, created: bool) -> None:
-            await self.send_frame(events.ack_frame(client_id=client_id, message_id=message.id,
+            await self.send_frame(frames.ack_frame(client_id=client_id, message_id=message.id,
                                                    duplicate=not created))
 
         try:
             turn = await turns.customer_says(
                 conversation=self.conversation, text=frame["text"], client_id=client_id,
                 channel_name=self.channel_name, on_stored=ack)
-        except (services.ConversationClosed, agent_services.NotAllowed):
-            await self.send_frame(events.error_frame(
-                code=events.ErrorCode.CLOSED, message=CLOSED_MESSAGE, client_id=client_id,
+        except services.ConversationClosed:
+            await self.send_frame(frames.error_frame(
+                code=frames.ErrorCode.CLOSED, message=CLOSED_MESSAGE, client_id=client_id,
             ))
             return
         if turn.outcome == turns.Outcome.HANDOFF:
@@ -329,7 +332,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Another tab (or process) asked: show this socket the same answer.
         await answering.join(self.conversation.id, self.channel_name, answering.CUSTOMER)
 
-    # --- agent events (group conversation.<id>, sent by agents.services) ----------------------
+    # --- agent events (group conversation.<id>, sent by chat.handoff and agents.services) ----
 
     async def conv_status(self, event: dict) -> None:
         # An answer under way stops by itself: its run is in the same group.
@@ -346,7 +349,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._tell(event)
 
     async def _tell(self, event: dict) -> None:
-        frame = events.customer_frame_for(event)
+        frame = group_events.customer_frame_for(event)
         if frame is not None:
             await self.send_frame(frame)
 
@@ -354,7 +357,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps(frame, ensure_ascii=False))
 
 
-def _history_item(message: Message) -> events.HistoryItem:
+def frame_handler_name(frame_type: str) -> str:
+    """The consumer method that handles a client frame type: "handoff.request" →
+    `_on_handoff_request` (as Channels names the handler of a group event after its type)."""
+    return "_on_" + frame_type.replace(".", "_")
+
+
+def _history_item(message: Message) -> frames.HistoryItem:
     return {
         "id": message.id,
         "role": message.role,
@@ -363,5 +372,6 @@ def _history_item(message: Message) -> events.HistoryItem:
         "client_id": message.client_id,
         "partial": message.is_partial,
         "rating": feedback.rating if (feedback := getattr(message, "feedback", None)) else None,
-        "agent_name": agent_name(message.author) if message.role == Message.Role.AGENT else "",
+        "agent_name": (handoff.agent_name(message.author)
+                       if message.role == Message.Role.AGENT else ""),
     }

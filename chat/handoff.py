@@ -1,43 +1,128 @@
-"""When a customer's words ask for a human: "转人工", "I want to talk to a human", or "yes"
-right after the bot offered an agent. Phrases come from settings (CHAT_HANDOFF_*)."""
+"""Who answers a conversation, as the customer side asks for it: a customer asking for a human
+(`handoff_request`) or leaving an e-mail address when nobody can answer live
+(`contact_submit`), and what staff's takeover, hand-back and close (agents.services) share
+with them: the system line in the transcript, the status events, an agent's name as shown.
 
-import re
-import unicodedata
+Tickets and console presence belong to the staff side, and chat never imports agents (imports
+run agents → chat → inference_worker). So agents connects a `StaffSide` at start-up
+(AgentsConfig.ready), and the hand-off calls it inside its own transaction: the ticket opens,
+or the contact is noted on it, in the same commit as the hand-off, exactly as if it were
+written here.
+"""
 
-from chat.punctuation import is_cjk
+from collections.abc import Callable
+from dataclasses import dataclass
 
-# A long message that merely mentions an "agent" (a user-agent string, a travel agent) is not
-# a request for one: Latin phrases count only in short messages.
-_SHORT = 80
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
 
+from chat import group_events, hours, metrics
+from chat.models import Conversation, Message, Site
+from chat.services import ConversationClosed
+from cs_site.broadcast import after_commit
 
-def _normalize(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return re.sub(r"[^\w\s]", " ", text).strip()
-
-
-def _contains(text: str, phrase: str) -> bool:
-    phrase = _normalize(phrase)
-    if not phrase:
-        return False
-    if any(is_cjk(char) for char in phrase):
-        return phrase in text
-    return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text) is not None
+Status = Conversation.Status
 
 
-def asks_for_human(text: str, phrases: list[str]) -> bool:
-    normalized = _normalize(text)
-    return any(
-        _contains(normalized, phrase)
-        and (len(normalized) <= _SHORT or any(is_cjk(char) for char in phrase))
-        for phrase in phrases
+@dataclass(frozen=True)
+class HandoffOutcome:
+    agents_available: bool
+    business_hours: dict
+
+
+@dataclass(frozen=True)
+class StaffSide:
+    """What the staff side does for a customer's hand-off. The ticket hooks run inside the
+    hand-off's transaction and send their console events after it commits."""
+
+    # The conversation's unsolved ticket, opened if there is none: its subject.
+    open_ticket: Callable[[Conversation], str]
+    # Note on that ticket (opened if need be) the e-mail address to follow up by.
+    leave_contact: Callable[[Conversation, str], None]
+    # Whether any agent has a console open now.
+    agents_online: Callable[[], bool]
+
+
+_staff: StaffSide | None = None
+
+
+def connect_staff_side(staff: StaffSide) -> None:
+    global _staff
+    _staff = staff
+
+
+def _staff_side() -> StaffSide:
+    if _staff is None:
+        # Without it a customer's hand-off would open no ticket and nobody would hear of it.
+        raise RuntimeError("No staff side is connected: 'agents' must be in INSTALLED_APPS.")
+    return _staff
+
+
+def agent_name(user: AbstractBaseUser | None) -> str:
+    if user is None:
+        return ""
+    return user.get_full_name() or user.get_username()
+
+
+def status_changed(conversation: Conversation, status: str, name: str = "") -> None:
+    """Tell the customer's sockets, the watchers and the inbox, once the change commits."""
+    cid = str(conversation.pk)
+    event = group_events.conv_status(conversation_id=cid, status=status, agent_name=name)
+    after_commit(
+        (group_events.conversation_group(cid), event),
+        (group_events.watch_group(cid), event),
+        (group_events.CONSOLE_GROUP, group_events.console_update(conversation_id=cid,
+                                                                 reason=status)),
     )
 
 
-def accepts_offer(reply: str, previous_bot_text: str, *, offers: list[str],
-                  affirmatives: list[str]) -> bool:
-    """A short yes to a bot answer that offered a human."""
-    if not previous_bot_text or not any(_contains(_normalize(previous_bot_text), o)
-                                        for o in offers):
-        return False
-    return _normalize(reply) in {_normalize(a) for a in affirmatives}
+def system_note(conversation: Conversation, text: str) -> Message:
+    """A system line in the transcript, for people (never a model turn)."""
+    message = Message.objects.create(conversation=conversation, role=Message.Role.SYSTEM,
+                                     text=text)
+    cid = str(conversation.pk)
+    after_commit((group_events.watch_group(cid), group_events.conv_message(
+        conversation_id=cid, message_id=message.pk, role=message.role, text=text)))
+    return message
+
+
+def handoff_request(*, conversation: Conversation) -> HandoffOutcome:
+    """The customer asked for a human: the bot falls silent, a ticket opens, agents hear it.
+    Raises ConversationClosed."""
+    staff = _staff_side()
+    now = timezone.now()
+    with transaction.atomic():
+        conv = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if conv.status == Status.CLOSED:
+            raise ConversationClosed("The conversation is closed.")
+        moved = conv.status == Status.BOT
+        first = conv.handoff_requested_at is None
+        if moved:
+            conv.status = Status.WAITING
+        if first:
+            conv.handoff_requested_at = now
+        conv.save(update_fields=["status", "handoff_requested_at", "updated_at"])
+        if first:
+            system_note(conv, "The customer asked for a human agent.")
+        subject = staff.open_ticket(conv)
+        if moved:
+            status_changed(conv, Status.WAITING)
+            after_commit((group_events.CONSOLE_GROUP, group_events.console_handoff(
+                conversation_id=str(conv.pk), subject=subject)))
+    conversation.status, conversation.handoff_requested_at = conv.status, conv.handoff_requested_at
+    site = Site.objects.filter(pk=conv.site_id).first() if conv.site_id else None
+    business_hours = site.business_hours if site else {}
+    available = staff.agents_online() and hours.is_open(business_hours, now)
+    if moved or first:  # a new hand-off, not the same request clicked again
+        metrics.handoff(agents_available=available)
+    return HandoffOutcome(agents_available=available, business_hours=business_hours)
+
+
+def contact_submit(*, conversation: Conversation, email: str, name: str = "") -> None:
+    """The customer's e-mail for a follow-up when nobody could answer live."""
+    staff = _staff_side()
+    with transaction.atomic():
+        Conversation.objects.filter(pk=conversation.pk).update(
+            customer_email=email, customer_name=name or conversation.customer_name)
+        staff.leave_contact(conversation, email)

@@ -38,7 +38,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from chat import events
+from chat import frames
 from cs_site.client_ip import parse_ip
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Refusal:
 
     message: str  # says what to do: "... try again in 40 seconds."
     retry_after: int  # seconds until the action would be accepted again
-    code: str = events.ErrorCode.RATE_LIMITED
+    code: str = frames.ErrorCode.RATE_LIMITED
 
 
 @dataclass(frozen=True)

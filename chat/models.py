@@ -13,8 +13,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
-from chat import events
 from chat.prompting import SamplingDefaults
+from inference_worker import protocol
 
 _SAMPLING = SamplingDefaults()
 
@@ -194,7 +194,7 @@ class Message(models.Model):
         """The help-centre passages the model saw for this answer (from its stored prompt)."""
         if not self.sources or not self.prompt:
             return []
-        return events.passages_in(self.prompt[0]["content"])
+        return protocol.passages_in(self.prompt[0]["content"])
 
 
 class Feedback(models.Model):

@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from pydantic import ValidationError
 
-from chat.events import CLIENT_FRAME_TYPES, MAX_COMMENT_CHARS, ErrorCode, client_frame_adapter
+from chat.frames import CLIENT_FRAME_TYPES, MAX_COMMENT_CHARS, ErrorCode, client_frame_adapter
 from chat.text import TextError, clean_text, scrub
 
 MAX_CLIENT_ID_CHARS = 64

@@ -6,7 +6,7 @@ import uuid
 
 from django.conf import settings
 
-from chat import handoff
+from chat import handoff_phrases
 from chat.models import ApiKey, ApiSession, BotProfile, Conversation, Message, Site
 
 # Roles the model sees as conversation turns; system notes are for people only.
@@ -137,11 +137,11 @@ def newest_unanswered_customer_message(*, conversation_id, after_id: int) -> Mes
 def asks_for_human(message: Message) -> bool:
     """The customer's words ask for a human: a hand-off phrase, or yes to the bot's offer."""
     cfg = settings.CHAT
-    if handoff.asks_for_human(message.text, cfg["HANDOFF_PHRASES"]):
+    if handoff_phrases.asks_for_human(message.text, cfg["HANDOFF_PHRASES"]):
         return True
     previous = last_bot_text(conversation_id=message.conversation_id, before_id=message.id)
-    return handoff.accepts_offer(message.text, previous, offers=cfg["HANDOFF_OFFERS"],
-                                 affirmatives=cfg["HANDOFF_AFFIRMATIVES"])
+    return handoff_phrases.accepts_offer(message.text, previous, offers=cfg["HANDOFF_OFFERS"],
+                                         affirmatives=cfg["HANDOFF_AFFIRMATIVES"])
 
 
 def last_bot_text(*, conversation_id, before_id: int) -> str:

@@ -5,7 +5,7 @@ import secrets
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from chat import events, metrics
+from chat import group_events, metrics
 from chat.models import ApiKey, ApiSession, Conversation, Feedback, Message, Site
 from chat.selectors import hash_token
 from cs_site.broadcast import after_commit
@@ -51,8 +51,8 @@ def api_session_open(*, api_key: ApiKey, session_id: str, channel: str, language
             ApiSession.objects.create(api_key=api_key, session_id=session_id,
                                       conversation=conversation)
             cid = str(conversation.pk)
-            after_commit((events.CONSOLE_GROUP,
-                          events.console_update(conversation_id=cid, reason="new")))
+            after_commit((group_events.CONSOLE_GROUP,
+                          group_events.console_update(conversation_id=cid, reason="new")))
     except IntegrityError:  # the same new session_id in two requests at once
         return ApiSession.objects.select_related("conversation").get(
             api_key=api_key, session_id=session_id).conversation
@@ -78,7 +78,7 @@ def api_conversation_start(*, api_key: ApiKey, history: list[tuple[str, str]],
         ])
         if history:
             _touch(conversation.pk)
-        after_commit((events.CONSOLE_GROUP, events.console_update(
+        after_commit((group_events.CONSOLE_GROUP, group_events.console_update(
             conversation_id=str(conversation.pk), reason="new")))
     return conversation
 
@@ -235,12 +235,13 @@ def conversation_close(*, conversation: Conversation) -> Conversation:
                  updated_at=timezone.now())
         if closed:
             cid = str(conversation.pk)
-            status = events.conv_status(conversation_id=cid, status=Conversation.Status.CLOSED)
+            status = group_events.conv_status(conversation_id=cid,
+                                              status=Conversation.Status.CLOSED)
             after_commit(
-                (events.conversation_group(cid), status),
-                (events.watch_group(cid), status),
-                (events.CONSOLE_GROUP, events.console_update(conversation_id=cid,
-                                                             reason="closed")),
+                (group_events.conversation_group(cid), status),
+                (group_events.watch_group(cid), status),
+                (group_events.CONSOLE_GROUP, group_events.console_update(conversation_id=cid,
+                                                                         reason="closed")),
             )
     conversation.refresh_from_db(fields=["status", "closed_at"])
     return conversation
@@ -249,9 +250,10 @@ def conversation_close(*, conversation: Conversation) -> Conversation:
 def _tell_watchers(message: Message) -> None:
     cid = str(message.conversation_id)
     after_commit(
-        (events.watch_group(cid), events.conv_message(
+        (group_events.watch_group(cid), group_events.conv_message(
             conversation_id=cid, message_id=message.pk, role=message.role, text=message.text)),
-        (events.CONSOLE_GROUP, events.console_update(conversation_id=cid, reason="message")),
+        (group_events.CONSOLE_GROUP,
+         group_events.console_update(conversation_id=cid, reason="message")),
     )
 
 

@@ -19,7 +19,7 @@ Only the standard library's `unicodedata` is used, so the web side needs no extr
 import re
 import unicodedata
 
-from chat.events import ErrorCode
+from chat.frames import ErrorCode
 
 
 class TextError(ValueError):

@@ -6,9 +6,9 @@ import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from agents import services as agent_services
 from chat import answering, memory, selectors, services
 from chat.answering import AnswerOptions, db
+from chat.handoff import HandoffOutcome, handoff_request
 from chat.models import Conversation, Message
 
 
@@ -23,16 +23,16 @@ class Outcome(enum.StrEnum):
 class Turn:
     message: Message
     outcome: Outcome
-    handoff: agent_services.HandoffOutcome | None = None
+    handoff: HandoffOutcome | None = None
 
 
 async def customer_says(*, conversation: Conversation, text: str, client_id: str | None,
                         channel_name: str, options: AnswerOptions | None = None,
                         on_stored: Callable[[Message, bool], Awaitable[None]] | None = None,
                         ) -> Turn:
-    """Raises services.ConversationClosed, and agent_services.NotAllowed should the
-    conversation close while a hand-off is asked for. `on_stored` runs once the message is
-    stored and before anything answers it (the socket acks it there)."""
+    """Raises services.ConversationClosed (also should the conversation close while a
+    hand-off is asked for). `on_stored` runs once the message is stored and before anything
+    answers it (the socket acks it there)."""
     # One trip to a database thread, not two: under a burst of customers each hop waits in
     # the executor's queue behind every other socket's, so a second hop (asks_for_human) made
     # answers start late and then all at once.
@@ -46,7 +46,7 @@ async def customer_says(*, conversation: Conversation, text: str, client_id: str
     if conversation.status != Conversation.Status.BOT:
         return Turn(message, Outcome.SILENT)
     if wants_human:
-        outcome = await db(agent_services.handoff_request)(conversation=conversation)
+        outcome = await db(handoff_request)(conversation=conversation)
         return Turn(message, Outcome.HANDOFF, outcome)
     await answering.request_answer(conversation=conversation, question=message,
                                    channel_name=channel_name, options=options)

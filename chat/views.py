@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 
 from chat import selectors
 from cs_site.redis_client import get_redis
-from inference_worker import presence
+from inference_worker import pool
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ async def healthz(request):
         redis = get_redis()
         await redis.ping()
         checks["redis"] = "ok"
-        checks["inference_workers"] = await presence.live_workers(redis)
+        checks["inference_workers"] = await pool.live_workers(redis)
     except RedisError as exc:
         checks["redis"] = f"error: {exc.__class__.__name__}"
     healthy = checks["database"] == "ok" and checks["redis"] == "ok"

@@ -27,6 +27,8 @@ from channels_redis.core import BoundedQueue, RedisChannelLayer
 from redis import asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
+from cs_site.redis_client import DRIVER_INFO
+
 log = logging.getLogger(__name__)
 
 # KEYS[1]: the channel's sorted set. ARGV: message, now (its score), the newest score that
@@ -64,6 +66,7 @@ return taken
 """
 _RECEIVE_SHA = hashlib.sha1(_RECEIVE_SCRIPT.encode()).hexdigest()
 RECEIVE_BATCH = 200  # messages one round trip may take for a process
+_BUNDLE = "__desk_bundle__"  # a message that carries [[channel, message], ...] (send_bundle)
 
 DEFAULT_MAX_CONNECTIONS = 200
 DEFAULT_POOL_TIMEOUT = 5.0
@@ -144,13 +147,21 @@ class DeskChannelLayer(RedisChannelLayer):
         others = []
         sinks = self._sinks
         for member in taken[0::2]:
-            target, message = self._unpack(member)
-            sink = sinks.get(target) if isinstance(target, str) else None
-            if sink is not None:
-                sink(message)
-            else:
-                others.append((target, message))
+            for target, message in self._unpack_all(member):
+                sink = sinks.get(target) if isinstance(target, str) else None
+                if sink is not None:
+                    sink(message)
+                else:
+                    others.append((target, message))
         return others
+
+    def _unpack_all(self, member) -> list[tuple[str | list, dict]]:
+        """The (channel, message) pairs one stored member carries: one, or a bundle's."""
+        message = self.deserialize(member)
+        bundle = message.pop(_BUNDLE, None)
+        if bundle is not None:
+            return [(channel, inner) for channel, inner in bundle]
+        return [(message.pop("__asgi_channel__"), message)]
 
     def _buffer(self, messages: list) -> None:
         for target, message in messages:
@@ -168,10 +179,6 @@ class DeskChannelLayer(RedisChannelLayer):
         self._batch_in_flight.discard(key)
         return taken
 
-    def _unpack(self, member) -> tuple[str | list, dict]:
-        message = self.deserialize(member)
-        return message.pop("__asgi_channel__"), message
-
     def create_pool(self, index):
         host = dict(self.hosts[index])
         if "address" not in host:
@@ -179,6 +186,7 @@ class DeskChannelLayer(RedisChannelLayer):
             return super().create_pool(index)
         address = host.pop("address")
         host.setdefault("max_connections", DEFAULT_MAX_CONNECTIONS)
+        host.setdefault("driver_info", DRIVER_INFO)  # looked up once (see cs_site.redis_client)
         timeout = host.pop("pool_timeout", DEFAULT_POOL_TIMEOUT)
         return aioredis.BlockingConnectionPool.from_url(address, timeout=timeout, **host)
 
@@ -204,6 +212,26 @@ class DeskChannelLayer(RedisChannelLayer):
         now = time.time()
         args = (self.serialize(message), now, int(now) - int(self.expiry),
                 self.get_capacity(channel) if capacity is None else capacity, int(self.expiry))
+        if not await self._run_send_script(self.connection(index), channel_key, args):
+            raise ChannelFull()
+
+    async def send_bundle(self, pairs: list[tuple[str, dict]]) -> None:
+        """Send several messages to process-local channels of ONE process as one Redis message
+        (one round trip, one entry to read): the receiving process hands each to its channel
+        in order, as if sent one by one. A worker streaming many answers to the same web
+        process bundles what is due at the same moment (see inference_worker.mailbox).
+        Raises ChannelFull like send()."""
+        channel = pairs[0][0]
+        assert all("!" in name and self.non_local_name(name) == self.non_local_name(channel)
+                   for name, _ in pairs), "a bundle goes to the channels of one process"
+        if len(pairs) == 1:
+            await self.send(channel, pairs[0][1])
+            return
+        index = self.consistent_hash(channel)
+        channel_key = self.prefix + self.non_local_name(channel)
+        now = time.time()
+        args = (self.serialize({_BUNDLE: [[name, message] for name, message in pairs]}), now,
+                int(now) - int(self.expiry), self.get_capacity(channel), int(self.expiry))
         if not await self._run_send_script(self.connection(index), channel_key, args):
             raise ChannelFull()
 

@@ -7,7 +7,7 @@ first, oldest first, until the rest fits.
 
 from collections.abc import Callable, Sequence
 
-from chat.events import ChatTurn, Grounding, grounded_system
+from inference_worker.protocol import ChatTurn, Grounding, grounded_system
 
 
 class ContextOverflow(Exception):

@@ -14,8 +14,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from chat.events import ChatTurn, Sampling
 from inference_worker.coalesce import Chunk
+from inference_worker.protocol import ChatTurn, Sampling
 
 log = logging.getLogger(__name__)
 

@@ -4,82 +4,25 @@ Each worker beats a score into one Redis sorted set and records its number of sl
 it runs at once) in a hash beside it. A consumer asks before sending a request, so when no
 worker is up, or the queue already holds as many requests as the live workers can soon start,
 the customer gets the fallback answer at once instead of after the first-token deadline.
+
+No Django here: the caller says how long a beat counts and where the channel layer keeps a
+channel's messages (`WorkerPresence`'s fields); inference_worker.pool builds it from the
+settings.
 """
 
 import math
 import time
 from dataclasses import dataclass
 
-from django.conf import settings
 from redis.asyncio import Redis
+
+from inference_worker.heartbeats import Heartbeats
 
 KEY = "inference:workers"  # worker name → Unix time of its last heartbeat
 SLOTS_KEY = "inference:slots"  # worker name → requests it runs at once
 # worker name → seconds one of its slots has recently taken per answer (a moving average):
 # how soon a slot frees, so how long a queued request waits.
 TURNOVER_KEY = "inference:turnover"
-
-
-def _ttl() -> float:
-    return settings.INFERENCE["WORKER_TTL_SECONDS"]
-
-
-async def beat(redis: Redis, worker: str, slots: int = 1,
-               turnover: float | None = None) -> None:
-    now = time.time()
-    forget_before = now - 10 * _ttl()
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.zadd(KEY, {worker: now})
-        pipe.hset(SLOTS_KEY, worker, slots)
-        if turnover is not None:
-            pipe.hset(TURNOVER_KEY, worker, round(turnover, 3))
-        # Forget workers that died without saying goodbye, and their slots with them.
-        pipe.zrangebyscore(KEY, "-inf", forget_before)
-        pipe.zremrangebyscore(KEY, "-inf", forget_before)
-        *_, gone, _ = await pipe.execute()
-    if gone:
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(SLOTS_KEY, *gone)
-            pipe.hdel(TURNOVER_KEY, *gone)
-            await pipe.execute()
-
-
-async def leave(redis: Redis, worker: str) -> None:
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.zrem(KEY, worker)
-        pipe.hdel(SLOTS_KEY, worker)
-        pipe.hdel(TURNOVER_KEY, worker)
-        await pipe.execute()
-
-
-async def live_workers(redis: Redis) -> int:
-    since = time.time() - _ttl()
-    return await redis.zcount(KEY, since, "+inf")
-
-
-def _channel_key(channel: str) -> str:
-    # channels-redis keeps a channel's waiting messages in a sorted set named prefix+channel,
-    # scored by the time each was sent.
-    config = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
-    return config.get("prefix", "asgi") + channel
-
-
-def _waiting(pipe, channel: str, now: float) -> None:
-    """Queue on `pipe` the count of messages waiting in `channel` that have not expired
-    (channels-redis drops those sent more than `expiry` seconds ago on its next send)."""
-    config = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
-    expired_up_to = int(now) - int(config.get("expiry", 60))
-    pipe.zcount(_channel_key(channel), f"({expired_up_to}", "+inf")
-
-
-async def queue_length(redis: Redis, channel: str) -> int:
-    """Requests waiting in the shared channel for a worker to take them."""
-    async with redis.pipeline(transaction=False) as pipe:
-        _waiting(pipe, channel, time.time())
-        (queued,) = await pipe.execute()
-    return queued
-
-
 COLD_QUEUE_SHARE = 0.5  # of the queue per slot, before any answer has been timed
 
 
@@ -113,19 +56,72 @@ class Capacity:
         return max(1, math.floor(self.slots * per_slot))
 
 
-async def capacity(redis: Redis, channel: str) -> Capacity:
-    """The live workers' capacity and the queue in front of them, in one round trip."""
-    now = time.time()
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.zrangebyscore(KEY, now - _ttl(), "+inf")
-        pipe.hgetall(SLOTS_KEY)
-        pipe.hgetall(TURNOVER_KEY)
-        _waiting(pipe, channel, now)
-        live, slots, turnovers, queued = await pipe.execute()
-    # A worker beating from an older release has no slots entry: count it as one slot.
-    total_slots = sum(int(slots.get(name, 1)) for name in live)
-    known = [(float(turnovers[name]), int(slots.get(name, 1))) for name in live
-             if name in turnovers]
-    # Weighted by slots: the pool's average time per answer.
-    turnover = (sum(t * n for t, n in known) / sum(n for _, n in known)) if known else None
-    return Capacity(live=len(live), slots=total_slots, queued=queued, turnover=turnover)
+@dataclass(frozen=True)
+class WorkerPresence:
+    ttl: float  # seconds after its last beat a worker counts as gone
+    # channels-redis keeps a channel's waiting messages in a sorted set named prefix+channel,
+    # scored by the time each was sent, and drops those sent more than `expiry` seconds ago on
+    # its next send: the channel layer's CONFIG "prefix" and "expiry".
+    channel_prefix: str = "asgi"
+    channel_expiry: float = 60
+
+    @property
+    def heartbeats(self) -> Heartbeats:
+        return Heartbeats(KEY, self.ttl)
+
+    async def beat(self, redis: Redis, worker: str, slots: int = 1,
+                   turnover: float | None = None) -> None:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hset(SLOTS_KEY, worker, slots)
+            if turnover is not None:
+                pipe.hset(TURNOVER_KEY, worker, round(turnover, 3))
+            self.heartbeats.beat(pipe, worker, time.time())
+            *_, gone, _ = await pipe.execute()
+        if gone:
+            # Workers that died without saying goodbye: their slots go with them.
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(SLOTS_KEY, *gone)
+                pipe.hdel(TURNOVER_KEY, *gone)
+                await pipe.execute()
+
+    async def leave(self, redis: Redis, worker: str) -> None:
+        async with redis.pipeline(transaction=True) as pipe:
+            self.heartbeats.leave(pipe, worker)
+            pipe.hdel(SLOTS_KEY, worker)
+            pipe.hdel(TURNOVER_KEY, worker)
+            await pipe.execute()
+
+    async def live_workers(self, redis: Redis) -> int:
+        async with redis.pipeline(transaction=False) as pipe:
+            self.heartbeats.count_live(pipe, time.time())
+            (live,) = await pipe.execute()
+        return live
+
+    def _waiting(self, pipe, channel: str, now: float) -> None:
+        """Queue on `pipe` the count of messages waiting in `channel` that have not expired."""
+        expired_up_to = int(now) - int(self.channel_expiry)
+        pipe.zcount(self.channel_prefix + channel, f"({expired_up_to}", "+inf")
+
+    async def queue_length(self, redis: Redis, channel: str) -> int:
+        """Requests waiting in the shared channel for a worker to take them."""
+        async with redis.pipeline(transaction=False) as pipe:
+            self._waiting(pipe, channel, time.time())
+            (queued,) = await pipe.execute()
+        return queued
+
+    async def capacity(self, redis: Redis, channel: str) -> Capacity:
+        """The live workers' capacity and the queue in front of them, in one round trip."""
+        now = time.time()
+        async with redis.pipeline(transaction=False) as pipe:
+            self.heartbeats.live(pipe, now)
+            pipe.hgetall(SLOTS_KEY)
+            pipe.hgetall(TURNOVER_KEY)
+            self._waiting(pipe, channel, now)
+            live, slots, turnovers, queued = await pipe.execute()
+        # A worker beating from an older release has no slots entry: count it as one slot.
+        total_slots = sum(int(slots.get(name, 1)) for name in live)
+        known = [(float(turnovers[name]), int(slots.get(name, 1))) for name in live
+                 if name in turnovers]
+        # Weighted by slots: the pool's average time per answer.
+        turnover = (sum(t * n for t, n in known) / sum(n for _, n in known)) if known else None
+        return Capacity(live=len(live), slots=total_slots, queued=queued, turnover=turnover)

@@ -13,8 +13,8 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from chat.events import ChatTurn, Sampling
 from inference_worker.coalesce import Chunk
+from inference_worker.protocol import ChatTurn, Sampling
 
 ReplyFn = Callable[[str], str]
 

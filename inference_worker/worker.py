@@ -26,16 +26,16 @@ from pydantic import TypeAdapter, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from chat import events
-from chat.events import InferenceErrorCode as Code
-from inference_worker import metrics, presence
+from inference_worker import metrics, pool, protocol
 from inference_worker.budget import ContextOverflow, fit_grounded
 from inference_worker.coalesce import adaptive_interval, coalesce
 from inference_worker.engines import Engine
+from inference_worker.mailbox import Mailbox
+from inference_worker.protocol import InferenceErrorCode as Code
 
 log = logging.getLogger("inference_worker")
 
-_request_adapter = TypeAdapter(events.InferenceRequest)
+_request_adapter = TypeAdapter(protocol.InferenceRequest)
 # Remember cancellations that arrive before their request (it is still queued in Redis).
 _EARLY_CANCELS_KEPT = 10_000
 # Remember the ids of requests taken: channels-redis can deliver a message twice when Redis
@@ -69,7 +69,7 @@ class _Overloaded(Exception):
 class _Stream:
     """One request from the moment it is taken until its last event is sent."""
 
-    request: events.InferenceRequest
+    request: protocol.InferenceRequest
     task: asyncio.Task
     process: str  # the reply channel's web process: the part before '!'
     last_sent: float  # monotonic time of the last event sent to the consumer
@@ -135,6 +135,8 @@ class InferenceWorker:
         self.running: dict[str, _Stream] = {}
         # Running streams per web process: the coalescing interval grows with it.
         self.streams_per_process: Counter[str] = Counter()
+        # Stream events bound for each web process, bundled when they meet.
+        self.mailboxes: dict[str, Mailbox] = {}
         self._tasks: set[asyncio.Task] = set()  # strong references: asyncio keeps only weak ones
         self.early_cancels: OrderedDict[str, float] = OrderedDict()
         self.taken_ids: OrderedDict[str, None] = OrderedDict()
@@ -188,7 +190,7 @@ class InferenceWorker:
 
     async def _announce(self) -> None:
         """Tell Redis this worker is alive and listening; every step is idempotent."""
-        await presence.beat(self.redis, self.name, self.max_concurrency, self.turnover)
+        await pool.beat(self.redis, self.name, self.max_concurrency, self.turnover)
         # Renewed at every beat: a restarted Redis has forgotten the membership, and
         # channels-redis drops a member group_expiry (a day) after its last join.
         await self.layer.group_add(self.control_group, self.control_channel)
@@ -196,7 +198,7 @@ class InferenceWorker:
     async def _leave(self) -> None:
         try:
             async with asyncio.timeout(_LAST_WORD_TIMEOUT):
-                await presence.leave(self.redis, self.name)
+                await pool.leave(self.redis, self.name)
                 await self.layer.group_discard(self.control_group, self.control_channel)
         except (*_REDIS_DOWN, TimeoutError):
             log.warning("could not deregister from Redis; it expires by itself")
@@ -245,7 +247,7 @@ class InferenceWorker:
             self._redis_trouble.clear()
             try:
                 await self._announce()
-                metrics.QUEUE_LENGTH.set(await presence.queue_length(self.redis, self.channel))
+                metrics.QUEUE_LENGTH.set(await pool.queue_length(self.redis, self.channel))
             except _REDIS_DOWN as exc:
                 metrics.REDIS_UP.set(0)
                 await retry.failed(exc)
@@ -276,7 +278,7 @@ class InferenceWorker:
     async def _send_keepalive(self, stream: _Stream) -> None:
         try:
             await self.layer.send(stream.request["reply_channel"],
-                                  events.inference_keepalive(request_id=stream.request_id))
+                                  protocol.inference_keepalive(request_id=stream.request_id))
             metrics.KEEPALIVES.inc()
         except (ChannelFull, *_REDIS_DOWN) as exc:
             # The request's own next send meets the same trouble and deals with it.
@@ -325,7 +327,7 @@ class InferenceWorker:
         if now > request["start_by"] or now > request["deadline"]:
             # The consumer has answered with the fallback already: spend nothing on it.
             metrics.REQUESTS.labels("expired").inc()
-            await self._send_quietly(request, events.inference_error(
+            await self._send_quietly(request, protocol.inference_error(
                 request_id=request_id, code=Code.EXPIRED,
                 message="The request waited in the queue past its start-by time.",
             ))
@@ -366,7 +368,7 @@ class InferenceWorker:
                 request.get("grounding"),
             )
             prompt_tokens = len(prompt_ids)
-            await self._send(stream, events.inference_start(
+            await self._send(stream, protocol.inference_start(
                 request_id=request_id, worker=self.name, model=self.engine.model_name,
                 trimmed=trimmed, passages=passages,
             ))
@@ -378,10 +380,10 @@ class InferenceWorker:
                     if chunk.text:
                         if first_at is None:
                             first_at = time.monotonic()
-                        await self._send(stream, events.inference_delta(
+                        await self._send(stream, protocol.inference_delta(
                             request_id=request_id, text=chunk.text
                         ))
-            await self._send(stream, events.inference_done(
+            await self._send(stream, protocol.inference_done(
                 request_id=request_id, finish_reason=finish_reason or "stop",
                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                 ttft_ms=None if first_at is None else round((first_at - taken) * 1000),
@@ -395,19 +397,19 @@ class InferenceWorker:
             await self.engine.abort(request_id)
             outcome = "cancelled" if not self.stopping.is_set() else "shutdown"
             if outcome == "shutdown":
-                await self._send_quietly(request, events.inference_error(
+                await self._send_quietly(request, protocol.inference_error(
                     request_id=request_id, code=Code.ENGINE, message="The worker is stopping.",
                 ), stream=stream)
         except TimeoutError:
             await self.engine.abort(request_id)
             outcome = "expired"
-            await self._send_quietly(request, events.inference_error(
+            await self._send_quietly(request, protocol.inference_error(
                 request_id=request_id, code=Code.EXPIRED,
                 message="The answer ran past its deadline.",
             ), stream=stream)
         except ContextOverflow as exc:
             outcome = "overflow"
-            await self._send_quietly(request, events.inference_error(
+            await self._send_quietly(request, protocol.inference_error(
                 request_id=request_id, code=Code.CONTEXT_OVERFLOW, message=str(exc),
             ), stream=stream)
         except _Overloaded:
@@ -416,7 +418,7 @@ class InferenceWorker:
             log.warning("request %s aborted: reply channel %s stayed full (its web process is "
                         "overloaded)", request_id, stream.process)
             # Perhaps it drained meanwhile: then the consumer learns why the answer ended.
-            await self._send_quietly(request, events.inference_error(
+            await self._send_quietly(request, protocol.inference_error(
                 request_id=request_id, code=Code.OVERLOADED,
                 message="The reply channel stayed full; the answer was aborted.",
             ), stream=stream, failure_level=logging.INFO)
@@ -425,14 +427,14 @@ class InferenceWorker:
             outcome = "redis_lost"
             log.warning("request %s aborted: Redis failed under it (%s)", request_id,
                         exc.__cause__.__class__.__name__)
-            await self._send_quietly(request, events.inference_error(
+            await self._send_quietly(request, protocol.inference_error(
                 request_id=request_id, code=Code.ENGINE,
                 message="The worker lost its connection to Redis.",
             ), stream=stream, failure_level=logging.INFO)
         except Exception as exc:
             log.exception("request %s failed", request_id)
             await self.engine.abort(request_id)
-            await self._send_quietly(request, events.inference_error(
+            await self._send_quietly(request, protocol.inference_error(
                 request_id=request_id, code=Code.ENGINE, message=exc.__class__.__name__,
             ), stream=stream)
         finally:
@@ -455,7 +457,7 @@ class InferenceWorker:
         reply = message.get("reply_channel") if isinstance(message, dict) else None
         if isinstance(reply, str) and reply:
             try:
-                await self.layer.send(reply, events.inference_error(
+                await self.layer.send(reply, protocol.inference_error(
                     request_id=str(message.get("request_id", ""))[:64], code=Code.BAD_REQUEST,
                     message=f"Malformed inference request: {fields}",
                 ))
@@ -477,7 +479,7 @@ class InferenceWorker:
         delays = iter(_FULL_CHANNEL_DELAYS)
         while True:
             try:
-                await self.layer.send(reply, event)
+                await self._mailbox(stream.process).send(reply, event)
                 break
             except ChannelFull:
                 delay = next(delays, None)
@@ -494,7 +496,14 @@ class InferenceWorker:
         if task is not None and task.cancelling():
             raise asyncio.CancelledError
 
-    async def _send_quietly(self, request: events.InferenceRequest, event: dict, *,
+    def _mailbox(self, process: str) -> Mailbox:
+        mailbox = self.mailboxes.get(process)
+        if mailbox is None:
+            mailbox = self.mailboxes[process] = Mailbox(
+                self.layer, on_idle=lambda: self.mailboxes.pop(process, None))
+        return mailbox
+
+    async def _send_quietly(self, request: protocol.InferenceRequest, event: dict, *,
                             stream: _Stream | None = None,
                             failure_level: int = logging.WARNING) -> None:
         """Best effort, once, briefly: the consumer's deadline covers a lost last word.

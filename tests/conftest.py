@@ -13,8 +13,8 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connections
 
-from cs_site.localredis import start_redis
 from cs_site.redis_client import get_redis
+from devstack.localredis import start_redis
 from inference_worker.synthetic import SyntheticEngine
 from inference_worker.worker import InferenceWorker
 

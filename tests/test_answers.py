@@ -8,10 +8,10 @@ import pytest
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat import answering, events
+from chat import answering
 from chat.models import Message
 from cs_site.redis_client import get_redis
-from inference_worker import presence
+from inference_worker import pool, protocol
 from tests.waiting import poll
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -142,17 +142,17 @@ class SilentWorker:
     async def take_and_die(self, *, deltas: int = 1) -> dict:
         request = await self.layer.receive(settings.INFERENCE["CHANNEL"])
         reply, rid = request["reply_channel"], request["request_id"]
-        await self.layer.send(reply, events.inference_start(request_id=rid, worker="doomed",
+        await self.layer.send(reply, protocol.inference_start(request_id=rid, worker="doomed",
                                                             model="m"))
         for i in range(deltas):
-            await self.layer.send(reply, events.inference_delta(request_id=rid, text=f"part{i} "))
+            await self.layer.send(reply, protocol.inference_delta(request_id=rid, text=f"part{i} "))
         return request
 
 
 async def test_a_worker_that_dies_mid_answer_gives_the_fallback_within_the_stall_timeout(
         connect, settings):
     settings.CHAT = {**settings.CHAT, "STALL_TIMEOUT_SECONDS": 0.5}
-    await presence.beat(get_redis(), "doomed", slots=4)
+    await pool.beat(get_redis(), "doomed", slots=4)
     tab, first = await connect()
     await tab.send({"type": "message", "text": "hello", "client_id": "m1"})
     await tab.receive()
@@ -171,7 +171,7 @@ async def test_a_worker_that_dies_mid_answer_gives_the_fallback_within_the_stall
 async def test_a_queued_question_gets_the_fallback_once_no_worker_is_alive(connect, settings):
     """Nobody takes the request, and the only worker stops beating: no 30 s wait."""
     settings.INFERENCE = {**settings.INFERENCE, "WORKER_TTL_SECONDS": 0.4}
-    await presence.beat(get_redis(), "gone-soon", slots=4)
+    await pool.beat(get_redis(), "gone-soon", slots=4)
     tab, first = await connect()
     await tab.send({"type": "message", "text": "hello", "client_id": "m1"})
     await tab.receive()
@@ -181,7 +181,7 @@ async def test_a_queued_question_gets_the_fallback_once_no_worker_is_alive(conne
 
 async def test_a_full_queue_answers_with_the_fallback_at_once(connect, settings):
     """One live worker with two slots and two requests already waiting: no room."""
-    await presence.beat(get_redis(), "busy", slots=2)
+    await pool.beat(get_redis(), "busy", slots=2)
     layer = get_channel_layer()
     for i in range(2):
         await layer.send(settings.INFERENCE["CHANNEL"], {"type": "inference.request", "n": i})
@@ -198,11 +198,11 @@ async def test_questions_arriving_together_cannot_overfill_the_queue(connect, se
     queue exactly two."""
     async def alive():  # a worker that beats but takes nothing: its queue only fills
         while True:
-            await presence.beat(get_redis(), "four-slots", slots=4)
+            await pool.beat(get_redis(), "four-slots", slots=4)
             await asyncio.sleep(0.5)  # a worker's heartbeat period: the behaviour mimicked
 
     beating = asyncio.create_task(alive())
-    await poll(lambda: presence.live_workers(get_redis()))  # its first beat is in
+    await poll(lambda: pool.live_workers(get_redis()))  # its first beat is in
     tabs = [(await connect())[0] for _ in range(10)]
     await asyncio.gather(*(tab.send({"type": "message", "text": "hi", "client_id": f"m{n}"})
                            for n, tab in enumerate(tabs)))
@@ -215,7 +215,7 @@ async def test_questions_arriving_together_cannot_overfill_the_queue(connect, se
         except TimeoutError:
             endings.append("queued")
     assert sorted(endings) == ["busy"] * 8 + ["queued"] * 2
-    assert await presence.queue_length(get_redis(), settings.INFERENCE["CHANNEL"]) == 2
+    assert await pool.queue_length(get_redis(), settings.INFERENCE["CHANNEL"]) == 2
     beating.cancel()
 
 

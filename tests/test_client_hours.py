@@ -1,4 +1,4 @@
-"""Business hours as the widget shows them: written by the server (agents/hours.py) in the
+"""Business hours as the widget shows them: written by the server (chat/hours.py) in the
 site's time zone and the conversation's language, sent in handoff.ack as
 `business_hours_text` only outside the hours; the widget adds nothing of its own (its side is
 tests/e2e/test_client_widget.py)."""
@@ -7,8 +7,7 @@ import datetime as dt
 
 import pytest
 
-from agents import hours
-from chat import events
+from chat import frames, hours
 from chat.models import Site
 
 BERLIN = {"timezone": "Europe/Berlin", "mon-fri": "09:00-18:00", "sat": "10:00-14:00"}
@@ -47,8 +46,8 @@ def test_the_text_comes_only_outside_business_hours(when, text):
 
 
 def test_handoff_ack_carries_the_text_only_when_there_is_one():
-    assert "business_hours_text" not in events.handoff_ack_frame(business_hours=BERLIN)
-    frame = events.handoff_ack_frame(agents_available=False, ask_contact=True,
+    assert "business_hours_text" not in frames.handoff_ack_frame(business_hours=BERLIN)
+    frame = frames.handoff_ack_frame(agents_available=False, ask_contact=True,
                                      business_hours=BERLIN, business_hours_text="Mon 09:00–10:00")
     assert frame["business_hours_text"] == "Mon 09:00–10:00" and frame["business_hours"] == BERLIN
 
@@ -65,7 +64,7 @@ async def test_a_handoff_outside_business_hours_is_answered_with_them_in_the_sit
 
 
 def test_hours_are_described_in_the_weeks_order_whatever_the_stored_order():
-    from agents.hours import describe
+    from chat.hours import describe
 
     stored = {"sat": "10:00-14:00", "timezone": "Europe/Berlin", "mon-fri": "09:00-18:00"}
     assert describe(stored) == "Mon–Fri 09:00–18:00, Sat 10:00–14:00 (Europe/Berlin)"

@@ -20,7 +20,7 @@ from django.urls import path
 from agents import services
 from agents.consumers import ConsoleConsumer
 from agents.models import CannedReply, Ticket, TicketNote
-from chat import events
+from chat import frames, group_events, handoff
 from chat import services as chat_services
 from chat.models import Conversation, Feedback, Message, Site
 from tests.conftest import ORIGIN
@@ -497,7 +497,7 @@ async def test_console_socket_hears_status_changes_and_handoffs(django_user_mode
     conv = await database_sync_to_async(conversation)(texts=[(C, "I need a person")])
     ws = await console_socket(ann)
     await synced(ws)
-    await database_sync_to_async(services.handoff_request)(conversation=conv)
+    await database_sync_to_async(handoff.handoff_request)(conversation=conv)
     update = await receive_until(ws, lambda f: f["type"] == "console.update")
     assert update == {"type": "console.update", "conversation_id": str(conv.pk),
                       "reason": "waiting"}
@@ -528,12 +528,12 @@ async def test_watching_a_conversation_streams_its_events(django_user_model):
                      "role": "agent", "text": "Hi, Ann here.", "author_name": "Ann"}
     # A streamed bot frame and customer typing on the watch group reach the console as they are.
     layer = get_channel_layer()
-    delta = events.bot_delta_frame(message_id=7, text="Hel")
-    await layer.group_send(events.watch_group(conv.pk),
-                           events.conv_bot(conversation_id=str(conv.pk), frame=delta))
+    delta = frames.bot_delta_frame(message_id=7, text="Hel")
+    await layer.group_send(group_events.watch_group(conv.pk),
+                           group_events.conv_bot(conversation_id=str(conv.pk), frame=delta))
     assert await receive_until(ws, lambda f: f["type"] == "conv.bot") == {
         "type": "conv.bot", "conversation_id": str(conv.pk), "frame": delta}
-    await layer.group_send(events.watch_group(conv.pk), events.conv_typing(
+    await layer.group_send(group_events.watch_group(conv.pk), group_events.conv_typing(
         conversation_id=str(conv.pk), who="customer"))
     typing = await receive_until(ws, lambda f: f["type"] == "conv.typing")
     assert typing["who"] == "customer"
@@ -541,9 +541,9 @@ async def test_watching_a_conversation_streams_its_events(django_user_model):
     # Watching another conversation stops the first one's events.
     await send(ws, {"type": "watch", "conversation_id": str(other.pk)})
     await synced(ws)
-    await layer.group_send(events.watch_group(conv.pk), events.conv_typing(
+    await layer.group_send(group_events.watch_group(conv.pk), group_events.conv_typing(
         conversation_id=str(conv.pk), who="customer"))
-    await layer.group_send(events.watch_group(other.pk), events.conv_typing(
+    await layer.group_send(group_events.watch_group(other.pk), group_events.conv_typing(
         conversation_id=str(other.pk), who="customer"))
     typing = await receive_until(ws, lambda f: f["type"] == "conv.typing")
     assert typing["conversation_id"] == str(other.pk)
@@ -557,7 +557,7 @@ async def test_agent_typing_reaches_the_customer_group_only_from_the_holder(djan
         status=Conversation.Status.HUMAN, agent=ann, texts=[(C, "hello")])
     layer = get_channel_layer()
     customer_channel = await layer.new_channel()
-    await layer.group_add(events.conversation_group(conv.pk), customer_channel)
+    await layer.group_add(group_events.conversation_group(conv.pk), customer_channel)
 
     intruder = await console_socket(bea)
     await send(intruder, {"type": "typing", "conversation_id": str(conv.pk)})
@@ -615,6 +615,22 @@ async def test_presence_beats_on_connect_and_ping_and_leaves_on_disconnect(djang
     assert await redis.zrange(presence.KEY, 0, -1) == []
 
 
+async def test_a_console_gone_without_leaving_goes_offline_then_out_of_redis():
+    import time
+
+    from agents import presence
+    from cs_site.redis_client import get_redis
+
+    redis = get_redis()
+    ttl = presence.TTL_SECONDS
+    quiet, dead = presence.member(1, "quiet"), presence.member(2, "dead")
+    await redis.zadd(presence.KEY, {quiet: time.time() - ttl - 1, dead: time.time() - 11 * ttl})
+    await presence.beat(redis, 3, "alive")
+    # "quiet" missed its pings: offline, not yet forgotten; "dead" is gone from Redis.
+    assert await sync_to_async(presence.online_agent_ids)() == {3}
+    assert set(await redis.zrange(presence.KEY, 0, -1)) == {quiet, presence.member(3, "alive")}
+
+
 async def test_a_ping_rejoins_the_groups_lost_with_a_redis_restart(django_user_model):
     from cs_site.redis_client import get_redis
 
@@ -626,10 +642,10 @@ async def test_a_ping_rejoins_the_groups_lost_with_a_redis_restart(django_user_m
     await get_redis().flushall()  # what a restarted Redis without persistence holds
     await synced(ws)
     layer = get_channel_layer()
-    await layer.group_send(events.watch_group(conv.pk), events.conv_typing(
+    await layer.group_send(group_events.watch_group(conv.pk), group_events.conv_typing(
         conversation_id=str(conv.pk), who="customer"))
     assert (await receive_until(ws, lambda f: f["type"] == "conv.typing"))["who"] == "customer"
-    await layer.group_send(events.CONSOLE_GROUP, events.console_update(
+    await layer.group_send(group_events.CONSOLE_GROUP, group_events.console_update(
         conversation_id=str(conv.pk), reason="new"))
     assert (await receive_until(ws, lambda f: f["type"] == "console.update"))["reason"] == "new"
     await ws.disconnect()

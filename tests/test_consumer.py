@@ -123,14 +123,14 @@ async def test_foreign_origin_and_missing_origin_are_refused():
 async def test_a_ping_rejoins_the_conversation_group_lost_with_a_redis_restart(connect):
     from channels.layers import get_channel_layer
 
-    from chat import events
+    from chat import group_events
     from cs_site.redis_client import get_redis
 
     client, first = await connect()
     await get_redis().flushall()  # what a restarted Redis without persistence holds
     await client.send({"type": "ping"})
     assert await client.receive() == {"type": "pong"}
-    await get_channel_layer().group_send(events.conversation_group(first["id"]), events.conv_status(
+    await get_channel_layer().group_send(group_events.conversation_group(first["id"]), group_events.conv_status(
         conversation_id=first["id"], status="human", agent_name="Ada"))
     assert (await client.receive()) == {"type": "agent.joined", "agent_name": "Ada"}
 

@@ -99,8 +99,8 @@ async def test_without_any_articles_nothing_is_claimed(worker, engine):
 
 
 def test_the_budget_cuts_old_turns_before_passages_and_passages_last_first():
-    from chat.events import grounded_system
     from inference_worker.budget import ContextOverflow, fit_grounded
+    from inference_worker.protocol import grounded_system
 
     def tokenize(messages):
         return [ord(c) for c in chatml(messages)]

@@ -11,8 +11,9 @@ from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.db import connection, connections
 
-from agents import hours, services
+from agents import services
 from agents.models import Ticket
+from chat import hours
 from chat import services as chat_services
 from chat.models import Conversation, Message
 from tests.waiting import poll

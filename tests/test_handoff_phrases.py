@@ -1,7 +1,7 @@
 import pytest
 from django.conf import settings
 
-from chat.handoff import accepts_offer, asks_for_human
+from chat.handoff_phrases import accepts_offer, asks_for_human
 
 
 def asks(text):

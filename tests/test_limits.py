@@ -11,9 +11,9 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from chat import limits
-from chat.events import ErrorCode
+from chat.frames import ErrorCode
 from chat.limits import ChatLimits, storage_uri
-from cs_site.localredis import start_redis
+from devstack.localredis import start_redis
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from cs_site import localredis
-from cs_site.localredis import check_redis, start_redis
+from devstack import localredis
+from devstack.localredis import check_redis, start_redis
 from tests.processes import pid_alive
 
 

@@ -1,8 +1,13 @@
 import json
+from pathlib import Path
+from typing import get_args, get_type_hints
 
 import pytest
+from typing_extensions import is_typeddict
 
-from chat.events import ErrorCode
+from chat import frames
+from chat.consumers import ChatConsumer, frame_handler_name
+from chat.frames import ErrorCode
 from chat.protocol import FrameError, connect_params, parse_client_frame
 
 
@@ -68,6 +73,37 @@ def test_size_limit_counts_bytes_not_characters():
     text = json.dumps({"type": "message", "text": "好" * 40}, ensure_ascii=False)
     assert len(text) < 100 < len(text.encode())
     assert code_of(text=text, max_bytes=100) == ErrorCode.FRAME_TOO_LARGE
+
+
+# --- Client frame types: one schema, one handler, one line of docs each ------------------------
+
+
+def _schema_types() -> set[str]:
+    """The `type` of every client-frame schema chat.frames defines (a TypedDict with a `type`
+    field), whether or not it made it into the ClientFrame union."""
+    return {type_ for schema in vars(frames).values() if is_typeddict(schema)
+            and "type" in get_type_hints(schema)
+            for type_ in get_args(get_type_hints(schema)["type"])}
+
+
+def test_every_client_frame_schema_is_accepted_and_nothing_else():
+    assert len(frames.CLIENT_FRAME_TYPES) == len(set(frames.CLIENT_FRAME_TYPES))
+    assert set(frames.CLIENT_FRAME_TYPES) == _schema_types()
+    assert {"message", "ping", "handoff.request", "contact"} <= _schema_types()
+
+
+def test_every_client_frame_type_has_a_consumer_handler_and_every_handler_a_type():
+    for frame_type in frames.CLIENT_FRAME_TYPES:
+        assert callable(getattr(ChatConsumer, frame_handler_name(frame_type), None)), frame_type
+    handlers = {name for name in vars(ChatConsumer) if name.startswith("_on_")}
+    assert handlers == {frame_handler_name(t) for t in frames.CLIENT_FRAME_TYPES}
+
+
+def test_every_client_frame_type_is_documented():
+    protocol_md = (Path(__file__).parents[1] / "docs" / "protocol.md").read_text()
+    client_section = protocol_md.split("### Client → server", 1)[1].split("\n## ", 1)[0]
+    for frame_type in frames.CLIENT_FRAME_TYPES:
+        assert f"**`{frame_type}`**" in client_section, frame_type
 
 
 def test_connect_params_read_query_and_headers():

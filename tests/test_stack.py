@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cs_site.stack import (
+from devstack.stack import (
     PROJECT_ROOT,
     WORKER_READY_PATTERN,
     Backoff,
@@ -226,7 +226,7 @@ def test_an_unreachable_redis_url_fails_with_advice(tmp_path: Path) -> None:
 
 
 def test_sigint_stops_a_running_stack_and_exits_0(tmp_path: Path) -> None:
-    """A real supervisor process, like `python -m cs_site.stack`, with dummy services."""
+    """A real supervisor process, like `python -m devstack.stack`, with dummy services."""
     www = tmp_path / "www"
     www.mkdir()
     (www / "healthz").write_text('{"status": "ok"}')
@@ -238,7 +238,7 @@ def test_sigint_stops_a_running_stack_and_exits_0(tmp_path: Path) -> None:
     script.write_text(textwrap.dedent(f"""\
         import sys, threading
         from pathlib import Path
-        from cs_site.stack import (
+        from devstack.stack import (
             Backoff, Command, Config, Plan, Port, ReadyCheck, Supervisor, WORKER_READY_PATTERN,
             install_stop_handlers, run_stack,
         )

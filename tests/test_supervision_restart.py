@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from cs_site.stack import Backoff, Command, Config, Plan, ReadyCheck, Supervisor, probe, run_stack
+from devstack.stack import Backoff, Command, Config, Plan, ReadyCheck, Supervisor, probe, run_stack
 from tests.processes import pid_alive
 
 PY = sys.executable
@@ -176,7 +176,7 @@ def free_port() -> int:
 
 
 class RunningStack:
-    """run_stack in a thread, as `python -m cs_site.stack` runs it in its main thread."""
+    """run_stack in a thread, as `python -m devstack.stack` runs it in its main thread."""
 
     def __init__(self, config: Config, plan: Plan) -> None:
         self.sup = Supervisor(stop_timeout=5, out=io.StringIO())

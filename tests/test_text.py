@@ -5,7 +5,7 @@ import unicodedata
 import pytest
 
 from agents.forms import NoteForm, ReplyForm, TicketCreateForm
-from chat.events import ErrorCode
+from chat.frames import ErrorCode
 from chat.protocol import FrameError, client_id_of, connect_params, parse_client_frame
 from chat.text import TextError, clean_text, is_visible, scrub
 

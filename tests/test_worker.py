@@ -7,9 +7,8 @@ import pytest
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat import events
 from cs_site.redis_client import get_redis
-from inference_worker import presence
+from inference_worker import pool, protocol
 from tests.waiting import events_until_end, poll
 
 SAMPLING = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 64, "frequency_penalty": 0.0}
@@ -18,7 +17,7 @@ SAMPLING = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 64, "frequency_penal
 async def submit(layer, reply_channel, *, request_id="r1", messages=None, deadline=None,
                  start_by=None, queued_at=None, **extra):
     now = time.time()
-    request = events.inference_request(
+    request = protocol.inference_request(
         request_id=request_id, reply_channel=reply_channel,
         messages=messages or [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}],
         sampling=SAMPLING, deadline=deadline or now + 30,
@@ -44,7 +43,7 @@ async def test_a_request_streams_start_deltas_and_one_done(worker, engine):
 
 
 async def test_worker_announces_itself_while_running(worker):
-    assert await presence.live_workers(get_redis()) == 1
+    assert await pool.live_workers(get_redis()) == 1
 
 
 @pytest.mark.parametrize("broken", [
@@ -90,7 +89,7 @@ async def test_cancel_aborts_a_running_request_at_the_engine(worker, engine):
     assert (await layer.receive(reply))["type"] == "inference.start"
     assert (await layer.receive(reply))["type"] == "inference.delta"
     await layer.group_send(settings.INFERENCE["CONTROL_GROUP"],
-                           events.inference_cancel(request_id="r1", reason="test"))
+                           protocol.inference_cancel(request_id="r1", reason="test"))
     await poll(lambda: engine.aborted, timeout=2)
     assert engine.aborted == ["r1"] and engine.running_requests() == 0
     assert not worker.running
@@ -100,7 +99,7 @@ async def test_cancel_that_arrives_before_its_request_prevents_it(worker, engine
     layer = get_channel_layer()
     reply = await layer.new_channel()
     await layer.group_send(settings.INFERENCE["CONTROL_GROUP"],
-                           events.inference_cancel(request_id="early", reason="test"))
+                           protocol.inference_cancel(request_id="early", reason="test"))
     await poll(lambda: "early" in worker.early_cancels)  # the worker heard it
     await submit(layer, reply, request_id="early")
     await submit(layer, reply, request_id="later")
@@ -165,4 +164,4 @@ async def test_stopping_the_worker_ends_running_requests_with_an_error(engine):
     got = await events_until_end(layer, reply)
     assert got[-1]["type"] == "inference.error"
     assert engine.aborted == ["r1"]
-    assert await presence.live_workers(get_redis()) == 0
+    assert await pool.live_workers(get_redis()) == 0

@@ -13,10 +13,9 @@ import pytest
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from chat import events
 from cs_site.channel_layer import DeskChannelLayer
-from cs_site.localredis import start_redis
-from inference_worker import presence
+from devstack.localredis import start_redis
+from inference_worker import pool, protocol
 from inference_worker.synthetic import SyntheticEngine
 from inference_worker.worker import InferenceWorker
 from tests.waiting import events_until_end, poll, sample
@@ -26,7 +25,7 @@ SAMPLING = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 400, "frequency_pena
 
 def request(reply: str, request_id: str) -> dict:
     now = time.time()
-    return events.inference_request(
+    return protocol.inference_request(
         request_id=request_id, reply_channel=reply,
         messages=[{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}],
         sampling=SAMPLING, deadline=now + 60, queued_at=now, start_by=now + 30,
@@ -93,15 +92,15 @@ async def test_the_worker_survives_a_redis_restart(run_dir, caplog):
         # The restarted Redis knows the worker again: presence, slots, and the control group
         # (a cancel reaches it).
         check = aioredis.Redis.from_url(url, decode_responses=True)
-        assert await presence.live_workers(check) == 1
-        assert (await presence.capacity(check, settings.INFERENCE["CHANNEL"])).counts() == (1, 4, 0)
+        assert await pool.live_workers(check) == 1
+        assert (await pool.capacity(check, settings.INFERENCE["CHANNEL"])).counts() == (1, 4, 0)
         await check.aclose()
         reply = await fresh.new_channel()
         await fresh.send(settings.INFERENCE["CHANNEL"], {**slow, "request_id": "slow2",
                                                          "reply_channel": reply})
         assert (await fresh.receive(reply))["type"] == "inference.start"
         await fresh.group_send(settings.INFERENCE["CONTROL_GROUP"],
-                               events.inference_cancel(request_id="slow2", reason="test"))
+                               protocol.inference_cancel(request_id="slow2", reason="test"))
         await poll(lambda: "slow2" in engine.aborted)
 
         assert not task.done()

@@ -11,10 +11,9 @@ import pytest
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat import events
 from cs_site.channel_layer import DeskChannelLayer
 from cs_site.redis_client import get_redis
-from inference_worker import metrics, presence
+from inference_worker import metrics, pool, protocol
 from inference_worker.synthetic import SyntheticEngine
 from inference_worker.worker import InferenceWorker
 from tests.waiting import poll, sample
@@ -25,7 +24,7 @@ CHANNEL = settings.INFERENCE["CHANNEL"]
 
 def request(reply, request_id="r1", **times):
     now = time.time()
-    return events.inference_request(
+    return protocol.inference_request(
         request_id=request_id, reply_channel=reply,
         messages=[{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}],
         sampling=SAMPLING, deadline=times.get("deadline", now + 30),
@@ -148,7 +147,7 @@ async def test_the_heartbeat_publishes_the_queue_length_and_this_workers_slots()
             await layer.send(CHANNEL, request(reply, f"q{index}"))
         # One runs, three wait for the only slot.
         await poll(lambda: worker.running and metrics.QUEUE_LENGTH._value.get() == 3)
-        assert (await presence.capacity(get_redis(), CHANNEL)).counts() == (1, 1, 3)
+        assert (await pool.capacity(get_redis(), CHANNEL)).counts() == (1, 1, 3)
 
 
 # --- a consumer's full channel ------------------------------------------------------------------
@@ -259,14 +258,14 @@ async def test_the_worker_publishes_how_long_its_answers_take():
     layer = get_channel_layer()
     reply = await layer.new_channel()
     async with running(make_worker(engine, max_concurrency=2, heartbeat_seconds=0.1)) as worker:
-        assert (await presence.capacity(get_redis(), CHANNEL)).turnover is None
+        assert (await pool.capacity(get_redis(), CHANNEL)).turnover is None
         for index in range(2):
             await layer.send(CHANNEL, request(reply, f"t{index}"))
             await until_end(layer, reply)
         assert 0.3 < worker.turnover < 5
 
         async def beaten():  # the next heartbeat carries it
-            room = await presence.capacity(get_redis(), CHANNEL)
+            room = await pool.capacity(get_redis(), CHANNEL)
             return room if room.turnover is not None else None
 
         room = await poll(beaten)

@@ -16,7 +16,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from chat import answering, events
+from chat import answering, frames, group_events
 from chat.models import Conversation
 
 _REDIS_ERRORS = (RedisError, OSError)
@@ -36,7 +36,7 @@ class GroupListener:
         self.channel_name = ""
         self._layer = get_channel_layer()
         self._receiver: asyncio.Task | None = None
-        self._group = events.conversation_group(self.cid)
+        self._group = group_events.conversation_group(self.cid)
 
     async def open(self):
         self.channel_name = await self._layer.new_channel()
@@ -107,7 +107,7 @@ class AnswerListener(GroupListener):
                 frame = await asyncio.wait_for(self.queue.get(),
                                                max(0.0, deadline - time.monotonic()))
             except TimeoutError:
-                yield events.error_frame(code=events.ErrorCode.UNAVAILABLE,
+                yield frames.error_frame(code=frames.ErrorCode.UNAVAILABLE,
                                          message="No answer came in time. Please try again.")
                 return
             kind = frame["type"]
@@ -139,7 +139,7 @@ class NewsListener(GroupListener):
         self._tell(event)
 
     def _tell(self, event: dict) -> None:
-        frame = events.customer_frame_for(event)
+        frame = group_events.customer_frame_for(event)
         if frame is not None:
             self.queue.put_nowait(frame)
 

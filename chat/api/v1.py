@@ -12,8 +12,7 @@ from collections.abc import AsyncIterator
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import NinjaAPI, Path
 
-from agents import services as agent_services
-from chat import answering, events, selectors, services, turns
+from chat import answering, frames, selectors, services, turns
 from chat.answering import AnswerOptions, db
 from chat.api import errors, ratelimit
 from chat.api.auth import ApiKeyAuth
@@ -30,6 +29,7 @@ from chat.api.schemas import (
     HistoryOut,
     MessageOut,
 )
+from chat.handoff import agent_name, handoff_request
 from chat.models import ApiKey, ApiScope, Conversation, Message
 
 api = NinjaAPI(
@@ -93,7 +93,7 @@ async def chat(request: HttpRequest, payload: ChatIn):
             channel_name=listener.channel_name,
             options=AnswerOptions(max_tokens=payload.max_tokens,
                                   temperature=payload.temperature, top_p=payload.top_p))
-    except (services.ConversationClosed, agent_services.NotAllowed):
+    except services.ConversationClosed:
         await listener.close()
         raise ApiError(409, errors.CONFLICT, "This session's conversation is closed. Use a new "
                        "session_id to start another.", field="session_id") from None
@@ -153,7 +153,7 @@ async def turn_stream(listener: AnswerListener, conversation: Conversation, turn
     away ends this generator (Django cancels it), and leaving stops the answer in the engine.
     (The playground streams its answers with it too.)"""
     try:
-        yield sse(events.ack_frame(client_id=turn.message.client_id, message_id=turn.message.pk,
+        yield sse(frames.ack_frame(client_id=turn.message.client_id, message_id=turn.message.pk,
                                    duplicate=turn.outcome == turns.Outcome.DUPLICATE))
         if turn.outcome != turns.Outcome.ANSWERING:
             status = (Conversation.Status.WAITING if turn.outcome == turns.Outcome.HANDOFF
@@ -192,7 +192,7 @@ def _message_out(message: Message) -> MessageOut:
         id=message.pk, role=message.role, text=message.text, created_at=message.created_at,
         partial=message.is_partial, fallback=message.is_fallback,
         rating=feedback.rating if feedback else None,
-        agent_name=(agent_services.agent_name(message.author)
+        agent_name=(agent_name(message.author)
                     if message.role == Message.Role.AGENT else ""),
     )
 
@@ -216,8 +216,8 @@ async def feedback(request: HttpRequest, payload: FeedbackIn, session_id: str = 
 async def handoff(request: HttpRequest, session_id: str = SessionPath):
     conversation = await _session(request, session_id)
     try:
-        outcome = await db(agent_services.handoff_request)(conversation=conversation)
-    except agent_services.NotAllowed:
+        outcome = await db(handoff_request)(conversation=conversation)
+    except services.ConversationClosed:
         raise ApiError(409, errors.CONFLICT, "This session's conversation is closed.",
                        field="session_id") from None
     return HandoffOut(status=conversation.status, agents_available=outcome.agents_available,
@@ -243,7 +243,7 @@ async def session_events(request: HttpRequest, session_id: str = SessionPath):
         try:
             yield b": connected\n\n"
             if conversation.status == Conversation.Status.CLOSED:
-                yield sse(events.conversation_closed_frame())
+                yield sse(frames.conversation_closed_frame())
                 return
             async for frame in listener.news(KEEPALIVE_SECONDS):
                 yield b": keepalive\n\n" if frame is None else sse(frame)

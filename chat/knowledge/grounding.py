@@ -3,7 +3,7 @@ go to the worker with the rule to answer from them, and the articles of the pass
 model saw go with the answer as its sources.
 
 The worker adds the passages to the system prompt, as many as its token budget holds beside
-the newest message (events.Grounding); they are bounded here as well
+the newest message (inference_worker.protocol.Grounding); they are bounded here as well
 (KNOWLEDGE["PROMPT_PASSAGES"] passages, KNOWLEDGE["PROMPT_CHARS"] characters in all).
 """
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from chat import events
 from chat.knowledge.retrieval import Hit
+from inference_worker import protocol
 
 GROUNDED = (
     "Answer from the help-centre passages below when they cover the question, and keep to "
@@ -28,7 +28,7 @@ NOTHING_FOUND_OFFER_HUMAN = (
 @dataclass(frozen=True)
 class Grounded:
     system_prompt: str
-    grounding: events.Grounding | None  # for the request; None: no passages
+    grounding: protocol.Grounding | None  # for the request; None: no passages
     sources: list[dict]  # per passage: {"article_id", "title", "url"}
 
     def sources_of(self, kept: int) -> list[dict]:

@@ -21,8 +21,8 @@ import pytest
 from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from cs_site.localredis import start_redis
-from cs_site.stack import ReadyCheck, Supervisor, wait_ready
+from devstack.localredis import start_redis
+from devstack.stack import ReadyCheck, Supervisor, wait_ready
 from inference_worker.synthetic import SyntheticEngine
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from chat.api import keys
-from cs_site.localredis import start_redis
-from cs_site.stack import ReadyCheck, Supervisor, wait_ready
+from devstack.localredis import start_redis
+from devstack.stack import ReadyCheck, Supervisor, wait_ready
 from tests.e2e.conftest import ROOT, database_url, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

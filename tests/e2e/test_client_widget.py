@@ -6,7 +6,7 @@ not send on cue, so most tests here run the built files against a FAKE DESK: a P
 `websockets` server on one port that serves the page, the widget's files and its config over
 HTTP and speaks the customer socket's protocol (docs/protocol.md) with frames each test
 scripts. The business-hours test at the end runs the real path instead (Daphne, the consumer,
-agents/hours.py) on the synthetic stack."""
+chat/hours.py) on the synthetic stack."""
 
 import asyncio
 import contextlib
@@ -252,7 +252,7 @@ async def test_handoff_shows_the_business_hours_text_as_sent_fake_desk(browser):
 @pytest.mark.django_db(transaction=True)
 async def test_handoff_outside_business_hours_shows_the_servers_text(
         synthetic_stack, host_pages, browser):
-    """The real path: the site's hours in admin → the consumer → agents/hours.py → handoff.ack
+    """The real path: the site's hours in admin → the consumer → chat/hours.py → handoff.ack
     → the widget, in Chinese. The hours never open (an empty span), so it is always outside
     them."""
     site, url = await company_page(host_pages, synthetic_stack.http, lang="zh-CN")

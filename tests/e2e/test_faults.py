@@ -1,5 +1,5 @@
 """The promises of docs/operations.md, kept under real faults: the whole product as `make run`
-starts it (`python -m cs_site.stack`: its own Redis, the real worker and model, Daphne, all
+starts it (`python -m devstack.stack`: its own Redis, the real worker and model, Daphne, all
 supervised), with its processes killed and restarted under a customer's feet.
 
 One stack for the module, because the model load is the cost; the tests run in file order and
@@ -26,7 +26,7 @@ from django.core.management import call_command
 
 from chat.models import BotProfile, Message
 from chat.prompting import DEFAULT_PROFILE_NAME, DEFAULT_SYSTEM_PROMPT
-from cs_site.stack import WORKER_READY_PATTERN, ReadyCheck, probe
+from devstack.stack import WORKER_READY_PATTERN, ReadyCheck, probe
 from tests.e2e.conftest import MAX_TOKENS, ROOT, SHARED_ADDRESS, database_url, free_port
 from tests.processes import descendants, pid_alive
 
@@ -62,7 +62,7 @@ class Product:
         })
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cs_site.stack"], cwd=ROOT, env=env,
+                [sys.executable, "-m", "devstack.stack"], cwd=ROOT, env=env,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True)
         self.web = ReadyCheck("web", f"http://127.0.0.1:{self.port}/healthz")

@@ -34,7 +34,7 @@ import pytest
 import websockets
 import yaml
 
-from cs_site.stack import ReadyCheck, Supervisor, wait_ready
+from devstack.stack import ReadyCheck, Supervisor, wait_ready
 from inference_worker.synthetic import SyntheticEngine
 from tests.e2e.conftest import ROOT, free_port, synthetic_daphne
 

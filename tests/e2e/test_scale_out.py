@@ -31,8 +31,8 @@ from django.contrib.auth import get_user_model
 from chat import limits
 from chat.models import BotProfile, Message
 from chat.prompting import DEFAULT_PROFILE_NAME, DEFAULT_SYSTEM_PROMPT
-from cs_site.localredis import start_redis
-from cs_site.stack import ReadyCheck, Supervisor, wait_ready
+from devstack.localredis import start_redis
+from devstack.stack import ReadyCheck, Supervisor, wait_ready
 from tests.e2e.conftest import ROOT, Stack, database_url, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

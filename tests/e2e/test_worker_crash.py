@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from cs_site.localredis import start_redis
-from cs_site.stack import (
+from devstack.localredis import start_redis
+from devstack.stack import (
     WORKER_READY_PATTERN,
     Backoff,
     ReadyCheck,

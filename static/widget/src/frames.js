@@ -130,7 +130,7 @@ const HANDLERS = {
     widget.awaitingAnswer = false;
     widget.updateTypingDots();
     // Outside business hours the server sends them, formatted in the site's time zone and
-    // the conversation's language (agents/hours.py): shown as they come.
+    // the conversation's language (chat/hours.py): shown as they come.
     const hours = typeof frame.business_hours_text === "string" ? frame.business_hours_text : "";
     widget.view.systemLine(hours ? widget.t.teamAway + hours : widget.t.handoffRequested);
     if (frame.ask_contact) widget.view.contactCard();

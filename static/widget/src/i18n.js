@@ -1,6 +1,6 @@
 // The widget's own words, in English and Simplified Chinese. Model and agent text arrives
 // already in the conversation's language; business hours arrive already formatted
-// (handoff.ack business_hours_text, written by agents/hours.py).
+// (handoff.ack business_hours_text, written by chat/hours.py).
 //
 // Keys named after a connection state (connecting, online, reconnecting, offline) or an error
 // code of docs/protocol.md (rate_limited, unavailable, message_too_long) are looked up by

@@ -1,6 +1,22 @@
 """`make run`: start the whole desk on its embedded defaults and keep it running.
 
-    python -m cs_site.stack
+    python -m devstack.stack
+
+Why its own supervisor rather than an existing one. What this module does: it runs the one-off
+steps first (model preparation with its progress bar, migrations), starts a private Redis when
+REDIS_URL is unset, waits for each service's HTTP readiness check, restarts crashed services with
+a growing delay, stops Daphne before the worker and Redis, and says what to do next on failure.
+- honcho (a Procfile runner) restarts nothing: when one process ends it sends SIGTERM to all the
+  others at once and SIGKILL 5 s later, so a crashed worker takes the desk down, and Redis may
+  go while Daphne is still saving partial answers. It has no steps and no readiness either.
+- supervisord restarts and stops in priority order, but is a daemon with its own config file and
+  control tool; it starts in order without waiting for readiness, has no run-to-completion steps,
+  gives up (FATAL) after 3 failed starts and restarts a later crash at once, with no backoff.
+- circus is the same daemon-plus-config shape (circusd, circusctl, over ZeroMQ); readiness would
+  be Python hooks, it respawns at once, and its flapping check stops a watcher after 5 retries.
+Any of them would add a dependency and a config to keep in step with the code, for less; the
+supervision here is a few hundred lines, tested with dummy commands. In production, run the
+same commands under the platform's own manager (systemd, Kubernetes, ...).
 
 Order: Redis (REDIS_URL if set, else a private local server), `prepare_model`, `migrate`,
 `import_knowledge --sample` (the sample help centre), `collectstatic` (Daphne serves the
@@ -21,17 +37,6 @@ DEMO_PAGE (true here, unlike the settings' default: the demo chat page at /).
 
 The supervision part (`Supervisor`, `run_stack`) knows nothing about this product: the product's
 commands come from `product_plan`, so tests drive the same code with dummy commands.
-
-Why its own supervisor rather than an existing one: honcho (a Procfile runner) restarts
-nothing: when one process ends it stops all the others, the very behaviour this module must not
-have. supervisord and circus do restart crashed processes, but each is one more daemon with its
-own configuration file and control tool; neither knows the one-off steps that must finish first
-(model preparation, with its progress bar, and migrations) or readiness (the worker is useful
-only once its metrics say the model is loaded), and by default both give up on a process after a
-few quick failures, where a worker that fails while loading is better retried every 30 s. Using
-them would make `make run` a daemon plus a config to maintain; the supervision here is a few
-hundred lines, tested with dummy commands. In production, run the same commands under the
-platform's own manager (systemd, Kubernetes, ...).
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
 
-from cs_site.localredis import check_redis, start_redis
+from devstack.localredis import check_redis, start_redis
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT = 15.0
@@ -754,7 +759,14 @@ def install_stop_handlers(stop: threading.Event) -> None:
         signal.signal(sig, lambda _signum, _frame: stop.set())
 
 
-def main() -> int:
+def main(argv: Sequence[str] = ()) -> int:
+    if argv:  # no options: everything comes from the environment
+        if argv[0] in ("-h", "--help"):
+            print(__doc__)
+            return 0
+        print(f"unknown argument {argv[0]!r}: settings come from the environment (see --help)",
+              file=sys.stderr)
+        return 2
     import environ  # django-environ: the same optional .env file the settings read
 
     environ.Env.read_env(PROJECT_ROOT / ".env", overwrite=False)
@@ -770,4 +782,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

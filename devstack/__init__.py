@@ -1,0 +1,1 @@
+"""Dev tooling: the process supervisor behind `make run` and a private local Redis."""
