@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from chat import (
     answering,
+    drafts,
     frames,
     group_events,
     handoff,
@@ -93,7 +94,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if params.conversation_id or params.token:
             conversation = await database_sync_to_async(selectors.conversation_for_customer)(
                 conversation_id=params.conversation_id, token=params.token
-            )
+            ) or await drafts.find(conversation_id=params.conversation_id, token=params.token)
             if conversation is None or conversation.site_id != (site.pk if site else None):
                 await self._refuse(frames.ErrorCode.NOT_FOUND,
                                    "No conversation matches this id and token. "
@@ -110,19 +111,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self._refuse(frames.ErrorCode.RATE_LIMITED, refusal.message,
                                    CLOSE_TRY_AGAIN_LATER, retry_after=refusal.retry_after)
                 return
-            self.conversation, token = await database_sync_to_async(services.conversation_start)(
+            # No database row yet, and nothing for the console: most page views never say
+            # a word. The first frame that needs the row makes it (_stored).
+            self.conversation, token = services.conversation_prepare(
                 site=site, language=params.language or (site.language if site else ""),
                 region=params.region, timezone_name=params.timezone,
                 page_url=params.page_url, user_agent=params.user_agent,
             )
+            await drafts.keep(self.conversation)
             await self._join()
             await self.send_frame(frames.conversation_frame(
                 conversation_id=str(self.conversation.id), token=token,
                 status=self.conversation.status, resumed=False,
             ))
-            new = group_events.console_update(conversation_id=str(self.conversation.id),
-                                              reason="new")
-            await self.channel_layer.group_send(group_events.CONSOLE_GROUP, new)
+
+    async def _stored(self) -> Conversation:
+        """The conversation's database row, made now if this is its first frame that needs
+        one (another tab of the visitor may have made it: then that one)."""
+        if self.conversation._state.adding:
+            self.conversation, _ = await database_sync_to_async(services.conversation_open)(
+                conversation=self.conversation)
+            await drafts.forget(self.conversation.pk)
+        return self.conversation
 
     async def _join(self) -> None:
         """Hear what agents do in this conversation (takeover, replies, typing) and see its
@@ -143,6 +153,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             conversation_id=str(conversation.id), token=None, status=conversation.status,
             resumed=True,
         ))
+        if conversation._state.adding:  # not stored yet: nothing said, nothing streaming
+            await self.send_frame(frames.history_frame(messages=[]))
+            return
         # The claim first, then the history: the history is at least as new as the claim.
         live = await answering.live_answer(conversation.id)
         history = await database_sync_to_async(selectors.conversation_history)(
@@ -253,7 +266,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _on_csat(self, frame: frames.CsatFrame) -> None:
         await database_sync_to_async(services.csat_submit)(
-            conversation=self.conversation, score=frame["score"],
+            conversation=await self._stored(), score=frame["score"],
             comment=frame.get("comment", ""),
         )
         await self.send_frame(frames.csat_ack_frame(score=frame["score"]))
@@ -261,7 +274,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _on_handoff_request(self, frame: dict | None = None) -> None:
         try:
             outcome = await database_sync_to_async(handoff.handoff_request)(
-                conversation=self.conversation
+                conversation=await self._stored()
             )
         except services.ConversationClosed:
             await self.send_frame(frames.error_frame(code=frames.ErrorCode.CLOSED,
@@ -281,14 +294,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _on_contact(self, frame: frames.ContactFrame) -> None:
         await database_sync_to_async(handoff.contact_submit)(
-            conversation=self.conversation, email=frame["email"], name=frame.get("name", ""),
+            conversation=await self._stored(), email=frame["email"], name=frame.get("name", ""),
         )
         await self.send_frame(frames.contact_ack_frame())
 
     async def _on_typing(self, frame: dict | None = None) -> None:
         now = time.monotonic()
-        if self.conversation is None or now - self.typing_sent_at < TYPING_EVERY_SECONDS:
-            return
+        if (self.conversation is None or self.conversation._state.adding
+                or now - self.typing_sent_at < TYPING_EVERY_SECONDS):
+            return  # (nobody watches a conversation that has not said anything yet)
         self.typing_sent_at = now
         await self.channel_layer.group_send(
             group_events.watch_group(self.conversation.id),
@@ -296,7 +310,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
 
     async def _on_close(self, frame: dict) -> None:
-        await database_sync_to_async(services.conversation_close)(conversation=self.conversation)
+        await database_sync_to_async(services.conversation_close)(
+            conversation=await self._stored())
         await self._tell_closed()
 
     async def _tell_closed(self) -> None:
@@ -313,7 +328,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
         try:
             turn = await turns.customer_says(
-                conversation=self.conversation, text=frame["text"], client_id=client_id,
+                conversation=await self._stored(), text=frame["text"], client_id=client_id,
                 channel_name=self.channel_name, on_stored=ack)
         except services.ConversationClosed:
             await self.send_frame(frames.error_frame(

@@ -16,8 +16,22 @@ def conversation_start(*, site: Site | None = None, language: str = "", region: 
                        metadata: dict | None = None,
                        channel: str = Conversation.Channel.WIDGET) -> tuple[Conversation, str]:
     """Create a conversation; returns it with its access token, which is stored only hashed."""
+    conversation, token = conversation_prepare(
+        site=site, language=language, region=region, timezone_name=timezone_name,
+        page_url=page_url, user_agent=user_agent, metadata=metadata, channel=channel)
+    conversation, _ = conversation_open(conversation=conversation)
+    return conversation, token
+
+
+def conversation_prepare(*, site: Site | None = None, language: str = "", region: str = "",
+                         timezone_name: str = "", page_url: str = "", user_agent: str = "",
+                         metadata: dict | None = None,
+                         channel: str = Conversation.Channel.WIDGET,
+                         ) -> tuple[Conversation, str]:
+    """A new conversation and its access token, not stored yet (see chat.drafts): the widget
+    opens one for every page view, most of which never say a word."""
     token = secrets.token_urlsafe(32)
-    conversation = Conversation.objects.create(
+    conversation = Conversation(
         token_hash=hash_token(token),
         channel=channel,
         site=site,
@@ -30,6 +44,20 @@ def conversation_start(*, site: Site | None = None, language: str = "", region: 
         metadata=metadata or {},
     )
     return conversation, token
+
+
+def conversation_open(*, conversation: Conversation) -> tuple[Conversation, bool]:
+    """Store a prepared conversation (its first message, or hand-off request, is coming) and
+    tell the console. Another tab of the same visitor may have stored it first: then that row
+    is returned, and False."""
+    try:
+        with transaction.atomic():
+            conversation.save(force_insert=True)
+            after_commit((group_events.CONSOLE_GROUP, group_events.console_update(
+                conversation_id=str(conversation.pk), reason="new")))
+    except IntegrityError:
+        return Conversation.objects.get(pk=conversation.pk), False
+    return conversation, True
 
 
 def api_session_open(*, api_key: ApiKey, session_id: str, channel: str, language: str = "",

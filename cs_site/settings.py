@@ -287,6 +287,9 @@ CHAT = {
     # Recent-turn memory in Redis: how many messages and for how long.
     "MEMORY_TURNS": env.int("CHAT_MEMORY_TURNS", default=10),
     "MEMORY_TTL_SECONDS": env.int("CHAT_MEMORY_TTL_SECONDS", default=3600),
+    # A conversation that has said nothing yet lives in Redis only (chat/drafts.py): a reload
+    # or a second tab can resume it this long.
+    "DRAFT_TTL_SECONDS": env.int("CHAT_DRAFT_TTL_SECONDS", default=86400),
     # Deadlines the consumer enforces before answering with the fallback rules instead.
     "FIRST_TOKEN_TIMEOUT_SECONDS": env.float("CHAT_FIRST_TOKEN_TIMEOUT_SECONDS", default=30.0),
     "ANSWER_TIMEOUT_SECONDS": env.float("CHAT_ANSWER_TIMEOUT_SECONDS", default=180.0),
@@ -299,8 +302,8 @@ CHAT = {
     # The answer under way is claimed in Redis for this long, renewed every
     # PARTIAL_SAVE_SECONDS: a process that dies mid-answer frees the conversation this soon.
     "ANSWER_CLAIM_TTL_SECONDS": env.float("CHAT_ANSWER_CLAIM_TTL_SECONDS", default=6.0),
-    # The streamed text is saved this often while it streams (one UPDATE per answer at most),
-    # so a crash or restart loses at most this much of what the customer saw.
+    # The streamed text is saved this often while it streams (one UPDATE for all the answers
+    # of a process), so a crash or restart loses at most this much of what the customer saw.
     "PARTIAL_SAVE_SECONDS": env.float("CHAT_PARTIAL_SAVE_SECONDS", default=2.0),
     # Words with which a customer asks for a human (comma-separated; any language).
     "HANDOFF_PHRASES": env.list("CHAT_HANDOFF_PHRASES", default=[

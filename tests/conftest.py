@@ -148,6 +148,19 @@ class ChatClient:
         await self.ws.disconnect()
 
 
+async def stored_conversation(first: dict):
+    """The conversation a socket just opened (its `conversation` frame), stored as its first
+    message would store it: a new conversation has no row before that (chat/drafts.py)."""
+    from channels.db import database_sync_to_async
+
+    from chat import drafts, services
+
+    draft = await drafts.find(conversation_id=first["id"], token=first["token"])
+    conversation, _ = await database_sync_to_async(services.conversation_open)(
+        conversation=draft)
+    return conversation
+
+
 @pytest.fixture
 async def connect():
     """connect(query="") → (ChatClient, first frame); closes every client at the end."""

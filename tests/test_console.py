@@ -361,9 +361,9 @@ async def test_ticket_note_is_stored_shown_to_staff_and_never_sent_to_the_custom
         connect, django_user_model):
     ann = await database_sync_to_async(make_user)(django_user_model, "ann")
     customer, first = await connect()
-    conv = await Conversation.objects.aget(pk=first["id"])
     await customer.send({"type": "handoff.request"})
     await customer.receive_until(lambda f: f["type"] == "handoff.ack")
+    conv = await Conversation.objects.aget(pk=first["id"])
     ticket = await Ticket.objects.aget(conversation=conv)
     client = await sync_to_async(client_for)(ann)
     staff_socket = await console_socket(ann)

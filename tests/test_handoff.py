@@ -16,6 +16,7 @@ from agents.models import Ticket
 from chat import hours
 from chat import services as chat_services
 from chat.models import Conversation, Message
+from tests.conftest import stored_conversation
 from tests.waiting import poll
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -139,6 +140,7 @@ async def test_agent_replies_then_hands_back_and_the_bot_answers_with_it_in_cont
         connect, worker, engine, agents):
     ada, bob = agents
     client, first = await connect()
+    await stored_conversation(first)  # agents act on conversations the console shows
     await takeover(conversation_id=first["id"], agent=ada)
     assert (await client.receive())["type"] == "agent.joined"
     with pytest.raises(services.NotAllowed):
@@ -202,6 +204,7 @@ async def test_yes_to_the_bots_offer_of_a_human_hands_off(connect, worker, engin
 
 async def test_agent_closing_tells_the_customer(connect, agents):
     client, first = await connect()
+    await stored_conversation(first)  # agents act on conversations the console shows
     await database_sync_to_async(services.close)(conversation_id=first["id"], agent=agents[0])
     assert await client.receive() == {"type": "conversation.closed"}
     with pytest.raises(services.NotAllowed):
@@ -211,6 +214,7 @@ async def test_agent_closing_tells_the_customer(connect, agents):
 async def test_internal_notes_never_reach_the_customer_or_the_prompt(
         connect, worker, engine, agents):
     client, first = await connect()
+    await stored_conversation(first)  # agents act on conversations the console shows
     ticket = await database_sync_to_async(services.ticket_create)(
         subject="VIP", actor=agents[0], conversation_id=first["id"])
     await database_sync_to_async(services.note_add)(

@@ -26,11 +26,11 @@ async def test_widget_socket_from_an_allowed_origin_starts_a_site_conversation(
         connect, site, worker, engine):
     client, first = await connect(f"site={site.key}", headers=origin(SHOP))
     assert first["type"] == "conversation"
+    await client.send({"type": "message", "text": "你好", "client_id": "1"})
+    await client.answer()
     conversation = await Conversation.objects.aget(pk=first["id"])
     assert conversation.site_id == site.pk
     assert conversation.language == "zh-CN"  # the site's default, no lang given
-    await client.send({"type": "message", "text": "你好", "client_id": "1"})
-    await client.answer()
     (prompt,) = engine.prompts.values()
     assert "assistant of Shop." in prompt and "Simplified Chinese" in prompt
 
@@ -110,8 +110,9 @@ async def test_malformed_ratings_are_refused(connect, frame, code):
     client, first = await connect()
     await client.send(frame)
     assert (await client.receive())["code"] == code
-    conversation = await Conversation.objects.aget(pk=first["id"])
-    assert conversation.csat_score is None
+    # Refused before anything was stored: no rating, not even the conversation's row (a
+    # rating that got through would have stored both).
+    assert not await Conversation.objects.filter(pk=first["id"]).aexists()
 
 
 async def test_close_then_csat_then_no_more_messages(connect):

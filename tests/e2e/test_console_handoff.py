@@ -47,6 +47,8 @@ async def test_agent_watches_takes_over_mid_answer_talks_and_hands_back(
     customer = Visitor(await customer_context.new_page())
     await customer.page.goto(url)
     await customer.open_widget()
+    # A conversation reaches the console with its first message.
+    await customer.ask("Hello!")
     conversation = await Conversation.objects.aget(site=site)
 
     agent = await agent_page(browser, real_stack.http)

@@ -364,6 +364,8 @@ async def test_customer_and_agent_on_two_processes_one_answer_each_takeover_and_
         # The new conversation counted against the customer's address, as nginx forwarded
         # it: not nginx's own (TRUSTED_PROXIES), not the forged one.
         assert await limited_addresses(stack.redis_url) == {CUSTOMER_ADDRESS}
+        # A conversation reaches the console (and can be watched) with its first message.
+        greeting = await answered_once(tab1, [tab1], "Hello!", "q0")
 
         # The agent, logged in through nginx; the console socket on the other Daphne.
         agent = await staff_client(stack.http)
@@ -418,8 +420,8 @@ async def test_customer_and_agent_on_two_processes_one_answer_each_takeover_and_
         assert 0 < len(taken.text) < LONG  # cut off: the whole answer is LONG characters
         assert [s.text_of(answer2) for s in sockets] == [taken.text] * 3
         # The engine stopped too: its request counts as cancelled at the worker that ran it
-        # (the one done so far is the first answer's).
-        await wait_worker_totals(stack, done=1, cancelled=1)
+        # (the two done so far are the greeting's and the first question's).
+        await wait_worker_totals(stack, done=2, cancelled=1)
 
         # 3. The agent answers; the customer gets it in both tabs (one on the other process),
         # and the agent sees the customer's reply. The bot stays silent.
@@ -446,14 +448,17 @@ async def test_customer_and_agent_on_two_processes_one_answer_each_takeover_and_
         turns = [(m.role, m.pk) async for m in Message.objects.filter(
             conversation_id=cid).exclude(role=Message.Role.SYSTEM).order_by("id")]
         assert [role for role, _ in turns] == [
-            "customer", "bot", "customer", "bot", "agent", "customer", "customer", "bot"]
-        assert [pk for role, pk in turns if role == "bot"] == [answer1, answer2, answer3]
-        await wait_worker_totals(stack, done=2, cancelled=1)
+            "customer", "bot", "customer", "bot", "customer", "bot", "agent", "customer",
+            "customer", "bot"]
+        assert [pk for role, pk in turns if role == "bot"] == [greeting, answer1, answer2,
+                                                               answer3]
+        await wait_worker_totals(stack, done=3, cancelled=1)
         for socket in sockets:
             frames = socket.bot_frames()
             starts = [f["message_id"] for f in frames if f["type"] == "bot.start"]
             ends = [f["message_id"] for f in frames if f["type"] == "bot.done"]
-            assert starts == ends == [answer1, answer2, answer3], socket.name
+            seen = [greeting] if socket is tab1 else []  # before the others were there
+            assert starts == ends == [*seen, answer1, answer2, answer3], socket.name
             end2 = next(i for i, f in enumerate(frames)
                         if f["type"] == "bot.done" and f["message_id"] == answer2)
             assert not [f for f in frames[end2:] if f.get("message_id") == answer2
