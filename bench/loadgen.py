@@ -202,7 +202,9 @@ class Conversation:
         if answer["done"]["partial"]:
             return "failed", answer["done"]["finish_reason"]
         text = "".join(text for _, text in answer["deltas"])
-        return ("exact", "") if text == expected else ("wrong", "streamed text differs")
+        if text == expected:
+            return "exact", ""
+        return "wrong", "streamed text differs: " + _difference(text, expected)
 
     def answer(self) -> dict | None:
         return next((m for m in self.messages.values()
@@ -228,6 +230,17 @@ class Conversation:
             word = min(bisect.bisect_left(ends, position), len(ends) - 1)
             lags.append((arrived, (arrived - (started + due[word])) * 1000))
         return lags
+
+
+def _difference(text: str, expected: str) -> str:
+    """Where a streamed text first differs from the expected one, for the report."""
+    at = next((i for i, (a, b) in enumerate(zip(text, expected, strict=False)) if a != b),
+              min(len(text), len(expected)))
+    if len(text) < len(expected) and expected.startswith(text):
+        return f"ends early (missing the last {len(expected) - len(text)} characters)"
+    if len(text) > len(expected) and text.startswith(expected):
+        return f"{len(text) - len(expected)} characters too many at the end"
+    return f"from character {at}: {text[at:at + 20]!r} instead of {expected[at:at + 20]!r}"
 
 
 async def stream(url: str, redis_url: str, n: int, spread: float, words: int, cps: float,

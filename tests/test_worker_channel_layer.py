@@ -205,3 +205,33 @@ async def test_a_batch_cut_short_by_a_cancellation_is_received_next_time():
     assert await connection.zcard(key) == 0
     got = [(await asyncio.wait_for(layer.receive(channel), 5))["n"] for _ in range(3)]
     assert got == [0, 1, 2]
+
+
+async def test_a_receiver_cancelled_as_a_message_arrives_loses_nothing(monkeypatch):
+    # A receiver blocked on an idle process key pops the first message that arrives (then
+    # puts it back for the batch read). Cancelled right after the pop, before the put-back
+    # (an answer's receiver ends while the process streams others), it must not take the
+    # message with it.
+    from redis.asyncio import Redis
+
+    desk = layer()
+    listening, other = await desk.new_channel(), await desk.new_channel()
+    receiver = None
+    real_bzpopmin = Redis.bzpopmin
+
+    async def bzpopmin_then_cancelled(self, *args, **kwargs):
+        popped = await real_bzpopmin(self, *args, **kwargs)
+        if popped is not None and receiver is not None:
+            receiver.cancel()  # lands before the put-back
+            await asyncio.sleep(0)
+        return popped
+
+    monkeypatch.setattr(Redis, "bzpopmin", bzpopmin_then_cancelled)
+    receiver = asyncio.create_task(desk.receive(listening))
+    await asyncio.sleep(0.2)  # blocked in BZPOPMIN on the idle key
+    await desk.send(other, {"type": "for.other"})
+    with pytest.raises(asyncio.CancelledError):
+        await receiver
+    monkeypatch.setattr(Redis, "bzpopmin", real_bzpopmin)
+    assert await asyncio.wait_for(desk.receive(other), 5) == {"type": "for.other"}
+    await desk.close_pools()
