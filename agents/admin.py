@@ -5,7 +5,6 @@ from django.db.models import QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from agents import services
@@ -52,10 +51,7 @@ class TicketAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Ticket, form: ModelForm,
                    change: bool) -> None:
         # solved_at is read-only in the form; keep it in step with the status set here.
-        if obj.status == Ticket.Status.SOLVED:
-            obj.solved_at = obj.solved_at or timezone.now()
-        else:
-            obj.solved_at = None
+        obj.set_status(obj.status)
         super().save_model(request, obj, form, change)
         # Agents with the console open see the change live, as with changes made there.
         after_commit((group_events.CONSOLE_GROUP, group_events.console_ticket(

@@ -6,6 +6,7 @@ Internal notes are for staff only: no customer frame and no model prompt ever co
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class Ticket(models.Model):
@@ -38,6 +39,16 @@ class Ticket(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.subject}"
+
+    def set_status(self, status: str) -> None:
+        """The status, with `solved_at` in step: set when the ticket becomes solved, kept
+        while it stays solved, cleared when it reopens. (The one place for that rule: the
+        console's service and admin both use it.)"""
+        self.status = status
+        if status == self.Status.SOLVED:
+            self.solved_at = self.solved_at or timezone.now()
+        else:
+            self.solved_at = None
 
 
 class TicketNote(models.Model):

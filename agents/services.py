@@ -14,10 +14,11 @@ from django.utils import timezone
 
 from agents import presence
 from agents.models import CannedReply, Ticket, TicketNote
-from chat import group_events, memory
-from chat.handoff import StaffSide, agent_name, status_changed, system_note
-from chat.models import Conversation, Message, Site
+from chat import group_events, memory, selectors
+from chat.handoff import StaffSide, agent_name
+from chat.models import Conversation, Message
 from chat.prompting import fill_template
+from chat.services import conversation_close, message_told, status_changed, system_note
 from cs_site.broadcast import after_commit
 
 Status = Conversation.Status
@@ -92,15 +93,10 @@ def hand_back(*, conversation_id, agent: AbstractBaseUser) -> Conversation:
 
 
 def close(*, conversation_id, agent: AbstractBaseUser) -> Conversation:
-    with transaction.atomic():
-        won = Conversation.objects.filter(pk=conversation_id).exclude(
-            status=Status.CLOSED).update(status=Status.CLOSED, closed_at=timezone.now(),
-                                         updated_at=timezone.now())
-        conv = Conversation.objects.get(pk=conversation_id)
-        if not won:
-            raise NotAllowed("The conversation is already closed.")
-        system_note(conv, f"{agent_name(agent)} closed the conversation.")
-        status_changed(conv, Status.CLOSED)
+    """The same close as the customer's (chat.services.conversation_close), by an agent."""
+    conv = Conversation.objects.get(pk=conversation_id)
+    if not conversation_close(conversation=conv, closed_by=agent_name(agent)):
+        raise NotAllowed("The conversation is already closed.")
     return conv
 
 
@@ -115,17 +111,7 @@ def reply(*, conversation_id, agent: AbstractBaseUser, text: str) -> Message:
             raise NotAllowed("Take over the conversation before replying.")
         message = Message.objects.create(conversation=conv, role=Message.Role.AGENT,
                                          text=text[:8000], author=agent)
-        Conversation.objects.filter(pk=conv.pk).update(last_message_at=message.created_at)
-        cid = str(conv.pk)
-        event = group_events.conv_message(conversation_id=cid, message_id=message.pk,
-                                          role=message.role, text=message.text,
-                                          author_name=agent_name(agent))
-        after_commit(
-            (group_events.conversation_group(cid), event),
-            (group_events.watch_group(cid), event),
-            (group_events.CONSOLE_GROUP,
-             group_events.console_update(conversation_id=cid, reason="message")),
-        )
+        message_told(message, author_name=agent_name(agent), to_customer=True)
     # The agent's words are part of the context when the bot answers again.
     async_to_sync(memory.forget)(conv.pk)
     return message
@@ -142,8 +128,7 @@ def ticket_update(*, ticket_id: int, actor: AbstractBaseUser, status: str | None
         if status is not None:
             if status not in Ticket.Status.values:
                 raise NotAllowed(f"Unknown status {status!r}.")
-            ticket.status = status
-            ticket.solved_at = timezone.now() if status == Ticket.Status.SOLVED else None
+            ticket.set_status(status)
         if priority is not None:
             if priority not in Ticket.Priority.values:
                 raise NotAllowed(f"Unknown priority {priority!r}.")
@@ -199,7 +184,7 @@ def canned_reply_save(*, actor: AbstractBaseUser, shortcut: str, title: str, tex
 
 def canned_reply_render(*, reply: CannedReply, conversation: Conversation,
                         agent: AbstractBaseUser) -> str:
-    site = Site.objects.filter(pk=conversation.site_id).first() if conversation.site_id else None
+    site = selectors.site_of(conversation)
     return fill_template(reply.text, {
         "customer_name": conversation.customer_name or "there",
         "agent_name": agent_name(agent),

@@ -317,7 +317,7 @@ def ticket_props(request, ticket_id: int):
         return render(request, "agents/_ticket_props.html",
                       _props_context(ticket, error=errors), status=400)
     data = form.cleaned_data
-    # Only what changed is passed on (re-sending "solved" would move its solved_at).
+    # Only what changed is passed on.
     assignee = data["assignee"] if data["assignee"] not in ("", "none") else None
     try:
         services.ticket_update(

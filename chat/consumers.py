@@ -311,7 +311,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _on_close(self, frame: dict) -> None:
         await database_sync_to_async(services.conversation_close)(
-            conversation=await self._stored())
+            conversation=await self._stored(), closed_by="The customer")
         await self._tell_closed()
 
     async def _tell_closed(self) -> None:

@@ -6,7 +6,7 @@ in the customer's language that promises a human follow-up.
 
 from dataclasses import dataclass
 
-from chat.models import FallbackRule
+from chat import selectors
 
 # Why the model did not answer; stored as the fallback message's finish reason.
 REASON_UNAVAILABLE = "unavailable"  # no inference worker is running
@@ -48,7 +48,7 @@ def load_rules() -> list[Rule]:
             language=row.language.strip(),
             answer=row.answer,
         )
-        for row in FallbackRule.objects.filter(enabled=True).order_by("priority", "id")
+        for row in selectors.enabled_fallback_rules()
     ]
 
 

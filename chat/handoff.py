@@ -17,9 +17,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from chat import group_events, hours, metrics
-from chat.models import Conversation, Message, Site
-from chat.services import ConversationClosed
+from chat import group_events, hours, metrics, selectors
+from chat.models import Conversation
+from chat.services import ConversationClosed, status_changed, system_note
 from cs_site.broadcast import after_commit
 
 Status = Conversation.Status
@@ -65,28 +65,6 @@ def agent_name(user: AbstractBaseUser | None) -> str:
     return user.get_full_name() or user.get_username()
 
 
-def status_changed(conversation: Conversation, status: str, name: str = "") -> None:
-    """Tell the customer's sockets, the watchers and the inbox, once the change commits."""
-    cid = str(conversation.pk)
-    event = group_events.conv_status(conversation_id=cid, status=status, agent_name=name)
-    after_commit(
-        (group_events.conversation_group(cid), event),
-        (group_events.watch_group(cid), event),
-        (group_events.CONSOLE_GROUP, group_events.console_update(conversation_id=cid,
-                                                                 reason=status)),
-    )
-
-
-def system_note(conversation: Conversation, text: str) -> Message:
-    """A system line in the transcript, for people (never a model turn)."""
-    message = Message.objects.create(conversation=conversation, role=Message.Role.SYSTEM,
-                                     text=text)
-    cid = str(conversation.pk)
-    after_commit((group_events.watch_group(cid), group_events.conv_message(
-        conversation_id=cid, message_id=message.pk, role=message.role, text=text)))
-    return message
-
-
 def handoff_request(*, conversation: Conversation) -> HandoffOutcome:
     """The customer asked for a human: the bot falls silent, a ticket opens, agents hear it.
     Raises ConversationClosed."""
@@ -111,7 +89,7 @@ def handoff_request(*, conversation: Conversation) -> HandoffOutcome:
             after_commit((group_events.CONSOLE_GROUP, group_events.console_handoff(
                 conversation_id=str(conv.pk), subject=subject)))
     conversation.status, conversation.handoff_requested_at = conv.status, conv.handoff_requested_at
-    site = Site.objects.filter(pk=conv.site_id).first() if conv.site_id else None
+    site = selectors.site_of(conv)
     business_hours = site.business_hours if site else {}
     available = staff.agents_online() and hours.is_open(business_hours, now)
     if moved or first:  # a new hand-off, not the same request clicked again

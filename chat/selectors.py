@@ -7,7 +7,15 @@ import uuid
 from django.conf import settings
 
 from chat import handoff_phrases
-from chat.models import ApiKey, ApiSession, BotProfile, Conversation, Message, Site
+from chat.models import (
+    ApiKey,
+    ApiSession,
+    BotProfile,
+    Conversation,
+    FallbackRule,
+    Message,
+    Site,
+)
 
 # Roles the model sees as conversation turns; system notes are for people only.
 TURN_ROLES = (Message.Role.CUSTOMER, Message.Role.BOT, Message.Role.AGENT)
@@ -58,7 +66,16 @@ def site_of(conversation: Conversation) -> Site | None:
     return Site.objects.filter(pk=conversation.site_id).first()
 
 
-def site_by_key(*, site_key: str) -> Site | None:
+def enabled_fallback_rules() -> list[FallbackRule]:
+    """The rule engine's rules, in the order they are tried."""
+    return list(FallbackRule.objects.filter(enabled=True).order_by("priority", "id"))
+
+
+def site_by_key(*, site_key: str, active_only: bool = True) -> Site | None:
+    """The site with this key; `active_only=False` for staff tools, which also manage sites
+    that are switched off."""
+    if not active_only:
+        return Site.objects.filter(key=site_key).first()
     return Site.objects.filter(key=site_key, is_active=True).first()
 
 

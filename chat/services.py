@@ -142,8 +142,7 @@ def message_add_customer(*, conversation: Conversation, text: str,
                 conversation=conversation, role=Message.Role.CUSTOMER, text=text,
                 client_id=client_id or None,
             )
-            _touch(conversation.pk)
-            _tell_watchers(message)
+            message_told(message)
     except IntegrityError:
         # Two sockets of one conversation resent the same client_id at the same moment.
         return Message.objects.get(conversation=conversation, client_id=client_id), False
@@ -201,8 +200,7 @@ def bot_message_finish(*, message: Message, text: str, finish_reason: str, parti
             "text", "finish_reason", "is_partial", "prompt_tokens", "completion_tokens",
             "ttft_ms", "total_ms", "prompt", "sources", "updated_at",
         ])
-        _touch(message.conversation_id)
-        _tell_watchers(message)
+        message_told(message)
     return message
 
 
@@ -225,8 +223,7 @@ def bot_message_fallback(*, conversation: Conversation, text: str, reason: str) 
             conversation=conversation, role=Message.Role.BOT, text=text, is_fallback=True,
             finish_reason=reason[:20], model_name="fallback-rules",
         )
-        _touch(conversation.pk)
-        _tell_watchers(message)
+        message_told(message)
     return message
 
 
@@ -254,32 +251,60 @@ def csat_submit(*, conversation: Conversation, score: int, comment: str = "") ->
     return conversation
 
 
-def conversation_close(*, conversation: Conversation) -> Conversation:
-    """The customer ended the conversation."""
+def conversation_close(*, conversation: Conversation, closed_by: str) -> bool:
+    """End the conversation, whoever ends it (`closed_by`: "The customer", or the agent's
+    name): one status change, a line in the transcript saying who closed it, and every tab of
+    the customer, every watcher and the inbox told. False (and nothing changes) if it was
+    closed already."""
     with transaction.atomic():
         closed = Conversation.objects.filter(pk=conversation.pk).exclude(
             status=Conversation.Status.CLOSED
         ).update(status=Conversation.Status.CLOSED, closed_at=timezone.now(),
                  updated_at=timezone.now())
         if closed:
-            cid = str(conversation.pk)
-            status = group_events.conv_status(conversation_id=cid,
-                                              status=Conversation.Status.CLOSED)
-            after_commit(
-                (group_events.conversation_group(cid), status),
-                (group_events.watch_group(cid), status),
-                (group_events.CONSOLE_GROUP, group_events.console_update(conversation_id=cid,
-                                                                         reason="closed")),
-            )
+            system_note(conversation, f"{closed_by} closed the conversation.")
+            status_changed(conversation, Conversation.Status.CLOSED)
     conversation.refresh_from_db(fields=["status", "closed_at"])
-    return conversation
+    return bool(closed)
 
 
-def _tell_watchers(message: Message) -> None:
-    cid = str(message.conversation_id)
+def status_changed(conversation: Conversation, status: str, name: str = "") -> None:
+    """Tell the customer's sockets, the watchers and the inbox, once the change commits."""
+    cid = str(conversation.pk)
+    event = group_events.conv_status(conversation_id=cid, status=status, agent_name=name)
     after_commit(
-        (group_events.watch_group(cid), group_events.conv_message(
-            conversation_id=cid, message_id=message.pk, role=message.role, text=message.text)),
+        (group_events.conversation_group(cid), event),
+        (group_events.watch_group(cid), event),
+        (group_events.CONSOLE_GROUP, group_events.console_update(conversation_id=cid,
+                                                                 reason=status)),
+    )
+
+
+def system_note(conversation: Conversation, text: str) -> Message:
+    """A system line in the transcript, for people (never a model turn)."""
+    message = Message.objects.create(conversation=conversation, role=Message.Role.SYSTEM,
+                                     text=text)
+    cid = str(conversation.pk)
+    after_commit((group_events.watch_group(cid), group_events.conv_message(
+        conversation_id=cid, message_id=message.pk, role=message.role, text=text)))
+    return message
+
+
+def message_told(message: Message, *, author_name: str = "",
+                 to_customer: bool = False) -> None:
+    """Something was said: the conversation moves up the inbox, and once the transaction
+    commits its watchers and the inbox hear of it, and the customer's tabs too for words they
+    did not send themselves (`to_customer`: an agent's reply). The one way every service that
+    stores a message tells the others."""
+    _touch(message.conversation_id)
+    cid = str(message.conversation_id)
+    event = group_events.conv_message(conversation_id=cid, message_id=message.pk,
+                                      role=message.role, text=message.text,
+                                      author_name=author_name)
+    pairs = [(group_events.conversation_group(cid), event)] if to_customer else []
+    after_commit(
+        *pairs,
+        (group_events.watch_group(cid), event),
         (group_events.CONSOLE_GROUP,
          group_events.console_update(conversation_id=cid, reason="message")),
     )

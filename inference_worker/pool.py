@@ -19,8 +19,13 @@ def presence() -> WorkerPresence:
                           channel_expiry=layer.get("expiry", 60))
 
 
-async def beat(redis: Redis, worker: str, slots: int = 1, turnover: float | None = None) -> None:
-    await presence().beat(redis, worker, slots, turnover)
+async def beat(redis: Redis, worker: str, slots: int = 1, turnover: float | None = None,
+               free: int | None = None) -> None:
+    await presence().beat(redis, worker, slots, turnover, free)
+
+
+async def set_free(redis: Redis, worker: str, free: int) -> None:
+    await presence().set_free(redis, worker, free)
 
 
 async def leave(redis: Redis, worker: str) -> None:

@@ -137,6 +137,8 @@ class InferenceWorker:
         self.streams_per_process: Counter[str] = Counter()
         # Stream events bound for each web process, bundled when they meet.
         self.mailboxes: dict[str, Mailbox] = {}
+        self._free_dirty = False
+        self._free_reporter: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()  # strong references: asyncio keeps only weak ones
         self.early_cancels: OrderedDict[str, float] = OrderedDict()
         self.taken_ids: OrderedDict[str, None] = OrderedDict()
@@ -190,7 +192,8 @@ class InferenceWorker:
 
     async def _announce(self) -> None:
         """Tell Redis this worker is alive and listening; every step is idempotent."""
-        await pool.beat(self.redis, self.name, self.max_concurrency, self.turnover)
+        await pool.beat(self.redis, self.name, self.max_concurrency, self.turnover,
+                        free=self.max_concurrency - len(self.running))
         # Renewed at every beat: a restarted Redis has forgotten the membership, and
         # channels-redis drops a member group_expiry (a day) after its last join.
         await self.layer.group_add(self.control_group, self.control_channel)
@@ -336,6 +339,7 @@ class InferenceWorker:
         stream = _Stream(request=request, task=asyncio.current_task(),
                          process=_process_of(request["reply_channel"]), last_sent=taken)
         self.running[request_id] = stream
+        self._free_slots_changed()
         self.streams_per_process[stream.process] += 1
         metrics.ACTIVE.inc()
         try:
@@ -343,6 +347,7 @@ class InferenceWorker:
         finally:
             metrics.ACTIVE.dec()
             self.running.pop(request_id, None)
+            self._free_slots_changed()
             self.streams_per_process[stream.process] -= 1
             if self.streams_per_process[stream.process] <= 0:
                 del self.streams_per_process[stream.process]
@@ -495,6 +500,23 @@ class InferenceWorker:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise asyncio.CancelledError
+
+    def _free_slots_changed(self) -> None:
+        """Tell admission control at once, not at the next beat, how many slots are free: a
+        burst takes the free slots in a moment, and a count a second old would let as many
+        again into the queue behind them."""
+        self._free_dirty = True
+        if self._free_reporter is None or self._free_reporter.done():
+            self._free_reporter = asyncio.create_task(self._report_free())
+
+    async def _report_free(self) -> None:
+        while self._free_dirty:
+            self._free_dirty = False
+            try:
+                await pool.set_free(self.redis, self.name,
+                                    self.max_concurrency - len(self.running))
+            except _REDIS_DOWN:
+                return  # the next beat says it
 
     def _mailbox(self, process: str) -> Mailbox:
         mailbox = self.mailboxes.get(process)

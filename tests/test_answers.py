@@ -196,9 +196,9 @@ async def test_questions_arriving_together_cannot_overfill_the_queue(connect, se
     """The queue's limit is checked and the request queued in one atomic step: ten questions
     at once for a worker with four slots and no answer timed yet (half a queue per slot)
     queue exactly two."""
-    async def alive():  # a worker that beats but takes nothing: its queue only fills
+    async def alive():  # a worker with every slot busy: its queue only fills
         while True:
-            await pool.beat(get_redis(), "four-slots", slots=4)
+            await pool.beat(get_redis(), "four-slots", slots=4, free=0)
             await asyncio.sleep(0.5)  # a worker's heartbeat period: the behaviour mimicked
 
     beating = asyncio.create_task(alive())

@@ -80,8 +80,9 @@ async def test_a_worker_beating_without_slots_counts_as_one():
 
 async def test_the_queue_admits_only_what_will_start_before_the_first_token_deadline():
     redis = get_redis()
-    await pool.beat(redis, "fast", 4, turnover=5.0)
-    await pool.beat(redis, "slow", 12, turnover=25.0)
+    # Every slot busy (free=0): the queue is all that is left.
+    await pool.beat(redis, "fast", 4, turnover=5.0, free=0)
+    await pool.beat(redis, "slow", 12, turnover=25.0, free=0)
     layer = get_channel_layer()
     for index in range(3):
         await layer.send(CHANNEL, {"type": "inference.request", "n": index})
@@ -95,16 +96,37 @@ async def test_the_queue_admits_only_what_will_start_before_the_first_token_dead
     # Until answers have been timed, half the configured queue per slot.
     await pool.leave(redis, "fast")
     await pool.leave(redis, "slow")
-    await pool.beat(redis, "new", 2)
+    await pool.beat(redis, "new", 2, free=0)
     room = await pool.capacity(redis, CHANNEL)
     assert room.turnover is None and room.counts() == (1, 2, 3)
     assert room.queue_limit(queue_per_slot=1.0, first_token_timeout=30) == 1 <= room.queued
     assert room.queue_limit(queue_per_slot=4.0, first_token_timeout=30) == 4 > room.queued
     assert set(await redis.hkeys(presence.TURNOVER_KEY)) == set()  # left with their workers
     # With nobody waiting, a request goes to the next free slot however slow answers are.
-    await pool.beat(redis, "crawling", 1, turnover=120.0)
+    await pool.beat(redis, "crawling", 1, turnover=120.0, free=0)
     for _ in range(3):
         await layer.receive(CHANNEL)
     room = await pool.capacity(redis, CHANNEL)
     assert room.queued == 0
     assert room.queue_limit(queue_per_slot=1.0, first_token_timeout=30) == 1
+
+
+async def test_free_slots_take_a_burst_at_once_on_top_of_the_queue():
+    # An idle worker with 16 slots, answers lately slow (25 s per answer: behind the running
+    # ones a queued request would barely start in time). A burst of 16 questions finds some of
+    # its own requests still in the channel, not taken yet: they are for the free slots and
+    # start at once, so as many as are free may be there.
+    redis = get_redis()
+    await pool.beat(redis, "idle", 16, turnover=25.0, free=16)
+    layer = get_channel_layer()
+    for index in range(10):
+        await layer.send(CHANNEL, {"type": "inference.request", "n": index})
+    room = await pool.capacity(redis, CHANNEL)
+    assert room.free == 16 and room.queued == 10
+    assert room.queue_limit(queue_per_slot=1.0, first_token_timeout=30) == 16 > room.queued
+    # Once busy (its next beat says so), only the queue is left.
+    await pool.beat(redis, "idle", 16, turnover=25.0, free=0)
+    room = await pool.capacity(redis, CHANNEL)
+    assert room.queue_limit(queue_per_slot=1.0, first_token_timeout=30) == 3 < room.queued
+    await pool.leave(redis, "idle")
+    assert await redis.hkeys(presence.FREE_KEY) == []

@@ -6,6 +6,7 @@ The secret is the last line of stdout, alone, so a script can take it with `tail
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from chat import selectors
 from chat.api import keys
 from chat.models import ApiScope, Site
 
@@ -44,7 +45,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         site = None
         if options["site"]:
-            site = Site.objects.filter(key=options["site"]).first()
+            site = selectors.site_by_key(site_key=options["site"], active_only=False)
             if site is None:
                 known = ", ".join(Site.objects.order_by("key").values_list("key", flat=True)[:20])
                 raise CommandError(

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from chat import selectors
 from chat.knowledge import retrieval
 from chat.knowledge.segment import guess_language, primary_language
-from chat.models import Site
 
 EXPECTED_COLUMNS = ("expected", "expected_article", "article", "slug", "title")
 
@@ -115,7 +115,7 @@ class Command(BaseCommand):
     def _site_id(site_key: str) -> int | None:
         if not site_key:
             return None
-        site = Site.objects.filter(key=site_key).first()
+        site = selectors.site_by_key(site_key=site_key, active_only=False)
         if site is None:
             raise CommandError(f"No site with key {site_key!r}.")
         return site.pk

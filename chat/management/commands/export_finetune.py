@@ -11,8 +11,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from chat import finetune
-from chat.models import Site
+from chat import finetune, selectors
 
 HELP = """\
 Export rated bot answers as JSON Lines for fine-tuning, scrubbed of personal data (e-mail
@@ -91,7 +90,8 @@ class Command(BaseCommand):
                             "thumbs-down answer) to this file.")
 
     def handle(self, *args, **options):
-        if options["site"] and not Site.objects.filter(key=options["site"]).exists():
+        if options["site"] and selectors.site_by_key(site_key=options["site"],
+                                                      active_only=False) is None:
             raise CommandError(f"No site with key {options['site']!r} (see admin, Sites).")
         if options["since"] and options["until"] and options["since"] > options["until"]:
             raise CommandError("--since is after --until.")

@@ -10,8 +10,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from chat import selectors
 from chat.knowledge import importing, services
-from chat.models import Site
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "knowledge" / "sample" / "articles"
 
@@ -70,7 +70,7 @@ class Command(BaseCommand):
     def _site_id(site_key: str | None) -> int | None:
         if not site_key:
             return None
-        site = Site.objects.filter(key=site_key).first()
+        site = selectors.site_by_key(site_key=site_key, active_only=False)
         if site is None:
             raise CommandError(f"No site with key {site_key!r} (see admin, Sites).")
         return site.pk
