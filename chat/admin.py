@@ -41,13 +41,10 @@ from chat.models import (
 SNIPPET_LENGTH = 80
 
 
-class TranscriptAdmin(admin.ModelAdmin):
-    """View only: a transcript is the record of what was said, and a conversation changes
-    through `agents.services` (takeover, hand back, close, reply, from the console), never by
-    editing rows: nothing else tells the console and the customer's sockets, or clears the
-    recent-turn cache. Not even deleted, which would also take the customer's ratings."""
+class ViewOnly:
+    """Admin pages (and inlines) that show rows and change none: no add, change or delete."""
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
@@ -55,6 +52,13 @@ class TranscriptAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+class TranscriptAdmin(ViewOnly, admin.ModelAdmin):
+    """View only: a transcript is the record of what was said, and a conversation changes
+    through `agents.services` (takeover, hand back, close, reply, from the console), never by
+    editing rows: nothing else tells the console and the customer's sockets, or clears the
+    recent-turn cache. Not even deleted, which would also take the customer's ratings."""
 
     def conversation_id_of(self, obj) -> object:
         raise NotImplementedError
@@ -71,7 +75,8 @@ class TranscriptAdmin(admin.ModelAdmin):
         return [(name, {**options, "description": note}), *rest]
 
 
-class MessageInline(admin.TabularInline):
+class MessageInline(ViewOnly, admin.TabularInline):
+    # Read-only, as its conversation is (see TranscriptAdmin).
     model = Message
     extra = 0
     can_delete = False
@@ -79,16 +84,6 @@ class MessageInline(admin.TabularInline):
               "ttft_ms", "total_ms", "is_fallback", "is_partial", "feedback_rating")
     readonly_fields = fields
     ordering = ("id",)
-
-    # Read-only, as its conversation is (see TranscriptAdmin).
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
         # One query for the whole transcript, not one per message for author and feedback.
@@ -473,7 +468,7 @@ class ApiSessionAdmin(admin.ModelAdmin):
 
 
 @admin.register(LogEntry)
-class LogEntryAdmin(admin.ModelAdmin):
+class LogEntryAdmin(ViewOnly, admin.ModelAdmin):
     """Who changed what in admin, and when: Django writes a row for every add, change and
     delete made through its forms, and the admin actions that write add theirs. A record, so
     nobody adds, edits or removes one here."""
@@ -489,15 +484,6 @@ class LogEntryAdmin(admin.ModelAdmin):
     date_hierarchy = "action_time"
     fields = ("action_time", "user", "content_type", "object_id", "object_link", "action",
               "change_summary")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         return super().changelist_view(

@@ -14,7 +14,6 @@ their order, and a full channel or a lost Redis reaches the stream that sent it,
 """
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
 from channels.exceptions import ChannelFull
@@ -70,16 +69,6 @@ class Mailbox:
             return
         for channel, event in pairs:  # a layer without bundles (tests' in-memory layer)
             await self.layer.send(channel, event)
-
-    async def close(self) -> None:
-        """Stop sending; whoever still waits is cancelled."""
-        if self._sender is not None and not self._sender.done():
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
-        for *_, future in self._waiting:
-            future.cancel()
-        self._waiting = []
 
 
 def _settle(future: asyncio.Future, *, exception: BaseException | None = None) -> None:
