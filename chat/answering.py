@@ -48,8 +48,7 @@ from chat.prompting import render_system_prompt
 from chat.punctuation import FullwidthPunctuation
 from cs_site import broadcast
 from cs_site.redis_client import get_redis
-from inference_worker import pool as presence  # the workers' presence, with our settings
-from inference_worker import protocol
+from inference_worker import pool, protocol  # pool: the workers' presence, our settings
 
 log = logging.getLogger(__name__)
 
@@ -545,7 +544,7 @@ class AnswerRun:
             await self._fallback(answer, fallback.REASON_BUSY)
             return False
         try:
-            room = await presence.capacity(get_redis(), inference["CHANNEL"])
+            room = await pool.capacity(get_redis(), inference["CHANNEL"])
             if room.live == 0:
                 await self._fallback(answer, fallback.REASON_UNAVAILABLE)
                 return False
@@ -642,7 +641,7 @@ class AnswerRun:
         elif answer.started_at is None and now >= answer.next_presence_check:
             answer.next_presence_check = now + settings.INFERENCE["WORKER_TTL_SECONDS"] / 2
             try:
-                live = await presence.live_workers(get_redis())
+                live = await pool.live_workers(get_redis())
             except _REDIS_ERRORS:
                 live = 1  # cannot tell: the first-token deadline still holds
             if live == 0:
