@@ -301,7 +301,7 @@ async def test_redis_failure_when_asking_the_workers_falls_back(connect, worker,
     async def broken(_redis, _channel):
         raise RedisConnectionError("connection refused")
 
-    monkeypatch.setattr(answering.presence, "capacity", broken)
+    monkeypatch.setattr(answering.pool, "capacity", broken)
     client, first = await connect()
     await client.send({"type": "message", "text": "hello", "client_id": "x"})
     assert (await client.receive())["type"] == "message.ack"
