@@ -47,6 +47,7 @@ from chat.models import BotProfile, Conversation, Message
 from chat.prompting import render_system_prompt
 from chat.punctuation import FullwidthPunctuation
 from cs_site import broadcast
+from cs_site.cancellation import raise_if_cancelled
 from cs_site.redis_client import get_redis
 from inference_worker import pool, protocol  # pool: the workers' presence, our settings
 
@@ -436,8 +437,7 @@ class AnswerRun:
             except _REDIS_ERRORS:
                 # redis-py turns a cancellation during a read into a connection error: keep
                 # it a cancellation, or this loop would outlive the run.
-                if asyncio.current_task().cancelling():
-                    raise asyncio.CancelledError from None
+                raise_if_cancelled()
                 await asyncio.sleep(0.5)  # the watchdog deadlines cover the gap
                 continue
             self.inbox.put_nowait(event)

@@ -19,6 +19,8 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from redis.exceptions import RedisError
 
+from cs_site.cancellation import raise_if_cancelled
+
 log = logging.getLogger(__name__)
 
 Pairs = Iterable[tuple[str, dict]]
@@ -74,6 +76,7 @@ async def _sender(queue: asyncio.Queue) -> None:
             await _send(pairs)
         finally:
             queue.task_done()
+        raise_if_cancelled()  # else a cancellation redis-py lost leaves this waiting for good
 
 
 async def flush() -> None:

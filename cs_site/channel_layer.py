@@ -27,6 +27,7 @@ from channels_redis.core import BoundedQueue, RedisChannelLayer
 from redis import asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
+from cs_site.cancellation import raise_if_cancelled
 from cs_site.redis_client import DRIVER_INFO
 
 log = logging.getLogger(__name__)
@@ -120,12 +121,10 @@ class DeskChannelLayer(RedisChannelLayer):
         assert self.require_valid_channel_name(channel, receive=True), "Channel name invalid"
         key = self.prefix + channel
         connection = self.connection(self.consistent_hash(channel))
-        task = asyncio.current_task()
         while True:
             # redis-py can turn a cancellation that meets its read timeout into an empty
             # reply: without this check the loop would go on receiving for a cancelled task.
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError
+            raise_if_cancelled()
             taken = await self._take_batch(connection, key)
             if taken:
                 # Messages for attached channels reach their sinks now, in order; the first

@@ -26,6 +26,7 @@ from pydantic import TypeAdapter, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from cs_site.cancellation import raise_if_cancelled
 from inference_worker import metrics, pool, protocol
 from inference_worker.budget import ContextOverflow, fit_grounded
 from inference_worker.coalesce import adaptive_interval, coalesce
@@ -91,6 +92,7 @@ class _Retry:
         self.failing = False
 
     async def failed(self, exc: BaseException) -> None:
+        raise_if_cancelled()  # redis-py reports a cancellation mid-read as a lost connection
         if not self.failing:
             self.failing = True
             metrics.REDIS_OUTAGES.inc()
@@ -225,6 +227,8 @@ class InferenceWorker:
             task = asyncio.create_task(self._serve(message))
             self._tasks.add(task)
             task.add_done_callback(self._served)
+            # Served (the stop ends it with an error its consumer hears), then stop taking.
+            raise_if_cancelled()
 
     def _served(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
@@ -243,6 +247,7 @@ class InferenceWorker:
             retry.succeeded()
             if message.get("type") == "inference.cancel":
                 self.cancel(str(message.get("request_id", "")), str(message.get("reason", "")))
+            raise_if_cancelled()
 
     async def _heartbeat(self) -> None:
         retry = _Retry("heartbeat", lambda: None)
@@ -257,6 +262,7 @@ class InferenceWorker:
                 continue
             metrics.REDIS_UP.set(1)
             retry.succeeded()
+            raise_if_cancelled()
             # Sleep until the next beat, or until another loop reports Redis trouble.
             try:
                 async with asyncio.timeout(self.heartbeat_seconds):
@@ -494,12 +500,9 @@ class InferenceWorker:
             except _REDIS_DOWN as exc:
                 raise _RedisLost from exc
         stream.last_sent = time.monotonic()
-        # redis-py can lose a cancellation that lands while a command is under way: the
-        # command completes and the CancelledError never surfaces. Re-raise it here, or a
-        # cancelled stream would run on until its next await happens to notice.
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError
+        # A cancellation redis-py lost would let a cancelled stream run on until its next
+        # await happens to notice.
+        raise_if_cancelled()
 
     def _free_slots_changed(self) -> None:
         """Tell admission control at once, not at the next beat, how many slots are free: a
@@ -517,6 +520,7 @@ class InferenceWorker:
                                     self.max_concurrency - len(self.running))
             except _REDIS_DOWN:
                 return  # the next beat says it
+            raise_if_cancelled()
 
     def _mailbox(self, process: str) -> Mailbox:
         mailbox = self.mailboxes.get(process)

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from chat import answering, frames, group_events
 from chat.models import Conversation
+from cs_site.cancellation import raise_if_cancelled
 
 _REDIS_ERRORS = (RedisError, OSError)
 # Beyond the answer's own deadlines, which end every answer with a bot.done (the fallback's,
@@ -56,8 +57,7 @@ class GroupListener:
             try:
                 event = await self._layer.receive(self.channel_name)
             except _REDIS_ERRORS:
-                if asyncio.current_task().cancelling():
-                    raise asyncio.CancelledError from None
+                raise_if_cancelled()  # redis-py reports a cancellation mid-read this way
                 await asyncio.sleep(0.5)
                 continue
             handler = getattr(self, event.get("type", "").replace(".", "_"), None)
