@@ -90,6 +90,21 @@ def django_db_modify_db_settings(tmp_path_factory):
         db.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's, and then: database connections are kept between hops (CONN_MAX_AGE),
+    also by the threads of finished event loops, which nobody closes: end those sessions
+    before the PostgreSQL test database is dropped, or it cannot be ("being accessed by other
+    users")."""
+    yield
+    connection = connections["default"]
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
 @pytest.fixture
 def engine() -> SyntheticEngine:
     return SyntheticEngine(reply="Hello! How can I help you today?")
