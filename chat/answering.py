@@ -48,6 +48,7 @@ from chat.prompting import render_system_prompt
 from chat.punctuation import FullwidthPunctuation
 from cs_site import broadcast
 from cs_site.cancellation import raise_if_cancelled
+from cs_site.channel_layer import DeskChannelLayer
 from cs_site.redis_client import get_redis
 from inference_worker import pool, protocol  # pool: the workers' presence, our settings
 
@@ -445,10 +446,16 @@ class AnswerRun:
     async def _announce(self) -> None:
         """Every other tab of the customer, and every agent watching, joins this answer."""
         event = group_events.answer_started(conversation_id=self.cid, channel=self.channel)
-        for group in (group_events.conversation_group(self.cid),
-                      group_events.watch_group(self.cid)):
+        # The run and the socket that asked know already: a new conversation's only tab then
+        # costs one round trip here, and nothing is sent.
+        known = (self.channel, *self.audience)
+        for group, exclude in ((group_events.conversation_group(self.cid), known),
+                               (group_events.watch_group(self.cid), ())):
             with contextlib.suppress(ChannelFull, *_REDIS_ERRORS):
-                await self.layer.group_send(group, event)
+                if isinstance(self.layer, DeskChannelLayer):
+                    await self.layer.group_send(group, event, exclude=exclude)
+                else:  # another layer (tests' in-memory one): everyone hears it
+                    await self.layer.group_send(group, event)
 
     async def _next_question(self, answered: Message) -> Message | None:
         """A newer question that arrived while answering, if the bot still holds the

@@ -321,14 +321,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _on_message(self, frame: frames.MessageFrame) -> None:
         client_id = frame.get("client_id")
+        draft = self.conversation._state.adding  # stored with this, its first message
 
         async def ack(message: Message, created: bool) -> None:
+            if draft:  # (another tab may have stored it first: that row is the one)
+                self.conversation = message.conversation
+                await drafts.forget(self.conversation.pk)
             await self.send_frame(frames.ack_frame(client_id=client_id, message_id=message.id,
                                                    duplicate=not created))
 
         try:
             turn = await turns.customer_says(
-                conversation=await self._stored(), text=frame["text"], client_id=client_id,
+                conversation=self.conversation, text=frame["text"], client_id=client_id,
                 channel_name=self.channel_name, on_stored=ack)
         except services.ConversationClosed:
             await self.send_frame(frames.error_frame(

@@ -156,6 +156,8 @@ def asks_for_human(message: Message) -> bool:
     cfg = settings.CHAT
     if handoff_phrases.asks_for_human(message.text, cfg["HANDOFF_PHRASES"]):
         return True
+    if not handoff_phrases.is_affirmative(message.text, cfg["HANDOFF_AFFIRMATIVES"]):
+        return False  # only a yes accepts an offer: the bot's last words need not be read
     previous = last_bot_text(conversation_id=message.conversation_id, before_id=message.id)
     return handoff_phrases.accepts_offer(message.text, previous, offers=cfg["HANDOFF_OFFERS"],
                                          affirmatives=cfg["HANDOFF_AFFIRMATIVES"])

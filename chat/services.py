@@ -125,17 +125,20 @@ def _update_locale(conversation: Conversation, *, language: str, region: str) ->
 def message_add_customer(*, conversation: Conversation, text: str,
                          client_id: str | None) -> tuple[Message, bool]:
     """Store a customer message once per `client_id`. Returns (message, created) and sets
-    `conversation.status` to the status at the time of the write; raises ConversationClosed."""
-    if client_id:
-        existing = Message.objects.filter(conversation=conversation, client_id=client_id).first()
-        if existing is not None:
-            return existing, False
+    `conversation.status` to the status at the time of the write; raises ConversationClosed
+    (unless the message was stored before it closed: a resend then gets it back)."""
+    # A resend (same client_id) is found by the unique constraint rather than looked up
+    # first: resends are rare, and every message would pay for the look-up.
     try:
         with transaction.atomic():
             # The status as of this write: the caller decides on it whether the bot answers.
             status, last_message_at = Conversation.objects.filter(pk=conversation.pk).values_list(
                 "status", "last_message_at").get()
             if status == Conversation.Status.CLOSED:
+                stored = client_id and Message.objects.filter(
+                    conversation=conversation, client_id=client_id).first()
+                if stored:
+                    return stored, False
                 raise ConversationClosed
             conversation.status = status
             message = Message.objects.create(
@@ -144,7 +147,7 @@ def message_add_customer(*, conversation: Conversation, text: str,
             )
             message_told(message)
     except IntegrityError:
-        # Two sockets of one conversation resent the same client_id at the same moment.
+        # This client_id is stored already: a resend after a reconnect, or another tab's.
         return Message.objects.get(conversation=conversation, client_id=client_id), False
     # The turn cache of a brand-new conversation starts with this message (chat.memory).
     message.opens_conversation = last_message_at is None

@@ -21,6 +21,7 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Turn:
+    conversation: Conversation  # as stored (a prepared one is stored with its first message)
     message: Message
     outcome: Outcome
     handoff: HandoffOutcome | None = None
@@ -32,33 +33,39 @@ async def customer_says(*, conversation: Conversation, text: str, client_id: str
                         ) -> Turn:
     """Raises services.ConversationClosed (also should the conversation close while a
     hand-off is asked for). `on_stored` runs once the message is stored and before anything
-    answers it (the socket acks it there)."""
-    # One trip to a database thread, not two: under a burst of customers each hop waits in
-    # the executor's queue behind every other socket's, so a second hop (asks_for_human) made
-    # answers start late and then all at once.
-    message, created, wants_human = await db(_store_customer_message)(
+    answers it (the socket acks it there). A conversation not stored yet (prepared when its
+    socket connected) is stored with the message: the message's `conversation` and
+    Turn.conversation are the stored one."""
+    # One trip to a database thread, not two or three: under a burst of customers each hop
+    # waits in the executor's queue behind every other socket's, so further hops (storing the
+    # conversation, asks_for_human) made answers start late and then all at once.
+    conversation, message, created, wants_human = await db(_store_customer_message)(
         conversation, text, client_id)
     if on_stored is not None:
         await on_stored(message, created)
     if not created:
-        return Turn(message, Outcome.DUPLICATE)
+        return Turn(conversation, message, Outcome.DUPLICATE)
     await memory.remember(message)
     if conversation.status != Conversation.Status.BOT:
-        return Turn(message, Outcome.SILENT)
+        return Turn(conversation, message, Outcome.SILENT)
     if wants_human:
         outcome = await db(handoff_request)(conversation=conversation)
-        return Turn(message, Outcome.HANDOFF, outcome)
+        return Turn(conversation, message, Outcome.HANDOFF, outcome)
     await answering.request_answer(conversation=conversation, question=message,
                                    channel_name=channel_name, options=options)
-    return Turn(message, Outcome.ANSWERING)
+    return Turn(conversation, message, Outcome.ANSWERING)
 
 
-def _store_customer_message(conversation: Conversation, text: str,
-                            client_id: str | None) -> tuple[Message, bool, bool]:
-    """services.message_add_customer, and whether a new message asks for a human while the
-    bot holds the conversation (the only case in which customer_says asks)."""
+def _store_customer_message(conversation: Conversation, text: str, client_id: str | None,
+                            ) -> tuple[Conversation, Message, bool, bool]:
+    """services.message_add_customer (after services.conversation_open for a conversation
+    not stored yet), and whether a new message asks for a human while the bot holds the
+    conversation (the only case in which customer_says asks)."""
+    if conversation._state.adding:
+        conversation, _ = services.conversation_open(conversation=conversation)
     message, created = services.message_add_customer(conversation=conversation, text=text,
                                                      client_id=client_id)
+    message.conversation = conversation  # a resend's row comes without it; on_stored reads it
     wants_human = (created and conversation.status == Conversation.Status.BOT
                    and selectors.asks_for_human(message))
-    return message, created, wants_human
+    return conversation, message, created, wants_human

@@ -39,6 +39,17 @@ def test_customer_message_is_stored_once_per_client_id():
     assert conversation.last_message_at is not None
 
 
+def test_a_resend_after_the_conversation_closed_gets_the_stored_message_back():
+    conversation, _ = services.conversation_start()
+    first, _ = services.message_add_customer(conversation=conversation, text="hi", client_id="a")
+    services.conversation_close(conversation=conversation, closed_by="The customer")
+    again, created = services.message_add_customer(conversation=conversation, text="hi",
+                                                   client_id="a")
+    assert again.pk == first.pk and not created
+    with pytest.raises(services.ConversationClosed):
+        services.message_add_customer(conversation=conversation, text="more", client_id="b")
+
+
 def test_same_client_id_in_two_conversations_is_two_messages():
     a, _ = services.conversation_start()
     b, _ = services.conversation_start()

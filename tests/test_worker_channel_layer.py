@@ -130,6 +130,46 @@ async def test_groups_still_work():
     await desk.close_pools()
 
 
+async def test_a_group_send_reaches_every_member_but_the_excluded_ones():
+    desk, other_process = layer(capacity=1), layer()
+    one, two = await desk.new_channel(), await desk.new_channel()  # one process's key
+    elsewhere, full = await other_process.new_channel(), "full-member"
+    for channel in (one, two, elsewhere, full):
+        await desk.group_add("conversation.x", channel)
+    await desk.send(full, {"type": "already waiting"})  # capacity 1: full
+
+    await desk.group_send("conversation.x", {"type": "answer.started"}, exclude=(two,))
+    assert await desk.receive(one) == {"type": "answer.started"}
+    assert await other_process.receive(elsewhere) == {"type": "answer.started"}
+    assert await other_process.receive(full) == {"type": "already waiting"}
+    assert await get_redis().zcard("asgifull-member") == 0  # the full member got none
+    # The excluded channel shares the process's key with `one`: it got nothing (one
+    # message, for `one` only, went to that key).
+    await desk.send(two, {"type": "next"})
+    assert await desk.receive(two) == {"type": "next"}
+
+    # Everyone excluded, or nobody there: nothing is sent at all.
+    await desk.group_send("conversation.x", {"type": "x"}, exclude=(one, two, elsewhere, full))
+    await desk.group_send("conversation.nobody", {"type": "x"})
+    for process_key in (desk.non_local_name(one), other_process.non_local_name(elsewhere)):
+        assert await get_redis().zcard("asgi" + process_key) == 0
+    assert await get_redis().zcard("asgifull-member") == 0
+    await desk.close_pools()
+    await other_process.close_pools()
+
+
+async def test_a_group_send_of_the_desk_layer_reaches_a_stock_channels_redis_reader():
+    """Processes of an older release (channels-redis's own layer) during a rolling update."""
+    desk = layer()
+    stock = RedisChannelLayer(hosts=[url()])
+    member = await stock.new_channel()
+    await desk.group_add("conversation.y", member)
+    await desk.group_send("conversation.y", {"type": "conv.status", "status": "human"})
+    assert await stock.receive(member) == {"type": "conv.status", "status": "human"}
+    await desk.close_pools()
+    await stock.close_pools()
+
+
 async def test_a_burst_larger_than_the_pool_waits_for_connections():
     desk = layer(hosts=[{"address": url(), "max_connections": 2, "pool_timeout": 5}],
                  capacity=1000)
