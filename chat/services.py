@@ -3,6 +3,7 @@
 import secrets
 
 from django.db import IntegrityError, transaction
+from django.db.models import Case, F, TextField, Value, When
 from django.utils import timezone
 
 from chat import group_events, metrics
@@ -207,15 +208,25 @@ def bot_message_finish(*, message: Message, text: str, finish_reason: str, parti
     return message
 
 
+PARTIAL_SAVE_CHUNK = 500  # answers per UPDATE: 2 parameters each, far below SQLite's limit
+
+
 def bot_messages_save_partial(*, texts: dict[int, str]) -> None:
     """The text streamed so far of answers still under way (message id → text), all in one
     transaction: after a crash or restart, history shows what the customer saw. An answer
     that has ended meanwhile is not touched."""
-    now = timezone.now()
+    # One UPDATE per chunk (text = CASE id WHEN ... END), not one per answer: building a
+    # query costs the database thread more than running it, and that thread (its share of
+    # the GIL, on SQLite all of a process's database work) is what every other
+    # conversation waits for.
+    now, items = timezone.now(), list(texts.items())
     with transaction.atomic():
-        for message_id, text in texts.items():
-            Message.objects.filter(pk=message_id, is_partial=True, finish_reason="").update(
-                text=text, updated_at=now)
+        for start in range(0, len(items), PARTIAL_SAVE_CHUNK):
+            chunk = dict(items[start:start + PARTIAL_SAVE_CHUNK])
+            Message.objects.filter(pk__in=chunk, is_partial=True, finish_reason="").update(
+                text=Case(*(When(pk=pk, then=Value(text)) for pk, text in chunk.items()),
+                          default=F("text"), output_field=TextField()),
+                updated_at=now)
 
 
 def bot_message_fallback(*, conversation: Conversation, text: str, reason: str) -> Message:

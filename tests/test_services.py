@@ -68,6 +68,23 @@ def test_bot_message_is_partial_until_finished():
     assert (message.text, message.is_partial, message.prompt_tokens, message.ttft_ms) == ("answer", False, 10, 50)
 
 
+def test_partial_texts_of_many_answers_are_saved_together_and_an_ended_one_is_left(monkeypatch):
+    monkeypatch.setattr(services, "PARTIAL_SAVE_CHUNK", 2)  # three answers: two statements
+    conversation, _ = services.conversation_start()
+    streaming = [services.bot_message_start(conversation=conversation, model_name="m")
+                 for _ in range(3)]
+    ended = services.bot_message_start(conversation=conversation, model_name="m")
+    services.bot_message_finish(message=ended, text="the whole answer", finish_reason="stop",
+                                partial=False, prompt_tokens=1, completion_tokens=1, ttft_ms=1,
+                                total_ms=1)
+    texts = {m.pk: f"so far {i} 'quoted' ünïcode" for i, m in enumerate(streaming)}
+    services.bot_messages_save_partial(texts={**texts, ended.pk: "a late partial"})
+    saved = dict(Message.objects.filter(pk__in=texts).values_list("pk", "text"))
+    assert saved == texts
+    ended.refresh_from_db()
+    assert ended.text == "the whole answer" and not ended.is_partial
+
+
 def test_recent_turns_skip_empty_and_system_messages_and_keep_order():
     conversation, _ = services.conversation_start()
     for i in range(6):
