@@ -25,6 +25,7 @@ and the text streamed so far is saved every few seconds and when the process shu
 """
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -88,11 +89,48 @@ _runs: dict[str, "AnswerRun"] = {}
 tasks: set[asyncio.Task] = set()
 
 
-class _Inbox(asyncio.Queue):
-    """A run's events; `peek` lets the run merge deltas that wait behind each other."""
+class _Inbox:
+    """A run's events, in order; `peek` lets the run merge deltas that wait behind each other.
+
+    Not an asyncio.Queue read through wait_for: on Python 3.11 wait_for wraps every wait in a
+    task of its own, and a run waits once per delta (measured: a tenth of Daphne's time at
+    400 streams). Here a wait costs one future and one timer."""
+
+    def __init__(self):
+        self._events: collections.deque[dict] = collections.deque()
+        self._waiter: asyncio.Future | None = None
+
+    def put_nowait(self, event: dict) -> None:
+        self._events.append(event)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._events
 
     def peek(self) -> dict:
-        return self._queue[0]
+        return self._events[0]
+
+    def get_nowait(self) -> dict:
+        return self._events.popleft()
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait up to `seconds` for an event; False if none is waiting then."""
+        if not self._events:
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(seconds, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        return bool(self._events)
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _spawn(coro) -> asyncio.Task:
@@ -286,6 +324,48 @@ async def _save_partials() -> None:
         await asyncio.sleep(settings.CHAT["PARTIAL_SAVE_SECONDS"])
 
 
+# Each run's claim, renewed for all the runs of this process in one script every
+# PARTIAL_SAVE_SECONDS (one SET per run and tick cost 400 streams 200 round trips a second).
+# A claim is renewed only while it is still this run's: between two questions a run lets go
+# of it, and another process may have taken it.
+_RENEW_OWN_CLAIMS = """
+local renewed = 0
+for i = 1, #KEYS do
+    local v = redis.call('GET', KEYS[i])
+    if v and cjson.decode(v)['channel'] == ARGV[i] then
+        redis.call('PEXPIRE', KEYS[i], ARGV[#KEYS + 1])
+        renewed = renewed + 1
+    end
+end
+return renewed
+"""
+_renewer: asyncio.Task | None = None
+
+
+def _keep_claims_alive() -> None:
+    global _renewer
+    if (_renewer is None or _renewer.done()
+            or _renewer.get_loop() is not asyncio.get_running_loop()):
+        _renewer = _spawn(_renew_claims())
+
+
+async def _renew_claims() -> None:
+    script = get_redis().register_script(_RENEW_OWN_CLAIMS)
+    while _runs:
+        await asyncio.sleep(settings.CHAT["PARTIAL_SAVE_SECONDS"])
+        runs = list(_runs.values())
+        if not runs:
+            return
+        try:
+            await script(keys=[_claim_key(run.cid) for run in runs],
+                         args=[*(run.channel for run in runs),
+                               int(settings.CHAT["ANSWER_CLAIM_TTL_SECONDS"] * 1000)])
+        except _REDIS_ERRORS as exc:  # the next tick tries again; claims last 3 ticks
+            log.warning("could not renew %d answer claims (%s)", len(runs),
+                        exc.__class__.__name__)
+        raise_if_cancelled()
+
+
 async def persist_all(reason: str = "interrupted") -> None:
     """Save what every run of this process has streamed so far (the process is stopping).
     Daphne cancels every connection's consumer on SIGTERM and waits for them: the consumers
@@ -370,7 +450,8 @@ class AnswerRun:
             log.warning("cannot claim %s in Redis; answering without a claim", self.cid)
             return True
 
-    async def _renew_claim(self) -> None:
+    async def _update_claim(self) -> None:
+        """The claim's value, now that it names the message being streamed."""
         with contextlib.suppress(*_REDIS_ERRORS):
             await get_redis().set(_claim_key(self.cid), json.dumps(self.claim_value()),
                                   xx=True, px=int(settings.CHAT["ANSWER_CLAIM_TTL_SECONDS"] * 1000))
@@ -389,6 +470,7 @@ class AnswerRun:
     def launch(self, question: Message) -> None:
         _runs[self.cid] = self
         self.task = _spawn(self._main(question))
+        _keep_claims_alive()
 
     def post(self, event: dict) -> None:
         self.inbox.put_nowait(event)
@@ -505,19 +587,16 @@ class AnswerRun:
             while not answer.finished:
                 deadline = self._next_deadline(answer)
                 if not self.inbox.empty():
-                    # Events already waiting (a batch from Redis): no wait_for, which costs a
-                    # task and a timer per event; the deadlines are checked between events.
+                    # Events already waiting (a batch from Redis): taken without waiting; the
+                    # deadlines are checked between events.
                     await self._on_event(answer, self._take_waiting(answer))
                     if time.monotonic() >= deadline:
                         await self._on_deadline(answer)
                     continue
-                try:
-                    event = await asyncio.wait_for(self.inbox.get(),
-                                                   max(0.0, deadline - time.monotonic()))
-                except TimeoutError:
+                if not await self.inbox.wait(max(0.0, deadline - time.monotonic())):
                     await self._on_deadline(answer)
                     continue
-                await self._on_event(answer, event)
+                await self._on_event(answer, self._take_waiting(answer))
         finally:
             if answer.slot is not None:
                 await limits.release_answer_slot(answer.slot)
@@ -658,11 +737,10 @@ class AnswerRun:
                 await self._give_up(fallback.REASON_UNAVAILABLE)
         if now >= self._next_tick:
             self._next_tick = now + cfg["PARTIAL_SAVE_SECONDS"]
-            await self._tick(answer)
+            self._tick(answer)
 
-    async def _tick(self, answer: _Answer) -> None:
-        """Keep the claim alive and the streamed text saved."""
-        await self._renew_claim()
+    def _tick(self, answer: _Answer) -> None:
+        """Keep the streamed text saved (the claim is kept alive by _renew_claims)."""
         if answer.message is not None and not answer.finished and len(
                 answer.text) != answer.saved_chars:
             text = answer.text
@@ -759,7 +837,7 @@ class AnswerRun:
             metrics.answer_ended(metrics.TAKEN_OVER, "silenced")
             answer.finished = self.ended = True
             return
-        await self._renew_claim()  # late joiners now learn which message streams
+        await self._update_claim()  # late joiners now learn which message streams
         await self._emit(frames.bot_start_frame(message_id=answer.message.pk,
                                                 reply_to=answer.question.pk))
 

@@ -2,7 +2,9 @@
 a full queue and a stopping process (chat.answering), through the real ASGI router and Redis."""
 
 import asyncio
+import json
 import time
+import types
 
 import pytest
 from channels.layers import get_channel_layer
@@ -131,6 +133,43 @@ async def test_a_question_from_another_process_joins_the_run_that_holds_the_conv
     assert stored is not None  # visible to every process, with a TTL
     assert 0 < await get_redis().pttl(f"chat:answering:{first['id']}") <= (
         settings.CHAT["ANSWER_CLAIM_TTL_SECONDS"] * 1000)
+
+
+async def test_an_answer_longer_than_its_claims_ttl_keeps_the_claim(connect, worker, slow_engine,
+                                                                    settings):
+    settings.CHAT = {**settings.CHAT, "ANSWER_CLAIM_TTL_SECONDS": 0.6,
+                     "PARTIAL_SAVE_SECONDS": 0.2}
+    tab, first = await connect()
+    await tab.send({"type": "message", "text": "one", "client_id": "m1"})
+    await tab.receive()
+    await tab.receive_until(lambda f: f["type"] == "bot.delta" and "word0" in f["text"])
+    started = time.monotonic()
+    frames = await tab.receive_until(lambda f: f["type"] == "bot.delta" and "word8" in f["text"])
+    assert time.monotonic() - started > 0.6 and frames  # longer than one TTL ...
+    assert await get_redis().get(f"chat:answering:{first['id']}") is not None  # ... still held
+    await tab.answer()
+
+
+async def test_claims_are_renewed_together_and_only_while_they_are_this_processs(settings):
+    """Between two questions a run lets go of its claim; another process may take it then."""
+    settings.CHAT = {**settings.CHAT, "PARTIAL_SAVE_SECONDS": 0.05,
+                     "ANSWER_CLAIM_TTL_SECONDS": 10}
+    redis = get_redis()
+    ours = types.SimpleNamespace(cid="ours", channel="specific.web1!run1")
+    taken = types.SimpleNamespace(cid="taken", channel="specific.web1!run2")
+    await redis.set("chat:answering:ours", json.dumps({"channel": ours.channel}), px=2000)
+    await redis.set("chat:answering:taken", json.dumps({"channel": "specific.web2!x"}), px=2000)
+    answering._runs.update(ours=ours, taken=taken)
+    try:
+        answering._keep_claims_alive()
+
+        async def renewed():
+            return await redis.pttl("chat:answering:ours") > 2000
+
+        await poll(renewed)
+        assert 0 < await redis.pttl("chat:answering:taken") <= 2000  # the other process's
+    finally:
+        answering._runs.clear()  # stand-ins, not runs: nothing to stop
 
 
 class SilentWorker:
