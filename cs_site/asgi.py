@@ -3,7 +3,6 @@
 Run with `daphne cs_site.asgi:application` (what `make run` does).
 """
 
-import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -47,13 +46,3 @@ application = ProtocolTypeRouter(
         "websocket": URLRouter([*chat_websockets, *console_websockets]),
     }
 )
-
-# The garbage collector, tuned for a process that holds hundreds of streaming conversations:
-# what start-up loaded (Django, models, URL patterns) is moved out of its way for good, and
-# young objects are collected after 50,000 allocations rather than 700 (every frame sent
-# allocates a few). Full collections over everything then stalled the event loop, every
-# stream at once, for tens of milliseconds. Measured at 400 streams on one process (make
-# bench's pipeline, two runs each): delta lag p99 140-143 ms against 184-245 ms untuned,
-# first token p50 0.2-0.4 s against 0.66-0.77 s.
-gc.freeze()
-gc.set_threshold(50_000, 50, 100)

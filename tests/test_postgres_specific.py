@@ -2,13 +2,20 @@
 other's uncommitted row. Only PostgreSQL runs this (SQLite serialises writers, so the race
 cannot happen there); `scripts/test-postgres.sh` runs it."""
 
+import gc
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.conf import settings
-from django.db import IntegrityError, connection, connections, transaction
+from django.db import (
+    IntegrityError,
+    close_old_connections,
+    connection,
+    connections,
+    transaction,
+)
 
 from chat import services
 from chat.models import BotProfile, Message
@@ -89,3 +96,29 @@ def test_two_connections_cannot_both_make_a_default_profile():
     assert first.is_default
     assert isinstance(second, IntegrityError) and "one_default_profile" in str(second)
     assert list(BotProfile.objects.filter(is_default=True)) == [first]
+
+
+def test_request_threads_share_the_process_pool_instead_of_keeping_a_connection_each():
+    """Daphne runs each HTTP view in a thread of its own. What is left of 60 such requests
+    is the pool's connections, not one session per thread (which ran the server out of
+    connections under a burst of API requests)."""
+    pool = settings.DATABASES["default"]["OPTIONS"]["pool"]
+
+    def request():
+        BotProfile.objects.count()
+        close_old_connections()  # what the end of every request does (request_finished)
+
+    gc.disable()  # a kept connection must not be freed by chance before the count
+    try:
+        threads = [threading.Thread(target=request) for _ in range(60)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            (others,) = cursor.fetchone()
+    finally:
+        gc.enable()
+    assert others <= pool["max_size"]
