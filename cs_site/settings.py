@@ -113,18 +113,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # One file, no server to drop it: each thread keeps its connection.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=None)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Django's pool (psycopg_pool), as Django advises under ASGI: Daphne runs each HTTP view
-    # in a thread of its own, and connections kept per thread (CONN_MAX_AGE) outlived their
-    # threads until garbage collection, one per request: a burst of API requests ran the
-    # server out of connections ("too many clients"). A pool's connections go back to it
-    # after each hop and are shared by every thread of the process.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0  # required with a pool
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
-        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
-        "timeout": env.float("DATABASE_POOL_TIMEOUT_SECONDS", default=10.0),
-    }
+else:
+    # A server's connections are closed after each hop (Django's default under ASGI): Daphne
+    # runs each HTTP view in a thread of its own, and connections kept per thread outlived
+    # their threads until garbage collection, one per request, so a burst of API requests
+    # ran the server out of connections ("too many clients"). Put PgBouncer in front for
+    # cheaper connects.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -247,7 +247,12 @@ async def test_disconnect_mid_answer_cancels_at_the_worker_and_keeps_the_partial
     await poll(lambda: slow_engine.aborted)  # after the rejoin grace
     assert len(slow_engine.aborted) == 1
     assert slow_engine.running_requests() == 0
-    bot = await Message.objects.aget(conversation_id=first["id"], role="bot")
+
+    async def stored():  # the run stores the text once the engine has stopped
+        bot = await Message.objects.aget(conversation_id=first["id"], role="bot")
+        return bot if bot.finish_reason else None
+
+    bot = await poll(stored)
     assert bot.is_partial and bot.finish_reason == "disconnected"
     assert 0 < len(bot.text) < len("word " * 25)
 

@@ -98,11 +98,10 @@ def test_two_connections_cannot_both_make_a_default_profile():
     assert list(BotProfile.objects.filter(is_default=True)) == [first]
 
 
-def test_request_threads_share_the_process_pool_instead_of_keeping_a_connection_each():
-    """Daphne runs each HTTP view in a thread of its own. What is left of 60 such requests
-    is the pool's connections, not one session per thread (which ran the server out of
-    connections under a burst of API requests)."""
-    pool = settings.DATABASES["default"]["OPTIONS"]["pool"]
+def test_request_threads_leave_no_connection_open_behind_them():
+    """Daphne runs each HTTP view in a thread of its own. After 60 such requests no session
+    of theirs is left (kept per thread, they ran the server out of connections under a burst
+    of API requests)."""
 
     def request():
         BotProfile.objects.count()
@@ -121,4 +120,4 @@ def test_request_threads_share_the_process_pool_instead_of_keeping_a_connection_
             (others,) = cursor.fetchone()
     finally:
         gc.enable()
-    assert others <= pool["max_size"]
+    assert others <= 2  # (the async ORM's thread may hold one)
