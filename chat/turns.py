@@ -21,7 +21,6 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Turn:
-    conversation: Conversation  # as stored (a prepared one is stored with its first message)
     message: Message
     outcome: Outcome
     handoff: HandoffOutcome | None = None
@@ -34,8 +33,8 @@ async def customer_says(*, conversation: Conversation, text: str, client_id: str
     """Raises services.ConversationClosed (also should the conversation close while a
     hand-off is asked for). `on_stored` runs once the message is stored and before anything
     answers it (the socket acks it there). A conversation not stored yet (prepared when its
-    socket connected) is stored with the message: the message's `conversation` and
-    Turn.conversation are the stored one."""
+    socket connected) is stored with the message: the message's `conversation` is the
+    stored one."""
     # One trip to a database thread, not two or three: under a burst of customers each hop
     # waits in the executor's queue behind every other socket's, so further hops (storing the
     # conversation, asks_for_human) made answers start late and then all at once.
@@ -44,16 +43,16 @@ async def customer_says(*, conversation: Conversation, text: str, client_id: str
     if on_stored is not None:
         await on_stored(message, created)
     if not created:
-        return Turn(conversation, message, Outcome.DUPLICATE)
+        return Turn(message, Outcome.DUPLICATE)
     await memory.remember(message)
     if conversation.status != Conversation.Status.BOT:
-        return Turn(conversation, message, Outcome.SILENT)
+        return Turn(message, Outcome.SILENT)
     if wants_human:
         outcome = await db(handoff_request)(conversation=conversation)
-        return Turn(conversation, message, Outcome.HANDOFF, outcome)
+        return Turn(message, Outcome.HANDOFF, outcome)
     await answering.request_answer(conversation=conversation, question=message,
                                    channel_name=channel_name, options=options)
-    return Turn(conversation, message, Outcome.ANSWERING)
+    return Turn(message, Outcome.ANSWERING)
 
 
 def _store_customer_message(conversation: Conversation, text: str, client_id: str | None,
