@@ -5,6 +5,7 @@ downloads the session as JSON and saves the settings as a bot profile."""
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 # "Model output" that must stay text, and long enough to be cut by max_tokens.
 REPLY = '<img src=x onerror="window.__xss=1"> Your parcel left our warehouse this morning.'
 QUESTION = "Where is my parcel? (playground e2e)"
+
+
+async def settled(form):
+    """htmx binds a swapped-in form's controls when it settles, 20 ms after the swap (the
+    htmx-added class goes then): a change made in between would send nothing."""
+    await expect(form).not_to_have_class(re.compile(r"\bhtmx-added\b"))
 
 
 @pytest.fixture
@@ -120,6 +127,7 @@ async def test_a_lead_tunes_the_bot_compares_and_exports(synthetic_stack, engine
     await settings_a.get_by_role("button", name="Save as bot profile…").click()
     confirm = settings_a.locator(".pg-confirm")
     await expect(confirm.locator(".pg-diff")).to_contain_text("Temperature")
+    await settled(settings_a.locator(".pg-save"))
     await confirm.get_by_label("As a new profile named").check()
     await confirm.get_by_label("Name of the new profile").fill("Warm & short")
     await confirm.get_by_role("button", name="Confirm save").click()
@@ -131,6 +139,7 @@ async def test_a_lead_tunes_the_bot_compares_and_exports(synthetic_stack, engine
     assert await LogEntry.objects.filter(object_id=str(saved.pk), action_flag=ADDITION,
                                          user=lead).aexists()
     await expect(page.locator("#a-profile")).to_have_value(str(saved.pk))
+    await settled(settings_a)
     await page.locator("#a-profile").select_option(label="Customer service (live default)")
     await expect(page.locator("#a-temperature-num")).to_have_value("0.7")
     await expect(page.locator("#a-region")).to_have_value("Bavaria")
