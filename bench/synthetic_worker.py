@@ -8,13 +8,12 @@ before the pipeline has touched it, and that would be counted as the pipeline's 
 word i is yielded at the answer's start + its place in the schedule, so lateness never
 accumulates, and the start is recorded (wall clock, in Redis under the message's tag): the load
 generator then measures each delta against when this engine produced its words. Everything else
-is the product's worker (channel, presence, coalescing, cancellation, metrics).
+is the product's worker (`serve`: channel, presence, coalescing, cancellation, metrics).
 """
 
 import argparse
 import asyncio
 import os
-import signal
 import time
 
 import django
@@ -73,27 +72,15 @@ def _engine_class():
 
 
 async def _serve(args) -> None:
-    from channels.layers import get_channel_layer
-    from django.conf import settings
     from prometheus_client import start_http_server
 
     from cs_site.redis_client import get_redis
-    from inference_worker.worker import InferenceWorker
+    from inference_worker.management.commands.run_inference_worker import serve
 
-    cfg = settings.INFERENCE
     start_http_server(args.metrics_port, addr="127.0.0.1")
     engine = _engine_class()(redis=get_redis(), words=args.words,
                              chars_per_second=args.chars_per_second)
-    worker = InferenceWorker(
-        engine=engine, channel_layer=get_channel_layer(), redis=get_redis(),
-        channel=cfg["CHANNEL"], control_group=cfg["CONTROL_GROUP"],
-        max_concurrency=args.max_concurrency, coalesce_ms=cfg["COALESCE_MS"],
-        heartbeat_seconds=cfg["HEARTBEAT_SECONDS"], name="bench-synthetic",
-    )
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, worker.stop)
-    await worker.run()
+    await serve(engine, max_concurrency=args.max_concurrency, name="bench-synthetic")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from agents.consumers import MAX_FRAME_CHARS as CONSOLE_FRAME_CHARS  # noqa: E40
 from agents.routing import websocket_urlpatterns as console_websockets  # noqa: E402
 from chat.routing import websocket_urlpatterns as chat_websockets  # noqa: E402
 from cs_site import wsframes  # noqa: E402
+from cs_site.startup_objects import freeze_startup_objects  # noqa: E402
 from cs_site.static_files import StaticFiles  # noqa: E402
 
 # Daphne imports this module before it starts listening, so its WebSocket protocol can still be
@@ -46,3 +47,6 @@ application = ProtocolTypeRouter(
         "websocket": URLRouter([*chat_websockets, *console_websockets]),
     }
 )
+
+# Last, with everything imported: start-up's objects out of every later full collection.
+freeze_startup_objects()

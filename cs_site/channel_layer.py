@@ -223,7 +223,7 @@ class DeskChannelLayer(RedisChannelLayer):
             return super().create_pool(index)
         address = host.pop("address")
         host.setdefault("max_connections", DEFAULT_MAX_CONNECTIONS)
-        host.setdefault("driver_info", DRIVER_INFO)  # looked up once (see cs_site.redis_client)
+        host.setdefault("driver_info", DRIVER_INFO)  # none sent (see cs_site.redis_client)
         timeout = host.pop("pool_timeout", DEFAULT_POOL_TIMEOUT)
         return aioredis.BlockingConnectionPool.from_url(address, timeout=timeout, **host)
 

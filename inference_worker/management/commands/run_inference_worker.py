@@ -16,6 +16,7 @@ from django.core.management.base import BaseCommand
 from prometheus_client import start_http_server
 
 from cs_site.redis_client import get_redis
+from cs_site.startup_objects import freeze_startup_objects
 from inference_worker import lifeline
 from inference_worker.engines import build_engine
 from inference_worker.worker import InferenceWorker
@@ -63,4 +64,6 @@ async def serve(engine, *, max_concurrency: int | None = None, name: str | None 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, worker.stop)
+    # The engine and the model libraries are loaded: out of every later full collection.
+    freeze_startup_objects()
     await worker.run()
