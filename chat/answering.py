@@ -499,6 +499,9 @@ class AnswerRun:
                 detach(self.channel)
             if self._receiver is not None:
                 await cancel_and_wait(self._receiver)
+                # The ended task keeps its CancelledError, whose traceback holds this run:
+                # dropped, so the run is freed at once, not by a full garbage collection.
+                self._receiver = None
             with contextlib.suppress(*_REDIS_ERRORS):
                 await self.layer.group_discard(group_events.conversation_group(self.cid),
                                                self.channel)

@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 
 from chat import frames
 from cs_site.client_ip import parse_ip
+from cs_site.redis_client import DRIVER_INFO
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class ChatLimits:
         self._storage = RedisStorage(
             storage_uri(redis_url),
             implementation="redispy",  # `limits` defaults to coredis, which is not installed
+            driver_info=DRIVER_INFO,  # none sent (see cs_site.redis_client)
             key_prefix=KEY_PREFIX,
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
             socket_timeout=REDIS_TIMEOUT_SECONDS,

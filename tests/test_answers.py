@@ -2,6 +2,7 @@
 a full queue and a stopping process (chat.answering), through the real ASGI router and Redis."""
 
 import asyncio
+import gc
 import json
 import time
 import types
@@ -56,6 +57,24 @@ async def test_two_tabs_get_one_answer_and_both_show_it(connect, worker, slow_en
     assert streamed(frames1) == streamed(frames2) == bot.text == slow_engine.reply("")
     assert frames2[-1]["message_id"] == bot.id
     assert len(slow_engine.prompts) == 1
+
+
+async def test_an_ended_answer_run_is_freed_without_waiting_for_a_garbage_collection(
+        connect, worker, engine):
+    """Reference counting alone frees a run once it has ended: a run left to the garbage
+    collector would, with hundreds of answers a minute, make its full collections longer,
+    and each stalls every stream of the process."""
+    gc.collect()
+    gc.disable()
+    try:
+        tab, _ = await connect()
+        await tab.send({"type": "message", "text": "hello", "client_id": "m1"})
+        await tab.receive()
+        await tab.answer()
+        await poll(lambda: not answering.tasks)
+        assert not [o for o in gc.get_objects() if isinstance(o, answering.AnswerRun)]
+    finally:
+        gc.enable()
 
 
 async def test_a_tab_that_joins_mid_answer_gets_the_text_so_far_then_the_rest(

@@ -12,7 +12,7 @@ import uuid
 import redis
 from django.conf import settings
 
-from cs_site.redis_client import get_redis
+from cs_site.redis_client import DRIVER_INFO, get_redis
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,8 @@ def _sync_redis() -> redis.Redis:
     client = _sync_clients.get(settings.REDIS_URL)
     if client is None:
         client = _sync_clients[settings.REDIS_URL] = redis.Redis.from_url(
-            settings.REDIS_URL, decode_responses=True, socket_timeout=2, socket_connect_timeout=2)
+            settings.REDIS_URL, decode_responses=True, socket_timeout=2, socket_connect_timeout=2,
+            driver_info=DRIVER_INFO)
     return client
 
 
