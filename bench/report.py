@@ -146,7 +146,8 @@ def pipeline_section(data: dict, quick: bool) -> str:
         "same clock as the client) in Redis under the message's tag. The lag is therefore "
         "everything the pipeline adds: coalescing, the worker's sends, Redis, Daphne, the "
         "socket, and the client's own event loop (its p99 wake-up delay is in the last column; "
-        "it is small). *While all stream*: the deltas that arrived while every stream of the "
+        "it is small: the load generator does not collect garbage while it times deltas). "
+        "*While all stream*: the deltas that arrived while every stream of the "
         "step streamed at once (from the last stream's first delta to the first `bot.done`); "
         "the column before counts the whole step, conversations starting at "
         f"{plan['arrivals_per_second']:.0f} a second included.",
