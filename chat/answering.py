@@ -353,17 +353,25 @@ async def _renew_claims() -> None:
     script = get_redis().register_script(_RENEW_OWN_CLAIMS)
     while _runs:
         await asyncio.sleep(settings.CHAT["PARTIAL_SAVE_SECONDS"])
-        runs = list(_runs.values())
-        if not runs:
+        if not await _renew_once(script):
             return
-        try:
-            await script(keys=[_claim_key(run.cid) for run in runs],
-                         args=[*(run.channel for run in runs),
-                               int(settings.CHAT["ANSWER_CLAIM_TTL_SECONDS"] * 1000)])
-        except _REDIS_ERRORS as exc:  # the next tick tries again; claims last 3 ticks
-            log.warning("could not renew %d answer claims (%s)", len(runs),
-                        exc.__class__.__name__)
         raise_if_cancelled()
+
+
+async def _renew_once(script) -> bool:
+    """One tick's renewals; False when no run is left. The runs are held only for the tick:
+    a list kept across the sleep would keep ended runs alive, and a renewer stopped in its
+    sleep (the process stopping) would keep them for good in its CancelledError's traceback."""
+    runs = list(_runs.values())
+    if not runs:
+        return False
+    try:
+        await script(keys=[_claim_key(run.cid) for run in runs],
+                     args=[*(run.channel for run in runs),
+                           int(settings.CHAT["ANSWER_CLAIM_TTL_SECONDS"] * 1000)])
+    except _REDIS_ERRORS as exc:  # the next tick tries again; claims last 3 ticks
+        log.warning("could not renew %d answer claims (%s)", len(runs), exc.__class__.__name__)
+    return True
 
 
 async def persist_all(reason: str = "interrupted") -> None:
@@ -490,21 +498,28 @@ class AnswerRun:
                 with contextlib.suppress(Exception):
                     await self._give_up(fallback.REASON_ERROR)
         finally:
-            if _runs.get(self.cid) is self:
-                del _runs[self.cid]
-            # The claim first: while it stands, no other socket or process answers here.
-            await self._release_claim()
-            detach = getattr(self.layer, "detach", None)
-            if detach is not None:
-                detach(self.channel)
-            if self._receiver is not None:
-                await cancel_and_wait(self._receiver)
-                # The ended task keeps its CancelledError, whose traceback holds this run:
-                # dropped, so the run is freed at once, not by a full garbage collection.
-                self._receiver = None
-            with contextlib.suppress(*_REDIS_ERRORS):
-                await self.layer.group_discard(group_events.conversation_group(self.cid),
-                                               self.channel)
+            try:
+                await self._leave()
+            finally:
+                # An ended task keeps the exception it ended with (the receiver's
+                # CancelledError, this task's own when the run is stopped), whose traceback
+                # holds this run: without them, the run is freed at once instead of waiting
+                # in a reference cycle for a full garbage collection.
+                self._receiver = self.task = None
+
+    async def _leave(self) -> None:
+        if _runs.get(self.cid) is self:
+            del _runs[self.cid]
+        # The claim first: while it stands, no other socket or process answers here.
+        await self._release_claim()
+        detach = getattr(self.layer, "detach", None)
+        if detach is not None:
+            detach(self.channel)
+        if self._receiver is not None:
+            await cancel_and_wait(self._receiver)
+        with contextlib.suppress(*_REDIS_ERRORS):
+            await self.layer.group_discard(group_events.conversation_group(self.cid),
+                                           self.channel)
 
     async def _listen(self) -> None:
         with contextlib.suppress(*_REDIS_ERRORS):
