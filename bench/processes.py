@@ -122,6 +122,7 @@ def bench_environment(name: str):
         "DATABASE_URL": f"sqlite:///{run_dir / 'bench.sqlite3'}",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "PYTHONUNBUFFERED": "1",
+        "DEMO_PAGE": "true",  # the simulated customers connect without a site key
         "CHAT_IP_CONVERSATION_LIMIT": "",
         "CHAT_IP_MESSAGE_LIMIT": "",
         "CHAT_SITE_CONVERSATION_LIMIT": "",

@@ -79,6 +79,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         params = connect_params(self.scope)
         self.client_ip = client_ip(self.scope)
         site = None
+        if not params.site_key and not settings.DEMO_PAGE:
+            # A key-less socket is the demo page's: with the page off, it would lend the
+            # model to anyone who can reach the desk.
+            await self._refuse(frames.ErrorCode.ORIGIN_NOT_ALLOWED,
+                               "This desk takes chats from its widget only: connect with the "
+                               "site key of the embed script (?site=KEY). The key-less demo "
+                               "chat is off (DEMO_PAGE).",
+                               CLOSE_FORBIDDEN)
+            return
         if params.site_key:
             # Widget sockets come from company pages on other origins: the site key must
             # exist and allow the page's origin (same-host pages are checked in cs_site.asgi).

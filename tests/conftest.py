@@ -28,6 +28,16 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def demo_page_on():
+    """Test sockets connect without a site key, as the demo page does (`make run` turns it
+    on). Its production default, off, is tested on its own (tests/test_widget_server.py)."""
+    from django.test import override_settings
+
+    with override_settings(DEMO_PAGE=True):
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def plain_static_names():
     """Pages rendered in this process link static files by their plain names, as with DEBUG:
     the hashed ones need a `collectstatic` first. Serving collected files is tested on its own

@@ -183,6 +183,22 @@ def test_demo_page_is_there_only_when_turned_on(client, settings):
     assert on.status_code == 200 and b"/static/chat/demo.js" in on.content
 
 
+async def test_without_the_demo_page_only_widget_sockets_are_served(connect, site, settings):
+    """Off (the production default), a socket without a site key gets no conversation: it
+    would lend the model to anyone who can reach the desk. Nor is one resumed."""
+    _, keyless = await connect()  # made while the demo page is on, as under `make run`
+    settings.DEMO_PAGE = False
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=origin("http://127.0.0.1"))
+    assert (await communicator.connect())[0]
+    refused = await communicator.receive_json_from()
+    assert refused["code"] == "origin_not_allowed" and "site key" in refused["message"]
+    assert (await communicator.receive_output())["code"] == 4403
+    _, resumed = await connect(f"conversation={keyless['id']}&token={keyless['token']}")
+    assert resumed["code"] == "origin_not_allowed"
+    _, widget = await connect(f"site={site.key}", headers=origin(SHOP))
+    assert widget["type"] == "conversation"
+
+
 @pytest.mark.parametrize(("raw", "normal"), [
     ("https://Shop.Example.com/", "https://shop.example.com"),
     ("https://shop.example.com:443", "https://shop.example.com"),

@@ -202,7 +202,9 @@ def synthetic_daphne(name: str, engine: SyntheticEngine, tmp_path_factory, djang
         db_url = database_url(connection.settings_dict)
     env = {**os.environ, "REDIS_URL": redis.url, "DATABASE_URL": db_url,
            "ALLOWED_HOSTS": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1", **SHARED_ADDRESS,
-           "STATIC_ROOT": str(collected_static(tmp_path_factory)), **env_overrides}
+           "STATIC_ROOT": str(collected_static(tmp_path_factory)),
+           "DEMO_PAGE": "true",  # key-less test sockets, as the demo page's
+           **env_overrides}
     output = io.StringIO()
     sup = Supervisor(out=output, stop_timeout=10)
     daphne = sup.start("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",

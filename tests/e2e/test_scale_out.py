@@ -128,6 +128,7 @@ def scale_out(django_db_setup, django_db_blocker, tmp_path_factory):
         "TRUSTED_PROXIES": "127.0.0.1",
         "SERVE_STATIC": "false",
         "STATIC_ROOT": str(static_root),
+        "DEMO_PAGE": "true",  # key-less test sockets, as the demo page's
     }
     manage = [sys.executable, str(ROOT / "manage.py")]
     collected = subprocess.run([*manage, "collectstatic", "--noinput"], env=env, cwd=ROOT,
