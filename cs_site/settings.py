@@ -48,7 +48,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.staticfiles",
+    "cs_site.apps.DeskStaticFilesConfig",  # django.contrib.staticfiles, sources left out
     "channels",
     "django_htmx",
     "django_prometheus",

@@ -42,6 +42,13 @@ def http(released):
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
 
 
+def test_only_the_built_browser_code_is_published(collected):
+    assert (collected / "widget" / "widget.js").is_file()
+    assert (collected / "agents" / "console.js").is_file()
+    sources = [path for path in collected.rglob("*") if "src" in path.relative_to(collected).parts]
+    assert sources == []  # static/*/src/ are bundled into the files above, not served
+
+
 async def test_hashed_files_are_cached_for_good_and_sent_compressed(http, released):
     url = static("agents/console.js")
     assert HASHED.match(url), url  # what the console's pages link
