@@ -148,5 +148,12 @@ async def test_a_lead_tunes_the_bot_compares_and_exports(synthetic_stack, engine
     await page.set_viewport_size({"width": 390, "height": 800})
     assert await page.locator("#playground").evaluate("el => el.scrollWidth <= el.clientWidth")
     await expect(page.locator("#pg-send")).to_be_in_viewport()
+    # The console's sections scroll sideways inside the top bar; every one can be reached.
+    assert await page.locator(".topbar").evaluate("el => el.scrollWidth <= el.clientWidth")
+    sections = page.get_by_role("navigation", name="Console").get_by_role("link")
+    assert await sections.count() == 7
+    for link in await sections.all():
+        await link.scroll_into_view_if_needed()
+        await expect(link).to_be_in_viewport()
     assert errors == []
     await page.context.close()
