@@ -38,12 +38,17 @@ def _latency(ax, pipe: dict) -> None:
     steps = pipe["streams"]
     x = [s["streams"] for s in steps]
     for key, label, color in (("first_token_ms", "first token", "tab:blue"),
-                              ("delta_lag_ms", "delta lag", "tab:orange")):
+                              ("delta_lag_ms", "delta lag (whole step)", "tab:orange")):
         # A step with no such figure (no exact answer to time) is a gap, not a zero.
         ax.plot(x, [_or_gap(s[key]["p50"]) for s in steps], "o-", color=color,
                 label=f"{label} p50")
         ax.plot(x, [_or_gap(s[key]["p99"]) for s in steps], "s--", color=color,
                 label=f"{label} p99")
+    # The target is checked on this one: the arrival of the step's conversations (100 a
+    # second) is in the whole step's p99 above, not in what a reader of a stream sees after.
+    steady = [(s.get("delta_lag_all_streaming_ms") or {}).get("p99") for s in steps]
+    ax.plot(x, [_or_gap(p99) for p99 in steady], "^-", color="tab:red",
+            label="delta lag p99 while all stream")
     ax.axhline(pipeline.LAG_TARGET_MS, color="red", lw=0.8, ls=":",
                label=f"target: p99 lag ≤ {pipeline.LAG_TARGET_MS} ms at {pipeline.SAFE_STREAMS}")
     ax.axvline(pipeline.SAFE_STREAMS, color="grey", lw=0.8, ls=":")
