@@ -49,7 +49,11 @@ class Site(models.Model):
     bot_profile = models.ForeignKey(
         "BotProfile", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    is_active = models.BooleanField(default=True)
+    is_active = models.BooleanField(
+        default=True,
+        help_text="Off: the widget with this key and the site's API keys stop working; its "
+        "transcripts are kept. A site with conversations cannot be deleted: turn this off.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -108,8 +112,10 @@ class Conversation(models.Model):
     bot_profile = models.ForeignKey(
         "BotProfile", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # PROTECT: deleting a site must not turn its transcripts into key-less ones (which the
+    # demo page's sockets could then resume); a site is retired by deactivating it.
     site = models.ForeignKey(
-        Site, null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
+        Site, null=True, blank=True, on_delete=models.PROTECT, related_name="conversations"
     )
     # The agent holding the conversation while its status is "human".
     assigned_agent = models.ForeignKey(

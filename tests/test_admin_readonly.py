@@ -16,7 +16,7 @@ from django.urls import reverse
 from chat.api import keys
 from chat.knowledge import services as knowledge_services
 from chat.knowledge.models import Article
-from chat.models import ApiKey, BotProfile, Conversation, Feedback, Message
+from chat.models import ApiKey, BotProfile, Conversation, Feedback, Message, Site
 from tests.test_admin_review import STREAMED, bot_profile_form, conversation, downloaded, message
 
 pytestmark = pytest.mark.django_db
@@ -105,6 +105,21 @@ def test_nothing_of_a_transcript_is_added_in_admin(admin_client, transcript, mod
     assert response.status_code == 403
     assert (Conversation.objects.count(), Message.objects.count(),
             Feedback.objects.count()) == before
+
+
+def test_a_site_with_transcripts_is_deactivated_not_deleted(admin_client, transcript):
+    """Deleting it would have left its transcripts without their site (resumable without a
+    site key); admin refuses. A site nobody has chatted on yet can go."""
+    shop = Site.objects.create(name="Shop", allowed_origins="https://shop.example")
+    conv = transcript["conversation"]
+    Conversation.objects.filter(pk=conv.pk).update(site=shop)
+    refused = admin_client.post(url("chat_site_delete", shop.pk), {"post": "yes"})
+    assert refused.status_code == 200  # the confirmation page again, with the reason
+    assert "Cannot delete site" in refused.content.decode()
+    assert Conversation.objects.get(pk=conv.pk).site_id == shop.pk
+    unused = Site.objects.create(name="Unused", allowed_origins="https://unused.example")
+    gone = admin_client.post(url("chat_site_delete", unused.pk), {"post": "yes"})
+    assert gone.status_code == 302 and not Site.objects.filter(pk=unused.pk).exists()
 
 
 @pytest.mark.parametrize("model, key", [

@@ -127,6 +127,17 @@ def test_a_revoked_key_is_not_found_and_keeps_its_revocation_time():
     assert ApiKey.objects.get(pk=key.pk).revoked_at == first
 
 
+def test_a_key_of_a_deactivated_site_is_not_found_until_the_site_is_back():
+    site = Site.objects.create(name="Shop", allowed_origins="https://shop.example")
+    key, secret = keys.create_api_key(name="shop", scopes=["chat"], site=site)
+    _, unbound = keys.create_api_key(name="desk", scopes=["chat"])
+    Site.objects.filter(pk=site.pk).update(is_active=False)
+    assert keys.key_for_secret(secret) is None
+    assert keys.key_for_secret(unbound) is not None  # a key of no site is no site's to stop
+    Site.objects.filter(pk=site.pk).update(is_active=True)
+    assert keys.key_for_secret(secret) == key
+
+
 def test_last_used_is_written_at_most_once_a_minute():
     key, secret = keys.create_api_key(name="x", scopes=["chat"])
     assert keys.touch_last_used(key) is True

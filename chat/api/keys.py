@@ -121,12 +121,13 @@ def touch_due(key: ApiKey) -> bool:
 
 def key_for_secret(secret: str) -> ApiKey | None:
     """The active key with this secret (its site loaded), or None for an unknown or revoked
-    one alike: callers must not tell the two apart to the client."""
+    one, or one of a deactivated site, alike: callers must not tell them apart to the client."""
     if not secret or len(secret) > MAX_SECRET_CHARS:
         return None
     return (
         ApiKey.objects.select_related("site")
         .filter(secret_hash=hash_token(secret), revoked_at__isnull=True)
+        .exclude(site__is_active=False)
         .first()
     )
 
