@@ -1,6 +1,7 @@
 """The built console (static/agents/console.js, from static/agents/src/) in a real Chromium on
 the real console page (synthetic stack, a staff login): a streamed bot answer whose bot.done
-carries sources shows them as links under the answer.
+carries sources shows them as links under the answer; a reply sent as a live refresh redraws
+the reply box is posted.
 
 Sources are not produced end to end yet, so the conv.bot frames of that answer are INJECTED
 into the console's real WebSocket (Playwright's route_web_socket forwards the server's frames
@@ -11,10 +12,14 @@ import re
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
 from playwright.async_api import expect
 
+from agents import services as agents_services
 from chat import services as chat_services
+from chat.models import Message
 from tests.e2e.test_console_handoff import agent_page
+from tests.waiting import poll
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -63,4 +68,39 @@ async def test_console_lists_an_answers_sources_under_it(synthetic_stack, browse
     second = page.locator('#transcript li[data-id="90002"]')
     await expect(second).not_to_have_class(re.compile("msg--streaming"))
     assert await second.locator(".msg__sources").count() == 0
+    await page.context.close()
+
+
+async def test_a_reply_sent_as_a_live_refresh_redraws_the_box_is_posted(synthetic_stack, browser):
+    """htmx wires a swapped-in form only when the swap settles, 20 ms later; a reply sent in
+    between (Enter as a status change re-renders the reply box) was the browser's own submit:
+    a GET of the page with the text in its address, and the reply lost."""
+    conversation, _ = await sync_to_async(chat_services.conversation_start)(language="en")
+    page = await agent_page(browser, synthetic_stack.http)
+    agent = await get_user_model().objects.aget(username="ada")
+    await sync_to_async(agents_services.takeover)(conversation_id=conversation.pk, agent=agent)
+    address = f"{synthetic_stack.http}/console/c/{conversation.pk}/"
+    await page.goto(address)
+    await expect(page.locator("#reply-text")).to_be_enabled()
+
+    # A refresh of the controls re-renders the reply box (out of band); the reply is sent the
+    # moment the new box is in the page, before htmx has settled it.
+    sent_into_a_new_box = await page.evaluate("""(text) => new Promise((resolve) => {
+        const before = document.querySelector("#composer form");
+        document.addEventListener("htmx:oobAfterSwap", function once() {
+            const form = document.querySelector("#composer form");
+            if (!form || form === before) return;
+            document.removeEventListener("htmx:oobAfterSwap", once);
+            form.querySelector("textarea").value = text;
+            form.requestSubmit();
+            resolve(true);
+        });
+        htmx.trigger("#controls", "refresh");
+    })""", "Sent as the box was redrawn")
+    assert sent_into_a_new_box
+
+    await poll(lambda: Message.objects.filter(conversation=conversation, role="agent",
+                                              text="Sent as the box was redrawn").aexists())
+    await expect(page.locator("#transcript")).to_contain_text("Sent as the box was redrawn")
+    assert page.url == address  # still the console, not a GET of it with the text
     await page.context.close()

@@ -78,7 +78,20 @@ export function updateTitle() {
   document.title = (waiting ? "(" + waiting + " waiting) " : "") + name;
 }
 
+/**
+ * htmx wires up swapped-in content only when the swap settles, 20 ms later. A form submitted
+ * in between (Enter just as a live refresh re-rendered the reply box) would go the browser's
+ * own way, a GET of this page with the text in its address, and the reply would be lost. So a
+ * submit wires its form first (htmx.process does nothing to a form it has wired already); the
+ * capture phase comes before the form's own listeners, so htmx takes this very submit.
+ */
+function wireBeforeSubmit(event) {
+  const form = event.target;
+  if (form instanceof HTMLFormElement && form.matches("[hx-post], [hx-get]")) htmx.process(form);
+}
+
 export function setupHtmxGlue() {
+  document.addEventListener("submit", wireBeforeSubmit, true);
   document.addEventListener("htmx:beforeRequest", beforeRequest);
   document.addEventListener("htmx:afterSwap", afterSwap);
   document.addEventListener("htmx:oobAfterSwap", afterSwap);
