@@ -58,7 +58,7 @@ async def test_agent_watches_takes_over_mid_answer_talks_and_hands_back(
 
     # The agent sees the bot's answer stream, as the customer sees it, then takes over.
     streaming = transcript.locator(".msg--bot.msg--streaming .msg__text")
-    for _attempt in range(3):  # a tiny model can end an answer early: then ask again
+    for _attempt in range(4):  # a tiny model can end an answer early: then ask again
         await customer.page.locator("textarea").first.fill(STORY)
         await customer.page.keyboard.press("Enter")
         try:
@@ -66,20 +66,20 @@ async def test_agent_watches_takes_over_mid_answer_talks_and_hands_back(
             await expect(streaming).to_have_text(re.compile(r".{30}", re.S), timeout=60_000)
         except AssertionError:
             continue
-        first_look = await streaming.text_content()
-        await asyncio.sleep(0.3)  # watching whether it grows meanwhile
-        if await streaming.count() and len(await streaming.text_content()) > len(first_look):
-            break  # it grew while we watched: still streaming
+        await agent.get_by_role("button", name="Take over").click()
+        await expect(agent.locator("#controls")).to_contain_text("You hold this conversation")
+        await expect(customer.page.locator(".sy").last).to_contain_text("Ada joined")
+        # The answer ends on both screens (its bot.done follows the stored message).
+        await expect(transcript.locator(".msg--streaming")).to_have_count(0)
+        taken = await Message.objects.filter(conversation=conversation, role="bot").alast()
+        if taken.finish_reason == "takeover":
+            break
+        # It had ended on its own just before the click: hand back and ask again.
+        await agent.get_by_role("button", name="Hand back to bot").click()
+        await expect(customer.page.locator(".sy").last).to_contain_text("assistant again")
     else:
-        pytest.fail("the model never produced an answer long enough to take over")
-    await agent.get_by_role("button", name="Take over").click()
-    await expect(agent.locator("#controls")).to_contain_text("You hold this conversation")
-
-    await expect(customer.page.locator(".sy").last).to_contain_text("Ada joined")
-    # The answer ends on both screens (its bot.done follows the stored message).
-    await expect(transcript.locator(".msg--streaming")).to_have_count(0)
-    taken = await Message.objects.filter(conversation=conversation, role="bot").alast()
-    assert taken.is_partial and taken.finish_reason == "takeover" and taken.text
+        pytest.fail("no answer was still streaming when the agent took over")
+    assert taken.is_partial and taken.text
 
     # Both sides talk; the bot stays silent meanwhile.
     bots_before = await Message.objects.filter(conversation=conversation, role="bot").acount()
