@@ -224,7 +224,7 @@ def vllm_section(data: dict, quick: bool) -> str:
         "`/ws/chat/`. Theirs: `python -m vllm.entrypoints.openai.api_server` on the same model "
         "folder, streaming `/v1/chat/completions` with `stream_options.include_usage`. Same "
         "max_model_len and dtype, "
-        + ("both with `--enforce-eager` (no torch.compile: ~20 s start instead of ~60 s, the "
+        + ("both with `--enforce-eager` (no torch.compile: ~35 s start instead of 2-3 min, the "
            "same for both)" if plan["eager"] else "both compiled (no enforce-eager)")
         + ", vLLM's default sampling defaults (`--generation-config vllm` on theirs; the "
         "model folder sets none anyway). The same questions and sampling: greedy "

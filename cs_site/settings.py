@@ -350,8 +350,9 @@ INFERENCE = {
     "GPU_MEMORY_UTILIZATION": env.float("INFERENCE_GPU_MEMORY_UTILIZATION", default=0.90),
     # GiB of RAM for the KV cache on the CPU backend (exported as VLLM_CPU_KVCACHE_SPACE).
     "CPU_KVCACHE_SPACE_GIB": env.int("INFERENCE_CPU_KVCACHE_SPACE", default=2),
-    # Skip torch.compile / CUDA graphs: the engine starts in ~17 s instead of ~60 s on these
-    # CPUs, at ~20% fewer tokens per second. Tests use it; production leaves it off.
+    # Skip torch.compile / CUDA graphs: the engine starts in ~35 s instead of 2-3 min on a
+    # 2-core CPU (measured: 34 s, and 152-191 s compiling), at ~20% fewer tokens per second.
+    # Tests use it; production leaves it off.
     "ENFORCE_EAGER": env.bool("INFERENCE_ENFORCE_EAGER", default=False),
     # Requests one worker runs at once; the rest wait in Redis for any free worker.
     "MAX_CONCURRENCY": env.int("INFERENCE_MAX_CONCURRENCY", default=16),

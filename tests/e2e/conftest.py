@@ -107,7 +107,7 @@ def real_stack(django_db_setup, django_db_blocker, tmp_path_factory):
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         **SHARED_ADDRESS,
         "PYTHONUNBUFFERED": "1",
-        # The same engine without torch.compile: starts in ~17 s instead of ~60 s.
+        # The same engine without torch.compile: starts in ~35 s instead of 2-3 min.
         "INFERENCE_ENFORCE_EAGER": "true",
         # Abort tests measure the engine stopping; a reload grace would only delay it.
         "CHAT_REJOIN_GRACE_SECONDS": "0.3",

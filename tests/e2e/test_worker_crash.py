@@ -61,7 +61,7 @@ def test_a_killed_worker_leaves_no_engine_process_and_comes_back(tmp_path: Path)
         "REDIS_URL": redis.url,
         "INFERENCE_METRICS_PORT": str(metrics_port),
         "PYTHONUNBUFFERED": "1",
-        "INFERENCE_ENFORCE_EAGER": "true",  # the same engine, loaded in ~20 s instead of ~60 s
+        "INFERENCE_ENFORCE_EAGER": "true",  # the same engine, without torch.compile
         "INFERENCE_MODEL_DIR": str(settings.INFERENCE["MODEL_DIR"]),
     }
     ready = ReadyCheck("worker", f"http://127.0.0.1:{metrics_port}/metrics", WORKER_READY_PATTERN)
