@@ -13,9 +13,7 @@ Sections as the console's layers: forms, reads, writes, views. The writes (`play
 agents/selectors.py once the feature settles; they sit here while one engineer owns it.
 """
 
-import asyncio
 import datetime as dt
-import time
 import zoneinfo
 from dataclasses import dataclass
 
@@ -51,7 +49,6 @@ PANES = {"a": "A", "b": "B"}  # side by side: two settings, two conversations
 CONVERSATION_HEADER = "X-Playground-Conversation"
 PROFILE_FIELDS = ("system_prompt", "temperature", "top_p", "max_tokens", "frequency_penalty")
 EXPORT_MESSAGES = 1000
-ANSWER_END_WAIT_SECONDS = 2.0
 LANGUAGES = ("en", "en-GB", "de", "fr", "es", "it", "nl", "pt-BR", "pl", "ru", "tr", "ar",
              "hi", "ja", "ko", "zh-CN", "zh-TW")
 REGIONS = ("United States", "United Kingdom", "Germany", "France", "Spain", "Italy", "Brazil",
@@ -489,7 +486,7 @@ async def send(request: HttpRequest):
     if await db(asks_for_human)(conversation_id=conversation.pk if conversation else None,
                                 text=data["message"]):
         return _refusal(409, HANDOFF_REFUSAL)
-    if conversation is not None and not await _answer_ended(conversation.pk):
+    if conversation is not None and not await answering.answer_ended(conversation.pk):
         return _refusal(409, "An answer is still streaming here: wait for it, or press Stop.")
     conversation = await db(playground_open)(
         user=user, conversation=conversation, profile=data["profile"],
@@ -513,18 +510,6 @@ async def send(request: HttpRequest):
     return StreamingHttpResponse(
         turn_stream(listener, conversation, turn), content_type="text/event-stream",
         headers={**SSE_HEADERS, CONVERSATION_HEADER: str(conversation.pk)})
-
-
-async def _answer_ended(conversation_id, wait: float = ANSWER_END_WAIT_SECONDS) -> bool:
-    """Whether no answer is under way in the conversation, waiting a moment for one that is
-    ending: its run releases the claim just after sending bot.done, and a quick next question
-    (Enter right after an answer) would otherwise be refused."""
-    deadline = time.monotonic() + wait
-    while await answering.live_answer(conversation_id) is not None:
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 @staff_required

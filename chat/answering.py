@@ -223,6 +223,23 @@ async def live_answer(conversation_id) -> dict | None:
     return json.loads(raw) if raw else None
 
 
+# How long a next question may wait for the previous answer to end: a client that sends it
+# the moment it has that answer's bot.done would otherwise be told an answer is under way.
+ANSWER_END_WAIT_SECONDS = 2.0
+
+
+async def answer_ended(conversation_id, wait: float = ANSWER_END_WAIT_SECONDS) -> bool:
+    """Whether no answer is under way in the conversation, waiting up to `wait` seconds for
+    one that is ending: its run sends bot.done first and lets go of the conversation only
+    after looking for a newer question (a database query), some milliseconds later."""
+    deadline = time.monotonic() + wait
+    while await live_answer(conversation_id) is not None:
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
 async def join(conversation_id, channel_name: str, kind: str, *,
                claim: dict | None = None, left_out: int | None = None) -> None:
     """Show this socket the answer under way, if any: the text so far, then the rest.

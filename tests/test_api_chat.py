@@ -14,6 +14,7 @@ from agents import services as agent_services
 from chat import answering
 from chat.api.keys import create_api_key
 from chat.models import ApiScope, Conversation, Message
+from cs_site.redis_client import get_redis
 from inference_worker.synthetic import chatml
 from tests.waiting import poll
 
@@ -164,6 +165,24 @@ async def test_a_second_message_while_one_streams_is_refused(api, worker, engine
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "conflict"
     assert (await streaming).status_code == 200
+
+
+async def test_a_message_sent_as_the_answer_before_it_lets_go_is_answered(api, worker, engine):
+    """The run that answered sends bot.done first and lets go of the conversation a moment
+    later: a client asking again at once waits for that instead of being refused."""
+    first = (await chat(api, session_id="s", user_input="hi")).json()
+    claim = answering._claim_key(first["conversation_id"])
+    redis = get_redis()
+    await redis.set(claim, json.dumps({"channel": "specific.elsewhere!run", "message_id": None}))
+    releasing = asyncio.get_running_loop().call_later(
+        0.3, lambda: asyncio.ensure_future(redis.delete(claim)))
+    try:
+        second = await chat(api, session_id="s", user_input="and then?")
+    finally:
+        releasing.cancel()
+        await redis.delete(claim)
+    assert second.status_code == 200, second.content
+    assert second.json()["response"] == engine.reply("")
 
 
 async def test_feedback_history_and_handoff(api, worker):

@@ -83,7 +83,7 @@ async def chat(request: HttpRequest, payload: ChatIn):
     conversation = await db(services.api_session_open)(
         api_key=key, session_id=payload.session_id, channel=Conversation.Channel.API,
         language=payload.language or "", region=payload.region or "")
-    if await answering.live_answer(conversation.pk) is not None:
+    if not await answering.answer_ended(conversation.pk):
         raise ApiError(409, errors.CONFLICT, "An answer is still streaming in this session; "
                        "send the next message when it has ended.", field="session_id")
     listener = await AnswerListener(conversation).open()

@@ -92,9 +92,11 @@ async def test_a_lead_tunes_the_bot_compares_and_exports(synthetic_stack, engine
     await page.locator("#b-temperature").fill("0.2")
     await page.locator("#pg-message").fill("And when will it arrive?")
     await page.get_by_role("button", name="Send").click()
-    for pane in ("a", "b"):
-        await expect(page.locator(f"#{pane}-transcript [data-figure=finish_reason] dd").last
-                     ).to_have_text("length", timeout=20_000)
+    # Figures appear when an answer ends: A's second answer, B's first.
+    for pane, answers in (("a", 2), ("b", 1)):
+        finished = page.locator(f"#{pane}-transcript [data-figure=finish_reason] dd")
+        await expect(finished).to_have_count(answers, timeout=20_000)
+        await expect(finished.last).to_have_text("length")
     asked = {engine.samplings[r]["temperature"] for r, prompt in engine.prompts.items()
              if "And when will it arrive?" in prompt}
     assert asked == {1.3, 0.2}
