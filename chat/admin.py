@@ -163,31 +163,34 @@ class HandoffFilter(YesNoFilter):
         )
 
 
-# Characters of an export pulled per trip to the ORM's thread: the memory a download holds at
-# once, whatever its size, and few enough trips that they cost nothing beside the queries.
+# Characters (or bytes) of an export pulled per trip to the ORM's thread: the memory a
+# download holds at once, whatever its size, and few enough trips that they cost nothing beside
+# the queries.
 EXPORT_BATCH_CHARS = 64 * 1024
 
 
-def _download(parts: Generator[str, None, None], name: str, extension: str,
-              content_type: str) -> StreamingHttpResponse:
-    """A file download streamed from `parts` (a generator that may run queries)."""
+def _download(parts: Generator[str, None, None] | Generator[bytes, None, None], name: str,
+              extension: str, content_type: str) -> StreamingHttpResponse:
+    """A file download streamed from `parts` (a generator of text or of bytes that may run
+    queries)."""
     filename = f"{name}-{timezone.localtime():%Y%m%d-%H%M%S}.{extension}"
     response = StreamingHttpResponse(_streamed(parts), content_type=content_type)
     response["Content-Disposition"] = content_disposition_header(True, filename)
     return response
 
 
-async def _streamed(parts: Generator[str, None, None]) -> AsyncIterator[bytes]:
+async def _streamed(parts: Generator[str, None, None] | Generator[bytes, None, None],
+                    ) -> AsyncIterator[bytes]:
     """Batches of `parts`, each pulled in the ORM's thread: Daphne serves an async iterator as
     it comes, where it would read a sync one to the end into memory first."""
     def next_batch() -> bytes:
         batch, size = [], 0
         for part in parts:
-            batch.append(part)
+            batch.append(part if isinstance(part, bytes) else part.encode())
             size += len(part)
             if size >= EXPORT_BATCH_CHARS:
                 break
-        return "".join(batch).encode()
+        return b"".join(batch)
 
     try:
         while batch := await sync_to_async(next_batch)():
@@ -214,7 +217,7 @@ class ConversationAdmin(TranscriptAdmin):
     inlines = [MessageInline]
     date_hierarchy = "created_at"
     # Exports only: they read. Without the delete permission Django offers no "delete selected".
-    actions = ["export_json", "export_csv", "export_finetune_jsonl"]
+    actions = ["export_json", "export_csv", "export_finetune"]
 
     def conversation_id_of(self, obj: Conversation) -> object:
         return obj.pk
@@ -512,23 +515,14 @@ class LogEntryAdmin(ViewOnly, admin.ModelAdmin):
 FINETUNE_BATCH = 200  # answers a database round trip fetches
 
 
-@admin.action(description="Export selected as fine-tuning JSONL", permissions=["view"])
-def export_finetune_jsonl(modeladmin, request: HttpRequest, queryset: QuerySet[Conversation]):
-    """The selected conversations' thumbs-up answers as chat-format JSONL, with the rules and
-    scrubbing of `manage.py export_finetune` (train lines only: no validation split, no pairs)."""
-    answers = finetune.rated_answers(finetune.Selection(conversations=queryset))
-    lines = finetune.chat_lines(answers.iterator(chunk_size=FINETUNE_BATCH),
-                                stats=finetune.ExportStats())
-    return _download(_jsonl(lines), "finetune", "jsonl", "application/jsonl; charset=utf-8")
-
-
-def _jsonl(lines: Generator[tuple[object, str], None, None]) -> Generator[str, None, None]:
-    try:
-        for _, line in lines:
-            yield line + "\n"
-    finally:
-        lines.close()  # with the export: its cursor closes in this thread
+@admin.action(description="Export selected for fine-tuning (ZIP: train, validation, pairs)",
+              permissions=["view"])
+def export_finetune(modeladmin, request: HttpRequest, queryset: QuerySet[Conversation]):
+    """The selected conversations' answers as `manage.py export_finetune --pairs` writes them
+    (its rules, scrubbing and split), in one ZIP archive."""
+    parts = finetune.archive(finetune.Selection(conversations=queryset), batch=FINETUNE_BATCH)
+    return _download(parts, "finetune", "zip", "application/zip")
 
 
 # Named in ConversationAdmin.actions; defined here, with the export, after the class.
-ConversationAdmin.export_finetune_jsonl = export_finetune_jsonl
+ConversationAdmin.export_finetune = export_finetune

@@ -22,11 +22,18 @@ counted: playground conversations, fallback answers (the rules answered, not the
 answers (cut off), answers without a stored prompt or with a malformed one. Identical lines are
 written once. Every text of every line, the system prompt included, is scrubbed of personal data
 first (`chat.pii`). A conversation's lines all go to one split, chosen by a hash of its id.
+
+`manage.py export_finetune` writes the files; `archive` makes them one ZIP archive (the
+admin's download).
 """
 
 import datetime as dt
 import hashlib
+import io
 import json
+import shutil
+import tempfile
+import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,12 +41,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
 
 from chat.models import Conversation, Feedback, Message
 from chat.pii import Scrubber
 
 THUMBS_UP = "up"
 THUMBS_ANY = "any"
+DEFAULT_VALIDATION_FRACTION = 0.1
 Split = Literal["train", "validation"]
 PROMPT_ROLES = frozenset({"system", "user", "assistant"})
 
@@ -244,3 +253,96 @@ def _seen_before(line: str, seen: set[bytes]) -> bool:
         return True
     seen.add(digest)
     return False
+
+
+# --- Summary ------------------------------------------------------------------------------
+
+
+def summary_lines(stats: ExportStats, *, train: str, valid: str | None,
+                  pairs: str | None) -> list[str]:
+    """What an export wrote and left out, a line each; the files named as given."""
+    lines = [
+        f"Selected {stats.selected} answers.",
+        f"Exported {stats.train + stats.validation} lines: {stats.train} train -> {train}"
+        + (f", {stats.validation} validation -> {valid}" if valid else ""),
+        f"Skipped {stats.skipped.total()}" + _by_reason(stats.skipped),
+        f"Duplicates dropped: {stats.duplicates}",
+    ]
+    if pairs:
+        lines.append(f"Preference pairs: {stats.pairs} -> {pairs}; skipped "
+                     f"{stats.pairs_skipped.total()}{_by_reason(stats.pairs_skipped)}; "
+                     f"duplicates dropped: {stats.pair_duplicates}")
+    lines.append(f"PII replaced: {stats.pii.total()}" + _by_reason(stats.pii))
+    return lines
+
+
+def _by_reason(counts: Counter[str]) -> str:
+    if not counts:
+        return ""
+    return " (" + ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items())) + ")"
+
+
+# --- One ZIP archive (the admin's download) ------------------------------------------------
+
+TRAIN_NAME, VALID_NAME, PAIRS_NAME, SUMMARY_NAME = (
+    "train.jsonl", "valid.jsonl", "pairs.jsonl", "summary.txt")
+_SPOOL_BYTES = 1024 * 1024  # validation lines held in memory before they go to a file
+
+
+class _Sink(io.RawIOBase):
+    """Where the archive is written: bytes collected until taken. Not seekable, so zipfile
+    writes each entry's sizes after its data, and the archive streams as it is made."""
+
+    def __init__(self):
+        self._chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._chunks.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        return data
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    """An entry dated now, in the desk's time zone like the file's name (one opened by name
+    alone is dated 1980), compressed."""
+    entry = zipfile.ZipInfo(name, date_time=timezone.localtime().timetuple()[:6])
+    entry.compress_type = zipfile.ZIP_DEFLATED
+    return entry
+
+
+def archive(selection: Selection, *, batch: int,
+            validation_fraction: float = DEFAULT_VALIDATION_FRACTION) -> Iterator[bytes]:
+    """The export of `manage.py export_finetune --pairs` as one ZIP archive, in parts as it is
+    made: train.jsonl, valid.jsonl, pairs.jsonl and summary.txt (the command's summary).
+    `batch`: answers a database round trip fetches."""
+    stats = ExportStats()
+    sink = _Sink()
+    # Lines come train and validation mixed, and an archive writes one entry at a time: the
+    # validation lines (a tenth) wait in a file that spills to disk past _SPOOL_BYTES.
+    with (zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive_file,
+          tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as held):
+        with archive_file.open(_entry(TRAIN_NAME), "w", force_zip64=True) as train:
+            answers = rated_answers(selection).iterator(chunk_size=batch)
+            for split, line in chat_lines(answers, stats=stats,
+                                          validation_fraction=validation_fraction):
+                (train if split == "train" else held).write(line.encode() + b"\n")
+                yield sink.take()
+        with archive_file.open(_entry(VALID_NAME), "w", force_zip64=True) as valid:
+            held.seek(0)
+            shutil.copyfileobj(held, valid)
+        yield sink.take()
+        with archive_file.open(_entry(PAIRS_NAME), "w", force_zip64=True) as pairs:
+            for line in pair_lines(corrected_answers(selection).iterator(chunk_size=batch),
+                                   stats=stats):
+                pairs.write(line.encode() + b"\n")
+                yield sink.take()
+        archive_file.writestr(_entry(SUMMARY_NAME), "\n".join(summary_lines(
+            stats, train=TRAIN_NAME, valid=VALID_NAME, pairs=PAIRS_NAME)) + "\n")
+    yield sink.take()

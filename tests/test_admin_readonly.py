@@ -193,7 +193,7 @@ def test_read_only_exports_still_work(admin_client, transcript):
     conv = transcript["conversation"]
     changelist = url("chat_conversation_changelist")
     offered = action_choices(admin_client.get(changelist))
-    assert {"export_json", "export_csv", "export_finetune_jsonl"} <= offered
+    assert {"export_json", "export_csv", "export_finetune"} <= offered
 
     response = admin_client.post(changelist, {
         "action": "export_json", "_selected_action": [str(conv.pk)]})
@@ -202,9 +202,8 @@ def test_read_only_exports_still_work(admin_client, transcript):
     assert [m["text"] for m in exported["messages"]] == ["Where is my parcel?", "It left today."]
 
     response = admin_client.post(changelist, {
-        "action": "export_finetune_jsonl", "_selected_action": [str(conv.pk)]})
-    assert response.status_code == 200 and response["Content-Type"].startswith(
-        "application/jsonl")
+        "action": "export_finetune", "_selected_action": [str(conv.pk)]})
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
     assert not LogEntry.objects.exists()  # reading is not a change
 
 

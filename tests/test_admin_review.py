@@ -5,6 +5,7 @@ import datetime as dt
 import io
 import json
 import re
+import zipfile
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -222,8 +223,11 @@ def test_exports_stream_in_batches_and_stay_valid(admin_client, monkeypatch, cou
     assert len(batches) == 1 if count == 1 else len(batches) > 3
 
     # The fine-tuning export streams the same way (tests/test_finetune.py reads its lines).
-    response = export(admin_client, "export_finetune_jsonl", selected)
-    assert response.is_async and b"".join(response) == b""  # no rated answers
+    response = export(admin_client, "export_finetune", selected)
+    with zipfile.ZipFile(io.BytesIO(downloaded(response))) as archive:  # no rated answers
+        assert {name: archive.read(name) for name in archive.namelist()
+                if name.endswith(".jsonl")} == dict.fromkeys(
+                    ("train.jsonl", "valid.jsonl", "pairs.jsonl"), b"")
 
 
 def test_json_export_of_nothing_is_an_empty_list():

@@ -6,6 +6,7 @@ import datetime as dt
 import io
 import json
 import uuid
+import zipfile
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -240,16 +241,42 @@ def test_malformed_prompt_is_skipped(tmp_path):
 # The admin is served by Daphne (ASGI), so the download is an async iterator; Django's test
 # client reads it synchronously and says so.
 @pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume asynchronous iterators")
-def test_admin_action_downloads_the_selected_conversations_train_lines(admin_client, rated):
+def test_admin_action_downloads_the_commands_files_for_the_selection(admin_client, rated):
     response = admin_client.post("/admin/chat/conversation/", {
-        "action": "export_finetune_jsonl",
+        "action": "export_finetune",
         "_selected_action": [str(uuid.UUID(int=n)) for n in (1, 2, 3)],
     })
     assert response.status_code == 200
     assert response.streaming
-    assert response["Content-Type"] == "application/jsonl; charset=utf-8"
+    assert response["Content-Type"] == "application/zip"
     assert response["Content-Disposition"].startswith('attachment; filename="finetune-')
-    body = b"".join(response).decode()
-    assert [json.loads(line) for line in body.splitlines()] == [A1_LINE, B3_LINE]
-    for secret in PII:
-        assert secret not in body
+    assert response["Content-Disposition"].endswith('.zip"')
+    with zipfile.ZipFile(io.BytesIO(b"".join(response))) as archive:
+        assert archive.testzip() is None
+        raw = {name: archive.read(name).decode() for name in archive.namelist()}
+    assert sorted(raw) == ["pairs.jsonl", "summary.txt", "train.jsonl", "valid.jsonl"]
+    lines = {name: [json.loads(line) for line in text.splitlines()]
+             for name, text in raw.items() if name.endswith(".jsonl")}
+    # The command's rules for these three conversations: conversation 1 and 2's thumbs-up
+    # model answers (the default split puts both in training), 2's corrected answer as a pair,
+    # and nothing of the playground's 3.
+    assert lines == {"train.jsonl": [A1_LINE, B3_LINE], "valid.jsonl": [],
+                     "pairs.jsonl": [PAIR]}
+    summary = raw["summary.txt"]
+    assert "Exported 2 lines: 2 train -> train.jsonl, 0 validation -> valid.jsonl" in summary
+    assert "Skipped 2 (fallback: 1, playground: 1)" in summary
+    assert "Preference pairs: 1 -> pairs.jsonl" in summary
+    for text in raw.values():
+        for secret in PII:
+            assert secret not in text
+
+
+def test_the_archive_splits_like_the_command(tmp_path, rated):
+    """Validation lines wait while training lines are written: both entries are whole."""
+    command, _, _ = export(tmp_path, "--validation-fraction", "0.5")
+    parts = finetune.archive(finetune.Selection(), batch=2, validation_fraction=0.5)
+    with zipfile.ZipFile(io.BytesIO(b"".join(parts))) as archive:
+        assert [json.loads(line) for line in archive.read("train.jsonl").splitlines()
+                ] == command["train"] == [B3_LINE, HOURS_LINE]
+        assert [json.loads(line) for line in archive.read("valid.jsonl").splitlines()
+                ] == command["valid"] == [A1_LINE]

@@ -82,7 +82,8 @@ class Command(BaseCommand):
         parser.add_argument("--min-csat", type=_csat, metavar="N",
                             help="Also require the conversation's CSAT score to be at least N "
                             "(1-5); conversations without a score are left out.")
-        parser.add_argument("--validation-fraction", type=_fraction, default=0.1, metavar="F",
+        parser.add_argument("--validation-fraction", type=_fraction,
+                            default=finetune.DEFAULT_VALIDATION_FRACTION, metavar="F",
                             help="Share of conversations for validation (default: %(default)s; "
                             "0: no validation file).")
         parser.add_argument("--pairs", type=Path, metavar="PATH",
@@ -123,27 +124,9 @@ class Command(BaseCommand):
                 for line in finetune.pair_lines(progress, stats=stats):
                     pairs_file.write(line + "\n")
 
-        self._summary(stats, out=out, valid=valid, pairs=options["pairs"])
-
-    def _summary(self, stats: finetune.ExportStats, *, out: Path, valid: Path | None,
-                 pairs: Path | None) -> None:
-        write = self.stdout.write
-        write(f"Selected {stats.selected} answers.")
-        write(f"Exported {stats.train + stats.validation} lines: {stats.train} train -> {out}"
-              + (f", {stats.validation} validation -> {valid}" if valid else ""))
-        write(f"Skipped {stats.skipped.total()}" + _by_reason(stats.skipped))
-        write(f"Duplicates dropped: {stats.duplicates}")
-        if pairs:
-            write(f"Preference pairs: {stats.pairs} -> {pairs}; skipped "
-                  f"{stats.pairs_skipped.total()}{_by_reason(stats.pairs_skipped)}; "
-                  f"duplicates dropped: {stats.pair_duplicates}")
-        write(f"PII replaced: {stats.pii.total()}" + _by_reason(stats.pii))
-
-
-def _by_reason(counts) -> str:
-    if not counts:
-        return ""
-    return " (" + ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items())) + ")"
+        for line in finetune.summary_lines(stats, train=str(out), valid=valid and str(valid),
+                                           pairs=options["pairs"] and str(options["pairs"])):
+            self.stdout.write(line)
 
 
 def _open(path: Path | None):
