@@ -2,12 +2,17 @@
 the synthetic token source. The official `openai` client against a real Daphne is in
 tests/e2e/test_api_gateway.py."""
 
+import io
 import json
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.core.management import call_command
 from django.test import AsyncClient
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from chat.api.openai import model_name
+from chat.knowledge.models import Article
 from chat.models import ApiScope, Conversation, Message
 from tests.test_api_chat import make_client, read_stream
 
@@ -79,6 +84,32 @@ async def test_without_include_usage_no_usage_chunk(api, worker):
     response = await complete(api, stream=True, messages=[{"role": "user", "content": "hi"}])
     chunks = [json.loads(line) for line in data_lines(await read_stream(response))[:-1]]
     assert all(c["choices"] for c in chunks) and "usage" not in chunks[-1]
+
+
+async def test_a_grounded_answer_names_its_sources_whole_and_streamed(api, worker):
+    """OpenAI's shape has no place for sources: the desk adds `sources` to the completion and
+    to the chunk with the finish reason, as the chat API gives them."""
+    await sync_to_async(call_command)("import_knowledge", "--sample", stdout=io.StringIO())
+    question = [{"role": "user", "content": "How long does delivery to Germany take?"}]
+    whole = (await complete(api, messages=question)).json()
+    (source,) = whole["sources"]
+    article = await Article.objects.aget(pk=source["article_id"])
+    assert article.slug == "shipping"
+    assert source == {"article_id": article.pk, "title": article.title,
+                      "url": article.source_url}
+    # The official client keeps the field it does not know.
+    assert ChatCompletion.model_validate(whole).sources == [source]
+
+    response = await complete(api, stream=True, messages=question)
+    chunks = [json.loads(line) for line in data_lines(await read_stream(response))[:-1]]
+    finished = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert [c["sources"] for c in finished] == [whole["sources"]]
+    assert ChatCompletionChunk.model_validate(finished[0]).sources == [source]
+    assert all("sources" not in c for c in chunks if c not in finished)
+
+    # Nothing in the help centre covers it: an empty list, not a missing field.
+    unrelated = [{"role": "user", "content": "Can you recommend a good pasta recipe?"}]
+    assert (await complete(api, messages=unrelated)).json()["sources"] == []
 
 
 async def test_unsupported_parameters_are_a_clear_400(api):

@@ -25,7 +25,7 @@ from chat.api import errors, ratelimit
 from chat.api.auth import ApiKeyAuth
 from chat.api.errors import ApiError
 from chat.api.listening import AnswerListener
-from chat.api.schemas import Scrubbed
+from chat.api.schemas import Scrubbed, Source
 from chat.api.v1 import SSE_EVENT, SSE_HEADERS
 from chat.models import ApiKey, ApiScope, Message
 from chat.text import TextError, clean_text
@@ -41,6 +41,10 @@ api = NinjaAPI(
 errors.install(api, errors.openai_body, invalid_status=400)
 
 _ROLE = {"user": Message.Role.CUSTOMER, "assistant": Message.Role.BOT}
+# OpenAI's shape has no place for them; clients keep fields they do not know (the official
+# ones as `completion.sources`, or in `model_extra`).
+SOURCES_DOC = ("The desk's addition: the help-centre articles the answer was grounded in (in a "
+               "stream, on the chunk with the finish reason).")
 
 
 def model_name() -> str:
@@ -136,6 +140,7 @@ class Completion(BaseModel):
     model: str
     choices: list[Choice]
     usage: CompletionUsage
+    sources: list[Source] = Field(default_factory=list, description=SOURCES_DOC)
 
 
 class Model(BaseModel):
@@ -220,7 +225,7 @@ async def chat_completions(request: HttpRequest, payload: CompletionIn):
     return Completion(id=completion_id, created=int(time.time()), model=model_name(),
                       choices=[Choice(message=ResponseMessage(content="".join(text)),
                                       finish_reason=_finish_reason(done))],
-                      usage=usage)
+                      usage=usage, sources=_sources(done))
 
 
 async def _answer_frames(listener: AnswerListener, turn: turns.Turn) -> AsyncIterator[dict]:
@@ -239,20 +244,26 @@ def _usage(done: dict | None) -> CompletionUsage:
                            total_tokens=usage["prompt_tokens"] + usage["completion_tokens"])
 
 
+def _sources(done: dict | None) -> list[dict]:
+    return (done or {}).get("sources") or []
+
+
 def _finish_reason(done: dict | None) -> str:
     return "length" if done and done["finish_reason"] == "length" else "stop"
 
 
 async def _chunks(key: ApiKey, listener: AnswerListener, turn: turns.Turn, completion_id: str,
                   include_usage: bool) -> AsyncIterator[bytes]:
-    """OpenAI's stream: the role first, the text in pieces, a chunk with the finish reason,
-    the usage (if asked for), then [DONE]."""
+    """OpenAI's stream: the role first, the text in pieces, a chunk with the finish reason
+    (and the desk's `sources`), the usage (if asked for), then [DONE]."""
     created, model = int(time.time()), model_name()
 
-    def chunk(delta: dict, finish_reason: str | None = None, usage=None) -> bytes:
+    def chunk(delta: dict, finish_reason: str | None = None, usage=None, sources=None) -> bytes:
         body = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
                 "model": model, "choices": [] if usage else [
                     {"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+        if sources is not None:
+            body["sources"] = sources
         if usage is not None:
             body["usage"] = usage.model_dump()
         elif include_usage:
@@ -271,7 +282,7 @@ async def _chunks(key: ApiKey, listener: AnswerListener, turn: turns.Turn, compl
         except ApiError as error:
             yield f"data: {json.dumps(errors.openai_body(error))}\n\n".encode()
             return
-        yield chunk({}, _finish_reason(done))
+        yield chunk({}, _finish_reason(done), sources=_sources(done))
         usage = _usage(done)
         await ratelimit.count_tokens(key, usage.total_tokens)
         if include_usage:
