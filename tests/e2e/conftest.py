@@ -176,7 +176,16 @@ def _run_worker_in_thread(engine: SyntheticEngine, redis_url: str):
         holder["worker"] = worker
         await worker.run(ready=ready.set)
 
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    def run() -> None:
+        try:
+            loop.run_until_complete(main())
+        finally:
+            # Closed here, in its own thread: left to the garbage collector, the loop would be
+            # closed in whatever test runs then, where channels-redis's flush of its
+            # connections cannot run (another loop is running) and is reported as a warning.
+            loop.close()
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     if not ready.wait(20):
         raise RuntimeError("the synthetic worker did not start")
