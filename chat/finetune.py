@@ -258,8 +258,8 @@ def _seen_before(line: str, seen: set[bytes]) -> bool:
 # --- Summary ------------------------------------------------------------------------------
 
 
-def summary_lines(stats: ExportStats, *, train: str, valid: str | None,
-                  pairs: str | None) -> list[str]:
+def summary_lines(stats: ExportStats, *, train: str | Path, valid: str | Path | None,
+                  pairs: str | Path | None) -> list[str]:
     """What an export wrote and left out, a line each; the files named as given."""
     lines = [
         f"Selected {stats.selected} answers.",
@@ -326,7 +326,8 @@ def archive(selection: Selection, *, batch: int,
     sink = _Sink()
     # Lines come train and validation mixed, and an archive writes one entry at a time: the
     # validation lines (a tenth) wait in a file that spills to disk past _SPOOL_BYTES.
-    with (zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive_file,
+    # Every entry is made by _entry, which sets its compression.
+    with (zipfile.ZipFile(sink, "w") as archive_file,
           tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as held):
         with archive_file.open(_entry(TRAIN_NAME), "w", force_zip64=True) as train:
             answers = rated_answers(selection).iterator(chunk_size=batch)

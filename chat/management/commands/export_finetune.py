@@ -124,8 +124,8 @@ class Command(BaseCommand):
                 for line in finetune.pair_lines(progress, stats=stats):
                     pairs_file.write(line + "\n")
 
-        for line in finetune.summary_lines(stats, train=str(out), valid=valid and str(valid),
-                                           pairs=options["pairs"] and str(options["pairs"])):
+        for line in finetune.summary_lines(stats, train=out, valid=valid,
+                                           pairs=options["pairs"]):
             self.stdout.write(line)
 
 
