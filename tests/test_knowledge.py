@@ -323,17 +323,18 @@ def test_eval_reports_recall_and_timing(sample, tmp_path, monkeypatch):
     ]))
     out = run("eval_knowledge", str(questions))
     assert "recall@1: 0.667 (2/3)" in out and "recall@3: 0.667 (2/3)" in out
-    assert "no hit when there is no answer: 1/1" in out
+    assert "out of scope, no hit: 1.000 (1/1)" in out
     assert "retrieval time: mean" in out and "p99" in out
 
 
 def test_the_shipped_question_set_keeps_its_recall(sample, monkeypatch):
     monkeypatch.setattr(retrieval, "_process_cache", IndexCache())
     out = run("eval_knowledge", str(SAMPLE_EVAL))
-    recall = {line.split(":")[0]: float(line.split()[1]) for line in out.splitlines()
-              if line.startswith("recall@")}
-    assert recall["recall@1"] >= 0.9 and recall["recall@3"] >= 0.95, out
-    assert "no hit when there is no answer: 6/6" in out
+    share = {line.split(":")[0]: float(line.split(":")[1].split()[0]) for line in out.splitlines()
+             if line.startswith(("recall@", "out of scope"))}
+    assert share["recall@1"] >= 0.95 and share["recall@3"] >= 0.95, out
+    # Measured 0.794 (27/34) when the cut was calibrated: see docs/operations.md.
+    assert share["out of scope, no hit"] >= 0.79, out
 
 
 def test_eval_reads_csv_too(sample, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from cs_site import stack_redis
 from devstack import localredis
 from devstack.localredis import check_redis, start_redis
 from tests.processes import pid_alive
@@ -109,3 +110,45 @@ def _answers(client: redis.Redis) -> bool:
         return bool(client.ping())
     except (redis.RedisError, OSError):
         return False
+
+
+# --- The record that lets commands from another shell find it (cs_site/stack_redis.py) ------
+
+
+def test_the_recorded_url_is_used_only_while_its_redis_answers(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    assert stack_redis.find(var) is None  # no stack has run here
+    with start_redis(var / "run") as server:
+        stack_redis.record(var, server.url)
+        assert stack_redis.url_file(var).read_text() == server.url + "\n"
+        assert stack_redis.find(var) == server.url
+
+        # A crash (kill -9, power loss) leaves the record and the socket file behind.
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(5)
+        assert server.socket_path.exists() and stack_redis.url_file(var).exists()
+        assert stack_redis.find(var) is None
+
+        server.launch()  # back on the same socket, as `make run` restarts it
+        deadline = time.monotonic() + 10
+        while stack_redis.find(var) != server.url:
+            assert time.monotonic() < deadline, "the restarted server is not found again"
+            time.sleep(0.05)
+
+
+def test_a_record_that_is_not_a_local_socket_is_ignored(tmp_path: Path) -> None:
+    stack_redis.url_file(tmp_path).parent.mkdir(parents=True)
+    for text in ("redis://desk:secret@db.example:6379/0\n", "garbage", "unix://\n", ""):
+        stack_redis.url_file(tmp_path).write_text(text)
+        assert stack_redis.find(tmp_path) is None
+    with pytest.raises(ValueError, match="only a local unix-socket Redis"):
+        stack_redis.record(tmp_path, "redis://127.0.0.1:6379/0")
+
+
+def test_forgetting_removes_only_its_own_record(tmp_path: Path) -> None:
+    stack_redis.record(tmp_path, "unix:///tmp/new-stack.sock")
+    stack_redis.forget(tmp_path, "unix:///tmp/old-stack.sock")  # a stack that stopped late
+    assert stack_redis.url_file(tmp_path).exists()
+    stack_redis.forget(tmp_path, "unix:///tmp/new-stack.sock")
+    assert not stack_redis.url_file(tmp_path).exists()
+    stack_redis.forget(tmp_path, "unix:///tmp/new-stack.sock")  # idempotent

@@ -225,6 +225,30 @@ def test_an_unreachable_redis_url_fails_with_advice(tmp_path: Path) -> None:
     assert "unset REDIS_URL" in output(supervisor)
 
 
+def test_commands_from_another_shell_find_the_local_redis_while_it_runs(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The children get REDIS_URL; a `manage.py` typed elsewhere does not. It finds the
+    stack's Redis through VAR_DIR/run/redis.url, which is gone once the stack stops."""
+    another_shell = textwrap.dedent("""\
+        import os
+        os.environ.pop("REDIS_URL")  # as in a terminal where nothing was set
+        os.environ["DJANGO_SETTINGS_MODULE"] = "cs_site.settings"
+        from django.conf import settings
+        print("settings.REDIS_URL=" + settings.REDIS_URL)
+    """)
+    supervisor = Supervisor(out=io.StringIO())
+    plan = Plan(steps=[Command("manage", [PY, "-c", another_shell])],
+                services=[Command("done", [PY, "-c", "pass"])])
+
+    run_stack(Config(var_dir=tmp_path), plan, threading.Event(), supervisor)
+
+    url = re.findall(r"started Redis \(pid \d+\) at (\S+)", output(supervisor))[0]
+    assert f"settings.REDIS_URL={url}" in capfd.readouterr().out  # steps write to the terminal
+    assert url.startswith("unix://")
+    assert not (tmp_path / "run" / "redis.url").exists()
+
+
 def test_sigint_stops_a_running_stack_and_exits_0(tmp_path: Path) -> None:
     """A real supervisor process, like `python -m devstack.stack`, with dummy services."""
     www = tmp_path / "www"

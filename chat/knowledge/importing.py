@@ -5,9 +5,16 @@ Markdown: optional front matter between `---` lines (`title`, `language`/`lang`,
 body. CSV: a `question,answer` header (optional columns: language, tags, url) or two plain
 columns; each row becomes a short article titled by its question.
 
-Each source has a key a re-import recognises it by: front-matter `id`, else its `url`, else the
-file's absolute path (with the question, for a CSV row). Parsing only: the writes are
-`services.article_import`.
+Each source has a key a re-import recognises it by, within its site: front-matter `id`, else
+its `url` (a CSV row's `url` column), else its title and language (a CSV row's title is its
+question). None of them is where the file lies, so the same page imported from another folder,
+a moved export or a colleague's checkout updates its article instead of adding a second one.
+The title rather than the file name: a help centre names its pages by title, while file names
+repeat (`index.md` in every folder of a site generator's export); a title edited without an
+`id` or `url` becomes a new article, and the old one stays until deleted. Two sources with the
+same key in one import are one article twice: the second is refused, with what to add.
+Articles imported before keys stopped being paths were re-keyed by migration 0009.
+Parsing only: the writes are `services.article_import`.
 """
 
 import csv
@@ -46,18 +53,24 @@ class ArticleSource:
 
 
 def collect(paths: list[Path]) -> list[Path]:
-    """The Markdown and CSV files among `paths`, folders searched recursively, in order."""
+    """The Markdown and CSV files among `paths`, folders searched recursively, in order.
+    Inside a folder, files and folders whose names start with a dot (.git, .obsidian) are
+    skipped; the folders above it are the user's business (a checkout under ~/.local)."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
             found.extend(sorted(p for p in path.rglob("*") if p.is_file()
                                 and p.suffix.lower() in MARKDOWN_SUFFIXES | CSV_SUFFIXES
-                                and not any(part.startswith(".") for part in p.parts)))
+                                and not _hidden(p.relative_to(path))))
         elif path.is_file():
             found.append(path)
         else:
             raise SourceError(f"{path}: no such file or folder")
     return list(dict.fromkeys(found))
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
 
 
 def read(path: Path, *, language: str = "") -> Iterator[ArticleSource | SourceError]:
@@ -109,12 +122,14 @@ def read_markdown(path: Path, *, language: str = "") -> ArticleSource:
     if not body.strip():
         raise SourceError(f"{path}: no text below the title")
     url = meta.get("url", "")
-    key = f"id:{meta['id']}" if meta.get("id") else url or f"file:{path.resolve()}"
+    article_language = (meta.get("language") or meta.get("lang") or name_language or language
+                        or guess_language(title + "\n" + body))
+    key = (f"id:{meta['id']}" if meta.get("id")
+           else url or title_key(title, article_language))
     return ArticleSource(_fit(key), str(path), {
         "title": title,
         "body": body,
-        "language": (meta.get("language") or meta.get("lang") or name_language or language
-                     or guess_language(title + "\n" + body)),
+        "language": article_language,
         "slug": meta.get("slug") or slugify(stem, allow_unicode=True),
         "tags": parse_tags(meta.get("tags", "")),
         "source_url": url,
@@ -144,18 +159,35 @@ def read_csv(path: Path, *, language: str = "") -> Iterator[ArticleSource | Sour
         if not question or not answer:
             yield SourceError(f"{origin}: a row needs a question and an answer")
             continue
-        digest = hashlib.sha256(" ".join(question.split()).encode()).hexdigest()[:16]
         url = row.get("url", "")
-        yield ArticleSource(_fit(url or f"file:{path.resolve()}#{digest}"), origin, {
+        row_language = (row.get("language") or name_language or language
+                        or guess_language(question + "\n" + answer))
+        yield ArticleSource(_fit(url or title_key(question, row_language)), origin, {
             "title": question,
             "body": answer,
-            "language": (row.get("language") or name_language or language
-                         or guess_language(question + "\n" + answer)),
+            "language": row_language,
             "slug": slugify(question, allow_unicode=True)[:200],
             "tags": parse_tags(row.get("tags", "")),
             "source_url": url,
             "published": True,
         })
+
+
+def title_key(title: str, language: str) -> str:
+    """The key of a source with neither `id` nor `url`: "title:en:shipping and delivery". The
+    title as the article stores it (see `services`), compared without case or spacing, and
+    the primary language as stored ("en-GB" is "en"), so what the desk saved is what matches."""
+    stored = title.strip()[:300]
+    return f"title:{primary_language(language) or 'en'}:{' '.join(stored.split()).casefold()}"
+
+
+def same_key_reason(key: str) -> str:
+    """What two sources with this key have in common, for a message."""
+    for prefix, reason in (("id:", "the same id"), ("title:", "the same title and language"),
+                           ("sha256:", "the same id, url or title")):
+        if key.startswith(prefix):
+            return reason
+    return "the same url"
 
 
 def _fit(key: str) -> str:

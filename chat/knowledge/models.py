@@ -28,8 +28,9 @@ class Article(models.Model):
     tags = models.JSONField(default=list, blank=True, help_text='e.g. ["shipping", "returns"]')
     source_url = models.URLField(max_length=2000, blank=True,
                                  help_text="Where customers can read the page; cited as source.")
-    # What an import recognises the article by on re-import (front-matter url or id, a file's
-    # path, a CSV row's file and question), so a second import updates instead of duplicating.
+    # What an import recognises the article by on re-import (front-matter id, else url, else
+    # title and language; never where the file lies), so a second import updates instead of
+    # duplicating, from wherever it runs. See chat/knowledge/importing.py.
     source_key = models.CharField(max_length=500, blank=True, editable=False)
     published = models.BooleanField(default=True, help_text="Only published articles answer.")
     is_sample = models.BooleanField(

@@ -6,15 +6,29 @@ one index in memory per process, rebuilt when the knowledge version changes.
 A hit is a passage of a published article of the question's site or of all sites, never of
 another site. Passages in the question's language come first; when none of them is relevant,
 other languages may answer (a question tagged with the wrong language still finds its page).
-An unrelated question gets [] rather than the least bad passage: a hit must cover a minimum
-share of the question's terms, weighted by idf, where words the knowledge base never uses count
-too ("a good pasta recipe" shares only "good" with a shop's pages: no hit). A minimum BM25 score
-can be set as well (KNOWLEDGE settings).
+An unrelated question gets [] rather than the least bad passage, because a hit tells the
+model that a passage covers the question, and the bot profile's "not covered" path (a human,
+or a general answer) is the right one when none does. "Covered" means a passage addresses the
+question's topic, also to say no: the page that lists every payment method covers "Can I pay
+with Bitcoin?"; a page on late parcels that says "within 48 hours" does not cover "What are
+your opening hours?". Words are all a lexical index has to tell them apart, so a hit must
+(KNOWLEDGE settings):
+- cover a share of the question's terms, weighted by idf, where words the knowledge base
+  never uses count too ("a good pasta recipe" shares only "good" with a shop's pages);
+- score a share of what a passage holding the whole question would score, so a passage that
+  mentions a term in passing counts for less than one about it;
+- share two terms with the question when the question has two the knowledge base uses, and
+  have two of them in one statement (a sentence, a list item, a table row, with the title and
+  headings): vocabulary scattered over unrelated sentences is a coincidence.
+What is left is measured by `manage.py eval_knowledge`, which lists the out-of-scope
+questions that still get a hit: a customer's word the pages name differently, or a topic that
+shares its words with one the pages do cover ("student discount" and the discount codes).
 """
 
 import asyncio
 import logging
 import math
+import re
 import threading
 import time
 import weakref
@@ -35,6 +49,10 @@ logging.getLogger("bm25s").setLevel(logging.WARNING)
 K1 = 1.5
 B = 0.75
 MAX_LIMIT = 20
+# Passages checked for the question's words meeting in one statement, best-scoring first: a
+# bound on the work of a question made of common words in a large knowledge base. Below the
+# hundred best, nothing is the answer.
+MAX_CHECKED = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +75,42 @@ class Cut:
     min_score: float
     min_coverage: float
     relative: float
+    min_score_share: float = 0.0
 
     @classmethod
     def from_settings(cls) -> "Cut":
         cfg = settings.KNOWLEDGE
-        return cls(cfg["MIN_SCORE"], cfg["MIN_COVERAGE"], cfg["RELATIVE_CUT"])
+        return cls(cfg["MIN_SCORE"], cfg["MIN_COVERAGE"], cfg["RELATIVE_CUT"],
+                   cfg["MIN_SCORE_SHARE"])
 
 
 def index_text(row: PassageRow) -> str:
     # The title and headings are searched with the text: "refund" finds the Refunds section.
     return f"{row.title}\n{row.heading}\n{row.text}"
+
+
+# Where one statement ends: a full stop in either script, a colon, a line (list items, table
+# rows). Chinese needs no space after its punctuation.
+_STATEMENT_END = re.compile(r"(?<=[.!?:;])\s+|(?<=[。！？；：])|\n+")
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A passage's terms (title, headings and text, in order: what BM25 counts) and, for each
+    statement of its text, the set of terms said there together with the title and headings."""
+
+    terms: list[str]
+    statements: tuple[frozenset[str], ...]
+
+
+def parse(row: PassageRow) -> Parsed:
+    # The pieces are tokenized once: no term crosses a line or a full stop anyway.
+    labels = segment.terms(f"{row.title}\n{row.heading}")
+    pieces = [segment.terms(piece) for piece in _STATEMENT_END.split(row.text) if piece.strip()]
+    label_set = frozenset(labels)
+    return Parsed(terms=labels + [t for piece in pieces for t in piece],
+                  statements=tuple(label_set | frozenset(piece) for piece in pieces)
+                  or (label_set,))
 
 
 def _idf(df: np.ndarray | int, n: int):
@@ -77,20 +121,22 @@ def _idf(df: np.ndarray | int, n: int):
 class KnowledgeIndex:
     """A read-only BM25 index over passage rows. `search` is pure CPU, safe in any thread."""
 
-    def __init__(self, rows: list[PassageRow], term_cache: dict[str, list[str]] | None = None):
-        """Tokenizing is most of a build: terms of texts seen before come from `term_cache`;
+    def __init__(self, rows: list[PassageRow], term_cache: dict[str, Parsed] | None = None):
+        """Tokenizing is most of a build: passages seen before come from `term_cache`;
         `self.terms` is the cache for the next build (only the texts still present)."""
         self.rows = rows
         old = term_cache or {}
-        self.terms: dict[str, list[str]] = {}
+        self.terms: dict[str, Parsed] = {}
+        self._statements: list[tuple[frozenset[str], ...]] = []
         corpus = []
         for row in rows:
             text = index_text(row)
-            tokens = old.get(text)
-            if tokens is None:
-                tokens = segment.terms(text)
-            self.terms[text] = tokens
-            corpus.append(tokens)
+            parsed = old.get(text)
+            if parsed is None:
+                parsed = parse(row)
+            self.terms[text] = parsed
+            corpus.append(parsed.terms)
+            self._statements.append(parsed.statements)
         self.bm25: bm25s.BM25 | None = None
         if rows:
             self.bm25 = bm25s.BM25(k1=K1, b=B, method="lucene")
@@ -128,8 +174,10 @@ class KnowledgeIndex:
         vocab = self.bm25.vocab_dict
         scores = np.zeros(n, dtype=np.float32)
         matched = np.zeros(n, dtype=np.float32)  # idf weight of the question's terms present
+        present = np.zeros(n, dtype=np.int32)  # how many of the question's terms
         # A word the passages never use weighs as much as the rarest word they do.
         weight_total = 0.0
+        known = 0  # terms of the question that some passage uses
         for term in query:
             token = vocab.get(term)
             if token is None:
@@ -139,31 +187,60 @@ class KnowledgeIndex:
             docs = self._indices[start:end]
             weight = float(_idf(end - start, n))
             weight_total += weight
+            known += 1
             # bm25s keeps each term's BM25 contribution per passage in a CSC matrix: summing
             # the columns is its own scoring, done here so the coverage comes in the same pass.
             scores[docs] += self._data[start:end]
             matched[docs] += weight
+            present[docs] += 1
         if not matched.any():
             return []
-        coverage = matched / weight_total
         allowed = self._sites == -1
         if site_id is not None:
             allowed |= self._sites == site_id
+        # A term once in a passage of average length scores its idf, so weight_total is what
+        # a passage holding the whole question would score: the share is comparable between
+        # questions and knowledge bases, where a raw score is not.
         relevant = (allowed & (matched > 0) & (scores >= cut.min_score)
-                    & (coverage >= cut.min_coverage))
-        code = self._language_code.get(segment.primary_language(language))
-        if code is not None and (relevant & (self._languages == code)).any():
-            relevant &= self._languages == code
-        candidates = np.flatnonzero(relevant)
-        if not len(candidates):
+                    & (matched >= cut.min_coverage * weight_total)
+                    & (scores >= cut.min_score_share * weight_total))
+        if known > 1:
+            # One word in common is a coincidence when the question has other words the
+            # knowledge base uses, just not there: "opening hours" and "within 24 hours". When
+            # the rest are words it never uses ("Can I pay with Bitcoin?"), the one word is
+            # all the question can share with it, and the page that lists the payment methods
+            # is the one to answer from.
+            relevant &= present > 1
+        if not relevant.any():
             return []
+        code = self._language_code.get(segment.primary_language(language))
+        groups = [relevant] if code is None else [relevant & (self._languages == code),
+                                                  relevant & (self._languages != code)]
+        terms = frozenset(query)
         limit = max(1, min(limit, MAX_LIMIT))
-        if len(candidates) > limit:  # the best `limit` without sorting them all
-            candidates = candidates[np.argpartition(-scores[candidates], limit - 1)[:limit]]
-        top = candidates[np.argsort(-scores[candidates], kind="stable")]
-        best = float(scores[top[0]])
-        return [self._hit(int(i), float(scores[i])) for i in top
-                if scores[i] >= cut.relative * best]
+        for group in groups:  # the question's language first, the others if it has nothing
+            found = [i for i in self._ranked(group, scores)
+                     if present[i] < 2 or self._said_together(i, terms)][:limit]
+            if found:
+                best = float(scores[found[0]])
+                return [self._hit(i, float(scores[i])) for i in found
+                        if scores[i] >= cut.relative * best]
+        return []
+
+    def _ranked(self, group: np.ndarray, scores: np.ndarray) -> list[int]:
+        """The passages of `group`, best first, at most MAX_CHECKED of them."""
+        candidates = np.flatnonzero(group)
+        if len(candidates) > MAX_CHECKED:  # the best ones without sorting them all
+            candidates = candidates[np.argpartition(-scores[candidates], MAX_CHECKED - 1)
+                                    [:MAX_CHECKED]]
+        return [int(i) for i in candidates[np.argsort(-scores[candidates], kind="stable")]]
+
+    def _said_together(self, i: int, terms: frozenset[str]) -> bool:
+        """Whether two of the question's terms meet in one statement of passage i (with its
+        title and headings). A passage that has them only in separate statements shares
+        vocabulary, not a topic: "we open an investigation" ... "within 48 hours" does not
+        answer "What are your opening hours?"."""
+        return any(len(statement & terms) >= 2 for statement in self._statements[i])
 
     def _hit(self, i: int, score: float) -> Hit:
         row = self.rows[i]

@@ -24,6 +24,9 @@ _RUNS = re.compile(rf"([{_CJK}]+)|([^\W_{_CJK}]+)")
 STOPWORDS_EN = frozenset(STOPWORDS_EN_PLUS) | {
     "hi", "hello", "hey", "please", "thanks", "thank", "would", "could", "also", "get", "got",
     "can", "may", "might", "must", "shall", "us", "let", "know", "tell", "want", "need",
+    # Quantifiers and indefinite pronouns, beside NLTK's "some", "any", "few": "how many days
+    # do I have to send something back" asks about days and sending back.
+    "many", "much", "something", "anything", "someone", "anyone",
 }
 # Function words, pronouns and question words only: bm25s's long Chinese list also drops
 # words a help desk needs (安全, 问题, 需要, 使用, 处理).
@@ -37,7 +40,19 @@ STOPWORDS_ZH = frozenset("""
 可以 可能 应该 请 请问 请教 麻烦 谢谢 你好 您好 好的 好 嗯 哈 喂 如果
 因为 所以 但是 然后 或者 还是 已经 就是 只是 不 没 没有 无法 不能 不会 怎
 样 可 该
+多久 多长 多长时间 几时 几点 几天 几年 几个 怎么办 一直 用
 """.split())
+
+# British and American names of the same thing, as one term: a help centre written in one
+# and a customer writing the other ("my package" for what the page calls a parcel) still meet.
+# Whole words only, before stemming, on pages and questions alike.
+VARIANTS = {
+    "package": "parcel", "packages": "parcels", "cart": "basket", "carts": "baskets",
+    "zipcode": "postcode", "zipcodes": "postcodes", "color": "colour", "colors": "colours",
+    "center": "centre", "centers": "centres", "catalog": "catalogue", "catalogs": "catalogues",
+    "jewelry": "jewellery", "aluminum": "aluminium", "gray": "grey", "favorite": "favourite",
+    "favorites": "favourites",
+}
 
 _local = threading.local()
 
@@ -59,7 +74,7 @@ def terms(text: str) -> list[str]:
         if chinese:
             out.extend(_chinese_terms(chinese))
         elif other.isdigit() or (len(other) > 1 and other not in STOPWORDS_EN):
-            words.append(other)
+            words.append(VARIANTS.get(other, other))
             out.append(None)
     if not words:
         return out  # type: ignore[return-value]
@@ -75,8 +90,9 @@ def _chinese_terms(run: str) -> list[str]:
     characters let those still meet; idf keeps the common ones from counting for much."""
     out = []
     for word in rjieba.cut_for_search(run):
-        if word not in STOPWORDS_ZH:
-            out.append(word)
+        if word in STOPWORDS_ZH:
+            continue
+        out.append(word)
         if len(word) > 1:
             out.extend(c for c in word if c not in STOPWORDS_ZH)
     return out

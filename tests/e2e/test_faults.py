@@ -21,13 +21,19 @@ from pathlib import Path
 
 import pytest
 import websockets
-from django.conf import settings
 from django.core.management import call_command
 
 from chat.models import BotProfile, Message
 from chat.prompting import DEFAULT_PROFILE_NAME, DEFAULT_SYSTEM_PROMPT
 from devstack.stack import WORKER_READY_PATTERN, ReadyCheck, probe
-from tests.e2e.conftest import MAX_TOKENS, ROOT, SHARED_ADDRESS, database_url, free_port
+from tests.e2e.conftest import (
+    MAX_TOKENS,
+    ROOT,
+    SHARED_ADDRESS,
+    STACK_MODEL_ENV,
+    database_url,
+    free_port,
+)
 from tests.processes import descendants, pid_alive
 
 pytestmark = [
@@ -54,7 +60,7 @@ class Product:
             "VAR_DIR": str(tmp), "DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1",
             "STATIC_ROOT": str(tmp / "static"),  # `make run` collects there, not into the tree
             "ALLOWED_HOSTS": "127.0.0.1,localhost", **SHARED_ADDRESS,
-            "INFERENCE_MODEL_DIR": str(settings.INFERENCE["MODEL_DIR"]),
+            **STACK_MODEL_ENV,
             "INFERENCE_ENFORCE_EAGER": "true",  # the same engine, loaded in a third of the time
             # Requests at once: on 2 CPU cores, 16 answers at once take ~45 s (first tokens
             # after ~20 s), so the queue behind them could never start in time.

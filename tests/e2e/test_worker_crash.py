@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from devstack.localredis import start_redis
 from devstack.stack import (
@@ -29,6 +28,7 @@ from devstack.stack import (
     probe,
     wait_ready,
 )
+from tests.e2e.conftest import STACK_MODEL_ENV
 from tests.processes import descendants, pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ def test_a_killed_worker_leaves_no_engine_process_and_comes_back(tmp_path: Path)
         "INFERENCE_METRICS_PORT": str(metrics_port),
         "PYTHONUNBUFFERED": "1",
         "INFERENCE_ENFORCE_EAGER": "true",  # the same engine, without torch.compile
-        "INFERENCE_MODEL_DIR": str(settings.INFERENCE["MODEL_DIR"]),
+        **STACK_MODEL_ENV,
     }
     ready = ReadyCheck("worker", f"http://127.0.0.1:{metrics_port}/metrics", WORKER_READY_PATTERN)
     out = io.StringIO()

@@ -1,10 +1,15 @@
 """`python manage.py eval_knowledge FILE`: how well retrieval finds the right article.
 
-FILE: CSV (header row) or JSONL with `question`, `expected` (an article's slug or title; empty
-when the knowledge base has no answer, and the right result is no hit), and optionally
-`language` (else guessed from the question) and `site` (a site key). Prints recall@1 and
-recall@3 over the answerable questions, how many of the others got no hit, and the time of one
-retrieval (mean, p50, p99). Runs against the articles in the database, as customers would.
+FILE: CSV (header row) or JSONL with `question`, `expected` (an article's slug or title; null
+or empty when the question is out of scope: no passage addresses its topic, and the right
+result is no hit), and optionally `language` (else guessed from the question) and `site` (a
+site key). Prints recall@1 and recall@3 over the answerable questions, the share of the out-of-
+scope ones that got no hit, each one that got a hit anyway, and the time of one retrieval
+(mean, p50, p99). Runs against the articles in the database, as customers would.
+
+Both figures matter as much: a hit tells the model that a passage covers the question, so an
+out-of-scope question with a hit gets an answer made up around an unrelated passage instead of
+the bot profile's "not covered" path (a human, or a general answer).
 """
 
 import csv
@@ -55,7 +60,8 @@ def is_match(hit: retrieval.Hit, expected: str, language: str) -> bool:
 
 
 class Command(BaseCommand):
-    help = "Measure retrieval on a question set: recall@1, recall@3 and time per search."
+    help = ("Measure retrieval on a question set: recall@1, recall@3, the share of out-of-scope "
+            "questions with no hit, and time per search.")
 
     def add_arguments(self, parser):
         parser.add_argument("file", metavar="FILE", help="CSV or JSONL question set.")
@@ -79,6 +85,7 @@ class Command(BaseCommand):
 
         answerable = [q for q in questions if q["expected"]]
         at1 = at3 = no_hit = 0
+        false_hits: list[str] = []
         times: list[float] = []
         for q in questions:
             started = time.perf_counter()
@@ -89,9 +96,10 @@ class Command(BaseCommand):
             found = [is_match(hit, q["expected"], q["language"]) for hit in hits]
             if not q["expected"]:
                 no_hit += not hits
-                if hits and options["verbosity"] >= 2:
-                    self.stdout.write(f"  hit for unanswerable {q['question']!r}: "
-                                      f"{hits[0].title} ({hits[0].score})")
+                if hits:
+                    false_hits.append(f"  hit for out-of-scope {q['question']!r}: "
+                                      f"{hits[0].slug}/{hits[0].language} "
+                                      f"{hits[0].heading or hits[0].title!r} ({hits[0].score})")
                 continue
             at1 += any(found[:1])
             at3 += any(found[:3])
@@ -99,15 +107,17 @@ class Command(BaseCommand):
                 got = ", ".join(f"{h.slug}/{h.language} ({h.score})" for h in hits) or "no hit"
                 self.stdout.write(f"  miss@1 {q['question']!r} (expected {q['expected']}): {got}")
 
-        unanswerable = len(questions) - len(answerable)
+        out_of_scope = len(questions) - len(answerable)
         n = max(len(answerable), 1)
         self.stdout.write(
-            f"questions: {len(questions)} ({len(answerable)} answerable, {unanswerable} "
-            "without an answer in the knowledge base)\n"
+            f"questions: {len(questions)} ({len(answerable)} answerable, {out_of_scope} "
+            "out of scope: no article covers them)\n"
             f"recall@1: {at1 / n:.3f} ({at1}/{len(answerable)})\n"
             f"recall@3: {at3 / n:.3f} ({at3}/{len(answerable)})\n"
-            f"no hit when there is no answer: {no_hit}/{unanswerable}\n"
-            f"retrieval time: mean {statistics.fmean(times):.2f} ms, "
+            f"out of scope, no hit: {no_hit / max(out_of_scope, 1):.3f} "
+            f"({no_hit}/{out_of_scope})\n"
+            + "".join(line + "\n" for line in false_hits)
+            + f"retrieval time: mean {statistics.fmean(times):.2f} ms, "
             f"p50 {percentile(times, 0.5):.2f} ms, p99 {percentile(times, 0.99):.2f} ms "
             f"(index of {len(index)} passages built in {build_ms:.0f} ms)")
 
