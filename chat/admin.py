@@ -24,7 +24,7 @@ from django.utils.http import content_disposition_header
 from django.utils.translation import ngettext
 
 import chat.knowledge.admin  # noqa: F401  (registers the knowledge base's admin)
-from chat import exports, finetune
+from chat import exports, finetune, guards
 from chat.api import keys as api_keys
 from chat.models import (
     ApiKey,
@@ -80,8 +80,9 @@ class MessageInline(ViewOnly, admin.TabularInline):
     model = Message
     extra = 0
     can_delete = False
-    fields = ("created_at", "role", "text", "author", "finish_reason", "completion_tokens",
-              "ttft_ms", "total_ms", "is_fallback", "is_partial", "feedback_rating")
+    fields = ("created_at", "role", "text", "author", "finish_reason", "guards",
+              "completion_tokens", "ttft_ms", "total_ms", "is_fallback", "is_partial",
+              "feedback_rating")
     readonly_fields = fields
     ordering = ("id",)
 
@@ -151,6 +152,27 @@ class FallbackFilter(YesNoFilter):
         return Q(Exists(Message.objects.filter(conversation=OuterRef("pk"), is_fallback=True)))
 
 
+class GuardFilter(admin.SimpleListFilter):
+    """Answers (or conversations with an answer) that one of the product's guards shaped:
+    where the model broke a rule, or the help centre had nothing (chat/guards.py)."""
+
+    title = "guard"
+    parameter_name = "guard"
+
+    def lookups(self, request, model_admin):
+        return [(name, name.replace("_", " ")) for name in guards.ALL]
+
+    def queryset(self, request, queryset):
+        name = self.value()
+        if name not in guards.ALL:
+            return None
+        # Names are comma-separated and none is part of another: a substring match is exact.
+        if queryset.model is Message:
+            return queryset.filter(guards__contains=name)
+        return queryset.filter(Exists(Message.objects.filter(
+            conversation=OuterRef("pk"), guards__contains=name)))
+
+
 class HandoffFilter(YesNoFilter):
     title = "handed off"
     parameter_name = "handoff"
@@ -205,8 +227,8 @@ async def _streamed(parts: Generator[str, None, None] | Generator[bytes, None, N
 class ConversationAdmin(TranscriptAdmin):
     list_display = ("id", "site", "channel", "status", "language", "first_customer_message",
                     "message_count", "csat_score", "created_at")
-    list_filter = ("status", "channel", RatingFilter, FallbackFilter, HandoffFilter, "language",
-                   "site", "created_at")
+    list_filter = ("status", "channel", RatingFilter, FallbackFilter, GuardFilter, HandoffFilter,
+                   "language", "site", "created_at")
     list_select_related = ("site",)
     # Django removes the duplicates a match in several messages would give (with EXISTS).
     search_fields = ("id", "messages__text", "page_url")
@@ -275,14 +297,15 @@ class SourcesFilter(admin.SimpleListFilter):
 
 @admin.register(Message)
 class MessageAdmin(TranscriptAdmin):
-    list_display = ("id", "conversation", "role", "short_text", "finish_reason", "is_fallback",
-                    "is_partial", "source_titles", "created_at")
-    list_filter = ("role", SourcesFilter, "is_fallback", "is_partial", "finish_reason")
+    list_display = ("id", "conversation", "role", "short_text", "finish_reason", "guards",
+                    "is_fallback", "is_partial", "source_titles", "created_at")
+    list_filter = ("role", SourcesFilter, GuardFilter, "is_fallback", "is_partial",
+                   "finish_reason")
     search_fields = ("text",)
     raw_id_fields = ("conversation",)
     readonly_fields = ("conversation", "role", "client_id", "created_at", "updated_at",
                        "model_name", "prompt_tokens", "completion_tokens", "ttft_ms", "total_ms",
-                       "finish_reason", "is_fallback", "is_partial", "sources")
+                       "finish_reason", "guards", "is_fallback", "is_partial", "sources")
 
     def conversation_id_of(self, obj: Message) -> object:
         return obj.conversation_id
@@ -300,7 +323,7 @@ class MessageAdmin(TranscriptAdmin):
 @admin.register(BotProfile)
 class BotProfileAdmin(admin.ModelAdmin):
     list_display = ("name", "is_default", "site_name", "temperature", "top_p", "max_tokens",
-                    "updated_at")
+                    "answer_max_words", "answer_max_han", "when_no_knowledge", "updated_at")
 
 
 @admin.register(FallbackRule)

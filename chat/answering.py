@@ -41,11 +41,21 @@ from django.db import connection
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from chat import fallback, frames, group_events, limits, memory, metrics, selectors, services
+from chat import (
+    fallback,
+    frames,
+    group_events,
+    guards,
+    limits,
+    memory,
+    metrics,
+    selectors,
+    services,
+)
 from chat.knowledge import grounding
 from chat.knowledge import retrieval as knowledge
 from chat.models import BotProfile, Conversation, Message
-from chat.prompting import render_system_prompt
+from chat.prompting import language_name, render_system_prompt
 from chat.punctuation import FullwidthPunctuation
 from cs_site import broadcast
 from cs_site.cancellation import raise_if_cancelled
@@ -154,6 +164,8 @@ class _PromptParts:
     sampling: protocol.Sampling
     fullwidth: bool  # make Chinese punctuation full-width
     offer_human_when_nothing: bool  # no help-centre article covers the question: say so
+    max_words: int  # the answer limit (chat/guards.py, inference_worker/textguards.py)
+    max_han: int
 
 
 @db
@@ -170,6 +182,7 @@ def _prompt_parts(conversation: Conversation, options: "AnswerOptions | None" = 
         template, site_name=site.name if site else profile.site_name,
         language=conversation.language,
         region=conversation.region, timezone=conversation.timezone, now=timezone.now(),
+        max_words=profile.answer_max_words, max_han=profile.answer_max_han,
     )
     sampling: protocol.Sampling = {
         "temperature": profile.temperature,
@@ -190,7 +203,8 @@ def _prompt_parts(conversation: Conversation, options: "AnswerOptions | None" = 
             system_prompt += "\n\n" + options.instructions
     fullwidth = profile.fullwidth_punctuation and conversation.language.lower().startswith("zh")
     return _PromptParts(system_prompt, sampling, fullwidth, offer_human_when_nothing=(
-        profile.when_no_knowledge == BotProfile.WhenNoKnowledge.OFFER_HUMAN))
+        profile.when_no_knowledge == BotProfile.WhenNoKnowledge.OFFER_HUMAN),
+        max_words=profile.answer_max_words, max_han=profile.answer_max_han)
 
 
 # --- the public face: what consumers call -----------------------------------------------------
@@ -278,6 +292,10 @@ class AnswerOptions:
     # Staff only (the playground): a system prompt in place of the profile's, rendered with
     # the same variables.
     system_prompt: str | None = None
+    # The product's guards (chat/guards.py), as every customer channel has them. Off for the
+    # OpenAI-compatible API, which keeps OpenAI's semantics: its answers get the loop guard
+    # alone.
+    guards: bool = True
 
 
 async def request_answer(*, conversation: Conversation, question: Message,
@@ -433,6 +451,17 @@ class _Answer:
     slot: limits.Slot | None = None  # the site's answers streaming at once
     done_frame: dict | None = None  # the bot.done sent, for a socket that joins after it
     finished: bool = False
+    # The product's guards (chat/guards.py): on for customer channels.
+    guarded: bool = True
+    sampling: protocol.Sampling | None = None
+    stream_guards: protocol.Guards | None = None
+    prefix: str = ""  # the product's words before the model's (an apology)
+    complaint: bool = False
+    ask_details: bool = False  # the question is about an order, without its number
+    guards: list[str] = field(default_factory=list)  # those that shaped the answer
+    offer_human: bool = False
+    retried: bool = False  # asked again once, with the rule it broke restated
+    fallback: bool = False  # replaced by the fallback rules' answer after breaking a rule
 
     @property
     def text(self) -> str:
@@ -655,8 +684,12 @@ class AnswerRun:
         return event if texts is None else {**event, "text": "".join(texts)}
 
     async def _send_request(self, answer: _Answer) -> bool:
-        """Send the request to the workers; False if the fallback answered instead."""
+        """Send the request to the workers; False if the fallback or a guard answered
+        instead."""
         cfg, inference = settings.CHAT, settings.INFERENCE
+        options = self.options.pop(answer.question.pk, None)
+        answer.guarded = options is None or options.guards
+        language = self.conversation.language
         site = str(self.conversation.site_id or "")
         answer.slot = await limits.acquire_answer_slot(site_key=site)
         if answer.slot is None:
@@ -665,39 +698,48 @@ class AnswerRun:
             await self._fallback(answer, fallback.REASON_BUSY)
             return False
         try:
-            room = await pool.capacity(get_redis(), inference["CHANNEL"])
+            room, queue_limit = await self._room()
             if room.live == 0:
                 await self._fallback(answer, fallback.REASON_UNAVAILABLE)
                 return False
-            queue_limit = room.queue_limit(queue_per_slot=inference["QUEUE_PER_SLOT"],
-                                           first_token_timeout=cfg["FIRST_TOKEN_TIMEOUT_SECONDS"])
             if room.queued >= queue_limit:
                 raise ChannelFull  # full already: no need to build the request
             # Independent reads, at once: the prompt's parts (database), the passages that
             # answer the question (a thread) and the recent turns (Redis).
             parts, hits, turns = await asyncio.gather(
-                _prompt_parts(self.conversation, self.options.pop(answer.question.pk, None)),
-                self._knowledge(answer.question),
+                _prompt_parts(self.conversation, options),
+                self._knowledge(answer.question.text),
                 memory.recent_turns(self.cid, newest_id=answer.question.pk))
+            if hits == [] and len(turns) > 1:
+                hits = await self._follow_up_knowledge(answer.question, turns)
             answer.punctuation = FullwidthPunctuation() if parts.fullwidth else None
+            if answer.guarded:
+                answer.complaint = guards.is_complaint(answer.question.text)
+                if (hits == [] and parts.offer_human_when_nothing
+                        and not guards.is_greeting(answer.question.text)):
+                    # Nothing in the help centre covers it: the product says so, in its own
+                    # words, rather than asking the model not to invent an answer.
+                    text = guards.text(guards.NOT_COVERED, language)
+                    if answer.complaint:
+                        text = _joined(guards.text("apology", language), text, language=language)
+                    await self._guarded(answer, text, guards.NOT_COVERED, offer_human=True)
+                    return False
+                answer.ask_details = guards.needs_order_details(answer.question.text)
+                if answer.complaint:
+                    answer.prefix = guards.text("apology", language) + _glue(language)
             answer.grounded = grounding.ground(
                 parts.system_prompt, hits,
                 offer_human_when_nothing=parts.offer_human_when_nothing)
-            now, wall = time.monotonic(), time.time()
             answer.prompt = build_messages(answer.grounded.system_prompt, turns)
-            request = protocol.inference_request(
-                request_id=answer.request_id, reply_channel=self.channel,
-                messages=answer.prompt, sampling=parts.sampling,
-                grounding=answer.grounded.grounding,
-                deadline=wall + cfg["ANSWER_TIMEOUT_SECONDS"], queued_at=wall,
-                start_by=wall + cfg["FIRST_TOKEN_TIMEOUT_SECONDS"],
-            )
-            answer.sent_at = answer.last_event_at = now
+            answer.sampling = parts.sampling
+            answer.stream_guards = {"loops": True,
+                                    "max_words": parts.max_words if answer.guarded else 0,
+                                    "max_han": parts.max_han if answer.guarded else 0}
+            now = time.monotonic()
             answer.next_presence_check = now + inference["WORKER_TTL_SECONDS"] / 2
             self._next_tick = now + cfg["PARTIAL_SAVE_SECONDS"]
-            # Counted and queued in one atomic step: questions arriving together cannot all
-            # slip in under the limit.
-            await self.layer.send(inference["CHANNEL"], request, capacity=queue_limit)
+            answer.sent_at = answer.last_event_at = now
+            await self._dispatch(answer, queue_limit)
         except ChannelFull:
             log.warning("inference queue full (%d slots, %s s per answer lately); %s gets the "
                         "fallback", room.slots,
@@ -713,7 +755,37 @@ class AnswerRun:
             return False
         return True
 
-    async def _knowledge(self, question: Message) -> list | None:
+    async def _room(self) -> tuple[pool.Capacity, int]:
+        """The workers' room, and how many requests may wait for them."""
+        cfg, inference = settings.CHAT, settings.INFERENCE
+        room = await pool.capacity(get_redis(), inference["CHANNEL"])
+        return room, room.queue_limit(queue_per_slot=inference["QUEUE_PER_SLOT"],
+                                      first_token_timeout=cfg["FIRST_TOKEN_TIMEOUT_SECONDS"])
+
+    async def _dispatch(self, answer: _Answer, queue_limit: int) -> None:
+        """Send the answer's request (its prompt as it stands) to the workers."""
+        cfg, wall = settings.CHAT, time.time()
+        request = protocol.inference_request(
+            request_id=answer.request_id, reply_channel=self.channel,
+            messages=answer.prompt, sampling=answer.sampling,
+            grounding=answer.grounded.grounding,
+            deadline=wall + cfg["ANSWER_TIMEOUT_SECONDS"] - (time.monotonic() - answer.sent_at),
+            queued_at=wall, start_by=wall + cfg["FIRST_TOKEN_TIMEOUT_SECONDS"],
+            guards=answer.stream_guards,
+        )
+        # Counted and queued in one atomic step: questions arriving together cannot all
+        # slip in under the limit.
+        await self.layer.send(settings.INFERENCE["CHANNEL"], request, capacity=queue_limit)
+
+    async def _follow_up_knowledge(self, question: Message, turns: list[dict]) -> list | None:
+        """A follow-up ("And to Germany?") names too little to be found alone: searched again
+        together with the customer's previous message."""
+        earlier = [t["text"] for t in turns[:-1] if t["role"] == Message.Role.CUSTOMER]
+        if not earlier:
+            return []
+        return await self._knowledge(f"{earlier[-1]}\n{question.text}")
+
+    async def _knowledge(self, question: str) -> list | None:
         """The help-centre passages that answer `question`; None when the knowledge base has
         nothing for this conversation's site, or cannot be searched: the answer is then not
         grounded, and no "nothing found" is claimed."""
@@ -722,7 +794,7 @@ class AnswerRun:
             if not await knowledge.covers(site_id):
                 return None
             return await knowledge.search(
-                question=question.text, site_id=site_id, language=self.conversation.language,
+                question=question, site_id=site_id, language=self.conversation.language,
                 limit=settings.KNOWLEDGE["PROMPT_PASSAGES"])
         except Exception:  # a broken index must not cost the customer the answer
             log.exception("knowledge search failed for %s; answering without it", self.cid)
@@ -875,6 +947,11 @@ class AnswerRun:
         await self._update_claim()  # late joiners now learn which message streams
         await self._emit(frames.bot_start_frame(message_id=answer.message.pk,
                                                 reply_to=answer.question.pk))
+        if answer.prefix:
+            # The product's apology streams first, before the model has said a word.
+            answer.parts.append(answer.prefix)
+            await self._emit(frames.bot_delta_frame(message_id=answer.message.pk,
+                                                    text=answer.prefix))
 
     async def _on_delta(self, answer: _Answer, event: dict) -> None:
         await self._on_start(answer, event)  # tolerate a lost start
@@ -896,13 +973,140 @@ class AnswerRun:
             return
         answer.trimmed = int(event.get("trimmed") or 0)
         answer.passages = int(event.get("passages") or 0)
-        metrics.model_answered(event.get("finish_reason"), time.monotonic() - answer.sent_at)
+        finish_reason = str(event.get("finish_reason") or "stop")
+        limited = bool(answer.stream_guards and (answer.stream_guards["max_words"]
+                                                 or answer.stream_guards["max_han"]))
+        if finish_reason == guards.REPETITION or (finish_reason == guards.LENGTH and limited):
+            answer.guards.append(finish_reason)
+            metrics.guarded(finish_reason)
+        kept = event.get("text")
+        if isinstance(kept, str):
+            # The worker cut a loop or an overrun back to a sentence: show what it kept.
+            await self._replace_text(answer, self._punctuated(answer, kept))
+        if answer.guarded and await self._broke_a_rule(answer):
+            return  # asked again: the second answer streams in place of this one
+        metrics.model_answered(finish_reason, time.monotonic() - answer.sent_at)
         await self._finish(
-            answer, finish_reason=str(event.get("finish_reason") or "stop"),
-            partial=event.get("finish_reason") not in ("stop", "length"),
+            answer, finish_reason=finish_reason,
+            partial=finish_reason not in ("stop", guards.LENGTH, guards.REPETITION),
             prompt_tokens=event.get("prompt_tokens"),
             completion_tokens=event.get("completion_tokens"),
         )
+
+    # --- guards (chat/guards.py) ------------------------------------------------------------
+
+    def _model_text(self, answer: _Answer) -> str:
+        return answer.text[len(answer.prefix):]
+
+    def _punctuated(self, answer: _Answer, text: str) -> str:
+        if answer.punctuation is None:
+            return text
+        answer.punctuation = FullwidthPunctuation()
+        return answer.punctuation.feed(text) + answer.punctuation.finish()
+
+    async def _replace_text(self, answer: _Answer, model_text: str) -> None:
+        """What the answer's message shows becomes the product's prefix and `model_text`."""
+        answer.parts = [answer.prefix + model_text] if answer.prefix + model_text else []
+        await self._emit(frames.bot_start_frame(message_id=answer.message.pk,
+                                                reply_to=answer.question.pk, replace=True))
+        if answer.parts:
+            await self._emit(frames.bot_delta_frame(message_id=answer.message.pk,
+                                                    text=answer.text))
+
+    async def _broke_a_rule(self, answer: _Answer) -> bool:
+        """An answer in the wrong script, one that only repeats the question, or one with
+        nothing left to say: asked again once with the rule restated (True), then replaced by
+        the localised fallback. The rules every answer ends with follow (_closing_words)."""
+        await self._emit_all(self._flush_held_text(answer))
+        language = self.conversation.language
+        model_text = self._model_text(answer)
+        broken = (guards.LANGUAGE if guards.wrong_language(model_text, language)
+                  else guards.ECHO if guards.is_echo(model_text, answer.question.text)
+                  else None)
+        if broken is None and model_text.strip():
+            await self._closing_words(answer)
+            return False
+        if broken is not None:
+            answer.guards.append(broken)
+            metrics.guarded(broken)
+            if not answer.retried:
+                try:
+                    await self._ask_again(answer, broken)
+                    return True
+                except (ChannelFull, *_REDIS_ERRORS) as exc:
+                    log.warning("could not ask again for %s (%s)", self.cid,
+                                exc.__class__.__name__)
+        answer.fallback = True
+        await self._replace_text(answer, await db(_fallback_text)(
+            self.conversation, answer.question))
+        return False
+
+    async def _ask_again(self, answer: _Answer, broken: str) -> None:
+        language = self.conversation.language
+        rule = guards.restated("restate_language" if broken == guards.LANGUAGE
+                               else "restate_echo", language, language_name(language))
+        system, *turns = answer.prompt
+        last = turns[-1] if turns else None
+        answer.prompt = [{**system, "content": f"{system['content']}\n\n{rule}"}, *turns[:-1]]
+        if last is not None:
+            answer.prompt.append({**last, "content": f"{last['content']}\n\n({rule})"})
+        answer.retried = True
+        answer.request_id = uuid.uuid4().hex
+        answer.started_at = None
+        answer.next_presence_check = (time.monotonic()
+                                      + settings.INFERENCE["WORKER_TTL_SECONDS"] / 2)
+        answer.punctuation = FullwidthPunctuation() if answer.punctuation else None
+        room, queue_limit = await self._room()
+        if room.live == 0 or room.queued >= queue_limit:
+            raise ChannelFull
+        await self._replace_text(answer, "")
+        await self._dispatch(answer, queue_limit)
+
+    async def _closing_words(self, answer: _Answer) -> None:
+        """What the product adds after the model's last word, when the model left it out: the
+        offer of a human after a complaint, the question for the order number."""
+        language, model_text, more = self.conversation.language, self._model_text(answer), []
+        if answer.complaint:
+            answer.guards.append(guards.COMPLAINT)
+            metrics.guarded(guards.COMPLAINT)
+            answer.offer_human = True
+            if not guards.offers_human(model_text):
+                more.append(guards.text("offer_human", language))
+        if answer.ask_details and not guards.asks_for_details(model_text):
+            answer.guards.append(guards.ASK_DETAILS)
+            metrics.guarded(guards.ASK_DETAILS)
+            more.append(guards.text(guards.ASK_DETAILS, language))
+        if more:
+            glue = _glue(language)
+            addition = ("" if answer.text[-1:].isspace() else glue) + glue.join(more)
+            answer.parts.append(addition)
+            await self._emit(frames.bot_delta_frame(message_id=answer.message.pk,
+                                                    text=addition))
+
+    async def _guarded(self, answer: _Answer, text: str, guard: str, *,
+                       offer_human: bool = False) -> None:
+        """The product answers in its own words, without the model (a question no
+        help-centre article covers)."""
+        answer.finished = True
+        try:
+            message = await db(services.bot_message_guarded)(
+                conversation=self.conversation, text=text, guard=guard)
+        except services.BotSilenced:
+            metrics.answer_ended(metrics.TAKEN_OVER, "silenced")
+            self.ended = True
+            return
+        metrics.guarded(guard)
+        metrics.answer_ended(metrics.GUARDED, guard)
+        await self._emit(frames.bot_start_frame(message_id=message.pk,
+                                                reply_to=answer.question.pk))
+        await self._emit(frames.bot_delta_frame(message_id=message.pk, text=message.text))
+        answer.done_frame = frames.bot_done_frame(
+            message_id=message.pk, usage={"prompt_tokens": 0, "completion_tokens": 0},
+            ttft_ms=None, total_ms=0, finish_reason=guard, fallback=False, partial=False,
+            guards=(guard,), offer_human=offer_human,
+        )
+        await self._emit(answer.done_frame)
+        await memory.remember(message)
 
     async def _on_error(self, answer: _Answer, event: dict) -> None:
         log.warning("worker error for %s: %s %s", answer.request_id, event.get("code"),
@@ -941,6 +1145,8 @@ class AnswerRun:
                       prompt_tokens=None, completion_tokens=None) -> None:
         answer.finished = True
         await self._emit_all(self._flush_held_text(answer))
+        if answer.fallback and answer.guards:
+            finish_reason = answer.guards[-1]  # the rule the answers broke
         message = await self._store(answer, finish_reason=finish_reason, partial=partial,
                                     prompt_tokens=prompt_tokens,
                                     completion_tokens=completion_tokens)
@@ -949,8 +1155,9 @@ class AnswerRun:
             usage={"prompt_tokens": message.prompt_tokens or 0,
                    "completion_tokens": message.completion_tokens or 0},
             ttft_ms=message.ttft_ms, total_ms=message.total_ms or 0,
-            finish_reason=finish_reason, fallback=False, partial=partial,
-            sources=message.sources,
+            finish_reason=finish_reason, fallback=answer.fallback, partial=partial,
+            sources=message.sources, guards=tuple(answer.guards),
+            offer_human=answer.offer_human,
         )
         await self._emit(answer.done_frame)
         await memory.remember(message)
@@ -1010,7 +1217,7 @@ class AnswerRun:
             message=answer.message, text=answer.text, finish_reason=finish_reason,
             partial=partial, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
             ttft_ms=ttft_ms, total_ms=round((now - answer.sent_at) * 1000), prompt=prompt,
-            sources=sources,
+            sources=sources, guards=tuple(answer.guards), fallback=answer.fallback,
         )
 
     # --- delivery ------------------------------------------------------------------------------
@@ -1050,7 +1257,20 @@ async def cancel_and_wait(task: asyncio.Task) -> None:
         await asyncio.wait([task], timeout=0.5)
 
 
+def _fallback_text(conversation: Conversation, question: Message) -> str:
+    return fallback.choose_answer(fallback.load_rules(), text=question.text,
+                                  language=conversation.language)
+
+
 def _store_fallback(conversation: Conversation, question: Message, reason: str) -> Message:
-    answer = fallback.choose_answer(fallback.load_rules(), text=question.text,
-                                    language=conversation.language)
-    return services.bot_message_fallback(conversation=conversation, text=answer, reason=reason)
+    return services.bot_message_fallback(
+        conversation=conversation, text=_fallback_text(conversation, question), reason=reason)
+
+
+def _glue(language: str) -> str:
+    """What goes between two sentences: a space, but none in Chinese."""
+    return "" if (language or "").lower().startswith("zh") else " "
+
+
+def _joined(*sentences: str, language: str) -> str:
+    return _glue(language).join(s.strip() for s in sentences if s.strip())

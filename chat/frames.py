@@ -127,9 +127,15 @@ def ack_frame(*, client_id: str | None, message_id: int, duplicate: bool) -> dic
     return {"type": "message.ack", "client_id": client_id, "id": message_id, "duplicate": duplicate}
 
 
-def bot_start_frame(*, message_id: int, reply_to: int | None = None) -> dict:
+def bot_start_frame(*, message_id: int, reply_to: int | None = None,
+                    replace: bool = False) -> dict:
     # reply_to: the customer message answered (the newest one when several came together).
-    return {"type": "bot.start", "message_id": message_id, "reply_to": reply_to}
+    # replace: a guard changed the answer already shown (cut back to a sentence, asked again,
+    # replaced): what this message showed is dropped, and the deltas that follow are all of it.
+    frame = {"type": "bot.start", "message_id": message_id, "reply_to": reply_to}
+    if replace:
+        frame["replace"] = True
+    return frame
 
 
 def bot_delta_frame(*, message_id: int, text: str) -> dict:
@@ -138,8 +144,11 @@ def bot_delta_frame(*, message_id: int, text: str) -> dict:
 
 def bot_done_frame(*, message_id: int, usage: Usage, ttft_ms: int | None, total_ms: int,
                    finish_reason: str, fallback: bool, partial: bool,
-                   sources: list[dict] | None = None) -> dict:
+                   sources: list[dict] | None = None, guards: tuple[str, ...] = (),
+                   offer_human: bool = False) -> dict:
     # sources: the help-centre articles the answer was grounded in, [{article_id, title, url}].
+    # guards: the product's guards that shaped it (chat/guards.py); offer_human: the answer
+    # offers a human agent (the widget shows its "talk to a human" button).
     return {
         "type": "bot.done",
         "message_id": message_id,
@@ -150,6 +159,8 @@ def bot_done_frame(*, message_id: int, usage: Usage, ttft_ms: int | None, total_
         "fallback": fallback,
         "partial": partial,
         "sources": sources or [],
+        "guards": list(guards),
+        "offer_human": offer_human,
     }
 
 

@@ -17,7 +17,7 @@ import weakref
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from chat import fallback
+from chat import fallback, guards
 
 # --- answers -------------------------------------------------------------------------------
 
@@ -47,12 +47,14 @@ QUEUE_WAIT = Histogram(
 
 # How an answer ended, once per answer, with the reasons each outcome can have. A reason not
 # listed counts as "other" (labels stay bounded whatever a caller passes).
-MODEL, FALLBACK, DISCONNECTED, TAKEN_OVER, CANCELLED = (
-    "model", "fallback", "disconnected", "taken_over", "cancelled")
+MODEL, FALLBACK, GUARDED, DISCONNECTED, TAKEN_OVER, CANCELLED = (
+    "model", "fallback", "guarded", "disconnected", "taken_over", "cancelled")
 OTHER = "other"
 OUTCOMES: dict[str, tuple[str, ...]] = {
     # The model's answer reached its end; the reason is vLLM's finish reason.
-    MODEL: ("stop", "length", OTHER),
+    MODEL: ("stop", "length", "repetition", OTHER),
+    # The product answered in its own words, without the model (chat/guards.py).
+    GUARDED: ("not_covered", OTHER),
     # The rule engine answered instead (chat/fallback.py), partial model text kept if any.
     FALLBACK: (fallback.REASON_UNAVAILABLE, fallback.REASON_TIMEOUT, fallback.REASON_ERROR,
                fallback.REASON_BUSY, fallback.REASON_WORKER_LOST, OTHER),
@@ -79,6 +81,16 @@ def answer_ended(outcome: str, reason: str) -> None:
 def answer_stopped(reason: str) -> None:
     """An answer stopped before its end (AnswerRun._stop's reason)."""
     answer_ended(_STOPPED.get(reason, CANCELLED), reason)
+
+
+# Every decision of the product's guards (chat/guards.py), on any answer: a guard that only
+# added words counts here and the answer still counts as the model's above.
+GUARDS = Counter("cs_chat_guards_total",
+                 "Answers a product guard shaped (chat/guards.py), by guard", ["guard"])
+
+
+def guarded(guard: str) -> None:
+    GUARDS.labels(guard=guard if guard in guards.ALL else OTHER).inc()
 
 
 def model_answered(finish_reason: str | None, seconds: float) -> None:
@@ -139,6 +151,8 @@ def socket_closed(kind: str, consumer) -> None:
 for _outcome, _reasons in OUTCOMES.items():
     for _reason in _reasons:
         ANSWERS.labels(outcome=_outcome, reason=_reason)
+for _guard in (*guards.ALL, OTHER):
+    GUARDS.labels(guard=_guard)
 for _agents in (AGENTS_AVAILABLE, AGENTS_UNAVAILABLE):
     HANDOFFS.labels(agents=_agents)
 for _rating in RATINGS:

@@ -175,6 +175,10 @@ class Message(models.Model):
     finish_reason = models.CharField(max_length=20, blank=True)
     is_fallback = models.BooleanField(default=False, help_text="Answered by the fallback rules")
     is_partial = models.BooleanField(default=False, help_text="The answer was cut off")
+    # The product's guards that shaped this answer (chat/guards.py), comma-separated, e.g.
+    # "complaint,length": what the model said is not all the customer read.
+    guards = models.CharField(max_length=100, blank=True, default="",
+                              help_text="Guards that shaped the answer (chat/guards.py)")
     # The messages the model saw for this answer: the rendered system prompt and the turns kept
     # within the token budget, as [{"role", "content"}, ...]. For review and fine-tuning data.
     prompt = models.JSONField(null=True, blank=True, editable=False)
@@ -194,6 +198,11 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_role_display()}: {self.text[:60]}"
+
+    @property
+    def guard_list(self) -> list[str]:
+        """The guards that shaped this answer, for people reading the transcript."""
+        return [name.replace("_", " ") for name in self.guards.split(",") if name]
 
     @property
     def passages_used(self) -> list[str]:
@@ -232,7 +241,8 @@ class BotProfile(models.Model):
     )
     site_name = models.CharField(max_length=200, default="our company")
     system_prompt = models.TextField(
-        help_text="Variables: {current_time}, {user_region}, {language}, {site_name}. "
+        help_text="Variables: {current_time}, {user_region}, {language}, {site_name}, "
+        "{answer_limit}. "
         "Unknown variables are left as written."
     )
     temperature = models.FloatField(
@@ -258,9 +268,19 @@ class BotProfile(models.Model):
         OFFER_HUMAN = "offer_human", "Say so and offer a human agent"
 
     when_no_knowledge = models.CharField(
-        max_length=12, choices=WhenNoKnowledge.choices, default=WhenNoKnowledge.GENERAL,
+        max_length=12, choices=WhenNoKnowledge.choices, default=WhenNoKnowledge.OFFER_HUMAN,
         help_text="When no help-centre article covers a question (the site has articles, none "
         "relevant): answer from the model's general knowledge, or say so and offer a human.",
+    )
+    # The longest answer a customer reads: the prompt asks for it, and the worker ends an
+    # answer that runs past it at a sentence boundary (inference_worker/textguards.py).
+    answer_max_words = models.PositiveIntegerField(
+        default=_SAMPLING.answer_max_words, validators=[MinValueValidator(10)],
+        help_text="Longest answer in words (languages written with spaces).",
+    )
+    answer_max_han = models.PositiveIntegerField(
+        default=_SAMPLING.answer_max_han, validators=[MinValueValidator(15)],
+        help_text="Longest answer in Chinese characters.",
     )
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -8,7 +8,24 @@ from django.utils.translation import get_language_info
 
 DEFAULT_PROFILE_NAME = "Customer service"
 
+# The rules first and the same for every conversation, the conversation's own facts last: vLLM's
+# prefix cache then reuses the rules across customers. The answer limit is said here and
+# enforced by the worker all the same (inference_worker/textguards.py).
 DEFAULT_SYSTEM_PROMPT = """\
+You are a customer-service assistant. Rules:
+- Answer the customer's question directly, in a few short sentences. Do not repeat the question.
+- Use only facts from the help-centre passages you are given. Never invent policies, prices, \
+dates, products or order details. If the passages do not cover the question, say that you \
+don't know and offer to connect the customer with a human agent.
+- If you need details to help (an order number, an e-mail address), ask for them.
+- If the customer is unhappy, apologise and offer a human agent.
+
+Company: {site_name}. Current time: {current_time}. The customer is in {user_region} and \
+writes in {language}: always answer in {language}, in {answer_limit}."""
+
+# The prompt before the answer limit and the layout above; a profile still holding it word
+# for word was never edited, and a migration moves it to the new default.
+PREVIOUS_DEFAULT_SYSTEM_PROMPT = """\
 You are the customer-service assistant of {site_name}. The current time is {current_time}. \
 The customer is in {user_region} and writes in {language}: always answer in {language}.
 - Be concise and friendly: a few sentences, or a short numbered list for steps.
@@ -22,8 +39,20 @@ to connect the customer with a human agent.
 class SamplingDefaults:
     temperature: float = 0.7
     top_p: float = 0.8
-    max_tokens: int = 384
-    frequency_penalty: float = 0.0
+    # A ceiling in tokens only: the answer limit below ends answers long before it.
+    max_tokens: int = 320
+    # Against loops and repeated phrases (Qwen's recommended range is 0-2).
+    frequency_penalty: float = 0.3
+    # About 150 Chinese characters or 100 English words: what a customer reads in a chat.
+    answer_max_words: int = 100
+    answer_max_han: int = 150
+
+
+def answer_limit(language: str, *, words: int, han: int) -> str:
+    """The answer limit in the prompt's words, for the conversation's language."""
+    if (language or "").lower().startswith("zh"):
+        return f"at most {han} Chinese characters"
+    return f"at most {words} words"
 
 
 class _KeepUnknown(dict):
@@ -58,12 +87,15 @@ def local_time(now: dt.datetime, timezone: str) -> str:
 
 
 def render_system_prompt(template: str, *, site_name: str, language: str, region: str,
-                         timezone: str, now: dt.datetime, extra: dict | None = None) -> str:
+                         timezone: str, now: dt.datetime, extra: dict | None = None,
+                         max_words: int = SamplingDefaults.answer_max_words,
+                         max_han: int = SamplingDefaults.answer_max_han) -> str:
     variables = _KeepUnknown(
         current_time=local_time(now, timezone),
         user_region=region or "an unknown region",
         language=language_name(language),
         site_name=site_name,
+        answer_limit=answer_limit(language, words=max_words, han=max_han),
     )
     variables.update(extra or {})
     return fill_template(template, variables)

@@ -189,8 +189,13 @@ def bot_message_finish(*, message: Message, text: str, finish_reason: str, parti
                        prompt_tokens: int | None, completion_tokens: int | None,
                        ttft_ms: int | None, total_ms: int | None,
                        prompt: list[dict] | None = None,
-                       sources: list[dict] | None = None) -> Message:
+                       sources: list[dict] | None = None,
+                       guards: tuple[str, ...] = (), fallback: bool = False) -> Message:
+    """`guards`: the product's guards that shaped the answer; `fallback`: it broke one of
+    them twice and the fallback rules' answer replaced it."""
     message.text = text
+    message.guards = ",".join(guards)[:100]
+    message.is_fallback = fallback
     message.prompt = prompt
     message.sources = sources or []
     message.finish_reason = finish_reason[:20]
@@ -202,7 +207,7 @@ def bot_message_finish(*, message: Message, text: str, finish_reason: str, parti
     with transaction.atomic():
         message.save(update_fields=[
             "text", "finish_reason", "is_partial", "prompt_tokens", "completion_tokens",
-            "ttft_ms", "total_ms", "prompt", "sources", "updated_at",
+            "ttft_ms", "total_ms", "prompt", "sources", "guards", "is_fallback", "updated_at",
         ])
         message_told(message)
     return message
@@ -236,6 +241,19 @@ def bot_message_fallback(*, conversation: Conversation, text: str, reason: str) 
         message = Message.objects.create(
             conversation=conversation, role=Message.Role.BOT, text=text, is_fallback=True,
             finish_reason=reason[:20], model_name="fallback-rules",
+        )
+        message_told(message)
+    return message
+
+
+def bot_message_guarded(*, conversation: Conversation, text: str, guard: str) -> Message:
+    """An answer the product gave in its own words, without asking the model (chat/guards.py:
+    a greeting, a question no help-centre article covers)."""
+    with transaction.atomic():
+        _lock_for_bot(conversation)
+        message = Message.objects.create(
+            conversation=conversation, role=Message.Role.BOT, text=text, guards=guard,
+            finish_reason=guard[:20], model_name="guard",
         )
         message_told(message)
     return message

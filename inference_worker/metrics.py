@@ -37,3 +37,10 @@ REDIS_UP = Gauge("cs_worker_redis_up", "1 while the worker's last heartbeat reac
 REDIS_OUTAGES = Counter(
     "cs_worker_redis_outages_total", "Times a worker loop lost Redis and began retrying"
 )
+GUARD_STOPS = Counter(
+    "cs_worker_guard_stops_total",
+    "Answers a text guard stopped in the engine and cut back, by reason",
+    # repetition (a loop), length (past the answer limit, or the token limit, cut back to a
+    # sentence boundary)
+    ["reason"],
+)

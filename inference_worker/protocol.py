@@ -64,6 +64,17 @@ def passages_in(system_content: str) -> list[str]:
     return found
 
 
+class Guards(TypedDict):
+    """What the worker stops while the answer streams (inference_worker.textguards): a loop
+    (`loops`), and an answer longer than `max_words` words or `max_han` Chinese characters
+    (0: no such limit). The text is then cut back to a sentence boundary and `inference.done`
+    carries it as `text`."""
+
+    loops: bool
+    max_words: int
+    max_han: int
+
+
 # --- Web process → workers --------------------------------------------------------------------
 
 
@@ -86,6 +97,7 @@ class InferenceRequest(TypedDict):
     # the fallback already, so a worker that takes the request later drops it (`expired`).
     start_by: float
     grounding: NotRequired[Grounding]
+    guards: NotRequired[Guards]
 
 
 class InferenceCancel(TypedDict):
@@ -98,7 +110,8 @@ class InferenceCancel(TypedDict):
 
 def inference_request(*, request_id: str, reply_channel: str, messages: list[ChatTurn],
                       sampling: Sampling, deadline: float, queued_at: float,
-                      start_by: float, grounding: Grounding | None = None) -> InferenceRequest:
+                      start_by: float, grounding: Grounding | None = None,
+                      guards: Guards | None = None) -> InferenceRequest:
     request: InferenceRequest = {
         "type": "inference.request",
         "request_id": request_id,
@@ -111,6 +124,8 @@ def inference_request(*, request_id: str, reply_channel: str, messages: list[Cha
     }
     if grounding:
         request["grounding"] = grounding
+    if guards:
+        request["guards"] = guards
     return request
 
 
@@ -140,10 +155,11 @@ def inference_delta(*, request_id: str, text: str) -> dict:
 
 def inference_done(*, request_id: str, finish_reason: str, prompt_tokens: int,
                    completion_tokens: int, ttft_ms: int | None, total_ms: int,
-                   trimmed: int = 0, passages: int = 0) -> dict:
+                   trimmed: int = 0, passages: int = 0, text: str | None = None) -> dict:
     # trimmed: the oldest turns left out of the prompt to fit the token budget; passages: the
-    # request's grounding passages the prompt held.
-    return {
+    # request's grounding passages the prompt held; text: the whole answer as it stands, when
+    # a guard cut back what the deltas streamed (finish_reason "repetition" or "length").
+    done = {
         "type": "inference.done",
         "request_id": request_id,
         "finish_reason": finish_reason,
@@ -154,6 +170,9 @@ def inference_done(*, request_id: str, finish_reason: str, prompt_tokens: int,
         "trimmed": trimmed,
         "passages": passages,
     }
+    if text is not None:
+        done["text"] = text
+    return done
 
 
 def inference_keepalive(*, request_id: str) -> dict:

@@ -12,6 +12,7 @@ is aborted in the engine; its consumer's deadline answers the customer.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -33,6 +34,7 @@ from inference_worker.coalesce import adaptive_interval, coalesce
 from inference_worker.engines import Engine
 from inference_worker.mailbox import Mailbox
 from inference_worker.protocol import InferenceErrorCode as Code
+from inference_worker.textguards import AnswerLimit, StreamGuard
 
 log = logging.getLogger("inference_worker")
 
@@ -111,6 +113,16 @@ class _Retry:
 
 def _process_of(reply_channel: str) -> str:
     return reply_channel.partition("!")[0]
+
+
+def _stream_guard(request: protocol.InferenceRequest) -> StreamGuard | None:
+    guards = request.get("guards")
+    if not guards:
+        return None
+    limit = None
+    if guards["max_words"] > 0 or guards["max_han"] > 0:
+        limit = AnswerLimit(words=guards["max_words"] or 10**9, han=guards["max_han"] or 10**9)
+    return StreamGuard(loops=guards["loops"], limit=limit)
 
 
 class InferenceWorker:
@@ -383,23 +395,39 @@ class InferenceWorker:
                 request_id=request_id, worker=self.name, model=self.engine.model_name,
                 trimmed=trimmed, passages=passages,
             ))
+            guard = _stream_guard(request)
+            kept = None
             async with asyncio.timeout(max(0.0, request["deadline"] - time.time())):
                 source = self.engine.stream(request_id, prompt_ids, sampling)
-                async for chunk in coalesce(source, self._interval_for(stream)):
-                    completion_tokens += chunk.token_count
-                    finish_reason = chunk.finish_reason or finish_reason
-                    if chunk.text:
+                # Closed on every way out (a guard's stop included), so the engine's own
+                # clean-up runs now rather than when the generator is collected.
+                async with contextlib.aclosing(
+                        coalesce(source, self._interval_for(stream))) as chunks:
+                    async for chunk in chunks:
+                        completion_tokens += chunk.token_count
+                        finish_reason = chunk.finish_reason or finish_reason
+                        if not chunk.text:
+                            continue
                         if first_at is None:
                             first_at = time.monotonic()
                         await self._send(stream, protocol.inference_delta(
                             request_id=request_id, text=chunk.text
                         ))
+                        if guard is not None and guard.feed(chunk.text) is not None:
+                            # A loop or an overrun: nothing after this is worth generating.
+                            await self.engine.abort(request_id)
+                            break
+            if guard is not None:
+                kept = guard.finished(finish_reason)
+                if guard.reason is not None:
+                    finish_reason = guard.reason
+                    metrics.GUARD_STOPS.labels(guard.reason).inc()
             await self._send(stream, protocol.inference_done(
                 request_id=request_id, finish_reason=finish_reason or "stop",
                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                 ttft_ms=None if first_at is None else round((first_at - taken) * 1000),
                 total_ms=round((time.monotonic() - taken) * 1000), trimmed=trimmed,
-                passages=passages,
+                passages=passages, text=kept,
             ), final=True)
             outcome = "done"
             self._count_turnover(time.monotonic() - taken)

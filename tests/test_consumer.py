@@ -20,7 +20,7 @@ async def test_new_conversation_streams_and_stores_the_answer(connect, worker, e
     client, first = await connect("lang=en&region=Berlin&tz=Europe%2FBerlin")
     assert first["type"] == "conversation" and first["token"] and first["resumed"] is False
 
-    await client.send({"type": "message", "text": "Where is my order?", "client_id": "c1"})
+    await client.send({"type": "message", "text": "When do orders ship?", "client_id": "c1"})
     ack = await client.receive()
     assert ack["type"] == "message.ack" and ack["client_id"] == "c1"
     conversation = await Conversation.objects.aget(pk=first["id"])
@@ -34,7 +34,7 @@ async def test_new_conversation_streams_and_stores_the_answer(connect, worker, e
     assert done["fallback"] is False and done["partial"] is False
 
     customer, bot = await stored(first["id"])
-    assert (customer.id, customer.role, customer.text) == (ack["id"], "customer", "Where is my order?")
+    assert (customer.id, customer.role, customer.text) == (ack["id"], "customer", "When do orders ship?")
     assert bot.id == start["message_id"] == done["message_id"]
     assert bot.text == "".join(f["text"] for f in deltas) == "Hello! How can I help you today?"
     assert bot.completion_tokens == done["usage"]["completion_tokens"] == len(bot.text)
@@ -44,7 +44,7 @@ async def test_new_conversation_streams_and_stores_the_answer(connect, worker, e
 
     # The prompt carried the rendered system prompt and the customer's words.
     (prompt,) = engine.prompts.values()
-    assert "Berlin" in prompt and "English" in prompt and "Where is my order?" in prompt
+    assert "Berlin" in prompt and "English" in prompt and "When do orders ship?" in prompt
 
 
 async def test_second_turn_carries_the_first(connect, worker, engine):

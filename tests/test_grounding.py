@@ -9,6 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
 
+from chat import guards
 from chat.knowledge import grounding
 from chat.knowledge import services as knowledge_services
 from chat.models import BotProfile, Message, Site
@@ -79,16 +80,48 @@ async def make_client_for(site):
     return KeyClient(secret)
 
 
-@pytest.mark.parametrize("choice", ["general", "offer_human"])
-async def test_nothing_relevant_found_follows_the_profiles_choice(sample, worker, engine,
-                                                                   choice):
-    await default_profile(when_no_knowledge=choice)
+async def test_nothing_relevant_found_answers_generally_when_the_profile_says_so(
+        sample, worker, engine):
+    await default_profile(when_no_knowledge="general")
     api = await make_client()
     body = (await chat(api, session_id="s", user_input="Who won the football world cup in 2018?")).json()
-    assert body["sources"] == []
+    assert body["sources"] == [] and body["guards"] == []
     prompt = last_prompt(engine)
     assert grounding.GROUNDED not in prompt
-    assert (grounding.NOTHING_FOUND_OFFER_HUMAN in prompt) == (choice == "offer_human")
+    assert grounding.NOTHING_FOUND_OFFER_HUMAN not in prompt
+
+
+async def test_nothing_relevant_found_the_product_says_so_and_offers_a_human(
+        sample, worker, engine):
+    """"Say so and offer a human" is the product's answer, not a rule the model is asked to
+    follow: the model is not asked at all."""
+    await default_profile(when_no_knowledge="offer_human")
+    api = await make_client()
+    body = (await chat(api, session_id="s", user_input="Who won the football world cup in 2018?")).json()
+    assert engine.prompts == {}
+    assert body["response"] == guards.text(guards.NOT_COVERED, "en")
+    assert body["finish_reason"] == "not_covered" and body["guards"] == ["not_covered"]
+    assert body["offer_human"] is True and body["fallback"] is False
+    stored = await Message.objects.aget(pk=body["message_id"])
+    assert stored.guards == "not_covered" and stored.text == body["response"]
+
+    body = (await chat(api, session_id="zh", user_input="你们的实体店在哪里？", language="zh-CN")).json()
+    assert body["response"] == guards.text(guards.NOT_COVERED, "zh-CN")
+    assert engine.prompts == {}
+
+
+async def test_the_openai_endpoint_keeps_openais_semantics_when_nothing_is_found(
+        sample, worker, engine):
+    """OpenAI's clients expect the model's answer: no product text, the model is asked."""
+    await default_profile(when_no_knowledge="offer_human")
+    from chat.models import ApiScope
+    from tests.test_api_openai import complete
+
+    api = await make_client(scopes=(ApiScope.OPENAI,))
+    response = await complete(api, messages=[
+        {"role": "user", "content": "Who won the football world cup in 2018?"}])
+    assert response.json()["choices"][0]["message"]["content"] == engine.reply("")
+    assert len(engine.prompts) == 1
 
 
 async def test_without_any_articles_nothing_is_claimed(worker, engine):

@@ -168,6 +168,7 @@ async def test_agent_replies_then_hands_back_and_the_bot_answers_with_it_in_cont
 
 async def test_asking_for_a_human_in_words_moves_to_waiting_and_opens_a_ticket(
         connect, worker, engine):
+    engine.reply = lambda prompt: "很抱歉听到这个消息，请提供您的订单号。"
     client, first = await connect("lang=zh-CN")
     await client.send({"type": "message", "text": "我的快递丢了", "client_id": "1"})
     await client.receive()

@@ -170,7 +170,7 @@ async def test_bad_settings_and_other_conversations_are_refused(django_user_mode
     response, _ = await ask(client, "hi", temperature="3")
     assert response.status_code == 400 and "temperature" in response.json()["error"]["message"]
     response, _ = await ask(client, "hi", max_tokens="100000")  # over the profile's limit
-    assert response.status_code == 400 and "384" in response.json()["error"]["message"]
+    assert response.status_code == 400 and "320" in response.json()["error"]["message"]
 
     # A customer's conversation, or another staff member's playground, is never written to.
     customer, _token = await sync_to_async(chat_services.conversation_start)()
@@ -262,7 +262,7 @@ def test_save_needs_the_admin_permission(django_user_model):
 async def test_export_is_the_stored_session(django_user_model, worker, engine):
     await sync_to_async(live_profile)()
     client, user = await staff_client(django_user_model)
-    first, _ = await ask(client, "Where is my parcel?")
+    first, _ = await ask(client, "When do parcels ship?")
     second, _ = await ask(client, "Compare me", temperature="0.1")
     a, b = first["X-Playground-Conversation"], second["X-Playground-Conversation"]
 
@@ -274,7 +274,7 @@ async def test_export_is_the_stored_session(django_user_model, worker, engine):
     pane = data["panes"][0]
     assert pane["conversation_id"] == a and pane["channel"] == "playground"
     question, answer = pane["messages"]
-    assert (question["role"], question["text"]) == ("customer", "Where is my parcel?")
+    assert (question["role"], question["text"]) == ("customer", "When do parcels ship?")
     assert answer["role"] == "bot" and answer["reply_to"] == question["id"]
     stored = await Message.objects.aget(pk=answer["id"])
     assert answer["text"] == stored.text == engine.reply("")[:12]

@@ -24,6 +24,7 @@ def origin(value: str) -> list:
 
 async def test_widget_socket_from_an_allowed_origin_starts_a_site_conversation(
         connect, site, worker, engine):
+    engine.reply = lambda prompt: "您好！请问有什么可以帮您？"
     client, first = await connect(f"site={site.key}", headers=origin(SHOP))
     assert first["type"] == "conversation"
     await client.send({"type": "message", "text": "你好", "client_id": "1"})
@@ -32,7 +33,7 @@ async def test_widget_socket_from_an_allowed_origin_starts_a_site_conversation(
     assert conversation.site_id == site.pk
     assert conversation.language == "zh-CN"  # the site's default, no lang given
     (prompt,) = engine.prompts.values()
-    assert "assistant of Shop." in prompt and "Simplified Chinese" in prompt
+    assert "Company: Shop." in prompt and "Simplified Chinese" in prompt
 
 
 @pytest.mark.parametrize("page_origin", ["https://evil.example", "http://shop.example.com", ""])

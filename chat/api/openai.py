@@ -202,7 +202,7 @@ async def chat_completions(request: HttpRequest, payload: CompletionIn):
             options=AnswerOptions(max_tokens=payload.max_completion_tokens or payload.max_tokens,
                                   temperature=payload.temperature, top_p=payload.top_p,
                                   frequency_penalty=payload.frequency_penalty,
-                                  instructions=instructions))
+                                  instructions=instructions, guards=False))
     except BaseException:
         await listener.close()
         raise
@@ -216,6 +216,8 @@ async def chat_completions(request: HttpRequest, payload: CompletionIn):
         async for frame in _answer_frames(listener, turn):
             if frame["type"] == "bot.delta":
                 text.append(frame["text"])
+            elif frame["type"] == "bot.start" and frame.get("replace"):
+                text.clear()  # the loop guard cut the answer back: what follows is all of it
             elif frame["type"] == "bot.done":
                 done = frame
     finally:

@@ -99,6 +99,11 @@ class ChatOut(BaseModel):
     status: Status = Field(description="The conversation's mode after this call: bot, "
                                        "waiting (for a human), human (an agent holds it), "
                                        "closed.")
+    guards: list[str] = Field(default_factory=list, description="The product's guards that "
+                              "shaped the answer: not_covered, complaint, ask_details, language, "
+                              "echo, repetition, length (docs/protocol.md).")
+    offer_human: bool = Field(False, description="The answer offers a human agent: show the "
+                              "customer a way to ask for one (POST …/handoff).")
 
 
 class MessageOut(BaseModel):

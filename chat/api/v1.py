@@ -119,6 +119,8 @@ async def _whole(key: ApiKey, listener: AnswerListener, conversation: Conversati
             kind = frame["type"]
             if kind == "bot.start":
                 start = frame
+                if frame.get("replace"):  # a guard changed the answer: what follows is all
+                    text.clear()
             elif kind == "bot.delta":
                 text.append(frame["text"])
             elif kind == "bot.done":
@@ -142,6 +144,7 @@ async def _whole(key: ApiKey, listener: AnswerListener, conversation: Conversati
         ttft_ms=done["ttft_ms"] if done else None, total_ms=done["total_ms"] if done else None,
         fallback=bool(done and done["fallback"]), partial=bool(done and done["partial"]),
         sources=(done or {}).get("sources") or [], status=status,
+        guards=(done or {}).get("guards") or [], offer_human=bool(done and done["offer_human"]),
     )
 
 

@@ -244,6 +244,8 @@
           question.dataset.id = frame.id;
         } else if (name === "bot.start") {
           answer.dataset.id = frame.message_id;
+          // A guard changed the answer shown so far: the deltas that follow are all of it.
+          if (frame.replace) answerText.textContent = "";
         } else if (name === "bot.done") {
           finish(pane, answer, frame);
         } else if (name === "status") {
@@ -354,6 +356,8 @@
       ["total_ms", "Total", done.total_ms, duration(done.total_ms)],
       ["finish_reason", "Finish", done.finish_reason, done.finish_reason],
     ];
+    const guards = Array.isArray(done.guards) ? done.guards.join(", ") : "";
+    if (guards) figures.push(["guards", "Guards", guards, guards]);
     const list = document.createElement("dl");
     list.className = "pg-figures";
     for (const [key, label, raw, shown] of figures) {

@@ -213,6 +213,28 @@ async def test_html_from_the_customer_and_from_the_model_is_shown_as_text(
     assert stored.text == XSS_MARKDOWN
 
 
+async def test_what_a_guard_changed_is_what_the_customer_reads(
+        synthetic_stack, host_pages, visitor):
+    """The model loops after a complaint: the widget ends up showing the answer the product
+    kept (apology first, no loop, the offer of a human last), the same text as stored, and
+    the button to ask for a human."""
+    loop = "The Zephyr-8 has a 2-year warranty. The Zephyr-10 has a 3-year warranty. "
+    synthetic_stack.engine.reply = lambda prompt: "We can repair it. " + loop * 6
+    site, url = await company_page(host_pages, synthetic_stack.http)
+    page = visitor.page
+    await page.goto(url)
+    await visitor.open_widget()
+    done = await visitor.ask("This is unacceptable, the kettle broke after a week!")
+    assert done["finish_reason"] == "repetition" and done["offer_human"] is True
+    assert {"complaint", "repetition"} <= set(done["guards"])
+    stored = await Message.objects.aget(pk=done["message_id"])
+    assert stored.text.count("Zephyr-8") == 1 and stored.text.endswith("human agent.")
+    shown = await page.locator(".m.b").nth(1).inner_text()
+    assert shown.split("\n")[0] == stored.text  # the streamed loop is gone from the screen
+    await expect(page.locator(".hb")).to_be_visible()
+    assert visitor.errors == []
+
+
 async def test_keyboard_only_in_chinese_on_a_narrow_phone(synthetic_stack, host_pages, browser):
     """Open, type, send, rate, ask for a human and close with the keyboard alone, in the
     Chinese UI at 360 px; the bot's half-width punctuation arrives full-width."""

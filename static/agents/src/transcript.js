@@ -120,6 +120,8 @@ export function botFrame(frame) {
   keepAtBottom(list, () => {
     if (frame.type === "bot.start") {
       li.classList.add("msg--streaming");
+      // A guard changed the answer shown so far: the deltas that follow are all of it.
+      if (frame.replace) $(".msg__text", li).textContent = "";
       showTyping(null);
     } else if (frame.type === "bot.delta") {
       li.classList.add("msg--streaming");
@@ -130,6 +132,9 @@ export function botFrame(frame) {
       const notes = [];
       if (frame.fallback) notes.push("fallback rules");
       if (frame.partial) notes.push("cut off (" + frame.finish_reason + ")");
+      for (const guard of Array.isArray(frame.guards) ? frame.guards : []) {
+        notes.push("guard: " + String(guard).replace("_", " "));
+      }
       if (notes.length && !$(".msg__meta", li)) {
         const meta = el("div", "msg__meta");
         for (const note of notes) meta.append(el("span", "tag", note));

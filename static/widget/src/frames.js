@@ -76,6 +76,8 @@ const HANDLERS = {
   "bot.start"(widget, frame) {
     widget.acksAtAnswerStart = widget.acks;
     const bubble = widget.bubbles.get(frame.message_id) || widget.answer(frame.message_id, "");
+    // A guard changed the answer shown so far: the deltas that follow are all of it.
+    if (frame.replace) bubble.rewrite("");
     widget.streaming = bubble;
     bubble.li.setAttribute("aria-busy", "true");
     widget.updateTypingDots();
@@ -99,6 +101,8 @@ const HANDLERS = {
       widget.view.sources(bubble, frame.sources);
       // A fallback answer stands on its own: only a model answer that stopped is "cut off".
       widget.view.finishAnswer(bubble, null, frame.partial && !frame.fallback);
+      // The answer offers a human: the button to ask for one is in reach.
+      if (frame.offer_human && widget.status === "bot") widget.view.showHumanButton(true);
       if (widget.view.atBottom()) widget.view.scrollToEnd();
     }
     widget.received();

@@ -233,7 +233,7 @@ export class PanelView {
   answer(id, text, author) {
     const body = h("div");
     const li = h("li", { class: "m b" }, author ? h("span", { class: "who" }, author) : "", body);
-    const stream = new MarkdownStream();
+    let stream = new MarkdownStream();
     let openNodes = [];
     const bubble = {
       id, li, text: "",
@@ -244,6 +244,14 @@ export class PanelView {
         openNodes = buildTrees(open);
         body.append(...buildTrees(done), ...openNodes);
         li.hidden = !bubble.text; // an answer that has not started yet takes no room
+      },
+      /** The whole text anew (bot.start `replace`: a guard changed the answer). */
+      rewrite: (text) => {
+        body.replaceChildren();
+        stream = new MarkdownStream();
+        openNodes = [];
+        bubble.text = "";
+        bubble.write(text);
       },
     };
     bubble.write(text);

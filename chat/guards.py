@@ -1,0 +1,218 @@
+"""What the product promises a customer whatever the model does: decided here, not asked of it.
+
+A small model does not follow "offer a human", "answer in Chinese", "don't repeat the question"
+or "ask for the order number" reliably (measured on the scorecard, `manage.py eval_answers`),
+so the answer run (chat.answering) asks these functions and acts on their answers:
+
+- before the model: a question no help-centre passage covers gets the product's "not in the
+  help centre, here is a human" when the bot profile says so (a greeting or thanks goes to the
+  model: no article covers "hello", and none needs to); a complaint is marked, so the answer
+  opens with an apology and ends with the offer of a human; a question about the customer's
+  own order without its number is marked, so the answer ends by asking for it if the model
+  did not;
+- after the model: an answer in the wrong script, or one that only repeats the question, is
+  asked again once with the rule restated, then replaced by the localised fallback.
+
+Loops and length are the worker's (inference_worker.textguards), which stops the engine.
+
+Every decision is a named guard: stored on the bot message (`Message.guards`), counted in
+`cs_chat_guards_total`, and shown in the console and admin. Customer channels only: the
+OpenAI-compatible API keeps OpenAI's semantics and gets the loop guard alone.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+
+from inference_worker.textguards import han_count, han_share, letter_word_count
+
+# Guard names: stored on messages, metric labels, finish reasons of the product's own answers.
+NOT_COVERED = "not_covered"  # no passage covers the question: the product said so
+COMPLAINT = "complaint"  # apology first, offer of a human last
+ASK_DETAILS = "ask_details"  # the product asked for the order number the model did not
+LANGUAGE = "language"  # the answer was in another script: asked again, or replaced
+ECHO = "echo"  # the answer only repeated the question: asked again, or replaced
+REPETITION = "repetition"  # the worker stopped a loop (inference_worker.textguards)
+LENGTH = "length"  # the worker cut an overlong answer back to a sentence
+ALL = (NOT_COVERED, COMPLAINT, ASK_DETAILS, LANGUAGE, ECHO, REPETITION, LENGTH)
+
+# --- the product's own words, per language ------------------------------------------------------
+
+_TEXTS = {
+    "en": {
+        NOT_COVERED: "I'm sorry, I couldn't find this in our help centre, and I'd rather not "
+        "guess. Would you like me to connect you with a human agent?",
+        "apology": "I'm very sorry about this.",
+        "offer_human": "If you'd like, I can connect you with a human agent.",
+        ASK_DETAILS: "Could you tell me your order number (or the e-mail address you ordered "
+        "with), so that we can look into it?",
+        "restate_language": "Answer only in {language}.",
+        "restate_echo": "Do not repeat the customer's question: answer it.",
+    },
+    "zh": {
+        NOT_COVERED: "抱歉，我在帮助中心没有找到这个问题的答案，不想给您不准确的信息。"
+        "需要为您转接人工客服吗？",
+        "apology": "非常抱歉给您带来不好的体验。",
+        "offer_human": "如果需要，我可以为您转接人工客服。",
+        ASK_DETAILS: "请提供您的订单号（或下单时使用的邮箱），以便我们为您查询。",
+        "restate_language": "只用{language}回答。",
+        "restate_echo": "不要重复客户的问题，请直接回答。",
+    },
+}
+
+
+def _lang(language: str) -> str:
+    return "zh" if (language or "").lower().startswith("zh") else "en"
+
+
+def text(name: str, language: str) -> str:
+    """The product's own sentence `name` in the conversation's language (English otherwise)."""
+    return _TEXTS[_lang(language)][name]
+
+
+# --- before the model ---------------------------------------------------------------------------
+
+_STRIP = re.compile(r"[\s\W_]+", re.UNICODE)
+
+_GREETINGS = re.compile(
+    r"^(?:(?:hi|hello|hey|hiya|howdy|greetings|good (?:morning|afternoon|evening|day))"
+    r"(?: there| team| everyone| all)?"
+    # "Hello, is anyone there?": a greeting that only checks somebody answers.
+    r"(?: (?:is )?(?:any ?one|any ?body|some ?one) (?:there|around|here|online))?|"
+    r"(?:is )?(?:any ?one|any ?body) (?:there|around|here|online)|are you there|"
+    r"你好|您好|嗨|哈喽|哈啰|早上好|上午好|下午好|晚上好|在吗|在不在|有人吗|你好呀|您好呀|"
+    r"你好 在吗|您好 在吗|你好 有人吗|您好 有人吗)$",
+    re.IGNORECASE,
+)
+_THANKS = re.compile(
+    r"^(?:thanks|thank you|thank you very much|thank you so much|thanks a lot|many thanks|thx|"
+    r"ty|cheers|great thanks|ok thanks|okay thanks|"
+    r"谢谢|谢谢你|谢谢您|多谢|感谢|非常感谢|好的谢谢)$",
+    re.IGNORECASE,
+)
+
+
+def _plain(text_: str) -> str:
+    """Lower case, punctuation, emoji and spacing gone: "Hello!!  " and "hello" are one."""
+    text_ = unicodedata.normalize("NFKC", text_).casefold().strip()
+    return _STRIP.sub(" ", text_).strip()
+
+
+def is_greeting(question: str) -> bool:
+    """The message is only a greeting or thanks."""
+    plain = _plain(question)
+    return bool(plain) and len(plain) <= 40 and bool(
+        _GREETINGS.match(plain) or _THANKS.match(plain))
+
+
+# Words of an unhappy customer, in English and Chinese. Matched as words in English (so
+# "unbroken" is not "broken") and as substrings in Chinese. Measured on the scorecard's
+# complaints and on its other questions (none of which may match).
+_COMPLAINT_EN = re.compile(
+    r"\b(?:unacceptable|terrible|awful|horrible|horrendous|worst|disgusting|ridiculous|"
+    r"outrageous|pathetic|furious|angry|annoyed|upset|disappointed|disappointing|"
+    r"complain(?:t|ts|ing|ed)?|rude|scam(?:med)?|fraud|useless|incompetent|shameful|"
+    r"fed up|sick of|never again|not happy|unhappy|very bad|so bad|bad service|"
+    r"still (?:not|hasn'?t|haven'?t|no)|nobody (?:answers|replied|helps)|no one (?:answers|helps)|"
+    r"arrived (?:broken|damaged|smashed|cracked)|(?:came|was|is) (?:broken|damaged|smashed)|"
+    r"waste of|wtf|what the hell|where the hell|i want my money back|refund me now|"
+    r"charged (?:me |my card )?twice|double[- ]charged|fix this|sort this out|this is a joke|"
+    r"how dare|what kind of service|nobody tells me|no one tells me|ignored)\b",
+    re.IGNORECASE,
+)
+_COMPLAINT_ZH = re.compile(
+    r"投诉|太差|很差|真差|差劲|垃圾|生气|气死|失望|不满|愤怒|骗子|欺骗|坑人|太慢了|怎么还没|还没到|"
+    r"还没收到|一直没|坏了|破损|损坏|摔坏|态度(?:很|太|真)?(?:差|恶劣)|恶劣|离谱|无语|受不了|"
+    r"退钱|糟糕|差评|什么破|搞什么|太过分|不像话|没人管|没人理|扣了(?:我)?两次|重复扣款|"
+    r"赶紧|什么服务|极差|粉碎|质量太差|不负责"
+)
+
+
+def is_complaint(question: str) -> bool:
+    return bool(_COMPLAINT_EN.search(question) or _COMPLAINT_ZH.search(question))
+
+
+_OWN_ORDER_EN = re.compile(
+    r"\b(?:(?:my|our) (?:order|orders|parcel|package|delivery|shipment|refund|return|purchase)|"
+    r"order status|status of (?:my|the) order|cancel (?:my |the |an )?order|"
+    r"track(?:ing)? (?:my|the) (?:order|parcel|package))\b",
+    re.IGNORECASE,
+)
+_OWN_ORDER_ZH = re.compile(
+    r"我的(?:订单|包裹|快递|退款|退货|货)|订单(?:状态|到哪|在哪|怎么还)|取消(?:我的)?订单|"
+    r"查(?:一下|询)?(?:我的)?订单|物流到哪|包裹到哪|快递到哪"
+)
+# An order number or an e-mail address already given: nothing to ask for.
+_DETAILS_GIVEN = re.compile(r"(?:#?\b[A-Z]{0,4}-?\d{5,}\b)|(?:[\w.+-]+@[\w-]+\.[\w.]+)",
+                            re.IGNORECASE)
+_ASKS_DETAILS = re.compile(
+    r"order (?:number|no\.?|id)|e-?mail|订单号|订单编号|单号|邮箱|电子邮件", re.IGNORECASE)
+
+
+def needs_order_details(question: str) -> bool:
+    """The customer asks about their own order and gave no order number or e-mail."""
+    own = _OWN_ORDER_EN.search(question) or _OWN_ORDER_ZH.search(question)
+    return bool(own) and not _DETAILS_GIVEN.search(question)
+
+
+def asks_for_details(answer: str) -> bool:
+    return bool(_ASKS_DETAILS.search(answer))
+
+
+_OFFERS_HUMAN = re.compile(
+    r"human|agent|colleague|real person|someone from our team|人工|客服人员|真人|同事",
+    re.IGNORECASE)
+
+
+def offers_human(answer: str) -> bool:
+    return bool(_OFFERS_HUMAN.search(answer))
+
+
+# --- after the model ----------------------------------------------------------------------------
+
+# Languages written in Chinese characters, and those written without them: only these are
+# checked (Japanese mixes both, so its answers are not judged by script).
+_HAN_LANGUAGES = {"zh"}
+_SPACED_LANGUAGES = {"en", "de", "fr", "es", "it", "nl", "pt", "sv", "da", "no", "nb", "fi",
+                     "pl", "cs", "ru", "uk", "tr", "id", "ms", "vi"}
+
+
+# Chinese characters and words an answer needs before its script is judged.
+_JUDGED_FROM = 5
+
+
+def wrong_language(answer: str, language: str) -> bool:
+    """The answer is written in another script than the conversation's language: a Chinese
+    conversation answered mostly without Chinese characters, or the reverse. Brand names,
+    numbers and links in the other script do not count against an answer."""
+    primary = (language or "en").split("-")[0].lower()
+    if han_count(answer) + letter_word_count(answer) < _JUDGED_FROM:
+        return False  # too short to tell ("您好, thanks!")
+    share = han_share(answer)
+    if share is None:
+        return False
+    if primary in _HAN_LANGUAGES:
+        return share < 0.5
+    if primary in _SPACED_LANGUAGES:
+        return share > 0.5
+    return False
+
+
+def is_echo(answer: str, question: str) -> bool:
+    """The answer only repeats the question (perhaps with a greeting or a question mark more):
+    the answer, stripped, is mostly the question."""
+    plain_answer, plain_question = _plain(answer), _plain(question)
+    if not plain_answer or not plain_question:
+        return False
+    if len(plain_answer) > 2 * len(plain_question) + 10:
+        return False  # it says much more than the question: an answer that quotes it
+    if plain_question in plain_answer:
+        return True
+    return difflib.SequenceMatcher(None, plain_answer, plain_question).ratio() >= 0.8
+
+
+def restated(name: str, language: str, language_name: str) -> str:
+    """The rule an answer broke, said again for its second try."""
+    return text(name, language).format(language=language_name)

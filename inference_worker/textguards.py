@@ -1,0 +1,208 @@
+"""What an answer's text may not do, whatever the model: loop, or run past its length.
+
+Small models (and sometimes large ones) repeat themselves until the token limit, or write on
+past the length a customer reads. The worker checks every chunk as it streams: a loop or an
+overrun stops the request in the engine at once, and the text is cut back to where it was
+still an answer (before the loop, at a sentence boundary, never mid-word).
+
+Pure functions and one small class: no Django, no engine. The web side (chat.guards) uses the
+same script counting for its language check.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import regex
+
+# --- scripts ------------------------------------------------------------------------------------
+
+_HAN = regex.compile(r"\p{Han}")
+_WORD = regex.compile(r"[\p{L}\p{N}--\p{Han}][\p{L}\p{N}'’\-._/@--\p{Han}]*", regex.V1)
+# Words with a letter: numbers are written alike in every language.
+_LETTER_WORD = regex.compile(r"[\p{L}--\p{Han}][\p{L}\p{N}'’\-._/@--\p{Han}]*", regex.V1)
+
+
+def han_count(text: str) -> int:
+    return len(_HAN.findall(text))
+
+
+def word_count(text: str) -> int:
+    """Words of scripts written with spaces (Chinese characters are counted apart)."""
+    return len(_WORD.findall(text))
+
+
+def letter_word_count(text: str) -> int:
+    """Words with a letter in them (numbers are written alike in every language)."""
+    return len(_LETTER_WORD.findall(text))
+
+
+def han_share(text: str) -> float | None:
+    """Chinese characters among all letters of `text`; None when it has no letters at all.
+    Latin letters count a word at a time, so a brand name in a Chinese sentence ("PayPal")
+    weighs as much as one character, not six."""
+    han = han_count(text)
+    words = letter_word_count(text)
+    if han + words == 0:
+        return None
+    return han / (han + words)
+
+
+# --- length -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnswerLimit:
+    """The longest answer a customer gets: words of spaced scripts and Chinese characters,
+    counted apart (a mixed answer is over when either is)."""
+
+    words: int
+    han: int
+
+    def exceeded_by(self, text: str) -> bool:
+        return word_count(text) > self.words or han_count(text) > self.han
+
+    def fit(self, text: str) -> str:
+        """The longest head of `text` within the limit (at most the text itself)."""
+        if not self.exceeded_by(text):
+            return text
+        words = han = 0
+        end = 0
+        for match in regex.finditer(r"\p{Han}|[\p{L}\p{N}--\p{Han}][\p{L}\p{N}'’\-._/@--\p{Han}]*",
+                                    text, regex.V1):
+            if _HAN.fullmatch(match.group()):
+                han += 1
+            else:
+                words += 1
+            if words > self.words or han > self.han:
+                break
+            end = match.end()
+        return text[:end]
+
+
+# A sentence ends at . ! ? (followed by a space, a line break or the end) or at a Chinese full
+# stop, or at a line break (list items and table rows end there).
+# At the very end of a cut text, a full stop after a digit may be a decimal point ("3.2").
+_SENTENCE_END = re.compile(r"(?:[.!?…](?=\s)|(?<!\d)[.!?…]$|[。！？]|\n)[\"'”’)）」]*")
+# Clause ends, for a single long sentence: commas, semicolons, colons.
+_CLAUSE_END = re.compile(r"[,;:，；：、](?=\s|$|\S)")
+
+
+def cut_at_sentence(text: str) -> str:
+    """`text` ended at its last complete sentence. A text with no complete sentence is cut
+    after its last clause or word, with an ellipsis, never mid-word."""
+    stripped = text.rstrip()
+    ends = list(_SENTENCE_END.finditer(stripped))
+    if ends:
+        return stripped[: ends[-1].end()].rstrip()
+    clauses = list(_CLAUSE_END.finditer(stripped))
+    if clauses and clauses[-1].start() > 0:
+        head = stripped[: clauses[-1].start()]
+    else:
+        head = stripped
+        if not _HAN.search(head[-1:] or ""):
+            # Back to the last space, so no word is cut in half (the caller may have cut
+            # inside one).
+            space = head.rfind(" ")
+            head = head[:space] if space > 0 else head
+    head = head.rstrip(" ,;:，；：、-–—")
+    return head + ("…" if head and not _SENTENCE_END.search(head[-1:]) else "")
+
+
+# --- loops --------------------------------------------------------------------------------------
+
+_DIGITS = re.compile(r"\d+")
+_SPACES = re.compile(r"\s+")
+
+
+def _normalised(text: str) -> str:
+    # Numbers are one symbol and spaces one space: "Zephyr-8 has 2 years. Zephyr-10 has 2
+    # years." repeats itself as much as the same sentence three times does.
+    return _SPACES.sub(" ", _DIGITS.sub("0", text))
+
+
+# A loop's repeated stretch is at most this long (a sentence or two), and the text it repeats
+# is at least this long in all: "ha ha ha" or a row of dashes is not a loop.
+_MAX_PERIOD = 250
+_MIN_SPAN = {"han": 24, "spaced": 60}
+
+
+def loop_start(text: str) -> int | None:
+    """Where a loop begins in `text` (an index into it), or None when there is none.
+
+    A loop is a stretch said three times in a row at the end of the text: the text's last
+    3 × p characters repeat with period p, whatever the stretch's first character. Numbers
+    count as one symbol, so "Zephyr-8 has 2 years. Zephyr-10 has 3 years. Zephyr-11 …" loops
+    as much as one sentence said three times. Only the end of the text is checked, as the
+    worker checks while the answer streams: a loop is caught as soon as its third round is
+    out. The loop begins at the stretch's second round; what came before it was said once.
+    Answers that list like things ("1–2 business days … 2–4 business days") differ in more
+    than numbers between their rounds, so they are not loops."""
+    norm = _normalised(text)
+    size = len(norm)
+    span = _MIN_SPAN["han" if (han_share(norm[-60:]) or 0) > 0.5 else "spaced"]
+    for period in range(max(2, span // 3), min(_MAX_PERIOD, size // 3) + 1):
+        if norm[size - 2 * period:] != norm[size - 3 * period:size - period]:
+            continue
+        first = size - 3 * period  # the periodic end may reach further back
+        while first > 0 and norm[first - 1] == norm[first - 1 + period]:
+            first -= 1
+        return _original_index(text, first + period)
+    return None
+
+
+def _original_index(text: str, norm_index: int) -> int:
+    """The index in `text` whose normalised prefix has `norm_index` characters."""
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high) // 2
+        if len(_normalised(text[:middle])) < norm_index:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
+class StreamGuard:
+    """Watches one answer as it streams. `feed(text)` returns None while the answer may go
+    on, or the finish reason that stops it ("repetition", "length"); `kept()` is then the
+    text the customer keeps."""
+
+    REPETITION, LENGTH = "repetition", "length"
+
+    def __init__(self, *, loops: bool, limit: AnswerLimit | None):
+        self.loops = loops
+        self.limit = limit
+        self.text = ""
+        self.reason: str | None = None
+        self._kept: str | None = None
+
+    def feed(self, text: str) -> str | None:
+        if self.reason is not None:
+            return self.reason
+        self.text += text
+        if self.loops:
+            start = loop_start(self.text)
+            if start is not None:
+                self.reason = self.REPETITION
+                self._kept = cut_at_sentence(self.text[:start])
+                return self.reason
+        if self.limit is not None and self.limit.exceeded_by(self.text):
+            self.reason = self.LENGTH
+            self._kept = cut_at_sentence(self.limit.fit(self.text))
+            return self.reason
+        return None
+
+    def finished(self, finish_reason: str | None) -> str | None:
+        """The engine ended the answer. Returns the text kept when a guard cut it and it
+        differs from what streamed, else None. An answer the engine ended at max_tokens is
+        left as it is: the answer limit above ends answers long before the profile's ceiling,
+        and a caller who asks for fewer tokens gets exactly what it asked for."""
+        return self.kept()
+
+    def kept(self) -> str | None:
+        """The text to keep when a guard cut the answer and it differs from the streamed."""
+        if self._kept is None or self._kept == self.text:
+            return None
+        return self._kept

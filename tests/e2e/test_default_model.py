@@ -1,0 +1,107 @@
+"""The embedded default model, Qwen2.5-Coder-0.5B-Instruct, prepared as `make run` prepares it
+(downloaded, checked and converted once) and served by a real worker process: customers get
+its answers, in their language, through the chat API's answer path with the sample help centre.
+
+The rest of tests/e2e runs its stack on SmolLM2 (tests/e2e/conftest.py): the pipeline behaves
+the same whatever the model, and this module is where the default one is asked."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.management import call_command
+
+from chat import guards
+from chat.models import BotProfile, Message
+from chat.prompting import DEFAULT_PROFILE_NAME, DEFAULT_SYSTEM_PROMPT
+from cs_site.redis_client import get_redis
+from devstack.stack import WORKER_READY_PATTERN, ReadyCheck, Supervisor, wait_ready
+from inference_worker import pool
+from inference_worker.model_prep import DEFAULT_EMBEDDED_MODEL, embedded_model
+from inference_worker.textguards import han_share
+from tests.e2e.conftest import ROOT, free_port
+from tests.test_api_chat import chat, make_client
+from tests.waiting import poll
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+DEFAULT_MODEL = embedded_model(DEFAULT_EMBEDDED_MODEL)
+
+
+@pytest.fixture(scope="module")
+def default_model_worker(redis_server):
+    """A worker with the default model, on the unit tests' Redis (so this process's answer
+    runs reach it), loaded once for the module."""
+    metrics_port = free_port()
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("INFERENCE_EMBEDDED_MODEL", "INFERENCE_MODEL_DIR", "INFERENCE_MODEL")}
+    env.update({
+        "REDIS_URL": redis_server.url,
+        "INFERENCE_METRICS_PORT": str(metrics_port),
+        "INFERENCE_MODEL_DIR": str(Path(settings.VAR_DIR) / "models" / DEFAULT_MODEL.folder),
+        "INFERENCE_ENFORCE_EAGER": "true",  # the same engine, loaded in seconds, not minutes
+        "PYTHONUNBUFFERED": "1",
+    })
+    out = io.StringIO()
+    sup = Supervisor(out=out, stop_timeout=30)
+    sup.start("worker", [sys.executable, str(ROOT / "manage.py"), "run_inference_worker"],
+              env, cwd=ROOT)
+    try:
+        # Preparing it on a fresh machine (download, check, convert) comes first: ~1.5 min.
+        wait_ready(sup, [ReadyCheck("worker", f"http://127.0.0.1:{metrics_port}/metrics",
+                                    WORKER_READY_PATTERN)], threading.Event(), timeout=900)
+    except RuntimeError:
+        sup.stop_all()
+        pytest.fail("the default model's worker did not start:\n" + out.getvalue()[-5000:])
+    yield
+    sup.stop_all()
+
+
+@pytest.fixture
+async def desk(default_model_worker):
+    """The sample help centre, the bot profile as shipped, and the worker seen again (each
+    test starts with an empty Redis: its heartbeat puts it back within a second)."""
+    await sync_to_async(call_command)("import_knowledge", "--sample", stdout=io.StringIO())
+    await BotProfile.objects.aupdate_or_create(is_default=True, defaults={
+        "name": DEFAULT_PROFILE_NAME, "system_prompt": DEFAULT_SYSTEM_PROMPT})
+    await poll(live_worker, timeout=30)
+    return await make_client()
+
+
+async def live_worker() -> bool:
+    return await pool.live_workers(get_redis()) > 0
+
+
+async def ask(api, question: str, language: str, session: str) -> tuple[dict, Message]:
+    response = await chat(api, session_id=session, user_input=question, language=language)
+    assert response.status_code == 200, response.content
+    body = response.json()
+    return body, await Message.objects.aget(pk=body["message_id"])
+
+
+@pytest.mark.timeout(1200)
+async def test_the_default_model_answers_in_the_customers_language_from_the_help_centre(desk):
+    body, stored = await ask(desk, "寄到德国要几天？", "zh-CN", "zh")
+    assert body["fallback"] is False and body["finish_reason"] in ("stop", "length")
+    assert stored.model_name == DEFAULT_MODEL.folder
+    assert body["sources"] and han_share(body["response"]) >= 0.5, body["response"]
+
+    body, stored = await ask(desk, "How long does delivery to Germany take?", "en", "en")
+    assert body["fallback"] is False and stored.model_name == DEFAULT_MODEL.folder
+    assert body["sources"] and han_share(body["response"]) == 0, body["response"]
+
+
+@pytest.mark.timeout(1200)
+async def test_a_complaint_to_the_default_model_gets_the_products_apology_and_offer(desk):
+    body, stored = await ask(desk, "收到的台灯摔坏了，太差了！", "zh-CN", "complaint")
+    assert body["response"].startswith(guards.text("apology", "zh-CN"))
+    assert body["offer_human"] is True and "complaint" in body["guards"]
+    assert stored.model_name == DEFAULT_MODEL.folder
+    assert han_share(body["response"]) >= 0.5, body["response"]
