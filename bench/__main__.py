@@ -1,5 +1,5 @@
-"""`python -m bench [--quick] [--only pipeline|vllm|api|knowledge]`: run the benchmark, print
-the figures, write docs/benchmarks.md and docs/benchmarks.png."""
+"""`python -m bench [--quick] [--only pipeline|vllm|api|knowledge|scorecard]`: run the
+benchmark, print the figures, write docs/benchmarks.md and docs/benchmarks.png."""
 
 import argparse
 import sys
@@ -7,7 +7,7 @@ import time
 
 from tqdm import tqdm
 
-from bench import api_latency, knowledge, pipeline, report, vs_vllm
+from bench import api_latency, knowledge, pipeline, report, scorecard, vs_vllm
 from bench.processes import LOG_DIR, bench_environment, use_bench_database
 
 
@@ -15,7 +15,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="small steps and few rounds, to try the benchmark out (~3 min)")
-    parser.add_argument("--only", choices=("pipeline", "vllm", "api", "knowledge"),
+    parser.add_argument("--only", choices=("pipeline", "vllm", "api", "knowledge", "scorecard"),
                         help="run one part; the other part's section of the report is kept")
     parser.add_argument("--out", default="docs", help="folder of benchmarks.md/.png (docs)")
     parser.add_argument("--report-only", action="store_true",
@@ -47,6 +47,10 @@ def main() -> int:
             if args.only in (None, "knowledge"):
                 tqdm.write("Part 4: knowledge retrieval")
                 results["knowledge"] = knowledge.run(bench)
+            if args.only in (None, "scorecard"):
+                tqdm.write("Part 5: the answer scorecard, each embedded model")
+                results["scorecard"] = scorecard.run(
+                    bench, scorecard.QUICK if args.quick else scorecard.FULL)
     except KeyboardInterrupt:
         print("\nInterrupted: nothing written.", file=sys.stderr)
         return 130

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import psutil
 
-from bench import api_latency, knowledge, pipeline, vs_vllm
+from bench import api_latency, knowledge, pipeline, scorecard, vs_vllm
 from bench.processes import LOG_DIR, ROOT
 
 PRODUCT_DIRS = ("chat", "agents", "cs_site", "inference_worker", "templates", "static")
+# The page's sections, in order.
+PARTS = ("header", "pipeline", "vllm", "api", "knowledge", "scorecard")
 
 
 def _fmt(value, digits=0, unit="") -> str:
@@ -340,14 +342,16 @@ def rewrite(*, out_dir: str) -> list[Path]:
     pipe, vllm = _load_or_save("pipeline", None), _load_or_save("vllm", None)
     api = _load_or_save("api", None)
     know = _load_or_save("knowledge", None)
+    card = _load_or_save("scorecard", None)
     md_path, png_path = Path(out_dir) / "benchmarks.md", Path(out_dir) / "benchmarks.png"
     old = md_path.read_text() if md_path.exists() else ""
     bodies = {"header": None,
               "pipeline": pipeline_section(pipe, pipe.get("quick", False)) if pipe else None,
               "vllm": vllm_section(vllm, vllm.get("quick", False)) if vllm else None,
               "api": api_section(api, api.get("quick", False)) if api else None,
-              "knowledge": knowledge_section(know, False) if know else None}
-    page = "\n\n".join(block for name in ("header", "pipeline", "vllm", "api", "knowledge")
+              "knowledge": knowledge_section(know, False) if know else None,
+              "scorecard": scorecard.section(card, card["plan"]["quick"]) if card else None}
+    page = "\n\n".join(block for name in PARTS
                        if (block := _section(old, name, bodies[name])))
     md_path.write_text(page.rstrip() + "\n")
     from bench.chart import draw
@@ -366,14 +370,15 @@ def write(results: dict, *, out_dir: str, quick: bool, minutes: float) -> list[P
     api = _load_or_save("api", {**api_latency.data(results["api"]), "quick": quick}
                         if "api" in results else None)
     know = _load_or_save("knowledge", results.get("knowledge"))
+    card = _load_or_save("scorecard", results.get("scorecard"))
     md_path = out / "benchmarks.md"
     old = md_path.read_text() if md_path.exists() else ""
     header = "\n".join([
         "# Benchmarks",
         "",
         "Written by `make bench` (`python -m bench`; `--quick` for a short try, `--only "
-        "pipeline|vllm|api|knowledge` for one part). Not part of `make test`. Process logs of "
-        "the last run: `var/bench/bench.log`.",
+        "pipeline|vllm|api|knowledge|scorecard` for one part). Not part of `make test`. "
+        "Process logs of the last run: `var/bench/bench.log`.",
         "",
         f"Last run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {minutes:.0f} min, parts: "
         f"{', '.join(results) or 'none'}. Code: {_revision()}. Machine: {_machine()}. "
@@ -387,8 +392,9 @@ def write(results: dict, *, out_dir: str, quick: bool, minutes: float) -> list[P
               "pipeline": pipeline_section(pipe, quick) if "pipeline" in results else None,
               "vllm": vllm_section(vllm, quick) if "vllm" in results else None,
               "api": api_section(api, quick) if "api" in results else None,
-              "knowledge": knowledge_section(know, quick) if "knowledge" in results else None}
-    page = "\n\n".join(block for name in ("header", "pipeline", "vllm", "api", "knowledge")
+              "knowledge": knowledge_section(know, quick) if "knowledge" in results else None,
+              "scorecard": scorecard.section(card, quick) if "scorecard" in results else None}
+    page = "\n\n".join(block for name in PARTS
                        if (block := _section(old, name, bodies[name])))
     md_path.write_text(page.rstrip() + "\n")
     png_path = out / "benchmarks.png"
@@ -420,4 +426,7 @@ def summary(results: dict) -> str:
     if "knowledge" in results:
         lines.append("Knowledge retrieval:")
         lines += knowledge.lines(results["knowledge"])
+    if "scorecard" in results:
+        lines.append("Answer scorecard:")
+        lines += scorecard.lines(results["scorecard"])
     return "\n".join(lines)
