@@ -23,6 +23,7 @@ from websockets.asyncio.client import connect
 from bench.processes import ORIGIN, Bench, free_port, set_bot_profile
 from bench.stats import busy_time, p50_p99
 from devstack.stack import WORKER_READY_PATTERN, ReadyCheck
+from inference_worker.engines import resolved_dtype
 
 # From the project's issue.
 FIRST_TOKEN_RATIO_MAX = 1.05
@@ -244,7 +245,7 @@ def start_processes(bench: Bench, plan: Plan) -> Processes:
     server = bench.start("vllm", [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
         "--served-model-name", "bench", "--host", "127.0.0.1", "--port", str(vllm_port),
-        "--max-model-len", str(cfg["MAX_MODEL_LEN"]), "--dtype", cfg["DTYPE"],
+        "--max-model-len", str(cfg["MAX_MODEL_LEN"]), "--dtype", resolved_dtype(cfg["DTYPE"]),
         # No sampling defaults from the model folder: the same SamplingParams as our worker's.
         "--generation-config", "vllm",
         *(["--enforce-eager"] if plan.eager else []),

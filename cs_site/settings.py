@@ -367,8 +367,9 @@ INFERENCE = {
     "DOWNLOAD_DIR": Path(env.str("INFERENCE_DOWNLOAD_DIR", default=str(VAR_DIR / "downloads"))),
     # Name stored with every bot message; defaults to the model's directory or hub id.
     "MODEL_NAME": env.str("INFERENCE_MODEL_NAME", default=""),
-    # "bfloat16" on CPU (AVX-512 bf16) and modern GPUs; "auto" lets vLLM choose.
-    "DTYPE": env.str("INFERENCE_DTYPE", default="bfloat16"),
+    # Empty: "auto" on a GPU; on a CPU "bfloat16" where it has AVX-512 BF16 or AMX, else
+    # "float32" (bf16 emulated was 5-10x slower: inference_worker/engines.py resolved_dtype).
+    "DTYPE": env.str("INFERENCE_DTYPE", default=""),
     # Context window the engine allocates; the prompt is trimmed to fit it with max_tokens.
     "MAX_MODEL_LEN": env.int("INFERENCE_MAX_MODEL_LEN", default=2048),
     # e.g. "awq" for an AWQ build of the production model; empty for none.

@@ -128,13 +128,43 @@ def build_engine(inference: dict) -> VllmEngine:
     return VllmEngine(
         model=model,
         model_name=inference["MODEL_NAME"] or _display_name(model),
-        dtype=inference["DTYPE"],
+        dtype=resolved_dtype(inference["DTYPE"]),
         max_model_len=inference["MAX_MODEL_LEN"],
         quantization=inference["QUANTIZATION"],
         gpu_memory_utilization=inference["GPU_MEMORY_UTILIZATION"],
         cpu_kvcache_space_gib=inference["CPU_KVCACHE_SPACE_GIB"],
         enforce_eager=inference["ENFORCE_EAGER"],
     )
+
+
+# CPU flags with which bf16 matrix products run natively (AVX-512 BF16, or AMX).
+_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def resolved_dtype(setting: str, cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The dtype the engine loads the model in: the setting when given; otherwise "auto" on a
+    GPU (the model's own, bf16 for Qwen), and on a CPU bf16 where the CPU computes it natively
+    and float32 elsewhere. Without AVX-512 BF16, bf16 matrix products are emulated: measured on
+    a 2-core AMD EPYC with AVX2 only, Qwen2.5-0.5B's first token took 15-24 s in bf16 and 1-5 s
+    in float32, and it wrote about 1 token/s against 10."""
+    if setting:
+        return setting
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return "auto"
+    return "bfloat16" if _BF16_FLAGS & cpu_flags(cpuinfo) else "float32"
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    try:
+        with open(cpuinfo, encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
 
 
 def _display_name(model: str) -> str:
