@@ -22,7 +22,6 @@ OpenAI-compatible API keeps OpenAI's semantics and gets the loop guard alone.
 
 from __future__ import annotations
 
-import difflib
 import re
 import unicodedata
 
@@ -200,17 +199,35 @@ def wrong_language(answer: str, language: str) -> bool:
     return False
 
 
+# Words an answer may add to the question and still say nothing new ("Hello! Your question:").
+_EMPTY_WORDS = frozenset(
+    "a an the i you we your our my me us it is are do does can could will would please hello "
+    "hi dear customer question thanks thank".split())
+_ANSWER_WORD = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
+
+
 def is_echo(answer: str, question: str) -> bool:
     """The answer only repeats the question (perhaps with a greeting or a question mark more):
-    the answer, stripped, is mostly the question."""
+    it adds fewer than two words of its own (three Chinese characters or digits). "No, you
+    cannot pay in cash on delivery" adds "no" and "cannot": an answer, not an echo."""
     plain_answer, plain_question = _plain(answer), _plain(question)
     if not plain_answer or not plain_question:
         return False
-    if len(plain_answer) > 2 * len(plain_question) + 10:
-        return False  # it says much more than the question: an answer that quotes it
-    if plain_question in plain_answer:
-        return True
-    return difflib.SequenceMatcher(None, plain_answer, plain_question).ratio() >= 0.8
+    asked_words = set(_ANSWER_WORD.findall(plain_question))
+    new_words = [word for word in _ANSWER_WORD.findall(plain_answer)
+                 if not _HAN_ONLY.fullmatch(word)
+                 and word not in asked_words and word not in _EMPTY_WORDS]
+    asked_chars = set(plain_question)
+    new_han = [char for char in plain_answer
+               if _HAN_ONLY.fullmatch(char) and char not in asked_chars
+               and char not in "您你好的吗呢"]
+    if _POLARITY.search(plain_answer) and not _POLARITY.search(plain_question):
+        return False  # "Yes, you can." answers a yes/no question
+    return len(new_words) < 2 and len(new_han) < 3
+
+
+_POLARITY = re.compile(r"\b(?:yes|no|not|cannot|can't|don't|doesn't)\b|不|没|是的|可以的")
+_HAN_ONLY = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
 
 
 def restated(name: str, language: str, language_name: str) -> str:

@@ -736,10 +736,10 @@ def keep_running(
 
 
 # Until the worker is ready on a 2-core CPU, with torch.compile (the default) and without it
-# (INFERENCE_ENFORCE_EAGER=true). SmolLM2: 152-191 s and 34 s. Qwen, vLLM's own load: 431 s
-# and 593 s compiled (cores shared with other jobs), 29-37 s eager.
+# (INFERENCE_ENFORCE_EAGER=true). SmolLM2: 152-191 s and 34 s. Qwen: 258 s compiled (the
+# worker from its start to ready, the machine otherwise idle), 29-37 s eager.
 MODEL_LOAD_TIMES = {
-    QWEN_CODER_05B: ("7-10 min", "~40 s"),
+    QWEN_CODER_05B: ("4-5 min", "~40 s"),
     SMOLLM2_135M: ("2-3 min", "~35 s"),
 }
 

@@ -12,9 +12,11 @@ def move_untouched_profiles(apps, schema_editor):
     "say so and offer a human" when no article covers a question. An edited profile is the
     company's choice and stays as it is."""
     BotProfile = apps.get_model("chat", "BotProfile")
+    # A new installation's profile was made by migration 0002 with today's prompt but the
+    # sampling and choice of the fields' first defaults: it moves too.
     BotProfile.objects.filter(
-        system_prompt=PREVIOUS_DEFAULT_SYSTEM_PROMPT, frequency_penalty=0.0, max_tokens=384,
-        when_no_knowledge="general",
+        system_prompt__in=(PREVIOUS_DEFAULT_SYSTEM_PROMPT, DEFAULT_SYSTEM_PROMPT),
+        frequency_penalty=0.0, max_tokens=384, when_no_knowledge="general",
     ).update(system_prompt=DEFAULT_SYSTEM_PROMPT, frequency_penalty=0.3, max_tokens=320,
              when_no_knowledge="offer_human")
 
