@@ -223,6 +223,12 @@ def is_echo(answer: str, question: str) -> bool:
                and char not in "您你好的吗呢"]
     if _POLARITY.search(plain_answer) and not _POLARITY.search(plain_question):
         return False  # "Yes, you can." answers a yes/no question
+    # ...and it must be the question: most of the question's words (characters) are in it.
+    asked = [w for w in asked_words if w not in _EMPTY_WORDS and not _HAN_ONLY.fullmatch(w)]
+    asked += [c for c in asked_chars if _HAN_ONLY.fullmatch(c)]
+    said = set(_ANSWER_WORD.findall(plain_answer)) | set(plain_answer)
+    if not asked or sum(item in said for item in asked) < 0.6 * len(asked):
+        return False
     return len(new_words) < 2 and len(new_han) < 3
 
 

@@ -109,6 +109,9 @@ def test_the_language_check_judges_the_script_not_a_brand_name(answer, language,
      "No, you cannot pay in cash when the parcel arrives.", False),
     ("Can I pay with PayPal?", "Yes, you can.", False),
     ("可以货到付款吗？", "不可以货到付款。", False),
+    # Short, but not the question.
+    ("hi", "Hello!", False),
+    ("hi", "您好,thanks!", False),
 ])
 def test_an_echo_is_an_answer_that_adds_nothing_to_the_question(question, answer, echo):
     assert guards.is_echo(answer, question) is echo
