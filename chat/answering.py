@@ -720,9 +720,11 @@ class AnswerRun:
                     # Nothing in the help centre covers it: the product says so, in its own
                     # words, rather than asking the model not to invent an answer.
                     text = guards.text(guards.NOT_COVERED, language)
+                    shaped_by = (guards.NOT_COVERED,)
                     if answer.complaint:
                         text = _joined(guards.text("apology", language), text, language=language)
-                    await self._guarded(answer, text, guards.NOT_COVERED, offer_human=True)
+                        shaped_by = (guards.COMPLAINT, guards.NOT_COVERED)
+                    await self._guarded(answer, text, shaped_by, offer_human=True)
                     return False
                 answer.ask_details = guards.needs_order_details(answer.question.text)
                 if answer.complaint:
@@ -1083,19 +1085,21 @@ class AnswerRun:
             await self._emit(frames.bot_delta_frame(message_id=answer.message.pk,
                                                     text=addition))
 
-    async def _guarded(self, answer: _Answer, text: str, guard: str, *,
+    async def _guarded(self, answer: _Answer, text: str, shaped_by: tuple[str, ...], *,
                        offer_human: bool = False) -> None:
         """The product answers in its own words, without the model (a question no
-        help-centre article covers)."""
+        help-centre article covers); its finish reason is the last guard of `shaped_by`."""
         answer.finished = True
+        guard = shaped_by[-1]
         try:
             message = await db(services.bot_message_guarded)(
-                conversation=self.conversation, text=text, guard=guard)
+                conversation=self.conversation, text=text, guards=shaped_by)
         except services.BotSilenced:
             metrics.answer_ended(metrics.TAKEN_OVER, "silenced")
             self.ended = True
             return
-        metrics.guarded(guard)
+        for name in shaped_by:
+            metrics.guarded(name)
         metrics.answer_ended(metrics.GUARDED, guard)
         await self._emit(frames.bot_start_frame(message_id=message.pk,
                                                 reply_to=answer.question.pk))
@@ -1103,7 +1107,7 @@ class AnswerRun:
         answer.done_frame = frames.bot_done_frame(
             message_id=message.pk, usage={"prompt_tokens": 0, "completion_tokens": 0},
             ttft_ms=None, total_ms=0, finish_reason=guard, fallback=False, partial=False,
-            guards=(guard,), offer_human=offer_human,
+            guards=shaped_by, offer_human=offer_human,
         )
         await self._emit(answer.done_frame)
         await memory.remember(message)

@@ -246,14 +246,15 @@ def bot_message_fallback(*, conversation: Conversation, text: str, reason: str) 
     return message
 
 
-def bot_message_guarded(*, conversation: Conversation, text: str, guard: str) -> Message:
+def bot_message_guarded(*, conversation: Conversation, text: str,
+                        guards: tuple[str, ...]) -> Message:
     """An answer the product gave in its own words, without asking the model (chat/guards.py:
-    a greeting, a question no help-centre article covers)."""
+    a question no help-centre article covers); its finish reason is the last of `guards`."""
     with transaction.atomic():
         _lock_for_bot(conversation)
         message = Message.objects.create(
-            conversation=conversation, role=Message.Role.BOT, text=text, guards=guard,
-            finish_reason=guard[:20], model_name="guard",
+            conversation=conversation, role=Message.Role.BOT, text=text,
+            guards=",".join(guards)[:100], finish_reason=guards[-1][:20], model_name="guard",
         )
         message_told(message)
     return message

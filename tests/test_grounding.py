@@ -233,3 +233,15 @@ async def test_admin_shows_sources_and_filters_answers_without_them(sample, work
     assert ids(with_sources) == {grounded["message_id"]}
     assert ids(without) == {general["message_id"]}
     assert "Shipping and delivery" in with_sources.content.decode()
+
+
+async def test_a_complaint_nothing_covers_gets_an_apology_before_the_offer_of_a_human(
+        sample, worker, engine):
+    await default_profile(when_no_knowledge="offer_human")
+    api = await make_client()
+    body = (await chat(api, session_id="s", user_input="Your service is terrible, I am so angry!")).json()
+    assert engine.prompts == {}
+    assert body["response"] == " ".join((guards.text("apology", "en"),
+                                         guards.text(guards.NOT_COVERED, "en")))
+    assert body["guards"] == ["complaint", "not_covered"]
+    assert body["finish_reason"] == "not_covered" and body["offer_human"] is True

@@ -81,7 +81,7 @@ async def test_the_chat_api_streams_and_remembers_over_http(api_stack, secret):
     headers = {"Authorization": f"Bearer {secret}"}
     async with httpx.AsyncClient(base_url=api_stack.http, headers=headers, timeout=30) as http:
         whole = (await http.post("/api/v1/chat", json={
-            "session_id": "wa:+4915100000001", "user_input": "Where is my parcel?"})).json()
+            "session_id": "wa:+4915100000001", "user_input": "When do parcels ship?"})).json()
         assert whole["response"] == REPLY
 
         events = []

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 # "Model output" that must stay text, and long enough to be cut by max_tokens.
 REPLY = '<img src=x onerror="window.__xss=1"> Your parcel left our warehouse this morning.'
-QUESTION = "Where is my parcel? (playground e2e)"
+QUESTION = "When do parcels ship? (playground e2e)"
 
 
 async def settled(form):
