@@ -49,7 +49,7 @@ async def test_a_lead_tunes_the_bot_compares_and_exports(synthetic_stack, engine
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     await page.get_by_role("link", name="Playground").click()
     await expect(page.get_by_role("heading", name="Playground")).to_be_visible()
-    await expect(page.locator("#a-preview")).to_contain_text("customer-service assistant of Acme")
+    await expect(page.locator("#a-preview")).to_contain_text("Company: Acme.")
 
     # Sliders: dragged to a value, moved with the keyboard, and typed into the number box.
     await page.locator("#a-temperature").fill("1.3")
@@ -63,7 +63,7 @@ async def test_a_lead_tunes_the_bot_compares_and_exports(synthetic_stack, engine
     await expect(page.locator("#a-max_tokens")).to_have_value("30")
     await page.locator("#a-frequency_penalty").fill("0.4")
     await page.locator("#a-region").fill("Bavaria")
-    await expect(page.locator("#a-preview")).to_contain_text("The customer is in Bavaria")
+    await expect(page.locator("#a-preview")).to_contain_text("Customer's region: Bavaria.")
 
     await page.locator("#pg-message").fill(QUESTION)
     await page.locator("#pg-message").press("Enter")
@@ -83,7 +83,7 @@ async def test_a_lead_tunes_the_bot_compares_and_exports(synthetic_stack, engine
     rid = next(r for r, prompt in engine.prompts.items() if QUESTION in prompt)
     assert engine.samplings[rid] == {"temperature": 1.3, "top_p": 0.55, "max_tokens": 30,
                                      "frequency_penalty": 0.4}
-    assert "The customer is in Bavaria" in engine.prompts[rid]
+    assert "Customer's region: Bavaria." in engine.prompts[rid]
 
     # Side by side: B starts from A's settings, one slider changed; one question, two answers.
     await page.get_by_label("Side by side").check()

@@ -72,11 +72,13 @@ async def test_two_turns_stream_from_the_real_model_and_are_stored(real_stack):
 
 
 async def test_disconnect_mid_answer_aborts_the_request_in_the_engine(real_stack):
-    # A long answer budget, so generation is still running when the customer leaves.
-    await BotProfile.objects.filter(is_default=True).aupdate(max_tokens=1500)
+    # A long answer budget (tokens and the answer limit), so generation is still running when
+    # the customer leaves.
+    long = {"max_tokens": 1500, "answer_max_words": 10_000, "answer_max_han": 10_000}
+    await BotProfile.objects.filter(is_default=True).aupdate(**long)
     if not await BotProfile.objects.filter(is_default=True).aexists():
-        await BotProfile.objects.acreate(name="long", is_default=True, max_tokens=1500,
-                                         system_prompt="You are a storyteller.")
+        await BotProfile.objects.acreate(name="long", is_default=True,
+                                         system_prompt="You are a storyteller.", **long)
     cancelled_before = real_stack.metrics().get(CANCELLED, 0)
     for attempt in range(3):  # a tiny model can end an answer early; then ask again
         ws, conversation = await open_chat(real_stack)
