@@ -12,14 +12,16 @@ PY=.venv/bin/python
 
 # Modules that touch the database; the end-to-end ones (tests/e2e) run the real stack on it.
 # Not again here: the worker-crash test (no database at all) and the fault tests (processes
-# killed under the same database code the rest of tests/e2e runs): each loads the model twice.
+# killed under the same database code the rest of tests/e2e runs): each loads the model twice;
+# nor the default model's test (its own model load, for answers the SQLite pass checked).
 TESTS=(tests/test_services.py tests/test_memory.py tests/test_consumer.py tests/test_worker.py
        tests/test_handoff.py tests/test_widget_server.py tests/test_admin_review.py
        tests/test_console.py tests/test_answers.py tests/test_api_chat.py tests/test_api_openai.py
        tests/test_api_keys.py tests/test_grounding.py tests/test_knowledge.py tests/test_finetune.py
        tests/test_playground.py tests/test_reports.py tests/test_console_knowledge.py
        tests/test_postgres_specific.py tests/e2e
-       --ignore=tests/e2e/test_worker_crash.py --ignore=tests/e2e/test_faults.py)
+       --ignore=tests/e2e/test_worker_crash.py --ignore=tests/e2e/test_faults.py
+       --ignore=tests/e2e/test_default_model.py)
 
 # PostgreSQL server binaries: Debian's newest /usr/lib/postgresql/<ver>/bin, else initdb on PATH.
 pg_bindir() {

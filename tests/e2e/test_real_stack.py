@@ -80,12 +80,14 @@ async def test_disconnect_mid_answer_aborts_the_request_in_the_engine(real_stack
         await BotProfile.objects.acreate(name="long", is_default=True,
                                          system_prompt="You are a storyteller.", **long)
     cancelled_before = real_stack.metrics().get(CANCELLED, 0)
-    for attempt in range(3):  # a tiny model can end an answer early; then ask again
+    # A tiny model can end an answer early, or loop (then the loop guard ends it): ask again,
+    # for a story or for a long list, which no guard takes for a loop.
+    asks = ("Write a very long story about a lighthouse keeper, with many chapters.",
+            "List the numbers from 1 to 1000, one per line.") * 3
+    for attempt, text in enumerate(asks):
         ws, conversation = await open_chat(real_stack)
-        await ws.send(json.dumps({
-            "type": "message", "client_id": f"story{attempt}",
-            "text": "Write a very long story about a lighthouse keeper, with many chapters.",
-        }))
+        await ws.send(json.dumps({"type": "message", "client_id": f"story{attempt}",
+                                  "text": text}))
         await frames_until(ws, "bot.delta")
         if real_stack.metrics()[RUNNING] >= 1:
             break
