@@ -131,25 +131,43 @@ _MIN_SPAN = {"han": 24, "spaced": 60}
 def loop_start(text: str) -> int | None:
     """Where a loop begins in `text` (an index into it), or None when there is none.
 
-    A loop is a stretch said three times in a row at the end of the text: the text's last
-    3 × p characters repeat with period p, whatever the stretch's first character. Numbers
-    count as one symbol, so "Zephyr-8 has 2 years. Zephyr-10 has 3 years. Zephyr-11 …" loops
-    as much as one sentence said three times. Only the end of the text is checked, as the
-    worker checks while the answer streams: a loop is caught as soon as its third round is
-    out. The loop begins at the stretch's second round; what came before it was said once.
-    Answers that list like things ("1–2 business days … 2–4 business days") differ in more
-    than numbers between their rounds, so they are not loops."""
+    A loop is a stretch said again and again at the end of the text: its last characters (at
+    least three rounds, and at least 60 characters, 24 in Chinese) repeat with one period,
+    whatever the stretch's first character. Only the end of the text is checked, as the worker
+    checks while the answer streams: a loop is caught as soon as it is long enough.
+
+    Numbers count as one symbol, so "Zephyr-8 has 2 years. Zephyr-10 has 3 years. Zephyr-11 …"
+    loops as much as one sentence said three times, but only when the stretch says something
+    (three words, or four Chinese characters): "A1001, A1002, A1003 …" or "word1 word2 word3 …"
+    is a list, not a loop. The loop begins at the stretch's second round; what came before it
+    was said once."""
     norm = _normalised(text)
     size = len(norm)
     span = _MIN_SPAN["han" if (han_share(norm[-60:]) or 0) > 0.5 else "spaced"]
-    for period in range(max(2, span // 3), min(_MAX_PERIOD, size // 3) + 1):
-        if norm[size - 2 * period:] != norm[size - 3 * period:size - period]:
+    for period in range(1, min(_MAX_PERIOD, size // 3) + 1):
+        length = max(3 * period, span)
+        if length > size or norm[size - length + period:] != norm[size - length:size - period]:
             continue
-        first = size - 3 * period  # the periodic end may reach further back
+        # The smallest period: is that stretch said word for word, or only alike in numbers?
+        if not _repeats_exactly(text, period, length) and not _says_something(
+                norm[size - period:]):
+            return None
+        first = size - length  # the periodic end may reach further back
         while first > 0 and norm[first - 1] == norm[first - 1 + period]:
             first -= 1
         return _original_index(text, first + period)
     return None
+
+
+def _repeats_exactly(text: str, period: int, length: int) -> bool:
+    """The end of `text` repeats with `period` as written, numbers and all (spaces as one)."""
+    spaced = _SPACES.sub(" ", text)
+    end = len(spaced)
+    return length <= end and spaced[end - length + period:] == spaced[end - length:end - period]
+
+
+def _says_something(stretch: str) -> bool:
+    return letter_word_count(stretch) >= 3 or han_count(stretch) >= 4
 
 
 def _original_index(text: str, norm_index: int) -> int:
