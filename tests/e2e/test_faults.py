@@ -43,8 +43,10 @@ pytestmark = [
 ]
 
 ORIGIN = "http://127.0.0.1"
-STORY = "Write a very long story about a lighthouse keeper, with many chapters."
-MODEL_ENDINGS = ("stop", "length")
+# A long answer to interrupt: a tiny model's long story soon loops, and the loop guard ends it
+# (inference_worker/textguards.py); a list of numbers runs long and is no loop.
+STORY = "List the numbers from 1 to 1000, one per line."
+MODEL_ENDINGS = ("stop", "length", "repetition")
 SLOTS = 4  # the worker's INFERENCE_MAX_CONCURRENCY
 
 
