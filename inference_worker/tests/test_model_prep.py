@@ -155,12 +155,18 @@ def test_tokenizer_renders_chatml_and_generation_stops_at_im_end(prepared):
 def test_converted_weights_know_the_capital_of_france(prepared):
     """Random or mangled weights would not continue with " Paris"; the real ones do, at about
     95 % (teacher-forced, so the check does not hang on a near tie of the first word)."""
+    dest, _ = prepared
+    assert_continues_with_paris(dest)
+
+
+def assert_continues_with_paris(folder) -> None:
+    """The prepared model in `folder`, told "The capital of France is", goes on with " Paris"
+    as its likeliest token, with a log-probability above -0.5."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dest, _ = prepared
-    tokenizer = AutoTokenizer.from_pretrained(dest)
-    model = AutoModelForCausalLM.from_pretrained(dest, dtype=torch.bfloat16)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is the capital of France?"}],
         tokenize=False,

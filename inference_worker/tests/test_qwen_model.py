@@ -18,6 +18,7 @@ from inference_worker.model_prep import (
     read_marker,
     resolve_model_source,
 )
+from inference_worker.tests.test_model_prep import assert_continues_with_paris
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -125,22 +126,4 @@ def test_tokenizer_keeps_qwen_chatml_with_tools_and_stops_at_im_end(qwen_dir):
 
 def test_converted_weights_know_the_capital_of_france(qwen_dir):
     """Mangled weights or a wrong output matrix would not continue with " Paris"."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(qwen_dir)
-    model = AutoModelForCausalLM.from_pretrained(qwen_dir, dtype=torch.bfloat16)
-    prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "What is the capital of France?"}],
-        tokenize=False,
-        add_generation_prompt=True,
-    )
-    inputs = tokenizer(
-        prompt + "The capital of France is", return_tensors="pt", add_special_tokens=False
-    )
-    with torch.no_grad():
-        logprobs = torch.log_softmax(model(**inputs).logits[0, -1].float(), dim=-1)
-    paris = tokenizer.encode(" Paris", add_special_tokens=False)
-    assert len(paris) == 1
-    assert int(logprobs.argmax()) == paris[0], tokenizer.decode([int(logprobs.argmax())])
-    assert float(logprobs[paris[0]]) > -0.5
+    assert_continues_with_paris(qwen_dir)
