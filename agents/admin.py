@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from agents import services
 from agents.models import CannedReply, Ticket, TicketNote
 from chat import group_events
-from cs_site.broadcast import after_commit
+from runtime.broadcast import after_commit
 
 
 class TicketNoteInline(admin.TabularInline):

@@ -17,7 +17,6 @@ import logging
 import time
 from urllib.parse import urlparse
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.security.websocket import AllowedHostsOriginValidator
 from django.db import DatabaseError
@@ -28,7 +27,8 @@ from chat import answering, frames, group_events, metrics
 from chat.frames import ErrorCode
 from chat.handoff import agent_name
 from chat.protocol import FrameError
-from cs_site.redis_client import get_redis
+from runtime.aio import db
+from runtime.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
 
     async def _on_watch(self, frame: dict) -> None:
         conversation_id = _conversation_id(frame)
-        exists = await database_sync_to_async(selectors.conversation_exists)(
+        exists = await db(selectors.conversation_exists)(
             conversation_id=conversation_id)
         if not exists:
             raise FrameError(ErrorCode.NOT_FOUND, "No conversation has this id.")
@@ -145,7 +145,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         now = time.monotonic()
         if now - self.typing_sent_at < TYPING_EVERY_SECONDS:
             return
-        holds = await database_sync_to_async(selectors.holds)(
+        holds = await db(selectors.holds)(
             conversation_id=conversation_id, user=self.user)
         if not holds:
             raise FrameError(ErrorCode.NOT_HOLDER,
@@ -166,6 +166,8 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
     async def conv_typing(self, event: dict) -> None:
         await self.send_frame(event)
 
+    # conv_bot and answer_started make this a chat.answering.ConsoleAudience: a run of this
+    # process calls conv_bot directly.
     async def conv_bot(self, event: dict) -> None:
         if event.get("conversation_id") == self.watching:
             await self.send_frame(event)

@@ -1,27 +1,21 @@
 """Which agents are online: each open console socket beats its score into a Redis sorted set.
 
 Members are "<user id>:<channel name>", so an agent with two tabs counts once and closing one
-tab does not take the agent offline. The set is kept by inference_worker.heartbeats, as the
-workers' presence is: a console that vanished without leaving (its process was killed) counts
-as offline TTL_SECONDS after its last beat, and any beat ten TTLs later removes it from Redis.
+tab does not take the agent offline. The set is kept by runtime.heartbeats, as the workers'
+presence is: a console that vanished without leaving (its process was killed) counts as
+offline TTL_SECONDS after its last beat, and any beat ten TTLs later removes it from Redis.
 """
 
 import time
-from functools import cache
 
 import redis
-from django.conf import settings
 
-from inference_worker.heartbeats import Heartbeats
+from runtime.heartbeats import Heartbeats
+from runtime.redis_client import get_sync_redis
 
 KEY = "console:agents"
 TTL_SECONDS = 60  # the console pings every 20 s
 CONSOLES = Heartbeats(KEY, TTL_SECONDS)
-
-
-@cache
-def _client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
 
 
 def member(user_id: int, channel_name: str) -> str:
@@ -43,7 +37,7 @@ async def leave(client, user_id: int, channel_name: str) -> None:
 def online_agent_ids() -> set[int]:
     """Staff with a console open now (synchronous, for services)."""
     try:
-        with _client().pipeline(transaction=False) as pipe:
+        with get_sync_redis().pipeline(transaction=False) as pipe:
             CONSOLES.live(pipe, time.time())
             (members,) = pipe.execute()
     except redis.RedisError:

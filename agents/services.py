@@ -19,7 +19,7 @@ from chat.handoff import StaffSide, agent_name
 from chat.models import Conversation, Message
 from chat.prompting import fill_template
 from chat.services import conversation_close, message_told, status_changed, system_note
-from cs_site.broadcast import after_commit
+from runtime.broadcast import after_commit
 
 Status = Conversation.Status
 

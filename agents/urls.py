@@ -2,7 +2,8 @@
 
 from django.urls import path
 
-from agents import knowledge, playground, reports, views
+from agents import knowledge, reports, views
+from agents.playground import views as playground
 
 app_name = "agents"
 

@@ -18,7 +18,7 @@ import psutil
 from bench import api_latency, knowledge, pipeline, scorecard, vs_vllm
 from bench.processes import LOG_DIR, ROOT
 
-PRODUCT_DIRS = ("chat", "agents", "cs_site", "inference_worker", "templates", "static")
+PRODUCT_DIRS = ("chat", "agents", "cs_site", "inference_worker", "runtime", "templates", "static")
 # The page's sections, in order.
 PARTS = ("header", "pipeline", "vllm", "api", "knowledge", "scorecard")
 

@@ -74,8 +74,8 @@ def _engine_class():
 async def _serve(args) -> None:
     from prometheus_client import start_http_server
 
-    from cs_site.redis_client import get_redis
     from inference_worker.management.commands.run_inference_worker import serve
+    from runtime.redis_client import get_redis
 
     start_http_server(args.metrics_port, addr="127.0.0.1")
     engine = _engine_class()(redis=get_redis(), words=args.words,

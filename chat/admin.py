@@ -219,7 +219,8 @@ async def _streamed(parts: Generator[str, None, None] | Generator[bytes, None, N
             yield batch
     finally:
         # Also when the download is cut short: the queries' cursor is closed by the thread
-        # that opened it (SQLite refuses any other).
+        # that opened it (SQLite refuses any other). Not `runtime.aio.db`, whose pool may run
+        # each batch on another thread (and connection) than the cursor's.
         await sync_to_async(parts.close)()
 
 

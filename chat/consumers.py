@@ -10,7 +10,6 @@ import json
 import logging
 import time
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
@@ -31,7 +30,8 @@ from chat import (
 )
 from chat.models import Conversation, Message
 from chat.protocol import FrameError, client_id_of, connect_params, parse_client_frame
-from cs_site.client_ip import client_ip
+from runtime.aio import db
+from runtime.client_ip import client_ip
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if params.site_key:
             # Widget sockets come from company pages on other origins: the site key must
             # exist and allow the page's origin (same-host pages are checked in cs_site.asgi).
-            site = await database_sync_to_async(selectors.site_for_origin)(
+            site = await db(selectors.site_for_origin)(
                 site_key=params.site_key, origin=params.origin
             )
             if site is None:
@@ -101,7 +101,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                    CLOSE_FORBIDDEN)
                 return
         if params.conversation_id or params.token:
-            conversation = await database_sync_to_async(selectors.conversation_for_customer)(
+            conversation = await db(selectors.conversation_for_customer)(
                 conversation_id=params.conversation_id, token=params.token
             ) or await drafts.find(conversation_id=params.conversation_id, token=params.token)
             if conversation is None or conversation.site_id != (site.pk if site else None):
@@ -138,7 +138,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """The conversation's database row, made now if this is its first frame that needs
         one (another tab of the visitor may have made it: then that one)."""
         if self.conversation._state.adding:
-            self.conversation, _ = await database_sync_to_async(services.conversation_open)(
+            self.conversation, _ = await db(services.conversation_open)(
                 conversation=self.conversation)
             await drafts.forget(self.conversation.pk)
         return self.conversation
@@ -167,7 +167,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         # The claim first, then the history: the history is at least as new as the claim.
         live = await answering.live_answer(conversation.id)
-        history = await database_sync_to_async(selectors.conversation_history)(
+        history = await db(selectors.conversation_history)(
             conversation_id=conversation.id
         )
         # An answer still streaming (another tab asked, or this one before a reload) is not
@@ -183,7 +183,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                  claim=live, left_out=left_out)
             return
         # A question whose answer was lost with the last connection is answered now.
-        question = await database_sync_to_async(selectors.unanswered_question)(
+        question = await db(selectors.unanswered_question)(
             conversation_id=conversation.id
         )
         if question is not None and conversation.status == Conversation.Status.BOT:
@@ -231,7 +231,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             ))
             return
         # The type is one of chat.frames.CLIENT_FRAME_TYPES (parse_client_frame checked it),
-        # and each has its handler (tests/test_protocol.py checks that).
+        # and each has its handler (tests/answers/test_protocol.py checks that).
         handler = getattr(self, frame_handler_name(frame["type"]))
         try:
             await handler(frame)
@@ -260,7 +260,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _on_feedback(self, frame: frames.FeedbackFrame) -> None:
         try:
-            await database_sync_to_async(services.feedback_submit)(
+            await db(services.feedback_submit)(
                 conversation=self.conversation, message_id=frame["message_id"],
                 rating=frame["rating"], comment=frame.get("comment", ""),
             )
@@ -274,7 +274,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                                         rating=frame["rating"]))
 
     async def _on_csat(self, frame: frames.CsatFrame) -> None:
-        await database_sync_to_async(services.csat_submit)(
+        await db(services.csat_submit)(
             conversation=await self._stored(), score=frame["score"],
             comment=frame.get("comment", ""),
         )
@@ -282,7 +282,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _on_handoff_request(self, frame: dict | None = None) -> None:
         try:
-            outcome = await database_sync_to_async(handoff.handoff_request)(
+            outcome = await db(handoff.handoff_request)(
                 conversation=await self._stored()
             )
         except services.ConversationClosed:
@@ -302,7 +302,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         ))
 
     async def _on_contact(self, frame: frames.ContactFrame) -> None:
-        await database_sync_to_async(handoff.contact_submit)(
+        await db(handoff.contact_submit)(
             conversation=await self._stored(), email=frame["email"], name=frame.get("name", ""),
         )
         await self.send_frame(frames.contact_ack_frame())
@@ -319,7 +319,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
 
     async def _on_close(self, frame: dict) -> None:
-        await database_sync_to_async(services.conversation_close)(
+        await db(services.conversation_close)(
             conversation=await self._stored(), closed_by="The customer")
         await self._tell_closed()
 
@@ -351,7 +351,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if turn.outcome == turns.Outcome.HANDOFF:
             await self._send_handoff_ack(turn.handoff)
 
-    # --- answers (chat.answering): frames of a run in another process, and new runs --------
+    # --- answers (a chat.answering.CustomerAudience): a run's frames, and new runs ---------
 
     async def answer_frame(self, event: dict) -> None:
         await self.send_frame(event["frame"])

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from chat.models import Conversation
 from chat.selectors import hash_token
-from cs_site.redis_client import get_redis
+from runtime.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 

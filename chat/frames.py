@@ -1,6 +1,6 @@
 """The customer's WebSocket, /ws/chat/: every frame a browser sends (the schemas, validated by
 chat.protocol) and every frame it receives (the builders, the only code that makes them), with
-the error codes (documented in docs/protocol.md, "Customer WebSocket").
+the error codes (documented in docs/protocol.md, "Customer socket: `/ws/chat/`").
 
 The console socket (agents.consumers) sends the same `error` and `pong` frames. A new customer
 frame type takes one schema in `ClientFrame`, one handler in chat.consumers (named after the

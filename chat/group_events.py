@@ -1,6 +1,6 @@
 """Channel-layer events between the desk's sockets: the conversation, watcher and console groups,
 and the audience of an answer (documented in docs/protocol.md, "Channel layer: conversation and
-console groups" and "Channel layer: one answer, many sockets").
+console groups" and "Channel layer: answers").
 
 Who sends and who receives:
 - group `conversation.<id>`: the customer sockets of one conversation (chat.consumers, and the
@@ -12,7 +12,7 @@ Who sends and who receives:
   show it, in any process.
 
 chat's services (and agents' staff services) produce the group events after their transaction
-commits (cs_site.broadcast.after_commit); agents may import this module, chat never imports
+commits (runtime.broadcast.after_commit); agents may import this module, chat never imports
 agents. Channels routes an event to the handler named after its type: "conv.status" is handled
 by the consumer method `conv_status`.
 """

@@ -4,14 +4,16 @@ A small model does not follow "offer a human", "answer in Chinese", "don't repea
 or "ask for the order number" reliably (measured on the scorecard, `manage.py eval_answers`),
 so the answer run (chat.answering) asks these functions and acts on their answers:
 
-- before the model: a question no help-centre passage covers gets the product's "not in the
-  help centre, here is a human" when the bot profile says so (a greeting or thanks goes to the
-  model: no article covers "hello", and none needs to); a complaint is marked, so the answer
-  opens with an apology and ends with the offer of a human; a question about the customer's
-  own order without its number is marked, so the answer ends by asking for it if the model
-  did not;
+- before the model: a message that is only a greeting or thanks gets the product's reply; a
+  question no help-centre passage covers gets the product's "not in the help centre, here is
+  a human" when the bot profile says so, or its request for the order number when the
+  question is about the customer's own order; a complaint is marked, so the answer opens with
+  an apology and ends with the offer of a human; a question about the customer's own order
+  without its number is marked, so the answer ends by asking for it if the model did not;
 - after the model: an answer in the wrong script, or one that only repeats the question, is
-  asked again once with the rule restated, then replaced by the localised fallback.
+  asked again once with the rule restated; a grounded answer that states a figure the model
+  was not given, or one that broke a rule twice, is replaced by the help centre's own
+  statements (chat/knowledge/extract.py), or by the localised fallback when there are none.
 
 Loops and length are the worker's (inference_worker.textguards), which stops the engine.
 
@@ -35,7 +37,12 @@ LANGUAGE = "language"  # the answer was in another script: asked again, or repla
 ECHO = "echo"  # the answer only repeated the question: asked again, or replaced
 REPETITION = "repetition"  # the worker stopped a loop (inference_worker.textguards)
 LENGTH = "length"  # the worker cut an overlong answer back to a sentence
-ALL = (NOT_COVERED, COMPLAINT, ASK_DETAILS, LANGUAGE, ECHO, REPETITION, LENGTH)
+GREETING = "greeting"  # a greeting or thanks alone: the product answered it
+FIGURES = "figures"  # the answer stated a figure the model was not given
+POLARITY = "polarity"  # the answer said yes where the help centre's line says no
+QUOTED = "quoted"  # the help centre's own statements replaced an answer that broke a rule
+ALL = (NOT_COVERED, COMPLAINT, ASK_DETAILS, LANGUAGE, ECHO, REPETITION, LENGTH, GREETING,
+       FIGURES, POLARITY, QUOTED)
 
 # --- the product's own words, per language ------------------------------------------------------
 
@@ -49,6 +56,8 @@ _TEXTS = {
         "with), so that we can look into it?",
         "restate_language": "Answer only in {language}.",
         "restate_echo": "Do not repeat the customer's question: answer it.",
+        "greeting": "Hello! How can I help you today?",
+        "thanks": "You're welcome! Is there anything else I can help you with?",
     },
     "zh": {
         NOT_COVERED: "抱歉，我在帮助中心没有找到这个问题的答案，不想给您不准确的信息。"
@@ -58,6 +67,8 @@ _TEXTS = {
         ASK_DETAILS: "请提供您的订单号（或下单时使用的邮箱），以便我们为您查询。",
         "restate_language": "只用{language}回答。",
         "restate_echo": "不要重复客户的问题，请直接回答。",
+        "greeting": "您好！请问有什么可以帮您？",
+        "thanks": "不客气！还有什么可以帮您的吗？",
     },
 }
 
@@ -101,9 +112,21 @@ def _plain(text_: str) -> str:
 
 def is_greeting(question: str) -> bool:
     """The message is only a greeting or thanks."""
+    return greeting_reply(question, "en") is not None
+
+
+def greeting_reply(question: str, language: str) -> str | None:
+    """The product's reply to a message that is only a greeting or thanks; None otherwise.
+    No article covers "hello", and a small model asked to answer one from the help centre
+    states a price or a policy nobody asked for: the product answers, at once."""
     plain = _plain(question)
-    return bool(plain) and len(plain) <= 40 and bool(
-        _GREETINGS.match(plain) or _THANKS.match(plain))
+    if not plain or len(plain) > 40:
+        return None
+    if _GREETINGS.match(plain):
+        return text("greeting", language)
+    if _THANKS.match(plain):
+        return text("thanks", language)
+    return None
 
 
 # Words of an unhappy customer, in English and Chinese. Matched as words in English (so
@@ -234,6 +257,132 @@ def is_echo(answer: str, question: str) -> bool:
 
 _POLARITY = re.compile(r"\b(?:yes|no|not|cannot|can't|don't|doesn't)\b|不|没|是的|可以的")
 _HAN_ONLY = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+# A figure: digits with their decimal or time separators, or a range of two ("1–2", "3 to 6",
+# "5至12"), written the same way afterwards so that "1-2" finds "1–2".
+_FIGURE = re.compile(r"\d+(?:[.,:]\d+)*(?:\s*(?:[-–—~～至到]|to)\s*\d+(?:[.,:]\d+)*)?")
+_RANGE_MARK = re.compile(r"\s*(?:[-–—~～至到]|to)\s*")
+# Numbered list items ("1. Sign in") count steps, and passage numbers ("[2] Shipping") cite:
+# neither states a figure.
+_LIST_NUMBER = re.compile(r"^\s*\d+[.)、]\s+|\[\d+\]", re.MULTILINE)
+_EN_NUMBERS = {word: str(value) for value, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty".split())}
+_EN_NUMBERS.update(thirty="30", forty="40", fifty="50", sixty="60", ninety="90")
+# Number words before a unit of time or money ("two years", "five business days", "三年",
+# "五个工作日") are figures too: the model writes "three years" where the passage says "two".
+_EN_WORD_FIGURE = re.compile(
+    r"\b(" + "|".join(_EN_NUMBERS) + r")(?=[- ](?:(?:business|working|calendar)[- ])?"
+    r"(?:years?|days?|weeks?|months?|hours?|minutes?|euros?)\b)", re.IGNORECASE)
+_ZH_DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
+              "八": 8, "九": 9}
+_ZH_WORD_FIGURE = re.compile(
+    r"([零一二两三四五六七八九十]{1,3})(?=个?(?:工作日|年|天|周|星期|个月|月|小时|分钟|欧元|元))")
+
+
+def _zh_number(word: str) -> str:
+    """一 … 九十九 in digits."""
+    if "十" not in word:
+        return "".join(str(_ZH_DIGITS[c]) for c in word)
+    tens, _, ones = word.partition("十")
+    return str((_ZH_DIGITS.get(tens, 1) if tens else 1) * 10
+               + (_ZH_DIGITS.get(ones, 0) if ones else 0))
+
+
+def figures(text_: str) -> set[str]:
+    """The figures `text_` states, each written one way: "1–2" and "1 to 2" as "1-2", "4,95"
+    as "4.95", "two years" as "2" (list and passage numbers are not figures)."""
+    text_ = unicodedata.normalize("NFKC", text_)
+    text_ = _LIST_NUMBER.sub(" ", text_)
+    text_ = _EN_WORD_FIGURE.sub(lambda m: _EN_NUMBERS[m.group(1).lower()], text_)
+    text_ = _ZH_WORD_FIGURE.sub(lambda m: _zh_number(m.group(1)), text_)
+    return {_RANGE_MARK.sub("-", found).replace(",", ".")
+            for found in _FIGURE.findall(text_)}
+
+
+def unsupported_figures(answer: str, told: str) -> list[str]:
+    """The figures of `answer` that `told` (everything the model was given: the rules, the
+    passages, the conversation) never states: a price, a time or a count the model made up.
+    "approximately 2 business days" from a passage that says "1–2" is one: a range is one
+    figure, so "2" alone is not in it."""
+    given = figures(told)
+    return sorted(figure for figure in figures(answer) if figure not in given)
+
+
+# A question that asks for a figure: a time, a price, a count, a date.
+_ASKS_FIGURE = re.compile(
+    r"\b(?:how (?:long|much|many|soon|fast|quickly)|when|what (?:time|date|day)|what does .* "
+    r"cost|price|fee|charge|costs?)\b|多少|几|多长|多久|什么时候|何时|哪天|价格|费用|运费",
+    re.IGNORECASE)
+
+
+def asks_for_figure(question: str) -> bool:
+    return bool(_ASKS_FIGURE.search(question))
+
+
+def figures_off_the_lines(answer: str, lines: list[str], *, question: str,
+                          asked: str) -> bool:
+    """Whether a grounded answer's figures are not those of the help centre's line that
+    answers the question best (`lines`, best first, chat/knowledge/extract.py), when it states
+    any (else of the others): the model took them from another line ("5 business days" of the
+    refunds for the 30-day return window; the 3-year warranty of one brand for the 2 years of
+    all products), or left out the figure the question asks for. Figures the customer gave
+    (`asked`: the conversation's messages) do not count. The quote that replaces such an
+    answer holds all the lines, so a figure the model had right is not lost."""
+    stated = next((found for found in map(figures, lines) if found), set())
+    if not stated:
+        return False
+    said = figures(answer) - figures(asked)
+    if said:
+        return not said & stated
+    return asks_for_figure(question)
+
+
+# --- yes or no ----------------------------------------------------------------------------------
+
+_YES_NO_EN = re.compile(r"^\W*(?:(?:hi|hello|hey)\W+)?(?:can|could|do|does|did|is|are|was|will|"
+                        r"would|may|should|have|has)\b", re.IGNORECASE)
+_YES_NO_ZH = re.compile(r"(?:吗|么|能不能|可不可以|是不是|有没有|会不会)[？?。！!\s]*$")
+_NEGATION = re.compile(
+    r"\b(?:no|not|never|cannot|can't|don't|doesn't|won't|isn't|aren't|nor|without|except|"
+    r"unable)\b|n't\b|不|没|无|非|除外|禁止", re.IGNORECASE)
+
+
+def is_yes_no_question(question: str) -> bool:
+    question = question.strip()
+    return bool(_YES_NO_EN.search(question) or _YES_NO_ZH.search(question))
+
+
+def says_yes_against(answer: str, line: str, *, question: str) -> bool:
+    """Whether a yes/no question's answer affirms what the help centre's line (with its title)
+    denies: "Yes, we deliver to a PO box" over "…but not to PO boxes". A small model says
+    "yes" to most yes/no questions; an answer that negates anything is left alone."""
+    return (is_yes_no_question(question) and bool(_NEGATION.search(line))
+            and not _NEGATION.search(answer))
+
+
+# --- repeats -------------------------------------------------------------------------------------
+
+_SENTENCE = re.compile(r"[^.!?。！？；;\n]+[.!?。！？；;\n]*")
+# Sentences shorter than this may well recur ("Thank you.").
+_MIN_REPEATED_CHARS = 12
+
+
+def repeated_from(answer: str) -> int | None:
+    """Where a sentence the answer said already begins again (the worker's loop guard waits
+    for three rounds; a customer notices two): the answer is cut there. None: no repeat."""
+    seen: set[str] = set()
+    for match in _SENTENCE.finditer(answer):
+        key = _plain(match.group())
+        if len(key.replace(" ", "")) < _MIN_REPEATED_CHARS:
+            continue
+        if key in seen:
+            return match.start()
+        seen.add(key)
+    return None
 
 
 def restated(name: str, language: str, language_name: str) -> str:

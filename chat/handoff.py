@@ -20,7 +20,7 @@ from django.utils import timezone
 from chat import group_events, hours, metrics, selectors
 from chat.models import Conversation
 from chat.services import ConversationClosed, status_changed, system_note
-from cs_site.broadcast import after_commit
+from runtime.broadcast import after_commit
 
 Status = Conversation.Status
 

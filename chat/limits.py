@@ -11,6 +11,8 @@ sixth hit within any 60 s is refused, and a refused hit is not counted, so waiti
 refusal names is enough. IPv6 clients are counted per /64, the block one subscriber gets.
 
 When Redis cannot be reached every check lets the customer through (see `_unavailable`).
+When it can, but every connection of the process stays busy for a while, a check refuses the
+action as busy instead (see `_pool_exhausted`).
 """
 
 from __future__ import annotations
@@ -36,11 +38,11 @@ from prometheus_client import Counter
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import MaxConnectionsError, RedisError
 
 from chat import frames
-from cs_site.client_ip import parse_ip
-from cs_site.redis_client import DRIVER_INFO
+from runtime.client_ip import parse_ip
+from runtime.redis_client import async_client
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,12 @@ KEY_PREFIX = "chat:limits"
 REDIS_TIMEOUT_SECONDS = 1.0
 # After a failure, checks skip Redis for this long instead of each waiting out a timeout.
 SKIP_REDIS_AFTER_FAILURE_SECONDS = 5.0
+# When every connection of the process's pool (settings.REDIS_MAX_CONNECTIONS) is in use, a
+# check waits this long for one. Longer than REDIS_TIMEOUT_SECONDS: when Redis hangs, the
+# checks holding connections time out (and set the limits aside) before those waiting give up.
+POOL_WAIT_SECONDS = 2 * REDIS_TIMEOUT_SECONDS
+# What an action refused for want of a connection asks the customer to wait.
+BUSY_RETRY_AFTER_SECONDS = 2
 # One warning per this many seconds per process while Redis is away, not one per customer.
 WARN_EVERY_SECONDS = 60.0
 NO_SITE = "-"  # the desk's own pages, which have no site key
@@ -57,6 +65,8 @@ NO_SITE = "-"  # the desk's own pages, which have no site key
 LIMITED = Counter("cs_chat_limited_total", "Customer actions refused by a limit", ["limit"])
 UNAVAILABLE = Counter("cs_chat_limits_unavailable_total",
                       "Limit checks let through because Redis could not be reached")
+BUSY = Counter("cs_chat_limits_busy_total",
+               "Limit checks that found no Redis connection of their process free in time")
 
 _REDIS_ERRORS = (RedisError, OSError, StorageError)
 
@@ -68,6 +78,12 @@ class Refusal:
     message: str  # says what to do: "... try again in 40 seconds."
     retry_after: int  # seconds until the action would be accepted again
     code: str = frames.ErrorCode.RATE_LIMITED
+
+
+# When no Redis connection of the process came free in time (see ChatLimits._pool_exhausted).
+BUSY_REFUSAL = Refusal(
+    message=f"This chat is very busy right now; try again in {BUSY_RETRY_AFTER_SECONDS} seconds.",
+    retry_after=BUSY_RETRY_AFTER_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -139,11 +155,10 @@ class ChatLimits:
 
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
-        self._storage = RedisStorage(
-            storage_uri(redis_url),
-            implementation="redispy",  # `limits` defaults to coredis, which is not installed
-            driver_info=DRIVER_INFO,  # none sent (see cs_site.redis_client)
-            key_prefix=KEY_PREFIX,
+        self._redis = async_client(
+            redis_url,
+            decode_responses=False,  # as `limits` reads its replies
+            pool_timeout=POOL_WAIT_SECONDS,
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
             socket_timeout=REDIS_TIMEOUT_SECONDS,
             # One quick retry after a dropped connection survives a Redis restart (a stale
@@ -151,8 +166,13 @@ class ChatLimits:
             # backoff: either would hold the customer for several timeouts.
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
+        self._storage = RedisStorage(
+            storage_uri(redis_url),  # checked here; the connections are the pool's
+            implementation="redispy",  # `limits` defaults to coredis, which is not installed
+            connection_pool=self._redis.connection_pool,
+            key_prefix=KEY_PREFIX,
+        )
         self._limiter = MovingWindowRateLimiter(self._storage)
-        self._redis = self._storage.bridge.get_connection()
         self._acquire_slot = self._redis.register_script(_ACQUIRE_SLOT)
         self._refresh_slot = self._redis.register_script(_REFRESH_SLOT)
         self._skip_until = 0.0
@@ -205,6 +225,9 @@ class ChatLimits:
                     LIMITED.labels(name).inc()
                     return Refusal(message=message.format(wait=_duration(wait)),
                                    retry_after=wait)
+        except MaxConnectionsError as exc:
+            if self._pool_exhausted(exc):
+                return BUSY_REFUSAL
         except _REDIS_ERRORS as exc:
             self._unavailable(exc)
         return None
@@ -222,6 +245,10 @@ class ChatLimits:
         try:
             granted = await self._acquire_slot(keys=[_slots_key(slot.site_key)],
                                                args=[limit, _slot_ttl(ttl), slot.id])
+        except MaxConnectionsError as exc:
+            if self._pool_exhausted(exc):
+                return None  # the site is treated as busy: the fallback answers
+            return replace(slot, held=False)
         except _REDIS_ERRORS as exc:
             self._unavailable(exc)
             return replace(slot, held=False)
@@ -238,6 +265,9 @@ class ChatLimits:
         try:
             return bool(await self._refresh_slot(keys=[_slots_key(slot.site_key)],
                                                  args=[_slot_ttl(ttl), slot.id]))
+        except MaxConnectionsError as exc:
+            self._pool_exhausted(exc)
+            return True  # the slot is still counted in Redis until it lapses
         except _REDIS_ERRORS as exc:
             self._unavailable(exc)
             return True
@@ -247,6 +277,8 @@ class ChatLimits:
             return
         try:
             await self._redis.zrem(_slots_key(slot.site_key), slot.id)
+        except MaxConnectionsError as exc:
+            self._pool_exhausted(exc)  # the slot lapses on its own
         except _REDIS_ERRORS as exc:
             self._unavailable(exc)  # the slot lapses on its own
 
@@ -259,10 +291,36 @@ class ChatLimits:
         """Fail open. Redis holds caches and transport, never the truth; a limit that cannot
         be counted is not a reason to turn a customer away, and refusing everybody would make
         a Redis outage a full outage. The limits come back with Redis; meanwhile each worker
-        still runs a bounded number of requests."""
+        still runs a bounded number of requests.
+
+        A busy pool is no outage: it sets nothing aside (callers that let the one request
+        through, as the API's do, still count every other)."""
+        if isinstance(exc, MaxConnectionsError):
+            self._pool_exhausted(exc)
+            return
         self._skip_until = time.monotonic() + SKIP_REDIS_AFTER_FAILURE_SECONDS
         UNAVAILABLE.inc()
         _warn_unavailable(self.redis_url, exc)
+
+    def _pool_exhausted(self, exc: BaseException) -> bool:
+        """No connection of this process came free within POOL_WAIT_SECONDS; True when the
+        action should be refused as busy.
+
+        Waiting for a connection is normal under load, and Redis answered every command that
+        got one: this is not the outage `_unavailable` stands aside for. Letting the action
+        through uncounted would turn the limits off exactly when one process is flooded (a
+        burst of sockets, or an attacker's), so it is refused with a short wait instead, and
+        nothing is set aside: every other check keeps counting. False (fail open, like the
+        other checks) when Redis was found unreachable meanwhile: then the wait was the
+        outage's doing."""
+        if self._skipping():
+            return False
+        BUSY.inc()
+        _warn_once_a_while(
+            "pool", "Limit checks found every Redis connection of this process busy for %s s "
+            "(%s); their actions are refused as busy. Raise REDIS_MAX_CONNECTIONS or add web "
+            "processes.", POOL_WAIT_SECONDS, exc)
+        return True
 
 
 _last_warning: dict[str, float] = {}

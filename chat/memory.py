@@ -8,13 +8,13 @@ the database, the source of truth, and losing Redis loses nothing.
 import json
 import logging
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from redis.exceptions import RedisError
 
 from chat import selectors
 from chat.models import Message
-from cs_site.redis_client import get_redis
+from runtime.aio import db
+from runtime.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ async def recent_turns(conversation_id, *, newest_id: int | None = None) -> list
     if turns and (newest_id is None or turns[-1]["id"] == newest_id):
         return turns
 
-    turns = await database_sync_to_async(selectors.recent_turns)(
+    turns = await db(selectors.recent_turns)(
         conversation_id=conversation_id, limit=limit
     )
     try:

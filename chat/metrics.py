@@ -53,8 +53,9 @@ OTHER = "other"
 OUTCOMES: dict[str, tuple[str, ...]] = {
     # The model's answer reached its end; the reason is vLLM's finish reason.
     MODEL: ("stop", "length", "repetition", OTHER),
-    # The product answered in its own words, without the model (chat/guards.py).
-    GUARDED: ("not_covered", OTHER),
+    # The product answered in its own words, without the model (chat/guards.py), or with the
+    # help centre's own statements instead of the model's answer ("quoted").
+    GUARDED: ("not_covered", "greeting", "ask_details", "quoted", OTHER),
     # The rule engine answered instead (chat/fallback.py), partial model text kept if any.
     FALLBACK: (fallback.REASON_UNAVAILABLE, fallback.REASON_TIMEOUT, fallback.REASON_ERROR,
                fallback.REASON_BUSY, fallback.REASON_WORKER_LOST, OTHER),

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
-from chat.prompting import SamplingDefaults
+from chat.prompting import Range, SamplingDefaults, SamplingRanges
 from inference_worker import protocol
 
 _SAMPLING = SamplingDefaults()
@@ -22,6 +22,10 @@ _SAMPLING = SamplingDefaults()
 # system prompt and the newest customer message are never trimmed (inference_worker/budget.py),
 # so with less room than this nearly every answer overflows the context and falls back.
 PROMPT_RESERVE_TOKENS = 256
+
+
+def _within(allowed: Range) -> list:
+    return [MinValueValidator(allowed.low), MaxValueValidator(allowed.high)]
 
 
 def new_site_key() -> str:
@@ -246,17 +250,15 @@ class BotProfile(models.Model):
         "Unknown variables are left as written."
     )
     temperature = models.FloatField(
-        default=_SAMPLING.temperature, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
+        default=_SAMPLING.temperature, validators=_within(SamplingRanges.temperature)
     )
-    top_p = models.FloatField(
-        default=_SAMPLING.top_p, validators=[MinValueValidator(0.01), MaxValueValidator(1.0)]
-    )
+    top_p = models.FloatField(default=_SAMPLING.top_p, validators=_within(SamplingRanges.top_p))
     max_tokens = models.PositiveIntegerField(
-        default=_SAMPLING.max_tokens, validators=[MinValueValidator(1), MaxValueValidator(8192)]
+        default=_SAMPLING.max_tokens, validators=_within(SamplingRanges.max_tokens)
     )
     frequency_penalty = models.FloatField(
         default=_SAMPLING.frequency_penalty,
-        validators=[MinValueValidator(-2.0), MaxValueValidator(2.0)],
+        validators=_within(SamplingRanges.frequency_penalty),
     )
     fullwidth_punctuation = models.BooleanField(
         default=True,

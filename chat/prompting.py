@@ -48,6 +48,31 @@ class SamplingDefaults:
     answer_max_han: int = 150
 
 
+@dataclass(frozen=True)
+class Range:
+    """Both ends allowed."""
+
+    low: float
+    high: float
+
+    def clamp(self, value: float) -> float:
+        return min(max(value, self.low), self.high)
+
+
+@dataclass(frozen=True)
+class SamplingRanges:
+    """What a bot profile may hold and what one answer may be asked for (the APIs, the
+    playground): one rule everywhere, so a value the API accepts is one a profile may hold and
+    the worker gets as asked. Closed ranges, as every layer can state them (Django's and
+    pydantic's validators, a form field's bounds, a clamp): top_p starts at 0.01, since vLLM
+    refuses 0."""
+
+    temperature: Range = Range(0.0, 2.0)
+    top_p: Range = Range(0.01, 1.0)
+    frequency_penalty: Range = Range(-2.0, 2.0)
+    max_tokens: Range = Range(1, 8192)
+
+
 def answer_limit(language: str, *, words: int, han: int) -> str:
     """The answer limit in the prompt's words, for the conversation's language."""
     if (language or "").lower().startswith("zh"):

@@ -9,7 +9,7 @@ from django.utils import timezone
 from chat import group_events, metrics
 from chat.models import ApiKey, ApiSession, Conversation, Feedback, Message, Site
 from chat.selectors import hash_token
-from cs_site.broadcast import after_commit
+from runtime.broadcast import after_commit
 
 
 def conversation_start(*, site: Site | None = None, language: str = "", region: str = "",

@@ -7,9 +7,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from chat import answering, memory, selectors, services
-from chat.answering import AnswerOptions, db
+from chat.answering import AnswerOptions
 from chat.handoff import HandoffOutcome, handoff_request
 from chat.models import Conversation, Message
+from runtime.aio import db
 
 
 class Outcome(enum.StrEnum):

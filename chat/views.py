@@ -9,8 +9,9 @@ from django.views.decorators.http import require_GET
 from redis.exceptions import RedisError
 
 from chat import selectors
-from cs_site.redis_client import get_redis
 from inference_worker import pool
+from runtime.aio import db
+from runtime.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +95,8 @@ async def healthz(request):
 
 
 async def _database_ping() -> None:
-    from asgiref.sync import sync_to_async
-
     def ping() -> None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
 
-    await sync_to_async(ping, thread_sensitive=True)()
+    await db(ping)()

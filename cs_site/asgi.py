@@ -18,9 +18,9 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from agents.consumers import MAX_FRAME_CHARS as CONSOLE_FRAME_CHARS  # noqa: E402
 from agents.routing import websocket_urlpatterns as console_websockets  # noqa: E402
 from chat.routing import websocket_urlpatterns as chat_websockets  # noqa: E402
-from cs_site import wsframes  # noqa: E402
-from cs_site.startup_objects import freeze_startup_objects  # noqa: E402
 from cs_site.static_files import StaticFiles  # noqa: E402
+from runtime import wsframes  # noqa: E402
+from runtime.startup_objects import freeze_startup_objects  # noqa: E402
 
 # Daphne imports this module before it starts listening, so its WebSocket protocol can still be
 # swapped here: a message over the sockets' frame limits is cut while it arrives (memory stays

@@ -6,7 +6,7 @@ first; anyone else gets 403 with one short line:
 
 - a client address in settings.METRICS_ALLOWED_NETWORKS (loopback by default: `make run`,
   bench/, the tests and a Prometheus on the same machine read it that way). The address is the
-  one cs_site/client_ip.py tells, so behind a proxy listed in TRUSTED_PROXIES it is the
+  one runtime/client_ip.py tells, so behind a proxy listed in TRUSTED_PROXIES it is the
   customer's, not the proxy's;
 - `Authorization: Bearer <settings.METRICS_BEARER_TOKEN>`: Prometheus on another machine
   (deploy/prometheus.yml);
@@ -29,7 +29,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django_prometheus.exports import ExportToDjangoView
 
-from cs_site.client_ip import IPNetwork, client_ip, parse_ip
+from runtime.client_ip import IPNetwork, client_ip, parse_ip
 
 REFUSAL = ("Forbidden: metrics are for the desk's monitoring (a bearer token, an allowed "
            "network, or a staff login).\n")

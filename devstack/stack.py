@@ -35,7 +35,7 @@ INFERENCE_METRICS_PORT (9101; 0 turns the worker's endpoint off, so its readines
 REDIS_URL (unset: start one), VAR_DIR (<project>/var), STACK_READY_TIMEOUT (1200 s: model load),
 DEMO_PAGE (true here, unlike the settings' default: the demo chat page at /). The URL of a
 Redis started here is kept in VAR_DIR/run/redis.url while it runs, for `manage.py` commands
-from other shells (cs_site/stack_redis.py).
+from other shells (runtime/stack_redis.py).
 
 The supervision part (`Supervisor`, `run_stack`) knows nothing about this product: the product's
 commands come from `product_plan`, so tests drive the same code with dummy commands.
@@ -60,7 +60,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
 
-from cs_site import stack_redis
 from devstack.localredis import check_redis, start_redis
 from inference_worker.model_prep import (
     DEFAULT_EMBEDDED_MODEL,
@@ -69,6 +68,7 @@ from inference_worker.model_prep import (
     ModelPrepError,
     embedded_model,
 )
+from runtime import stack_redis
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT = 15.0
@@ -655,7 +655,7 @@ def run_stack(config: Config, plan: Plan, stop: threading.Event, sup: Supervisor
             redis_url = redis_server.url
             sup.say(f"started Redis (pid {redis_server.pid}) at {redis_url}")
             # Children get the URL in their environment; a `manage.py` command typed in
-            # another shell finds it in VAR_DIR/run (cs_site/stack_redis.py), so what it
+            # another shell finds it in VAR_DIR/run (runtime/stack_redis.py), so what it
             # changes reaches this desk at once.
             stack_redis.record(config.var_dir, redis_url)
             # First in, so last out: the others stop while it still answers.

@@ -23,7 +23,7 @@ MAX_BUNDLE = 100  # events in one message; the rest leave in the next
 
 class Mailbox:
     def __init__(self, layer, *, on_idle: Callable[[], None] | None = None):
-        """`layer`: a channel layer with `send_bundle` (cs_site.channel_layer). `on_idle` is
+        """`layer`: a channel layer with `send_bundle` (runtime.channel_layer). `on_idle` is
         called when the mailbox has sent everything (its owner may then forget it)."""
         self.layer = layer
         self.on_idle = on_idle

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from inference_worker.heartbeats import Heartbeats
+from runtime.heartbeats import Heartbeats
 
 KEY = "inference:workers"  # worker name → Unix time of its last heartbeat
 SLOTS_KEY = "inference:slots"  # worker name → requests it runs at once

@@ -1,5 +1,5 @@
 """The web↔worker wire protocol: the channel-layer messages between a web process and the
-inference workers (documented in docs/protocol.md, "Channel layer: consumer ⇄ inference
+inference workers (documented in docs/protocol.md, "Channel layer: answer run ⇄ inference
 worker").
 
 - A web process (chat.answering) sends `inference.request` to the shared inference channel,

@@ -1,14 +1,15 @@
-"""The request loop: take requests from the shared channel, stream answers to their consumers.
+"""The request loop: take requests from the shared channel, stream each answer to the answer
+run that asked.
 
 Each request goes to exactly one worker (the channel layer's receive), so more workers scale
 out with no code change. A worker takes a request only when it has a free slot, leaving the
-rest in Redis for any other worker. Cancellations are group-sent to every worker, because a
-consumer does not know which one took its request.
+rest in Redis for any other worker. Cancellations are group-sent to every worker, because an
+answer run does not know which one took its request.
 
 Redis is transport only, and it may restart under a running worker: every loop retries with
 backoff instead of dying, and once Redis answers again the worker announces itself and joins
 the control group at once (a restarted Redis has forgotten both). An answer whose sends fail
-is aborted in the engine; its consumer's deadline answers the customer.
+is aborted in the engine; its answer run's deadline answers the customer.
 """
 
 import asyncio
@@ -27,7 +28,6 @@ from pydantic import TypeAdapter, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from cs_site.cancellation import raise_if_cancelled
 from inference_worker import metrics, pool, protocol
 from inference_worker.budget import ContextOverflow, fit_grounded
 from inference_worker.coalesce import adaptive_interval, coalesce
@@ -35,6 +35,7 @@ from inference_worker.engines import Engine
 from inference_worker.mailbox import Mailbox
 from inference_worker.protocol import InferenceErrorCode as Code
 from inference_worker.textguards import AnswerLimit, StreamGuard
+from runtime.cancellation import raise_if_cancelled
 
 log = logging.getLogger("inference_worker")
 

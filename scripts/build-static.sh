@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the browser code from its ES modules with esbuild (pinned in package.json and
 # package-lock.json), each into one minified IIFE:
-#   static/widget/src/embed.js  → static/widget/embed.js    the loader on company pages
-#   static/widget/src/main.js   → static/widget/widget.js   the chat panel
-#   static/agents/src/main.js   → static/agents/console.js  the staff console's live side
+#   static/widget/src/embed.js    → static/widget/embed.js          the loader on company pages
+#   static/widget/src/main.js     → static/widget/widget.js         the chat panel
+#   static/agents/src/main.js     → static/agents/console.js        the staff console's live side
+#   static/playground/src/main.js → static/playground/playground.js the staff playground
 # static/shared/src/ (reconnect backoff, typing throttle) is bundled into the widget and the
 # console. The built files are kept in the tree as well, so a checkout serves before a build;
 # edit the sources, never the built files. scripts/widget-size.py checks the built widget.
@@ -23,7 +24,8 @@ if ! have_node; then
     bash scripts/system-deps.sh || true
 fi
 if ! have_node; then
-    echo "build-static: the widget and the console are built with Node.js: install Node.js 20" \
+    echo "build-static: the widget, the console and the playground are built with Node.js:" \
+         "install Node.js 20" \
          "(Debian's nodejs and npm packages: sudo apt-get install nodejs npm), then run make" \
          "again" >&2
     exit 1
@@ -56,4 +58,7 @@ build static/widget/src/embed.js static/widget/embed.js "/* CS Desk chat widget 
  * Built by scripts/build-static.sh from static/widget/src/embed.js; edit that. */"
 build static/widget/src/main.js static/widget/widget.js "$(built_from static/widget/src/)"
 build static/agents/src/main.js static/agents/console.js "$(built_from static/agents/src/)"
-echo "build-static: built static/widget/embed.js, static/widget/widget.js, static/agents/console.js"
+build static/playground/src/main.js static/playground/playground.js \
+    "$(built_from static/playground/src/)"
+echo "build-static: built static/widget/embed.js, static/widget/widget.js," \
+     "static/agents/console.js, static/playground/playground.js"

@@ -5,7 +5,7 @@
 # with DATABASE_URL pointing at it, then stops and removes the cluster whatever happens.
 # Installs Debian's `postgresql` first when it is missing and we are root (CI).
 #   bash scripts/test-postgres.sh                      # the default test modules
-#   bash scripts/test-postgres.sh tests/test_services.py -k once   # any pytest arguments
+#   bash scripts/test-postgres.sh tests/answers/test_services.py -k once   # any pytest arguments
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -14,14 +14,15 @@ PY=.venv/bin/python
 # Not again here: the worker-crash test (no database at all) and the fault tests (processes
 # killed under the same database code the rest of tests/e2e runs): each loads the model twice;
 # nor the default model's test (its own model load, for answers the SQLite pass checked).
-TESTS=(tests/test_services.py tests/test_memory.py tests/test_consumer.py tests/test_worker.py
-       tests/test_handoff.py tests/test_widget_server.py tests/test_admin_review.py
-       tests/test_console.py tests/test_answers.py tests/test_api_chat.py tests/test_api_openai.py
-       tests/test_api_keys.py tests/test_grounding.py tests/test_knowledge.py tests/test_finetune.py
-       tests/test_playground.py tests/test_reports.py tests/test_console_knowledge.py
-       tests/test_postgres_specific.py tests/e2e
-       --ignore=tests/e2e/test_worker_crash.py --ignore=tests/e2e/test_faults.py
-       --ignore=tests/e2e/test_default_model.py)
+TESTS=(tests/answers/test_services.py tests/answers/test_memory.py tests/answers/test_consumer.py
+       tests/worker/test_worker.py tests/console/test_handoff.py tests/widget/test_widget_server.py
+       tests/console/test_admin_review.py tests/console/test_console.py
+       tests/answers/test_answers.py tests/api/test_api_chat.py tests/api/test_api_openai.py
+       tests/api/test_api_keys.py tests/quality/test_grounding.py tests/knowledge/test_knowledge.py
+       tests/console/test_finetune.py tests/console/test_playground.py
+       tests/console/test_reports.py tests/console/test_console_knowledge.py
+       tests/answers/test_postgres_specific.py tests/e2e --ignore=tests/e2e/test_worker_crash.py
+       --ignore=tests/e2e/test_faults.py --ignore=tests/e2e/test_default_model.py)
 
 # PostgreSQL server binaries: Debian's newest /usr/lib/postgresql/<ver>/bin, else initdb on PATH.
 pg_bindir() {

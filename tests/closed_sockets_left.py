@@ -1,5 +1,5 @@
-"""Run by tests/test_protocol.py in a process of its own: a real Daphne server (Twisted,
-autobahn, Daphne's upgrade, cs_site.wsframes' protocol) with the garbage collector off,
+"""Run by tests/answers/test_protocol.py in a process of its own: a real Daphne server (Twisted,
+autobahn, Daphne's upgrade, runtime.wsframes' protocol) with the garbage collector off,
 `N` WebSocket clients that connect and close, then a count of the per-connection objects
 still alive. With the collector off, only what reference counting freed is gone: any left
 is held by a reference cycle, which in a server would wait for a full collection.
@@ -19,7 +19,7 @@ gc.disable()
 from daphne.server import Server  # noqa: E402  (installs Twisted's asyncio reactor)
 from twisted.internet import reactor  # noqa: E402
 
-from cs_site import wsframes  # noqa: E402
+from runtime import wsframes  # noqa: E402
 
 KINDS = ("BoundedWebSocketProtocol", "HTTPChannel", "WebRequest")
 

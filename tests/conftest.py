@@ -13,10 +13,10 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connections
 
-from cs_site.redis_client import get_redis
 from devstack.localredis import start_redis
 from inference_worker.synthetic import SyntheticEngine
 from inference_worker.worker import InferenceWorker
+from runtime.redis_client import get_redis
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
 
@@ -30,7 +30,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session", autouse=True)
 def demo_page_on():
     """Test sockets connect without a site key, as the demo page does (`make run` turns it
-    on). Its production default, off, is tested on its own (tests/test_widget_server.py)."""
+    on). Its production default, off, is tested on its own (tests/widget/test_widget_server.py)."""
     from django.test import override_settings
 
     with override_settings(DEMO_PAGE=True):
@@ -41,7 +41,7 @@ def demo_page_on():
 def plain_static_names():
     """Pages rendered in this process link static files by their plain names, as with DEBUG:
     the hashed ones need a `collectstatic` first. Serving collected files is tested on its own
-    (tests/test_static_files.py), and the end-to-end stacks collect as a release does."""
+    (tests/operations/test_static_files.py), and the end-to-end stacks collect as a release does."""
     from django.test import override_settings
 
     storages = {**settings.STORAGES, "staticfiles": {
@@ -77,10 +77,12 @@ async def no_answer_outlives_its_test():
     emptied and its event loop closed."""
     yield
     from chat import answering
+    from chat.answering import registry
+    from runtime.aio import cancel_and_wait
 
     for task in list(answering.tasks):
-        await asyncio.wait_for(answering.cancel_and_wait(task), 10)
-    answering._runs.clear()
+        await asyncio.wait_for(cancel_and_wait(task), 10)
+    registry.runs.clear()
 
 
 @pytest.fixture(autouse=True)

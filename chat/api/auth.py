@@ -16,13 +16,13 @@ per-minute figures for the response's X-RateLimit-* headers (chat.api.ratelimit)
 
 from __future__ import annotations
 
-from channels.db import database_sync_to_async
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
 from chat.api import keys, ratelimit
 from chat.api.errors import FORBIDDEN, UNAUTHORIZED, ApiError
 from chat.models import ApiKey, ApiScope
+from runtime.aio import db
 
 _HOW = "Send your API key as 'Authorization: Bearer <key>'"
 # RFC 6750: a 401 names the scheme it expects.
@@ -65,7 +65,7 @@ class ApiKeyAuth(HttpBearer):
         return await self.authenticate(request, token)
 
     async def authenticate(self, request: HttpRequest, token: str) -> ApiKey:
-        key = await database_sync_to_async(keys.key_for_secret)(token)
+        key = await db(keys.key_for_secret)(token)
         if key is None:
             await ratelimit.count_failed_auth(ratelimit.request_client_ip(request))
             raise ApiError(
@@ -86,5 +86,5 @@ class ApiKeyAuth(HttpBearer):
         await ratelimit.check_tokens(key)
         request.rate_limit = state
         if keys.touch_due(key):
-            await database_sync_to_async(keys.touch_last_used)(key)
+            await db(keys.touch_last_used)(key)
         return key

@@ -18,7 +18,8 @@ from redis.exceptions import RedisError
 
 from chat import answering, frames, group_events
 from chat.models import Conversation
-from cs_site.cancellation import raise_if_cancelled
+from runtime.aio import cancel_and_wait
+from runtime.cancellation import raise_if_cancelled
 
 _REDIS_ERRORS = (RedisError, OSError)
 # Beyond the answer's own deadlines, which end every answer with a bot.done (the fallback's,
@@ -49,7 +50,7 @@ class GroupListener:
         with contextlib.suppress(*_REDIS_ERRORS):
             await self._layer.group_discard(self._group, self.channel_name)
         if self._receiver is not None:
-            await answering.cancel_and_wait(self._receiver)
+            await cancel_and_wait(self._receiver)
 
     async def _receive(self) -> None:
         """Events sent through Redis: frames of a run in another process, the group's news."""
@@ -80,7 +81,7 @@ class AnswerListener(GroupListener):
             await answering.leave(self.cid, self.channel_name, now=True)
         await super().close()
 
-    # --- what a customer socket hears (same names: chat.answering calls them directly) --------
+    # --- what a customer socket hears: a chat.answering.CustomerAudience, as the socket is ----
 
     async def answer_frame(self, event: dict) -> None:
         self.queue.put_nowait(event["frame"])

@@ -12,23 +12,31 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
-from typing import Literal
 
 from django.conf import settings
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import NinjaAPI
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chat import services, turns
-from chat.answering import AnswerOptions, db
+from chat.answering import AnswerOptions
 from chat.api import errors, ratelimit
 from chat.api.auth import ApiKeyAuth
 from chat.api.errors import ApiError
 from chat.api.listening import AnswerListener
-from chat.api.schemas import Scrubbed, Source
-from chat.api.v1 import SSE_EVENT, SSE_HEADERS
-from chat.models import ApiKey, ApiScope, Message
-from chat.text import TextError, clean_text
+from chat.api.schemas import (
+    OPENAI_TURN_ROLES,
+    Choice,
+    Completion,
+    CompletionIn,
+    CompletionUsage,
+    Model,
+    ModelList,
+    OpenAIErrorOut,
+    ResponseMessage,
+)
+from chat.api.sse import SSE_EVENT, SSE_HEADERS
+from chat.models import ApiKey, ApiScope
+from runtime.aio import db
 
 api = NinjaAPI(
     title="OpenAI-compatible chat API",
@@ -40,12 +48,6 @@ api = NinjaAPI(
 )
 errors.install(api, errors.openai_body, invalid_status=400)
 
-_ROLE = {"user": Message.Role.CUSTOMER, "assistant": Message.Role.BOT}
-# OpenAI's shape has no place for them; clients keep fields they do not know (the official
-# ones as `completion.sources`, or in `model_extra`).
-SOURCES_DOC = ("The desk's addition: the help-centre articles the answer was grounded in (in a "
-               "stream, on the chunk with the finish reason).")
-
 
 def model_name() -> str:
     """The name callers use: set, or the worker's model as the worker itself names it."""
@@ -56,114 +58,6 @@ def model_name() -> str:
     if model and not os.path.isdir(model):
         return model  # a hub id, e.g. Qwen/Qwen3-4B-Instruct-2507
     return os.path.basename(str(model or inference["MODEL_DIR"]).rstrip("/"))
-
-
-class _Forbid(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TextPart(_Forbid):
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessage(_Forbid):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: Scrubbed | None = Field(None, max_length=64)
-
-    @property
-    def text(self) -> str:
-        """The content as stored: checked like a customer's message (no control characters,
-        something visible); ValueError otherwise."""
-        raw = self.content if isinstance(self.content, str) else "".join(
-            part.text for part in self.content)
-        try:
-            return clean_text(raw, field=f"{self.role} message", required=self.role == "user")
-        except TextError as exc:
-            raise ValueError(exc.message) from None
-
-
-class StreamOptions(_Forbid):
-    include_usage: bool = False
-
-
-class CompletionIn(_Forbid):
-    model: str = Field(max_length=200)
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1, le=8192)
-    max_completion_tokens: int | None = Field(None, ge=1, le=8192)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    n: int | None = Field(None, ge=1, le=1, description="Only 1 is supported.")
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    user: Scrubbed | None = Field(None, max_length=256)
-
-    @field_validator("messages")
-    @classmethod
-    def _conversation(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
-        if len(messages) > settings.API["MAX_OPENAI_MESSAGES"]:
-            raise ValueError(f"at most {settings.API['MAX_OPENAI_MESSAGES']} messages")
-        if messages[-1].role != "user":
-            raise ValueError("the last message must be the user's")
-        texts = [m.text for m in messages]  # each checked as a typed message (ValueError)
-        limit = settings.CHAT["MAX_MESSAGE_CHARS"]
-        if any(len(text) > limit for m, text in zip(messages, texts, strict=True)
-               if m.role in _ROLE):
-            raise ValueError(f"each user or assistant message has at most {limit} characters")
-        return messages
-
-
-class ResponseMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class Choice(BaseModel):
-    index: int = 0
-    message: ResponseMessage
-    finish_reason: Literal["stop", "length"]
-
-
-class CompletionUsage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class Completion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: CompletionUsage
-    sources: list[Source] = Field(default_factory=list, description=SOURCES_DOC)
-
-
-class Model(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "desk"
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[Model]
-
-
-class OpenAIError(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class OpenAIErrorOut(BaseModel):
-    error: OpenAIError
 
 
 ERRORS = {code: OpenAIErrorOut for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
@@ -190,10 +84,11 @@ async def chat_completions(request: HttpRequest, payload: CompletionIn):
         raise ApiError(400, errors.INVALID, "stream_options is only allowed with stream: true.",
                        field="stream_options")
     *earlier, last = payload.messages
-    instructions = "\n\n".join(m.text for m in earlier if m.role not in _ROLE)
+    instructions = "\n\n".join(m.text for m in earlier if m.role not in OPENAI_TURN_ROLES)
+    history = [(OPENAI_TURN_ROLES[m.role], m.text) for m in earlier
+               if m.role in OPENAI_TURN_ROLES]
     conversation = await db(services.api_conversation_start)(
-        api_key=key, history=[(_ROLE[m.role], m.text) for m in earlier if m.role in _ROLE],
-        instructions=instructions, user=payload.user or "")
+        api_key=key, history=history, instructions=instructions, user=payload.user or "")
     listener = await AnswerListener(conversation).open()
     try:
         turn = await turns.customer_says(

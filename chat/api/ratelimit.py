@@ -38,7 +38,7 @@ from chat import limits as chat_limits
 from chat.api.errors import QUOTA_EXCEEDED, RATE_LIMITED, ApiError
 from chat.limits import LIMITED, ChatLimits, parse_figure
 from chat.models import ApiKey
-from cs_site.client_ip import client_ip
+from runtime.client_ip import client_ip
 
 T = TypeVar("T")
 

@@ -1,12 +1,16 @@
-"""Request and response bodies of the desk's API (/api/v1/). Unknown fields are refused with
-422 naming the field, so a misspelt parameter never passes silently."""
+"""Request and response bodies of the APIs: the desk's own (/api/v1/, chat.api.v1) and the
+OpenAI-compatible one (/v1/, chat.api.openai). Unknown fields are refused naming the field (422
+on /api/v1/, 400 as OpenAI does on /v1/), so a misspelt parameter never passes silently.
+Sampling parameters are checked against SamplingRanges, the ranges a bot profile holds too."""
 
 from datetime import datetime
 from typing import Annotated, Literal
 
 from django.conf import settings
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from chat.models import Message
+from chat.prompting import Range, SamplingRanges
 from chat.text import TextError, clean_text, scrub
 
 
@@ -36,6 +40,11 @@ SessionId = Field(min_length=1, max_length=128, pattern=SESSION_ID_PATTERN,
                               "one conversation per id and API key.")
 
 
+def _within(allowed: Range, **field):
+    """An optional sampling parameter (None: the bot profile's value), within `allowed`."""
+    return Field(None, ge=allowed.low, le=allowed.high, **field)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -57,10 +66,10 @@ class ChatIn(Strict):
         None, min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$",
         description="Your id for this message: a retry with the same id is not stored or "
                     "answered twice.")
-    max_tokens: int | None = Field(None, ge=1, le=8192,
-                                   description="At most the bot profile's max_tokens.")
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = _within(SamplingRanges.max_tokens,
+                                     description="At most the bot profile's max_tokens.")
+    temperature: float | None = _within(SamplingRanges.temperature)
+    top_p: float | None = _within(SamplingRanges.top_p)
     language: Scrubbed | None = Field(None, max_length=35, description="BCP 47, e.g. en, zh-CN")
     region: Scrubbed | None = Field(None, max_length=64)
     stream: bool = Field(False, description="Server-Sent Events instead of one JSON body "
@@ -139,3 +148,118 @@ class HandoffOut(BaseModel):
     status: Status
     agents_available: bool
     business_hours: dict
+
+
+# --- /v1/: OpenAI's shapes ------------------------------------------------------------------------
+
+# The roles of OpenAI's messages that are the conversation's turns, as the desk stores them; the
+# others (system, developer) are the caller's instructions.
+OPENAI_TURN_ROLES = {"user": Message.Role.CUSTOMER, "assistant": Message.Role.BOT}
+# OpenAI's shape has no place for them; clients keep fields they do not know (the official
+# ones as `completion.sources`, or in `model_extra`).
+SOURCES_DOC = ("The desk's addition: the help-centre articles the answer was grounded in (in a "
+               "stream, on the chunk with the finish reason).")
+
+
+class TextPart(Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: Scrubbed | None = Field(None, max_length=64)
+
+    @property
+    def text(self) -> str:
+        """The content as stored: checked like a customer's message (no control characters,
+        something visible); ValueError otherwise."""
+        raw = self.content if isinstance(self.content, str) else "".join(
+            part.text for part in self.content)
+        try:
+            return clean_text(raw, field=f"{self.role} message", required=self.role == "user")
+        except TextError as exc:
+            raise ValueError(exc.message) from None
+
+
+class StreamOptions(Strict):
+    include_usage: bool = False
+
+
+class CompletionIn(Strict):
+    model: str = Field(max_length=200)
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = _within(SamplingRanges.max_tokens)
+    max_completion_tokens: int | None = _within(SamplingRanges.max_tokens)
+    temperature: float | None = _within(SamplingRanges.temperature)
+    top_p: float | None = _within(SamplingRanges.top_p)
+    frequency_penalty: float | None = _within(SamplingRanges.frequency_penalty)
+    n: int | None = Field(None, ge=1, le=1, description="Only 1 is supported.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: Scrubbed | None = Field(None, max_length=256)
+
+    @field_validator("messages")
+    @classmethod
+    def _conversation(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        if len(messages) > settings.API["MAX_OPENAI_MESSAGES"]:
+            raise ValueError(f"at most {settings.API['MAX_OPENAI_MESSAGES']} messages")
+        if messages[-1].role != "user":
+            raise ValueError("the last message must be the user's")
+        texts = [m.text for m in messages]  # each checked as a typed message (ValueError)
+        limit = settings.CHAT["MAX_MESSAGE_CHARS"]
+        if any(len(text) > limit for m, text in zip(messages, texts, strict=True)
+               if m.role in OPENAI_TURN_ROLES):
+            raise ValueError(f"each user or assistant message has at most {limit} characters")
+        return messages
+
+
+class ResponseMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: ResponseMessage
+    finish_reason: Literal["stop", "length"]
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: CompletionUsage
+    sources: list[Source] = Field(default_factory=list, description=SOURCES_DOC)
+
+
+class Model(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "desk"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Model]
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorOut(BaseModel):
+    error: OpenAIError

@@ -6,14 +6,13 @@ through an `AnswerListener`. Schema at /api/v1/openapi.json, interactive docs at
 """
 
 import functools
-import json
 from collections.abc import AsyncIterator
 
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import NinjaAPI, Path
 
 from chat import answering, frames, selectors, services, turns
-from chat.answering import AnswerOptions, db
+from chat.answering import AnswerOptions
 from chat.api import errors, ratelimit
 from chat.api.auth import ApiKeyAuth
 from chat.api.errors import ApiError
@@ -29,8 +28,10 @@ from chat.api.schemas import (
     HistoryOut,
     MessageOut,
 )
+from chat.api.sse import SSE_EVENT, SSE_HEADERS, sse, turn_stream
 from chat.handoff import agent_name, handoff_request
 from chat.models import ApiKey, ApiScope, Conversation, Message
+from runtime.aio import db
 
 api = NinjaAPI(
     title="Customer-service desk API",
@@ -46,24 +47,11 @@ errors.install(api, errors.desk_body)
 SessionPath = Path(..., min_length=1, max_length=128, pattern=SESSION_ID_PATTERN,
                    description="Your own id for the conversation.")
 ERRORS = {code: ErrorOut for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
-# One Server-Sent Event, as OpenAPI describes a text/event-stream body: its `data` is one frame
-# of docs/protocol.md as JSON (OpenAI's chunks, on /v1/).
-SSE_EVENT = {"type": "object", "required": ["data"],
-             "properties": {"event": {"type": "string"}, "data": {"type": "string"}}}
-SSE_HEADERS = {
-    "Cache-Control": "no-cache, no-transform",
-    "X-Accel-Buffering": "no",  # nginx: pass each event on at once
-}
 _STREAM_DOC = {
     "responses": {200: {"description": "The answer as JSON, or with stream=true as "
                                        "Server-Sent Events (see docs/protocol.md).",
                         "content": {"text/event-stream": {"schema": SSE_EVENT}}}},
 }
-
-
-def sse(frame: dict) -> bytes:
-    """One Server-Sent Event: its name is the frame's type, its data the frame itself."""
-    return f"event: {frame['type']}\ndata: {json.dumps(frame, ensure_ascii=False)}\n\n".encode()
 
 
 async def _session(request: HttpRequest, session_id: str) -> Conversation:
@@ -146,29 +134,6 @@ async def _whole(key: ApiKey, listener: AnswerListener, conversation: Conversati
         sources=(done or {}).get("sources") or [], status=status,
         guards=(done or {}).get("guards") or [], offer_human=bool(done and done["offer_human"]),
     )
-
-
-async def turn_stream(listener: AnswerListener, conversation: Conversation, turn: turns.Turn,
-                      *, on_done=None) -> AsyncIterator[bytes]:
-    """A customer's turn as Server-Sent Events: ack, then the answer's frames as the socket
-    gets them; or, when the bot does not answer, a `status` event saying who holds the
-    conversation. `on_done(frame)` is awaited before bot.done goes out. A client that goes
-    away ends this generator (Django cancels it), and leaving stops the answer in the engine.
-    (The playground streams its answers with it too.)"""
-    try:
-        yield sse(frames.ack_frame(client_id=turn.message.client_id, message_id=turn.message.pk,
-                                   duplicate=turn.outcome == turns.Outcome.DUPLICATE))
-        if turn.outcome != turns.Outcome.ANSWERING:
-            status = (Conversation.Status.WAITING if turn.outcome == turns.Outcome.HANDOFF
-                      else conversation.status)
-            yield sse({"type": "status", "status": status})
-            return
-        async for frame in listener.answer(turn.message.pk):
-            if frame["type"] == "bot.done" and on_done is not None:
-                await on_done(frame)
-            yield sse(frame)
-    finally:
-        await listener.close()
 
 
 async def _count_usage(key: ApiKey, done: dict) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from chat.knowledge import extract
 from chat.knowledge.retrieval import Hit
 from inference_worker import protocol
 
@@ -19,6 +20,10 @@ GROUNDED = (
     "them: never invent policies, prices, dates or promises they do not state. If they do not "
     "cover the question, say so briefly."
 )
+# Said after GROUNDED when the passages hold statements about the question's terms: a small
+# model given three passages copies a figure from the wrong line ("2 business days" beside a
+# table that says 1–2 for Germany); told the line first, it copies that one.
+KEY_LINES = "The lines that answer it best: {lines}"
 NOTHING_FOUND_OFFER_HUMAN = (
     "No help-centre article covers the customer's question. Say so briefly, do not guess at "
     "the company's policies, and offer to connect them with a human agent."
@@ -42,14 +47,19 @@ class Grounded:
 
 
 def ground(system_prompt: str, hits: list[Hit] | None, *,
-           offer_human_when_nothing: bool) -> Grounded:
+           offer_human_when_nothing: bool, question: str = "") -> Grounded:
     """`hits` None: the knowledge base has nothing for this site (no claim that nothing was
-    found); [] : nothing relevant found."""
+    found); [] : nothing relevant found. With `question`, the statements that answer it best
+    are named after the rule (KNOWLEDGE["PROMPT_KEY_LINES"])."""
     cfg = settings.KNOWLEDGE
     if not hits:
         if hits is not None and offer_human_when_nothing:
             return Grounded(f"{system_prompt}\n\n{NOTHING_FOUND_OFFER_HUMAN}", None, [])
         return Grounded(system_prompt, None, [])
+    if question and cfg["PROMPT_LINES_ONLY"]:
+        lines = extract.key_statements(question, hits[: cfg["PROMPT_PASSAGES"]])
+        if lines:
+            return _lines_only(system_prompt, lines)
     budget, passages, sources = cfg["PROMPT_CHARS"], [], []
     for number, hit in enumerate(hits[: cfg["PROMPT_PASSAGES"]], start=1):
         title = f"{hit.title} > {hit.heading}" if hit.heading else hit.title
@@ -62,4 +72,21 @@ def ground(system_prompt: str, hits: list[Hit] | None, *,
         passages.append(passage)
         sources.append({"article_id": hit.article_id, "title": hit.title,
                         "url": hit.source_url})
+    instruction = GROUNDED
+    if question and cfg["PROMPT_KEY_LINES"]:
+        shown = hits[: len(passages)]
+        lines = extract.key_statements(question, shown)
+        if lines:
+            instruction += "\n" + KEY_LINES.format(
+                lines=" ".join(f"\u201c{line.text}\u201d" for line in lines))
+    return Grounded(system_prompt, {"instruction": instruction, "passages": passages}, sources)
+
+
+def _lines_only(system_prompt: str, lines: list[extract.Statement]) -> Grounded:
+    """The statements that say most about the question as the passages, each with its
+    article and section: a small model given whole passages copies from the wrong line."""
+    passages = [f"[{number}] {line.title}\n{line.text}"
+                for number, line in enumerate(lines, start=1)]
+    sources = [{"article_id": line.source.article_id, "title": line.source.title,
+                "url": line.source.source_url} for line in lines]
     return Grounded(system_prompt, {"instruction": GROUNDED, "passages": passages}, sources)

@@ -36,11 +36,11 @@ from dataclasses import dataclass
 
 import bm25s
 import numpy as np
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from chat.knowledge import segment, selectors, version
 from chat.knowledge.selectors import PassageRow
+from runtime.aio import db
 
 # bm25s sets its own logger to DEBUG on import: one line per index build in every log.
 logging.getLogger("bm25s").setLevel(logging.WARNING)
@@ -181,6 +181,8 @@ class KnowledgeIndex:
         for term in query:
             token = vocab.get(term)
             if token is None:
+                if term.isdigit():
+                    continue  # the customer's own figure ("60 euros"), not a topic
                 weight_total += float(_idf(1, n))
                 continue
             start, end = self._indptr[token], self._indptr[token + 1]
@@ -226,6 +228,19 @@ class KnowledgeIndex:
                 return [self._hit(i, float(scores[i])) for i in found
                         if scores[i] >= cut.relative * best]
         return []
+
+    def weights(self, terms) -> dict[str, float]:
+        """Each term's idf in this index; a term no passage uses weighs as the rarest one."""
+        n = max(len(self.rows), 1)
+        rarest = float(_idf(1, n))
+        if self.bm25 is None:
+            return dict.fromkeys(terms, rarest)
+        vocab, out = self.bm25.vocab_dict, {}
+        for term in terms:
+            token = vocab.get(term)
+            out[term] = (rarest if token is None else
+                         float(_idf(self._indptr[token + 1] - self._indptr[token], n)))
+        return out
 
     def _ranked(self, group: np.ndarray, scores: np.ndarray) -> list[int]:
         """The passages of `group`, best first, at most MAX_CHECKED of them."""
@@ -297,7 +312,7 @@ class IndexCache:
             lock = self._async_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
             async with lock:  # one build for all the questions that arrive during it
                 if self._stale(current):
-                    rows = await sync_to_async(selectors.passages_for_index)()
+                    rows = await db(selectors.passages_for_index)()
                     await asyncio.to_thread(self._install, rows, current)
         return self.index
 
@@ -337,6 +352,12 @@ async def search(*, question: str, site_id: int | None, language: str,
 async def covers(site_id: int | None) -> bool:
     """Whether the knowledge base has published passages a question of this site may get."""
     return (await _process_cache.current()).covers(site_id)
+
+
+def term_weights(terms) -> dict[str, float]:
+    """Each term's idf in this process's index as it stands (no rebuild: a question's passages
+    came from it a moment ago)."""
+    return _process_cache.index.weights(terms)
 
 
 def process_index_sync() -> KnowledgeIndex:

@@ -52,7 +52,27 @@ VARIANTS = {
     "center": "centre", "centers": "centres", "catalog": "catalogue", "catalogs": "catalogues",
     "jewelry": "jewellery", "aluminum": "aluminium", "gray": "grey", "favorite": "favourite",
     "favorites": "favourites",
+    # Not a spelling but a stem the stemmer leaves apart: "Can I pay in cash?" asks about the
+    # payment methods.
+    "payment": "pay", "payments": "pay",
 }
+
+# What customers call by another name than help centres do, said as the pages say it, on pages
+# and questions alike, before the words are split: "Which delivery companies do you use?" asks
+# about the carriers; "€50" is fifty euros ("Do I pay shipping on 60 euros?").
+_RENAMES = (
+    (re.compile(r"\b(delivery|shipping|parcel|postal) (?:company|companies|firms?)\b"),
+     r" \1 carrier "),
+    (re.compile(r"\bcouriers?\b"), " carrier "),
+    (re.compile(r"\bswap(?:s|ped|ping)?\b"), " exchange "),
+    (re.compile(r"\b(?:my |your |the )?money back\b"), " refund "),
+    (re.compile(r"\bsen(?:d|t|ding|ds) (?:(?:it|them|this|that|something|items?|things?|"
+                r"products?|orders?|parcels?) )?back\b"), " return "),
+    (re.compile(r"快递公司|物流公司|快递商"), "承运商"),
+    (re.compile("€"), " euro "),
+    (re.compile("£"), " pound "),
+    (re.compile(r"\$"), " dollar "),
+)
 
 _local = threading.local()
 
@@ -68,6 +88,8 @@ def _stemmer() -> Stemmer.Stemmer:
 def terms(text: str) -> list[str]:
     """The search terms of `text`, in order, repeats kept (BM25 counts them)."""
     text = unicodedata.normalize("NFKC", text).casefold()
+    for pattern, name in _RENAMES:
+        text = pattern.sub(name, text)
     out: list[str | None] = []  # None: a Latin word, stemmed below
     words: list[str] = []
     for chinese, other in _RUNS.findall(text):

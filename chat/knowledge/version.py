@@ -13,25 +13,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 import redis
-from django.conf import settings
 
-from cs_site.redis_client import DRIVER_INFO, get_redis
+from runtime.redis_client import get_redis, get_sync_redis
 
 log = logging.getLogger(__name__)
 
 KEY = "knowledge:version"
-
-_sync_clients: dict[str, redis.Redis] = {}
-
-
-def _sync_redis() -> redis.Redis:
-    # Per URL: the tests point REDIS_URL at their own server after start-up.
-    client = _sync_clients.get(settings.REDIS_URL)
-    if client is None:
-        client = _sync_clients[settings.REDIS_URL] = redis.Redis.from_url(
-            settings.REDIS_URL, decode_responses=True, socket_timeout=2, socket_connect_timeout=2,
-            driver_info=DRIVER_INFO)
-    return client
 
 
 _held: ContextVar[bool] = ContextVar("knowledge_version_held", default=False)
@@ -53,7 +40,7 @@ def bump() -> None:
 def tell() -> str | None:
     """Bump the version now, whatever `held` says; None when done, else what Redis said."""
     try:
-        _sync_redis().set(KEY, uuid.uuid4().hex)
+        get_sync_redis().set(KEY, uuid.uuid4().hex)
     except redis.RedisError as exc:
         return str(exc) or type(exc).__name__
     return None
@@ -74,7 +61,7 @@ def held() -> Iterator[None]:
 def current_sync() -> str | None:
     """The version, or None when Redis cannot be asked."""
     try:
-        return _sync_redis().get(KEY) or ""
+        return get_sync_redis().get(KEY) or ""
     except redis.RedisError as exc:
         log.warning("knowledge version unknown (Redis: %s)", exc)
         return None

@@ -18,15 +18,15 @@ from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
 from chat import answering, fallback, limits, services, turns
-from chat.answering import db
 from chat.api.listening import AnswerListener
 from chat.models import Conversation, Site
 from chat.scorecard import scoring
 from chat.scorecard.questions import Case
 from chat.scorecard.records import ANSWERED, HANDOFF, NO_ANSWER, SILENT, Answer, CaseResult
-from cs_site import broadcast
-from cs_site.redis_client import get_redis
 from inference_worker import pool
+from runtime import broadcast
+from runtime.aio import db
+from runtime.redis_client import get_redis
 
 # Finish reasons of an answer the model could not give: no worker, a deadline, an error,
 # overload. The answer may have started (an empty or partial message ends with the reason, and

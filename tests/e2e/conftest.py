@@ -96,7 +96,7 @@ def collected_static(tmp_path_factory) -> Path:
 
 
 # Every browser and socket of these tests connects from 127.0.0.1: limits per client address
-# would count them all as one customer. (tests/test_consumer.py tests those limits.)
+# would count them all as one customer. (tests/answers/test_consumer.py tests those limits.)
 SHARED_ADDRESS = {"CHAT_IP_CONVERSATION_LIMIT": "", "CHAT_IP_MESSAGE_LIMIT": ""}
 
 

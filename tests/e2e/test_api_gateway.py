@@ -86,7 +86,7 @@ async def test_the_chat_api_streams_and_remembers_over_http(api_stack, secret):
 
         events = []
         async with http.stream("POST", "/api/v1/chat", json={
-                "session_id": "wa:+4915100000001", "user_input": "Thanks!",
+                "session_id": "wa:+4915100000001", "user_input": "And on Saturdays?",
                 "stream": True}) as response:
             assert response.headers["content-type"].startswith("text/event-stream")
             async for line in response.aiter_lines():
@@ -129,7 +129,7 @@ async def test_a_client_that_goes_away_stops_the_answer_in_the_engine(api_stack,
 async def test_schemathesis_finds_no_server_error_or_schema_violation(api_stack, schema):
     """Generated requests, valid and not, against each API's own schema: no 5xx, every
     response as documented (status, content type, body). The session event stream is left
-    out: it stays open by design; tests/test_api_chat.py covers it."""
+    out: it stays open by design; tests/api/test_api_chat.py covers it."""
     _key, secret = await sync_to_async(create_api_key)(
         name="schemathesis", scopes=[ApiScope.CHAT, ApiScope.OPENAI],
         requests_per_minute=0, tokens_per_day=0)

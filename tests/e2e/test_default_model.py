@@ -21,13 +21,13 @@ from django.core.management import call_command
 from chat import guards
 from chat.models import BotProfile, Message
 from chat.prompting import DEFAULT_PROFILE_NAME, DEFAULT_SYSTEM_PROMPT
-from cs_site.redis_client import get_redis
 from devstack.stack import WORKER_READY_PATTERN, ReadyCheck, Supervisor, wait_ready
 from inference_worker import pool
 from inference_worker.model_prep import DEFAULT_EMBEDDED_MODEL, embedded_model
 from inference_worker.textguards import han_share
+from runtime.redis_client import get_redis
+from tests.api.helpers import chat, make_client
 from tests.e2e.conftest import ROOT, free_port
-from tests.test_api_chat import chat, make_client
 from tests.waiting import poll
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -12,8 +12,8 @@ import pytest
 import websockets
 from django.conf import settings
 
-from cs_site.wsframes import HARD_CEILING_BYTES
 from inference_worker.synthetic import SyntheticEngine
+from runtime.wsframes import HARD_CEILING_BYTES
 from tests.e2e.conftest import synthetic_daphne
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

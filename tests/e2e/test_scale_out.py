@@ -366,7 +366,7 @@ async def test_customer_and_agent_on_two_processes_one_answer_each_takeover_and_
         # it: not nginx's own (TRUSTED_PROXIES), not the forged one.
         assert await limited_addresses(stack.redis_url) == {CUSTOMER_ADDRESS}
         # A conversation reaches the console (and can be watched) with its first message.
-        greeting = await answered_once(tab1, [tab1], "Hello!", "q0")
+        greeting = await answered_once(tab1, [tab1], "What do you sell?", "q0")
 
         # The agent, logged in through nginx; the console socket on the other Daphne.
         agent = await staff_client(stack.http)

@@ -15,11 +15,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from prometheus_client import start_http_server
 
-from cs_site.redis_client import get_redis
-from cs_site.startup_objects import freeze_startup_objects
 from inference_worker import lifeline
 from inference_worker.engines import build_engine
 from inference_worker.worker import InferenceWorker
+from runtime.redis_client import get_redis
+from runtime.startup_objects import freeze_startup_objects
 
 log = logging.getLogger("inference_worker")
 

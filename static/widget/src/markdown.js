@@ -166,7 +166,7 @@ export function blockToTree(block) {
  * previous open ones. Each piece costs the size of the piece plus the open block's size,
  * not the whole answer so far (rendering everything on every delta made long answers
  * quadratic). The result is always exactly markdownToTrees() of all the text so far:
- * tests/test_client_markdown.mjs checks that at every split point.
+ * tests/widget/test_client_markdown.mjs checks that at every split point.
  */
 export class MarkdownStream {
   constructor() {

@@ -1,0 +1,269 @@
+"""The desk's channel layer against a real Redis: channels-redis semantics, one round trip per
+send, capacities by pattern, expiry, groups, and pools that wait instead of failing."""
+
+import asyncio
+import time
+
+import pytest
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+from channels_redis.core import RedisChannelLayer
+from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from runtime.channel_layer import _RECEIVE_SCRIPT, DeskChannelLayer
+from runtime.redis_client import get_redis
+from tests.waiting import poll
+from tests.worker.helpers import layer, url
+
+
+async def test_the_configured_layer_is_the_desk_layer_with_its_capacities():
+    configured = get_channel_layer()
+    assert isinstance(configured, DeskChannelLayer)
+    reply = await configured.new_channel()
+    assert configured.get_capacity(reply) == 20_000  # every reply channel of a process
+    assert configured.get_capacity(settings.INFERENCE["CHANNEL"]) == 1000
+    assert configured.get_capacity("something.else") == 100
+    assert configured.receive_buffer[reply].maxsize == 1000
+    del configured.receive_buffer[reply]
+
+
+async def test_send_and_receive_on_shared_and_process_local_channels():
+    desk = layer()
+    await desk.send("shared", {"type": "hello", "n": 1})
+    assert await desk.receive("shared") == {"type": "hello", "n": 1}
+    first, second = await desk.new_channel(), await desk.new_channel()
+    await desk.send(second, {"type": "to.second"})
+    await desk.send(first, {"type": "to.first"})
+    assert await desk.receive(first) == {"type": "to.first"}
+    assert await desk.receive(second) == {"type": "to.second"}
+    await desk.close_pools()
+
+
+async def test_plain_channels_redis_reads_what_the_desk_layer_sends():
+    # The wire format is channels-redis's own: a web process on the plain layer (as in a
+    # rolling upgrade) reads the desk layer's messages.
+    plain = RedisChannelLayer(hosts=[{"address": url(), "socket_timeout": 30}])
+    desk = layer()
+    reply = await plain.new_channel()
+    await desk.send(reply, {"type": "inference.delta", "text": "hé"})
+    assert await plain.receive(reply) == {"type": "inference.delta", "text": "hé"}
+    await plain.send("shared", {"type": "back"})
+    assert await desk.receive("shared") == {"type": "back"}
+    await desk.close_pools()
+    await plain.close_pools()
+
+
+async def test_a_send_is_one_round_trip():
+    desk = layer()
+    await desk.send("warm", {"type": "x"})  # a fresh Redis learns the script once
+    connection = desk.connection(0)
+    commands = []
+    execute = connection.execute_command
+
+    async def counting(*args, **options):
+        commands.append(args[0])
+        return await execute(*args, **options)
+
+    connection.execute_command = counting
+    await desk.send("warm", {"type": "y"})
+    await desk.send(await desk.new_channel(), {"type": "z"})
+    assert commands == ["EVALSHA", "EVALSHA"]
+    await desk.close_pools()
+
+
+async def test_a_full_channel_raises_channel_full_and_process_channels_share_one_key():
+    desk = layer(capacity=2, channel_capacity={"*!*": 3})
+    await desk.send("shared", {"type": "a"})
+    await desk.send("shared", {"type": "b"})
+    with pytest.raises(ChannelFull):
+        await desk.send("shared", {"type": "c"})
+    assert await get_redis().zcard("asgishared") == 2  # the refused one was not added
+    # Three sockets of one process: one key, one capacity.
+    sockets = [await desk.new_channel() for _ in range(3)]
+    for index, channel in enumerate(sockets):
+        await desk.send(channel, {"type": "m", "i": index})
+    with pytest.raises(ChannelFull):
+        await desk.send(await desk.new_channel(), {"type": "m"})
+    # Reading frees room again.
+    assert await desk.receive("shared") == {"type": "a"}
+    await desk.send("shared", {"type": "c"})
+    await desk.close_pools()
+
+
+async def test_messages_expire_and_the_key_with_them():
+    desk = layer(expiry=1, capacity=1)
+    await desk.send("short", {"type": "old"})
+    assert 0 < await get_redis().ttl("asgishort") <= 1
+
+    async def expired() -> bool:
+        return not await get_redis().exists("asgishort")
+
+    await poll(expired, timeout=5)
+    # The expired message no longer counts against the capacity, and it is gone.
+    await desk.send("short", {"type": "new"})
+    assert await desk.receive("short") == {"type": "new"}
+    await desk.close_pools()
+
+
+async def test_groups_still_work():
+    desk = layer()
+    local, shared = await desk.new_channel(), "group-member"
+    await desk.group_add("watchers", local)
+    await desk.group_add("watchers", shared)
+    assert 86000 < await get_redis().ttl("asgi:group:watchers") <= 86400
+    await desk.group_send("watchers", {"type": "news", "n": 1})
+    assert await desk.receive(local) == {"type": "news", "n": 1}
+    assert await desk.receive(shared) == {"type": "news", "n": 1}
+    await desk.group_discard("watchers", shared)
+    await desk.group_send("watchers", {"type": "news", "n": 2})
+    assert await desk.receive(local) == {"type": "news", "n": 2}
+    assert await get_redis().zcard("asgigroup-member") == 0  # the member that left got none
+    await desk.close_pools()
+
+
+async def test_a_group_send_reaches_every_member_but_the_excluded_ones():
+    desk, other_process = layer(capacity=1), layer()
+    one, two = await desk.new_channel(), await desk.new_channel()  # one process's key
+    elsewhere, full = await other_process.new_channel(), "full-member"
+    for channel in (one, two, elsewhere, full):
+        await desk.group_add("conversation.x", channel)
+    await desk.send(full, {"type": "already waiting"})  # capacity 1: full
+
+    await desk.group_send("conversation.x", {"type": "answer.started"}, exclude=(two,))
+    assert await desk.receive(one) == {"type": "answer.started"}
+    assert await other_process.receive(elsewhere) == {"type": "answer.started"}
+    assert await other_process.receive(full) == {"type": "already waiting"}
+    assert await get_redis().zcard("asgifull-member") == 0  # the full member got none
+    # The excluded channel shares the process's key with `one`: it got nothing (one
+    # message, for `one` only, went to that key).
+    await desk.send(two, {"type": "next"})
+    assert await desk.receive(two) == {"type": "next"}
+
+    # Everyone excluded, or nobody there: nothing is sent at all.
+    await desk.group_send("conversation.x", {"type": "x"}, exclude=(one, two, elsewhere, full))
+    await desk.group_send("conversation.nobody", {"type": "x"})
+    for process_key in (desk.non_local_name(one), other_process.non_local_name(elsewhere)):
+        assert await get_redis().zcard("asgi" + process_key) == 0
+    assert await get_redis().zcard("asgifull-member") == 0
+    await desk.close_pools()
+    await other_process.close_pools()
+
+
+async def test_a_group_send_of_the_desk_layer_reaches_a_stock_channels_redis_reader():
+    """Processes of an older release (channels-redis's own layer) during a rolling update."""
+    desk = layer()
+    stock = RedisChannelLayer(hosts=[url()])
+    member = await stock.new_channel()
+    await desk.group_add("conversation.y", member)
+    await desk.group_send("conversation.y", {"type": "conv.status", "status": "human"})
+    assert await stock.receive(member) == {"type": "conv.status", "status": "human"}
+    await desk.close_pools()
+    await stock.close_pools()
+
+
+async def test_a_burst_larger_than_the_pool_waits_for_connections():
+    desk = layer(hosts=[{"address": url(), "max_connections": 2, "pool_timeout": 5}],
+                 capacity=1000)
+    await asyncio.gather(*(desk.send("burst", {"type": "n", "i": i}) for i in range(200)))
+    assert await get_redis().zcard("asgiburst") == 200
+    assert len(desk.connection(0).connection_pool._in_use_connections) == 0
+    await desk.close_pools()
+
+
+async def test_a_send_that_finds_no_connection_in_time_fails_as_a_redis_error():
+    desk = layer(hosts=[{"address": url(), "max_connections": 1, "pool_timeout": 0.2,
+                         "socket_timeout": 30}])
+    waiting = asyncio.create_task(desk.receive("idle"))  # holds the one connection in BZPOPMIN
+    await poll(lambda: desk.connection(0).connection_pool._in_use_connections)
+    started = time.monotonic()
+    with pytest.raises(RedisConnectionError):
+        await desk.send("other", {"type": "x"})
+    assert 0.15 < time.monotonic() - started < 2
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    await desk.close_pools()
+
+
+async def test_a_send_with_its_own_capacity_is_counted_and_queued_atomically():
+    layer = get_channel_layer()
+    results = await asyncio.gather(
+        *(layer.send("bounded", {"type": "x", "n": n}, capacity=3) for n in range(20)),
+        return_exceptions=True)
+    assert sum(result is None for result in results) == 3
+    assert all(isinstance(r, ChannelFull) for r in results if r is not None)
+    await layer.receive("bounded")
+    await layer.send("bounded", {"type": "x", "n": "after"}, capacity=3)  # room again
+    with pytest.raises(ChannelFull):
+        await layer.send("bounded", {"type": "x"}, capacity=3)
+    await layer.send("bounded", {"type": "x"})  # the channel's own capacity (100) still holds
+
+
+async def test_a_process_receives_its_channels_in_batches_in_order(monkeypatch):
+    layer = get_channel_layer()
+    channels = [await layer.new_channel() for _ in range(5)]
+    for n in range(100):
+        for channel in channels:
+            await layer.send(channel, {"type": "x", "n": n})
+    batches = 0
+    take = layer._take_batch
+
+    async def counted(*args):
+        nonlocal batches
+        batches += 1
+        return await take(*args)
+
+    monkeypatch.setattr(layer, "_take_batch", counted)
+
+    async def all_of(channel):
+        return [(await layer.receive(channel))["n"] for _ in range(100)]
+
+    received = await asyncio.wait_for(asyncio.gather(*(all_of(c) for c in channels)), 10)
+    assert received == [list(range(100))] * 5  # nothing lost, each channel in order
+    assert batches <= 10  # 500 messages in a few round trips, not 500
+
+
+async def test_a_batch_cut_short_by_a_cancellation_is_received_next_time():
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    for n in range(3):
+        await layer.send(channel, {"type": "x", "n": n})
+    key = layer.prefix + layer.non_local_name(channel)
+    connection = layer.connection(layer.consistent_hash(channel))
+    # As if a receive was cancelled while its batch was on the wire: taken and backed up,
+    # never handed to the process.
+    layer._batch_in_flight.add(key)
+    await connection.eval(_RECEIVE_SCRIPT, 2, key, layer._backup_channel_name(key), 10, "1")
+    assert await connection.zcard(key) == 0
+    got = [(await asyncio.wait_for(layer.receive(channel), 5))["n"] for _ in range(3)]
+    assert got == [0, 1, 2]
+
+
+async def test_a_receiver_cancelled_as_a_message_arrives_loses_nothing(monkeypatch):
+    # A receiver blocked on an idle process key pops the first message that arrives (then
+    # puts it back for the batch read). Cancelled right after the pop, before the put-back
+    # (an answer's receiver ends while the process streams others), it must not take the
+    # message with it.
+    from redis.asyncio import Redis
+
+    desk = layer()
+    listening, other = await desk.new_channel(), await desk.new_channel()
+    receiver = None
+    real_bzpopmin = Redis.bzpopmin
+
+    async def bzpopmin_then_cancelled(self, *args, **kwargs):
+        popped = await real_bzpopmin(self, *args, **kwargs)
+        if popped is not None and receiver is not None:
+            receiver.cancel()  # lands before the put-back
+            await asyncio.sleep(0)
+        return popped
+
+    monkeypatch.setattr(Redis, "bzpopmin", bzpopmin_then_cancelled)
+    receiver = asyncio.create_task(desk.receive(listening))
+    await asyncio.sleep(0.2)  # blocked in BZPOPMIN on the idle key
+    await desk.send(other, {"type": "for.other"})
+    with pytest.raises(asyncio.CancelledError):
+        await receiver
+    monkeypatch.setattr(Redis, "bzpopmin", real_bzpopmin)
+    assert await asyncio.wait_for(desk.receive(other), 5) == {"type": "for.other"}
+    await desk.close_pools()
