@@ -30,8 +30,15 @@ class TicketNoteInline(admin.TabularInline):
 
 @admin.register(Ticket)
 class TicketAdmin(admin.ModelAdmin):
-    list_display = ("id", "subject", "status", "priority", "assignee", "conversation_link",
-                    "updated_at")
+    list_display = (
+        "id",
+        "subject",
+        "status",
+        "priority",
+        "assignee",
+        "conversation_link",
+        "updated_at",
+    )
     list_display_links = ("id", "subject")
     list_filter = ("status", "priority", "assignee")
     list_select_related = ("assignee",)
@@ -48,24 +55,29 @@ class TicketAdmin(admin.ModelAdmin):
         url = reverse("admin:chat_conversation_change", args=[obj.conversation_id])
         return format_html('<a href="{}">{}</a>', url, str(obj.conversation_id)[:8])
 
-    def save_model(self, request: HttpRequest, obj: Ticket, form: ModelForm,
-                   change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Ticket, form: ModelForm, change: bool) -> None:
         # solved_at is read-only in the form; keep it in step with the status set here.
         obj.set_status(obj.status)
         super().save_model(request, obj, form, change)
         # Agents with the console open see the change live, as with changes made there.
-        after_commit((group_events.CONSOLE_GROUP, group_events.console_ticket(
-            ticket_id=obj.pk, reason="updated" if change else "created")))
+        after_commit(
+            (
+                group_events.CONSOLE_GROUP,
+                group_events.console_ticket(
+                    ticket_id=obj.pk, reason="updated" if change else "created"
+                ),
+            )
+        )
 
-    def save_formset(self, request: HttpRequest, form: ModelForm, formset: BaseInlineFormSet,
-                     change: bool) -> None:
+    def save_formset(
+        self, request: HttpRequest, form: ModelForm, formset: BaseInlineFormSet, change: bool
+    ) -> None:
         # Notes are only ever added (the inline cannot change or delete one). A new note goes
         # through the service, signed by whoever is logged in (the form has no author field
         # to forge), so the ticket's updated_at moves and open consoles hear of it.
         for note in formset.save(commit=False):
             if isinstance(note, TicketNote) and note.pk is None:
-                services.note_add(ticket_id=form.instance.pk, author=request.user,
-                                  text=note.text)
+                services.note_add(ticket_id=form.instance.pk, author=request.user, text=note.text)
 
 
 @admin.register(CannedReply)
@@ -75,8 +87,9 @@ class CannedReplyAdmin(admin.ModelAdmin):
     readonly_fields = ("created_by", "updated_at")
     fields = ("shortcut", "title", "text", "created_by", "updated_at")
 
-    def save_model(self, request: HttpRequest, obj: CannedReply, form: ModelForm,
-                   change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: CannedReply, form: ModelForm, change: bool
+    ) -> None:
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)

@@ -48,8 +48,9 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         if not _same_host_origin(self.scope):
             # Defence in depth: asgi.py checks this too, but a staff member's cookies must
             # never open the console from another site's page, whatever the routing.
-            await self._refuse(ErrorCode.ORIGIN_NOT_ALLOWED,
-                               "The console only opens from this desk's own pages.")
+            await self._refuse(
+                ErrorCode.ORIGIN_NOT_ALLOWED, "The console only opens from this desk's own pages."
+            )
             return
         if user is None or not (user.is_authenticated and user.is_active and user.is_staff):
             await self._refuse(ErrorCode.FORBIDDEN, "The console is for staff: log in first.")
@@ -95,37 +96,42 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
                 "typing": self._on_typing,
             }.get(frame["type"])
             if handler is None:
-                raise FrameError(ErrorCode.UNKNOWN_TYPE,
-                                 "type must be one of ping, watch, unwatch, typing.")
+                raise FrameError(
+                    ErrorCode.UNKNOWN_TYPE, "type must be one of ping, watch, unwatch, typing."
+                )
             await handler(frame)
         except FrameError as exc:
             await self.send_frame(frames.error_frame(code=exc.code, message=exc.message))
         except DatabaseError:
             log.exception("console frame failed")
-            await self.send_frame(frames.error_frame(
-                code=ErrorCode.UNAVAILABLE, message="The database failed; try again."))
+            await self.send_frame(
+                frames.error_frame(
+                    code=ErrorCode.UNAVAILABLE, message="The database failed; try again."
+                )
+            )
 
     async def _on_ping(self, frame: dict) -> None:
         await self._beat()
         # Renewed with every beat: group memberships are lost with a Redis restart.
         await self.channel_layer.group_add(group_events.CONSOLE_GROUP, self.channel_name)
         if self.watching:
-            await self.channel_layer.group_add(group_events.watch_group(self.watching),
-                                               self.channel_name)
+            await self.channel_layer.group_add(
+                group_events.watch_group(self.watching), self.channel_name
+            )
         await self.send_frame(frames.pong_frame())
 
     async def _on_watch(self, frame: dict) -> None:
         conversation_id = _conversation_id(frame)
-        exists = await db(selectors.conversation_exists)(
-            conversation_id=conversation_id)
+        exists = await db(selectors.conversation_exists)(conversation_id=conversation_id)
         if not exists:
             raise FrameError(ErrorCode.NOT_FOUND, "No conversation has this id.")
         if self.watching != str(conversation_id):
             await self._unwatch()
             self.watching = str(conversation_id)
             answering.register_socket(self.channel_name, self)
-            await self.channel_layer.group_add(group_events.watch_group(self.watching),
-                                               self.channel_name)
+            await self.channel_layer.group_add(
+                group_events.watch_group(self.watching), self.channel_name
+            )
             # The bot's answer under way, if any, from its first word.
             await answering.join(self.watching, self.channel_name, answering.CONSOLE)
 
@@ -136,8 +142,9 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         if self.watching is not None:
             watching, self.watching = self.watching, None
             answering.unregister_socket(self.channel_name)
-            await self.channel_layer.group_discard(group_events.watch_group(watching),
-                                                   self.channel_name)
+            await self.channel_layer.group_discard(
+                group_events.watch_group(watching), self.channel_name
+            )
             await answering.leave(watching, self.channel_name)
 
     async def _on_typing(self, frame: dict) -> None:
@@ -145,11 +152,11 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         now = time.monotonic()
         if now - self.typing_sent_at < TYPING_EVERY_SECONDS:
             return
-        holds = await db(selectors.holds)(
-            conversation_id=conversation_id, user=self.user)
+        holds = await db(selectors.holds)(conversation_id=conversation_id, user=self.user)
         if not holds:
-            raise FrameError(ErrorCode.NOT_HOLDER,
-                             "Only the agent holding the conversation is shown typing.")
+            raise FrameError(
+                ErrorCode.NOT_HOLDER, "Only the agent holding the conversation is shown typing."
+            )
         self.typing_sent_at = now
         cid = str(conversation_id)
         typing = group_events.conv_typing(conversation_id=cid, who="agent", name=self.name)

@@ -21,8 +21,9 @@ class AgentTextField(forms.CharField):
         if value in self.empty_values:
             return value
         try:
-            return clean_text(value, field="text", max_chars=self.max_length,
-                              single_line=self.single_line)
+            return clean_text(
+                value, field="text", max_chars=self.max_length, single_line=self.single_line
+            )
         except TextError as exc:
             raise forms.ValidationError(exc.message, code=exc.code) from None
 
@@ -61,18 +62,23 @@ class TicketUpdateForm(forms.Form):
 class TicketFilterForm(forms.Form):
     status = forms.ChoiceField(
         choices=[("unsolved", "Open or pending"), ("", "Any status"), *Ticket.Status.choices],
-        required=False)
-    priority = forms.ChoiceField(choices=[("", "Any priority"), *Ticket.Priority.choices],
-                                 required=False)
+        required=False,
+    )
+    priority = forms.ChoiceField(
+        choices=[("", "Any priority"), *Ticket.Priority.choices], required=False
+    )
     assignee = forms.ChoiceField(
-        choices=[("", "Anyone"), ("me", "Me"), ("unassigned", "Unassigned")], required=False)
+        choices=[("", "Anyone"), ("me", "Me"), ("unassigned", "Unassigned")], required=False
+    )
 
 
 class CannedReplyForm(forms.Form):
     shortcut = forms.SlugField(max_length=40, help_text="Typed as /shortcut in the reply box")
     title = AgentTextField(max_length=100, single_line=True)
-    text = AgentTextField(widget=forms.Textarea(attrs={"rows": 5}),
-                          help_text="Variables: {customer_name}, {agent_name}, {site_name}")
+    text = AgentTextField(
+        widget=forms.Textarea(attrs={"rows": 5}),
+        help_text="Variables: {customer_name}, {agent_name}, {site_name}",
+    )
 
     def __init__(self, *args, reply_id: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)

@@ -22,14 +22,24 @@ class Ticket(models.Model):
         URGENT = "urgent", "Urgent"
 
     subject = models.CharField(max_length=200)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN,
-                              db_index=True)
-    priority = models.CharField(max_length=10, choices=Priority.choices,
-                                default=Priority.NORMAL)
-    assignee = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                 on_delete=models.SET_NULL, related_name="tickets")
-    conversation = models.ForeignKey("chat.Conversation", null=True, blank=True,
-                                     on_delete=models.SET_NULL, related_name="tickets")
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.OPEN, db_index=True
+    )
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="tickets",
+    )
+    conversation = models.ForeignKey(
+        "chat.Conversation",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="tickets",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     solved_at = models.DateTimeField(null=True, blank=True)
@@ -55,8 +65,9 @@ class TicketNote(models.Model):
     """An internal note on a ticket: never shown to the customer, never put into a prompt."""
 
     ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="notes")
-    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL,
-                               related_name="+")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
     text = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -76,8 +87,9 @@ class CannedReply(models.Model):
     shortcut = models.SlugField(max_length=40, unique=True, help_text="Typed as /shortcut")
     title = models.CharField(max_length=100)
     text = models.TextField()
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                   on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -72,9 +72,12 @@ def daily_numbers(*, days: int, today: dt.date | None = None) -> list[DayNumbers
     add(_answers_per_day(start, end))
     add(_conversations_per_day(start, end))
     add(_csat_per_day(start, end))
-    return [DayNumbers(day=first_day + dt.timedelta(days=i),
-                       **counts.get(first_day + dt.timedelta(days=i), {}))
-            for i in range(days)]
+    return [
+        DayNumbers(
+            day=first_day + dt.timedelta(days=i), **counts.get(first_day + dt.timedelta(days=i), {})
+        )
+        for i in range(days)
+    ]
 
 
 def period_totals(days: list[DayNumbers]) -> DayNumbers:
@@ -94,10 +97,12 @@ def _answers_per_day(start: dt.datetime, end: dt.datetime):
         .exclude(conversation__channel=Channel.PLAYGROUND)
         .annotate(day=_day("created_at"))
         .values("day")
-        .annotate(answers=Count("pk"),
-                  fallbacks=Count("pk", filter=Q(is_fallback=True)),
-                  thumbs_up=Count("pk", filter=Q(feedback__rating=up)),
-                  thumbs_down=Count("pk", filter=Q(feedback__rating=down)))
+        .annotate(
+            answers=Count("pk"),
+            fallbacks=Count("pk", filter=Q(is_fallback=True)),
+            thumbs_up=Count("pk", filter=Q(feedback__rating=up)),
+            thumbs_down=Count("pk", filter=Q(feedback__rating=down)),
+        )
         .order_by()
     )
 

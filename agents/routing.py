@@ -6,6 +6,7 @@ from agents.consumers import ConsoleConsumer
 
 # Staff sockets: only pages on the desk's own hosts, with the staff member's session.
 websocket_urlpatterns = [
-    path("ws/console/",
-         AllowedHostsOriginValidator(AuthMiddlewareStack(ConsoleConsumer.as_asgi()))),
+    path(
+        "ws/console/", AllowedHostsOriginValidator(AuthMiddlewareStack(ConsoleConsumer.as_asgi()))
+    ),
 ]

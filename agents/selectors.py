@@ -68,25 +68,37 @@ class Inbox:
 def _annotated(qs: QuerySet) -> QuerySet:
     """Rows with what the inbox shows: last message, its role, the last answer's id, unread."""
     # A bot answer still streaming is stored empty: the snippet shows the message before it.
-    last = Message.objects.filter(conversation=OuterRef("pk")).exclude(
-        role=Role.SYSTEM).exclude(text="").order_by("-id")
+    last = (
+        Message.objects.filter(conversation=OuterRef("pk"))
+        .exclude(role=Role.SYSTEM)
+        .exclude(text="")
+        .order_by("-id")
+    )
     last_answer = Message.objects.filter(
-        conversation=OuterRef("pk"), role__in=[Role.BOT, Role.AGENT]).order_by("-id")
+        conversation=OuterRef("pk"), role__in=[Role.BOT, Role.AGENT]
+    ).order_by("-id")
     last_customer = Message.objects.filter(
-        conversation=OuterRef("pk"), role=Role.CUSTOMER).order_by("-id")
+        conversation=OuterRef("pk"), role=Role.CUSTOMER
+    ).order_by("-id")
     return (
         qs.select_related("site", "assigned_agent")
         .annotate(
             last_text=Subquery(last.values("text")[:1]),
             last_role=Subquery(last.values("role")[:1]),
-            last_answer_id=Coalesce(Subquery(last_answer.values("id")[:1]), Value(0),
-                                    output_field=IntegerField()),
-            last_customer_id=Coalesce(Subquery(last_customer.values("id")[:1]), Value(0),
-                                      output_field=IntegerField()),
+            last_answer_id=Coalesce(
+                Subquery(last_answer.values("id")[:1]), Value(0), output_field=IntegerField()
+            ),
+            last_customer_id=Coalesce(
+                Subquery(last_customer.values("id")[:1]), Value(0), output_field=IntegerField()
+            ),
             activity_at=Coalesce("last_message_at", "created_at"),
         )
-        .annotate(unread_raw=Count("messages", filter=Q(
-            messages__role=Role.CUSTOMER, messages__id__gt=F("last_answer_id"))))
+        .annotate(
+            unread_raw=Count(
+                "messages",
+                filter=Q(messages__role=Role.CUSTOMER, messages__id__gt=F("last_answer_id")),
+            )
+        )
     )
 
 
@@ -94,9 +106,11 @@ def _search(qs: QuerySet, query: str) -> QuerySet:
     query = query.strip()
     if not query:
         return qs
-    match = (Q(customer_name__icontains=query) | Q(customer_email__icontains=query)
-             | Exists(Message.objects.filter(conversation=OuterRef("pk"),
-                                             text__icontains=query)))
+    match = (
+        Q(customer_name__icontains=query)
+        | Q(customer_email__icontains=query)
+        | Exists(Message.objects.filter(conversation=OuterRef("pk"), text__icontains=query))
+    )
     if _ID_PREFIX.match(query):
         match |= Q(id__istartswith=query)
     return qs.filter(match)
@@ -109,16 +123,35 @@ def inbox(*, user: AbstractBaseUser, query: str = "", seen: dict | None = None) 
     # Staff trying the bot in the playground are not customers.
     base = _search(Conversation.objects.exclude(channel=Conversation.Channel.PLAYGROUND), query)
     specs = [
-        ("waiting", "Waiting for a human", base.filter(status=Status.WAITING),
-         ["handoff_requested_at", "created_at"], GROUP_LIMIT),
-        ("mine", "Mine", base.filter(status=Status.HUMAN, assigned_agent=user),
-         ["-activity_at"], GROUP_LIMIT),
-        ("others", "Other agents", base.filter(status=Status.HUMAN).exclude(
-            assigned_agent=user), ["-activity_at"], GROUP_LIMIT),
-        ("bot", "Bot is answering", base.filter(status=Status.BOT),
-         ["-activity_at"], GROUP_LIMIT),
-        ("closed", "Recently closed", base.filter(status=Status.CLOSED),
-         ["-closed_at", "-created_at"], CLOSED_LIMIT),
+        (
+            "waiting",
+            "Waiting for a human",
+            base.filter(status=Status.WAITING),
+            ["handoff_requested_at", "created_at"],
+            GROUP_LIMIT,
+        ),
+        (
+            "mine",
+            "Mine",
+            base.filter(status=Status.HUMAN, assigned_agent=user),
+            ["-activity_at"],
+            GROUP_LIMIT,
+        ),
+        (
+            "others",
+            "Other agents",
+            base.filter(status=Status.HUMAN).exclude(assigned_agent=user),
+            ["-activity_at"],
+            GROUP_LIMIT,
+        ),
+        ("bot", "Bot is answering", base.filter(status=Status.BOT), ["-activity_at"], GROUP_LIMIT),
+        (
+            "closed",
+            "Recently closed",
+            base.filter(status=Status.CLOSED),
+            ["-closed_at", "-created_at"],
+            CLOSED_LIMIT,
+        ),
     ]
     groups = []
     for key, title, qs, ordering, limit in specs:
@@ -131,24 +164,37 @@ def inbox(*, user: AbstractBaseUser, query: str = "", seen: dict | None = None) 
         total = len(rows) if len(rows) < limit else qs.count()
         groups.append(InboxGroup(key=key, title=title, rows=rows, total=total))
     by_key = {g.key: g for g in groups}
-    return Inbox(groups=groups, query=query.strip(), waiting=by_key["waiting"].total,
-                 unread_mine=sum(r.unread for r in by_key["mine"].rows), by_key=by_key)
+    return Inbox(
+        groups=groups,
+        query=query.strip(),
+        waiting=by_key["waiting"].total,
+        unread_mine=sum(r.unread for r in by_key["mine"].rows),
+        by_key=by_key,
+    )
 
 
 def _snippet(text: str) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS - 1] + "…"
+    return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1] + "…"
 
 
 def customer_label(conversation: Conversation) -> str:
     """Name, else e-mail, else "Visitor " and the id's first 8 characters."""
-    return (conversation.customer_name or conversation.customer_email
-            or f"Visitor {str(conversation.pk)[:8]}")
+    return (
+        conversation.customer_name
+        or conversation.customer_email
+        or f"Visitor {str(conversation.pk)[:8]}"
+    )
 
 
 def newest_customer_message_id(*, conversation_id) -> int:
-    return (Message.objects.filter(conversation_id=conversation_id, role=Role.CUSTOMER)
-            .order_by("-id").values_list("id", flat=True).first() or 0)
+    return (
+        Message.objects.filter(conversation_id=conversation_id, role=Role.CUSTOMER)
+        .order_by("-id")
+        .values_list("id", flat=True)
+        .first()
+        or 0
+    )
 
 
 # --- One conversation -----------------------------------------------------------------------
@@ -162,8 +208,11 @@ def parse_conversation_id(value) -> uuid.UUID | None:
 
 
 def conversation_for_console(*, conversation_id) -> Conversation | None:
-    return (Conversation.objects.select_related("site", "assigned_agent")
-            .filter(pk=conversation_id).first())
+    return (
+        Conversation.objects.select_related("site", "assigned_agent")
+        .filter(pk=conversation_id)
+        .first()
+    )
 
 
 def conversation_exists(*, conversation_id) -> bool:
@@ -172,20 +221,25 @@ def conversation_exists(*, conversation_id) -> bool:
 
 def holds(*, conversation_id, user: AbstractBaseUser) -> bool:
     """True when `user` is the agent answering this conversation now."""
-    return Conversation.objects.filter(pk=conversation_id, status=Status.HUMAN,
-                                       assigned_agent=user).exists()
+    return Conversation.objects.filter(
+        pk=conversation_id, status=Status.HUMAN, assigned_agent=user
+    ).exists()
 
 
 def transcript(*, conversation_id) -> list[Message]:
     """Every message, oldest first, with its author and the customer's rating if any.
     `streaming` marks a bot answer still being written (stored empty until it ends); one
     older than the answer deadline was cut off by a crash and is shown as it is."""
-    messages = list(Message.objects.filter(conversation_id=conversation_id)
-                    .select_related("author", "feedback").order_by("id"))
+    messages = list(
+        Message.objects.filter(conversation_id=conversation_id)
+        .select_related("author", "feedback")
+        .order_by("id")
+    )
     since = timezone.now() - dt.timedelta(seconds=settings.CHAT["ANSWER_TIMEOUT_SECONDS"] + 30)
     for m in messages:
-        m.streaming = (m.role == Role.BOT and m.is_partial and not m.finish_reason
-                       and m.created_at > since)
+        m.streaming = (
+            m.role == Role.BOT and m.is_partial and not m.finish_reason and m.created_at > since
+        )
     return messages
 
 
@@ -200,24 +254,34 @@ class Ratings:
 def ratings(*, conversation: Conversation) -> Ratings:
     counts = Feedback.objects.filter(message__conversation=conversation).aggregate(
         up=Count("id", filter=Q(rating=Feedback.Rating.UP)),
-        down=Count("id", filter=Q(rating=Feedback.Rating.DOWN)))
-    return Ratings(up=counts["up"], down=counts["down"], csat_score=conversation.csat_score,
-                   csat_comment=conversation.csat_comment)
+        down=Count("id", filter=Q(rating=Feedback.Rating.DOWN)),
+    )
+    return Ratings(
+        up=counts["up"],
+        down=counts["down"],
+        csat_score=conversation.csat_score,
+        csat_comment=conversation.csat_comment,
+    )
 
 
 def conversation_tickets(*, conversation_id) -> list[Ticket]:
-    return list(Ticket.objects.filter(conversation_id=conversation_id)
-                .select_related("assignee").order_by("-created_at"))
+    return list(
+        Ticket.objects.filter(conversation_id=conversation_id)
+        .select_related("assignee")
+        .order_by("-created_at")
+    )
 
 
 # --- Tickets --------------------------------------------------------------------------------
 
 
-def ticket_list(*, user: AbstractBaseUser, status: str = "", priority: str = "",
-                assignee: str = "") -> list[Ticket]:
+def ticket_list(
+    *, user: AbstractBaseUser, status: str = "", priority: str = "", assignee: str = ""
+) -> list[Ticket]:
     """Tickets, newest change first. `assignee`: "me", "unassigned" or "" (anyone)."""
     qs = Ticket.objects.select_related("assignee", "conversation").annotate(
-        note_count=Count("notes"))
+        note_count=Count("notes")
+    )
     if status in Ticket.Status.values:
         qs = qs.filter(status=status)
     elif status == "unsolved":
@@ -232,8 +296,7 @@ def ticket_list(*, user: AbstractBaseUser, status: str = "", priority: str = "",
 
 
 def ticket_detail(*, ticket_id: int) -> Ticket | None:
-    return (Ticket.objects.select_related("assignee", "conversation")
-            .filter(pk=ticket_id).first())
+    return Ticket.objects.select_related("assignee", "conversation").filter(pk=ticket_id).first()
 
 
 def ticket_notes(*, ticket_id: int) -> list:
@@ -242,8 +305,11 @@ def ticket_notes(*, ticket_id: int) -> list:
 
 
 def staff_users() -> list:
-    return list(get_user_model().objects.filter(is_staff=True, is_active=True)
-                .order_by("first_name", "last_name", "username"))
+    return list(
+        get_user_model()
+        .objects.filter(is_staff=True, is_active=True)
+        .order_by("first_name", "last_name", "username")
+    )
 
 
 def staff_user(*, user_id) -> AbstractBaseUser | None:

@@ -32,20 +32,32 @@ def _open_ticket(conversation: Conversation) -> Ticket:
     ticket = conversation.tickets.exclude(status=Ticket.Status.SOLVED).first()
     if ticket is not None:
         return ticket
-    first = (conversation.messages.filter(role=Message.Role.CUSTOMER).order_by("id")
-             .values_list("text", flat=True).first())
+    first = (
+        conversation.messages.filter(role=Message.Role.CUSTOMER)
+        .order_by("id")
+        .values_list("text", flat=True)
+        .first()
+    )
     subject = (first or "Chat with a customer").splitlines()[0][:120]
     ticket = Ticket.objects.create(subject=subject, conversation=conversation)
-    after_commit((group_events.CONSOLE_GROUP, group_events.console_ticket(ticket_id=ticket.pk,
-                                                                          reason="created")))
+    after_commit(
+        (
+            group_events.CONSOLE_GROUP,
+            group_events.console_ticket(ticket_id=ticket.pk, reason="created"),
+        )
+    )
     return ticket
 
 
 def _leave_contact(conversation: Conversation, email: str) -> None:
     ticket = _open_ticket(conversation)
     TicketNote.objects.create(ticket=ticket, text=f"Follow up by e-mail: {email}")
-    after_commit((group_events.CONSOLE_GROUP, group_events.console_ticket(ticket_id=ticket.pk,
-                                                                          reason="contact")))
+    after_commit(
+        (
+            group_events.CONSOLE_GROUP,
+            group_events.console_ticket(ticket_id=ticket.pk, reason="contact"),
+        )
+    )
 
 
 # What a customer's hand-off (chat.handoff) asks of the staff side.
@@ -68,12 +80,16 @@ def takeover(*, conversation_id, agent: AbstractBaseUser) -> Conversation:
         conv = Conversation.objects.get(pk=conversation_id)
         if not won:
             holder = agent_name(conv.assigned_agent)
-            raise NotAllowed(f"{holder} already holds this conversation." if holder
-                             else "This conversation can no longer be taken over.")
+            raise NotAllowed(
+                f"{holder} already holds this conversation."
+                if holder
+                else "This conversation can no longer be taken over."
+            )
         name = agent_name(agent)
         system_note(conv, f"{name} joined the conversation.")
         Ticket.objects.filter(conversation=conv, assignee__isnull=True).exclude(
-            status=Ticket.Status.SOLVED).update(assignee=agent)
+            status=Ticket.Status.SOLVED
+        ).update(assignee=agent)
         status_changed(conv, Status.HUMAN, name)
     return conv
 
@@ -109,8 +125,9 @@ def reply(*, conversation_id, agent: AbstractBaseUser, text: str) -> Message:
         conv = Conversation.objects.select_for_update().get(pk=conversation_id)
         if conv.status != Status.HUMAN or conv.assigned_agent_id != agent.pk:
             raise NotAllowed("Take over the conversation before replying.")
-        message = Message.objects.create(conversation=conv, role=Message.Role.AGENT,
-                                         text=text[:8000], author=agent)
+        message = Message.objects.create(
+            conversation=conv, role=Message.Role.AGENT, text=text[:8000], author=agent
+        )
         message_told(message, author_name=agent_name(agent), to_customer=True)
     # The agent's words are part of the context when the bot answers again.
     async_to_sync(memory.forget)(conv.pk)
@@ -120,9 +137,15 @@ def reply(*, conversation_id, agent: AbstractBaseUser, text: str) -> Message:
 # --- Tickets --------------------------------------------------------------------------------
 
 
-def ticket_update(*, ticket_id: int, actor: AbstractBaseUser, status: str | None = None,
-                  priority: str | None = None, assignee=None,
-                  unassign: bool = False) -> Ticket:
+def ticket_update(
+    *,
+    ticket_id: int,
+    actor: AbstractBaseUser,
+    status: str | None = None,
+    priority: str | None = None,
+    assignee=None,
+    unassign: bool = False,
+) -> Ticket:
     with transaction.atomic():
         ticket = Ticket.objects.select_for_update().get(pk=ticket_id)
         if status is not None:
@@ -136,21 +159,35 @@ def ticket_update(*, ticket_id: int, actor: AbstractBaseUser, status: str | None
         if assignee is not None or unassign:
             ticket.assignee = None if unassign else assignee
         ticket.save()
-        after_commit((group_events.CONSOLE_GROUP, group_events.console_ticket(ticket_id=ticket.pk,
-                                                                              reason="updated")))
+        after_commit(
+            (
+                group_events.CONSOLE_GROUP,
+                group_events.console_ticket(ticket_id=ticket.pk, reason="updated"),
+            )
+        )
     return ticket
 
 
-def ticket_create(*, subject: str, actor: AbstractBaseUser, conversation_id=None,
-                  priority: str = Ticket.Priority.NORMAL) -> Ticket:
+def ticket_create(
+    *,
+    subject: str,
+    actor: AbstractBaseUser,
+    conversation_id=None,
+    priority: str = Ticket.Priority.NORMAL,
+) -> Ticket:
     subject = subject.strip()[:200]
     if not subject:
         raise NotAllowed("A ticket needs a subject.")
     with transaction.atomic():
-        ticket = Ticket.objects.create(subject=subject, priority=priority,
-                                       conversation_id=conversation_id, assignee=actor)
-        after_commit((group_events.CONSOLE_GROUP, group_events.console_ticket(ticket_id=ticket.pk,
-                                                                              reason="created")))
+        ticket = Ticket.objects.create(
+            subject=subject, priority=priority, conversation_id=conversation_id, assignee=actor
+        )
+        after_commit(
+            (
+                group_events.CONSOLE_GROUP,
+                group_events.console_ticket(ticket_id=ticket.pk, reason="created"),
+            )
+        )
     return ticket
 
 
@@ -162,18 +199,26 @@ def note_add(*, ticket_id: int, author: AbstractBaseUser, text: str) -> TicketNo
     with transaction.atomic():
         note = TicketNote.objects.create(ticket_id=ticket_id, author=author, text=text[:8000])
         Ticket.objects.filter(pk=ticket_id).update(updated_at=timezone.now())
-        after_commit((group_events.CONSOLE_GROUP, group_events.console_ticket(ticket_id=ticket_id,
-                                                                              reason="note")))
+        after_commit(
+            (
+                group_events.CONSOLE_GROUP,
+                group_events.console_ticket(ticket_id=ticket_id, reason="note"),
+            )
+        )
     return note
 
 
 # --- Canned replies -------------------------------------------------------------------------
 
 
-def canned_reply_save(*, actor: AbstractBaseUser, shortcut: str, title: str, text: str,
-                      reply_id: int | None = None) -> CannedReply:
-    values = {"shortcut": shortcut.strip().lstrip("/").lower(), "title": title.strip(),
-              "text": text.strip()}
+def canned_reply_save(
+    *, actor: AbstractBaseUser, shortcut: str, title: str, text: str, reply_id: int | None = None
+) -> CannedReply:
+    values = {
+        "shortcut": shortcut.strip().lstrip("/").lower(),
+        "title": title.strip(),
+        "text": text.strip(),
+    }
     if not all(values.values()):
         raise NotAllowed("A canned reply needs a shortcut, a title and a text.")
     if reply_id is None:
@@ -182,11 +227,15 @@ def canned_reply_save(*, actor: AbstractBaseUser, shortcut: str, title: str, tex
     return CannedReply.objects.get(pk=reply_id)
 
 
-def canned_reply_render(*, reply: CannedReply, conversation: Conversation,
-                        agent: AbstractBaseUser) -> str:
+def canned_reply_render(
+    *, reply: CannedReply, conversation: Conversation, agent: AbstractBaseUser
+) -> str:
     site = selectors.site_of(conversation)
-    return fill_template(reply.text, {
-        "customer_name": conversation.customer_name or "there",
-        "agent_name": agent_name(agent),
-        "site_name": site.name if site else "",
-    })
+    return fill_template(
+        reply.text,
+        {
+            "customer_name": conversation.customer_name or "there",
+            "agent_name": agent_name(agent),
+            "site_name": site.name if site else "",
+        },
+    )

@@ -43,8 +43,11 @@ def staff_required(view):
         user = request.user
         if not (user.is_active and user.is_staff) and getattr(request, "htmx", False):
             response = HttpResponse("Staff login required.", status=403)
-            response["HX-Redirect"] = (reverse("admin:login") + "?next="
-                                       + (request.htmx.current_url_abs_path or request.path))
+            response["HX-Redirect"] = (
+                reverse("admin:login")
+                + "?next="
+                + (request.htmx.current_url_abs_path or request.path)
+            )
             return response
         return login_required_view(request, *args, **kwargs)
 
@@ -121,10 +124,13 @@ def _pane_context(request, conversation: Conversation) -> dict:
     }
 
 
-def _controls_context(request, conversation: Conversation, error: str = "",
-                      draft: str = "") -> dict:
-    holds = (conversation.status == Conversation.Status.HUMAN
-             and conversation.assigned_agent_id == request.user.pk)
+def _controls_context(
+    request, conversation: Conversation, error: str = "", draft: str = ""
+) -> dict:
+    holds = (
+        conversation.status == Conversation.Status.HUMAN
+        and conversation.assigned_agent_id == request.user.pk
+    )
     return {
         "conversation": conversation,
         "holds": holds,
@@ -144,8 +150,9 @@ def conversation(request, conversation_id):
     if htmx and htmx.target == "pane" and not htmx.history_restore_request:
         response = render(request, "agents/_pane.html", context)
     else:
-        response = render(request, "agents/inbox.html",
-                          {**_inbox_context(request, conv.pk), **context})
+        response = render(
+            request, "agents/inbox.html", {**_inbox_context(request, conv.pk), **context}
+        )
     response["Vary"] = "HX-Request, HX-Target"
     return response
 
@@ -162,10 +169,14 @@ def controls(request, conversation_id):
 @require_GET
 def transcript(request, conversation_id):
     conv = _conversation_or_404(conversation_id)
-    return render(request, "agents/_transcript.html", {
-        "conversation": conv,
-        "messages": selectors.transcript(conversation_id=conv.pk),
-    })
+    return render(
+        request,
+        "agents/_transcript.html",
+        {
+            "conversation": conv,
+            "messages": selectors.transcript(conversation_id=conv.pk),
+        },
+    )
 
 
 ACTIONS = {
@@ -186,8 +197,12 @@ def conversation_action(request, conversation_id, action: str):
     except services.NotAllowed as exc:
         error, status = str(exc), CONFLICT
     conv = _conversation_or_404(conversation_id)
-    return render(request, "agents/_controls.html",
-                  _controls_context(request, conv, error=error), status=status)
+    return render(
+        request,
+        "agents/_controls.html",
+        _controls_context(request, conv, error=error),
+        status=status,
+    )
 
 
 @staff_required
@@ -198,16 +213,29 @@ def reply(request, conversation_id):
     conv = _conversation_or_404(conversation_id)
     form = ReplyForm(request.POST)
     if not form.is_valid():
-        return render(request, "agents/_composer.html", _controls_context(
-            request, conv, error="Write a reply first (at most 8,000 characters).",
-            draft=request.POST.get("text", "")), status=400)
+        return render(
+            request,
+            "agents/_composer.html",
+            _controls_context(
+                request,
+                conv,
+                error="Write a reply first (at most 8,000 characters).",
+                draft=request.POST.get("text", ""),
+            ),
+            status=400,
+        )
     try:
-        message = services.reply(conversation_id=conv.pk, agent=request.user,
-                                 text=form.cleaned_data["text"])
+        message = services.reply(
+            conversation_id=conv.pk, agent=request.user, text=form.cleaned_data["text"]
+        )
     except services.NotAllowed as exc:
         conv = _conversation_or_404(conversation_id)
-        return render(request, "agents/_composer.html", _controls_context(
-            request, conv, error=str(exc), draft=form.cleaned_data["text"]), status=CONFLICT)
+        return render(
+            request,
+            "agents/_composer.html",
+            _controls_context(request, conv, error=str(exc), draft=form.cleaned_data["text"]),
+            status=CONFLICT,
+        )
     response = render(request, "agents/_composer.html", _controls_context(request, conv))
     # console.js makes sure the message is on screen even if its socket missed the event.
     response["HX-Trigger"] = json.dumps({"cs:replied": {"id": message.pk}})
@@ -220,11 +248,21 @@ def canned_for_conversation(request, conversation_id):
     """Canned replies matching `q` (after the "/"), rendered for this conversation."""
     conv = _conversation_or_404(conversation_id)
     replies = selectors.canned_replies(query=request.GET.get("q", "")[:40], limit=8)
-    return JsonResponse({"replies": [
-        {"id": r.pk, "shortcut": r.shortcut, "title": r.title,
-         "text": services.canned_reply_render(reply=r, conversation=conv, agent=request.user)}
-        for r in replies
-    ]})
+    return JsonResponse(
+        {
+            "replies": [
+                {
+                    "id": r.pk,
+                    "shortcut": r.shortcut,
+                    "title": r.title,
+                    "text": services.canned_reply_render(
+                        reply=r, conversation=conv, agent=request.user
+                    ),
+                }
+                for r in replies
+            ]
+        }
+    )
 
 
 @staff_required
@@ -237,19 +275,28 @@ def conversation_tickets(request, conversation_id):
         form = TicketCreateForm(request.POST)
         if form.is_valid():
             try:
-                services.ticket_create(subject=form.cleaned_data["subject"], actor=request.user,
-                                       conversation_id=conv.pk,
-                                       priority=form.cleaned_data["priority"])
+                services.ticket_create(
+                    subject=form.cleaned_data["subject"],
+                    actor=request.user,
+                    conversation_id=conv.pk,
+                    priority=form.cleaned_data["priority"],
+                )
                 form = TicketCreateForm()
             except services.NotAllowed as exc:
                 form.add_error(None, str(exc))
                 status = 400
         else:
             status = 400
-    return render(request, "agents/_conversation_tickets.html", {
-        "conversation": conv, "ticket_form": form,
-        "tickets": selectors.conversation_tickets(conversation_id=conv.pk),
-    }, status=status)
+    return render(
+        request,
+        "agents/_conversation_tickets.html",
+        {
+            "conversation": conv,
+            "ticket_form": form,
+            "tickets": selectors.conversation_tickets(conversation_id=conv.pk),
+        },
+        status=status,
+    )
 
 
 # --- Tickets --------------------------------------------------------------------------------
@@ -264,9 +311,12 @@ def _ticket_list_context(request) -> dict:
     return {
         "section": "tickets",
         "filter_form": form,
-        "tickets": selectors.ticket_list(user=request.user, status=filters.get("status", ""),
-                                         priority=filters.get("priority", ""),
-                                         assignee=filters.get("assignee", "")),
+        "tickets": selectors.ticket_list(
+            user=request.user,
+            status=filters.get("status", ""),
+            priority=filters.get("priority", ""),
+            assignee=filters.get("assignee", ""),
+        ),
     }
 
 
@@ -290,18 +340,28 @@ def _ticket_or_404(ticket_id) -> Ticket:
 
 
 def _props_context(ticket: Ticket, error: str = "") -> dict:
-    return {"ticket": ticket, "staff": selectors.staff_users(), "error": error,
-            "statuses": Ticket.Status.choices, "priorities": Ticket.Priority.choices}
+    return {
+        "ticket": ticket,
+        "staff": selectors.staff_users(),
+        "error": error,
+        "statuses": Ticket.Status.choices,
+        "priorities": Ticket.Priority.choices,
+    }
 
 
 @staff_required
 @require_GET
 def ticket(request, ticket_id: int):
     ticket = _ticket_or_404(ticket_id)
-    return render(request, "agents/ticket.html", {
-        **_props_context(ticket), "notes": selectors.ticket_notes(ticket_id=ticket.pk),
-        "section": "tickets",
-    })
+    return render(
+        request,
+        "agents/ticket.html",
+        {
+            **_props_context(ticket),
+            "notes": selectors.ticket_notes(ticket_id=ticket.pk),
+            "section": "tickets",
+        },
+    )
 
 
 @staff_required
@@ -314,23 +374,29 @@ def ticket_props(request, ticket_id: int):
     form = TicketUpdateForm(request.POST)
     if not form.is_valid():
         errors = "; ".join(e for errs in form.errors.values() for e in errs)
-        return render(request, "agents/_ticket_props.html",
-                      _props_context(ticket, error=errors), status=400)
+        return render(
+            request, "agents/_ticket_props.html", _props_context(ticket, error=errors), status=400
+        )
     data = form.cleaned_data
     # Only what changed is passed on.
     assignee = data["assignee"] if data["assignee"] not in ("", "none") else None
     try:
         services.ticket_update(
-            ticket_id=ticket.pk, actor=request.user,
+            ticket_id=ticket.pk,
+            actor=request.user,
             status=data["status"] if data["status"] not in ("", ticket.status) else None,
             priority=data["priority"] if data["priority"] not in ("", ticket.priority) else None,
             assignee=assignee if assignee is not None and assignee != ticket.assignee else None,
-            unassign=data["assignee"] == "none" and ticket.assignee_id is not None)
+            unassign=data["assignee"] == "none" and ticket.assignee_id is not None,
+        )
     except services.NotAllowed as exc:
-        return render(request, "agents/_ticket_props.html",
-                      _props_context(ticket, error=str(exc)), status=CONFLICT)
-    return render(request, "agents/_ticket_props.html",
-                  _props_context(_ticket_or_404(ticket_id)))
+        return render(
+            request,
+            "agents/_ticket_props.html",
+            _props_context(ticket, error=str(exc)),
+            status=CONFLICT,
+        )
+    return render(request, "agents/_ticket_props.html", _props_context(_ticket_or_404(ticket_id)))
 
 
 @staff_required
@@ -343,16 +409,23 @@ def ticket_notes(request, ticket_id: int):
         form = NoteForm(request.POST)
         if form.is_valid():
             try:
-                services.note_add(ticket_id=ticket.pk, author=request.user,
-                                  text=form.cleaned_data["text"])
+                services.note_add(
+                    ticket_id=ticket.pk, author=request.user, text=form.cleaned_data["text"]
+                )
             except services.NotAllowed as exc:
                 error, status = str(exc), 400
         else:
             error, status = "Write a note first (at most 8,000 characters).", 400
-    return render(request, "agents/_ticket_notes.html", {
-        "ticket": ticket, "notes": selectors.ticket_notes(ticket_id=ticket.pk),
-        "error": error,
-    }, status=status)
+    return render(
+        request,
+        "agents/_ticket_notes.html",
+        {
+            "ticket": ticket,
+            "notes": selectors.ticket_notes(ticket_id=ticket.pk),
+            "error": error,
+        },
+        status=status,
+    )
 
 
 # --- Canned replies -------------------------------------------------------------------------
@@ -370,9 +443,15 @@ def canned(request):
                 return redirect("agents:canned")
             except services.NotAllowed as exc:
                 form.add_error(None, str(exc))
-    return render(request, "agents/canned.html", {
-        "replies": selectors.canned_replies(), "form": form, "section": "canned",
-    })
+    return render(
+        request,
+        "agents/canned.html",
+        {
+            "replies": selectors.canned_replies(),
+            "form": form,
+            "section": "canned",
+        },
+    )
 
 
 @staff_required
@@ -387,10 +466,12 @@ def canned_edit(request, reply_id: int):
         form = CannedReplyForm(request.POST, reply_id=reply.pk)
         if form.is_valid():
             try:
-                services.canned_reply_save(actor=request.user, reply_id=reply.pk,
-                                           **form.cleaned_data)
+                services.canned_reply_save(
+                    actor=request.user, reply_id=reply.pk, **form.cleaned_data
+                )
                 return redirect("agents:canned")
             except services.NotAllowed as exc:
                 form.add_error(None, str(exc))
-    return render(request, "agents/canned_edit.html", {"reply": reply, "form": form,
-                                                        "section": "canned"})
+    return render(
+        request, "agents/canned_edit.html", {"reply": reply, "form": form, "section": "canned"}
+    )

@@ -13,14 +13,23 @@ from bench.processes import LOG_DIR, bench_environment, use_bench_database
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="small steps and few rounds, to try the benchmark out (~3 min)")
-    parser.add_argument("--only", choices=("pipeline", "vllm", "api", "knowledge", "scorecard"),
-                        help="run one part; the other part's section of the report is kept")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small steps and few rounds, to try the benchmark out (~3 min)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("pipeline", "vllm", "api", "knowledge", "scorecard"),
+        help="run one part; the other part's section of the report is kept",
+    )
     parser.add_argument("--out", default="docs", help="folder of benchmarks.md/.png (docs)")
-    parser.add_argument("--report-only", action="store_true",
-                        help="measure nothing: write the page and chart again from the last "
-                        "run's figures (var/bench/*.json)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="measure nothing: write the page and chart again from the last "
+        "run's figures (var/bench/*.json)",
+    )
     args = parser.parse_args()
     if args.report_only:
         paths = report.rewrite(out_dir=args.out)
@@ -34,7 +43,8 @@ def main() -> int:
             if args.only in (None, "pipeline"):
                 tqdm.write("Part 1: the pipeline against one Daphne process (synthetic tokens)")
                 results["pipeline"] = pipeline.run(
-                    bench, pipeline.QUICK if args.quick else pipeline.FULL)
+                    bench, pipeline.QUICK if args.quick else pipeline.FULL
+                )
                 bench.flush_redis()
             if args.only in (None, "vllm"):
                 tqdm.write("Part 2: the whole stack against vLLM's own OpenAI server")
@@ -43,23 +53,25 @@ def main() -> int:
             if args.only in (None, "api"):
                 tqdm.write("Part 3: what the HTTP API adds to the first token")
                 results["api"] = api_latency.run(
-                    bench, api_latency.QUICK if args.quick else api_latency.FULL)
+                    bench, api_latency.QUICK if args.quick else api_latency.FULL
+                )
             if args.only in (None, "knowledge"):
                 tqdm.write("Part 4: knowledge retrieval")
                 results["knowledge"] = knowledge.run(bench)
             if args.only in (None, "scorecard"):
                 tqdm.write("Part 5: the answer scorecard, each embedded model")
                 results["scorecard"] = scorecard.run(
-                    bench, scorecard.QUICK if args.quick else scorecard.FULL)
+                    bench, scorecard.QUICK if args.quick else scorecard.FULL
+                )
     except KeyboardInterrupt:
         print("\nInterrupted: nothing written.", file=sys.stderr)
         return 130
     except RuntimeError as exc:
-        print(f"\nbenchmark failed: {exc}\nProcess logs: {LOG_DIR / 'bench.log'}",
-              file=sys.stderr)
+        print(f"\nbenchmark failed: {exc}\nProcess logs: {LOG_DIR / 'bench.log'}", file=sys.stderr)
         return 1
-    paths = report.write(results, out_dir=args.out, quick=args.quick,
-                         minutes=(time.monotonic() - started) / 60)
+    paths = report.write(
+        results, out_dir=args.out, quick=args.quick, minutes=(time.monotonic() - started) / 60
+    )
     print("\n" + report.summary(results))
     print("Written: " + ", ".join(str(p) for p in paths))
     return 0

@@ -45,8 +45,7 @@ class ChatApi:
 
     def __init__(self, port: int, secret: str):
         self.url = f"http://127.0.0.1:{port}/api/v1/chat"
-        self.client = httpx.AsyncClient(timeout=300,
-                                        headers={"Authorization": f"Bearer {secret}"})
+        self.client = httpx.AsyncClient(timeout=300, headers={"Authorization": f"Bearer {secret}"})
         self.sessions = 0
 
     async def open(self):
@@ -87,9 +86,26 @@ def _create_key(bench: Bench) -> str:
 
     from bench.processes import ROOT
 
-    out = subprocess.run([sys.executable, "manage.py", "create_api_key", "--name", "bench",
-                          "--scopes", "chat,openai", "--rpm", "0", "--tokens-per-day", "0"],
-                         cwd=ROOT, env=bench.env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "create_api_key",
+            "--name",
+            "bench",
+            "--scopes",
+            "chat,openai",
+            "--rpm",
+            "0",
+            "--tokens-per-day",
+            "0",
+        ],
+        cwd=ROOT,
+        env=bench.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -101,8 +117,13 @@ def run(bench: Bench, plan: Plan) -> Results:
     socket = Ours(procs.port)
     socket.name = "socket"
     chat_api = ChatApi(procs.port, secret)
-    desk_v1 = Theirs(procs.port, model_name(), procs.sampling, None,
-                     headers={"Authorization": f"Bearer {secret}"})
+    desk_v1 = Theirs(
+        procs.port,
+        model_name(),
+        procs.sampling,
+        None,
+        headers={"Authorization": f"Bearer {secret}"},
+    )
     desk_v1.name = "desk /v1"
     vllm_v1 = Theirs(procs.vllm_port, "bench", procs.sampling, procs.system_prompt)
     vllm_v1.name = "vLLM /v1"
@@ -123,7 +144,8 @@ async def _rounds(plan: Plan, sides) -> dict:
     for round_no in range(plan.rounds):
         for side in sides:
             answers.setdefault(side.name, []).append(
-                await one_round(side, 1, plan, round_no * plan.questions_in_a_row))
+                await one_round(side, 1, plan, round_no * plan.questions_in_a_row)
+            )
             bar.update()
             await asyncio.sleep(1)
     bar.close()
@@ -139,28 +161,37 @@ def data(results: Results) -> dict:
     for name in SIDES:
         answers = [a for r in results.answers.get(name, []) for a in r]
         good = [a for a in answers if not a.failure and a.first_token is not None]
-        rows[name] = {"answers": len(answers), "failed": len(answers) - len(good),
-                      "first_token_ms": p50_p99([(a.first_token - a.sent) * 1000
-                                                 for a in good])}
+        rows[name] = {
+            "answers": len(answers),
+            "failed": len(answers) - len(good),
+            "first_token_ms": p50_p99([(a.first_token - a.sent) * 1000 for a in good]),
+        }
 
     def ratio(a: str, b: str):
         x, y = rows[a]["first_token_ms"]["p50"], rows[b]["first_token_ms"]["p50"]
         return x / y if x is not None and y else None
 
-    return {"rows": rows,
-            "chat_api_over_socket": ratio("chat API", "socket"),
-            "desk_v1_over_vllm": ratio("desk /v1", "vLLM /v1")}
+    return {
+        "rows": rows,
+        "chat_api_over_socket": ratio("chat API", "socket"),
+        "desk_v1_over_vllm": ratio("desk /v1", "vLLM /v1"),
+    }
 
 
 def lines(figures: dict) -> list[str]:
     out = []
     for name, row in figures["rows"].items():
         ft = row["first_token_ms"]
-        out.append(f"  {name:<9} first token p50 {ft['p50'] or 0:.0f} ms, p99 "
-                   f"{ft['p99'] or 0:.0f} ms ({row['answers']} answers, {row['failed']} failed)")
-    for label, key in (("chat API over the socket", "chat_api_over_socket"),
-                       ("desk /v1 over vLLM's /v1", "desk_v1_over_vllm")):
+        out.append(
+            f"  {name:<9} first token p50 {ft['p50'] or 0:.0f} ms, p99 "
+            f"{ft['p99'] or 0:.0f} ms ({row['answers']} answers, {row['failed']} failed)"
+        )
+    for label, key in (
+        ("chat API over the socket", "chat_api_over_socket"),
+        ("desk /v1 over vLLM's /v1", "desk_v1_over_vllm"),
+    ):
         value = figures[key]
-        out.append(f"  {label}: {value:.2f}× first token p50" if value is not None
-                   else f"  {label}: n/a")
+        out.append(
+            f"  {label}: {value:.2f}× first token p50" if value is not None else f"  {label}: n/a"
+        )
     return out

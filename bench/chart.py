@@ -37,20 +37,32 @@ def draw(pipe: dict | None, vllm: dict | None, path) -> None:
 def _latency(ax, pipe: dict) -> None:
     steps = pipe["streams"]
     x = [s["streams"] for s in steps]
-    for key, label, color in (("first_token_ms", "first token", "tab:blue"),
-                              ("delta_lag_ms", "delta lag (whole step)", "tab:orange")):
+    for key, label, color in (
+        ("first_token_ms", "first token", "tab:blue"),
+        ("delta_lag_ms", "delta lag (whole step)", "tab:orange"),
+    ):
         # A step with no such figure (no exact answer to time) is a gap, not a zero.
-        ax.plot(x, [_or_gap(s[key]["p50"]) for s in steps], "o-", color=color,
-                label=f"{label} p50")
-        ax.plot(x, [_or_gap(s[key]["p99"]) for s in steps], "s--", color=color,
-                label=f"{label} p99")
+        ax.plot(x, [_or_gap(s[key]["p50"]) for s in steps], "o-", color=color, label=f"{label} p50")
+        ax.plot(
+            x, [_or_gap(s[key]["p99"]) for s in steps], "s--", color=color, label=f"{label} p99"
+        )
     # The target is checked on this one: the arrival of the step's conversations (100 a
     # second) is in the whole step's p99 above, not in what a reader of a stream sees after.
     steady = [(s.get("delta_lag_all_streaming_ms") or {}).get("p99") for s in steps]
-    ax.plot(x, [_or_gap(p99) for p99 in steady], "^-", color="tab:red",
-            label="delta lag p99 while all stream")
-    ax.axhline(pipeline.LAG_TARGET_MS, color="red", lw=0.8, ls=":",
-               label=f"target: p99 lag ≤ {pipeline.LAG_TARGET_MS} ms at {pipeline.SAFE_STREAMS}")
+    ax.plot(
+        x,
+        [_or_gap(p99) for p99 in steady],
+        "^-",
+        color="tab:red",
+        label="delta lag p99 while all stream",
+    )
+    ax.axhline(
+        pipeline.LAG_TARGET_MS,
+        color="red",
+        lw=0.8,
+        ls=":",
+        label=f"target: p99 lag ≤ {pipeline.LAG_TARGET_MS} ms at {pipeline.SAFE_STREAMS}",
+    )
     ax.axvline(pipeline.SAFE_STREAMS, color="grey", lw=0.8, ls=":")
     ax.set_yscale("log")
     ax.set_xlabel("concurrent streams (one Daphne process)")
@@ -67,8 +79,13 @@ def _outcomes(ax, pipe: dict) -> None:
     steps = pipe["streams"]
     labels = [str(s["streams"]) for s in steps]
     bottom = [0] * len(steps)
-    for key, color in (("exact", "tab:green"), ("busy", "tab:olive"), ("failed", "tab:red"),
-                       ("wrong", "tab:purple"), ("lost", "black")):
+    for key, color in (
+        ("exact", "tab:green"),
+        ("busy", "tab:olive"),
+        ("failed", "tab:red"),
+        ("wrong", "tab:purple"),
+        ("lost", "black"),
+    ):
         values = [s[key] / max(1, s["streams"]) * 100 for s in steps]
         ax.bar(labels, values, bottom=bottom, color=color, label=key)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
@@ -89,12 +106,15 @@ def _idle(ax, pipe: dict) -> None:
     ax.plot(x, [s["daphne_rss_mb"] for s in steps], "o-", color="tab:blue", label="Daphne RSS")
     ax.set_xlabel("idle customer sockets")
     ax.set_ylabel("MB")
-    ax.set_title("Pipeline: idle sockets (all answered a ping)" if all(
-        s["silent"] == 0 and s["answered_ping"] == s["target"] for s in steps)
-        else "Pipeline: idle sockets (NOT all answered a ping)")
+    ax.set_title(
+        "Pipeline: idle sockets (all answered a ping)"
+        if all(s["silent"] == 0 and s["answered_ping"] == s["target"] for s in steps)
+        else "Pipeline: idle sockets (NOT all answered a ping)"
+    )
     twin = ax.twinx()
-    twin.plot(x, [s["daphne_cpu"] for s in steps], "s--", color="tab:orange",
-              label="Daphne CPU % (idle)")
+    twin.plot(
+        x, [s["daphne_cpu"] for s in steps], "s--", color="tab:orange", label="Daphne CPU % (idle)"
+    )
     twin.set_ylabel("% of one core")
     twin.set_ylim(0, max(5.0, *(s["daphne_cpu"] * 1.2 for s in steps)))
     ax.legend(loc="upper left", fontsize=8)
@@ -110,10 +130,20 @@ def _versus(ax, vllm: dict) -> None:
     tps = [rows[c]["compared"]["tokens_per_second_ratio"] or 0 for c in names]
     ax.bar([p - width / 2 for p in positions], ft, width, label="first token p50, ours/theirs")
     ax.bar([p + width / 2 for p in positions], tps, width, label="tokens/s, ours/theirs")
-    ax.axhline(vs_vllm.FIRST_TOKEN_RATIO_MAX, color="tab:blue", ls=":", lw=1,
-               label=f"first token target ≤ {vs_vllm.FIRST_TOKEN_RATIO_MAX}")
-    ax.axhline(vs_vllm.TOKENS_PER_SECOND_RATIO_MIN, color="tab:orange", ls=":", lw=1,
-               label=f"tokens/s target ≥ {vs_vllm.TOKENS_PER_SECOND_RATIO_MIN}")
+    ax.axhline(
+        vs_vllm.FIRST_TOKEN_RATIO_MAX,
+        color="tab:blue",
+        ls=":",
+        lw=1,
+        label=f"first token target ≤ {vs_vllm.FIRST_TOKEN_RATIO_MAX}",
+    )
+    ax.axhline(
+        vs_vllm.TOKENS_PER_SECOND_RATIO_MIN,
+        color="tab:orange",
+        ls=":",
+        lw=1,
+        label=f"tokens/s target ≥ {vs_vllm.TOKENS_PER_SECOND_RATIO_MIN}",
+    )
     for p, value in zip(positions, ft, strict=True):
         ax.text(p - width / 2, value, f"{value:.2f}", ha="center", va="bottom", fontsize=8)
     for p, value in zip(positions, tps, strict=True):

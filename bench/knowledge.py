@@ -11,10 +11,12 @@ import time
 
 # Words a shop's help centre uses; the rest of the vocabulary is made-up words, so the index
 # has a realistic long tail of rare terms.
-_EN_WORDS = ("order shipping delivery parcel tracking return refund exchange warranty repair "
-             "payment invoice card account address customs duties carrier label discount "
-             "code gift voucher battery charger speaker lamp size colour stock price tax "
-             "business days week month store pickup locker damage missing late cancel").split()
+_EN_WORDS = (
+    "order shipping delivery parcel tracking return refund exchange warranty repair "
+    "payment invoice card account address customs duties carrier label discount "
+    "code gift voucher battery charger speaker lamp size colour stock price tax "
+    "business days week month store pickup locker damage missing late cancel"
+).split()
 _ZH_WORDS = (
     "订单 配送 运费 快递 物流 包裹 退货 退款 换货 保修 维修 付款 支付 "
     "发票 账户 地址 海关 关税 承运商 面单 优惠码 礼品卡 电池 充电器 音箱 "
@@ -48,8 +50,11 @@ def _word(rng: random.Random) -> str:
 def _zh_text(rng: random.Random, n: int) -> str:
     parts = []
     for _ in range(n):
-        parts.append(rng.choice(_ZH_WORDS) if rng.random() < 0.5
-                     else "".join(rng.choice(_CHARS) for _ in range(rng.randint(1, 3))))
+        parts.append(
+            rng.choice(_ZH_WORDS)
+            if rng.random() < 0.5
+            else "".join(rng.choice(_CHARS) for _ in range(rng.randint(1, 3)))
+        )
         if rng.random() < 0.1:
             parts.append("，")
     return "".join(parts) + "。"
@@ -79,9 +84,19 @@ def synthetic_rows(passages: int, seed: int = 0) -> list:
         else:
             text = " ".join(_word(rng) for _ in range(rng.randint(60, 160))) + "."
             title, language = " ".join(_word(rng) for _ in range(3)), "en"
-        rows.append(PassageRow(passage_id=i + 1, article_id=i // 5 + 1, title=title, slug="",
-                               source_url="", heading="", text=text, site_id=site,
-                               language=language))
+        rows.append(
+            PassageRow(
+                passage_id=i + 1,
+                article_id=i // 5 + 1,
+                title=title,
+                slug="",
+                source_url="",
+                heading="",
+                text=text,
+                site_id=site,
+                language=language,
+            )
+        )
     return rows
 
 
@@ -101,13 +116,14 @@ def bench_retrieval(passages: int = 10_000, queries: int = 1000, seed: int = 0) 
         row = rng.choice(rows)
         if row.language == "zh":
             start = rng.randrange(max(1, len(row.text) - 12))
-            question = row.text[start:start + 12] + "怎么办？"
+            question = row.text[start : start + 12] + "怎么办？"
         else:
             words = row.text.rstrip(".").split()
             question = "How do I " + " ".join(rng.sample(words, min(5, len(words)))) + "?"
         started = time.perf_counter()
-        found = index.search(question=question, site_id=row.site_id, language=row.language,
-                             limit=3, cut=cut)
+        found = index.search(
+            question=question, site_id=row.site_id, language=row.language, limit=3, cut=cut
+        )
         times.append((time.perf_counter() - started) * 1000)
         hits += bool(found)
     times.sort()
@@ -135,16 +151,23 @@ def run(bench) -> dict:
     bench.manage("import_knowledge", "--sample")
     evaluation = subprocess.run(
         [sys.executable, "manage.py", "eval_knowledge", "chat/knowledge/sample/eval.jsonl"],
-        cwd=ROOT, env=bench.env, capture_output=True, text=True, check=True).stdout.strip()
+        cwd=ROOT,
+        env=bench.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     tqdm.write("  timing searches on 10,000 synthetic passages")
     return {"eval": evaluation, "retrieval": bench_retrieval()}
 
 
 def lines(data: dict) -> list[str]:
     r = data["retrieval"]
-    return [*(f"  {line}" for line in data["eval"].splitlines()),
-            f"  {r['passages']} passages: index built in {r['build_s']} s; search p50 "
-            f"{r['p50_ms']} ms, p99 {r['p99_ms']} ms ({r['queries_with_hits']:.0%} with a hit)"]
+    return [
+        *(f"  {line}" for line in data["eval"].splitlines()),
+        f"  {r['passages']} passages: index built in {r['build_s']} s; search p50 "
+        f"{r['p50_ms']} ms, p99 {r['p99_ms']} ms ({r['queries_with_hits']:.0%} with a hit)",
+    ]
 
 
 def main() -> None:
@@ -153,9 +176,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     args = parser.parse_args()
     result = bench_retrieval(passages=args.passages, queries=args.queries)
-    print(f"{result['passages']} passages: index built in {result['build_s']} s; search "
-          f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, mean {result['mean_ms']} ms "
-          f"({result['queries_with_hits']:.0%} of questions with a hit)")
+    print(
+        f"{result['passages']} passages: index built in {result['build_s']} s; search "
+        f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, mean {result['mean_ms']} ms "
+        f"({result['queries_with_hits']:.0%} of questions with a hit)"
+    )
 
 
 if __name__ == "__main__":

@@ -80,8 +80,9 @@ class LoopLag:
 
 
 async def open_socket(url: str):
-    ws = await connect(url, origin=ORIGIN, ping_interval=None, open_timeout=60,
-                       close_timeout=2, max_queue=None)
+    ws = await connect(
+        url, origin=ORIGIN, ping_interval=None, open_timeout=60, close_timeout=2, max_queue=None
+    )
     first = json.loads(await asyncio.wait_for(ws.recv(), 30))
     if first.get("type") != "conversation":
         await ws.close()
@@ -152,8 +153,9 @@ class Conversation:
     async def run(self, delay: float, give_up_after: float) -> None:
         await asyncio.sleep(delay)
         self.sent_at = time.time()
-        await self.ws.send(json.dumps({"type": "message", "text": message_for(self.tag),
-                                       "client_id": self.tag}))
+        await self.ws.send(
+            json.dumps({"type": "message", "text": message_for(self.tag), "client_id": self.tag})
+        )
         try:
             async with asyncio.timeout(give_up_after):
                 await self._read()
@@ -208,21 +210,35 @@ class Conversation:
         return "wrong", "streamed text differs: " + _difference(text, expected)
 
     def answer(self) -> dict | None:
-        return next((m for m in self.messages.values()
-                     if m["done"] is not None and not m["done"]["fallback"]), None)
+        return next(
+            (
+                m
+                for m in self.messages.values()
+                if m["done"] is not None and not m["done"]["fallback"]
+            ),
+            None,
+        )
 
     def first_token_ms(self) -> float | None:
-        answer = next((m for m in self.messages.values() if m["deltas"]
-                       and not (m["done"] or {}).get("fallback")), None)
+        answer = next(
+            (
+                m
+                for m in self.messages.values()
+                if m["deltas"] and not (m["done"] or {}).get("fallback")
+            ),
+            None,
+        )
         return None if answer is None else (answer["deltas"][0][0] - self.sent_at) * 1000
 
     def busy_ms(self) -> float | None:
-        busy = next((m["done"] for m in self.messages.values()
-                     if m["done"] and m["done"]["fallback"]), None)
+        busy = next(
+            (m["done"] for m in self.messages.values() if m["done"] and m["done"]["fallback"]), None
+        )
         return None if busy is None else (busy["at"] - self.sent_at) * 1000
 
-    def delta_lags_ms(self, started: float, ends: list[int],
-                      due: list[float]) -> list[tuple[float, float]]:
+    def delta_lags_ms(
+        self, started: float, ends: list[int], due: list[float]
+    ) -> list[tuple[float, float]]:
         """For each delta: when it arrived, and its arrival minus when the engine produced
         its last word (ms)."""
         lags, position = [], 0
@@ -235,17 +251,20 @@ class Conversation:
 
 def _difference(text: str, expected: str) -> str:
     """Where a streamed text first differs from the expected one, for the report."""
-    at = next((i for i, (a, b) in enumerate(zip(text, expected, strict=False)) if a != b),
-              min(len(text), len(expected)))
+    at = next(
+        (i for i, (a, b) in enumerate(zip(text, expected, strict=False)) if a != b),
+        min(len(text), len(expected)),
+    )
     if len(text) < len(expected) and expected.startswith(text):
         return f"ends early (missing the last {len(expected) - len(text)} characters)"
     if len(text) > len(expected) and text.startswith(expected):
         return f"{len(text) - len(expected)} characters too many at the end"
-    return f"from character {at}: {text[at:at + 20]!r} instead of {expected[at:at + 20]!r}"
+    return f"from character {at}: {text[at : at + 20]!r} instead of {expected[at : at + 20]!r}"
 
 
-async def stream(url: str, redis_url: str, n: int, spread: float, words: int, cps: float,
-                 give_up_after: float) -> dict:
+async def stream(
+    url: str, redis_url: str, n: int, spread: float, words: int, cps: float, give_up_after: float
+) -> dict:
     expected = answer_text(words)
     ends, due = piece_ends(expected), schedule(expected, cps)
     sockets, connect_errors = await open_many(url, n, "connecting customers")
@@ -316,16 +335,20 @@ async def stream(url: str, redis_url: str, n: int, spread: float, words: int, cp
     return {
         "streams": n,
         "connected": len(sockets),
-        "exact": outcomes["exact"], "wrong": outcomes["wrong"], "lost": outcomes["lost"],
-        "failed": outcomes["failed"] + sum(connect_errors.values()), "busy": outcomes["busy"],
+        "exact": outcomes["exact"],
+        "wrong": outcomes["wrong"],
+        "lost": outcomes["lost"],
+        "failed": outcomes["failed"] + sum(connect_errors.values()),
+        "busy": outcomes["busy"],
         "busy_max_ms": max(busy_ms) if busy_ms else None,
         "reasons": dict(reasons),
         "first_token_ms": p50_p99(first_tokens),
         "delta_lag_ms": p50_p99(lags),
         "delta_lag_max_ms": max(lags) if lags else None,
         "delta_lag_all_streaming_ms": p50_p99(all_streaming or []),
-        "delta_lag_p99_by_second": {second: percentile(values, 99)
-                                    for second, values in sorted(by_second.items())},
+        "delta_lag_p99_by_second": {
+            second: percentile(values, 99) for second, values in sorted(by_second.items())
+        },
         "streams_without_start_time": unmatched,
         "deltas_received": deltas,
         "client_loop_lag_p99_ms": percentile(loop_lag.samples, 99),
@@ -345,22 +368,37 @@ async def serve(url: str, redis_url: str) -> None:
             break
         if cmd == "idle":
             started = time.monotonic()
-            new, errors = await open_many(url, command["total"] - len(idle),
-                                          "opening idle sockets")
+            new, errors = await open_many(url, command["total"] - len(idle), "opening idle sockets")
             idle += new
             opened_in = time.monotonic() - started
             latencies, silent = await ping_all(idle)
-            emit(result={"sockets": len(idle), "connect_errors": dict(errors),
-                         "open_seconds": opened_in, "answered_ping": len(latencies),
-                         "silent": silent, "pong_ms": p50_p99(latencies)})
+            emit(
+                result={
+                    "sockets": len(idle),
+                    "connect_errors": dict(errors),
+                    "open_seconds": opened_in,
+                    "answered_ping": len(latencies),
+                    "silent": silent,
+                    "pong_ms": p50_p99(latencies),
+                }
+            )
         elif cmd == "close_idle":
             await close_all(idle)
             idle.clear()
             gc.collect()  # what thousands of sockets left, collected before streams are timed
             emit(result={})
         elif cmd == "stream":
-            emit(result=await stream(url, redis_url, command["n"], command["spread"],
-                                     command["words"], command["cps"], command["timeout"]))
+            emit(
+                result=await stream(
+                    url,
+                    redis_url,
+                    command["n"],
+                    command["spread"],
+                    command["words"],
+                    command["cps"],
+                    command["timeout"],
+                )
+            )
     await close_all(idle)
 
 

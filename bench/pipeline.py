@@ -39,8 +39,9 @@ class Plan:
     settle: float = 3.0  # seconds between steps for the last one's sockets to go
 
 
-FULL = Plan(idle_steps=(500, 1000, 2000, 4000), stream_steps=(50, 100, 200, 250, 300, 400),
-            words=300)
+FULL = Plan(
+    idle_steps=(500, 1000, 2000, 4000), stream_steps=(50, 100, 200, 250, 300, 400), words=300
+)
 QUICK = Plan(idle_steps=(50, 200), stream_steps=(10, 40), words=60, idle_window=2, settle=1)
 
 
@@ -60,8 +61,15 @@ class LoadGenerator:
 
     def __init__(self, url: str, redis_url: str, env: dict, log):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.loadgen", url, redis_url], cwd=ROOT, env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
+            [sys.executable, "-m", "bench.loadgen", url, redis_url],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            bufsize=1,
+        )
 
     def command(self, command: dict, label: str, on_event=None) -> dict:
         self.process.stdin.write(json.dumps(command) + "\n")
@@ -105,23 +113,37 @@ def run(bench: Bench, plan: Plan) -> Results:
     # The synthetic engine counts one token per character: the whole answer must fit.
     set_bot_profile(max_tokens=len(text) + 100)
     port, metrics_port = free_port(), free_port()
-    worker = bench.start("worker", [
-        sys.executable, "-m", "bench.synthetic_worker", "--words", str(plan.words),
-        "--chars-per-second", str(CHARS_PER_SECOND), "--max-concurrency", "1000",
-        "--metrics-port", str(metrics_port),
-    ], [ReadyCheck("worker", f"http://127.0.0.1:{metrics_port}/metrics", WORKER_READY_PATTERN)])
+    worker = bench.start(
+        "worker",
+        [
+            sys.executable,
+            "-m",
+            "bench.synthetic_worker",
+            "--words",
+            str(plan.words),
+            "--chars-per-second",
+            str(CHARS_PER_SECOND),
+            "--max-concurrency",
+            "1000",
+            "--metrics-port",
+            str(metrics_port),
+        ],
+        [ReadyCheck("worker", f"http://127.0.0.1:{metrics_port}/metrics", WORKER_READY_PATTERN)],
+    )
     daphne = bench.daphne(port)
     time.sleep(1)
-    loadgen = LoadGenerator(f"ws://127.0.0.1:{port}/ws/chat/?lang=en", bench.redis.url,
-                            bench.env, bench.sup.out)
+    loadgen = LoadGenerator(
+        f"ws://127.0.0.1:{port}/ws/chat/?lang=en", bench.redis.url, bench.env, bench.sup.out
+    )
     redis, load = psutil.Process(bench.redis.pid), psutil.Process(loadgen.process.pid)
     all_cores = psutil.Process().cpu_affinity()
     results.pinned = _pin(daphne, [worker, redis, load, psutil.Process()])
-    sampler = Sampler({"daphne": daphne, "worker": worker, "redis": redis, "loadgen": load},
-                      redis_url=bench.redis.url)
+    sampler = Sampler(
+        {"daphne": daphne, "worker": worker, "redis": redis, "loadgen": load},
+        redis_url=bench.redis.url,
+    )
     results.baseline_rss_mb = sampler.rss_mb("daphne")
-    steps = tqdm(total=len(plan.idle_steps) + len(plan.stream_steps), desc="pipeline",
-                 position=0)
+    steps = tqdm(total=len(plan.idle_steps) + len(plan.stream_steps), desc="pipeline", position=0)
     try:
         for total in plan.idle_steps:
             results.idle.append(_idle_step(loadgen, sampler, plan, total))
@@ -130,8 +152,9 @@ def run(bench: Bench, plan: Plan) -> Results:
         loadgen.command({"cmd": "close_idle"}, "closing idle sockets")
         time.sleep(plan.settle)
         for streams in plan.stream_steps:
-            results.streams.append(_stream_step(loadgen, sampler, plan, streams,
-                                                results.answer_seconds))
+            results.streams.append(
+                _stream_step(loadgen, sampler, plan, streams, results.answer_seconds)
+            )
             tqdm.write(_stream_line(results.streams[-1]))
             steps.update()
             results.streams[-1]["drain_seconds"] = _drain(sampler, plan)
@@ -184,28 +207,48 @@ def _idle_step(loadgen: LoadGenerator, sampler: Sampler, plan: Plan, total: int)
     start = sampler.mark()
     time.sleep(plan.idle_window)
     cpu = Sampler.cpu_percent(start, sampler.mark())
-    return {**result, "target": total, "daphne_cpu": cpu["daphne"],
-            "daphne_rss_mb": sampler.rss_mb("daphne"), "machine_cpu": cpu["machine"]}
+    return {
+        **result,
+        "target": total,
+        "daphne_cpu": cpu["daphne"],
+        "daphne_rss_mb": sampler.rss_mb("daphne"),
+        "machine_cpu": cpu["machine"],
+    }
 
 
-def _stream_step(loadgen: LoadGenerator, sampler: Sampler, plan: Plan, streams: int,
-                 answer_seconds: float) -> dict:
+def _stream_step(
+    loadgen: LoadGenerator, sampler: Sampler, plan: Plan, streams: int, answer_seconds: float
+) -> dict:
     marks = {}
     spread = streams / plan.arrivals_per_second
     sampler.reset_peak()
     result = loadgen.command(
-        {"cmd": "stream", "n": streams, "spread": spread, "words": plan.words,
-         "cps": CHARS_PER_SECOND, "timeout": spread + answer_seconds + 40},
-        f"{streams} streams", on_event=lambda event: marks.setdefault(event, sampler.mark()))
+        {
+            "cmd": "stream",
+            "n": streams,
+            "spread": spread,
+            "words": plan.words,
+            "cps": CHARS_PER_SECOND,
+            "timeout": spread + answer_seconds + 40,
+        },
+        f"{streams} streams",
+        on_event=lambda event: marks.setdefault(event, sampler.mark()),
+    )
     cpu = Sampler.cpu_percent(marks["sending"], marks["answered"])
-    return {**result, "spread_seconds": spread, "window_seconds":
-            marks["answered"].at - marks["sending"].at,
-            "daphne_cpu": cpu["daphne"], "worker_cpu": cpu["worker"], "redis_cpu": cpu["redis"],
-            "loadgen_cpu": cpu["loadgen"], "machine_cpu": cpu["machine"],
-            "daphne_peak_rss_mb": sampler.peak_rss_mb("daphne"),
-            "peak_backlog": sampler.peak_backlog,
-            "frames_per_second": result["deltas_received"] / max(1e-9, marks["answered"].at
-                                                                 - marks["sending"].at)}
+    return {
+        **result,
+        "spread_seconds": spread,
+        "window_seconds": marks["answered"].at - marks["sending"].at,
+        "daphne_cpu": cpu["daphne"],
+        "worker_cpu": cpu["worker"],
+        "redis_cpu": cpu["redis"],
+        "loadgen_cpu": cpu["loadgen"],
+        "machine_cpu": cpu["machine"],
+        "daphne_peak_rss_mb": sampler.peak_rss_mb("daphne"),
+        "peak_backlog": sampler.peak_backlog,
+        "frames_per_second": result["deltas_received"]
+        / max(1e-9, marks["answered"].at - marks["sending"].at),
+    }
 
 
 def verdicts(step: dict) -> dict[str, bool]:
@@ -216,12 +259,14 @@ def verdicts(step: dict) -> dict[str, bool]:
     else:
         checks[f"overflow only as busy within {BUSY_WITHIN_MS / 1000:g} s"] = (
             step["lost"] + step["failed"] + step["wrong"] == 0
-            and (step["busy_max_ms"] or 0) <= BUSY_WITHIN_MS)
+            and (step["busy_max_ms"] or 0) <= BUSY_WITHIN_MS
+        )
     if step["streams"] == SAFE_STREAMS:
         # At 250 streams: while all of them stream (not while they are still starting).
         p99 = (step.get("delta_lag_all_streaming_ms") or {}).get("p99")
         checks[f"p99 delta lag while all stream ≤ {LAG_TARGET_MS} ms"] = (
-            p99 is not None and p99 <= LAG_TARGET_MS)
+            p99 is not None and p99 <= LAG_TARGET_MS
+        )
     return checks
 
 
@@ -230,20 +275,23 @@ def _ms(value) -> str:
 
 
 def _idle_line(step: dict) -> str:
-    return (f"  {step['sockets']:>5} idle sockets: {step['answered_ping']} answer a ping "
-            f"(pong p50 {_ms(step['pong_ms']['p50'])} ms, p99 {_ms(step['pong_ms']['p99'])} ms), "
-            f"{step['silent']} silent | Daphne CPU {step['daphne_cpu']:.1f} %, "
-            f"RSS {step['daphne_rss_mb']:.0f} MB")
+    return (
+        f"  {step['sockets']:>5} idle sockets: {step['answered_ping']} answer a ping "
+        f"(pong p50 {_ms(step['pong_ms']['p50'])} ms, p99 {_ms(step['pong_ms']['p99'])} ms), "
+        f"{step['silent']} silent | Daphne CPU {step['daphne_cpu']:.1f} %, "
+        f"RSS {step['daphne_rss_mb']:.0f} MB"
+    )
 
 
 def _stream_line(step: dict) -> str:
-    marks = ", ".join(f"{name}: {'met' if ok else 'MISSED'}"
-                      for name, ok in verdicts(step).items())
-    return (f"  {step['streams']:>4} streams: {step['exact']} exact, {step['lost']} lost, "
-            f"{step['failed'] + step['wrong']} failed, {step['busy']} busy | first token p50 "
-            f"{_ms(step['first_token_ms']['p50'])} / p99 {_ms(step['first_token_ms']['p99'])} ms"
-            f" | delta lag p50 {_ms(step['delta_lag_ms']['p50'])} / p99 "
-            f"{_ms(step['delta_lag_ms']['p99'])} ms (all streaming: p99 "
-            f"{_ms((step.get('delta_lag_all_streaming_ms') or {}).get('p99'))} ms) | "
-            f"Daphne CPU {step['daphne_cpu']:.0f} %, "
-            f"RSS {step['daphne_peak_rss_mb']:.0f} MB | {marks}")
+    marks = ", ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in verdicts(step).items())
+    return (
+        f"  {step['streams']:>4} streams: {step['exact']} exact, {step['lost']} lost, "
+        f"{step['failed'] + step['wrong']} failed, {step['busy']} busy | first token p50 "
+        f"{_ms(step['first_token_ms']['p50'])} / p99 {_ms(step['first_token_ms']['p99'])} ms"
+        f" | delta lag p50 {_ms(step['delta_lag_ms']['p50'])} / p99 "
+        f"{_ms(step['delta_lag_ms']['p99'])} ms (all streaming: p99 "
+        f"{_ms((step.get('delta_lag_all_streaming_ms') or {}).get('p99'))} ms) | "
+        f"Daphne CPU {step['daphne_cpu']:.0f} %, "
+        f"RSS {step['daphne_peak_rss_mb']:.0f} MB | {marks}"
+    )

@@ -61,8 +61,15 @@ class Bench:
     sup: Supervisor
     children: dict[str, Child] = field(default_factory=dict)
 
-    def start(self, name: str, argv: list[str], checks: list[ReadyCheck], *,
-              env: dict[str, str] | None = None, timeout: float = 120) -> psutil.Process:
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        checks: list[ReadyCheck],
+        *,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> psutil.Process:
         """Start a supervised process and wait until its checks pass."""
         child = self.sup.start(name, argv, {**self.env, **(env or {})}, cwd=ROOT)
         self.children[name] = child
@@ -71,7 +78,8 @@ class Bench:
         except RuntimeError as exc:
             raise RuntimeError(
                 f"{name} did not start: {exc}\nLast lines of {self.log_path}:\n"
-                f"{log_tail(self.log_path)}") from None
+                f"{log_tail(self.log_path)}"
+            ) from None
         return psutil.Process(child.pid)
 
     def stop(self, name: str) -> None:
@@ -80,20 +88,37 @@ class Bench:
             self.sup.stop(child)
 
     def daphne(self, port: int) -> psutil.Process:
-        argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                "cs_site.asgi:application"]
-        return self.start("daphne", argv, [ReadyCheck("daphne", f"http://127.0.0.1:{port}/healthz")])
+        argv = [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "cs_site.asgi:application",
+        ]
+        return self.start(
+            "daphne", argv, [ReadyCheck("daphne", f"http://127.0.0.1:{port}/healthz")]
+        )
 
     def manage(self, *args: str) -> None:
         """A one-off manage.py command (migrate, prepare_model), its output in the log."""
         with self.log_path.open("a") as log:
             log.write(f"[bench] manage.py {' '.join(args)}\n")
             log.flush()
-            code = subprocess.call([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,
-                                   stdout=log, stderr=subprocess.STDOUT)
+            code = subprocess.call(
+                [sys.executable, "manage.py", *args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         if code != 0:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed (exit code {code}); last "
-                               f"lines of {self.log_path}:\n{log_tail(self.log_path)}")
+            raise RuntimeError(
+                f"manage.py {' '.join(args)} failed (exit code {code}); last "
+                f"lines of {self.log_path}:\n{log_tail(self.log_path)}"
+            )
 
     def flush_redis(self) -> None:
         import redis

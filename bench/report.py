@@ -43,12 +43,18 @@ def _vllm_data(results: vs_vllm.Results) -> dict:
     for concurrency in results.plan.concurrency:
         ours = vs_vllm.summarize(results.answers[(concurrency, "ours")])
         theirs = vs_vllm.summarize(results.answers[(concurrency, "theirs")])
-        rows[str(concurrency)] = {"ours": ours, "theirs": theirs,
-                                  "compared": vs_vllm.comparison(ours, theirs),
-                                  "same_text": results.same_text[concurrency]}
-    return {"plan": dataclasses.asdict(results.plan), "rows": rows,
-            "others_cpu": results.others_cpu,
-            "prompt_tokens": results.system_prompt_tokens}
+        rows[str(concurrency)] = {
+            "ours": ours,
+            "theirs": theirs,
+            "compared": vs_vllm.comparison(ours, theirs),
+            "same_text": results.same_text[concurrency],
+        }
+    return {
+        "plan": dataclasses.asdict(results.plan),
+        "rows": rows,
+        "others_cpu": results.others_cpu,
+        "prompt_tokens": results.system_prompt_tokens,
+    }
 
 
 def _load_or_save(name: str, data: dict | None) -> dict | None:
@@ -65,20 +71,26 @@ def _load_or_save(name: str, data: dict | None) -> dict | None:
 
 def _revision() -> str:
     """The commit measured, and whether product files had changes not committed yet."""
+
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], capture_output=True, text=True,
-                                  cwd=ROOT, timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *args], capture_output=True, text=True, cwd=ROOT, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
     if os.environ.get("BENCH_CODE"):  # a run from an exported tree names its commit itself
         return os.environ["BENCH_CODE"]
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    changed = [line[3:] for line in git("status", "--porcelain").splitlines()
-               if line[3:].split("/")[0] in PRODUCT_DIRS]
-    return commit + (f" with uncommitted changes in {len(changed)} product files" if changed
-                     else "")
+    changed = [
+        line[3:]
+        for line in git("status", "--porcelain").splitlines()
+        if line[3:].split("/")[0] in PRODUCT_DIRS
+    ]
+    return commit + (
+        f" with uncommitted changes in {len(changed)} product files" if changed else ""
+    )
 
 
 def _machine() -> str:
@@ -90,8 +102,10 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{psutil.cpu_count()} cores ({cpu}), "
-            f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}")
+    return (
+        f"{psutil.cpu_count()} cores ({cpu}), "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}"
+    )
 
 
 def pipeline_section(data: dict, quick: bool) -> str:
@@ -102,7 +116,7 @@ def pipeline_section(data: dict, quick: bool) -> str:
         f"Measured {data.get('measured', '')}.",
         "",
         f"Answers come from a synthetic token source at the real model's delta rate: "
-        f"{plan['words']} words (\"word0 word1 …\"), one due every ~40 ms "
+        f'{plan["words"]} words ("word0 word1 …"), one due every ~40 ms '
         f"({data['chars_per_second']:.0f} characters/s, the words being 6–8 characters with "
         f"their space), so an answer streams for {data['answer_seconds']:.1f} s. It runs in "
         "the product's worker loop (channel, presence, coalescing) with 1,000 slots, so "
@@ -126,7 +140,8 @@ def pipeline_section(data: dict, quick: bool) -> str:
             f"| {step['target']:,} | {step['answered_ping']:,} | {step['silent']} | "
             f"{sum(step['connect_errors'].values())} | {_fmt(step['pong_ms']['p50'])} / "
             f"{_fmt(step['pong_ms']['p99'])} ms | {step['daphne_cpu']:.1f} % | "
-            f"{step['daphne_rss_mb']:.0f} MB |")
+            f"{step['daphne_rss_mb']:.0f} MB |"
+        )
     out += [
         "",
         "### Streaming conversations",
@@ -158,12 +173,15 @@ def pipeline_section(data: dict, quick: bool) -> str:
         "e.g. another developer's tests). RSS is Daphne's peak. *Backlog* is the most messages "
         "seen waiting in Redis for one process (every reply channel of a Daphne process shares "
         "one Redis key), *frames/s* the deltas delivered per second.",
-        "- " + ("Daphne ran on a core of its own, the load generator, the worker, Redis and "
-                "the bench on the other(s): one Daphne process is what is measured, and in "
-                "production it has its core (one per core behind nginx, the model elsewhere)."
-                if data.get("pinned") else
-                "Daphne shared the machine's cores with the load generator, the worker and "
-                "Redis (one core: nothing could be pinned)."),
+        "- "
+        + (
+            "Daphne ran on a core of its own, the load generator, the worker, Redis and "
+            "the bench on the other(s): one Daphne process is what is measured, and in "
+            "production it has its core (one per core behind nginx, the model elsewhere)."
+            if data.get("pinned")
+            else "Daphne shared the machine's cores with the load generator, the worker and "
+            "Redis (one core: nothing could be pinned)."
+        ),
         "",
         "| streams | exact | lost | failed | busy (max) | first token p50 / p99 | "
         "delta lag p50 / p99 | while all stream p50 / p99 | Daphne CPU | worker CPU | "
@@ -171,8 +189,7 @@ def pipeline_section(data: dict, quick: bool) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for step in data["streams"]:
-        ours_cpu = step["daphne_cpu"] + step["worker_cpu"] + step["redis_cpu"] + step[
-            "loadgen_cpu"]
+        ours_cpu = step["daphne_cpu"] + step["worker_cpu"] + step["redis_cpu"] + step["loadgen_cpu"]
         marks = "; ".join(f"{k}: {_mark(ok)}" for k, ok in pipeline.verdicts(step).items())
         steady = step.get("delta_lag_all_streaming_ms") or {"p50": None, "p99": None}
         out.append(
@@ -185,7 +202,8 @@ def pipeline_section(data: dict, quick: bool) -> str:
             f"{max(0.0, step['machine_cpu'] - ours_cpu):.0f} % | "
             f"{step['daphne_peak_rss_mb']:.0f} MB | {step['peak_backlog']:,} | "
             f"{step['frames_per_second']:.0f} | {_fmt(step['client_loop_lag_p99_ms'])} ms | "
-            f"{marks} |")
+            f"{marks} |"
+        )
     reasons = {step["streams"]: step["reasons"] for step in data["streams"] if step["reasons"]}
     if reasons:
         out += ["", "Why answers were not exact:", ""]
@@ -199,10 +217,14 @@ def pipeline_section(data: dict, quick: bool) -> str:
         "deltas/s while its coalescing interval is at most 40 ms (up to ~80 streams per "
         "process), 10/s at the 100 ms bound (200+ streams), so that is about "
         f"{best / 25:.0f} streams' worth at the start of the ramp and {best / 10:.0f} at its end. "
-        + (f"With {', '.join(map(str, behind))} streams Daphne read its Redis channel slower "
-           "than the worker wrote to it (backlog ≥ 1,000 messages): the deltas waited there, "
-           "hence the lag; a backlog of 20,000 is the channel's capacity, past which the worker "
-           "gives answers up as overloaded." if behind else "Daphne kept up with every step."),
+        + (
+            f"With {', '.join(map(str, behind))} streams Daphne read its Redis channel slower "
+            "than the worker wrote to it (backlog ≥ 1,000 messages): the deltas waited there, "
+            "hence the lag; a backlog of 20,000 is the channel's capacity, past which the worker "
+            "gives answers up as overloaded."
+            if behind
+            else "Daphne kept up with every step."
+        ),
         "",
         f"Targets (from the issue): up to {pipeline.SAFE_STREAMS} streams 0 lost/failed; above, "
         f"overflow only as explicit busy answers within {pipeline.BUSY_WITHIN_MS / 1000:g} s; "
@@ -226,8 +248,12 @@ def vllm_section(data: dict, quick: bool) -> str:
         "`/ws/chat/`. Theirs: `python -m vllm.entrypoints.openai.api_server` on the same model "
         "folder, streaming `/v1/chat/completions` with `stream_options.include_usage`. Same "
         "max_model_len and dtype, "
-        + ("both with `--enforce-eager` (no torch.compile: ~35 s start instead of 2-3 min, the "
-           "same for both)" if plan["eager"] else "both compiled (no enforce-eager)")
+        + (
+            "both with `--enforce-eager` (no torch.compile: ~35 s start instead of 2-3 min, the "
+            "same for both)"
+            if plan["eager"]
+            else "both compiled (no enforce-eager)"
+        )
         + ", vLLM's default sampling defaults (`--generation-config vllm` on theirs; the "
         "model folder sets none anyway). The same questions and sampling: greedy "
         f"(temperature 0, top_p 1, frequency_penalty 0), max_tokens {plan['max_tokens']}; "
@@ -259,13 +285,19 @@ def vllm_section(data: dict, quick: bool) -> str:
                 f"| {concurrency} | {label} | {s['answers']} | {s['failed']}"
                 f"{f' ({why})' if why else ''} | "
                 f"{_fmt(s['first_token_ms']['p50'])} / {_fmt(s['first_token_ms']['p99'])} ms | "
-                f"{_fmt(s['tokens_per_second'], 1)} | {_fmt(s['mean_tokens'], 1)} |")
-    out += ["", "A failed answer is one the customer got no model text for (e.g. our first-token "
-            "deadline, `CHAT_FIRST_TOKEN_TIMEOUT_SECONDS`, passed and the fallback answered); "
-            "first token and tokens/s count the answers that did not fail, tokens/s over the "
-            "time all of them ran.",
-            "", "| chats | first token p50 ours/theirs | p99 ours/theirs | tokens/s ours/theirs "
-            "| identical answers | targets |", "|---:|---:|---:|---:|---:|---|"]
+                f"{_fmt(s['tokens_per_second'], 1)} | {_fmt(s['mean_tokens'], 1)} |"
+            )
+    out += [
+        "",
+        "A failed answer is one the customer got no model text for (e.g. our first-token "
+        "deadline, `CHAT_FIRST_TOKEN_TIMEOUT_SECONDS`, passed and the fallback answered); "
+        "first token and tokens/s count the answers that did not fail, tokens/s over the "
+        "time all of them ran.",
+        "",
+        "| chats | first token p50 ours/theirs | p99 ours/theirs | tokens/s ours/theirs "
+        "| identical answers | targets |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
     for concurrency, row in data["rows"].items():
         c = row["compared"]
         marks = "; ".join(f"{k}: {_mark(ok)}" for k, ok in vs_vllm.verdicts(c).items())
@@ -273,7 +305,8 @@ def vllm_section(data: dict, quick: bool) -> str:
         out.append(
             f"| {concurrency} | {_fmt(c['first_token_p50_ratio'], 2, '×')} | "
             f"{_fmt(c['first_token_p99_ratio'], 2, '×')} | "
-            f"{_fmt(c['tokens_per_second_ratio'], 2, '×')} | {same} of {compared} | {marks} |")
+            f"{_fmt(c['tokens_per_second_ratio'], 2, '×')} | {same} of {compared} | {marks} |"
+        )
     out += [
         "",
         f"Targets (from the issue): first-token p50 ≤ {vs_vllm.FIRST_TOKEN_RATIO_MAX}× at 1 and "
@@ -287,43 +320,50 @@ def vllm_section(data: dict, quick: bool) -> str:
 def api_section(data: dict, quick: bool) -> str:
     rows = "\n".join(
         f"| {name} | {_fmt(row['first_token_ms']['p50'])} | {_fmt(row['first_token_ms']['p99'])}"
-        f" | {row['answers']} | {row['failed']} |" for name, row in data["rows"].items())
-    return "\n".join([
-        "## Part 3: what the HTTP API adds to the first token" + (" (quick run)" if quick else ""),
-        "",
-        "The real model at one chat, the same questions asked four ways, interleaved round by "
-        "round: the widget's socket, the chat API streaming (`POST /api/v1/chat`, SSE), the "
-        "desk's OpenAI-compatible endpoint (`/v1/chat/completions`, streaming), and vLLM's own "
-        "OpenAI server on the same model and sampling (`bench/api_latency.py`).",
-        "",
-        "| Path | First token p50 (ms) | p99 (ms) | Answers | Failed |",
-        "| --- | --- | --- | --- | --- |",
-        rows,
-        "",
-        f"- Chat API over the socket: **{_fmt(data['chat_api_over_socket'], 2)}×** first token "
-        "p50.",
-        f"- The desk's /v1 over vLLM's /v1: **{_fmt(data['desk_v1_over_vllm'], 2)}×** first "
-        "token p50.",
-    ])
+        f" | {row['answers']} | {row['failed']} |"
+        for name, row in data["rows"].items()
+    )
+    return "\n".join(
+        [
+            "## Part 3: what the HTTP API adds to the first token"
+            + (" (quick run)" if quick else ""),
+            "",
+            "The real model at one chat, the same questions asked four ways, interleaved round by "
+            "round: the widget's socket, the chat API streaming (`POST /api/v1/chat`, SSE), the "
+            "desk's OpenAI-compatible endpoint (`/v1/chat/completions`, streaming), and vLLM's own "
+            "OpenAI server on the same model and sampling (`bench/api_latency.py`).",
+            "",
+            "| Path | First token p50 (ms) | p99 (ms) | Answers | Failed |",
+            "| --- | --- | --- | --- | --- |",
+            rows,
+            "",
+            f"- Chat API over the socket: **{_fmt(data['chat_api_over_socket'], 2)}×** first token "
+            "p50.",
+            f"- The desk's /v1 over vLLM's /v1: **{_fmt(data['desk_v1_over_vllm'], 2)}×** first "
+            "token p50.",
+        ]
+    )
 
 
 def knowledge_section(data: dict, quick: bool) -> str:
     r = data["retrieval"]
-    return "\n".join([
-        "## Part 4: knowledge retrieval",
-        "",
-        "`manage.py eval_knowledge chat/knowledge/sample/eval.jsonl` on the sample help centre "
-        "(English and Chinese questions, and some no article answers):",
-        "",
-        "```",
-        data["eval"],
-        "```",
-        "",
-        f"On {r['passages']:,} synthetic passages (half English, half Chinese, 20 sites), one "
-        f"search takes **p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms** (mean {r['mean_ms']} "
-        f"ms; {r['queries_with_hits']:.0%} of the questions found a passage); building the "
-        f"index took {r['build_s']} s (`bench/knowledge.py`).",
-    ])
+    return "\n".join(
+        [
+            "## Part 4: knowledge retrieval",
+            "",
+            "`manage.py eval_knowledge chat/knowledge/sample/eval.jsonl` on the sample help centre "
+            "(English and Chinese questions, and some no article answers):",
+            "",
+            "```",
+            data["eval"],
+            "```",
+            "",
+            f"On {r['passages']:,} synthetic passages (half English, half Chinese, 20 sites), one "
+            f"search takes **p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms** (mean {r['mean_ms']} "
+            f"ms; {r['queries_with_hits']:.0%} of the questions found a passage); building the "
+            f"index took {r['build_s']} s (`bench/knowledge.py`).",
+        ]
+    )
 
 
 def _section(old_page: str, name: str, body: str | None) -> str:
@@ -345,14 +385,15 @@ def rewrite(*, out_dir: str) -> list[Path]:
     card = _load_or_save("scorecard", None)
     md_path, png_path = Path(out_dir) / "benchmarks.md", Path(out_dir) / "benchmarks.png"
     old = md_path.read_text() if md_path.exists() else ""
-    bodies = {"header": None,
-              "pipeline": pipeline_section(pipe, pipe.get("quick", False)) if pipe else None,
-              "vllm": vllm_section(vllm, vllm.get("quick", False)) if vllm else None,
-              "api": api_section(api, api.get("quick", False)) if api else None,
-              "knowledge": knowledge_section(know, False) if know else None,
-              "scorecard": scorecard.section(card, card["plan"]["quick"]) if card else None}
-    page = "\n\n".join(block for name in PARTS
-                       if (block := _section(old, name, bodies[name])))
+    bodies = {
+        "header": None,
+        "pipeline": pipeline_section(pipe, pipe.get("quick", False)) if pipe else None,
+        "vllm": vllm_section(vllm, vllm.get("quick", False)) if vllm else None,
+        "api": api_section(api, api.get("quick", False)) if api else None,
+        "knowledge": knowledge_section(know, False) if know else None,
+        "scorecard": scorecard.section(card, card["plan"]["quick"]) if card else None,
+    }
+    page = "\n\n".join(block for name in PARTS if (block := _section(old, name, bodies[name])))
     md_path.write_text(page.rstrip() + "\n")
     from bench.chart import draw
 
@@ -363,39 +404,46 @@ def rewrite(*, out_dir: str) -> list[Path]:
 def write(results: dict, *, out_dir: str, quick: bool, minutes: float) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pipe = _load_or_save("pipeline", {**_pipeline_data(results["pipeline"]), "quick": quick}
-                         if "pipeline" in results else None)
-    vllm = _load_or_save("vllm", {**_vllm_data(results["vllm"]), "quick": quick}
-                         if "vllm" in results else None)
-    api = _load_or_save("api", {**api_latency.data(results["api"]), "quick": quick}
-                        if "api" in results else None)
+    pipe = _load_or_save(
+        "pipeline",
+        {**_pipeline_data(results["pipeline"]), "quick": quick} if "pipeline" in results else None,
+    )
+    vllm = _load_or_save(
+        "vllm", {**_vllm_data(results["vllm"]), "quick": quick} if "vllm" in results else None
+    )
+    api = _load_or_save(
+        "api", {**api_latency.data(results["api"]), "quick": quick} if "api" in results else None
+    )
     know = _load_or_save("knowledge", results.get("knowledge"))
     card = _load_or_save("scorecard", results.get("scorecard"))
     md_path = out / "benchmarks.md"
     old = md_path.read_text() if md_path.exists() else ""
-    header = "\n".join([
-        "# Benchmarks",
-        "",
-        "Written by `make bench` (`python -m bench`; `--quick` for a short try, `--only "
-        "pipeline|vllm|api|knowledge|scorecard` for one part). Not part of `make test`. "
-        "Process logs of the last run: `var/bench/bench.log`.",
-        "",
-        f"Last run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {minutes:.0f} min, parts: "
-        f"{', '.join(results) or 'none'}. Code: {_revision()}. Machine: {_machine()}. "
-        "**Measured on a 2-core machine**, which other work may share (here: another "
-        "developer's test runs); the *others CPU* figures show how much of its 200 % that "
-        "work took while the bench ran, and the bench's figures move with it.",
-        "",
-        "![benchmark chart](benchmarks.png)",
-    ])
-    bodies = {"header": header,
-              "pipeline": pipeline_section(pipe, quick) if "pipeline" in results else None,
-              "vllm": vllm_section(vllm, quick) if "vllm" in results else None,
-              "api": api_section(api, quick) if "api" in results else None,
-              "knowledge": knowledge_section(know, quick) if "knowledge" in results else None,
-              "scorecard": scorecard.section(card, quick) if "scorecard" in results else None}
-    page = "\n\n".join(block for name in PARTS
-                       if (block := _section(old, name, bodies[name])))
+    header = "\n".join(
+        [
+            "# Benchmarks",
+            "",
+            "Written by `make bench` (`python -m bench`; `--quick` for a short try, `--only "
+            "pipeline|vllm|api|knowledge|scorecard` for one part). Not part of `make test`. "
+            "Process logs of the last run: `var/bench/bench.log`.",
+            "",
+            f"Last run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {minutes:.0f} min, parts: "
+            f"{', '.join(results) or 'none'}. Code: {_revision()}. Machine: {_machine()}. "
+            "**Measured on a 2-core machine**, which other work may share (here: another "
+            "developer's test runs); the *others CPU* figures show how much of its 200 % that "
+            "work took while the bench ran, and the bench's figures move with it.",
+            "",
+            "![benchmark chart](benchmarks.png)",
+        ]
+    )
+    bodies = {
+        "header": header,
+        "pipeline": pipeline_section(pipe, quick) if "pipeline" in results else None,
+        "vllm": vllm_section(vllm, quick) if "vllm" in results else None,
+        "api": api_section(api, quick) if "api" in results else None,
+        "knowledge": knowledge_section(know, quick) if "knowledge" in results else None,
+        "scorecard": scorecard.section(card, quick) if "scorecard" in results else None,
+    }
+    page = "\n\n".join(block for name in PARTS if (block := _section(old, name, bodies[name])))
     md_path.write_text(page.rstrip() + "\n")
     png_path = out / "benchmarks.png"
     from bench.chart import draw
@@ -414,12 +462,16 @@ def summary(results: dict) -> str:
         data = _vllm_data(results["vllm"])
         lines.append("Whole stack vs vLLM's OpenAI server:")
         for concurrency, row in data["rows"].items():
-            marks = ", ".join(f"{k}: {'met' if ok else 'MISSED'}"
-                              for k, ok in vs_vllm.verdicts(row["compared"]).items())
+            marks = ", ".join(
+                f"{k}: {'met' if ok else 'MISSED'}"
+                for k, ok in vs_vllm.verdicts(row["compared"]).items()
+            )
             c = row["compared"]
-            lines.append(f"  {concurrency:>2} chat(s): first token p50 ratio "
-                         f"{_fmt(c['first_token_p50_ratio'], 2)}×, tokens/s ratio "
-                         f"{_fmt(c['tokens_per_second_ratio'], 2)}× | {marks}")
+            lines.append(
+                f"  {concurrency:>2} chat(s): first token p50 ratio "
+                f"{_fmt(c['first_token_p50_ratio'], 2)}×, tokens/s ratio "
+                f"{_fmt(c['tokens_per_second_ratio'], 2)}× | {marks}"
+            )
     if "api" in results:
         lines.append("What the HTTP API adds to the first token (real model, 1 chat):")
         lines += api_latency.lines(api_latency.data(results["api"]))

@@ -39,8 +39,9 @@ def _engine_class():
 
     class ScheduledEngine(SyntheticEngine):
         def __init__(self, *, redis, words: int, chars_per_second: float):
-            super().__init__(reply=answer_text(words), tokens_per_second=chars_per_second,
-                             max_model_len=100_000)
+            super().__init__(
+                reply=answer_text(words), tokens_per_second=chars_per_second, max_model_len=100_000
+            )
             self.redis = redis
             self.text = answer_text(words)
 
@@ -58,10 +59,16 @@ def _engine_class():
                     if delay > 0:
                         await asyncio.sleep(delay)
                     last = index == len(words) - 1
-                    yield Chunk(text=word, token_count=len(word),
-                                finish_reason="length" if last and text != self.text
-                                else "stop" if last else None,
-                                prompt_tokens=len(prompt_token_ids))
+                    yield Chunk(
+                        text=word,
+                        token_count=len(word),
+                        finish_reason="length"
+                        if last and text != self.text
+                        else "stop"
+                        if last
+                        else None,
+                        prompt_tokens=len(prompt_token_ids),
+                    )
                 # Recorded after the answer, off its hot path (one Redis write per answer).
                 if tag is not None:
                     await self.redis.hset(STARTS_KEY, tag.group(1), repr(started_wall))
@@ -78,8 +85,9 @@ async def _serve(args) -> None:
     from runtime.redis_client import get_redis
 
     start_http_server(args.metrics_port, addr="127.0.0.1")
-    engine = _engine_class()(redis=get_redis(), words=args.words,
-                             chars_per_second=args.chars_per_second)
+    engine = _engine_class()(
+        redis=get_redis(), words=args.words, chars_per_second=args.chars_per_second
+    )
     await serve(engine, max_concurrency=args.max_concurrency, name="bench-synthetic")
 
 

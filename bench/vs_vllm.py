@@ -130,8 +130,9 @@ class Theirs:
 
     name = "theirs"
 
-    def __init__(self, port: int, model: str, sampling: dict, system_prompt,
-                 headers: dict | None = None):
+    def __init__(
+        self, port: int, model: str, sampling: dict, system_prompt, headers: dict | None = None
+    ):
         self.url = f"http://127.0.0.1:{port}/v1/chat/completions"
         self.model, self.sampling, self.system_prompt = model, sampling, system_prompt
         self.client = httpx.AsyncClient(timeout=300, headers=headers)
@@ -142,10 +143,14 @@ class Theirs:
 
     async def ask(self, _conn, question: str) -> Answer:
         # No system prompt from us when the server has its own (the desk's bot profile).
-        system = ([{"role": "system", "content": self.system_prompt()}] if self.system_prompt
-                  else [])
-        body = {"model": self.model, "stream": True, "stream_options": {"include_usage": True},
-                "messages": [*system, {"role": "user", "content": question}], **self.sampling}
+        system = [{"role": "system", "content": self.system_prompt()}] if self.system_prompt else []
+        body = {
+            "model": self.model,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [*system, {"role": "user", "content": question}],
+            **self.sampling,
+        }
         answer = Answer(question, time.perf_counter())
         async with self.client.stream("POST", self.url, json=body) as response:
             if response.status_code != 200:
@@ -179,8 +184,9 @@ async def one_round(side, concurrency: int, plan: Plan, offset: int) -> list[Ans
                 await conn.close()
         return answers
     conns = [await side.open() for _ in range(concurrency)]
-    answers = await asyncio.gather(*(side.ask(conn, QUESTIONS[(offset + i) % len(QUESTIONS)])
-                                     for i, conn in enumerate(conns)))
+    answers = await asyncio.gather(
+        *(side.ask(conn, QUESTIONS[(offset + i) % len(QUESTIONS)]) for i, conn in enumerate(conns))
+    )
     for conn in conns:
         if conn is not None:
             await conn.close()
@@ -189,8 +195,9 @@ async def one_round(side, concurrency: int, plan: Plan, offset: int) -> list[Ans
 
 async def _all_rounds(plan: Plan, ours: Ours, theirs: Theirs) -> dict:
     answers = {}
-    bar = tqdm(total=len(plan.concurrency) * plan.rounds * 2 + 2, desc="ours vs vLLM rounds",
-               position=0)
+    bar = tqdm(
+        total=len(plan.concurrency) * plan.rounds * 2 + 2, desc="ours vs vLLM rounds", position=0
+    )
     # Unmeasured warm-up on both: first requests pay one-off costs (prefix cache, allocations).
     for side in (ours, theirs):
         await one_round(side, 2, plan, 0)
@@ -199,11 +206,13 @@ async def _all_rounds(plan: Plan, ours: Ours, theirs: Theirs) -> dict:
         for round_no in range(plan.rounds):
             for side in (ours, theirs):
                 answers.setdefault((concurrency, side.name), []).append(
-                    await one_round(side, concurrency, plan, round_no * concurrency))
+                    await one_round(side, concurrency, plan, round_no * concurrency)
+                )
                 bar.update()
                 await asyncio.sleep(1)  # let the engine that just ran go idle
-        tqdm.write(line(concurrency, answers[(concurrency, "ours")],
-                        answers[(concurrency, "theirs")]))
+        tqdm.write(
+            line(concurrency, answers[(concurrency, "ours")], answers[(concurrency, "theirs")])
+        )
     bar.close()
     await theirs.client.aclose()
     return answers
@@ -227,8 +236,12 @@ def start_processes(bench: Bench, plan: Plan) -> Processes:
     from chat.prompting import DEFAULT_SYSTEM_PROMPT, render_system_prompt
 
     cfg = settings.INFERENCE
-    sampling = {"temperature": 0.0, "top_p": 1.0, "max_tokens": plan.max_tokens,
-                "frequency_penalty": 0.0}
+    sampling = {
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "max_tokens": plan.max_tokens,
+        "frequency_penalty": 0.0,
+    }
     set_bot_profile(**sampling)
     tqdm.write("  preparing the model (first time: converting it, ~20 s)")
     bench.manage("prepare_model", "--no-progress")
@@ -236,34 +249,70 @@ def start_processes(bench: Bench, plan: Plan) -> Processes:
     eager = {"INFERENCE_ENFORCE_EAGER": "true" if plan.eager else "false"}
     port, metrics_port, vllm_port = free_port(), free_port(), free_port()
     tqdm.write("  starting our worker (loading the model) and Daphne")
-    worker = bench.start("worker", [sys.executable, "manage.py", "run_inference_worker"], [
-        ReadyCheck("worker", f"http://127.0.0.1:{metrics_port}/metrics", WORKER_READY_PATTERN),
-    ], env={"INFERENCE_METRICS_PORT": str(metrics_port), "INFERENCE_MODEL_DIR": model_dir,
-            **eager}, timeout=900)
+    worker = bench.start(
+        "worker",
+        [sys.executable, "manage.py", "run_inference_worker"],
+        [
+            ReadyCheck("worker", f"http://127.0.0.1:{metrics_port}/metrics", WORKER_READY_PATTERN),
+        ],
+        env={
+            "INFERENCE_METRICS_PORT": str(metrics_port),
+            "INFERENCE_MODEL_DIR": model_dir,
+            **eager,
+        },
+        timeout=900,
+    )
     daphne = bench.daphne(port)
     tqdm.write("  starting vLLM's OpenAI server (loading the model)")
-    server = bench.start("vllm", [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-        "--served-model-name", "bench", "--host", "127.0.0.1", "--port", str(vllm_port),
-        "--max-model-len", str(cfg["MAX_MODEL_LEN"]), "--dtype", resolved_dtype(cfg["DTYPE"]),
-        # No sampling defaults from the model folder: the same SamplingParams as our worker's.
-        "--generation-config", "vllm",
-        *(["--enforce-eager"] if plan.eager else []),
-    ], [ReadyCheck("vllm", f"http://127.0.0.1:{vllm_port}/health")],
-        env={"VLLM_CPU_KVCACHE_SPACE": str(cfg["CPU_KVCACHE_SPACE_GIB"])}, timeout=900)
+    server = bench.start(
+        "vllm",
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            model_dir,
+            "--served-model-name",
+            "bench",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(vllm_port),
+            "--max-model-len",
+            str(cfg["MAX_MODEL_LEN"]),
+            "--dtype",
+            resolved_dtype(cfg["DTYPE"]),
+            # No sampling defaults from the model folder: the same SamplingParams as our worker's.
+            "--generation-config",
+            "vllm",
+            *(["--enforce-eager"] if plan.eager else []),
+        ],
+        [ReadyCheck("vllm", f"http://127.0.0.1:{vllm_port}/health")],
+        env={"VLLM_CPU_KVCACHE_SPACE": str(cfg["CPU_KVCACHE_SPACE_GIB"])},
+        timeout=900,
+    )
 
     def system_prompt() -> str:
         # What our consumer renders for a conversation in English with no site, region or
         # time zone (the default profile's site name), to the minute.
-        return render_system_prompt(DEFAULT_SYSTEM_PROMPT, site_name="our company",
-                                    language="en", region="", timezone="",
-                                    now=timezone.now())
+        return render_system_prompt(
+            DEFAULT_SYSTEM_PROMPT,
+            site_name="our company",
+            language="en",
+            region="",
+            timezone="",
+            now=timezone.now(),
+        )
 
     # httpx logs every request at INFO through the settings' root handler: not over the bars.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    return Processes(port, vllm_port, sampling, system_prompt,
-                     [p for root in (worker, daphne, server)
-                      for p in (root, *root.children(recursive=True))])
+    return Processes(
+        port,
+        vllm_port,
+        sampling,
+        system_prompt,
+        [p for root in (worker, daphne, server) for p in (root, *root.children(recursive=True))],
+    )
 
 
 def stop_processes(bench: Bench) -> None:
@@ -284,8 +333,10 @@ def run(bench: Bench, plan: Plan) -> Results:
     results = Results(plan, answers=answers)
     wall = after[0] - before[0]
     results.others_cpu = max(0.0, 100 * ((after[1] - before[1]) - (after[2] - before[2])) / wall)
-    results.system_prompt_tokens = {"ours": sorted(set(ours.prompt_tokens)),
-                                    "theirs": sorted(set(theirs.prompt_tokens))}
+    results.system_prompt_tokens = {
+        "ours": sorted(set(ours.prompt_tokens)),
+        "theirs": sorted(set(theirs.prompt_tokens)),
+    }
     for concurrency in plan.concurrency:
         mine = {a.question: a.text for r in answers[(concurrency, "ours")] for a in r}
         other = {a.question: a.text for r in answers[(concurrency, "theirs")] for a in r}
@@ -327,21 +378,24 @@ def comparison(ours: dict, theirs: dict) -> dict:
         return a / b if a is not None and b else None
 
     return {
-        "first_token_p50_ratio": ratio(ours["first_token_ms"]["p50"],
-                                       theirs["first_token_ms"]["p50"]),
-        "first_token_p99_ratio": ratio(ours["first_token_ms"]["p99"],
-                                       theirs["first_token_ms"]["p99"]),
-        "tokens_per_second_ratio": ratio(ours["tokens_per_second"],
-                                         theirs["tokens_per_second"]),
+        "first_token_p50_ratio": ratio(
+            ours["first_token_ms"]["p50"], theirs["first_token_ms"]["p50"]
+        ),
+        "first_token_p99_ratio": ratio(
+            ours["first_token_ms"]["p99"], theirs["first_token_ms"]["p99"]
+        ),
+        "tokens_per_second_ratio": ratio(ours["tokens_per_second"], theirs["tokens_per_second"]),
     }
 
 
 def verdicts(compared: dict) -> dict[str, bool]:
     p50, tps = compared["first_token_p50_ratio"], compared["tokens_per_second_ratio"]
-    return {f"first token p50 ≤ {FIRST_TOKEN_RATIO_MAX}×": p50 is not None
-            and p50 <= FIRST_TOKEN_RATIO_MAX,
-            f"tokens/s ≥ {TOKENS_PER_SECOND_RATIO_MIN}×": tps is not None
-            and tps >= TOKENS_PER_SECOND_RATIO_MIN}
+    return {
+        f"first token p50 ≤ {FIRST_TOKEN_RATIO_MAX}×": p50 is not None
+        and p50 <= FIRST_TOKEN_RATIO_MAX,
+        f"tokens/s ≥ {TOKENS_PER_SECOND_RATIO_MIN}×": tps is not None
+        and tps >= TOKENS_PER_SECOND_RATIO_MIN,
+    }
 
 
 def line(concurrency: int, ours_rounds, theirs_rounds) -> str:
@@ -351,9 +405,13 @@ def line(concurrency: int, ours_rounds, theirs_rounds) -> str:
 
     def side(s):
         ft = s["first_token_ms"]
-        return (f"first token p50 {ft['p50'] or 0:.0f} / p99 {ft['p99'] or 0:.0f} ms, "
-                f"{s['tokens_per_second'] or 0:.1f} tok/s")
+        return (
+            f"first token p50 {ft['p50'] or 0:.0f} / p99 {ft['p99'] or 0:.0f} ms, "
+            f"{s['tokens_per_second'] or 0:.1f} tok/s"
+        )
 
-    return (f"  {concurrency:>2} chat(s): ours {side(ours)} | vLLM {side(theirs)} | ratio "
-            f"first token {compared['first_token_p50_ratio'] or 0:.2f}×, tok/s "
-            f"{compared['tokens_per_second_ratio'] or 0:.2f}× | {marks}")
+    return (
+        f"  {concurrency:>2} chat(s): ours {side(ours)} | vLLM {side(theirs)} | ratio "
+        f"first token {compared['first_token_p50_ratio'] or 0:.2f}×, tok/s "
+        f"{compared['tokens_per_second_ratio'] or 0:.2f}× | {marks}"
+    )

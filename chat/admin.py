@@ -69,8 +69,10 @@ class TranscriptAdmin(ViewOnly, admin.ModelAdmin):
             return fieldsets
         console = reverse("agents:conversation", args=[self.conversation_id_of(obj)])
         note = format_html(
-            'Read-only: staff take over, reply, hand back and close conversations from the '
-            '<a href="{}">agent console</a>, which keeps the live views in step.', console)
+            "Read-only: staff take over, reply, hand back and close conversations from the "
+            '<a href="{}">agent console</a>, which keeps the live views in step.',
+            console,
+        )
         (name, options), *rest = fieldsets
         return [(name, {**options, "description": note}), *rest]
 
@@ -80,9 +82,20 @@ class MessageInline(ViewOnly, admin.TabularInline):
     model = Message
     extra = 0
     can_delete = False
-    fields = ("created_at", "role", "text", "author", "finish_reason", "guards",
-              "completion_tokens", "ttft_ms", "total_ms", "is_fallback", "is_partial",
-              "feedback_rating")
+    fields = (
+        "created_at",
+        "role",
+        "text",
+        "author",
+        "finish_reason",
+        "guards",
+        "completion_tokens",
+        "ttft_ms",
+        "total_ms",
+        "is_fallback",
+        "is_partial",
+        "feedback_rating",
+    )
     readonly_fields = fields
     ordering = ("id",)
 
@@ -169,8 +182,9 @@ class GuardFilter(admin.SimpleListFilter):
         # Names are comma-separated and none is part of another: a substring match is exact.
         if queryset.model is Message:
             return queryset.filter(guards__contains=name)
-        return queryset.filter(Exists(Message.objects.filter(
-            conversation=OuterRef("pk"), guards__contains=name)))
+        return queryset.filter(
+            Exists(Message.objects.filter(conversation=OuterRef("pk"), guards__contains=name))
+        )
 
 
 class HandoffFilter(YesNoFilter):
@@ -191,8 +205,12 @@ class HandoffFilter(YesNoFilter):
 EXPORT_BATCH_CHARS = 64 * 1024
 
 
-def _download(parts: Generator[str, None, None] | Generator[bytes, None, None], name: str,
-              extension: str, content_type: str) -> StreamingHttpResponse:
+def _download(
+    parts: Generator[str, None, None] | Generator[bytes, None, None],
+    name: str,
+    extension: str,
+    content_type: str,
+) -> StreamingHttpResponse:
     """A file download streamed from `parts` (a generator of text or of bytes that may run
     queries)."""
     filename = f"{name}-{timezone.localtime():%Y%m%d-%H%M%S}.{extension}"
@@ -201,10 +219,12 @@ def _download(parts: Generator[str, None, None] | Generator[bytes, None, None], 
     return response
 
 
-async def _streamed(parts: Generator[str, None, None] | Generator[bytes, None, None],
-                    ) -> AsyncIterator[bytes]:
+async def _streamed(
+    parts: Generator[str, None, None] | Generator[bytes, None, None],
+) -> AsyncIterator[bytes]:
     """Batches of `parts`, each pulled in the ORM's thread: Daphne serves an async iterator as
     it comes, where it would read a sync one to the end into memory first."""
+
     def next_batch() -> bytes:
         batch, size = [], 0
         for part in parts:
@@ -226,17 +246,47 @@ async def _streamed(parts: Generator[str, None, None] | Generator[bytes, None, N
 
 @admin.register(Conversation)
 class ConversationAdmin(TranscriptAdmin):
-    list_display = ("id", "site", "channel", "status", "language", "first_customer_message",
-                    "message_count", "csat_score", "created_at")
-    list_filter = ("status", "channel", RatingFilter, FallbackFilter, GuardFilter, HandoffFilter,
-                   "language", "site", "created_at")
+    list_display = (
+        "id",
+        "site",
+        "channel",
+        "status",
+        "language",
+        "first_customer_message",
+        "message_count",
+        "csat_score",
+        "created_at",
+    )
+    list_filter = (
+        "status",
+        "channel",
+        RatingFilter,
+        FallbackFilter,
+        GuardFilter,
+        HandoffFilter,
+        "language",
+        "site",
+        "created_at",
+    )
     list_select_related = ("site",)
     # Django removes the duplicates a match in several messages would give (with EXISTS).
     search_fields = ("id", "messages__text", "page_url")
-    readonly_fields = ("id", "channel", "token_hash", "created_at", "updated_at",
-                       "last_message_at",
-                       "user_agent", "page_url", "metadata", "handoff_requested_at", "csat_score",
-                       "csat_comment", "csat_at", "closed_at")
+    readonly_fields = (
+        "id",
+        "channel",
+        "token_hash",
+        "created_at",
+        "updated_at",
+        "last_message_at",
+        "user_agent",
+        "page_url",
+        "metadata",
+        "handoff_requested_at",
+        "csat_score",
+        "csat_comment",
+        "csat_at",
+        "closed_at",
+    )
     inlines = [MessageInline]
     date_hierarchy = "created_at"
     # Exports only: they read. Without the delete permission Django offers no "delete selected".
@@ -250,11 +300,18 @@ class ConversationAdmin(TranscriptAdmin):
         # join that filters on messages could multiply.
         messages = Message.objects.filter(conversation=OuterRef("pk")).order_by()
         count = messages.values("conversation").annotate(n=Count("pk")).values("n")
-        first = (messages.filter(role=Message.Role.CUSTOMER).order_by("id")
-                 .values(snippet=Substr("text", 1, SNIPPET_LENGTH + 1))[:1])
-        return super().get_queryset(request).annotate(
-            message_count=Coalesce(Subquery(count), 0),
-            first_customer_text=Subquery(first),
+        first = (
+            messages.filter(role=Message.Role.CUSTOMER)
+            .order_by("id")
+            .values(snippet=Substr("text", 1, SNIPPET_LENGTH + 1))[:1]
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                message_count=Coalesce(Subquery(count), 0),
+                first_customer_text=Subquery(first),
+            )
         )
 
     @admin.display(description="messages", ordering="message_count")
@@ -268,13 +325,18 @@ class ConversationAdmin(TranscriptAdmin):
 
     @admin.action(description="Export selected transcripts as JSON", permissions=["view"])
     def export_json(self, request: HttpRequest, queryset: QuerySet[Conversation]):
-        return _download(exports.transcripts_json(queryset), "transcripts", "json",
-                         "application/json; charset=utf-8")
+        return _download(
+            exports.transcripts_json(queryset),
+            "transcripts",
+            "json",
+            "application/json; charset=utf-8",
+        )
 
     @admin.action(description="Export selected transcripts as CSV", permissions=["view"])
     def export_csv(self, request: HttpRequest, queryset: QuerySet[Conversation]):
-        return _download(exports.transcripts_csv(queryset), "transcripts", "csv",
-                         "text/csv; charset=utf-8")
+        return _download(
+            exports.transcripts_csv(queryset), "transcripts", "csv", "text/csv; charset=utf-8"
+        )
 
 
 class SourcesFilter(admin.SimpleListFilter):
@@ -298,15 +360,38 @@ class SourcesFilter(admin.SimpleListFilter):
 
 @admin.register(Message)
 class MessageAdmin(TranscriptAdmin):
-    list_display = ("id", "conversation", "role", "short_text", "finish_reason", "guards",
-                    "is_fallback", "is_partial", "source_titles", "created_at")
-    list_filter = ("role", SourcesFilter, GuardFilter, "is_fallback", "is_partial",
-                   "finish_reason")
+    list_display = (
+        "id",
+        "conversation",
+        "role",
+        "short_text",
+        "finish_reason",
+        "guards",
+        "is_fallback",
+        "is_partial",
+        "source_titles",
+        "created_at",
+    )
+    list_filter = ("role", SourcesFilter, GuardFilter, "is_fallback", "is_partial", "finish_reason")
     search_fields = ("text",)
     raw_id_fields = ("conversation",)
-    readonly_fields = ("conversation", "role", "client_id", "created_at", "updated_at",
-                       "model_name", "prompt_tokens", "completion_tokens", "ttft_ms", "total_ms",
-                       "finish_reason", "guards", "is_fallback", "is_partial", "sources")
+    readonly_fields = (
+        "conversation",
+        "role",
+        "client_id",
+        "created_at",
+        "updated_at",
+        "model_name",
+        "prompt_tokens",
+        "completion_tokens",
+        "ttft_ms",
+        "total_ms",
+        "finish_reason",
+        "guards",
+        "is_fallback",
+        "is_partial",
+        "sources",
+    )
 
     def conversation_id_of(self, obj: Message) -> object:
         return obj.conversation_id
@@ -323,8 +408,18 @@ class MessageAdmin(TranscriptAdmin):
 
 @admin.register(BotProfile)
 class BotProfileAdmin(admin.ModelAdmin):
-    list_display = ("name", "is_default", "site_name", "temperature", "top_p", "max_tokens",
-                    "answer_max_words", "answer_max_han", "when_no_knowledge", "updated_at")
+    list_display = (
+        "name",
+        "is_default",
+        "site_name",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "answer_max_words",
+        "answer_max_han",
+        "when_no_knowledge",
+        "updated_at",
+    )
 
 
 @admin.register(FallbackRule)
@@ -468,8 +563,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             self.log_change(request, key, "Revoked (action “Revoke selected keys”).")
         self.message_user(
             request,
-            ngettext("Revoked %d API key.", "Revoked %d API keys.", len(revoked))
-            % len(revoked),
+            ngettext("Revoked %d API key.", "Revoked %d API keys.", len(revoked)) % len(revoked),
             messages.SUCCESS,
         )
 
@@ -500,21 +594,38 @@ class LogEntryAdmin(ViewOnly, admin.ModelAdmin):
     delete made through its forms, and the admin actions that write add theirs. A record, so
     nobody adds, edits or removes one here."""
 
-    list_display = ("action_time", "user", "content_type", "object_link", "action",
-                    "change_summary")
+    list_display = (
+        "action_time",
+        "user",
+        "content_type",
+        "object_link",
+        "action",
+        "change_summary",
+    )
     list_display_links = ("action_time",)
-    list_filter = (("user", admin.RelatedOnlyFieldListFilter),
-                   ("content_type", admin.RelatedOnlyFieldListFilter), "action_flag",
-                   "action_time")
+    list_filter = (
+        ("user", admin.RelatedOnlyFieldListFilter),
+        ("content_type", admin.RelatedOnlyFieldListFilter),
+        "action_flag",
+        "action_time",
+    )
     list_select_related = ("user", "content_type")
     search_fields = ("object_repr", "object_id", "change_message", "user__username")
     date_hierarchy = "action_time"
-    fields = ("action_time", "user", "content_type", "object_id", "object_link", "action",
-              "change_summary")
+    fields = (
+        "action_time",
+        "user",
+        "content_type",
+        "object_id",
+        "object_link",
+        "action",
+        "change_summary",
+    )
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         return super().changelist_view(
-            request, {"title": "Admin change log", **(extra_context or {})})
+            request, {"title": "Admin change log", **(extra_context or {})}
+        )
 
     @admin.display(description="object", ordering="object_repr")
     def object_link(self, obj: LogEntry) -> str:
@@ -539,8 +650,10 @@ class LogEntryAdmin(ViewOnly, admin.ModelAdmin):
 FINETUNE_BATCH = 200  # answers a database round trip fetches
 
 
-@admin.action(description="Export selected for fine-tuning (ZIP: train, validation, pairs)",
-              permissions=["view"])
+@admin.action(
+    description="Export selected for fine-tuning (ZIP: train, validation, pairs)",
+    permissions=["view"],
+)
 def export_finetune(modeladmin, request: HttpRequest, queryset: QuerySet[Conversation]):
     """The selected conversations' answers as `manage.py export_finetune --pairs` writes them
     (its rules, scrubbing and split), in one ZIP archive."""

@@ -68,9 +68,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             answering.unregister_socket(self.channel_name)
             metrics.socket_closed(metrics.CUSTOMER, self)
             with contextlib.suppress(Exception):
-                await send({"type": "websocket.send", "text": json.dumps(frames.error_frame(
-                    code=frames.ErrorCode.UNAVAILABLE,
-                    message="The chat service is restarting; reconnecting…"))})
+                await send(
+                    {
+                        "type": "websocket.send",
+                        "text": json.dumps(
+                            frames.error_frame(
+                                code=frames.ErrorCode.UNAVAILABLE,
+                                message="The chat service is restarting; reconnecting…",
+                            )
+                        ),
+                    }
+                )
                 await send({"type": "websocket.close", "code": CLOSE_SERVICE_RESTART})
 
     async def connect(self) -> None:
@@ -82,11 +90,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not params.site_key and not settings.DEMO_PAGE:
             # A key-less socket is the demo page's: with the page off, it would lend the
             # model to anyone who can reach the desk.
-            await self._refuse(frames.ErrorCode.ORIGIN_NOT_ALLOWED,
-                               "This desk takes chats from its widget only: connect with the "
-                               "site key of the embed script (?site=KEY). The key-less demo "
-                               "chat is off (DEMO_PAGE).",
-                               CLOSE_FORBIDDEN)
+            await self._refuse(
+                frames.ErrorCode.ORIGIN_NOT_ALLOWED,
+                "This desk takes chats from its widget only: connect with the "
+                "site key of the embed script (?site=KEY). The key-less demo "
+                "chat is off (DEMO_PAGE).",
+                CLOSE_FORBIDDEN,
+            )
             return
         if params.site_key:
             # Widget sockets come from company pages on other origins: the site key must
@@ -95,51 +105,68 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 site_key=params.site_key, origin=params.origin
             )
             if site is None:
-                await self._refuse(frames.ErrorCode.ORIGIN_NOT_ALLOWED,
-                                   "This site key is unknown or does not allow this page's "
-                                   "origin. Add the origin to the site in admin.",
-                                   CLOSE_FORBIDDEN)
+                await self._refuse(
+                    frames.ErrorCode.ORIGIN_NOT_ALLOWED,
+                    "This site key is unknown or does not allow this page's "
+                    "origin. Add the origin to the site in admin.",
+                    CLOSE_FORBIDDEN,
+                )
                 return
         if params.conversation_id or params.token:
             conversation = await db(selectors.conversation_for_customer)(
                 conversation_id=params.conversation_id, token=params.token
             ) or await drafts.find(conversation_id=params.conversation_id, token=params.token)
             if conversation is None or conversation.site_id != (site.pk if site else None):
-                await self._refuse(frames.ErrorCode.NOT_FOUND,
-                                   "No conversation matches this id and token. "
-                                   "Connect without them to start a new conversation.",
-                                   CLOSE_NOT_FOUND)
+                await self._refuse(
+                    frames.ErrorCode.NOT_FOUND,
+                    "No conversation matches this id and token. "
+                    "Connect without them to start a new conversation.",
+                    CLOSE_NOT_FOUND,
+                )
                 return
             self.conversation = conversation
             await self._join()
             await self._send_resume()
         else:
             refusal = await limits.check_new_conversation(
-                ip=self.client_ip, site_key=site.key if site else "")
+                ip=self.client_ip, site_key=site.key if site else ""
+            )
             if refusal is not None:
-                await self._refuse(frames.ErrorCode.RATE_LIMITED, refusal.message,
-                                   CLOSE_TRY_AGAIN_LATER, retry_after=refusal.retry_after)
+                await self._refuse(
+                    frames.ErrorCode.RATE_LIMITED,
+                    refusal.message,
+                    CLOSE_TRY_AGAIN_LATER,
+                    retry_after=refusal.retry_after,
+                )
                 return
             # No database row yet, and nothing for the console: most page views never say
             # a word. The first frame that needs the row makes it (_stored).
             self.conversation, token = services.conversation_prepare(
-                site=site, language=params.language or (site.language if site else ""),
-                region=params.region, timezone_name=params.timezone,
-                page_url=params.page_url, user_agent=params.user_agent,
+                site=site,
+                language=params.language or (site.language if site else ""),
+                region=params.region,
+                timezone_name=params.timezone,
+                page_url=params.page_url,
+                user_agent=params.user_agent,
             )
             await drafts.keep(self.conversation)
             await self._join()
-            await self.send_frame(frames.conversation_frame(
-                conversation_id=str(self.conversation.id), token=token,
-                status=self.conversation.status, resumed=False,
-            ))
+            await self.send_frame(
+                frames.conversation_frame(
+                    conversation_id=str(self.conversation.id),
+                    token=token,
+                    status=self.conversation.status,
+                    resumed=False,
+                )
+            )
 
     async def _stored(self) -> Conversation:
         """The conversation's database row, made now if this is its first frame that needs
         one (another tab of the visitor may have made it: then that one)."""
         if self.conversation._state.adding:
             self.conversation, _ = await db(services.conversation_open)(
-                conversation=self.conversation)
+                conversation=self.conversation
+            )
             await drafts.forget(self.conversation.pk)
         return self.conversation
 
@@ -150,45 +177,53 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.group = group_events.conversation_group(self.conversation.id)
         await self.channel_layer.group_add(self.group, self.channel_name)
 
-    async def _refuse(self, code: str, message: str, close_code: int,
-                      retry_after: int | None = None) -> None:
-        await self.send_frame(frames.error_frame(code=code, message=message,
-                                                 retry_after=retry_after))
+    async def _refuse(
+        self, code: str, message: str, close_code: int, retry_after: int | None = None
+    ) -> None:
+        await self.send_frame(
+            frames.error_frame(code=code, message=message, retry_after=retry_after)
+        )
         await self.close(code=close_code)
 
     async def _send_resume(self) -> None:
         conversation = self.conversation
-        await self.send_frame(frames.conversation_frame(
-            conversation_id=str(conversation.id), token=None, status=conversation.status,
-            resumed=True,
-        ))
+        await self.send_frame(
+            frames.conversation_frame(
+                conversation_id=str(conversation.id),
+                token=None,
+                status=conversation.status,
+                resumed=True,
+            )
+        )
         if conversation._state.adding:  # not stored yet: nothing said, nothing streaming
             await self.send_frame(frames.history_frame(messages=[]))
             return
         # The claim first, then the history: the history is at least as new as the claim.
         live = await answering.live_answer(conversation.id)
-        history = await db(selectors.conversation_history)(
-            conversation_id=conversation.id
-        )
+        history = await db(selectors.conversation_history)(conversation_id=conversation.id)
         # An answer still streaming (another tab asked, or this one before a reload) is not
         # history yet: its run sends the text so far, then the rest. One that has ended (its
         # row has a finish reason) is history.
         streaming = live["message_id"] if live else None
-        left_out = next((m.id for m in history if m.id == streaming and not m.finish_reason),
-                        None)
-        await self.send_frame(frames.history_frame(
-            messages=[_history_item(m) for m in history if m.id != left_out]))
+        left_out = next((m.id for m in history if m.id == streaming and not m.finish_reason), None)
+        await self.send_frame(
+            frames.history_frame(messages=[_history_item(m) for m in history if m.id != left_out])
+        )
         if live is not None:
-            await answering.join(conversation.id, self.channel_name, answering.CUSTOMER,
-                                 claim=live, left_out=left_out)
+            await answering.join(
+                conversation.id,
+                self.channel_name,
+                answering.CUSTOMER,
+                claim=live,
+                left_out=left_out,
+            )
             return
         # A question whose answer was lost with the last connection is answered now.
-        question = await db(selectors.unanswered_question)(
-            conversation_id=conversation.id
-        )
+        question = await db(selectors.unanswered_question)(conversation_id=conversation.id)
         if question is not None and conversation.status == Conversation.Status.BOT:
-            await answering.request_answer(conversation=conversation, question=question,
-                                           channel_name=self.channel_name)
+            await answering.request_answer(
+                conversation=conversation, question=question, channel_name=self.channel_name
+            )
 
     async def disconnect(self, code: int) -> None:
         metrics.socket_closed(metrics.CUSTOMER, self)
@@ -208,8 +243,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         cfg = settings.CHAT
         frame, refusal = None, None
         try:
-            frame = parse_client_frame(text_data, bytes_data, max_bytes=cfg["MAX_FRAME_BYTES"],
-                                       max_chars=cfg["MAX_MESSAGE_CHARS"])
+            frame = parse_client_frame(
+                text_data,
+                bytes_data,
+                max_bytes=cfg["MAX_FRAME_BYTES"],
+                max_chars=cfg["MAX_MESSAGE_CHARS"],
+            )
         except FrameError as exc:
             refusal = exc
         # Every frame counts against the flood limit, bad ones too, except typing signals
@@ -217,18 +256,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # heartbeat, which every open tab sends).
         retry_after = None
         if frame is None or frame["type"] not in ("typing", "ping"):
-            limited = await limits.check_frame(socket_id=self.channel_name,
-                                               conversation_id=str(self.conversation.id))
+            limited = await limits.check_frame(
+                socket_id=self.channel_name, conversation_id=str(self.conversation.id)
+            )
             if limited is None and frame is not None and frame["type"] == "message":
                 limited = await limits.check_message(ip=self.client_ip)
             if limited is not None:
                 refusal = FrameError(limited.code, limited.message)
                 retry_after = limited.retry_after
         if refusal is not None:
-            await self.send_frame(frames.error_frame(
-                code=refusal.code, message=refusal.message, retry_after=retry_after,
-                client_id=client_id_of(text_data, max_bytes=settings.CHAT["MAX_FRAME_BYTES"]),
-            ))
+            await self.send_frame(
+                frames.error_frame(
+                    code=refusal.code,
+                    message=refusal.message,
+                    retry_after=retry_after,
+                    client_id=client_id_of(text_data, max_bytes=settings.CHAT["MAX_FRAME_BYTES"]),
+                )
+            )
             return
         # The type is one of chat.frames.CLIENT_FRAME_TYPES (parse_client_frame checked it),
         # and each has its handler (tests/answers/test_protocol.py checks that).
@@ -236,20 +280,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             await handler(frame)
         except (DatabaseError, RedisError, OSError):
-            log.warning("%s frame of %s failed: storage unavailable", frame["type"],
-                        self.conversation.id, exc_info=True)
-            await self.send_frame(frames.error_frame(
-                code=frames.ErrorCode.UNAVAILABLE,
-                message="That could not be saved. Please try again in a moment.",
-            ))
+            log.warning(
+                "%s frame of %s failed: storage unavailable",
+                frame["type"],
+                self.conversation.id,
+                exc_info=True,
+            )
+            await self.send_frame(
+                frames.error_frame(
+                    code=frames.ErrorCode.UNAVAILABLE,
+                    message="That could not be saved. Please try again in a moment.",
+                )
+            )
         except Exception:
             # A bug, not the customer's fault: keep the socket, say so, log it once.
             log.exception("%s frame of %s failed", frame["type"], self.conversation.id)
-            await self.send_frame(frames.error_frame(
-                code=frames.ErrorCode.INTERNAL,
-                message="Something went wrong on our side. Please try again.",
-                client_id=frame.get("client_id"),
-            ))
+            await self.send_frame(
+                frames.error_frame(
+                    code=frames.ErrorCode.INTERNAL,
+                    message="Something went wrong on our side. Please try again.",
+                    client_id=frame.get("client_id"),
+                )
+            )
 
     async def _on_ping(self, frame: dict) -> None:
         # Group memberships live in Redis: after a Redis restart they are gone while the socket
@@ -261,56 +313,69 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _on_feedback(self, frame: frames.FeedbackFrame) -> None:
         try:
             await db(services.feedback_submit)(
-                conversation=self.conversation, message_id=frame["message_id"],
-                rating=frame["rating"], comment=frame.get("comment", ""),
+                conversation=self.conversation,
+                message_id=frame["message_id"],
+                rating=frame["rating"],
+                comment=frame.get("comment", ""),
             )
         except Message.DoesNotExist:
-            await self.send_frame(frames.error_frame(
-                code=frames.ErrorCode.UNKNOWN_MESSAGE,
-                message="Only answers of this conversation's bot can be rated.",
-            ))
+            await self.send_frame(
+                frames.error_frame(
+                    code=frames.ErrorCode.UNKNOWN_MESSAGE,
+                    message="Only answers of this conversation's bot can be rated.",
+                )
+            )
             return
-        await self.send_frame(frames.feedback_ack_frame(message_id=frame["message_id"],
-                                                        rating=frame["rating"]))
+        await self.send_frame(
+            frames.feedback_ack_frame(message_id=frame["message_id"], rating=frame["rating"])
+        )
 
     async def _on_csat(self, frame: frames.CsatFrame) -> None:
         await db(services.csat_submit)(
-            conversation=await self._stored(), score=frame["score"],
+            conversation=await self._stored(),
+            score=frame["score"],
             comment=frame.get("comment", ""),
         )
         await self.send_frame(frames.csat_ack_frame(score=frame["score"]))
 
     async def _on_handoff_request(self, frame: dict | None = None) -> None:
         try:
-            outcome = await db(handoff.handoff_request)(
-                conversation=await self._stored()
-            )
+            outcome = await db(handoff.handoff_request)(conversation=await self._stored())
         except services.ConversationClosed:
-            await self.send_frame(frames.error_frame(code=frames.ErrorCode.CLOSED,
-                                                     message=CLOSED_MESSAGE))
+            await self.send_frame(
+                frames.error_frame(code=frames.ErrorCode.CLOSED, message=CLOSED_MESSAGE)
+            )
             return
         # An answer under way stops by itself: its run hears the status change.
         await self._send_handoff_ack(outcome)
 
     async def _send_handoff_ack(self, outcome: handoff.HandoffOutcome) -> None:
-        await self.send_frame(frames.handoff_ack_frame(
-            agents_available=outcome.agents_available,
-            ask_contact=not outcome.agents_available,
-            business_hours=outcome.business_hours,
-            business_hours_text=hours.away_text(outcome.business_hours,
-                                                language=self.conversation.language),
-        ))
+        await self.send_frame(
+            frames.handoff_ack_frame(
+                agents_available=outcome.agents_available,
+                ask_contact=not outcome.agents_available,
+                business_hours=outcome.business_hours,
+                business_hours_text=hours.away_text(
+                    outcome.business_hours, language=self.conversation.language
+                ),
+            )
+        )
 
     async def _on_contact(self, frame: frames.ContactFrame) -> None:
         await db(handoff.contact_submit)(
-            conversation=await self._stored(), email=frame["email"], name=frame.get("name", ""),
+            conversation=await self._stored(),
+            email=frame["email"],
+            name=frame.get("name", ""),
         )
         await self.send_frame(frames.contact_ack_frame())
 
     async def _on_typing(self, frame: dict | None = None) -> None:
         now = time.monotonic()
-        if (self.conversation is None or self.conversation._state.adding
-                or now - self.typing_sent_at < TYPING_EVERY_SECONDS):
+        if (
+            self.conversation is None
+            or self.conversation._state.adding
+            or now - self.typing_sent_at < TYPING_EVERY_SECONDS
+        ):
             return  # (nobody watches a conversation that has not said anything yet)
         self.typing_sent_at = now
         await self.channel_layer.group_send(
@@ -320,7 +385,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _on_close(self, frame: dict) -> None:
         await db(services.conversation_close)(
-            conversation=await self._stored(), closed_by="The customer")
+            conversation=await self._stored(), closed_by="The customer"
+        )
         await self._tell_closed()
 
     async def _tell_closed(self) -> None:
@@ -336,17 +402,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if draft:  # (another tab may have stored it first: that row is the one)
                 self.conversation = message.conversation
                 await drafts.forget(self.conversation.pk)
-            await self.send_frame(frames.ack_frame(client_id=client_id, message_id=message.id,
-                                                   duplicate=not created))
+            await self.send_frame(
+                frames.ack_frame(client_id=client_id, message_id=message.id, duplicate=not created)
+            )
 
         try:
             turn = await turns.customer_says(
-                conversation=self.conversation, text=frame["text"], client_id=client_id,
-                channel_name=self.channel_name, on_stored=ack)
+                conversation=self.conversation,
+                text=frame["text"],
+                client_id=client_id,
+                channel_name=self.channel_name,
+                on_stored=ack,
+            )
         except services.ConversationClosed:
-            await self.send_frame(frames.error_frame(
-                code=frames.ErrorCode.CLOSED, message=CLOSED_MESSAGE, client_id=client_id,
-            ))
+            await self.send_frame(
+                frames.error_frame(
+                    code=frames.ErrorCode.CLOSED,
+                    message=CLOSED_MESSAGE,
+                    client_id=client_id,
+                )
+            )
             return
         if turn.outcome == turns.Outcome.HANDOFF:
             await self._send_handoff_ack(turn.handoff)
@@ -400,6 +475,7 @@ def _history_item(message: Message) -> frames.HistoryItem:
         "client_id": message.client_id,
         "partial": message.is_partial,
         "rating": feedback.rating if (feedback := getattr(message, "feedback", None)) else None,
-        "agent_name": (handoff.agent_name(message.author)
-                       if message.role == Message.Role.AGENT else ""),
+        "agent_name": (
+            handoff.agent_name(message.author) if message.role == Message.Role.AGENT else ""
+        ),
     }

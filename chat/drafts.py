@@ -23,8 +23,18 @@ from runtime.redis_client import get_redis
 log = logging.getLogger(__name__)
 
 # What a draft keeps: everything conversation_prepare sets.
-FIELDS = ("token_hash", "channel", "site_id", "bot_profile_id", "language", "region",
-          "timezone", "page_url", "user_agent", "metadata")
+FIELDS = (
+    "token_hash",
+    "channel",
+    "site_id",
+    "bot_profile_id",
+    "language",
+    "region",
+    "timezone",
+    "page_url",
+    "user_agent",
+    "metadata",
+)
 
 
 def _key(conversation_id) -> str:
@@ -35,12 +45,12 @@ async def keep(conversation: Conversation) -> None:
     """Remember an unsaved conversation for CHAT["DRAFT_TTL_SECONDS"]."""
     fields = {name: getattr(conversation, name) for name in FIELDS}
     try:
-        await get_redis().set(_key(conversation.pk), json.dumps(fields),
-                              ex=settings.CHAT["DRAFT_TTL_SECONDS"])
+        await get_redis().set(
+            _key(conversation.pk), json.dumps(fields), ex=settings.CHAT["DRAFT_TTL_SECONDS"]
+        )
     except (RedisError, OSError) as exc:
         # This socket goes on with it; only a resume before its first message would fail.
-        log.warning("could not keep the draft of %s (%s)", conversation.pk,
-                    type(exc).__name__)
+        log.warning("could not keep the draft of %s (%s)", conversation.pk, type(exc).__name__)
 
 
 async def find(*, conversation_id: str, token: str) -> Conversation | None:

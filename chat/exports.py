@@ -22,17 +22,37 @@ _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _UTF8_BOM = "\ufeff"
 
 CONVERSATION_FIELDS = (
-    "id", "site", "site_key", "status", "language", "region", "created_at", "csat_score",
-    "csat_comment", "handoff_requested_at",
+    "id",
+    "site",
+    "site_key",
+    "status",
+    "language",
+    "region",
+    "created_at",
+    "csat_score",
+    "csat_comment",
+    "handoff_requested_at",
 )
 MESSAGE_FIELDS = (
-    "id", "role", "text", "created_at", "author", "model_name", "prompt_tokens",
-    "completion_tokens", "ttft_ms", "total_ms", "finish_reason", "is_fallback", "is_partial",
+    "id",
+    "role",
+    "text",
+    "created_at",
+    "author",
+    "model_name",
+    "prompt_tokens",
+    "completion_tokens",
+    "ttft_ms",
+    "total_ms",
+    "finish_reason",
+    "is_fallback",
+    "is_partial",
 )
 CSV_HEADER = (
     *(f"conversation_{name}" for name in CONVERSATION_FIELDS),
     *(f"message_{name}" for name in MESSAGE_FIELDS),
-    "feedback_rating", "feedback_comment",
+    "feedback_rating",
+    "feedback_comment",
 )
 
 
@@ -95,8 +115,9 @@ def transcripts_json(conversations: QuerySet[Conversation]) -> Iterator[str]:
     yield "["
     separator = "\n"
     for conversation in transcripts(conversations):
-        yield separator + json.dumps(conversation, cls=DjangoJSONEncoder, ensure_ascii=False,
-                                     indent=2)
+        yield separator + json.dumps(
+            conversation, cls=DjangoJSONEncoder, ensure_ascii=False, indent=2
+        )
         separator = ",\n"
     yield "\n]\n"
 
@@ -108,8 +129,12 @@ def transcript_rows(conversations: QuerySet[Conversation]) -> Iterator[tuple[Any
         head = tuple(conversation[name] for name in CONVERSATION_FIELDS)
         for message in conversation["messages"]:
             feedback = message["feedback"] or {"rating": "", "comment": ""}
-            yield (*head, *(message[name] for name in MESSAGE_FIELDS),
-                   feedback["rating"], feedback["comment"])
+            yield (
+                *head,
+                *(message[name] for name in MESSAGE_FIELDS),
+                feedback["rating"],
+                feedback["comment"],
+            )
 
 
 def transcripts_csv(conversations: QuerySet[Conversation]) -> Iterator[str]:

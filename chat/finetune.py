@@ -110,8 +110,10 @@ def corrected_answers(selection: Selection) -> QuerySet[Message]:
     return (
         _answers(selection)
         .filter(feedback__rating=Feedback.Rating.DOWN)
-        .annotate(next_role=Subquery(following.values("role")[:1]),
-                  correction=Subquery(following.values("text")[:1]))
+        .annotate(
+            next_role=Subquery(following.values("role")[:1]),
+            correction=Subquery(following.values("text")[:1]),
+        )
         .filter(next_role=Message.Role.AGENT)
         .exclude(correction="")
     )
@@ -130,10 +132,13 @@ def _answers(selection: Selection) -> QuerySet[Message]:
         answers = answers.filter(conversation__site__key=selection.site_key)
     if selection.language:
         prefix = selection.language
-        answers = answers.filter(Q(conversation__language__iexact=prefix)
-                                 | Q(conversation__language__istartswith=prefix + "-"))
+        answers = answers.filter(
+            Q(conversation__language__iexact=prefix)
+            | Q(conversation__language__istartswith=prefix + "-")
+        )
     return answers.select_related("conversation").order_by(
-        "conversation__created_at", "conversation_id", "id")
+        "conversation__created_at", "conversation_id", "id"
+    )
 
 
 # --- Lines --------------------------------------------------------------------------------
@@ -159,15 +164,22 @@ def skip_reason(answer: Message) -> str | None:
 def _well_formed(prompt: Any) -> bool:
     return (
         isinstance(prompt, list)
-        and all(isinstance(m, dict) and m.get("role") in PROMPT_ROLES
-                and isinstance(m.get("content"), str) for m in prompt)
+        and all(
+            isinstance(m, dict)
+            and m.get("role") in PROMPT_ROLES
+            and isinstance(m.get("content"), str)
+            for m in prompt
+        )
         and prompt[-1]["role"] == "user"
     )
 
 
 def scrubber_for(conversation: Conversation) -> Scrubber:
-    return Scrubber(names=[conversation.customer_name], emails=[conversation.customer_email],
-                    language=conversation.language)
+    return Scrubber(
+        names=[conversation.customer_name],
+        emails=[conversation.customer_email],
+        language=conversation.language,
+    )
 
 
 def prompt_messages(answer: Message, scrubber: Scrubber) -> list[dict[str, str]]:
@@ -175,15 +187,21 @@ def prompt_messages(answer: Message, scrubber: Scrubber) -> list[dict[str, str]]
 
 
 def chat_line(answer: Message, scrubber: Scrubber) -> dict[str, Any]:
-    return {"messages": [*prompt_messages(answer, scrubber),
-                         {"role": "assistant", "content": scrubber.scrub(answer.text)}]}
+    return {
+        "messages": [
+            *prompt_messages(answer, scrubber),
+            {"role": "assistant", "content": scrubber.scrub(answer.text)},
+        ]
+    }
 
 
 def pair_line(answer: Message, scrubber: Scrubber) -> dict[str, Any]:
     """`answer` must come from `corrected_answers` (it carries the agent's `correction`)."""
-    return {"prompt": prompt_messages(answer, scrubber),
-            "chosen": scrubber.scrub(answer.correction),
-            "rejected": scrubber.scrub(answer.text)}
+    return {
+        "prompt": prompt_messages(answer, scrubber),
+        "chosen": scrubber.scrub(answer.correction),
+        "rejected": scrubber.scrub(answer.text),
+    }
 
 
 def dumps(line: dict[str, Any]) -> str:
@@ -204,8 +222,9 @@ def validation_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.valid{path.suffix}")
 
 
-def chat_lines(answers: Iterable[Message], *, stats: ExportStats,
-               validation_fraction: float = 0.0) -> Iterator[tuple[Split, str]]:
+def chat_lines(
+    answers: Iterable[Message], *, stats: ExportStats, validation_fraction: float = 0.0
+) -> Iterator[tuple[Split, str]]:
     """(split, JSONL line) for each answer that is training data, once per distinct line."""
     seen: set[bytes] = set()
     for answer in answers:
@@ -258,8 +277,9 @@ def _seen_before(line: str, seen: set[bytes]) -> bool:
 # --- Summary ------------------------------------------------------------------------------
 
 
-def summary_lines(stats: ExportStats, *, train: str | Path, valid: str | Path | None,
-                  pairs: str | Path | None) -> list[str]:
+def summary_lines(
+    stats: ExportStats, *, train: str | Path, valid: str | Path | None, pairs: str | Path | None
+) -> list[str]:
     """What an export wrote and left out, a line each; the files named as given."""
     lines = [
         f"Selected {stats.selected} answers.",
@@ -269,9 +289,11 @@ def summary_lines(stats: ExportStats, *, train: str | Path, valid: str | Path | 
         f"Duplicates dropped: {stats.duplicates}",
     ]
     if pairs:
-        lines.append(f"Preference pairs: {stats.pairs} -> {pairs}; skipped "
-                     f"{stats.pairs_skipped.total()}{_by_reason(stats.pairs_skipped)}; "
-                     f"duplicates dropped: {stats.pair_duplicates}")
+        lines.append(
+            f"Preference pairs: {stats.pairs} -> {pairs}; skipped "
+            f"{stats.pairs_skipped.total()}{_by_reason(stats.pairs_skipped)}; "
+            f"duplicates dropped: {stats.pair_duplicates}"
+        )
     lines.append(f"PII replaced: {stats.pii.total()}" + _by_reason(stats.pii))
     return lines
 
@@ -285,7 +307,11 @@ def _by_reason(counts: Counter[str]) -> str:
 # --- One ZIP archive (the admin's download) ------------------------------------------------
 
 TRAIN_NAME, VALID_NAME, PAIRS_NAME, SUMMARY_NAME = (
-    "train.jsonl", "valid.jsonl", "pairs.jsonl", "summary.txt")
+    "train.jsonl",
+    "valid.jsonl",
+    "pairs.jsonl",
+    "summary.txt",
+)
 _SPOOL_BYTES = 1024 * 1024  # validation lines held in memory before they go to a file
 
 
@@ -317,8 +343,9 @@ def _entry(name: str) -> zipfile.ZipInfo:
     return entry
 
 
-def archive(selection: Selection, *, batch: int,
-            validation_fraction: float = DEFAULT_VALIDATION_FRACTION) -> Iterator[bytes]:
+def archive(
+    selection: Selection, *, batch: int, validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+) -> Iterator[bytes]:
     """The export of `manage.py export_finetune --pairs` as one ZIP archive, in parts as it is
     made: train.jsonl, valid.jsonl, pairs.jsonl and summary.txt (the command's summary).
     `batch`: answers a database round trip fetches."""
@@ -327,12 +354,15 @@ def archive(selection: Selection, *, batch: int,
     # Lines come train and validation mixed, and an archive writes one entry at a time: the
     # validation lines (a tenth) wait in a file that spills to disk past _SPOOL_BYTES.
     # Every entry is made by _entry, which sets its compression.
-    with (zipfile.ZipFile(sink, "w") as archive_file,
-          tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as held):
+    with (
+        zipfile.ZipFile(sink, "w") as archive_file,
+        tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as held,
+    ):
         with archive_file.open(_entry(TRAIN_NAME), "w", force_zip64=True) as train:
             answers = rated_answers(selection).iterator(chunk_size=batch)
-            for split, line in chat_lines(answers, stats=stats,
-                                          validation_fraction=validation_fraction):
+            for split, line in chat_lines(
+                answers, stats=stats, validation_fraction=validation_fraction
+            ):
                 (train if split == "train" else held).write(line.encode() + b"\n")
                 yield sink.take()
         with archive_file.open(_entry(VALID_NAME), "w", force_zip64=True) as valid:
@@ -340,10 +370,14 @@ def archive(selection: Selection, *, batch: int,
             shutil.copyfileobj(held, valid)
         yield sink.take()
         with archive_file.open(_entry(PAIRS_NAME), "w", force_zip64=True) as pairs:
-            for line in pair_lines(corrected_answers(selection).iterator(chunk_size=batch),
-                                   stats=stats):
+            for line in pair_lines(
+                corrected_answers(selection).iterator(chunk_size=batch), stats=stats
+            ):
                 pairs.write(line.encode() + b"\n")
                 yield sink.take()
-        archive_file.writestr(_entry(SUMMARY_NAME), "\n".join(summary_lines(
-            stats, train=TRAIN_NAME, valid=VALID_NAME, pairs=PAIRS_NAME)) + "\n")
+        archive_file.writestr(
+            _entry(SUMMARY_NAME),
+            "\n".join(summary_lines(stats, train=TRAIN_NAME, valid=VALID_NAME, pairs=PAIRS_NAME))
+            + "\n",
+        )
     yield sink.take()

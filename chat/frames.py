@@ -72,8 +72,14 @@ class ContactFrame(TypedDict):
 
 
 ClientFrame = Annotated[
-    MessageFrame | PingFrame | FeedbackFrame | CsatFrame | HandoffRequestFrame | CloseFrame
-    | TypingFrame | ContactFrame,
+    MessageFrame
+    | PingFrame
+    | FeedbackFrame
+    | CsatFrame
+    | HandoffRequestFrame
+    | CloseFrame
+    | TypingFrame
+    | ContactFrame,
     Field(discriminator="type"),
 ]
 client_frame_adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
@@ -83,8 +89,7 @@ def _frame_types(frame_union) -> tuple[str, ...]:
     """The `type` of each schema in an Annotated[A | B | …, Field(discriminator="type")], in
     the order they are listed: read from the schemas, so no list kept by hand can miss one."""
     schemas = get_args(get_args(frame_union)[0])
-    return tuple(type_ for schema in schemas
-                 for type_ in get_args(get_type_hints(schema)["type"]))
+    return tuple(type_ for schema in schemas for type_ in get_args(get_type_hints(schema)["type"]))
 
 
 # What chat.protocol accepts, and names in its "unknown type" error.
@@ -111,8 +116,9 @@ class Usage(TypedDict):
     completion_tokens: int
 
 
-def conversation_frame(*, conversation_id: str, token: str | None, status: str,
-                       resumed: bool) -> dict:
+def conversation_frame(
+    *, conversation_id: str, token: str | None, status: str, resumed: bool
+) -> dict:
     frame = {"type": "conversation", "id": conversation_id, "status": status, "resumed": resumed}
     if token is not None:
         frame["token"] = token
@@ -127,8 +133,7 @@ def ack_frame(*, client_id: str | None, message_id: int, duplicate: bool) -> dic
     return {"type": "message.ack", "client_id": client_id, "id": message_id, "duplicate": duplicate}
 
 
-def bot_start_frame(*, message_id: int, reply_to: int | None = None,
-                    replace: bool = False) -> dict:
+def bot_start_frame(*, message_id: int, reply_to: int | None = None, replace: bool = False) -> dict:
     # reply_to: the customer message answered (the newest one when several came together).
     # replace: a guard changed the answer already shown (cut back to a sentence, asked again,
     # replaced): what this message showed is dropped, and the deltas that follow are all of it.
@@ -142,10 +147,19 @@ def bot_delta_frame(*, message_id: int, text: str) -> dict:
     return {"type": "bot.delta", "message_id": message_id, "text": text}
 
 
-def bot_done_frame(*, message_id: int, usage: Usage, ttft_ms: int | None, total_ms: int,
-                   finish_reason: str, fallback: bool, partial: bool,
-                   sources: list[dict] | None = None, guards: tuple[str, ...] = (),
-                   offer_human: bool = False) -> dict:
+def bot_done_frame(
+    *,
+    message_id: int,
+    usage: Usage,
+    ttft_ms: int | None,
+    total_ms: int,
+    finish_reason: str,
+    fallback: bool,
+    partial: bool,
+    sources: list[dict] | None = None,
+    guards: tuple[str, ...] = (),
+    offer_human: bool = False,
+) -> dict:
     # sources: the help-centre articles the answer was grounded in, [{article_id, title, url}].
     # guards: the product's guards that shaped it (chat/guards.py); offer_human: the answer
     # offers a human agent (the widget shows its "talk to a human" button).
@@ -164,8 +178,9 @@ def bot_done_frame(*, message_id: int, usage: Usage, ttft_ms: int | None, total_
     }
 
 
-def error_frame(*, code: str, message: str, client_id: str | None = None,
-                retry_after: int | None = None) -> dict:
+def error_frame(
+    *, code: str, message: str, client_id: str | None = None, retry_after: int | None = None
+) -> dict:
     """`client_id` names the refused message, when a message was refused: its sender can
     stop resending it. `retry_after`: seconds until a limit lets the same action through."""
     frame = {"type": "error", "code": code, "message": message}
@@ -188,14 +203,24 @@ def csat_ack_frame(*, score: int) -> dict:
     return {"type": "csat.ack", "score": score}
 
 
-def handoff_ack_frame(*, agents_available: bool = True, ask_contact: bool = False,
-                      business_hours: dict | None = None, business_hours_text: str = "") -> dict:
+def handoff_ack_frame(
+    *,
+    agents_available: bool = True,
+    ask_contact: bool = False,
+    business_hours: dict | None = None,
+    business_hours_text: str = "",
+) -> dict:
     """The hand-off was recorded. `agents_available` is false when no agent is online or it
     is outside business hours; then `ask_contact` asks for an e-mail address to follow up.
     `business_hours_text` (chat.hours.away_text), only outside business hours: the hours as
     the widget shows them, formatted in the site's time zone and the conversation's language."""
-    frame = {"type": "handoff.ack", "status": "requested", "agents_available": agents_available,
-             "ask_contact": ask_contact, "business_hours": business_hours or {}}
+    frame = {
+        "type": "handoff.ack",
+        "status": "requested",
+        "agents_available": agents_available,
+        "ask_contact": ask_contact,
+        "business_hours": business_hours or {},
+    }
     if business_hours_text:
         frame["business_hours_text"] = business_hours_text
     return frame

@@ -41,15 +41,26 @@ CONSOLE_GROUP = "console"
 
 def conv_status(*, conversation_id: str, status: str, agent_name: str = "") -> dict:
     """The conversation's mode changed: bot, waiting, human (agent_name holds it), closed."""
-    return {"type": "conv.status", "conversation_id": conversation_id, "status": status,
-            "agent_name": agent_name}
+    return {
+        "type": "conv.status",
+        "conversation_id": conversation_id,
+        "status": status,
+        "agent_name": agent_name,
+    }
 
 
-def conv_message(*, conversation_id: str, message_id: int, role: str, text: str,
-                 author_name: str = "") -> dict:
+def conv_message(
+    *, conversation_id: str, message_id: int, role: str, text: str, author_name: str = ""
+) -> dict:
     """A stored message: agent replies reach the customer; watchers see every role."""
-    return {"type": "conv.message", "conversation_id": conversation_id, "id": message_id,
-            "role": role, "text": text, "author_name": author_name}
+    return {
+        "type": "conv.message",
+        "conversation_id": conversation_id,
+        "id": message_id,
+        "role": role,
+        "text": text,
+        "author_name": author_name,
+    }
 
 
 def conv_typing(*, conversation_id: str, who: str, name: str = "") -> dict:
@@ -86,8 +97,9 @@ def customer_frame_for(event: dict) -> dict | None:
             "closed": conversation_closed_frame,
         }.get(event["status"], lambda: None)()
     if kind == "conv.message" and event["role"] == "agent":
-        return agent_message_frame(message_id=event["id"], text=event["text"],
-                                   agent_name=event["author_name"])
+        return agent_message_frame(
+            message_id=event["id"], text=event["text"], agent_name=event["author_name"]
+        )
     if kind == "conv.typing" and event["who"] == "agent":
         return agent_typing_frame(agent_name=event["name"])
     return None

@@ -41,8 +41,19 @@ GREETING = "greeting"  # a greeting or thanks alone: the product answered it
 FIGURES = "figures"  # the answer stated a figure the model was not given
 POLARITY = "polarity"  # the answer said yes where the help centre's line says no
 QUOTED = "quoted"  # the help centre's own statements replaced an answer that broke a rule
-ALL = (NOT_COVERED, COMPLAINT, ASK_DETAILS, LANGUAGE, ECHO, REPETITION, LENGTH, GREETING,
-       FIGURES, POLARITY, QUOTED)
+ALL = (
+    NOT_COVERED,
+    COMPLAINT,
+    ASK_DETAILS,
+    LANGUAGE,
+    ECHO,
+    REPETITION,
+    LENGTH,
+    GREETING,
+    FIGURES,
+    POLARITY,
+    QUOTED,
+)
 
 # --- the product's own words, per language ------------------------------------------------------
 
@@ -167,10 +178,12 @@ _OWN_ORDER_ZH = re.compile(
     r"查(?:一下|询)?(?:我的)?订单|物流到哪|包裹到哪|快递到哪"
 )
 # An order number or an e-mail address already given: nothing to ask for.
-_DETAILS_GIVEN = re.compile(r"(?:#?\b[A-Z]{0,4}-?\d{5,}\b)|(?:[\w.+-]+@[\w-]+\.[\w.]+)",
-                            re.IGNORECASE)
+_DETAILS_GIVEN = re.compile(
+    r"(?:#?\b[A-Z]{0,4}-?\d{5,}\b)|(?:[\w.+-]+@[\w-]+\.[\w.]+)", re.IGNORECASE
+)
 _ASKS_DETAILS = re.compile(
-    r"order (?:number|no\.?|id)|e-?mail|订单号|订单编号|单号|邮箱|电子邮件", re.IGNORECASE)
+    r"order (?:number|no\.?|id)|e-?mail|订单号|订单编号|单号|邮箱|电子邮件", re.IGNORECASE
+)
 
 
 def needs_order_details(question: str) -> bool:
@@ -185,7 +198,8 @@ def asks_for_details(answer: str) -> bool:
 
 _OFFERS_HUMAN = re.compile(
     r"human|agent|colleague|real person|someone from our team|人工|客服人员|真人|同事",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 
 
 def offers_human(answer: str) -> bool:
@@ -197,8 +211,28 @@ def offers_human(answer: str) -> bool:
 # Languages written in Chinese characters, and those written without them: only these are
 # checked (Japanese mixes both, so its answers are not judged by script).
 _HAN_LANGUAGES = {"zh"}
-_SPACED_LANGUAGES = {"en", "de", "fr", "es", "it", "nl", "pt", "sv", "da", "no", "nb", "fi",
-                     "pl", "cs", "ru", "uk", "tr", "id", "ms", "vi"}
+_SPACED_LANGUAGES = {
+    "en",
+    "de",
+    "fr",
+    "es",
+    "it",
+    "nl",
+    "pt",
+    "sv",
+    "da",
+    "no",
+    "nb",
+    "fi",
+    "pl",
+    "cs",
+    "ru",
+    "uk",
+    "tr",
+    "id",
+    "ms",
+    "vi",
+}
 
 
 # Chinese characters and words an answer needs before its script is judged.
@@ -225,7 +259,8 @@ def wrong_language(answer: str, language: str) -> bool:
 # Words an answer may add to the question and still say nothing new ("Hello! Your question:").
 _EMPTY_WORDS = frozenset(
     "a an the i you we your our my me us it is are do does can could will would please hello "
-    "hi dear customer question thanks thank".split())
+    "hi dear customer question thanks thank".split()
+)
 _ANSWER_WORD = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
 
 
@@ -237,13 +272,17 @@ def is_echo(answer: str, question: str) -> bool:
     if not plain_answer or not plain_question:
         return False
     asked_words = set(_ANSWER_WORD.findall(plain_question))
-    new_words = [word for word in _ANSWER_WORD.findall(plain_answer)
-                 if not _HAN_ONLY.fullmatch(word)
-                 and word not in asked_words and word not in _EMPTY_WORDS]
+    new_words = [
+        word
+        for word in _ANSWER_WORD.findall(plain_answer)
+        if not _HAN_ONLY.fullmatch(word) and word not in asked_words and word not in _EMPTY_WORDS
+    ]
     asked_chars = set(plain_question)
-    new_han = [char for char in plain_answer
-               if _HAN_ONLY.fullmatch(char) and char not in asked_chars
-               and char not in "您你好的吗呢"]
+    new_han = [
+        char
+        for char in plain_answer
+        if _HAN_ONLY.fullmatch(char) and char not in asked_chars and char not in "您你好的吗呢"
+    ]
     if _POLARITY.search(plain_answer) and not _POLARITY.search(plain_question):
         return False  # "Yes, you can." answers a yes/no question
     # ...and it must be the question: most of the question's words (characters) are in it.
@@ -268,19 +307,37 @@ _RANGE_MARK = re.compile(r"\s*(?:[-–—~～至到]|to)\s*")
 # Numbered list items ("1. Sign in") count steps, and passage numbers ("[2] Shipping") cite:
 # neither states a figure.
 _LIST_NUMBER = re.compile(r"^\s*\d+[.)、]\s+|\[\d+\]", re.MULTILINE)
-_EN_NUMBERS = {word: str(value) for value, word in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen twenty".split())}
+_EN_NUMBERS = {
+    word: str(value)
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
 _EN_NUMBERS.update(thirty="30", forty="40", fifty="50", sixty="60", ninety="90")
 # Number words before a unit of time or money ("two years", "five business days", "三年",
 # "五个工作日") are figures too: the model writes "three years" where the passage says "two".
 _EN_WORD_FIGURE = re.compile(
     r"\b(" + "|".join(_EN_NUMBERS) + r")(?=[- ](?:(?:business|working|calendar)[- ])?"
-    r"(?:years?|days?|weeks?|months?|hours?|minutes?|euros?)\b)", re.IGNORECASE)
-_ZH_DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
-              "八": 8, "九": 9}
+    r"(?:years?|days?|weeks?|months?|hours?|minutes?|euros?)\b)",
+    re.IGNORECASE,
+)
+_ZH_DIGITS = {
+    "零": 0,
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+}
 _ZH_WORD_FIGURE = re.compile(
-    r"([零一二两三四五六七八九十]{1,3})(?=个?(?:工作日|年|天|周|星期|个月|月|小时|分钟|欧元|元))")
+    r"([零一二两三四五六七八九十]{1,3})(?=个?(?:工作日|年|天|周|星期|个月|月|小时|分钟|欧元|元))"
+)
 
 
 def _zh_number(word: str) -> str:
@@ -288,8 +345,9 @@ def _zh_number(word: str) -> str:
     if "十" not in word:
         return "".join(str(_ZH_DIGITS[c]) for c in word)
     tens, _, ones = word.partition("十")
-    return str((_ZH_DIGITS.get(tens, 1) if tens else 1) * 10
-               + (_ZH_DIGITS.get(ones, 0) if ones else 0))
+    return str(
+        (_ZH_DIGITS.get(tens, 1) if tens else 1) * 10 + (_ZH_DIGITS.get(ones, 0) if ones else 0)
+    )
 
 
 def figures(text_: str) -> set[str]:
@@ -299,8 +357,7 @@ def figures(text_: str) -> set[str]:
     text_ = _LIST_NUMBER.sub(" ", text_)
     text_ = _EN_WORD_FIGURE.sub(lambda m: _EN_NUMBERS[m.group(1).lower()], text_)
     text_ = _ZH_WORD_FIGURE.sub(lambda m: _zh_number(m.group(1)), text_)
-    return {_RANGE_MARK.sub("-", found).replace(",", ".")
-            for found in _FIGURE.findall(text_)}
+    return {_RANGE_MARK.sub("-", found).replace(",", ".") for found in _FIGURE.findall(text_)}
 
 
 def unsupported_figures(answer: str, told: str) -> list[str]:
@@ -316,15 +373,15 @@ def unsupported_figures(answer: str, told: str) -> list[str]:
 _ASKS_FIGURE = re.compile(
     r"\b(?:how (?:long|much|many|soon|fast|quickly)|when|what (?:time|date|day)|what does .* "
     r"cost|price|fee|charge|costs?)\b|多少|几|多长|多久|什么时候|何时|哪天|价格|费用|运费",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 
 
 def asks_for_figure(question: str) -> bool:
     return bool(_ASKS_FIGURE.search(question))
 
 
-def figures_off_the_lines(answer: str, lines: list[str], *, question: str,
-                          asked: str) -> bool:
+def figures_off_the_lines(answer: str, lines: list[str], *, question: str, asked: str) -> bool:
     """Whether a grounded answer's figures are not those of the help centre's line that
     answers the question best (`lines`, best first, chat/knowledge/extract.py), when it states
     any (else of the others): the model took them from another line ("5 business days" of the
@@ -343,12 +400,17 @@ def figures_off_the_lines(answer: str, lines: list[str], *, question: str,
 
 # --- yes or no ----------------------------------------------------------------------------------
 
-_YES_NO_EN = re.compile(r"^\W*(?:(?:hi|hello|hey)\W+)?(?:can|could|do|does|did|is|are|was|will|"
-                        r"would|may|should|have|has)\b", re.IGNORECASE)
+_YES_NO_EN = re.compile(
+    r"^\W*(?:(?:hi|hello|hey)\W+)?(?:can|could|do|does|did|is|are|was|will|"
+    r"would|may|should|have|has)\b",
+    re.IGNORECASE,
+)
 _YES_NO_ZH = re.compile(r"(?:吗|么|能不能|可不可以|是不是|有没有|会不会)[？?。！!\s]*$")
 _NEGATION = re.compile(
     r"\b(?:no|not|never|cannot|can't|don't|doesn't|won't|isn't|aren't|nor|without|except|"
-    r"unable)\b|n't\b|不|没|无|非|除外|禁止", re.IGNORECASE)
+    r"unable)\b|n't\b|不|没|无|非|除外|禁止",
+    re.IGNORECASE,
+)
 
 
 def is_yes_no_question(question: str) -> bool:
@@ -360,8 +422,11 @@ def says_yes_against(answer: str, line: str, *, question: str) -> bool:
     """Whether a yes/no question's answer affirms what the help centre's line (with its title)
     denies: "Yes, we deliver to a PO box" over "…but not to PO boxes". A small model says
     "yes" to most yes/no questions; an answer that negates anything is left alone."""
-    return (is_yes_no_question(question) and bool(_NEGATION.search(line))
-            and not _NEGATION.search(answer))
+    return (
+        is_yes_no_question(question)
+        and bool(_NEGATION.search(line))
+        and not _NEGATION.search(answer)
+    )
 
 
 # --- repeats -------------------------------------------------------------------------------------

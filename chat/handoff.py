@@ -86,8 +86,12 @@ def handoff_request(*, conversation: Conversation) -> HandoffOutcome:
         subject = staff.open_ticket(conv)
         if moved:
             status_changed(conv, Status.WAITING)
-            after_commit((group_events.CONSOLE_GROUP, group_events.console_handoff(
-                conversation_id=str(conv.pk), subject=subject)))
+            after_commit(
+                (
+                    group_events.CONSOLE_GROUP,
+                    group_events.console_handoff(conversation_id=str(conv.pk), subject=subject),
+                )
+            )
     conversation.status, conversation.handoff_requested_at = conv.status, conv.handoff_requested_at
     site = selectors.site_of(conv)
     business_hours = site.business_hours if site else {}
@@ -102,5 +106,6 @@ def contact_submit(*, conversation: Conversation, email: str, name: str = "") ->
     staff = _staff_side()
     with transaction.atomic():
         Conversation.objects.filter(pk=conversation.pk).update(
-            customer_email=email, customer_name=name or conversation.customer_name)
+            customer_email=email, customer_name=name or conversation.customer_name
+        )
         staff.leave_contact(conversation, email)

@@ -39,10 +39,12 @@ def is_affirmative(reply: str, affirmatives: list[str]) -> bool:
     return _normalize(reply) in {_normalize(a) for a in affirmatives}
 
 
-def accepts_offer(reply: str, previous_bot_text: str, *, offers: list[str],
-                  affirmatives: list[str]) -> bool:
+def accepts_offer(
+    reply: str, previous_bot_text: str, *, offers: list[str], affirmatives: list[str]
+) -> bool:
     """A short yes to a bot answer that offered a human."""
-    if not previous_bot_text or not any(_contains(_normalize(previous_bot_text), o)
-                                        for o in offers):
+    if not previous_bot_text or not any(
+        _contains(_normalize(previous_bot_text), o) for o in offers
+    ):
         return False
     return is_affirmative(reply, affirmatives)

@@ -79,7 +79,7 @@ def _days(key: str) -> list[str]:
     if not last:
         return [first]
     i, j = DAYS.index(first), DAYS.index(last)
-    return DAYS[i:j + 1] if i <= j else DAYS[i:] + DAYS[:j + 1]
+    return DAYS[i : j + 1] if i <= j else DAYS[i:] + DAYS[: j + 1]
 
 
 def _span(text: str) -> tuple[dt.time | None, dt.time | None]:

@@ -63,10 +63,14 @@ WARN_EVERY_SECONDS = 60.0
 NO_SITE = "-"  # the desk's own pages, which have no site key
 
 LIMITED = Counter("cs_chat_limited_total", "Customer actions refused by a limit", ["limit"])
-UNAVAILABLE = Counter("cs_chat_limits_unavailable_total",
-                      "Limit checks let through because Redis could not be reached")
-BUSY = Counter("cs_chat_limits_busy_total",
-               "Limit checks that found no Redis connection of their process free in time")
+UNAVAILABLE = Counter(
+    "cs_chat_limits_unavailable_total",
+    "Limit checks let through because Redis could not be reached",
+)
+BUSY = Counter(
+    "cs_chat_limits_busy_total",
+    "Limit checks that found no Redis connection of their process free in time",
+)
 
 _REDIS_ERRORS = (RedisError, OSError, StorageError)
 
@@ -83,7 +87,8 @@ class Refusal:
 # When no Redis connection of the process came free in time (see ChatLimits._pool_exhausted).
 BUSY_REFUSAL = Refusal(
     message=f"This chat is very busy right now; try again in {BUSY_RETRY_AFTER_SECONDS} seconds.",
-    retry_after=BUSY_RETRY_AFTER_SECONDS)
+    retry_after=BUSY_RETRY_AFTER_SECONDS,
+)
 
 
 @dataclass(frozen=True)
@@ -185,32 +190,50 @@ class ChatLimits:
     async def check_new_conversation(self, *, ip: str, site_key: str) -> Refusal | None:
         cfg = settings.CHAT
         return await self._check(
-            *_per_ip("ip_conversation", cfg["IP_CONVERSATION_LIMIT"], ip,
-                     "Too many new conversations from your network; try again in {wait}."),
-            ("site_conversation", cfg["SITE_CONVERSATION_LIMIT"], ("site", site_key or NO_SITE),
-             "This chat is very busy right now; try again in {wait}."),
+            *_per_ip(
+                "ip_conversation",
+                cfg["IP_CONVERSATION_LIMIT"],
+                ip,
+                "Too many new conversations from your network; try again in {wait}.",
+            ),
+            (
+                "site_conversation",
+                cfg["SITE_CONVERSATION_LIMIT"],
+                ("site", site_key or NO_SITE),
+                "This chat is very busy right now; try again in {wait}.",
+            ),
             namespace="conversation",
         )
 
     async def check_message(self, *, ip: str) -> Refusal | None:
         return await self._check(
-            *_per_ip("ip_message", settings.CHAT["IP_MESSAGE_LIMIT"], ip,
-                     "Too many messages from your network; try again in {wait}."),
+            *_per_ip(
+                "ip_message",
+                settings.CHAT["IP_MESSAGE_LIMIT"],
+                ip,
+                "Too many messages from your network; try again in {wait}.",
+            ),
             namespace="message",
         )
 
-    async def check_frame(self, *, socket_id: str,
-                          conversation_id: str | None = None) -> Refusal | None:
+    async def check_frame(
+        self, *, socket_id: str, conversation_id: str | None = None
+    ) -> Refusal | None:
         # Per conversation, not per socket: a reconnect or a second tab shares the budget.
         who = ("conversation", str(conversation_id)) if conversation_id else ("socket", socket_id)
         return await self._check(
-            ("frame", settings.CHAT["SOCKET_RATE_LIMIT"], who,
-             "You are sending messages too fast; wait {wait} before sending again."),
+            (
+                "frame",
+                settings.CHAT["SOCKET_RATE_LIMIT"],
+                who,
+                "You are sending messages too fast; wait {wait} before sending again.",
+            ),
             namespace="frame",
         )
 
-    async def _check(self, *checks: tuple[str, str, tuple[str, ...], str],
-                     namespace: str) -> Refusal | None:
+    async def _check(
+        self, *checks: tuple[str, str, tuple[str, ...], str], namespace: str
+    ) -> Refusal | None:
         """Hit each limit in order; the first one exceeded refuses, and later ones are then
         not counted (a refused conversation does not use up its site's budget)."""
         if self._skipping():
@@ -223,8 +246,7 @@ class ChatLimits:
                     stats = await self._limiter.get_window_stats(item, namespace, *who)
                     wait = max(1, math.ceil(stats.reset_time - time.time()))
                     LIMITED.labels(name).inc()
-                    return Refusal(message=message.format(wait=_duration(wait)),
-                                   retry_after=wait)
+                    return Refusal(message=message.format(wait=_duration(wait)), retry_after=wait)
         except MaxConnectionsError as exc:
             if self._pool_exhausted(exc):
                 return BUSY_REFUSAL
@@ -234,8 +256,7 @@ class ChatLimits:
 
     # --- answer slots ----------------------------------------------------------------------
 
-    async def acquire_answer_slot(self, *, site_key: str,
-                                  ttl: float | None = None) -> Slot | None:
+    async def acquire_answer_slot(self, *, site_key: str, ttl: float | None = None) -> Slot | None:
         """A slot for one more answer of this site, or None when SITE_CONCURRENT_ANSWERS are
         streaming. It lapses after `ttl` (default: ANSWER_TIMEOUT_SECONDS) unless refreshed."""
         slot = Slot(site_key=site_key or NO_SITE, id=uuid.uuid4().hex)
@@ -243,8 +264,9 @@ class ChatLimits:
         if limit <= 0 or self._skipping():
             return replace(slot, held=False)
         try:
-            granted = await self._acquire_slot(keys=[_slots_key(slot.site_key)],
-                                               args=[limit, _slot_ttl(ttl), slot.id])
+            granted = await self._acquire_slot(
+                keys=[_slots_key(slot.site_key)], args=[limit, _slot_ttl(ttl), slot.id]
+            )
         except MaxConnectionsError as exc:
             if self._pool_exhausted(exc):
                 return None  # the site is treated as busy: the fallback answers
@@ -263,8 +285,11 @@ class ChatLimits:
         if not slot.held or self._skipping():
             return True
         try:
-            return bool(await self._refresh_slot(keys=[_slots_key(slot.site_key)],
-                                                 args=[_slot_ttl(ttl), slot.id]))
+            return bool(
+                await self._refresh_slot(
+                    keys=[_slots_key(slot.site_key)], args=[_slot_ttl(ttl), slot.id]
+                )
+            )
         except MaxConnectionsError as exc:
             self._pool_exhausted(exc)
             return True  # the slot is still counted in Redis until it lapses
@@ -317,9 +342,13 @@ class ChatLimits:
             return False
         BUSY.inc()
         _warn_once_a_while(
-            "pool", "Limit checks found every Redis connection of this process busy for %s s "
+            "pool",
+            "Limit checks found every Redis connection of this process busy for %s s "
             "(%s); their actions are refused as busy. Raise REDIS_MAX_CONNECTIONS or add web "
-            "processes.", POOL_WAIT_SECONDS, exc)
+            "processes.",
+            POOL_WAIT_SECONDS,
+            exc,
+        )
         return True
 
 
@@ -336,10 +365,14 @@ def _warn_once_a_while(topic: str, message: str, *args: object) -> None:
 
 def _warn_unavailable(redis_url: str, exc: BaseException) -> None:
     _warn_once_a_while(
-        "redis", "Rate limits (chat and API) are not enforced: Redis at %s is unreachable "
+        "redis",
+        "Rate limits (chat and API) are not enforced: Redis at %s is unreachable "
         "(%s: %s). Requests are served without per-IP, per-site and per-key limits until it "
         "is back.",
-        redis_url, type(exc).__name__, exc)
+        redis_url,
+        type(exc).__name__,
+        exc,
+    )
 
 
 def _per_ip(name: str, figure: str, ip: str, message: str) -> list:
@@ -349,15 +382,17 @@ def _per_ip(name: str, figure: str, ip: str, message: str) -> list:
     bucket = _ip_bucket(ip)
     if bucket is None:
         _warn_once_a_while(
-            "ip", "Per-IP chat limits are skipped for a client without an address; behind a "
-            "proxy on a unix socket, set TRUSTED_PROXIES=unix.")
+            "ip",
+            "Per-IP chat limits are skipped for a client without an address; behind a "
+            "proxy on a unix socket, set TRUSTED_PROXIES=unix.",
+        )
         return []
     return [(name, figure, ("ip", bucket), message)]
 
 
 @lru_cache(maxsize=32)
 def parse_figure(figure: str) -> tuple[RateLimitItem, ...]:
-    """"20/minute", or several separated by ";" ("20/minute;200/day"); empty: no limit."""
+    """ "20/minute", or several separated by ";" ("20/minute;200/day"); empty: no limit."""
     if not figure.strip():
         return ()
     try:

@@ -44,8 +44,12 @@ async def remember(message: Message) -> None:
             await pipe.execute()
     except RedisError as exc:
         # The next read rebuilds from the database; a dropped cache write loses nothing.
-        log.warning("turn cache write failed for %s (%s: %s)", message.conversation_id,
-                    type(exc).__name__, exc)
+        log.warning(
+            "turn cache write failed for %s (%s: %s)",
+            message.conversation_id,
+            type(exc).__name__,
+            exc,
+        )
         await forget(message.conversation_id)
 
 
@@ -53,8 +57,9 @@ async def forget(conversation_id) -> None:
     try:
         await get_redis().delete(_key(conversation_id))
     except RedisError as exc:
-        log.warning("turn cache delete failed for %s (%s: %s)", conversation_id,
-                    type(exc).__name__, exc)
+        log.warning(
+            "turn cache delete failed for %s (%s: %s)", conversation_id, type(exc).__name__, exc
+        )
 
 
 async def recent_turns(conversation_id, *, newest_id: int | None = None) -> list[dict]:
@@ -69,16 +74,15 @@ async def recent_turns(conversation_id, *, newest_id: int | None = None) -> list
     try:
         cached = await redis.lrange(key, -limit, -1)
     except RedisError as exc:
-        log.warning("turn cache read failed for %s (%s: %s)", conversation_id,
-                    type(exc).__name__, exc)
+        log.warning(
+            "turn cache read failed for %s (%s: %s)", conversation_id, type(exc).__name__, exc
+        )
         cached = []
     turns = [json.loads(item) for item in cached]
     if turns and (newest_id is None or turns[-1]["id"] == newest_id):
         return turns
 
-    turns = await db(selectors.recent_turns)(
-        conversation_id=conversation_id, limit=limit
-    )
+    turns = await db(selectors.recent_turns)(conversation_id=conversation_id, limit=limit)
     try:
         async with redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
@@ -87,6 +91,7 @@ async def recent_turns(conversation_id, *, newest_id: int | None = None) -> list
                 pipe.expire(key, settings.CHAT["MEMORY_TTL_SECONDS"])
             await pipe.execute()
     except RedisError as exc:
-        log.warning("turn cache rebuild failed for %s (%s: %s)", conversation_id,
-                    type(exc).__name__, exc)
+        log.warning(
+            "turn cache rebuild failed for %s (%s: %s)", conversation_id, type(exc).__name__, exc
+        )
     return turns

@@ -48,7 +48,13 @@ QUEUE_WAIT = Histogram(
 # How an answer ended, once per answer, with the reasons each outcome can have. A reason not
 # listed counts as "other" (labels stay bounded whatever a caller passes).
 MODEL, FALLBACK, GUARDED, DISCONNECTED, TAKEN_OVER, CANCELLED = (
-    "model", "fallback", "guarded", "disconnected", "taken_over", "cancelled")
+    "model",
+    "fallback",
+    "guarded",
+    "disconnected",
+    "taken_over",
+    "cancelled",
+)
 OTHER = "other"
 OUTCOMES: dict[str, tuple[str, ...]] = {
     # The model's answer reached its end; the reason is vLLM's finish reason.
@@ -57,8 +63,14 @@ OUTCOMES: dict[str, tuple[str, ...]] = {
     # help centre's own statements instead of the model's answer ("quoted").
     GUARDED: ("not_covered", "greeting", "ask_details", "quoted", OTHER),
     # The rule engine answered instead (chat/fallback.py), partial model text kept if any.
-    FALLBACK: (fallback.REASON_UNAVAILABLE, fallback.REASON_TIMEOUT, fallback.REASON_ERROR,
-               fallback.REASON_BUSY, fallback.REASON_WORKER_LOST, OTHER),
+    FALLBACK: (
+        fallback.REASON_UNAVAILABLE,
+        fallback.REASON_TIMEOUT,
+        fallback.REASON_ERROR,
+        fallback.REASON_BUSY,
+        fallback.REASON_WORKER_LOST,
+        OTHER,
+    ),
     # Every customer socket left and none came back within the rejoin grace.
     DISCONNECTED: ("disconnected",),
     # A human holds the conversation: an agent took it, the customer asked for one, or a
@@ -67,11 +79,18 @@ OUTCOMES: dict[str, tuple[str, ...]] = {
     # The conversation was closed, or this process stopped mid-answer.
     CANCELLED: ("closed", "shutdown", OTHER),
 }
-ANSWERS = Counter("cs_chat_answers_total", "Answers to customers' questions, by how they ended",
-                  ["outcome", "reason"])
+ANSWERS = Counter(
+    "cs_chat_answers_total",
+    "Answers to customers' questions, by how they ended",
+    ["outcome", "reason"],
+)
 # What AnswerRun._stop's reasons mean as outcomes.
-_STOPPED = {"disconnected": DISCONNECTED, "takeover": TAKEN_OVER, "handoff": TAKEN_OVER,
-            "closed": CANCELLED}
+_STOPPED = {
+    "disconnected": DISCONNECTED,
+    "takeover": TAKEN_OVER,
+    "handoff": TAKEN_OVER,
+    "closed": CANCELLED,
+}
 
 
 def answer_ended(outcome: str, reason: str) -> None:
@@ -86,8 +105,9 @@ def answer_stopped(reason: str) -> None:
 
 # Every decision of the product's guards (chat/guards.py), on any answer: a guard that only
 # added words counts here and the answer still counts as the model's above.
-GUARDS = Counter("cs_chat_guards_total",
-                 "Answers a product guard shaped (chat/guards.py), by guard", ["guard"])
+GUARDS = Counter(
+    "cs_chat_guards_total", "Answers a product guard shaped (chat/guards.py), by guard", ["guard"]
+)
 
 
 def guarded(guard: str) -> None:
@@ -114,8 +134,9 @@ def handoff(*, agents_available: bool) -> None:
     HANDOFFS.labels(agents=AGENTS_AVAILABLE if agents_available else AGENTS_UNAVAILABLE).inc()
 
 
-FEEDBACK = Counter("cs_chat_feedback_total",
-                   "Thumbs on bot answers (rating again counts again)", ["rating"])
+FEEDBACK = Counter(
+    "cs_chat_feedback_total", "Thumbs on bot answers (rating again counts again)", ["rating"]
+)
 RATINGS = ("up", "down")
 CSAT = Counter("cs_chat_csat_total", "Satisfaction scores given to conversations", ["score"])
 SCORES = ("1", "2", "3", "4", "5")

@@ -47,7 +47,8 @@ class Site(models.Model):
     )
     language = models.CharField(max_length=35, default="en", help_text="Default UI language")
     business_hours = models.JSONField(
-        default=dict, blank=True,
+        default=dict,
+        blank=True,
         help_text='e.g. {"timezone": "Europe/Berlin", "mon-fri": "09:00-18:00"}',
     )
     bot_profile = models.ForeignKey(
@@ -101,8 +102,9 @@ class Conversation(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # Where the customer writes from: the widget's socket, or a company's back end by the API.
-    channel = models.CharField(max_length=10, choices=Channel.choices, default=Channel.WIDGET,
-                               db_index=True)
+    channel = models.CharField(
+        max_length=10, choices=Channel.choices, default=Channel.WIDGET, db_index=True
+    )
     # SHA-256 of the customer's access token; the token itself is only ever sent to the
     # customer once, so a database leak does not let anyone resume a conversation.
     token_hash = models.CharField(max_length=64, editable=False)
@@ -123,14 +125,19 @@ class Conversation(models.Model):
     )
     # The agent holding the conversation while its status is "human".
     assigned_agent = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="held_conversations",
     )
     customer_name = models.CharField(max_length=200, blank=True)
     customer_email = models.EmailField(blank=True, help_text="For a follow-up by e-mail")
     handoff_requested_at = models.DateTimeField(null=True, blank=True)
     csat_score = models.PositiveSmallIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(5)],
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(5)],
         help_text="Customer satisfaction, 1 to 5, asked at the end of the conversation",
     )
     csat_comment = models.TextField(blank=True)
@@ -164,7 +171,10 @@ class Message(models.Model):
     client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     # The staff member who wrote an agent message.
     author = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -181,8 +191,12 @@ class Message(models.Model):
     is_partial = models.BooleanField(default=False, help_text="The answer was cut off")
     # The product's guards that shaped this answer (chat/guards.py), comma-separated, e.g.
     # "complaint,length": what the model said is not all the customer read.
-    guards = models.CharField(max_length=100, blank=True, default="",
-                              help_text="Guards that shaped the answer (chat/guards.py)")
+    guards = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text="Guards that shaped the answer (chat/guards.py)",
+    )
     # The messages the model saw for this answer: the rendered system prompt and the turns kept
     # within the token budget, as [{"role", "content"}, ...]. For review and fine-tuning data.
     prompt = models.JSONField(null=True, blank=True, editable=False)
@@ -265,23 +279,28 @@ class BotProfile(models.Model):
         help_text="In Chinese conversations, turn the bot's half-width punctuation in prose "
         "into full-width (，。？！), leaving code, URLs and numbers alone.",
     )
+
     class WhenNoKnowledge(models.TextChoices):
         GENERAL = "general", "Answer generally"
         OFFER_HUMAN = "offer_human", "Say so and offer a human agent"
 
     when_no_knowledge = models.CharField(
-        max_length=12, choices=WhenNoKnowledge.choices, default=WhenNoKnowledge.OFFER_HUMAN,
+        max_length=12,
+        choices=WhenNoKnowledge.choices,
+        default=WhenNoKnowledge.OFFER_HUMAN,
         help_text="When no help-centre article covers a question (the site has articles, none "
         "relevant): answer from the model's general knowledge, or say so and offer a human.",
     )
     # The longest answer a customer reads: the prompt asks for it, and the worker ends an
     # answer that runs past it at a sentence boundary (inference_worker/textguards.py).
     answer_max_words = models.PositiveIntegerField(
-        default=_SAMPLING.answer_max_words, validators=[MinValueValidator(10)],
+        default=_SAMPLING.answer_max_words,
+        validators=[MinValueValidator(10)],
         help_text="Longest answer in words (languages written with spaces).",
     )
     answer_max_han = models.PositiveIntegerField(
-        default=_SAMPLING.answer_max_han, validators=[MinValueValidator(15)],
+        default=_SAMPLING.answer_max_han,
+        validators=[MinValueValidator(15)],
         help_text="Longest answer in Chinese characters.",
     )
     updated_at = models.DateTimeField(auto_now=True)
@@ -305,13 +324,17 @@ class BotProfile(models.Model):
         context = settings.INFERENCE["MAX_MODEL_LEN"]
         limit = context - PROMPT_RESERVE_TOKENS
         if self.max_tokens is not None and self.max_tokens > limit:
-            raise ValidationError({"max_tokens": (
-                f"{self.max_tokens} tokens leave no room for the prompt: the inference worker's "
-                f"context (INFERENCE_MAX_MODEL_LEN) is {context} tokens, and "
-                f"{PROMPT_RESERVE_TOKENS} of them are kept for the system prompt and the "
-                f"conversation. Enter at most {limit}, or raise INFERENCE_MAX_MODEL_LEN on the "
-                f"worker and the web processes."
-            )})
+            raise ValidationError(
+                {
+                    "max_tokens": (
+                        f"{self.max_tokens} tokens leave no room for the prompt: the "
+                        f"inference worker's context (INFERENCE_MAX_MODEL_LEN) is {context} "
+                        f"tokens, and {PROMPT_RESERVE_TOKENS} of them are kept for the system "
+                        f"prompt and the conversation. Enter at most {limit}, or raise "
+                        f"INFERENCE_MAX_MODEL_LEN on the worker and the web processes."
+                    )
+                }
+            )
 
 
 class FallbackRule(models.Model):
@@ -356,15 +379,21 @@ class ApiKey(models.Model):
     prefix = models.CharField(max_length=16, editable=False)
     secret_hash = models.CharField(max_length=64, unique=True, editable=False)
     site = models.ForeignKey(
-        Site, null=True, blank=True, on_delete=models.CASCADE, related_name="api_keys",
+        Site,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="api_keys",
         help_text="Conversations made with this key belong to this site (its bot profile, "
         "its limits). Empty: the desk's default profile.",
     )
     scopes = models.JSONField(default=list, help_text='e.g. ["chat", "openai"]')
     requests_per_minute = models.PositiveIntegerField(
-        default=60, help_text="Requests a minute with this key; 0 for no limit.")
+        default=60, help_text="Requests a minute with this key; 0 for no limit."
+    )
     tokens_per_day = models.PositiveIntegerField(
-        default=200_000, help_text="Prompt and completion tokens a day; 0 for no limit.")
+        default=200_000, help_text="Prompt and completion tokens a day; 0 for no limit."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -390,13 +419,15 @@ class ApiSession(models.Model):
     api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="sessions")
     session_id = models.CharField(max_length=128)
     conversation = models.OneToOneField(
-        Conversation, on_delete=models.CASCADE, related_name="api_session")
+        Conversation, on_delete=models.CASCADE, related_name="api_session"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["api_key", "session_id"],
-                                    name="api_session_once_per_key"),
+            models.UniqueConstraint(
+                fields=["api_key", "session_id"], name="api_session_once_per_key"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -51,8 +51,9 @@ _LANGUAGE_REGIONS = {"zh": "CN", "en": "US", "de": "DE", "fr": "FR", "ja": "JP",
 class Scrubber:
     """Scrubs texts of one conversation, adding up what it replaced in `counts`."""
 
-    def __init__(self, *, names: Iterable[str] = (), emails: Iterable[str] = (),
-                 language: str = ""):
+    def __init__(
+        self, *, names: Iterable[str] = (), emails: Iterable[str] = (), language: str = ""
+    ):
         self.counts: Counter[str] = Counter()
         self._known_emails = _literal_pattern(e.strip() for e in emails if e and e.strip())
         self._names = _name_pattern(names)
@@ -87,16 +88,21 @@ class Scrubber:
         if sum(ch.isdigit() for ch in text) < MIN_DIGITS:
             return text
         for region in self._regions:
-            spans = [(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(
-                text, region, leniency=phonenumbers.Leniency.VALID)]
+            spans = [
+                (m.start, m.end)
+                for m in phonenumbers.PhoneNumberMatcher(
+                    text, region, leniency=phonenumbers.Leniency.VALID
+                )
+            ]
             for start, end in reversed(spans):
                 text = text[:start] + PLACEHOLDERS["phone"] + text[end:]
                 self.counts["phone"] += 1
         return text
 
 
-def scrub(text: str, *, names: Iterable[str] = (), emails: Iterable[str] = (),
-          language: str = "") -> tuple[str, Counter[str]]:
+def scrub(
+    text: str, *, names: Iterable[str] = (), emails: Iterable[str] = (), language: str = ""
+) -> tuple[str, Counter[str]]:
     """`text` with personal data replaced, and the count of replacements per kind."""
     scrubber = Scrubber(names=names, emails=emails, language=language)
     return scrubber.scrub(text), scrubber.counts

@@ -111,10 +111,18 @@ def local_time(now: dt.datetime, timezone: str) -> str:
     return local.strftime("%A %Y-%m-%d %H:%M ") + (local.tzname() or "UTC")
 
 
-def render_system_prompt(template: str, *, site_name: str, language: str, region: str,
-                         timezone: str, now: dt.datetime, extra: dict | None = None,
-                         max_words: int = SamplingDefaults.answer_max_words,
-                         max_han: int = SamplingDefaults.answer_max_han) -> str:
+def render_system_prompt(
+    template: str,
+    *,
+    site_name: str,
+    language: str,
+    region: str,
+    timezone: str,
+    now: dt.datetime,
+    extra: dict | None = None,
+    max_words: int = SamplingDefaults.answer_max_words,
+    max_han: int = SamplingDefaults.answer_max_han,
+) -> str:
     variables = _KeepUnknown(
         current_time=local_time(now, timezone),
         user_region=region or "an unknown region",

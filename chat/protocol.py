@@ -24,8 +24,9 @@ class FrameError(Exception):
         self.message = message
 
 
-def parse_client_frame(text_data: str | None, bytes_data: bytes | None, *, max_bytes: int,
-                       max_chars: int) -> dict:
+def parse_client_frame(
+    text_data: str | None, bytes_data: bytes | None, *, max_bytes: int, max_chars: int
+) -> dict:
     """A validated client frame, or FrameError with a code and a message a person can act on."""
     if text_data is None:
         raise FrameError(ErrorCode.BAD_FRAME, "Binary frames are not accepted; send JSON text.")
@@ -84,8 +85,9 @@ def _check_rating(frame: dict) -> None:
         raise FrameError(ErrorCode.BAD_FRAME, "score must be a whole number from 1 to 5.")
     if frame["type"] == "feedback" and not 1 <= frame["message_id"] <= MAX_ID:
         raise FrameError(ErrorCode.BAD_FRAME, "message_id must be the id of a bot answer.")
-    frame["comment"] = _clean(frame.get("comment", ""), field="comment", required=False,
-                              max_chars=MAX_COMMENT_CHARS)
+    frame["comment"] = _clean(
+        frame.get("comment", ""), field="comment", required=False, max_chars=MAX_COMMENT_CHARS
+    )
 
 
 def _check_message(frame: dict, *, max_chars: int) -> None:
@@ -104,8 +106,11 @@ def _check_message(frame: dict, *, max_chars: int) -> None:
 
 def _valid_client_id(client_id: object) -> bool:
     # isprintable() is false for surrogates and controls: an id that can be echoed back.
-    return (isinstance(client_id, str) and 1 <= len(client_id) <= MAX_CLIENT_ID_CHARS
-            and client_id.isprintable())
+    return (
+        isinstance(client_id, str)
+        and 1 <= len(client_id) <= MAX_CLIENT_ID_CHARS
+        and client_id.isprintable()
+    )
 
 
 def client_id_of(text_data: str | None, *, max_bytes: int) -> str | None:
@@ -139,8 +144,10 @@ def connect_params(scope: dict) -> ConnectParams:
     """What the socket URL and headers say about the customer. Values are only recorded and
     put into the prompt, never trusted for access: that is the token's job."""
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    headers = {name.decode("latin-1").lower(): value.decode("latin-1")
-               for name, value in scope.get("headers", [])}
+    headers = {
+        name.decode("latin-1").lower(): value.decode("latin-1")
+        for name, value in scope.get("headers", [])
+    }
 
     def param(name: str, limit: int) -> str:
         return scrub((query.get(name) or [""])[0])[:limit]

@@ -82,7 +82,7 @@ class FullwidthPunctuation:
     def _convert(self, char: str, i: int) -> str:
         raw = self.raw
         nxt = raw[i + 1] if i + 1 < len(raw) else ""
-        if _URL_START.search(raw[self.word_start:i + 1]):
+        if _URL_START.search(raw[self.word_start : i + 1]):
             return char  # inside a URL or e-mail address
         if char == ")":
             if self.open_parens:

@@ -44,8 +44,11 @@ def conversation_for_customer(*, conversation_id: str, token: str) -> Conversati
 
 def api_session_conversation(*, api_key: ApiKey, session_id: str) -> Conversation | None:
     """The conversation of this key's `session_id`; another key's sessions are never found."""
-    session = (ApiSession.objects.select_related("conversation")
-               .filter(api_key=api_key, session_id=session_id).first())
+    session = (
+        ApiSession.objects.select_related("conversation")
+        .filter(api_key=api_key, session_id=session_id)
+        .first()
+    )
     return session.conversation if session is not None else None
 
 
@@ -142,8 +145,10 @@ def newest_unanswered_customer_message(*, conversation_id, after_id: int) -> Mes
     unless it asks for a human (its socket hands the conversation off instead)."""
     latest = (
         Message.objects.filter(
-            conversation_id=conversation_id, conversation__status=Conversation.Status.BOT,
-            role=Message.Role.CUSTOMER, id__gt=after_id,
+            conversation_id=conversation_id,
+            conversation__status=Conversation.Status.BOT,
+            role=Message.Role.CUSTOMER,
+            id__gt=after_id,
         )
         .order_by("-id")
         .first()
@@ -159,14 +164,19 @@ def asks_for_human(message: Message) -> bool:
     if not handoff_phrases.is_affirmative(message.text, cfg["HANDOFF_AFFIRMATIVES"]):
         return False  # only a yes accepts an offer: the bot's last words need not be read
     previous = last_bot_text(conversation_id=message.conversation_id, before_id=message.id)
-    return handoff_phrases.accepts_offer(message.text, previous, offers=cfg["HANDOFF_OFFERS"],
-                                         affirmatives=cfg["HANDOFF_AFFIRMATIVES"])
+    return handoff_phrases.accepts_offer(
+        message.text,
+        previous,
+        offers=cfg["HANDOFF_OFFERS"],
+        affirmatives=cfg["HANDOFF_AFFIRMATIVES"],
+    )
 
 
 def last_bot_text(*, conversation_id, before_id: int) -> str:
     return (
-        Message.objects.filter(conversation_id=conversation_id, role=Message.Role.BOT,
-                               id__lt=before_id)
+        Message.objects.filter(
+            conversation_id=conversation_id, role=Message.Role.BOT, id__lt=before_id
+        )
         .exclude(text="")
         .order_by("-id")
         .values_list("text", flat=True)

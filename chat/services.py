@@ -12,23 +12,43 @@ from chat.selectors import hash_token
 from runtime.broadcast import after_commit
 
 
-def conversation_start(*, site: Site | None = None, language: str = "", region: str = "",
-                       timezone_name: str = "", page_url: str = "", user_agent: str = "",
-                       metadata: dict | None = None,
-                       channel: str = Conversation.Channel.WIDGET) -> tuple[Conversation, str]:
+def conversation_start(
+    *,
+    site: Site | None = None,
+    language: str = "",
+    region: str = "",
+    timezone_name: str = "",
+    page_url: str = "",
+    user_agent: str = "",
+    metadata: dict | None = None,
+    channel: str = Conversation.Channel.WIDGET,
+) -> tuple[Conversation, str]:
     """Create a conversation; returns it with its access token, which is stored only hashed."""
     conversation, token = conversation_prepare(
-        site=site, language=language, region=region, timezone_name=timezone_name,
-        page_url=page_url, user_agent=user_agent, metadata=metadata, channel=channel)
+        site=site,
+        language=language,
+        region=region,
+        timezone_name=timezone_name,
+        page_url=page_url,
+        user_agent=user_agent,
+        metadata=metadata,
+        channel=channel,
+    )
     conversation, _ = conversation_open(conversation=conversation)
     return conversation, token
 
 
-def conversation_prepare(*, site: Site | None = None, language: str = "", region: str = "",
-                         timezone_name: str = "", page_url: str = "", user_agent: str = "",
-                         metadata: dict | None = None,
-                         channel: str = Conversation.Channel.WIDGET,
-                         ) -> tuple[Conversation, str]:
+def conversation_prepare(
+    *,
+    site: Site | None = None,
+    language: str = "",
+    region: str = "",
+    timezone_name: str = "",
+    page_url: str = "",
+    user_agent: str = "",
+    metadata: dict | None = None,
+    channel: str = Conversation.Channel.WIDGET,
+) -> tuple[Conversation, str]:
     """A new conversation and its access token, not stored yet (see chat.drafts): the widget
     opens one for every page view, most of which never say a word."""
     token = secrets.token_urlsafe(32)
@@ -54,68 +74,105 @@ def conversation_open(*, conversation: Conversation) -> tuple[Conversation, bool
     try:
         with transaction.atomic():
             conversation.save(force_insert=True)
-            after_commit((group_events.CONSOLE_GROUP, group_events.console_update(
-                conversation_id=str(conversation.pk), reason="new")))
+            after_commit(
+                (
+                    group_events.CONSOLE_GROUP,
+                    group_events.console_update(conversation_id=str(conversation.pk), reason="new"),
+                )
+            )
     except IntegrityError:
         return Conversation.objects.get(pk=conversation.pk), False
     return conversation, True
 
 
-def api_session_open(*, api_key: ApiKey, session_id: str, channel: str, language: str = "",
-                     region: str = "") -> Conversation:
+def api_session_open(
+    *, api_key: ApiKey, session_id: str, channel: str, language: str = "", region: str = ""
+) -> Conversation:
     """The conversation of the caller's `session_id` under this key, made on first use (for the
     key's site, told to the console). A language or region given later replaces the one
     stored: the customer moved on."""
-    session = (ApiSession.objects.select_related("conversation")
-               .filter(api_key=api_key, session_id=session_id).first())
+    session = (
+        ApiSession.objects.select_related("conversation")
+        .filter(api_key=api_key, session_id=session_id)
+        .first()
+    )
     if session is not None:
         return _update_locale(session.conversation, language=language, region=region)
     site = api_key.site
     try:
         with transaction.atomic():
             conversation, _token = conversation_start(
-                site=site, language=language or (site.language if site else ""),
-                region=region, channel=channel,
-                metadata={"api_key": api_key.prefix, "session_id": session_id})
-            ApiSession.objects.create(api_key=api_key, session_id=session_id,
-                                      conversation=conversation)
+                site=site,
+                language=language or (site.language if site else ""),
+                region=region,
+                channel=channel,
+                metadata={"api_key": api_key.prefix, "session_id": session_id},
+            )
+            ApiSession.objects.create(
+                api_key=api_key, session_id=session_id, conversation=conversation
+            )
             cid = str(conversation.pk)
-            after_commit((group_events.CONSOLE_GROUP,
-                          group_events.console_update(conversation_id=cid, reason="new")))
+            after_commit(
+                (
+                    group_events.CONSOLE_GROUP,
+                    group_events.console_update(conversation_id=cid, reason="new"),
+                )
+            )
     except IntegrityError:  # the same new session_id in two requests at once
-        return ApiSession.objects.select_related("conversation").get(
-            api_key=api_key, session_id=session_id).conversation
+        return (
+            ApiSession.objects.select_related("conversation")
+            .get(api_key=api_key, session_id=session_id)
+            .conversation
+        )
     return conversation
 
 
-def api_conversation_start(*, api_key: ApiKey, history: list[tuple[str, str]],
-                           instructions: str = "", user: str = "") -> Conversation:
+def api_conversation_start(
+    *, api_key: ApiKey, history: list[tuple[str, str]], instructions: str = "", user: str = ""
+) -> Conversation:
     """A conversation for one stateless OpenAI-style call, so staff can review it: the
     caller's earlier turns (`history`: ("customer" | "bot", text), oldest first) are stored as
     they were given, before the newest message goes through `chat.turns` like any other."""
     site = api_key.site
     with transaction.atomic():
         conversation, _token = conversation_start(
-            site=site, language=site.language if site else "",
+            site=site,
+            language=site.language if site else "",
             channel=Conversation.Channel.OPENAI,
-            metadata={"api_key": api_key.prefix, "user": user[:256],
-                      "instructions": instructions[:4000]})
-        Message.objects.bulk_create([
-            Message(conversation=conversation, role=role, text=text, model_name="(caller)"
-                    if role == Message.Role.BOT else "")
-            for role, text in history
-        ])
+            metadata={
+                "api_key": api_key.prefix,
+                "user": user[:256],
+                "instructions": instructions[:4000],
+            },
+        )
+        Message.objects.bulk_create(
+            [
+                Message(
+                    conversation=conversation,
+                    role=role,
+                    text=text,
+                    model_name="(caller)" if role == Message.Role.BOT else "",
+                )
+                for role, text in history
+            ]
+        )
         if history:
             _touch(conversation.pk)
-        after_commit((group_events.CONSOLE_GROUP, group_events.console_update(
-            conversation_id=str(conversation.pk), reason="new")))
+        after_commit(
+            (
+                group_events.CONSOLE_GROUP,
+                group_events.console_update(conversation_id=str(conversation.pk), reason="new"),
+            )
+        )
     return conversation
 
 
 def _update_locale(conversation: Conversation, *, language: str, region: str) -> Conversation:
-    changes = {name: value for name, value in (("language", language[:35]),
-                                               ("region", region[:64]))
-               if value and getattr(conversation, name) != value}
+    changes = {
+        name: value
+        for name, value in (("language", language[:35]), ("region", region[:64]))
+        if value and getattr(conversation, name) != value
+    }
     if changes:
         for name, value in changes.items():
             setattr(conversation, name, value)
@@ -123,8 +180,9 @@ def _update_locale(conversation: Conversation, *, language: str, region: str) ->
     return conversation
 
 
-def message_add_customer(*, conversation: Conversation, text: str,
-                         client_id: str | None) -> tuple[Message, bool]:
+def message_add_customer(
+    *, conversation: Conversation, text: str, client_id: str | None
+) -> tuple[Message, bool]:
     """Store a customer message once per `client_id`. Returns (message, created) and sets
     `conversation.status` to the status at the time of the write; raises ConversationClosed
     (unless the message was stored before it closed: a resend then gets it back)."""
@@ -133,17 +191,26 @@ def message_add_customer(*, conversation: Conversation, text: str,
     try:
         with transaction.atomic():
             # The status as of this write: the caller decides on it whether the bot answers.
-            status, last_message_at = Conversation.objects.filter(pk=conversation.pk).values_list(
-                "status", "last_message_at").get()
+            status, last_message_at = (
+                Conversation.objects.filter(pk=conversation.pk)
+                .values_list("status", "last_message_at")
+                .get()
+            )
             if status == Conversation.Status.CLOSED:
-                stored = client_id and Message.objects.filter(
-                    conversation=conversation, client_id=client_id).first()
+                stored = (
+                    client_id
+                    and Message.objects.filter(
+                        conversation=conversation, client_id=client_id
+                    ).first()
+                )
                 if stored:
                     return stored, False
                 raise ConversationClosed
             conversation.status = status
             message = Message.objects.create(
-                conversation=conversation, role=Message.Role.CUSTOMER, text=text,
+                conversation=conversation,
+                role=Message.Role.CUSTOMER,
+                text=text,
                 client_id=client_id or None,
             )
             message_told(message)
@@ -167,8 +234,12 @@ def _lock_for_bot(conversation: Conversation) -> None:
     """Inside a transaction: raise BotSilenced unless the bot may still speak. The row lock
     (a write lock on SQLite) orders this against a takeover, so no bot message is ever
     created after a human took the conversation."""
-    status = (Conversation.objects.select_for_update().filter(pk=conversation.pk)
-              .values_list("status", flat=True).first())
+    status = (
+        Conversation.objects.select_for_update()
+        .filter(pk=conversation.pk)
+        .values_list("status", flat=True)
+        .first()
+    )
     if status != Conversation.Status.BOT:
         raise BotSilenced(status)
 
@@ -180,17 +251,29 @@ def bot_message_start(*, conversation: Conversation, model_name: str) -> Message
     with transaction.atomic():
         _lock_for_bot(conversation)
         return Message.objects.create(
-            conversation=conversation, role=Message.Role.BOT, text="",
-            model_name=model_name[:200], is_partial=True,
+            conversation=conversation,
+            role=Message.Role.BOT,
+            text="",
+            model_name=model_name[:200],
+            is_partial=True,
         )
 
 
-def bot_message_finish(*, message: Message, text: str, finish_reason: str, partial: bool,
-                       prompt_tokens: int | None, completion_tokens: int | None,
-                       ttft_ms: int | None, total_ms: int | None,
-                       prompt: list[dict] | None = None,
-                       sources: list[dict] | None = None,
-                       guards: tuple[str, ...] = (), fallback: bool = False) -> Message:
+def bot_message_finish(
+    *,
+    message: Message,
+    text: str,
+    finish_reason: str,
+    partial: bool,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+    ttft_ms: int | None,
+    total_ms: int | None,
+    prompt: list[dict] | None = None,
+    sources: list[dict] | None = None,
+    guards: tuple[str, ...] = (),
+    fallback: bool = False,
+) -> Message:
     """`guards`: the product's guards that shaped the answer; `fallback`: it broke one of
     them twice and the fallback rules' answer replaced it."""
     message.text = text
@@ -205,10 +288,22 @@ def bot_message_finish(*, message: Message, text: str, finish_reason: str, parti
     message.ttft_ms = ttft_ms
     message.total_ms = total_ms
     with transaction.atomic():
-        message.save(update_fields=[
-            "text", "finish_reason", "is_partial", "prompt_tokens", "completion_tokens",
-            "ttft_ms", "total_ms", "prompt", "sources", "guards", "is_fallback", "updated_at",
-        ])
+        message.save(
+            update_fields=[
+                "text",
+                "finish_reason",
+                "is_partial",
+                "prompt_tokens",
+                "completion_tokens",
+                "ttft_ms",
+                "total_ms",
+                "prompt",
+                "sources",
+                "guards",
+                "is_fallback",
+                "updated_at",
+            ]
+        )
         message_told(message)
     return message
 
@@ -227,11 +322,15 @@ def bot_messages_save_partial(*, texts: dict[int, str]) -> None:
     now, items = timezone.now(), list(texts.items())
     with transaction.atomic():
         for start in range(0, len(items), PARTIAL_SAVE_CHUNK):
-            chunk = dict(items[start:start + PARTIAL_SAVE_CHUNK])
+            chunk = dict(items[start : start + PARTIAL_SAVE_CHUNK])
             Message.objects.filter(pk__in=chunk, is_partial=True, finish_reason="").update(
-                text=Case(*(When(pk=pk, then=Value(text)) for pk, text in chunk.items()),
-                          default=F("text"), output_field=TextField()),
-                updated_at=now)
+                text=Case(
+                    *(When(pk=pk, then=Value(text)) for pk, text in chunk.items()),
+                    default=F("text"),
+                    output_field=TextField(),
+                ),
+                updated_at=now,
+            )
 
 
 def bot_message_fallback(*, conversation: Conversation, text: str, reason: str) -> Message:
@@ -239,34 +338,42 @@ def bot_message_fallback(*, conversation: Conversation, text: str, reason: str) 
     with transaction.atomic():
         _lock_for_bot(conversation)
         message = Message.objects.create(
-            conversation=conversation, role=Message.Role.BOT, text=text, is_fallback=True,
-            finish_reason=reason[:20], model_name="fallback-rules",
+            conversation=conversation,
+            role=Message.Role.BOT,
+            text=text,
+            is_fallback=True,
+            finish_reason=reason[:20],
+            model_name="fallback-rules",
         )
         message_told(message)
     return message
 
 
-def bot_message_guarded(*, conversation: Conversation, text: str,
-                        guards: tuple[str, ...]) -> Message:
+def bot_message_guarded(
+    *, conversation: Conversation, text: str, guards: tuple[str, ...]
+) -> Message:
     """An answer the product gave in its own words, without asking the model (chat/guards.py:
     a question no help-centre article covers); its finish reason is the last of `guards`."""
     with transaction.atomic():
         _lock_for_bot(conversation)
         message = Message.objects.create(
-            conversation=conversation, role=Message.Role.BOT, text=text,
-            guards=",".join(guards)[:100], finish_reason=guards[-1][:20], model_name="guard",
+            conversation=conversation,
+            role=Message.Role.BOT,
+            text=text,
+            guards=",".join(guards)[:100],
+            finish_reason=guards[-1][:20],
+            model_name="guard",
         )
         message_told(message)
     return message
 
 
-def feedback_submit(*, conversation: Conversation, message_id: int, rating: str,
-                    comment: str = "") -> Feedback:
+def feedback_submit(
+    *, conversation: Conversation, message_id: int, rating: str, comment: str = ""
+) -> Feedback:
     """Rate one bot answer of this conversation; a second rating replaces the first.
     Raises Message.DoesNotExist for anything that is not a bot answer of this conversation."""
-    message = Message.objects.get(
-        pk=message_id, conversation=conversation, role=Message.Role.BOT
-    )
+    message = Message.objects.get(pk=message_id, conversation=conversation, role=Message.Role.BOT)
     feedback, _ = Feedback.objects.update_or_create(
         message=message, defaults={"rating": rating, "comment": comment}
     )
@@ -290,10 +397,15 @@ def conversation_close(*, conversation: Conversation, closed_by: str) -> bool:
     the customer, every watcher and the inbox told. False (and nothing changes) if it was
     closed already."""
     with transaction.atomic():
-        closed = Conversation.objects.filter(pk=conversation.pk).exclude(
-            status=Conversation.Status.CLOSED
-        ).update(status=Conversation.Status.CLOSED, closed_at=timezone.now(),
-                 updated_at=timezone.now())
+        closed = (
+            Conversation.objects.filter(pk=conversation.pk)
+            .exclude(status=Conversation.Status.CLOSED)
+            .update(
+                status=Conversation.Status.CLOSED,
+                closed_at=timezone.now(),
+                updated_at=timezone.now(),
+            )
+        )
         if closed:
             system_note(conversation, f"{closed_by} closed the conversation.")
             status_changed(conversation, Conversation.Status.CLOSED)
@@ -308,38 +420,50 @@ def status_changed(conversation: Conversation, status: str, name: str = "") -> N
     after_commit(
         (group_events.conversation_group(cid), event),
         (group_events.watch_group(cid), event),
-        (group_events.CONSOLE_GROUP, group_events.console_update(conversation_id=cid,
-                                                                 reason=status)),
+        (
+            group_events.CONSOLE_GROUP,
+            group_events.console_update(conversation_id=cid, reason=status),
+        ),
     )
 
 
 def system_note(conversation: Conversation, text: str) -> Message:
     """A system line in the transcript, for people (never a model turn)."""
-    message = Message.objects.create(conversation=conversation, role=Message.Role.SYSTEM,
-                                     text=text)
+    message = Message.objects.create(conversation=conversation, role=Message.Role.SYSTEM, text=text)
     cid = str(conversation.pk)
-    after_commit((group_events.watch_group(cid), group_events.conv_message(
-        conversation_id=cid, message_id=message.pk, role=message.role, text=text)))
+    after_commit(
+        (
+            group_events.watch_group(cid),
+            group_events.conv_message(
+                conversation_id=cid, message_id=message.pk, role=message.role, text=text
+            ),
+        )
+    )
     return message
 
 
-def message_told(message: Message, *, author_name: str = "",
-                 to_customer: bool = False) -> None:
+def message_told(message: Message, *, author_name: str = "", to_customer: bool = False) -> None:
     """Something was said: the conversation moves up the inbox, and once the transaction
     commits its watchers and the inbox hear of it, and the customer's tabs too for words they
     did not send themselves (`to_customer`: an agent's reply). The one way every service that
     stores a message tells the others."""
     _touch(message.conversation_id)
     cid = str(message.conversation_id)
-    event = group_events.conv_message(conversation_id=cid, message_id=message.pk,
-                                      role=message.role, text=message.text,
-                                      author_name=author_name)
+    event = group_events.conv_message(
+        conversation_id=cid,
+        message_id=message.pk,
+        role=message.role,
+        text=message.text,
+        author_name=author_name,
+    )
     pairs = [(group_events.conversation_group(cid), event)] if to_customer else []
     after_commit(
         *pairs,
         (group_events.watch_group(cid), event),
-        (group_events.CONSOLE_GROUP,
-         group_events.console_update(conversation_id=cid, reason="message")),
+        (
+            group_events.CONSOLE_GROUP,
+            group_events.console_update(conversation_id=cid, reason="message"),
+        ),
     )
 
 

@@ -60,8 +60,9 @@ _INVISIBLE_RANGES = (
 
 # Formatting characters that are drawn: the prepended concatenation marks (the Arabic number
 # sign, the end of ayah, …) that carry the digits that follow.
-_VISIBLE_FORMAT = frozenset("\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891"
-                            "\u08e2\U000110bd\U000110cd")
+_VISIBLE_FORMAT = frozenset(
+    "\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\U000110bd\U000110cd"
+)
 
 
 def is_visible(char: str) -> bool:
@@ -77,8 +78,14 @@ def has_visible(text: str) -> bool:
     return any(is_visible(char) for char in text)
 
 
-def clean_text(value: str, *, field: str = "message", max_chars: int | None = None,
-               required: bool = True, single_line: bool = False) -> str:
+def clean_text(
+    value: str,
+    *,
+    field: str = "message",
+    max_chars: int | None = None,
+    required: bool = True,
+    single_line: bool = False,
+) -> str:
     """`value` as it will be stored, or TextError.
 
     - `bad_frame`: a lone surrogate, or a control character other than tab and line feed;
@@ -90,14 +97,18 @@ def clean_text(value: str, *, field: str = "message", max_chars: int | None = No
     `single_line`, line breaks and tabs become spaces (names, e-mail addresses, subjects).
     """
     if (match := _SURROGATE.search(value)) is not None:
-        raise TextError(ErrorCode.BAD_FRAME,
-                        f"The {field} contains an invalid character (a lone UTF-16 surrogate, "
-                        f"U+{ord(match.group()):04X}); send it as proper UTF-8 text.")
+        raise TextError(
+            ErrorCode.BAD_FRAME,
+            f"The {field} contains an invalid character (a lone UTF-16 surrogate, "
+            f"U+{ord(match.group()):04X}); send it as proper UTF-8 text.",
+        )
     text = _LINE_BREAKS.sub("\n", value)
     if (match := _CONTROL.search(text)) is not None:
-        raise TextError(ErrorCode.BAD_FRAME,
-                        f"The {field} contains a control character (U+{ord(match.group()):04X}); "
-                        "only text, line breaks and tabs are accepted.")
+        raise TextError(
+            ErrorCode.BAD_FRAME,
+            f"The {field} contains a control character (U+{ord(match.group()):04X}); "
+            "only text, line breaks and tabs are accepted.",
+        )
     text = unicodedata.normalize("NFC", text)
     if single_line:
         text = " ".join(text.split())
@@ -107,9 +118,10 @@ def clean_text(value: str, *, field: str = "message", max_chars: int | None = No
             raise TextError(ErrorCode.EMPTY_MESSAGE, f"The {field} is empty.")
         return ""
     if max_chars is not None and len(text) > max_chars:
-        raise TextError(ErrorCode.MESSAGE_TOO_LONG,
-                        f"The {field} is limited to {max_chars} characters; this one has "
-                        f"{len(text)}.")
+        raise TextError(
+            ErrorCode.MESSAGE_TOO_LONG,
+            f"The {field} is limited to {max_chars} characters; this one has {len(text)}.",
+        )
     return text
 
 

@@ -27,10 +27,15 @@ class Turn:
     handoff: HandoffOutcome | None = None
 
 
-async def customer_says(*, conversation: Conversation, text: str, client_id: str | None,
-                        channel_name: str, options: AnswerOptions | None = None,
-                        on_stored: Callable[[Message, bool], Awaitable[None]] | None = None,
-                        ) -> Turn:
+async def customer_says(
+    *,
+    conversation: Conversation,
+    text: str,
+    client_id: str | None,
+    channel_name: str,
+    options: AnswerOptions | None = None,
+    on_stored: Callable[[Message, bool], Awaitable[None]] | None = None,
+) -> Turn:
     """Raises services.ConversationClosed (also should the conversation close while a
     hand-off is asked for). `on_stored` runs once the message is stored and before anything
     answers it (the socket acks it there). A conversation not stored yet (prepared when its
@@ -40,7 +45,8 @@ async def customer_says(*, conversation: Conversation, text: str, client_id: str
     # waits in the executor's queue behind every other socket's, so further hops (storing the
     # conversation, asks_for_human) made answers start late and then all at once.
     conversation, message, created, wants_human = await db(_store_customer_message)(
-        conversation, text, client_id)
+        conversation, text, client_id
+    )
     if on_stored is not None:
         await on_stored(message, created)
     if not created:
@@ -51,21 +57,29 @@ async def customer_says(*, conversation: Conversation, text: str, client_id: str
     if wants_human:
         outcome = await db(handoff_request)(conversation=conversation)
         return Turn(message, Outcome.HANDOFF, outcome)
-    await answering.request_answer(conversation=conversation, question=message,
-                                   channel_name=channel_name, options=options)
+    await answering.request_answer(
+        conversation=conversation, question=message, channel_name=channel_name, options=options
+    )
     return Turn(message, Outcome.ANSWERING)
 
 
-def _store_customer_message(conversation: Conversation, text: str, client_id: str | None,
-                            ) -> tuple[Conversation, Message, bool, bool]:
+def _store_customer_message(
+    conversation: Conversation,
+    text: str,
+    client_id: str | None,
+) -> tuple[Conversation, Message, bool, bool]:
     """services.message_add_customer (after services.conversation_open for a conversation
     not stored yet), and whether a new message asks for a human while the bot holds the
     conversation (the only case in which customer_says asks)."""
     if conversation._state.adding:
         conversation, _ = services.conversation_open(conversation=conversation)
-    message, created = services.message_add_customer(conversation=conversation, text=text,
-                                                     client_id=client_id)
+    message, created = services.message_add_customer(
+        conversation=conversation, text=text, client_id=client_id
+    )
     message.conversation = conversation  # a resend's row comes without it; on_stored reads it
-    wants_human = (created and conversation.status == Conversation.Status.BOT
-                   and selectors.asks_for_human(message))
+    wants_human = (
+        created
+        and conversation.status == Conversation.Status.BOT
+        and selectors.asks_for_human(message)
+    )
     return conversation, message, created, wants_human

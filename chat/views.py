@@ -35,11 +35,16 @@ def widget_config(request, site_key: str):
     site = selectors.site_by_key(site_key=site_key)
     if site is None:
         response = JsonResponse(
-            {"error": "unknown_site", "message": "No active site has this key."}, status=404)
+            {"error": "unknown_site", "message": "No active site has this key."}, status=404
+        )
     elif origin and not site.allows(origin):
         response = JsonResponse(
-            {"error": "origin_not_allowed",
-             "message": f"{origin} is not among this site's allowed origins."}, status=403)
+            {
+                "error": "origin_not_allowed",
+                "message": f"{origin} is not among this site's allowed origins.",
+            },
+            status=403,
+        )
     else:
         response = JsonResponse(_public_config(site))
         response["Cache-Control"] = "max-age=60"
@@ -90,8 +95,9 @@ async def healthz(request):
     except RedisError as exc:
         checks["redis"] = f"error: {exc.__class__.__name__}"
     healthy = checks["database"] == "ok" and checks["redis"] == "ok"
-    return JsonResponse({"status": "ok" if healthy else "degraded", **checks},
-                        status=200 if healthy else 503)
+    return JsonResponse(
+        {"status": "ok" if healthy else "degraded", **checks}, status=200 if healthy else 503
+    )
 
 
 async def _database_ping() -> None:

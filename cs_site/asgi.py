@@ -28,8 +28,10 @@ from runtime.startup_objects import freeze_startup_objects  # noqa: E402
 # gathered whole (up to 1 MiB) or, above that, the connection dropped. The bound is the larger
 # limit in bytes (the console counts characters, up to 4 bytes each), so a cut message is
 # over the limit of whichever socket receives it.
-wsframes.install(max_message_bytes=max(settings.CHAT["MAX_FRAME_BYTES"], 4 * CONSOLE_FRAME_CHARS)
-                 + wsframes.MARGIN_BYTES)
+wsframes.install(
+    max_message_bytes=max(settings.CHAT["MAX_FRAME_BYTES"], 4 * CONSOLE_FRAME_CHARS)
+    + wsframes.MARGIN_BYTES
+)
 
 # /static/: collected files with cache headers (cs_site/static_files.py); with DEBUG, Django's
 # handler serves the source folders as they are edited; SERVE_STATIC=false leaves it to a proxy.

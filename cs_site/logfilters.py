@@ -10,8 +10,10 @@ class ExpectedRefusals(logging.Filter):
     log. Keep the one line (status, path) and drop the traceback; 5xx keep theirs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        refusal_logger = record.name in ("django.request", "django.security") \
-            or record.name.startswith("django.security.")
+        refusal_logger = record.name in (
+            "django.request",
+            "django.security",
+        ) or record.name.startswith("django.security.")
         if refusal_logger and 400 <= getattr(record, "status_code", 0) < 500:
             record.exc_info = None
             record.exc_text = None

@@ -31,8 +31,10 @@ from django_prometheus.exports import ExportToDjangoView
 
 from runtime.client_ip import IPNetwork, client_ip, parse_ip
 
-REFUSAL = ("Forbidden: metrics are for the desk's monitoring (a bearer token, an allowed "
-           "network, or a staff login).\n")
+REFUSAL = (
+    "Forbidden: metrics are for the desk's monitoring (a bearer token, an allowed "
+    "network, or a staff login).\n"
+)
 
 
 def metrics(request: HttpRequest) -> HttpResponse:
@@ -51,8 +53,9 @@ def _from_allowed_network(request: HttpRequest) -> bool:
         return False
     peer = request.META.get("REMOTE_ADDR") or None
     scope = getattr(request, "scope", None)  # ASGIRequest: the peer as Daphne saw it
-    address = parse_ip(client_ip(scope) if scope is not None
-                       else client_ip(request.headers, peer=peer))
+    address = parse_ip(
+        client_ip(scope) if scope is not None else client_ip(request.headers, peer=peer)
+    )
     if address is None:
         return False
     forwarded = "X-Forwarded-For" in request.headers or "Forwarded" in request.headers

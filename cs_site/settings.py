@@ -38,8 +38,7 @@ TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 # TRUSTED_PROXIES tells it) may without a token: by default loopback only, what `make run`,
 # bench/ and a Prometheus on the same machine use; empty: none. From elsewhere, Prometheus
 # sends "Authorization: Bearer <METRICS_BEARER_TOKEN>" (empty: no token is accepted).
-METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS",
-                                    default=["127.0.0.0/8", "::1/128"])
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
 METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
 
 INSTALLED_APPS = [
@@ -169,11 +168,18 @@ LOGGING = {
     # that refused it. On django.request itself, so no handler sees the traceback; on the
     # handler too, for django.security's per-exception child loggers.
     "filters": {"expected_refusals": {"()": "cs_site.logfilters.ExpectedRefusals"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
-                             "filters": ["expected_refusals"]}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["expected_refusals"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"},
-                "django.request": {"filters": ["expected_refusals"]}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        "django.request": {"filters": ["expected_refusals"]},
+    },
 }
 
 # --- Redis: channel layer, recent-turn cache, rate-limit counters ---------------------------
@@ -181,8 +187,9 @@ LOGGING = {
 # `make run` starts a local server and sets this for its own processes when it is not given;
 # a command run from another shell meanwhile finds that server through VAR_DIR/run/redis.url
 # (runtime/stack_redis.py), so its edits reach the running desk.
-REDIS_URL = (env.str("REDIS_URL", default="") or stack_redis.find(VAR_DIR)
-             or "redis://127.0.0.1:6379/0")
+REDIS_URL = (
+    env.str("REDIS_URL", default="") or stack_redis.find(VAR_DIR) or "redis://127.0.0.1:6379/0"
+)
 # Connections per pool, process and event loop: the channel layer's, the shared client's and
 # the rate limits' each (runtime/redis_client.py). A command holds one for a round trip
 # (~0.1 ms); when all are busy it waits for one (up to a few seconds) instead of failing.
@@ -195,19 +202,22 @@ CHANNEL_LAYERS = {
         # channels-redis with one round trip per send and pools that wait for a connection.
         "BACKEND": "runtime.channel_layer.DeskChannelLayer",
         "CONFIG": {
-            "hosts": [{
-                "address": REDIS_URL,
-                # redis-py 8 times reads out after 5 s by default, the same 5 s channels-redis
-                # blocks for in BZPOPMIN while waiting for a message: an idle receive would fail.
-                "socket_timeout": 30,
-                # Connections per process and event loop. A process holds one in BZPOPMIN for
-                # its own channels and one per receive of a shared channel; every send holds
-                # one for a single round trip (~0.1 ms), so 200 carry thousands of sends per
-                # second. When all are busy a send waits up to pool_timeout seconds for one
-                # (then fails like any Redis error) instead of failing at once.
-                "max_connections": REDIS_MAX_CONNECTIONS,
-                "pool_timeout": 5,
-            }],
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    # redis-py 8 times reads out after 5 s by default, the same 5 s
+                    # channels-redis blocks for in BZPOPMIN while waiting for a message: an
+                    # idle receive would fail.
+                    "socket_timeout": 30,
+                    # Connections per process and event loop. A process holds one in BZPOPMIN for
+                    # its own channels and one per receive of a shared channel; every send holds
+                    # one for a single round trip (~0.1 ms), so 200 carry thousands of sends per
+                    # second. When all are busy a send waits up to pool_timeout seconds for one
+                    # (then fails like any Redis error) instead of failing at once.
+                    "max_connections": REDIS_MAX_CONNECTIONS,
+                    "pool_timeout": 5,
+                }
+            ],
             # First matching glob wins (fnmatch on the full channel name); the rest get 100.
             "channel_capacity": {
                 # Requests waiting for a worker. Admission control (live slots x
@@ -335,18 +345,51 @@ CHAT = {
     # of a process), so a crash or restart loses at most this much of what the customer saw.
     "PARTIAL_SAVE_SECONDS": env.float("CHAT_PARTIAL_SAVE_SECONDS", default=2.0),
     # Words with which a customer asks for a human (comma-separated; any language).
-    "HANDOFF_PHRASES": env.list("CHAT_HANDOFF_PHRASES", default=[
-        "人工", "转人工", "真人", "human", "agent", "real person", "operator", "representative",
-    ]),
+    "HANDOFF_PHRASES": env.list(
+        "CHAT_HANDOFF_PHRASES",
+        default=[
+            "人工",
+            "转人工",
+            "真人",
+            "human",
+            "agent",
+            "real person",
+            "operator",
+            "representative",
+        ],
+    ),
     # When the bot's last answer offered a human (it contains one of the OFFERS) and the
     # customer answers with one of the AFFIRMATIVES alone, that is a request too.
-    "HANDOFF_OFFERS": env.list("CHAT_HANDOFF_OFFERS", default=[
-        "human agent", "real person", "connect you", "人工客服", "客服人员",
-    ]),
-    "HANDOFF_AFFIRMATIVES": env.list("CHAT_HANDOFF_AFFIRMATIVES", default=[
-        "yes", "yes please", "yeah", "ok", "okay", "sure", "please", "y",
-        "好", "好的", "是", "是的", "可以", "行", "嗯",
-    ]),
+    "HANDOFF_OFFERS": env.list(
+        "CHAT_HANDOFF_OFFERS",
+        default=[
+            "human agent",
+            "real person",
+            "connect you",
+            "人工客服",
+            "客服人员",
+        ],
+    ),
+    "HANDOFF_AFFIRMATIVES": env.list(
+        "CHAT_HANDOFF_AFFIRMATIVES",
+        default=[
+            "yes",
+            "yes please",
+            "yeah",
+            "ok",
+            "okay",
+            "sure",
+            "please",
+            "y",
+            "好",
+            "好的",
+            "是",
+            "是的",
+            "可以",
+            "行",
+            "嗯",
+        ],
+    ),
 }
 
 # --- Inference worker (one module for every engine knob, as vLLM's own envs.py does) -------

@@ -39,15 +39,16 @@ class StaticFiles:
             # leaves it: files collected later are seen after a restart.
             self.whitenoise = WhiteNoiseMiddleware(get_response=None)
         for warning in caught:  # "No directory at: ..." before the first collectstatic
-            logger.warning("static files: %s (run `python manage.py collectstatic`)",
-                           warning.message)
+            logger.warning(
+                "static files: %s (run `python manage.py collectstatic`)", warning.message
+            )
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
             root_path = scope.get("root_path", "")
             if root_path and path.startswith(root_path):
-                path = path[len(root_path):]  # as Django's path_info
+                path = path[len(root_path) :]  # as Django's path_info
             static_file = self.whitenoise.files.get(path)
             if static_file is not None:
                 await self.serve(static_file, scope, send)
@@ -57,18 +58,24 @@ class StaticFiles:
     @staticmethod
     async def serve(static_file, scope, send) -> None:
         # WhiteNoise reads request headers in the WSGI environ's spelling.
-        environ = {"HTTP_" + name.decode("latin-1").upper().replace("-", "_"):
-                   value.decode("latin-1") for name, value in scope["headers"]}
+        environ = {
+            "HTTP_" + name.decode("latin-1").upper().replace("-", "_"): value.decode("latin-1")
+            for name, value in scope["headers"]
+        }
         # Opening the file is disk I/O too: in a thread, like the reads.
         response = await asyncio.to_thread(static_file.get_response, scope["method"], environ)
         file = response.file
         try:
-            await send({
-                "type": "http.response.start",
-                "status": int(response.status),
-                "headers": [(name.encode("latin-1"), value.encode("latin-1"))
-                            for name, value in response.headers],
-            })
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": int(response.status),
+                    "headers": [
+                        (name.encode("latin-1"), value.encode("latin-1"))
+                        for name, value in response.headers
+                    ],
+                }
+            )
             if file is None or response.status == HTTPStatus.NOT_MODIFIED:
                 await send({"type": "http.response.body", "body": b""})
                 return

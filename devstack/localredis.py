@@ -59,8 +59,11 @@ class RedisServer:
         # last) instead of every process dying at once and the web/worker logging
         # lost-connection errors.
         return subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
     @property
@@ -157,26 +160,36 @@ def start_redis(run_dir: Path, timeout: float = START_TIMEOUT) -> RedisServer:
     log_path = run_dir / LOG_NAME
     argv = [
         redis_server_binary(),
-        "--port", "0",
-        "--unixsocket", str(socket_path),
-        "--unixsocketperm", "700",
-        "--save", "",
-        "--appendonly", "no",
-        "--dir", str(run_dir),
-        "--logfile", str(log_path),
-        "--daemonize", "no",
+        "--port",
+        "0",
+        "--unixsocket",
+        str(socket_path),
+        "--unixsocketperm",
+        "700",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(run_dir),
+        "--logfile",
+        str(log_path),
+        "--daemonize",
+        "no",
     ]
     server = RedisServer(argv, socket_path, log_path, temp_dir)
     deadline = time.monotonic() + timeout
     while not _answers_ping(server.url, timeout=0.5):
         process = server.process
         if process.poll() is not None or time.monotonic() > deadline:
-            why = (f"exited with code {process.returncode}" if process.poll() is not None
-                   else f"did not answer PING within {timeout:.0f} s")
+            why = (
+                f"exited with code {process.returncode}"
+                if process.poll() is not None
+                else f"did not answer PING within {timeout:.0f} s"
+            )
             server.stop()
             raise RuntimeError(
-                f"redis-server ({argv[0]}) {why}. Last lines of {log_path}:\n"
-                f"{_log_tail(log_path)}"
+                f"redis-server ({argv[0]}) {why}. Last lines of {log_path}:\n{_log_tail(log_path)}"
             )
         time.sleep(0.05)
     return server

@@ -196,7 +196,10 @@ class Supervisor:
     when they crash, and stops whole groups in reverse order."""
 
     def __init__(
-        self, *, stop_timeout: float = STOP_TIMEOUT, crash_grace: float = CRASH_GRACE,
+        self,
+        *,
+        stop_timeout: float = STOP_TIMEOUT,
+        crash_grace: float = CRASH_GRACE,
         out: TextIO | None = None,
     ) -> None:
         self.stop_timeout = stop_timeout
@@ -253,7 +256,11 @@ class Supervisor:
         return child
 
     def adopt(
-        self, name: str, process: subprocess.Popen[bytes], *, launch: Launch,
+        self,
+        name: str,
+        process: subprocess.Popen[bytes],
+        *,
+        launch: Launch,
         restart: Backoff | None,
     ) -> Child:
         """Supervise a process started elsewhere (in a session of its own), to be started
@@ -659,8 +666,9 @@ def run_stack(config: Config, plan: Plan, stop: threading.Event, sup: Supervisor
             # changes reaches this desk at once.
             stack_redis.record(config.var_dir, redis_url)
             # First in, so last out: the others stop while it still answers.
-            sup.adopt("redis", redis_server.process, launch=redis_server.launch,
-                      restart=plan.restart)
+            sup.adopt(
+                "redis", redis_server.process, launch=redis_server.launch, restart=plan.restart
+            )
         env = child_env(os.environ, config, redis_url)
         for step in plan.steps:
             if stop.is_set():
@@ -683,8 +691,10 @@ def run_stack(config: Config, plan: Plan, stop: threading.Event, sup: Supervisor
         sup.write(banner([*plan.links, *local_redis]))
         child = keep_running(sup, plan.ready, stop)
         if child is not None:
-            sup.say(f"{child.name} exited on its own ({describe_exit(child.returncode)}); "
-                    "stopping the rest.")
+            sup.say(
+                f"{child.name} exited on its own ({describe_exit(child.returncode)}); "
+                "stopping the rest."
+            )
             return 1
         raise Stopped
     except Stopped:
@@ -703,7 +713,9 @@ def run_stack(config: Config, plan: Plan, stop: threading.Event, sup: Supervisor
 
 
 def keep_running(
-    sup: Supervisor, checks: Sequence[ReadyCheck], stop: threading.Event,
+    sup: Supervisor,
+    checks: Sequence[ReadyCheck],
+    stop: threading.Event,
     probe_every: float = 1.0,
 ) -> Child | None:
     """Supervise until stop is set (None) or a child that is not restarted ends (returned).
@@ -731,8 +743,10 @@ def keep_running(
                 continue
             if probe(checks_by_name[child.name]):
                 del down_since[child.name]
-                sup.say(f"{child.name} is ready again, {duration(time.monotonic() - since)} "
-                        "after it ended")
+                sup.say(
+                    f"{child.name} is ready again, {duration(time.monotonic() - since)} "
+                    "after it ended"
+                )
 
 
 # Until the worker is ready on a 2-core CPU, with torch.compile (the default) and without it
@@ -764,17 +778,29 @@ def product_plan(config: Config) -> Plan:
     manage = [python, "manage.py"]
     web = f"http://{url_host(config.host)}:{config.port}"
     worker_metrics = f"http://{url_host(config.metrics_host)}:{config.metrics_port}/metrics"
-    daphne = [python, "-m", "daphne", "-b", config.host, "-p", str(config.port),
-              "cs_site.asgi:application"]
+    daphne = [
+        python,
+        "-m",
+        "daphne",
+        "-b",
+        config.host,
+        "-p",
+        str(config.port),
+        "cs_site.asgi:application",
+    ]
     ports = [Port(config.host, config.port, "PORT")]
     ready = [ReadyCheck("web", f"{web}/healthz")]
     links = [("Chat demo", f"{web}/")] if config.demo_page else []
-    links += [("Agent console", f"{web}/console/"), ("Admin", f"{web}/admin/"),
-              ("Metrics", f"{web}/metrics")]
+    links += [
+        ("Agent console", f"{web}/console/"),
+        ("Admin", f"{web}/admin/"),
+        ("Metrics", f"{web}/metrics"),
+    ]
     if config.metrics_port:  # 0 turns the worker's endpoint off, and with it this check
         ports.append(Port(config.metrics_host, config.metrics_port, "INFERENCE_METRICS_PORT"))
-        ready.append(ReadyCheck("worker", worker_metrics, WORKER_READY_PATTERN,
-                                hint=model_load_hint(config)))
+        ready.append(
+            ReadyCheck("worker", worker_metrics, WORKER_READY_PATTERN, hint=model_load_hint(config))
+        )
         links.append(("Worker metrics", worker_metrics))
     return Plan(
         steps=[
@@ -811,8 +837,10 @@ def main(argv: Sequence[str] = ()) -> int:
         if argv[0] in ("-h", "--help"):
             print(__doc__)
             return 0
-        print(f"unknown argument {argv[0]!r}: settings come from the environment (see --help)",
-              file=sys.stderr)
+        print(
+            f"unknown argument {argv[0]!r}: settings come from the environment (see --help)",
+            file=sys.stderr,
+        )
         return 2
     import environ  # django-environ: the same optional .env file the settings read
 

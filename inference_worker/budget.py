@@ -14,9 +14,11 @@ class ContextOverflow(Exception):
     """Even the system prompt and the newest message alone do not fit."""
 
 
-def fit_to_budget(messages: Sequence[ChatTurn],
-                  tokenize: Callable[[Sequence[ChatTurn]], Sequence[int]],
-                  budget: int) -> tuple[list[ChatTurn], int, list[int]]:
+def fit_to_budget(
+    messages: Sequence[ChatTurn],
+    tokenize: Callable[[Sequence[ChatTurn]], Sequence[int]],
+    budget: int,
+) -> tuple[list[ChatTurn], int, list[int]]:
     """The messages to send, how many turns were dropped, and the prompt's token ids.
 
     `messages` is [system, turn, ..., newest]; `tokenize` renders a whole prompt to token ids
@@ -61,9 +63,12 @@ def fit_to_budget(messages: Sequence[ChatTurn],
     return fitting, len(messages) - len(fitting), fitting_ids
 
 
-def fit_grounded(messages: Sequence[ChatTurn],
-                 tokenize: Callable[[Sequence[ChatTurn]], Sequence[int]], budget: int,
-                 grounding: Grounding | None) -> tuple[list[ChatTurn], int, list[int], int]:
+def fit_grounded(
+    messages: Sequence[ChatTurn],
+    tokenize: Callable[[Sequence[ChatTurn]], Sequence[int]],
+    budget: int,
+    grounding: Grounding | None,
+) -> tuple[list[ChatTurn], int, list[int], int]:
     """`fit_to_budget` with help-centre passages added to the system prompt: as many as fit
     beside the newest message, best first (they answer the question; older turns are cut
     before them). Returns what fit_to_budget does, and how many passages were kept."""

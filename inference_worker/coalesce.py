@@ -24,8 +24,13 @@ PROCESS_FRAMES_PER_SECOND = 2000.0
 MAX_INTERVAL = 0.1
 
 
-def adaptive_interval(streams: int, base: float, *, bound: float = MAX_INTERVAL,
-                      frames_per_second: float = PROCESS_FRAMES_PER_SECOND) -> float:
+def adaptive_interval(
+    streams: int,
+    base: float,
+    *,
+    bound: float = MAX_INTERVAL,
+    frames_per_second: float = PROCESS_FRAMES_PER_SECOND,
+) -> float:
     """Seconds between frames of one stream when `streams` streams go to the same process:
     `base` while the process is lightly loaded, then what keeps it near `frames_per_second`,
     never above `bound` (nor below `base`, should `base` be the larger)."""
@@ -47,8 +52,9 @@ class Chunk:
             self.prompt_tokens = other.prompt_tokens
 
 
-async def coalesce(source: AsyncIterator[Chunk],
-                   interval: float | Callable[[], float]) -> AsyncIterator[Chunk]:
+async def coalesce(
+    source: AsyncIterator[Chunk], interval: float | Callable[[], float]
+) -> AsyncIterator[Chunk]:
     """`interval` is seconds, or a function read at every decision, so that a stream follows
     the load of its process while it runs."""
     current = interval if callable(interval) else (lambda: interval)

@@ -26,8 +26,9 @@ class Engine(Protocol):
 
     def prompt_token_ids(self, messages: Sequence[ChatTurn]) -> list[int]: ...
 
-    def stream(self, request_id: str, prompt_token_ids: list[int],
-               sampling: Sampling) -> AsyncIterator[Chunk]: ...
+    def stream(
+        self, request_id: str, prompt_token_ids: list[int], sampling: Sampling
+    ) -> AsyncIterator[Chunk]: ...
 
     async def abort(self, request_id: str) -> None: ...
 
@@ -39,9 +40,18 @@ class Engine(Protocol):
 class VllmEngine:
     """vLLM's AsyncLLM with one tokenizer shared by prompt building and generation."""
 
-    def __init__(self, *, model: str, model_name: str, dtype: str, max_model_len: int,
-                 quantization: str | None, gpu_memory_utilization: float,
-                 cpu_kvcache_space_gib: int, enforce_eager: bool = False):
+    def __init__(
+        self,
+        *,
+        model: str,
+        model_name: str,
+        dtype: str,
+        max_model_len: int,
+        quantization: str | None,
+        gpu_memory_utilization: float,
+        cpu_kvcache_space_gib: int,
+        enforce_eager: bool = False,
+    ):
         # vLLM's CPU backend reads its KV-cache size from the environment at import time.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_space_gib))
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -77,8 +87,9 @@ class VllmEngine:
         # The template already holds the special tokens; adding BOS again would double it.
         return self._tokenizer.encode(text, add_special_tokens=False)
 
-    async def stream(self, request_id: str, prompt_token_ids: list[int],
-                     sampling: Sampling) -> AsyncIterator[Chunk]:
+    async def stream(
+        self, request_id: str, prompt_token_ids: list[int], sampling: Sampling
+    ) -> AsyncIterator[Chunk]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind

@@ -5,7 +5,8 @@ from prometheus_client import Counter, Gauge, Histogram
 READY = Gauge("cs_worker_ready", "1 once the engine is loaded and requests are taken")
 ACTIVE = Gauge("cs_worker_active_requests", "Requests this worker is generating now")
 REQUESTS = Counter(
-    "cs_worker_requests_total", "Requests handled, by outcome",
+    "cs_worker_requests_total",
+    "Requests handled, by outcome",
     # done, cancelled, expired, overflow, bad_request, error, shutdown, overloaded (the
     # consumer's channel stayed full), redis_lost (Redis failed under a running answer),
     # duplicate (a request delivered twice, after a Redis failure; dropped)
@@ -15,11 +16,13 @@ COMPLETION_TOKENS = Counter("cs_worker_completion_tokens_total", "Tokens generat
 PROMPT_TOKENS = Counter("cs_worker_prompt_tokens_total", "Prompt tokens after trimming")
 TRIMMED_TURNS = Counter("cs_worker_trimmed_turns_total", "History turns cut to fit the budget")
 TTFT = Histogram(
-    "cs_worker_time_to_first_token_seconds", "From taking a request to its first delta",
+    "cs_worker_time_to_first_token_seconds",
+    "From taking a request to its first delta",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
 DURATION = Histogram(
-    "cs_worker_request_seconds", "From taking a request to its end",
+    "cs_worker_request_seconds",
+    "From taking a request to its end",
     buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160),
 )
 QUEUE_WAIT = Histogram(

@@ -14,13 +14,20 @@ from inference_worker.presence import Capacity, WorkerPresence
 
 def presence() -> WorkerPresence:
     layer = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
-    return WorkerPresence(ttl=settings.INFERENCE["WORKER_TTL_SECONDS"],
-                          channel_prefix=layer.get("prefix", "asgi"),
-                          channel_expiry=layer.get("expiry", 60))
+    return WorkerPresence(
+        ttl=settings.INFERENCE["WORKER_TTL_SECONDS"],
+        channel_prefix=layer.get("prefix", "asgi"),
+        channel_expiry=layer.get("expiry", 60),
+    )
 
 
-async def beat(redis: Redis, worker: str, slots: int = 1, turnover: float | None = None,
-               free: int | None = None) -> None:
+async def beat(
+    redis: Redis,
+    worker: str,
+    slots: int = 1,
+    turnover: float | None = None,
+    free: int | None = None,
+) -> None:
     await presence().beat(redis, worker, slots, turnover, free)
 
 

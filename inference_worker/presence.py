@@ -79,8 +79,14 @@ class WorkerPresence:
     def heartbeats(self) -> Heartbeats:
         return Heartbeats(KEY, self.ttl)
 
-    async def beat(self, redis: Redis, worker: str, slots: int = 1,
-                   turnover: float | None = None, free: int | None = None) -> None:
+    async def beat(
+        self,
+        redis: Redis,
+        worker: str,
+        slots: int = 1,
+        turnover: float | None = None,
+        free: int | None = None,
+    ) -> None:
         async with redis.pipeline(transaction=True) as pipe:
             pipe.hset(SLOTS_KEY, worker, slots)
             pipe.hset(FREE_KEY, worker, slots if free is None else max(0, free))
@@ -138,9 +144,15 @@ class WorkerPresence:
             live, slots, turnovers, free, queued = await pipe.execute()
         # A worker beating from an older release has no slots entry: count it as one slot.
         total_slots = sum(int(slots.get(name, 1)) for name in live)
-        known = [(float(turnovers[name]), int(slots.get(name, 1))) for name in live
-                 if name in turnovers]
+        known = [
+            (float(turnovers[name]), int(slots.get(name, 1))) for name in live if name in turnovers
+        ]
         # Weighted by slots: the pool's average time per answer.
         turnover = (sum(t * n for t, n in known) / sum(n for _, n in known)) if known else None
-        return Capacity(live=len(live), slots=total_slots, queued=queued, turnover=turnover,
-                        free=sum(int(free.get(name, 0)) for name in live))
+        return Capacity(
+            live=len(live),
+            slots=total_slots,
+            queued=queued,
+            turnover=turnover,
+            free=sum(int(free.get(name, 0)) for name in live),
+        )

@@ -59,7 +59,7 @@ def passages_in(system_content: str) -> list[str]:
     while start != -1:
         number += 1
         end = system_content.find(f"\n\n[{number}] ", start + 2)
-        found.append(system_content[start + 2: end if end != -1 else None])
+        found.append(system_content[start + 2 : end if end != -1 else None])
         start = end
     return found
 
@@ -108,10 +108,18 @@ class InferenceCancel(TypedDict):
     reason: str
 
 
-def inference_request(*, request_id: str, reply_channel: str, messages: list[ChatTurn],
-                      sampling: Sampling, deadline: float, queued_at: float,
-                      start_by: float, grounding: Grounding | None = None,
-                      guards: Guards | None = None) -> InferenceRequest:
+def inference_request(
+    *,
+    request_id: str,
+    reply_channel: str,
+    messages: list[ChatTurn],
+    sampling: Sampling,
+    deadline: float,
+    queued_at: float,
+    start_by: float,
+    grounding: Grounding | None = None,
+    guards: Guards | None = None,
+) -> InferenceRequest:
     request: InferenceRequest = {
         "type": "inference.request",
         "request_id": request_id,
@@ -141,21 +149,37 @@ def inference_cancel(*, request_id: str, reason: str) -> InferenceCancel:
 # so the consumer can tell a slow answer from a dead worker.
 
 
-def inference_start(*, request_id: str, worker: str, model: str, trimmed: int = 0,
-                    passages: int = 0) -> dict:
+def inference_start(
+    *, request_id: str, worker: str, model: str, trimmed: int = 0, passages: int = 0
+) -> dict:
     # trimmed / passages: as in inference.done, known from the start (a partial answer's stored
     # prompt is then exact too).
-    return {"type": "inference.start", "request_id": request_id, "worker": worker,
-            "model": model, "trimmed": trimmed, "passages": passages}
+    return {
+        "type": "inference.start",
+        "request_id": request_id,
+        "worker": worker,
+        "model": model,
+        "trimmed": trimmed,
+        "passages": passages,
+    }
 
 
 def inference_delta(*, request_id: str, text: str) -> dict:
     return {"type": "inference.delta", "request_id": request_id, "text": text}
 
 
-def inference_done(*, request_id: str, finish_reason: str, prompt_tokens: int,
-                   completion_tokens: int, ttft_ms: int | None, total_ms: int,
-                   trimmed: int = 0, passages: int = 0, text: str | None = None) -> dict:
+def inference_done(
+    *,
+    request_id: str,
+    finish_reason: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    ttft_ms: int | None,
+    total_ms: int,
+    trimmed: int = 0,
+    passages: int = 0,
+    text: str | None = None,
+) -> dict:
     # trimmed: the oldest turns left out of the prompt to fit the token budget; passages: the
     # request's grounding passages the prompt held; text: the whole answer as it stands, when
     # a guard cut back what the deltas streamed (finish_reason "repetition" or "length").

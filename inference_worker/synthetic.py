@@ -25,9 +25,15 @@ def chatml(messages: Sequence[ChatTurn]) -> str:
 
 
 class SyntheticEngine:
-    def __init__(self, *, reply: ReplyFn | str = "This is a synthetic answer.",
-                 tokens_per_second: float = 500.0, first_token_delay: float = 0.0,
-                 max_model_len: int = 2048, model_name: str = "synthetic-token-source"):
+    def __init__(
+        self,
+        *,
+        reply: ReplyFn | str = "This is a synthetic answer.",
+        tokens_per_second: float = 500.0,
+        first_token_delay: float = 0.0,
+        max_model_len: int = 2048,
+        model_name: str = "synthetic-token-source",
+    ):
         self.reply = reply if callable(reply) else (lambda _prompt, text=reply: text)
         self.tokens_per_second = tokens_per_second
         self.first_token_delay = first_token_delay
@@ -41,8 +47,9 @@ class SyntheticEngine:
     def prompt_token_ids(self, messages: Sequence[ChatTurn]) -> list[int]:
         return [ord(char) for char in chatml(messages)]
 
-    async def stream(self, request_id: str, prompt_token_ids: list[int],
-                     sampling: Sampling) -> AsyncIterator[Chunk]:
+    async def stream(
+        self, request_id: str, prompt_token_ids: list[int], sampling: Sampling
+    ) -> AsyncIterator[Chunk]:
         prompt = "".join(map(chr, prompt_token_ids))
         self.prompts[request_id] = prompt
         self.samplings[request_id] = dict(sampling)
@@ -57,9 +64,12 @@ class SyntheticEngine:
                 if index:
                     await asyncio.sleep(len(piece) / self.tokens_per_second)
                 last = index == len(pieces) - 1
-                yield Chunk(text=piece, token_count=len(piece),
-                            finish_reason=finish if last else None,
-                            prompt_tokens=len(prompt_token_ids))
+                yield Chunk(
+                    text=piece,
+                    token_count=len(piece),
+                    finish_reason=finish if last else None,
+                    prompt_tokens=len(prompt_token_ids),
+                )
         finally:
             self._active.discard(request_id)
 

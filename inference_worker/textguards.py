@@ -69,8 +69,9 @@ class AnswerLimit:
             return text
         words = han = 0
         end = 0
-        for match in regex.finditer(r"\p{Han}|[\p{L}\p{N}--\p{Han}][\p{L}\p{N}'’\-._/@--\p{Han}]*",
-                                    text, regex.V1):
+        for match in regex.finditer(
+            r"\p{Han}|[\p{L}\p{N}--\p{Han}][\p{L}\p{N}'’\-._/@--\p{Han}]*", text, regex.V1
+        ):
             if _HAN.fullmatch(match.group()):
                 han += 1
             else:
@@ -146,11 +147,12 @@ def loop_start(text: str) -> int | None:
     span = _MIN_SPAN["han" if (han_share(norm[-60:]) or 0) > 0.5 else "spaced"]
     for period in range(1, min(_MAX_PERIOD, size // 3) + 1):
         length = max(3 * period, span)
-        if length > size or norm[size - length + period:] != norm[size - length:size - period]:
+        if length > size or norm[size - length + period :] != norm[size - length : size - period]:
             continue
         # The smallest period: is that stretch said word for word, or only alike in numbers?
         if not _repeats_exactly(text, period, length) and not _says_something(
-                norm[size - period:]):
+            norm[size - period :]
+        ):
             return None
         first = size - length  # the periodic end may reach further back
         while first > 0 and norm[first - 1] == norm[first - 1 + period]:
@@ -163,7 +165,7 @@ def _repeats_exactly(text: str, period: int, length: int) -> bool:
     """The end of `text` repeats with `period` as written, numbers and all (spaces as one)."""
     spaced = _SPACES.sub(" ", text)
     end = len(spaced)
-    return length <= end and spaced[end - length + period:] == spaced[end - length:end - period]
+    return length <= end and spaced[end - length + period :] == spaced[end - length : end - period]
 
 
 def _says_something(stretch: str) -> bool:

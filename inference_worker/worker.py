@@ -99,8 +99,9 @@ class _Retry:
         if not self.failing:
             self.failing = True
             metrics.REDIS_OUTAGES.inc()
-            log.warning("%s: Redis unreachable (%s: %s); retrying", self.what,
-                        exc.__class__.__name__, exc)
+            log.warning(
+                "%s: Redis unreachable (%s: %s); retrying", self.what, exc.__class__.__name__, exc
+            )
         self.on_failure()
         await asyncio.sleep(self.delay)
         self.delay = min(self.delay * 2, _LAST_RETRY)
@@ -127,10 +128,20 @@ def _stream_guard(request: protocol.InferenceRequest) -> StreamGuard | None:
 
 
 class InferenceWorker:
-    def __init__(self, *, engine: Engine, channel_layer: BaseChannelLayer, redis: Redis,
-                 channel: str, control_group: str, max_concurrency: int, coalesce_ms: int,
-                 heartbeat_seconds: float, keepalive_seconds: float | None = None,
-                 name: str | None = None):
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        channel_layer: BaseChannelLayer,
+        redis: Redis,
+        channel: str,
+        control_group: str,
+        max_concurrency: int,
+        coalesce_ms: int,
+        heartbeat_seconds: float,
+        keepalive_seconds: float | None = None,
+        name: str | None = None,
+    ):
         self.engine = engine
         self.layer = channel_layer
         self.redis = redis
@@ -202,13 +213,21 @@ class InferenceWorker:
     def _count_turnover(self, seconds: float) -> None:
         """How long a slot takes per whole answer lately (a moving average over about the
         last ten): consumers admit to the queue only what this says will start in time."""
-        self.turnover = seconds if self.turnover is None else (
-            self.turnover + _TURNOVER_WEIGHT * (seconds - self.turnover))
+        self.turnover = (
+            seconds
+            if self.turnover is None
+            else (self.turnover + _TURNOVER_WEIGHT * (seconds - self.turnover))
+        )
 
     async def _announce(self) -> None:
         """Tell Redis this worker is alive and listening; every step is idempotent."""
-        await pool.beat(self.redis, self.name, self.max_concurrency, self.turnover,
-                        free=self.max_concurrency - len(self.running))
+        await pool.beat(
+            self.redis,
+            self.name,
+            self.max_concurrency,
+            self.turnover,
+            free=self.max_concurrency - len(self.running),
+        )
         # Renewed at every beat: a restarted Redis has forgotten the membership, and
         # channels-redis drops a member group_expiry (a day) after its last join.
         await self.layer.group_add(self.control_group, self.control_channel)
@@ -299,8 +318,10 @@ class InferenceWorker:
 
     async def _send_keepalive(self, stream: _Stream) -> None:
         try:
-            await self.layer.send(stream.request["reply_channel"],
-                                  protocol.inference_keepalive(request_id=stream.request_id))
+            await self.layer.send(
+                stream.request["reply_channel"],
+                protocol.inference_keepalive(request_id=stream.request_id),
+            )
             metrics.KEEPALIVES.inc()
         except (ChannelFull, *_REDIS_DOWN) as exc:
             # The request's own next send meets the same trouble and deals with it.
@@ -349,14 +370,22 @@ class InferenceWorker:
         if now > request["start_by"] or now > request["deadline"]:
             # The consumer has answered with the fallback already: spend nothing on it.
             metrics.REQUESTS.labels("expired").inc()
-            await self._send_quietly(request, protocol.inference_error(
-                request_id=request_id, code=Code.EXPIRED,
-                message="The request waited in the queue past its start-by time.",
-            ))
+            await self._send_quietly(
+                request,
+                protocol.inference_error(
+                    request_id=request_id,
+                    code=Code.EXPIRED,
+                    message="The request waited in the queue past its start-by time.",
+                ),
+            )
             self._log(request_id, "expired", taken, waited=now - request["queued_at"])
             return
-        stream = _Stream(request=request, task=asyncio.current_task(),
-                         process=_process_of(request["reply_channel"]), last_sent=taken)
+        stream = _Stream(
+            request=request,
+            task=asyncio.current_task(),
+            process=_process_of(request["reply_channel"]),
+            last_sent=taken,
+        )
         self.running[request_id] = stream
         self._free_slots_changed()
         self.streams_per_process[stream.process] += 1
@@ -388,14 +417,23 @@ class InferenceWorker:
             budget = self.engine.max_model_len - sampling["max_tokens"]
             # One tokenizer pass: the budget search returns the ids of the prompt it kept.
             _, trimmed, prompt_ids, passages = await asyncio.to_thread(
-                fit_grounded, request["messages"], self.engine.prompt_token_ids, budget,
+                fit_grounded,
+                request["messages"],
+                self.engine.prompt_token_ids,
+                budget,
                 request.get("grounding"),
             )
             prompt_tokens = len(prompt_ids)
-            await self._send(stream, protocol.inference_start(
-                request_id=request_id, worker=self.name, model=self.engine.model_name,
-                trimmed=trimmed, passages=passages,
-            ))
+            await self._send(
+                stream,
+                protocol.inference_start(
+                    request_id=request_id,
+                    worker=self.name,
+                    model=self.engine.model_name,
+                    trimmed=trimmed,
+                    passages=passages,
+                ),
+            )
             guard = _stream_guard(request)
             kept = None
             async with asyncio.timeout(max(0.0, request["deadline"] - time.time())):
@@ -403,7 +441,8 @@ class InferenceWorker:
                 # Closed on every way out (a guard's stop included), so the engine's own
                 # clean-up runs now rather than when the generator is collected.
                 async with contextlib.aclosing(
-                        coalesce(source, self._interval_for(stream))) as chunks:
+                    coalesce(source, self._interval_for(stream))
+                ) as chunks:
                     async for chunk in chunks:
                         completion_tokens += chunk.token_count
                         finish_reason = chunk.finish_reason or finish_reason
@@ -411,9 +450,9 @@ class InferenceWorker:
                             continue
                         if first_at is None:
                             first_at = time.monotonic()
-                        await self._send(stream, protocol.inference_delta(
-                            request_id=request_id, text=chunk.text
-                        ))
+                        await self._send(
+                            stream, protocol.inference_delta(request_id=request_id, text=chunk.text)
+                        )
                         if guard is not None and guard.feed(chunk.text) is not None:
                             # A loop or an overrun: nothing after this is worth generating.
                             await self.engine.abort(request_id)
@@ -423,13 +462,21 @@ class InferenceWorker:
                 if guard.reason is not None:
                     finish_reason = guard.reason
                     metrics.GUARD_STOPS.labels(guard.reason).inc()
-            await self._send(stream, protocol.inference_done(
-                request_id=request_id, finish_reason=finish_reason or "stop",
-                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                ttft_ms=None if first_at is None else round((first_at - taken) * 1000),
-                total_ms=round((time.monotonic() - taken) * 1000), trimmed=trimmed,
-                passages=passages, text=kept,
-            ), final=True)
+            await self._send(
+                stream,
+                protocol.inference_done(
+                    request_id=request_id,
+                    finish_reason=finish_reason or "stop",
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    ttft_ms=None if first_at is None else round((first_at - taken) * 1000),
+                    total_ms=round((time.monotonic() - taken) * 1000),
+                    trimmed=trimmed,
+                    passages=passages,
+                    text=kept,
+                ),
+                final=True,
+            )
             outcome = "done"
             self._count_turnover(time.monotonic() - taken)
         except asyncio.CancelledError:
@@ -437,46 +484,87 @@ class InferenceWorker:
             await self.engine.abort(request_id)
             outcome = "cancelled" if not self.stopping.is_set() else "shutdown"
             if outcome == "shutdown":
-                await self._send_quietly(request, protocol.inference_error(
-                    request_id=request_id, code=Code.ENGINE, message="The worker is stopping.",
-                ), stream=stream)
+                await self._send_quietly(
+                    request,
+                    protocol.inference_error(
+                        request_id=request_id,
+                        code=Code.ENGINE,
+                        message="The worker is stopping.",
+                    ),
+                    stream=stream,
+                )
         except TimeoutError:
             await self.engine.abort(request_id)
             outcome = "expired"
-            await self._send_quietly(request, protocol.inference_error(
-                request_id=request_id, code=Code.EXPIRED,
-                message="The answer ran past its deadline.",
-            ), stream=stream)
+            await self._send_quietly(
+                request,
+                protocol.inference_error(
+                    request_id=request_id,
+                    code=Code.EXPIRED,
+                    message="The answer ran past its deadline.",
+                ),
+                stream=stream,
+            )
         except ContextOverflow as exc:
             outcome = "overflow"
-            await self._send_quietly(request, protocol.inference_error(
-                request_id=request_id, code=Code.CONTEXT_OVERFLOW, message=str(exc),
-            ), stream=stream)
+            await self._send_quietly(
+                request,
+                protocol.inference_error(
+                    request_id=request_id,
+                    code=Code.CONTEXT_OVERFLOW,
+                    message=str(exc),
+                ),
+                stream=stream,
+            )
         except _Overloaded:
             await self.engine.abort(request_id)
             outcome = "overloaded"
-            log.warning("request %s aborted: reply channel %s stayed full (its web process is "
-                        "overloaded)", request_id, stream.process)
+            log.warning(
+                "request %s aborted: reply channel %s stayed full (its web process is overloaded)",
+                request_id,
+                stream.process,
+            )
             # Perhaps it drained meanwhile: then the consumer learns why the answer ended.
-            await self._send_quietly(request, protocol.inference_error(
-                request_id=request_id, code=Code.OVERLOADED,
-                message="The reply channel stayed full; the answer was aborted.",
-            ), stream=stream, failure_level=logging.INFO)
+            await self._send_quietly(
+                request,
+                protocol.inference_error(
+                    request_id=request_id,
+                    code=Code.OVERLOADED,
+                    message="The reply channel stayed full; the answer was aborted.",
+                ),
+                stream=stream,
+                failure_level=logging.INFO,
+            )
         except _RedisLost as exc:
             await self.engine.abort(request_id)
             outcome = "redis_lost"
-            log.warning("request %s aborted: Redis failed under it (%s)", request_id,
-                        exc.__cause__.__class__.__name__)
-            await self._send_quietly(request, protocol.inference_error(
-                request_id=request_id, code=Code.ENGINE,
-                message="The worker lost its connection to Redis.",
-            ), stream=stream, failure_level=logging.INFO)
+            log.warning(
+                "request %s aborted: Redis failed under it (%s)",
+                request_id,
+                exc.__cause__.__class__.__name__,
+            )
+            await self._send_quietly(
+                request,
+                protocol.inference_error(
+                    request_id=request_id,
+                    code=Code.ENGINE,
+                    message="The worker lost its connection to Redis.",
+                ),
+                stream=stream,
+                failure_level=logging.INFO,
+            )
         except Exception as exc:
             log.exception("request %s failed", request_id)
             await self.engine.abort(request_id)
-            await self._send_quietly(request, protocol.inference_error(
-                request_id=request_id, code=Code.ENGINE, message=exc.__class__.__name__,
-            ), stream=stream)
+            await self._send_quietly(
+                request,
+                protocol.inference_error(
+                    request_id=request_id,
+                    code=Code.ENGINE,
+                    message=exc.__class__.__name__,
+                ),
+                stream=stream,
+            )
         finally:
             metrics.REQUESTS.labels(outcome).inc()
             metrics.COMPLETION_TOKENS.inc(completion_tokens)
@@ -485,10 +573,16 @@ class InferenceWorker:
             if first_at is not None:
                 metrics.TTFT.observe(first_at - taken)
             metrics.DURATION.observe(time.monotonic() - taken)
-            self._log(request_id, outcome, taken, prompt_tokens=prompt_tokens,
-                      completion_tokens=completion_tokens, trimmed=trimmed,
-                      ttft=None if first_at is None else first_at - taken,
-                      finish=finish_reason)
+            self._log(
+                request_id,
+                outcome,
+                taken,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                trimmed=trimmed,
+                ttft=None if first_at is None else first_at - taken,
+                finish=finish_reason,
+            )
 
     async def _reject_malformed(self, message: dict, exc: ValidationError) -> None:
         metrics.REQUESTS.labels("bad_request").inc()
@@ -497,10 +591,14 @@ class InferenceWorker:
         reply = message.get("reply_channel") if isinstance(message, dict) else None
         if isinstance(reply, str) and reply:
             try:
-                await self.layer.send(reply, protocol.inference_error(
-                    request_id=str(message.get("request_id", ""))[:64], code=Code.BAD_REQUEST,
-                    message=f"Malformed inference request: {fields}",
-                ))
+                await self.layer.send(
+                    reply,
+                    protocol.inference_error(
+                        request_id=str(message.get("request_id", ""))[:64],
+                        code=Code.BAD_REQUEST,
+                        message=f"Malformed inference request: {fields}",
+                    ),
+                )
             except Exception:  # noqa: BLE001 - a bad reply channel is the sender's problem
                 log.warning("could not report the malformed request to %r", reply[:100])
 
@@ -545,8 +643,7 @@ class InferenceWorker:
         while self._free_dirty:
             self._free_dirty = False
             try:
-                await pool.set_free(self.redis, self.name,
-                                    self.max_concurrency - len(self.running))
+                await pool.set_free(self.redis, self.name, self.max_concurrency - len(self.running))
             except _REDIS_DOWN:
                 return  # the next beat says it
             raise_if_cancelled()
@@ -555,12 +652,18 @@ class InferenceWorker:
         mailbox = self.mailboxes.get(process)
         if mailbox is None:
             mailbox = self.mailboxes[process] = Mailbox(
-                self.layer, on_idle=lambda: self.mailboxes.pop(process, None))
+                self.layer, on_idle=lambda: self.mailboxes.pop(process, None)
+            )
         return mailbox
 
-    async def _send_quietly(self, request: protocol.InferenceRequest, event: dict, *,
-                            stream: _Stream | None = None,
-                            failure_level: int = logging.WARNING) -> None:
+    async def _send_quietly(
+        self,
+        request: protocol.InferenceRequest,
+        event: dict,
+        *,
+        stream: _Stream | None = None,
+        failure_level: int = logging.WARNING,
+    ) -> None:
         """Best effort, once, briefly: the consumer's deadline covers a lost last word.
         `failure_level` is lowered where the warning about the cause is logged already."""
         try:
@@ -569,13 +672,20 @@ class InferenceWorker:
                     await self._end_keepalive(stream)
                 await self.layer.send(request["reply_channel"], event)
         except Exception as exc:  # noqa: BLE001
-            log.log(failure_level, "could not send %s for %s (%s)", event["type"],
-                    request["request_id"], exc.__class__.__name__)
+            log.log(
+                failure_level,
+                "could not send %s for %s (%s)",
+                event["type"],
+                request["request_id"],
+                exc.__class__.__name__,
+            )
 
     def _log(self, request_id: str, outcome: str, taken: float, **fields) -> None:
         details = " ".join(
             f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}"
-            for key, value in fields.items() if value is not None
+            for key, value in fields.items()
+            if value is not None
         )
-        log.info("request %s %s in %.3fs %s", request_id, outcome, time.monotonic() - taken,
-                 details)
+        log.info(
+            "request %s %s in %.3fs %s", request_id, outcome, time.monotonic() - taken, details
+        )

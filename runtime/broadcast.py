@@ -92,7 +92,12 @@ async def _send(pairs: Pairs) -> None:
         try:
             await layer.group_send(group, event)
         except (RedisError, OSError) as exc:  # the write stands; live views catch up
-            log.warning("could not send %s to %s (%s: %s)", event.get("type"), group,
-                        type(exc).__name__, exc)
+            log.warning(
+                "could not send %s to %s (%s: %s)",
+                event.get("type"),
+                group,
+                type(exc).__name__,
+                exc,
+            )
         except Exception:  # a bug: the write still stands
             log.exception("could not send %s to %s", event.get("type"), group)

@@ -242,10 +242,16 @@ class DeskChannelLayer(RedisChannelLayer):
             index = next(self._send_index_generator)
         channel_key = self.prefix + channel_non_local_name
         now = time.time()
-        args = (self.serialize(message), now, int(now) - int(self.expiry),
-                self.get_capacity(channel) if capacity is None else capacity, int(self.expiry))
-        if not await self._run_script(self.connection(index), _SEND_SHA, _SEND_SCRIPT,
-                                      [channel_key], args):
+        args = (
+            self.serialize(message),
+            now,
+            int(now) - int(self.expiry),
+            self.get_capacity(channel) if capacity is None else capacity,
+            int(self.expiry),
+        )
+        if not await self._run_script(
+            self.connection(index), _SEND_SHA, _SEND_SCRIPT, [channel_key], args
+        ):
             raise ChannelFull()
 
     async def send_bundle(self, pairs: list[tuple[str, dict]]) -> None:
@@ -255,18 +261,26 @@ class DeskChannelLayer(RedisChannelLayer):
         process bundles what is due at the same moment (see inference_worker.mailbox).
         Raises ChannelFull like send()."""
         channel = pairs[0][0]
-        assert all("!" in name and self.non_local_name(name) == self.non_local_name(channel)
-                   for name, _ in pairs), "a bundle goes to the channels of one process"
+        assert all(
+            "!" in name and self.non_local_name(name) == self.non_local_name(channel)
+            for name, _ in pairs
+        ), "a bundle goes to the channels of one process"
         if len(pairs) == 1:
             await self.send(channel, pairs[0][1])
             return
         index = self.consistent_hash(channel)
         channel_key = self.prefix + self.non_local_name(channel)
         now = time.time()
-        args = (self.serialize({_BUNDLE: [[name, message] for name, message in pairs]}), now,
-                int(now) - int(self.expiry), self.get_capacity(channel), int(self.expiry))
-        if not await self._run_script(self.connection(index), _SEND_SHA, _SEND_SCRIPT,
-                                      [channel_key], args):
+        args = (
+            self.serialize({_BUNDLE: [[name, message] for name, message in pairs]}),
+            now,
+            int(now) - int(self.expiry),
+            self.get_capacity(channel),
+            int(self.expiry),
+        )
+        if not await self._run_script(
+            self.connection(index), _SEND_SHA, _SEND_SCRIPT, [channel_key], args
+        ):
             raise ChannelFull()
 
     async def group_send(self, group, message, *, exclude: Collection[str] = ()):
@@ -283,21 +297,26 @@ class DeskChannelLayer(RedisChannelLayer):
             pipe.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
             pipe.zrange(key, 0, -1)
             _, members = await pipe.execute()
-        channels = [name for name in (member.decode() for member in members)
-                    if name not in exclude]
+        channels = [name for name in (member.decode() for member in members) if name not in exclude]
         if not channels:
             return
         by_connection, messages, capacities = self._map_channel_keys_to_connection(
-            channels, message)
+            channels, message
+        )
         now = time.time()
         for index, keys in by_connection.items():
-            args = [*(messages[key] for key in keys), *(capacities[key] for key in keys),
-                    now, int(now) - int(self.expiry), int(self.expiry)]
-            full = await self._run_script(self.connection(index), _GROUP_SEND_SHA,
-                                          _GROUP_SEND_SCRIPT, keys, args)
+            args = [
+                *(messages[key] for key in keys),
+                *(capacities[key] for key in keys),
+                now,
+                int(now) - int(self.expiry),
+                int(self.expiry),
+            ]
+            full = await self._run_script(
+                self.connection(index), _GROUP_SEND_SHA, _GROUP_SEND_SCRIPT, keys, args
+            )
             if full:
-                log.info("%s of %s channels over capacity in group %s", full, len(channels),
-                         group)
+                log.info("%s of %s channels over capacity in group %s", full, len(channels), group)
 
     @staticmethod
     async def _run_script(connection, sha: str, script: str, keys: list, args: list) -> int:
@@ -327,5 +346,9 @@ class DeskChannelLayer(RedisChannelLayer):
         try:
             await super()._clean_receive_backup(index, channel)
         except (RedisError, OSError) as exc:
-            log.warning("could not clear a received message from %s's backup (%s); Redis may "
-                        "deliver it again", channel, exc.__class__.__name__)
+            log.warning(
+                "could not clear a received message from %s's backup (%s); Redis may "
+                "deliver it again",
+                channel,
+                exc.__class__.__name__,
+            )

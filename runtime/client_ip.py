@@ -95,11 +95,15 @@ def parse_ip(text: str) -> IPAddress | None:
 def _forwarded_for(headers: Headers) -> list[str]:
     """Every X-Forwarded-For entry, left to right; repeated headers are one list, in order."""
     if isinstance(headers, Mapping):
-        values = [value for name, value in headers.items()
-                  if name.lower() in ("x-forwarded-for", "http_x_forwarded_for")]
+        values = [
+            value
+            for name, value in headers.items()
+            if name.lower() in ("x-forwarded-for", "http_x_forwarded_for")
+        ]
     else:
-        values = [value.decode("latin-1") for name, value in headers
-                  if name.lower() == b"x-forwarded-for"]
+        values = [
+            value.decode("latin-1") for name, value in headers if name.lower() == b"x-forwarded-for"
+        ]
     return [item for value in values for item in value.split(",") if item.strip()]
 
 

@@ -49,8 +49,10 @@ class PoolExhausted(MaxConnectionsError):
 
 
 def _exhausted(pool) -> PoolExhausted:
-    return PoolExhausted(f"no Redis connection came free within {pool.timeout} s "
-                         f"(all {pool.max_connections} of the pool in use)")
+    return PoolExhausted(
+        f"no Redis connection came free within {pool.timeout} s "
+        f"(all {pool.max_connections} of the pool in use)"
+    )
 
 
 class _AsyncPool(aioredis.BlockingConnectionPool):
@@ -75,33 +77,52 @@ class _SyncPool(redis.BlockingConnectionPool):
             raise
 
 
-def async_pool(url: str | None = None, *, max_connections: int | None = None,
-               pool_timeout: float = POOL_TIMEOUT, **options) -> aioredis.BlockingConnectionPool:
+def async_pool(
+    url: str | None = None,
+    *,
+    max_connections: int | None = None,
+    pool_timeout: float = POOL_TIMEOUT,
+    **options,
+) -> aioredis.BlockingConnectionPool:
     """A waiting asyncio pool. `options` are redis-py's connection options (socket_timeout,
     retry, decode_responses...); its connections belong to the event loop that opens them."""
     options.setdefault("driver_info", DRIVER_INFO)
-    return _AsyncPool.from_url(url or settings.REDIS_URL,
-                               max_connections=max_connections or settings.REDIS_MAX_CONNECTIONS,
-                               timeout=pool_timeout, **options)
+    return _AsyncPool.from_url(
+        url or settings.REDIS_URL,
+        max_connections=max_connections or settings.REDIS_MAX_CONNECTIONS,
+        timeout=pool_timeout,
+        **options,
+    )
 
 
-def async_client(url: str | None = None, *, decode_responses: bool = True,
-                 **pool_options) -> aioredis.Redis:
+def async_client(
+    url: str | None = None, *, decode_responses: bool = True, **pool_options
+) -> aioredis.Redis:
     """A new asyncio client on a pool of its own (see `async_pool`); aclose() closes both."""
-    client = aioredis.Redis(connection_pool=async_pool(
-        url, decode_responses=decode_responses, **pool_options))
+    client = aioredis.Redis(
+        connection_pool=async_pool(url, decode_responses=decode_responses, **pool_options)
+    )
     client.auto_close_connection_pool = True
     return client
 
 
-def sync_client(url: str | None = None, *, max_connections: int | None = None,
-                pool_timeout: float = POOL_TIMEOUT, decode_responses: bool = True,
-                **options) -> redis.Redis:
+def sync_client(
+    url: str | None = None,
+    *,
+    max_connections: int | None = None,
+    pool_timeout: float = POOL_TIMEOUT,
+    decode_responses: bool = True,
+    **options,
+) -> redis.Redis:
     """A new synchronous client on a waiting pool of its own (thread-safe)."""
     options.setdefault("driver_info", DRIVER_INFO)
-    pool = _SyncPool.from_url(url or settings.REDIS_URL,
-                              max_connections=max_connections or settings.REDIS_MAX_CONNECTIONS,
-                              timeout=pool_timeout, decode_responses=decode_responses, **options)
+    pool = _SyncPool.from_url(
+        url or settings.REDIS_URL,
+        max_connections=max_connections or settings.REDIS_MAX_CONNECTIONS,
+        timeout=pool_timeout,
+        decode_responses=decode_responses,
+        **options,
+    )
     return redis.Redis(connection_pool=pool)
 
 
@@ -127,6 +148,10 @@ def get_sync_redis() -> redis.Redis:
     """The process's synchronous client for settings.REDIS_URL (strings, not bytes)."""
     client = _sync_clients.get(settings.REDIS_URL)
     if client is None:
-        client = _sync_clients.setdefault(settings.REDIS_URL, sync_client(
-            socket_timeout=SYNC_SOCKET_TIMEOUT, socket_connect_timeout=SYNC_SOCKET_TIMEOUT))
+        client = _sync_clients.setdefault(
+            settings.REDIS_URL,
+            sync_client(
+                socket_timeout=SYNC_SOCKET_TIMEOUT, socket_connect_timeout=SYNC_SOCKET_TIMEOUT
+            ),
+        )
     return client

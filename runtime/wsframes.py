@@ -69,7 +69,7 @@ class BoundedWebSocketProtocol(ws_protocol.WebSocketProtocol):
         room = self.max_message_bytes - self.kept_bytes
         if len(payload) > room:
             self.truncated = True
-            payload = payload[:max(room, 0)]
+            payload = payload[: max(room, 0)]
             if not payload:
                 return
         self.kept_bytes += len(payload)
@@ -86,8 +86,14 @@ class BoundedWebSocketProtocol(ws_protocol.WebSocketProtocol):
         the send itself. Here the frame goes out with one send(); only what the socket does not
         take (a slow reader) goes through the transport's buffer, in order."""
         transport = self.transport
-        if (sync or chopsize or self.send_queue or self.logOctets
-                or self.state != self.STATE_OPEN or not _writable_now(transport)):
+        if (
+            sync
+            or chopsize
+            or self.send_queue
+            or self.logOctets
+            or self.state != self.STATE_OPEN
+            or not _writable_now(transport)
+        ):
             super().sendData(data, sync, chopsize)
             return
         try:
@@ -129,9 +135,14 @@ class BoundedWebSocketProtocol(ws_protocol.WebSocketProtocol):
 
 def _writable_now(transport) -> bool:
     """A plain TCP connection, open, with nothing buffered: a direct send keeps the order."""
-    return (type(transport) is tcp.Server and transport.connected
-            and not transport.disconnecting and not transport.TLS
-            and not transport.dataBuffer and not transport._tempDataBuffer)
+    return (
+        type(transport) is tcp.Server
+        and transport.connected
+        and not transport.disconnecting
+        and not transport.TLS
+        and not transport.dataBuffer
+        and not transport._tempDataBuffer
+    )
 
 
 def install(*, max_message_bytes: int) -> None:

@@ -27,14 +27,20 @@ def gz(path: Path) -> int:
 def stale() -> list[str]:
     """Built files older than a source they are built from."""
     newest = max((p.stat().st_mtime for d in SOURCES for p in d.rglob("*.js")), default=0)
-    return [name for name in BUILT
-            if (WIDGET / name).exists() and (WIDGET / name).stat().st_mtime < newest]
+    return [
+        name
+        for name in BUILT
+        if (WIDGET / name).exists() and (WIDGET / name).stat().st_mtime < newest
+    ]
 
 
 def main() -> int:
     if old := stale():
-        print(f"{', '.join(old)} older than static/widget/src or static/shared/src: "
-              "run `bash scripts/build-static.sh` (make install does)", file=sys.stderr)
+        print(
+            f"{', '.join(old)} older than static/widget/src or static/shared/src: "
+            "run `bash scripts/build-static.sh` (make install does)",
+            file=sys.stderr,
+        )
         return 1
     total = 0
     for name in FILES:

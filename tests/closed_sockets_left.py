@@ -55,16 +55,19 @@ def clients(server: Server, count: int) -> None:
 
 def report(opened: int) -> None:
     left = Counter(type(o).__name__ for o in gc.get_objects())
-    print(json.dumps({"opened": opened, "left": {kind: left[kind] for kind in KINDS}}),
-          flush=True)
+    print(json.dumps({"opened": opened, "left": {kind: left[kind] for kind in KINDS}}), flush=True)
     reactor.stop()
 
 
 def main() -> None:
     count = int(sys.argv[1])
     wsframes.install(max_message_bytes=20_000)
-    server = Server(application=application, endpoints=["tcp:port=0:interface=127.0.0.1"],
-                    signal_handlers=False, verbosity=0)
+    server = Server(
+        application=application,
+        endpoints=["tcp:port=0:interface=127.0.0.1"],
+        signal_handlers=False,
+        verbosity=0,
+    )
     threading.Thread(target=clients, args=(server, count), daemon=True).start()
     server.run()
 

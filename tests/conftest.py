@@ -44,8 +44,10 @@ def plain_static_names():
     (tests/operations/test_static_files.py), and the end-to-end stacks collect as a release does."""
     from django.test import override_settings
 
-    storages = {**settings.STORAGES, "staticfiles": {
-        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+    storages = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
     with override_settings(STORAGES=storages):
         yield
 
@@ -113,8 +115,10 @@ def django_db_setup(django_db_setup, django_db_blocker):
     if connection.vendor != "postgresql":
         return
     with django_db_blocker.unblock(), connection.cursor() as cursor:
-        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture
@@ -127,9 +131,15 @@ async def worker(engine) -> AsyncIterator[InferenceWorker]:
     """An inference worker in this event loop, serving from the synthetic token source."""
     cfg = settings.INFERENCE
     worker = InferenceWorker(
-        engine=engine, channel_layer=get_channel_layer(), redis=get_redis(),
-        channel=cfg["CHANNEL"], control_group=cfg["CONTROL_GROUP"], max_concurrency=4,
-        coalesce_ms=cfg["COALESCE_MS"], heartbeat_seconds=0.5, name="test-worker",
+        engine=engine,
+        channel_layer=get_channel_layer(),
+        redis=get_redis(),
+        channel=cfg["CHANNEL"],
+        control_group=cfg["CONTROL_GROUP"],
+        max_concurrency=4,
+        coalesce_ms=cfg["COALESCE_MS"],
+        heartbeat_seconds=0.5,
+        name="test-worker",
     )
     ready = asyncio.Event()
     task = asyncio.create_task(worker.run(ready=ready.set))
@@ -183,8 +193,7 @@ async def stored_conversation(first: dict):
     from chat import drafts, services
 
     draft = await drafts.find(conversation_id=first["id"], token=first["token"])
-    conversation, _ = await database_sync_to_async(services.conversation_open)(
-        conversation=draft)
+    conversation, _ = await database_sync_to_async(services.conversation_open)(conversation=draft)
     return conversation
 
 
@@ -195,11 +204,13 @@ async def connect():
 
     clients: list[ChatClient] = []
 
-    async def _connect(query: str = "", headers: list | None = None,
-                       client: tuple[str, int] | None = None):
+    async def _connect(
+        query: str = "", headers: list | None = None, client: tuple[str, int] | None = None
+    ):
         """`client`: the TCP peer (address, port), as Daphne reports it."""
         communicator = WebsocketCommunicator(
-            application, "/ws/chat/" + (f"?{query}" if query else ""),
+            application,
+            "/ws/chat/" + (f"?{query}" if query else ""),
             headers=headers if headers is not None else [ORIGIN],
         )
         if client is not None:

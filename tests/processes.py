@@ -28,8 +28,13 @@ def descendants(pid: int) -> dict[int, str]:
     while pending:
         child = pending.pop()
         try:
-            found[child] = (Path(f"/proc/{child}/cmdline").read_bytes()
-                            .replace(b"\0", b" ").decode(errors="replace").strip())
+            found[child] = (
+                Path(f"/proc/{child}/cmdline")
+                .read_bytes()
+                .replace(b"\0", b" ")
+                .decode(errors="replace")
+                .strip()
+            )
         except OSError:
             continue
         pending += children.get(child, [])

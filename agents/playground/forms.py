@@ -25,8 +25,15 @@ class PromptForm(forms.Form):
     profile = forms.IntegerField(required=False, min_value=1)
     # Empty: the profile's own prompt, as AnswerOptions treats it.
     system_prompt = AgentTextField(max_length=16000, required=False)
-    language = forms.CharField(max_length=35, required=False, validators=[RegexValidator(
-        r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$", "A language tag such as en or zh-CN.")])
+    language = forms.CharField(
+        max_length=35,
+        required=False,
+        validators=[
+            RegexValidator(
+                r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$", "A language tag such as en or zh-CN."
+            )
+        ],
+    )
     region = AgentTextField(max_length=64, required=False, single_line=True)
     timezone = forms.CharField(max_length=64, required=False)
 
@@ -53,14 +60,18 @@ class SettingsForm(PromptForm):
     """A pane's settings, in the ranges every layer allows (chat.prompting.SamplingRanges):
     what is recorded for an answer is what the worker got."""
 
-    temperature = forms.FloatField(min_value=SamplingRanges.temperature.low,
-                                   max_value=SamplingRanges.temperature.high)
-    top_p = forms.FloatField(min_value=SamplingRanges.top_p.low,
-                             max_value=SamplingRanges.top_p.high)
+    temperature = forms.FloatField(
+        min_value=SamplingRanges.temperature.low, max_value=SamplingRanges.temperature.high
+    )
+    top_p = forms.FloatField(
+        min_value=SamplingRanges.top_p.low, max_value=SamplingRanges.top_p.high
+    )
     # No upper bound here: the profile's max_tokens is the one that says "at most 320".
     max_tokens = forms.IntegerField(min_value=SamplingRanges.max_tokens.low)
-    frequency_penalty = forms.FloatField(min_value=SamplingRanges.frequency_penalty.low,
-                                         max_value=SamplingRanges.frequency_penalty.high)
+    frequency_penalty = forms.FloatField(
+        min_value=SamplingRanges.frequency_penalty.low,
+        max_value=SamplingRanges.frequency_penalty.high,
+    )
 
     def clean(self):
         data = super().clean()
@@ -78,19 +89,28 @@ class SettingsForm(PromptForm):
 
     def options(self) -> AnswerOptions:
         data = self.cleaned_data
-        return AnswerOptions(max_tokens=data["max_tokens"], temperature=data["temperature"],
-                             top_p=data["top_p"], frequency_penalty=data["frequency_penalty"],
-                             system_prompt=data["system_prompt"] or None)
+        return AnswerOptions(
+            max_tokens=data["max_tokens"],
+            temperature=data["temperature"],
+            top_p=data["top_p"],
+            frequency_penalty=data["frequency_penalty"],
+            system_prompt=data["system_prompt"] or None,
+        )
 
     def answer_settings(self) -> dict:
         """What one answer was asked with, as the export shows it."""
         data = self.cleaned_data
         profile = data["profile"]
-        return {"profile": profile.name, "profile_id": profile.pk, **self.profile_values(),
-                "system_prompt_overridden": bool(data["system_prompt"]) and (
-                    data["system_prompt"] != profile.system_prompt),
-                "language": data["language"], "region": data["region"],
-                "timezone": data["timezone"]}
+        return {
+            "profile": profile.name,
+            "profile_id": profile.pk,
+            **self.profile_values(),
+            "system_prompt_overridden": bool(data["system_prompt"])
+            and (data["system_prompt"] != profile.system_prompt),
+            "language": data["language"],
+            "region": data["region"],
+            "timezone": data["timezone"],
+        }
 
 
 class SendForm(SettingsForm):
@@ -111,5 +131,8 @@ class SaveForm(SettingsForm):
 
 
 def form_error_text(form: forms.Form) -> str:
-    return " ".join(f"{'' if name == '__all__' else name.replace('_', ' ') + ': '}{error}"
-                    for name, errors in form.errors.items() for error in errors)
+    return " ".join(
+        f"{'' if name == '__all__' else name.replace('_', ' ') + ': '}{error}"
+        for name, errors in form.errors.items()
+        for error in errors
+    )

@@ -30,9 +30,11 @@ def profile_for(*, profile_id: int | None) -> BotProfile | None:
 
 def own_conversation(*, user: AbstractBaseUser, conversation_id) -> Conversation | None:
     """`user`'s playground conversation: never a customer's, nor another staff member's."""
-    return Conversation.objects.filter(pk=conversation_id,
-                                       channel=Conversation.Channel.PLAYGROUND,
-                                       metadata__playground__staff_id=user.pk).first()
+    return Conversation.objects.filter(
+        pk=conversation_id,
+        channel=Conversation.Channel.PLAYGROUND,
+        metadata__playground__staff_id=user.pk,
+    ).first()
 
 
 def asks_for_human(*, conversation_id, text: str) -> bool:
@@ -45,17 +47,24 @@ def asks_for_human(*, conversation_id, text: str) -> bool:
         return False
     # Any id is "before" a message not stored yet.
     previous = chat_selectors.last_bot_text(conversation_id=conversation_id, before_id=2**62)
-    return handoff_phrases.accepts_offer(text, previous, offers=cfg["HANDOFF_OFFERS"],
-                                         affirmatives=cfg["HANDOFF_AFFIRMATIVES"])
+    return handoff_phrases.accepts_offer(
+        text, previous, offers=cfg["HANDOFF_OFFERS"], affirmatives=cfg["HANDOFF_AFFIRMATIVES"]
+    )
 
 
-def system_prompt_preview(*, profile: BotProfile, template: str, language: str, region: str,
-                          timezone_name: str) -> str:
+def system_prompt_preview(
+    *, profile: BotProfile, template: str, language: str, region: str, timezone_name: str
+) -> str:
     """The system prompt as the model would get it now (a playground conversation has no
     site: {site_name} is the profile's, as in `chat.answering.prompt.prompt_parts`)."""
-    return render_system_prompt(template or profile.system_prompt, site_name=profile.site_name,
-                                language=language, region=region, timezone=timezone_name,
-                                now=timezone.now())
+    return render_system_prompt(
+        template or profile.system_prompt,
+        site_name=profile.site_name,
+        language=language,
+        region=region,
+        timezone=timezone_name,
+        now=timezone.now(),
+    )
 
 
 @dataclass(frozen=True)
@@ -77,8 +86,9 @@ def profile_changes(profile: BotProfile, values: dict) -> list[Change]:
     return changes
 
 
-def tokens_per_second(completion_tokens: int | None, ttft_ms: int | None,
-                      total_ms: int | None) -> float | None:
+def tokens_per_second(
+    completion_tokens: int | None, ttft_ms: int | None, total_ms: int | None
+) -> float | None:
     """Generation speed: completion tokens over the time from the first token to the end
     (the whole answer's time when that is unknown or nil). The page computes the same
     (static/playground/src/figures.js)."""
@@ -92,38 +102,58 @@ def session_export(*, user: AbstractBaseUser, conversation_ids: dict) -> dict | 
     """The panes' conversations (pane → conversation id) as stored: every message, with each
     answer the settings it was asked with, the exact prompt the model saw and its figures.
     None if any of them is not `user`'s playground conversation."""
-    conversations = {pane: own_conversation(user=user, conversation_id=cid)
-                     for pane, cid in conversation_ids.items()}
+    conversations = {
+        pane: own_conversation(user=user, conversation_id=cid)
+        for pane, cid in conversation_ids.items()
+    }
     if not conversations or None in conversations.values():
         return None
     panes = []
     for pane, conversation in conversations.items():
         asked = conversation.metadata.get("playground", {}).get("answers", {})
-        messages, totals, question = [], {"answers": 0, "prompt_tokens": 0,
-                                          "completion_tokens": 0, "total_ms": 0}, None
-        for m in chat_selectors.conversation_history(conversation_id=conversation.pk,
-                                                     limit=EXPORT_MESSAGES):
+        messages, totals, question = (
+            [],
+            {"answers": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_ms": 0},
+            None,
+        )
+        for m in chat_selectors.conversation_history(
+            conversation_id=conversation.pk, limit=EXPORT_MESSAGES
+        ):
             item = {"id": m.pk, "role": m.role, "text": m.text, "created_at": m.created_at}
             if m.role == Message.Role.CUSTOMER:
                 question = m.pk
             elif m.role == Message.Role.BOT:
                 # The playground sends one question at a time: an answer is the last one's.
                 item |= {
-                    "reply_to": question, "settings": asked.get(str(question)),
-                    "model": m.model_name, "prompt": m.prompt,
+                    "reply_to": question,
+                    "settings": asked.get(str(question)),
+                    "model": m.model_name,
+                    "prompt": m.prompt,
                     "figures": {
-                        "prompt_tokens": m.prompt_tokens, "completion_tokens": m.completion_tokens,
-                        "ttft_ms": m.ttft_ms, "total_ms": m.total_ms,
-                        "tokens_per_second": tokens_per_second(m.completion_tokens, m.ttft_ms,
-                                                               m.total_ms),
-                        "finish_reason": m.finish_reason, "fallback": m.is_fallback,
-                        "partial": m.is_partial},
+                        "prompt_tokens": m.prompt_tokens,
+                        "completion_tokens": m.completion_tokens,
+                        "ttft_ms": m.ttft_ms,
+                        "total_ms": m.total_ms,
+                        "tokens_per_second": tokens_per_second(
+                            m.completion_tokens, m.ttft_ms, m.total_ms
+                        ),
+                        "finish_reason": m.finish_reason,
+                        "fallback": m.is_fallback,
+                        "partial": m.is_partial,
+                    },
                 }
                 totals["answers"] += 1
                 totals["prompt_tokens"] += m.prompt_tokens or 0
                 totals["completion_tokens"] += m.completion_tokens or 0
                 totals["total_ms"] += m.total_ms or 0
             messages.append(item)
-        panes.append({"pane": PANES[pane], "conversation_id": str(conversation.pk),
-                      "channel": conversation.channel, "messages": messages, "totals": totals})
+        panes.append(
+            {
+                "pane": PANES[pane],
+                "conversation_id": str(conversation.pk),
+                "channel": conversation.channel,
+                "messages": messages,
+                "totals": totals,
+            }
+        )
     return {"exported_at": timezone.now(), "exported_by": user.get_username(), "panes": panes}

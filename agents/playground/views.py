@@ -37,16 +37,59 @@ from runtime.aio import db
 
 # The new conversation's id travels in a header: the stream itself stays docs/protocol.md's.
 CONVERSATION_HEADER = "X-Playground-Conversation"
-LANGUAGES = ("en", "en-GB", "de", "fr", "es", "it", "nl", "pt-BR", "pl", "ru", "tr", "ar",
-             "hi", "ja", "ko", "zh-CN", "zh-TW")
-REGIONS = ("United States", "United Kingdom", "Germany", "France", "Spain", "Italy", "Brazil",
-           "India", "Japan", "China", "Taiwan", "Australia", "Canada")
-TIMEZONES = ("UTC", "Europe/London", "Europe/Berlin", "Europe/Paris", "America/New_York",
-             "America/Chicago", "America/Los_Angeles", "America/Sao_Paulo", "Asia/Kolkata",
-             "Asia/Shanghai", "Asia/Tokyo", "Australia/Sydney")
-HANDOFF_REFUSAL = ("In a customer's chat this message asks for a human agent: the bot would not "
-                   "answer, a ticket would open and agents would be alerted. The playground "
-                   "does not hand off; rephrase to try the bot.")
+LANGUAGES = (
+    "en",
+    "en-GB",
+    "de",
+    "fr",
+    "es",
+    "it",
+    "nl",
+    "pt-BR",
+    "pl",
+    "ru",
+    "tr",
+    "ar",
+    "hi",
+    "ja",
+    "ko",
+    "zh-CN",
+    "zh-TW",
+)
+REGIONS = (
+    "United States",
+    "United Kingdom",
+    "Germany",
+    "France",
+    "Spain",
+    "Italy",
+    "Brazil",
+    "India",
+    "Japan",
+    "China",
+    "Taiwan",
+    "Australia",
+    "Canada",
+)
+TIMEZONES = (
+    "UTC",
+    "Europe/London",
+    "Europe/Berlin",
+    "Europe/Paris",
+    "America/New_York",
+    "America/Chicago",
+    "America/Los_Angeles",
+    "America/Sao_Paulo",
+    "Asia/Kolkata",
+    "Asia/Shanghai",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+)
+HANDOFF_REFUSAL = (
+    "In a customer's chat this message asks for a human agent: the bot would not "
+    "answer, a ticket would open and agents would be alerted. The playground "
+    "does not hand off; rephrase to try the bot."
+)
 
 
 def _pane_key(value) -> str:
@@ -55,19 +98,29 @@ def _pane_key(value) -> str:
     return value
 
 
-def _pane_context(pane: str, profile: BotProfile, *, values: dict | None = None,
-                  message: str = "") -> dict:
+def _pane_context(
+    pane: str, profile: BotProfile, *, values: dict | None = None, message: str = ""
+) -> dict:
     if values is None:
         values = {name: getattr(profile, name) for name in PROFILE_FIELDS}
         values |= {"language": "en", "region": "", "timezone": ""}
     return {
-        "pane": pane, "title": PANES[pane], "profile": profile,
-        "profiles": selectors.profiles(), "values": values, "message": message,
+        "pane": pane,
+        "title": PANES[pane],
+        "profile": profile,
+        "profiles": selectors.profiles(),
+        "values": values,
+        "message": message,
         "preview": selectors.system_prompt_preview(
-            profile=profile, template=values["system_prompt"], language=values["language"],
-            region=values["region"], timezone_name=values["timezone"]),
+            profile=profile,
+            template=values["system_prompt"],
+            language=values["language"],
+            region=values["region"],
+            timezone_name=values["timezone"],
+        ),
         "languages": [(code, language_name(code)) for code in LANGUAGES],
-        "regions": REGIONS, "timezones": TIMEZONES,
+        "regions": REGIONS,
+        "timezones": TIMEZONES,
     }
 
 
@@ -75,10 +128,15 @@ def _pane_context(pane: str, profile: BotProfile, *, values: dict | None = None,
 @require_GET
 def page(request):
     profile = selectors.profile_for(profile_id=None)
-    return render(request, "agents/playground.html", {
-        "section": "playground", "message_max": settings.CHAT["MAX_MESSAGE_CHARS"],
-        "panes": [_pane_context(pane, profile) for pane in PANES],
-    })
+    return render(
+        request,
+        "agents/playground.html",
+        {
+            "section": "playground",
+            "message_max": settings.CHAT["MAX_MESSAGE_CHARS"],
+            "panes": [_pane_context(pane, profile) for pane in PANES],
+        },
+    )
 
 
 @staff_required
@@ -98,9 +156,13 @@ def settings_form(request):
         form = PromptForm(request.GET)
         form.is_valid()
         values = {name: getattr(profile, name) for name in PROFILE_FIELDS} | {
-            name: form.cleaned_data.get(name) or "" for name in ("language", "region", "timezone")}
-    return render(request, "agents/_playground_settings.html",
-                  {"p": _pane_context(pane, profile, values=values)})
+            name: form.cleaned_data.get(name) or "" for name in ("language", "region", "timezone")
+        }
+    return render(
+        request,
+        "agents/_playground_settings.html",
+        {"p": _pane_context(pane, profile, values=values)},
+    )
 
 
 @staff_required
@@ -109,13 +171,21 @@ def preview(request):
     """The pane's system prompt with its variables filled in (POST: prompts are long)."""
     form = PromptForm(request.POST)
     if not form.is_valid():
-        return render(request, "agents/_playground_preview.html",
-                      {"error": form_error_text(form)})
+        return render(request, "agents/_playground_preview.html", {"error": form_error_text(form)})
     data = form.cleaned_data
-    return render(request, "agents/_playground_preview.html", {
-        "preview": selectors.system_prompt_preview(
-            profile=data["profile"], template=data["system_prompt"], language=data["language"],
-            region=data["region"], timezone_name=data["timezone"])})
+    return render(
+        request,
+        "agents/_playground_preview.html",
+        {
+            "preview": selectors.system_prompt_preview(
+                profile=data["profile"],
+                template=data["system_prompt"],
+                language=data["language"],
+                region=data["region"],
+                timezone_name=data["timezone"],
+            )
+        },
+    )
 
 
 @staff_required
@@ -128,31 +198,50 @@ def save(request):
         return render(request, "agents/_playground_save.html", {"pane": pane})
     form = SaveForm(request.POST)
     user = request.user
-    context = {"pane": pane, "confirming": True,
-               "can_change": user.has_perm("chat.change_botprofile"),
-               "can_add": user.has_perm("chat.add_botprofile")}
+    context = {
+        "pane": pane,
+        "confirming": True,
+        "can_change": user.has_perm("chat.change_botprofile"),
+        "can_add": user.has_perm("chat.add_botprofile"),
+    }
     if not form.is_valid():
-        return render(request, "agents/_playground_save.html",
-                      {**context, "error": form_error_text(form)})
+        return render(
+            request, "agents/_playground_save.html", {**context, "error": form_error_text(form)}
+        )
     data = form.cleaned_data
     source, values = data["profile"], form.profile_values()
     new_name = data["new_name"] if data["target"] == "new" else ""
-    context |= {"profile": source, "changes": selectors.profile_changes(source, values),
-                "target": data["target"] or "update", "new_name": data["new_name"]}
+    context |= {
+        "profile": source,
+        "changes": selectors.profile_changes(source, values),
+        "target": data["target"] or "update",
+        "new_name": data["new_name"],
+    }
     if not data["confirm"]:
         return render(request, "agents/_playground_save.html", context)
     try:
-        profile, created = services.profile_save(user=user, source=source, values=values,
-                                                 new_name=new_name)
+        profile, created = services.profile_save(
+            user=user, source=source, values=values, new_name=new_name
+        )
     except services.SaveRefused as exc:
         return render(request, "agents/_playground_save.html", {**context, "error": str(exc)})
     except ValidationError as exc:
-        return render(request, "agents/_playground_save.html",
-                      {**context, "error": " ".join(exc.messages)})
+        return render(
+            request, "agents/_playground_save.html", {**context, "error": " ".join(exc.messages)}
+        )
     locale = {name: data[name] for name in ("language", "region", "timezone")}
-    response = render(request, "agents/_playground_settings.html", {"p": _pane_context(
-        pane, profile, values={**values, **locale},
-        message=f"{'Created' if created else 'Saved'} bot profile “{profile.name}”.")})
+    response = render(
+        request,
+        "agents/_playground_settings.html",
+        {
+            "p": _pane_context(
+                pane,
+                profile,
+                values={**values, **locale},
+                message=f"{'Created' if created else 'Saved'} bot profile “{profile.name}”.",
+            )
+        },
+    )
     retarget(response, f"#{pane}-settings")
     reswap(response, "outerHTML")
     return response
@@ -177,28 +266,42 @@ async def send(request: HttpRequest):
     conversation = None
     if data["conversation"] is not None:
         conversation = await db(selectors.own_conversation)(
-            user=user, conversation_id=data["conversation"])
+            user=user, conversation_id=data["conversation"]
+        )
         if conversation is None:
             return _refusal(404, "No such playground conversation: start a new session.")
     if await db(selectors.asks_for_human)(
-            conversation_id=conversation.pk if conversation else None, text=data["message"]):
+        conversation_id=conversation.pk if conversation else None, text=data["message"]
+    ):
         return _refusal(409, HANDOFF_REFUSAL)
     if conversation is not None and not await answering.answer_ended(conversation.pk):
         return _refusal(409, "An answer is still streaming here: wait for it, or press Stop.")
     conversation = await db(services.playground_open)(
-        user=user, conversation=conversation, profile=data["profile"],
-        language=data["language"], region=data["region"], timezone_name=data["timezone"])
+        user=user,
+        conversation=conversation,
+        profile=data["profile"],
+        language=data["language"],
+        region=data["region"],
+        timezone_name=data["timezone"],
+    )
 
     async def record(message: Message, created: bool) -> None:
         await db(services.answer_settings_record)(
-            conversation_id=conversation.pk, question_id=message.pk,
-            answer_settings=form.answer_settings())
+            conversation_id=conversation.pk,
+            question_id=message.pk,
+            answer_settings=form.answer_settings(),
+        )
 
     listener = await AnswerListener(conversation).open()
     try:
         turn = await turns.customer_says(
-            conversation=conversation, text=data["message"], client_id=None,
-            channel_name=listener.channel_name, options=form.options(), on_stored=record)
+            conversation=conversation,
+            text=data["message"],
+            client_id=None,
+            channel_name=listener.channel_name,
+            options=form.options(),
+            on_stored=record,
+        )
     except chat_services.ConversationClosed:
         await listener.close()
         return _refusal(409, "This playground conversation is closed: start a new session.")
@@ -206,16 +309,21 @@ async def send(request: HttpRequest):
         await listener.close()
         raise
     return StreamingHttpResponse(
-        turn_stream(listener, conversation, turn), content_type="text/event-stream",
-        headers={**SSE_HEADERS, CONVERSATION_HEADER: str(conversation.pk)})
+        turn_stream(listener, conversation, turn),
+        content_type="text/event-stream",
+        headers={**SSE_HEADERS, CONVERSATION_HEADER: str(conversation.pk)},
+    )
 
 
 @staff_required
 @require_GET
 def export(request):
     """The session as a JSON download: ?a=…&b=… name the panes' conversations."""
-    ids = {pane: agent_selectors.parse_conversation_id(request.GET[pane])
-           for pane in PANES if request.GET.get(pane)}
+    ids = {
+        pane: agent_selectors.parse_conversation_id(request.GET[pane])
+        for pane in PANES
+        if request.GET.get(pane)
+    }
     if not ids or None in ids.values():
         raise Http404("Name the session's conversations.")
     data = selectors.session_export(user=request.user, conversation_ids=ids)

@@ -110,14 +110,22 @@ async def answer_ended(conversation_id, wait: float = ANSWER_END_WAIT_SECONDS) -
     return True
 
 
-async def join(conversation_id, channel_name: str, kind: str, *,
-               claim: dict | None = None, left_out: int | None = None) -> None:
+async def join(
+    conversation_id,
+    channel_name: str,
+    kind: str,
+    *,
+    claim: dict | None = None,
+    left_out: int | None = None,
+) -> None:
     """Show this socket the answer under way, if any: the text so far, then the rest.
     `left_out`: the streaming answer the socket's history did not show (see answer_join)."""
     claim = claim or await live_answer(conversation_id)
     if claim is not None:
-        await _tell_run(claim["channel"], group_events.answer_join(
-            channel=channel_name, kind=kind, message_id=left_out))
+        await _tell_run(
+            claim["channel"],
+            group_events.answer_join(channel=channel_name, kind=kind, message_id=left_out),
+        )
 
 
 async def leave(conversation_id, channel_name: str, *, now: bool = False) -> None:
@@ -133,8 +141,13 @@ async def leave(conversation_id, channel_name: str, *, now: bool = False) -> Non
         await _tell_run(claim["channel"], event)
 
 
-async def request_answer(*, conversation: Conversation, question: Message,
-                         channel_name: str, options: AnswerOptions | None = None) -> None:
+async def request_answer(
+    *,
+    conversation: Conversation,
+    question: Message,
+    channel_name: str,
+    options: AnswerOptions | None = None,
+) -> None:
     """Make sure the bot answers `question` (and anything the customer adds meanwhile), once.
 
     If this process already answers the conversation, its run picks the question up when the

@@ -44,8 +44,9 @@ async def take(conversation_id: str, value: dict) -> bool:
     """Take the conversation for this process; False if another run holds it. Without
     Redis the answer proceeds (it will reach the fallback: the workers need Redis too)."""
     try:
-        return bool(await get_redis().set(key(conversation_id), json.dumps(value), nx=True,
-                                          px=_ttl_ms()))
+        return bool(
+            await get_redis().set(key(conversation_id), json.dumps(value), nx=True, px=_ttl_ms())
+        )
     except _REDIS_ERRORS:
         log.warning("cannot claim %s in Redis; answering without a claim", conversation_id)
         return True
@@ -64,7 +65,10 @@ async def release(conversation_id: str, channel: str) -> None:
             "local v = redis.call('GET', KEYS[1]) "
             "if v and cjson.decode(v)['channel'] == ARGV[1] then "
             "return redis.call('DEL', KEYS[1]) end return 0",
-            1, key(conversation_id), channel)
+            1,
+            key(conversation_id),
+            channel,
+        )
 
 
 # Each run's claim, renewed for all the runs of this process in one script every
@@ -89,8 +93,7 @@ def keep_alive() -> None:
     """Renew the claims of this process's runs until none is left (a run calls this as it
     starts; one renewer serves them all)."""
     global _renewer
-    if (_renewer is None or _renewer.done()
-            or _renewer.get_loop() is not asyncio.get_running_loop()):
+    if _renewer is None or _renewer.done() or _renewer.get_loop() is not asyncio.get_running_loop():
         _renewer = registry.spawn(_renew_claims())
 
 
@@ -111,8 +114,9 @@ async def _renew_once(script) -> bool:
     if not runs:
         return False
     try:
-        await script(keys=[key(run.cid) for run in runs],
-                     args=[*(run.channel for run in runs), _ttl_ms()])
+        await script(
+            keys=[key(run.cid) for run in runs], args=[*(run.channel for run in runs), _ttl_ms()]
+        )
     except _REDIS_ERRORS as exc:  # the next tick tries again; claims last 3 ticks
         log.warning("could not renew %d answer claims (%s)", len(runs), exc.__class__.__name__)
     return True

@@ -29,8 +29,9 @@ _REDIS_ERRORS = (RedisError, OSError)
 class AnswerGuards:
     """AnswerRun's guards (`self` is the run)."""
 
-    async def _guard_the_question(self, answer: Answer, parts: PromptParts,
-                                  hits: list | None) -> bool:
+    async def _guard_the_question(
+        self, answer: Answer, parts: PromptParts, hits: list | None
+    ) -> bool:
         """The guards that act before the model is asked; True when the product answered the
         question itself."""
         language, question = self.conversation.language, answer.question.text
@@ -57,7 +58,7 @@ class AnswerGuards:
         return False
 
     def _model_text(self, answer: Answer) -> str:
-        return answer.text[len(answer.prefix):]
+        return answer.text[len(answer.prefix) :]
 
     def _punctuated(self, answer: Answer, text: str) -> str:
         if answer.punctuation is None:
@@ -68,11 +69,13 @@ class AnswerGuards:
     async def _replace_text(self, answer: Answer, model_text: str) -> None:
         """What the answer's message shows becomes the product's prefix and `model_text`."""
         answer.parts = [answer.prefix + model_text] if answer.prefix + model_text else []
-        await self._emit(frames.bot_start_frame(message_id=answer.message.pk,
-                                                reply_to=answer.question.pk, replace=True))
+        await self._emit(
+            frames.bot_start_frame(
+                message_id=answer.message.pk, reply_to=answer.question.pk, replace=True
+            )
+        )
         if answer.parts:
-            await self._emit(frames.bot_delta_frame(message_id=answer.message.pk,
-                                                    text=answer.text))
+            await self._emit(frames.bot_delta_frame(message_id=answer.message.pk, text=answer.text))
 
     async def _broke_a_rule(self, answer: Answer) -> bool:
         """An answer in the wrong script, one that only repeats the question, or one with
@@ -84,15 +87,23 @@ class AnswerGuards:
         await self._emit_all(self._flush_held_text(answer))
         language = self.conversation.language
         model_text = self._model_text(answer)
-        broken = (guards.LANGUAGE if guards.wrong_language(model_text, language)
-                  else guards.ECHO if guards.is_echo(model_text, answer.question.text)
-                  else None)
+        broken = (
+            guards.LANGUAGE
+            if guards.wrong_language(model_text, language)
+            else guards.ECHO
+            if guards.is_echo(model_text, answer.question.text)
+            else None
+        )
         if broken is None and model_text.strip():
             model_text = await self._cut_repeats(answer, model_text)
         if broken is None and model_text.strip():
-            wrong = (guards.FIGURES if self._wrong_figures(answer, model_text)
-                     else guards.POLARITY if self._says_yes_against(answer, model_text)
-                     else None)
+            wrong = (
+                guards.FIGURES
+                if self._wrong_figures(answer, model_text)
+                else guards.POLARITY
+                if self._says_yes_against(answer, model_text)
+                else None
+            )
             if wrong:
                 answer.guards.append(wrong)
                 metrics.guarded(wrong)
@@ -107,14 +118,14 @@ class AnswerGuards:
                     await self._ask_again(answer, broken)
                     return True
                 except (ChannelFull, *_REDIS_ERRORS) as exc:
-                    log.warning("could not ask again for %s (%s)", self.cid,
-                                exc.__class__.__name__)
+                    log.warning("could not ask again for %s (%s)", self.cid, exc.__class__.__name__)
         if await self._quote(answer):
             await self._closing_words(answer)
             return False
         answer.fallback = True
-        await self._replace_text(answer, await db(fallback_text)(
-            self.conversation, answer.question))
+        await self._replace_text(
+            answer, await db(fallback_text)(self.conversation, answer.question)
+        )
         return False
 
     async def _cut_repeats(self, answer: Answer, model_text: str) -> str:
@@ -142,17 +153,27 @@ class AnswerGuards:
         if grounded is None or grounded.grounding is None or not answer.prompt:
             return False
         system, *turns = answer.prompt
-        told = "\n".join([grounded.grounding["instruction"], *grounded.grounding["passages"],
-                          system["content"], *(turn["content"] for turn in turns)])
+        told = "\n".join(
+            [
+                grounded.grounding["instruction"],
+                *grounded.grounding["passages"],
+                system["content"],
+                *(turn["content"] for turn in turns),
+            ]
+        )
         made_up = guards.unsupported_figures(model_text, told)
         if made_up:
-            log.info("answer %s states figures it was not given: %s", answer.request_id,
-                     ", ".join(made_up))
+            log.info(
+                "answer %s states figures it was not given: %s",
+                answer.request_id,
+                ", ".join(made_up),
+            )
             return True
         lines = [line.text for line in self._answering_lines(answer)]
         customer = "\n".join(turn["content"] for turn in turns if turn["role"] == "user")
-        return guards.figures_off_the_lines(model_text, lines, question=answer.question.text,
-                                            asked=customer)
+        return guards.figures_off_the_lines(
+            model_text, lines, question=answer.question.text, asked=customer
+        )
 
     def _says_yes_against(self, answer: Answer, model_text: str) -> bool:
         """A yes where the line that answers the question best says no."""
@@ -160,7 +181,8 @@ class AnswerGuards:
             return False
         lines = self._answering_lines(answer)
         return bool(lines) and guards.says_yes_against(
-            model_text, f"{lines[0].title}: {lines[0].text}", question=answer.question.text)
+            model_text, f"{lines[0].title}: {lines[0].text}", question=answer.question.text
+        )
 
     def _answering_lines(self, answer: Answer) -> list[extract.Statement]:
         """The help centre's statements that say most about the question, from the passages
@@ -179,14 +201,19 @@ class AnswerGuards:
         answer.guards.append(guards.QUOTED)
         metrics.guarded(guards.QUOTED)
         answer.quoted = True
-        await self._replace_text(answer, self._punctuated(
-            answer, extract.quoted_answer(statements, self.conversation.language)))
+        await self._replace_text(
+            answer,
+            self._punctuated(answer, extract.quoted_answer(statements, self.conversation.language)),
+        )
         return True
 
     async def _ask_again(self, answer: Answer, broken: str) -> None:
         language = self.conversation.language
-        rule = guards.restated("restate_language" if broken == guards.LANGUAGE
-                               else "restate_echo", language, language_name(language))
+        rule = guards.restated(
+            "restate_language" if broken == guards.LANGUAGE else "restate_echo",
+            language,
+            language_name(language),
+        )
         system, *turns = answer.prompt
         last = turns[-1] if turns else None
         answer.prompt = [{**system, "content": f"{system['content']}\n\n{rule}"}, *turns[:-1]]
@@ -195,8 +222,7 @@ class AnswerGuards:
         answer.retried = True
         answer.request_id = uuid.uuid4().hex
         answer.started_at = None
-        answer.next_presence_check = (time.monotonic()
-                                      + settings.INFERENCE["WORKER_TTL_SECONDS"] / 2)
+        answer.next_presence_check = time.monotonic() + settings.INFERENCE["WORKER_TTL_SECONDS"] / 2
         answer.punctuation = FullwidthPunctuation() if answer.punctuation else None
         room, queue_limit = await self._room()
         if room.live == 0 or room.queued >= queue_limit:
@@ -222,18 +248,19 @@ class AnswerGuards:
             between = glue(language)
             addition = ("" if answer.text[-1:].isspace() else between) + between.join(more)
             answer.parts.append(addition)
-            await self._emit(frames.bot_delta_frame(message_id=answer.message.pk,
-                                                    text=addition))
+            await self._emit(frames.bot_delta_frame(message_id=answer.message.pk, text=addition))
 
-    async def _guarded(self, answer: Answer, text: str, shaped_by: tuple[str, ...], *,
-                       offer_human: bool = False) -> None:
+    async def _guarded(
+        self, answer: Answer, text: str, shaped_by: tuple[str, ...], *, offer_human: bool = False
+    ) -> None:
         """The product answers in its own words, without the model (a question no
         help-centre article covers); its finish reason is the last guard of `shaped_by`."""
         answer.finished = True
         guard = shaped_by[-1]
         try:
             message = await db(services.bot_message_guarded)(
-                conversation=self.conversation, text=text, guards=shaped_by)
+                conversation=self.conversation, text=text, guards=shaped_by
+            )
         except services.BotSilenced:
             metrics.answer_ended(metrics.TAKEN_OVER, "silenced")
             self.ended = True
@@ -241,13 +268,18 @@ class AnswerGuards:
         for name in shaped_by:
             metrics.guarded(name)
         metrics.answer_ended(metrics.GUARDED, guard)
-        await self._emit(frames.bot_start_frame(message_id=message.pk,
-                                                reply_to=answer.question.pk))
+        await self._emit(frames.bot_start_frame(message_id=message.pk, reply_to=answer.question.pk))
         await self._emit(frames.bot_delta_frame(message_id=message.pk, text=message.text))
         answer.done_frame = frames.bot_done_frame(
-            message_id=message.pk, usage={"prompt_tokens": 0, "completion_tokens": 0},
-            ttft_ms=None, total_ms=0, finish_reason=guard, fallback=False, partial=False,
-            guards=shaped_by, offer_human=offer_human,
+            message_id=message.pk,
+            usage={"prompt_tokens": 0, "completion_tokens": 0},
+            ttft_ms=None,
+            total_ms=0,
+            finish_reason=guard,
+            fallback=False,
+            partial=False,
+            guards=shaped_by,
+            offer_human=offer_human,
         )
         await self._emit(answer.done_frame)
         await memory.remember(message)

@@ -42,8 +42,11 @@ class AnswerOptions:
 def build_messages(system_prompt: str, turns: list[dict]) -> list[protocol.ChatTurn]:
     """System prompt first, then the turns as the model's user/assistant roles."""
     messages: list[protocol.ChatTurn] = [{"role": "system", "content": system_prompt}]
-    messages += [{"role": _MODEL_ROLE[t["role"]], "content": t["text"]} for t in turns
-                 if t["role"] in _MODEL_ROLE]
+    messages += [
+        {"role": _MODEL_ROLE[t["role"]], "content": t["text"]}
+        for t in turns
+        if t["role"] in _MODEL_ROLE
+    ]
     return messages
 
 
@@ -58,20 +61,29 @@ class PromptParts:
 
 
 @db
-def prompt_parts(conversation: Conversation, options: AnswerOptions | None = None,
-                 ) -> PromptParts:
+def prompt_parts(
+    conversation: Conversation,
+    options: AnswerOptions | None = None,
+) -> PromptParts:
     """System prompt, sampling and the profile's choices for one answer. A caller's options
     are clamped: at most the profile's max_tokens, temperature, top_p and frequency_penalty
     within SamplingRanges (the ranges a profile itself may hold)."""
     profile = selectors.bot_profile_for(conversation)
     site = selectors.site_of(conversation)
-    template = (options.system_prompt if options is not None and options.system_prompt
-                else profile.system_prompt)
+    template = (
+        options.system_prompt
+        if options is not None and options.system_prompt
+        else profile.system_prompt
+    )
     system_prompt = render_system_prompt(
-        template, site_name=site.name if site else profile.site_name,
+        template,
+        site_name=site.name if site else profile.site_name,
         language=conversation.language,
-        region=conversation.region, timezone=conversation.timezone, now=timezone.now(),
-        max_words=profile.answer_max_words, max_han=profile.answer_max_han,
+        region=conversation.region,
+        timezone=conversation.timezone,
+        now=timezone.now(),
+        max_words=profile.answer_max_words,
+        max_han=profile.answer_max_han,
     )
     sampling: protocol.Sampling = {
         "temperature": profile.temperature,
@@ -81,18 +93,27 @@ def prompt_parts(conversation: Conversation, options: AnswerOptions | None = Non
     }
     if options is not None:
         if options.max_tokens is not None:
-            sampling["max_tokens"] = max(SamplingRanges.max_tokens.low,
-                                         min(options.max_tokens, profile.max_tokens))
+            sampling["max_tokens"] = max(
+                SamplingRanges.max_tokens.low, min(options.max_tokens, profile.max_tokens)
+            )
         if options.temperature is not None:
             sampling["temperature"] = SamplingRanges.temperature.clamp(options.temperature)
         if options.top_p is not None:
             sampling["top_p"] = SamplingRanges.top_p.clamp(options.top_p)
         if options.frequency_penalty is not None:
             sampling["frequency_penalty"] = SamplingRanges.frequency_penalty.clamp(
-                options.frequency_penalty)
+                options.frequency_penalty
+            )
         if options.instructions:
             system_prompt += "\n\n" + options.instructions
     fullwidth = profile.fullwidth_punctuation and conversation.language.lower().startswith("zh")
-    return PromptParts(system_prompt, sampling, fullwidth, offer_human_when_nothing=(
-        profile.when_no_knowledge == BotProfile.WhenNoKnowledge.OFFER_HUMAN),
-        max_words=profile.answer_max_words, max_han=profile.answer_max_han)
+    return PromptParts(
+        system_prompt,
+        sampling,
+        fullwidth,
+        offer_human_when_nothing=(
+            profile.when_no_knowledge == BotProfile.WhenNoKnowledge.OFFER_HUMAN
+        ),
+        max_words=profile.answer_max_words,
+        max_han=profile.answer_max_han,
+    )

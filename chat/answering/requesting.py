@@ -36,8 +36,11 @@ class RequestSending:
         site = str(self.conversation.site_id or "")
         answer.slot = await limits.acquire_answer_slot(site_key=site)
         if answer.slot is None:
-            log.warning("site %s has SITE_CONCURRENT_ANSWERS answers streaming; %s gets the "
-                        "fallback", self.conversation.site_id, self.cid)
+            log.warning(
+                "site %s has SITE_CONCURRENT_ANSWERS answers streaming; %s gets the fallback",
+                self.conversation.site_id,
+                self.cid,
+            )
             await self._fallback(answer, fallback.REASON_BUSY)
             return False
         try:
@@ -52,7 +55,8 @@ class RequestSending:
             parts, hits, turns = await asyncio.gather(
                 prompt_parts(self.conversation, options),
                 self._knowledge(answer.question.text),
-                memory.recent_turns(self.cid, newest_id=answer.question.pk))
+                memory.recent_turns(self.cid, newest_id=answer.question.pk),
+            )
             answer.asked = answer.question.text
             if hits == [] and len(turns) > 1:
                 answer.asked, hits = await self._follow_up_knowledge(answer.question, turns)
@@ -61,30 +65,36 @@ class RequestSending:
                 return False
             answer.hits = hits or []
             answer.grounded = grounding.ground(
-                parts.system_prompt, hits,
+                parts.system_prompt,
+                hits,
                 offer_human_when_nothing=parts.offer_human_when_nothing,
-                question=answer.asked)
+                question=answer.asked,
+            )
             answer.prompt = build_messages(answer.grounded.system_prompt, turns)
             answer.sampling = parts.sampling
-            answer.stream_guards = {"loops": True,
-                                    "max_words": parts.max_words if answer.guarded else 0,
-                                    "max_han": parts.max_han if answer.guarded else 0}
+            answer.stream_guards = {
+                "loops": True,
+                "max_words": parts.max_words if answer.guarded else 0,
+                "max_han": parts.max_han if answer.guarded else 0,
+            }
             now = time.monotonic()
             answer.next_presence_check = now + inference["WORKER_TTL_SECONDS"] / 2
             self._next_tick = now + cfg["PARTIAL_SAVE_SECONDS"]
             answer.sent_at = answer.last_event_at = now
             await self._dispatch(answer, queue_limit)
         except ChannelFull:
-            log.warning("inference queue full (%d slots, %s s per answer lately); %s gets the "
-                        "fallback", room.slots,
-                        f"{room.turnover:.1f}" if room.turnover else "?", self.cid)
+            log.warning(
+                "inference queue full (%d slots, %s s per answer lately); %s gets the fallback",
+                room.slots,
+                f"{room.turnover:.1f}" if room.turnover else "?",
+                self.cid,
+            )
             await self._fallback(answer, fallback.REASON_BUSY)
             return False
         except _REDIS_ERRORS as exc:
             # Redis is the transport to the workers: without it the model cannot answer,
             # but the question is stored and the fallback rules still can.
-            log.warning("cannot reach the inference workers for %s (Redis: %s)", self.cid,
-                        exc)
+            log.warning("cannot reach the inference workers for %s (Redis: %s)", self.cid, exc)
             await self._fallback(answer, fallback.REASON_UNAVAILABLE)
             return False
         return True
@@ -93,26 +103,32 @@ class RequestSending:
         """The workers' room, and how many requests may wait for them."""
         cfg, inference = settings.CHAT, settings.INFERENCE
         room = await pool.capacity(get_redis(), inference["CHANNEL"])
-        return room, room.queue_limit(queue_per_slot=inference["QUEUE_PER_SLOT"],
-                                      first_token_timeout=cfg["FIRST_TOKEN_TIMEOUT_SECONDS"])
+        return room, room.queue_limit(
+            queue_per_slot=inference["QUEUE_PER_SLOT"],
+            first_token_timeout=cfg["FIRST_TOKEN_TIMEOUT_SECONDS"],
+        )
 
     async def _dispatch(self, answer: Answer, queue_limit: int) -> None:
         """Send the answer's request (its prompt as it stands) to the workers."""
         cfg, wall = settings.CHAT, time.time()
         request = protocol.inference_request(
-            request_id=answer.request_id, reply_channel=self.channel,
-            messages=answer.prompt, sampling=answer.sampling,
+            request_id=answer.request_id,
+            reply_channel=self.channel,
+            messages=answer.prompt,
+            sampling=answer.sampling,
             grounding=answer.grounded.grounding,
             deadline=wall + cfg["ANSWER_TIMEOUT_SECONDS"] - (time.monotonic() - answer.sent_at),
-            queued_at=wall, start_by=wall + cfg["FIRST_TOKEN_TIMEOUT_SECONDS"],
+            queued_at=wall,
+            start_by=wall + cfg["FIRST_TOKEN_TIMEOUT_SECONDS"],
             guards=answer.stream_guards,
         )
         # Counted and queued in one atomic step: questions arriving together cannot all
         # slip in under the limit.
         await self.layer.send(settings.INFERENCE["CHANNEL"], request, capacity=queue_limit)
 
-    async def _follow_up_knowledge(self, question: Message,
-                                   turns: list[dict]) -> tuple[str, list | None]:
+    async def _follow_up_knowledge(
+        self, question: Message, turns: list[dict]
+    ) -> tuple[str, list | None]:
         """A follow-up ("And to Germany?") names too little to be found alone: searched again
         together with the customer's previous message. Returns what was searched for, and
         the passages found."""
@@ -131,8 +147,11 @@ class RequestSending:
             if not await knowledge.covers(site_id):
                 return None
             return await knowledge.search(
-                question=question, site_id=site_id, language=self.conversation.language,
-                limit=settings.KNOWLEDGE["PROMPT_PASSAGES"])
+                question=question,
+                site_id=site_id,
+                language=self.conversation.language,
+                limit=settings.KNOWLEDGE["PROMPT_PASSAGES"],
+            )
         except Exception:  # a broken index must not cost the customer the answer
             log.exception("knowledge search failed for %s; answering without it", self.cid)
             return None

@@ -126,8 +126,7 @@ class AnswerRun(RequestSending, WorkerEvents, AnswerGuards, AnswerEndings):
         if self._receiver is not None:
             await cancel_and_wait(self._receiver)
         with contextlib.suppress(*_REDIS_ERRORS):
-            await self.layer.group_discard(group_events.conversation_group(self.cid),
-                                           self.channel)
+            await self.layer.group_discard(group_events.conversation_group(self.cid), self.channel)
 
     async def _listen(self) -> None:
         with contextlib.suppress(*_REDIS_ERRORS):
@@ -157,8 +156,10 @@ class AnswerRun(RequestSending, WorkerEvents, AnswerGuards, AnswerEndings):
         # The run and the socket that asked know already: a new conversation's only tab then
         # costs one round trip here, and nothing is sent.
         known = (self.channel, *self.audience)
-        for group, exclude in ((group_events.conversation_group(self.cid), known),
-                               (group_events.watch_group(self.cid), ())):
+        for group, exclude in (
+            (group_events.conversation_group(self.cid), known),
+            (group_events.watch_group(self.cid), ()),
+        ):
             with contextlib.suppress(ChannelFull, *_REDIS_ERRORS):
                 if isinstance(self.layer, DeskChannelLayer):
                     await self.layer.group_send(group, event, exclude=exclude)
@@ -177,7 +178,8 @@ class AnswerRun(RequestSending, WorkerEvents, AnswerGuards, AnswerEndings):
         if self.answer is not None:  # joins that were on their way when the claim went
             await self._serve_late_joins(self.answer)
         latest = await db(selectors.newest_unanswered_customer_message)(
-            conversation_id=self.cid, after_id=answered.pk)
+            conversation_id=self.cid, after_id=answered.pk
+        )
         if latest is None or not await self.claim():
             return None
         return latest
@@ -238,8 +240,10 @@ class AnswerRun(RequestSending, WorkerEvents, AnswerGuards, AnswerEndings):
         texts = None
         while not self.inbox.empty():
             following = self.inbox.peek()
-            if (following.get("type") != "inference.delta"
-                    or following.get("request_id") != answer.request_id):
+            if (
+                following.get("type") != "inference.delta"
+                or following.get("request_id") != answer.request_id
+            ):
                 break
             texts = texts or [event.get("text", "")]
             texts.append(self.inbox.get_nowait().get("text", ""))
@@ -267,15 +271,21 @@ class AnswerRun(RequestSending, WorkerEvents, AnswerGuards, AnswerEndings):
             await self._stop(answer, "disconnected")
             self.ended = True
         elif now >= answer.sent_at + cfg["ANSWER_TIMEOUT_SECONDS"] or (
-                answer.first_token_at is None
-                and now >= answer.sent_at + cfg["FIRST_TOKEN_TIMEOUT_SECONDS"]):
+            answer.first_token_at is None
+            and now >= answer.sent_at + cfg["FIRST_TOKEN_TIMEOUT_SECONDS"]
+        ):
             log.warning("deadline passed for %s (%s)", answer.request_id, self.cid)
             await self._cancel(answer, "timeout")
             await self._give_up(fallback.REASON_TIMEOUT)
         elif answer.started_at is not None and (
-                now >= answer.last_event_at + cfg["STALL_TIMEOUT_SECONDS"]):
-            log.warning("worker silent for %.0f s on %s: presumed dead; %s gets the fallback",
-                        now - answer.last_event_at, answer.request_id, self.cid)
+            now >= answer.last_event_at + cfg["STALL_TIMEOUT_SECONDS"]
+        ):
+            log.warning(
+                "worker silent for %.0f s on %s: presumed dead; %s gets the fallback",
+                now - answer.last_event_at,
+                answer.request_id,
+                self.cid,
+            )
             await self._cancel(answer, "stalled")
             await self._give_up(fallback.REASON_WORKER_LOST)
         elif answer.started_at is None and now >= answer.next_presence_check:
@@ -285,8 +295,11 @@ class AnswerRun(RequestSending, WorkerEvents, AnswerGuards, AnswerEndings):
             except _REDIS_ERRORS:
                 live = 1  # cannot tell: the first-token deadline still holds
             if live == 0:
-                log.warning("no live worker for queued %s; %s gets the fallback",
-                            answer.request_id, self.cid)
+                log.warning(
+                    "no live worker for queued %s; %s gets the fallback",
+                    answer.request_id,
+                    self.cid,
+                )
                 await self._cancel(answer, "no_worker")
                 await self._give_up(fallback.REASON_UNAVAILABLE)
         if now >= self._next_tick:
@@ -295,8 +308,11 @@ class AnswerRun(RequestSending, WorkerEvents, AnswerGuards, AnswerEndings):
 
     def _tick(self, answer: Answer) -> None:
         """Keep the streamed text saved (the claim is kept alive by claims.keep_alive)."""
-        if answer.message is not None and not answer.finished and len(
-                answer.text) != answer.saved_chars:
+        if (
+            answer.message is not None
+            and not answer.finished
+            and len(answer.text) != answer.saved_chars
+        ):
             text = answer.text
             partials.save_soon(answer.message.pk, text)
             answer.saved_chars = len(text)
@@ -320,8 +336,9 @@ class AnswerRun(RequestSending, WorkerEvents, AnswerGuards, AnswerEndings):
             elif kind == "inference.keepalive" and answer.started_at is None:
                 answer.started_at = answer.last_event_at
         elif kind == "answer.join":
-            await self._on_join(answer, event["channel"], event.get("kind", CUSTOMER),
-                                event.get("message_id"))
+            await self._on_join(
+                answer, event["channel"], event.get("kind", CUSTOMER), event.get("message_id")
+            )
         elif kind == "answer.leave":
             self.audience.pop(event["channel"], None)
             if CUSTOMER not in self.audience.values():
@@ -331,15 +348,18 @@ class AnswerRun(RequestSending, WorkerEvents, AnswerGuards, AnswerEndings):
                     self.alone_since = time.monotonic()
         elif kind == "conv.status":
             self.conversation.status = event["status"]
-            reason = {Conversation.Status.HUMAN: "takeover",
-                      Conversation.Status.WAITING: "handoff",
-                      Conversation.Status.CLOSED: "closed"}.get(event["status"])
+            reason = {
+                Conversation.Status.HUMAN: "takeover",
+                Conversation.Status.WAITING: "handoff",
+                Conversation.Status.CLOSED: "closed",
+            }.get(event["status"])
             if reason is not None:
                 await self._stop(answer, reason)
                 self.ended = True
 
-    async def _on_join(self, answer: Answer, channel: str, kind: str,
-                       left_out: int | None = None) -> None:
+    async def _on_join(
+        self, answer: Answer, channel: str, kind: str, left_out: int | None = None
+    ) -> None:
         if kind == CUSTOMER:
             self.alone_since = None
         if channel in self.audience:
@@ -350,11 +370,15 @@ class AnswerRun(RequestSending, WorkerEvents, AnswerGuards, AnswerEndings):
             return
         # What the newcomer missed, as one delta after the start; and the end, if the answer
         # ended while the newcomer was reading its history without it.
-        await self._deliver_to(channel, kind, frames.bot_start_frame(
-            message_id=message.pk, reply_to=answer.question.pk))
+        await self._deliver_to(
+            channel,
+            kind,
+            frames.bot_start_frame(message_id=message.pk, reply_to=answer.question.pk),
+        )
         if answer.text:
-            await self._deliver_to(channel, kind, frames.bot_delta_frame(
-                message_id=message.pk, text=answer.text))
+            await self._deliver_to(
+                channel, kind, frames.bot_delta_frame(message_id=message.pk, text=answer.text)
+            )
         if answer.finished and answer.done_frame is not None:
             await self._deliver_to(channel, kind, answer.done_frame)
 
@@ -370,8 +394,9 @@ class AnswerRun(RequestSending, WorkerEvents, AnswerGuards, AnswerEndings):
 
     async def _serve_late_joins(self, answer: Answer) -> None:
         for event in self._late_joins():
-            await self._on_join(answer, event["channel"], event.get("kind", CUSTOMER),
-                                event.get("message_id"))
+            await self._on_join(
+                answer, event["channel"], event.get("kind", CUSTOMER), event.get("message_id")
+            )
 
     # --- delivery ------------------------------------------------------------------------------
 
@@ -387,8 +412,7 @@ class AnswerRun(RequestSending, WorkerEvents, AnswerGuards, AnswerEndings):
         try:
             await deliver(self.layer, channel, kind, self.cid, frame)
         except ChannelFull:
-            log.warning("socket %s of %s is not reading; it leaves the audience", channel,
-                        self.cid)
+            log.warning("socket %s of %s is not reading; it leaves the audience", channel, self.cid)
             self.audience.pop(channel, None)
         except Exception:  # one broken socket must not end the answer for everyone
             log.warning("could not send %s to %s", frame["type"], channel, exc_info=True)

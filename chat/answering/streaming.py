@@ -26,7 +26,8 @@ class WorkerEvents:
             return
         try:
             answer.message = await db(services.bot_message_start)(
-                conversation=self.conversation, model_name=event.get("model", ""))
+                conversation=self.conversation, model_name=event.get("model", "")
+            )
         except services.BotSilenced:
             # A human took the conversation between the request and its first token.
             await self._cancel(answer, "silenced")
@@ -34,13 +35,15 @@ class WorkerEvents:
             answer.finished = self.ended = True
             return
         await self._update_claim()  # late joiners now learn which message streams
-        await self._emit(frames.bot_start_frame(message_id=answer.message.pk,
-                                                reply_to=answer.question.pk))
+        await self._emit(
+            frames.bot_start_frame(message_id=answer.message.pk, reply_to=answer.question.pk)
+        )
         if answer.prefix:
             # The product's apology streams first, before the model has said a word.
             answer.parts.append(answer.prefix)
-            await self._emit(frames.bot_delta_frame(message_id=answer.message.pk,
-                                                    text=answer.prefix))
+            await self._emit(
+                frames.bot_delta_frame(message_id=answer.message.pk, text=answer.prefix)
+            )
 
     async def _on_delta(self, answer: Answer, event: dict) -> None:
         await self._on_start(answer, event)  # tolerate a lost start
@@ -63,8 +66,10 @@ class WorkerEvents:
         answer.trimmed = int(event.get("trimmed") or 0)
         answer.passages = int(event.get("passages") or 0)
         finish_reason = str(event.get("finish_reason") or "stop")
-        limited = bool(answer.stream_guards and (answer.stream_guards["max_words"]
-                                                 or answer.stream_guards["max_han"]))
+        limited = bool(
+            answer.stream_guards
+            and (answer.stream_guards["max_words"] or answer.stream_guards["max_han"])
+        )
         if finish_reason == guards.REPETITION or (finish_reason == guards.LENGTH and limited):
             answer.guards.append(finish_reason)
             metrics.guarded(finish_reason)
@@ -79,16 +84,20 @@ class WorkerEvents:
         else:
             metrics.model_answered(finish_reason, time.monotonic() - answer.sent_at)
         await self._finish(
-            answer, finish_reason=finish_reason,
+            answer,
+            finish_reason=finish_reason,
             partial=finish_reason not in ("stop", guards.LENGTH, guards.REPETITION),
             prompt_tokens=event.get("prompt_tokens"),
             completion_tokens=event.get("completion_tokens"),
         )
 
     async def _on_error(self, answer: Answer, event: dict) -> None:
-        log.warning("worker error for %s: %s %s", answer.request_id, event.get("code"),
-                    event.get("message"))
-        reason = (fallback.REASON_BUSY
-                  if event.get("code") == protocol.InferenceErrorCode.OVERLOADED
-                  else fallback.REASON_ERROR)
+        log.warning(
+            "worker error for %s: %s %s", answer.request_id, event.get("code"), event.get("message")
+        )
+        reason = (
+            fallback.REASON_BUSY
+            if event.get("code") == protocol.InferenceErrorCode.OVERLOADED
+            else fallback.REASON_ERROR
+        )
         await self._give_up(reason)

@@ -49,13 +49,18 @@ def desk_body(error: ApiError) -> dict:
 
 def openai_body(error: ApiError) -> dict:
     """OpenAI's shape: `type` is its category of the error, `param` the field."""
-    kind = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-            429: "rate_limit_error", 503: "server_error"}.get(error.status,
-                                                            "invalid_request_error")
+    kind = {
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        429: "rate_limit_error",
+        503: "server_error",
+    }.get(error.status, "invalid_request_error")
     if error.code == QUOTA_EXCEEDED:
         kind = "insufficient_quota"
-    return {"error": {"message": error.message, "type": kind, "param": error.field,
-                      "code": error.code}}
+    return {
+        "error": {"message": error.message, "type": kind, "param": error.field, "code": error.code}
+    }
 
 
 def from_validation(errors: list[dict]) -> ApiError:
@@ -75,6 +80,7 @@ def install(api, render, *, invalid_status: int = 422) -> None:
     """Every failure of `api` rendered by `render(ApiError) -> dict`, never as Django's 500
     page: a bug is logged and answered as an internal error in the API's own shape.
     `invalid_status`: the status of a request that fails its schema (OpenAI's is 400)."""
+
     def respond(request, error: ApiError):
         response = api.create_response(request, render(error), status=error.status)
         for name, value in error.headers.items():
@@ -82,6 +88,7 @@ def install(api, render, *, invalid_status: int = 422) -> None:
         return response
 
     api.add_exception_handler(ApiError, respond)
+
     def invalid(request, exc: ValidationError):
         error = from_validation(exc.errors)
         error.status = invalid_status
@@ -90,35 +97,60 @@ def install(api, render, *, invalid_status: int = 422) -> None:
         return respond(request, error)
 
     api.add_exception_handler(ValidationError, invalid)
-    api.add_exception_handler(AuthenticationError, lambda request, exc: respond(
-        request, ApiError(401, UNAUTHORIZED, "Send your API key as 'Authorization: Bearer "
-                                             "<key>'.")))
+    api.add_exception_handler(
+        AuthenticationError,
+        lambda request, exc: respond(
+            request,
+            ApiError(401, UNAUTHORIZED, "Send your API key as 'Authorization: Bearer <key>'."),
+        ),
+    )
+
     def http_error(request, exc: HttpError):
         if exc.status_code == 400 and "parse" in exc.message.lower():  # ninja's body parsing
-            return respond(request, ApiError(invalid_status, INVALID,
-                                             "The request body is not valid JSON."))
-        return respond(request, ApiError(
-            exc.status_code, INVALID if exc.status_code < 500 else UNAVAILABLE, exc.message))
+            return respond(
+                request, ApiError(invalid_status, INVALID, "The request body is not valid JSON.")
+            )
+        return respond(
+            request,
+            ApiError(
+                exc.status_code, INVALID if exc.status_code < 500 else UNAVAILABLE, exc.message
+            ),
+        )
 
     api.add_exception_handler(HttpError, http_error)
-    api.add_exception_handler(Http404, lambda request, exc: respond(
-        request, ApiError(404, NOT_FOUND, "Not found.")))
+    api.add_exception_handler(
+        Http404, lambda request, exc: respond(request, ApiError(404, NOT_FOUND, "Not found."))
+    )
 
     def storage_down(request, exc: Exception):
-        log.warning("API request %s %s: storage unavailable (%s)", request.method,
-                    request.path, exc.__class__.__name__)
-        return respond(request, ApiError(503, UNAVAILABLE, "The desk cannot reach its storage "
-                                         "right now. Please try again in a moment.",
-                                         headers={"Retry-After": "5"}))
+        log.warning(
+            "API request %s %s: storage unavailable (%s)",
+            request.method,
+            request.path,
+            exc.__class__.__name__,
+        )
+        return respond(
+            request,
+            ApiError(
+                503,
+                UNAVAILABLE,
+                "The desk cannot reach its storage right now. Please try again in a moment.",
+                headers={"Retry-After": "5"},
+            ),
+        )
 
     api.add_exception_handler(DatabaseError, storage_down)
     api.add_exception_handler(RedisError, storage_down)
 
     def internal(request, exc: Exception):
         log.exception("API request %s %s failed", request.method, request.path)
-        return respond(request, ApiError(500, "internal_error",
-                                         "Something went wrong on our side; it was logged. "
-                                         "Please try again."))
+        return respond(
+            request,
+            ApiError(
+                500,
+                "internal_error",
+                "Something went wrong on our side; it was logged. Please try again.",
+            ),
+        )
 
     api.add_exception_handler(Exception, internal)
-

@@ -66,7 +66,6 @@ class GroupListener:
                 await handler(event)
 
 
-
 class AnswerListener(GroupListener):
     """In the audience of the conversation's answers, as a customer's socket is."""
 
@@ -100,16 +99,20 @@ class AnswerListener(GroupListener):
         the bot falls silent (a human took over or was asked for, or the conversation closed)
         before the answer began; after it began, the answer's own bot.done ends it."""
         cfg = settings.CHAT
-        deadline = time.monotonic() + (cfg["FIRST_TOKEN_TIMEOUT_SECONDS"]
-                                       + cfg["ANSWER_TIMEOUT_SECONDS"] + _MARGIN_SECONDS)
+        deadline = time.monotonic() + (
+            cfg["FIRST_TOKEN_TIMEOUT_SECONDS"] + cfg["ANSWER_TIMEOUT_SECONDS"] + _MARGIN_SECONDS
+        )
         streaming = None
         while True:
             try:
-                frame = await asyncio.wait_for(self.queue.get(),
-                                               max(0.0, deadline - time.monotonic()))
+                frame = await asyncio.wait_for(
+                    self.queue.get(), max(0.0, deadline - time.monotonic())
+                )
             except TimeoutError:
-                yield frames.error_frame(code=frames.ErrorCode.UNAVAILABLE,
-                                         message="No answer came in time. Please try again.")
+                yield frames.error_frame(
+                    code=frames.ErrorCode.UNAVAILABLE,
+                    message="No answer came in time. Please try again.",
+                )
                 return
             kind = frame["type"]
             if kind == "status":

@@ -50,6 +50,5 @@ class BodyLimitMiddleware:
                 length = limit + 1
             if length <= limit:
                 return None
-        error = ApiError(413, errors.TOO_LARGE, f"The request body is larger than {limit} "
-                         "bytes.")
+        error = ApiError(413, errors.TOO_LARGE, f"The request body is larger than {limit} bytes.")
         return JsonResponse(render(error), status=413)

@@ -69,43 +69,68 @@ async def models(request: HttpRequest):
     return ModelList(data=[Model(id=model_name(), created=_STARTED)])
 
 
-@api.post("/chat/completions", response={200: Completion, **ERRORS},
-          openapi_extra={"responses": {200: {"description": "A completion, or with stream "
-                                                            "true, chunks as Server-Sent Events",
-                                             "content": {"text/event-stream": {
-                                                 "schema": SSE_EVENT}}}}})
+@api.post(
+    "/chat/completions",
+    response={200: Completion, **ERRORS},
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "A completion, or with stream true, chunks as Server-Sent Events",
+                "content": {"text/event-stream": {"schema": SSE_EVENT}},
+            }
+        }
+    },
+)
 async def chat_completions(request: HttpRequest, payload: CompletionIn):
     key: ApiKey = request.auth
     if payload.model != model_name():
-        raise ApiError(404, "model_not_found", f"The model '{payload.model}' does not exist "
-                       f"here; this desk serves '{model_name()}' (GET /v1/models).",
-                       field="model")
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"The model '{payload.model}' does not exist "
+            f"here; this desk serves '{model_name()}' (GET /v1/models).",
+            field="model",
+        )
     if payload.stream_options is not None and not payload.stream:
-        raise ApiError(400, errors.INVALID, "stream_options is only allowed with stream: true.",
-                       field="stream_options")
+        raise ApiError(
+            400,
+            errors.INVALID,
+            "stream_options is only allowed with stream: true.",
+            field="stream_options",
+        )
     *earlier, last = payload.messages
     instructions = "\n\n".join(m.text for m in earlier if m.role not in OPENAI_TURN_ROLES)
-    history = [(OPENAI_TURN_ROLES[m.role], m.text) for m in earlier
-               if m.role in OPENAI_TURN_ROLES]
+    history = [(OPENAI_TURN_ROLES[m.role], m.text) for m in earlier if m.role in OPENAI_TURN_ROLES]
     conversation = await db(services.api_conversation_start)(
-        api_key=key, history=history, instructions=instructions, user=payload.user or "")
+        api_key=key, history=history, instructions=instructions, user=payload.user or ""
+    )
     listener = await AnswerListener(conversation).open()
     try:
         turn = await turns.customer_says(
-            conversation=conversation, text=last.text, client_id=None,
+            conversation=conversation,
+            text=last.text,
+            client_id=None,
             channel_name=listener.channel_name,
-            options=AnswerOptions(max_tokens=payload.max_completion_tokens or payload.max_tokens,
-                                  temperature=payload.temperature, top_p=payload.top_p,
-                                  frequency_penalty=payload.frequency_penalty,
-                                  instructions=instructions, guards=False))
+            options=AnswerOptions(
+                max_tokens=payload.max_completion_tokens or payload.max_tokens,
+                temperature=payload.temperature,
+                top_p=payload.top_p,
+                frequency_penalty=payload.frequency_penalty,
+                instructions=instructions,
+                guards=False,
+            ),
+        )
     except BaseException:
         await listener.close()
         raise
     completion_id = f"chatcmpl-{turn.message.pk}"
     if payload.stream:
         include_usage = bool(payload.stream_options and payload.stream_options.include_usage)
-        return StreamingHttpResponse(_chunks(key, listener, turn, completion_id, include_usage),
-                                     content_type="text/event-stream", headers=SSE_HEADERS)
+        return StreamingHttpResponse(
+            _chunks(key, listener, turn, completion_id, include_usage),
+            content_type="text/event-stream",
+            headers=SSE_HEADERS,
+        )
     try:
         text, done = [], None
         async for frame in _answer_frames(listener, turn):
@@ -119,10 +144,18 @@ async def chat_completions(request: HttpRequest, payload: CompletionIn):
         await listener.close()
     usage = _usage(done)
     await ratelimit.count_tokens(key, usage.total_tokens)
-    return Completion(id=completion_id, created=int(time.time()), model=model_name(),
-                      choices=[Choice(message=ResponseMessage(content="".join(text)),
-                                      finish_reason=_finish_reason(done))],
-                      usage=usage, sources=_sources(done))
+    return Completion(
+        id=completion_id,
+        created=int(time.time()),
+        model=model_name(),
+        choices=[
+            Choice(
+                message=ResponseMessage(content="".join(text)), finish_reason=_finish_reason(done)
+            )
+        ],
+        usage=usage,
+        sources=_sources(done),
+    )
 
 
 async def _answer_frames(listener: AnswerListener, turn: turns.Turn) -> AsyncIterator[dict]:
@@ -136,9 +169,11 @@ async def _answer_frames(listener: AnswerListener, turn: turns.Turn) -> AsyncIte
 
 def _usage(done: dict | None) -> CompletionUsage:
     usage = (done or {}).get("usage") or {"prompt_tokens": 0, "completion_tokens": 0}
-    return CompletionUsage(prompt_tokens=usage["prompt_tokens"],
-                           completion_tokens=usage["completion_tokens"],
-                           total_tokens=usage["prompt_tokens"] + usage["completion_tokens"])
+    return CompletionUsage(
+        prompt_tokens=usage["prompt_tokens"],
+        completion_tokens=usage["completion_tokens"],
+        total_tokens=usage["prompt_tokens"] + usage["completion_tokens"],
+    )
 
 
 def _sources(done: dict | None) -> list[dict]:
@@ -149,16 +184,23 @@ def _finish_reason(done: dict | None) -> str:
     return "length" if done and done["finish_reason"] == "length" else "stop"
 
 
-async def _chunks(key: ApiKey, listener: AnswerListener, turn: turns.Turn, completion_id: str,
-                  include_usage: bool) -> AsyncIterator[bytes]:
+async def _chunks(
+    key: ApiKey, listener: AnswerListener, turn: turns.Turn, completion_id: str, include_usage: bool
+) -> AsyncIterator[bytes]:
     """OpenAI's stream: the role first, the text in pieces, a chunk with the finish reason
     (and the desk's `sources`), the usage (if asked for), then [DONE]."""
     created, model = int(time.time()), model_name()
 
     def chunk(delta: dict, finish_reason: str | None = None, usage=None, sources=None) -> bytes:
-        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                "model": model, "choices": [] if usage else [
-                    {"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+        body = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": []
+            if usage
+            else [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
         if sources is not None:
             body["sources"] = sources
         if usage is not None:

@@ -20,8 +20,12 @@ def _typed(field: str, *, required: bool = True, limit: str | None = None):
 
     def check(value: str) -> str:
         try:
-            return clean_text(value, field=field, required=required,
-                              max_chars=settings.CHAT[limit] if limit else None)
+            return clean_text(
+                value,
+                field=field,
+                required=required,
+                max_chars=settings.CHAT[limit] if limit else None,
+            )
         except TextError as exc:
             raise ValueError(exc.message) from None
 
@@ -35,9 +39,13 @@ Scrubbed = Annotated[str, AfterValidator(scrub)]
 # Letters, digits and . _ : @ + - : safe in a URL path without escaping (ids such as
 # "user-42", "wa:+4915112345678" or an e-mail address).
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:@+-]+$"
-SessionId = Field(min_length=1, max_length=128, pattern=SESSION_ID_PATTERN,
-                  description="Your own id for the conversation (letters, digits, . _ : @ + -): "
-                              "one conversation per id and API key.")
+SessionId = Field(
+    min_length=1,
+    max_length=128,
+    pattern=SESSION_ID_PATTERN,
+    description="Your own id for the conversation (letters, digits, . _ : @ + -): "
+    "one conversation per id and API key.",
+)
 
 
 def _within(allowed: Range, **field):
@@ -63,17 +71,25 @@ class ChatIn(Strict):
     session_id: str = SessionId
     user_input: CustomerText = Field(min_length=1, description="The customer's message.")
     client_id: str | None = Field(
-        None, min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$",
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[\x21-\x7e]+$",
         description="Your id for this message: a retry with the same id is not stored or "
-                    "answered twice.")
-    max_tokens: int | None = _within(SamplingRanges.max_tokens,
-                                     description="At most the bot profile's max_tokens.")
+        "answered twice.",
+    )
+    max_tokens: int | None = _within(
+        SamplingRanges.max_tokens, description="At most the bot profile's max_tokens."
+    )
     temperature: float | None = _within(SamplingRanges.temperature)
     top_p: float | None = _within(SamplingRanges.top_p)
     language: Scrubbed | None = Field(None, max_length=35, description="BCP 47, e.g. en, zh-CN")
     region: Scrubbed | None = Field(None, max_length=64)
-    stream: bool = Field(False, description="Server-Sent Events instead of one JSON body "
-                                            "(also with 'Accept: text/event-stream').")
+    stream: bool = Field(
+        False,
+        description="Server-Sent Events instead of one JSON body "
+        "(also with 'Accept: text/event-stream').",
+    )
 
 
 class Usage(BaseModel):
@@ -94,8 +110,10 @@ class ChatOut(BaseModel):
     session_id: str
     conversation_id: str
     question_id: int = Field(description="The stored customer message.")
-    message_id: int | None = Field(description="The bot's answer; null when the bot did not "
-                                               "answer (a human holds the conversation).")
+    message_id: int | None = Field(
+        description="The bot's answer; null when the bot did not "
+        "answer (a human holds the conversation)."
+    )
     response: str | None
     usage: Usage
     finish_reason: str | None
@@ -103,16 +121,25 @@ class ChatOut(BaseModel):
     total_ms: int | None
     fallback: bool = Field(description="Answered by the fallback rules (model slow or down).")
     partial: bool = False
-    sources: list[Source] = Field(default_factory=list, description="The help-centre "
-                                  "articles the answer was grounded in.")
-    status: Status = Field(description="The conversation's mode after this call: bot, "
-                                       "waiting (for a human), human (an agent holds it), "
-                                       "closed.")
-    guards: list[str] = Field(default_factory=list, description="The product's guards that "
-                              "shaped the answer: not_covered, complaint, ask_details, language, "
-                              "echo, repetition, length (docs/protocol.md).")
-    offer_human: bool = Field(False, description="The answer offers a human agent: show the "
-                              "customer a way to ask for one (POST …/handoff).")
+    sources: list[Source] = Field(
+        default_factory=list, description="The help-centre articles the answer was grounded in."
+    )
+    status: Status = Field(
+        description="The conversation's mode after this call: bot, "
+        "waiting (for a human), human (an agent holds it), "
+        "closed."
+    )
+    guards: list[str] = Field(
+        default_factory=list,
+        description="The product's guards that "
+        "shaped the answer: not_covered, complaint, ask_details, language, "
+        "echo, repetition, length (docs/protocol.md).",
+    )
+    offer_human: bool = Field(
+        False,
+        description="The answer offers a human agent: show the "
+        "customer a way to ask for one (POST …/handoff).",
+    )
 
 
 class MessageOut(BaseModel):
@@ -157,8 +184,10 @@ class HandoffOut(BaseModel):
 OPENAI_TURN_ROLES = {"user": Message.Role.CUSTOMER, "assistant": Message.Role.BOT}
 # OpenAI's shape has no place for them; clients keep fields they do not know (the official
 # ones as `completion.sources`, or in `model_extra`).
-SOURCES_DOC = ("The desk's addition: the help-centre articles the answer was grounded in (in a "
-               "stream, on the chunk with the finish reason).")
+SOURCES_DOC = (
+    "The desk's addition: the help-centre articles the answer was grounded in (in a "
+    "stream, on the chunk with the finish reason)."
+)
 
 
 class TextPart(Strict):
@@ -175,8 +204,11 @@ class ChatMessage(Strict):
     def text(self) -> str:
         """The content as stored: checked like a customer's message (no control characters,
         something visible); ValueError otherwise."""
-        raw = self.content if isinstance(self.content, str) else "".join(
-            part.text for part in self.content)
+        raw = (
+            self.content
+            if isinstance(self.content, str)
+            else "".join(part.text for part in self.content)
+        )
         try:
             return clean_text(raw, field=f"{self.role} message", required=self.role == "user")
         except TextError as exc:
@@ -209,8 +241,11 @@ class CompletionIn(Strict):
             raise ValueError("the last message must be the user's")
         texts = [m.text for m in messages]  # each checked as a typed message (ValueError)
         limit = settings.CHAT["MAX_MESSAGE_CHARS"]
-        if any(len(text) > limit for m, text in zip(messages, texts, strict=True)
-               if m.role in OPENAI_TURN_ROLES):
+        if any(
+            len(text) > limit
+            for m, text in zip(messages, texts, strict=True)
+            if m.role in OPENAI_TURN_ROLES
+        ):
             raise ValueError(f"each user or assistant message has at most {limit} characters")
         return messages
 

@@ -37,70 +37,111 @@ api = NinjaAPI(
     title="Customer-service desk API",
     version="1",
     description="Chat with the desk's assistant from your own back end. Authenticate with "
-                "'Authorization: Bearer <API key>' (create one with `manage.py "
-                "create_api_key`). Errors: {\"error\": {\"code\", \"message\", \"field\"?}}.",
+    "'Authorization: Bearer <API key>' (create one with `manage.py "
+    'create_api_key`). Errors: {"error": {"code", "message", "field"?}}.',
     urls_namespace="api_v1",
     auth=ApiKeyAuth(ApiScope.CHAT),
 )
 errors.install(api, errors.desk_body)
 
-SessionPath = Path(..., min_length=1, max_length=128, pattern=SESSION_ID_PATTERN,
-                   description="Your own id for the conversation.")
+SessionPath = Path(
+    ...,
+    min_length=1,
+    max_length=128,
+    pattern=SESSION_ID_PATTERN,
+    description="Your own id for the conversation.",
+)
 ERRORS = {code: ErrorOut for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 _STREAM_DOC = {
-    "responses": {200: {"description": "The answer as JSON, or with stream=true as "
-                                       "Server-Sent Events (see docs/protocol.md).",
-                        "content": {"text/event-stream": {"schema": SSE_EVENT}}}},
+    "responses": {
+        200: {
+            "description": "The answer as JSON, or with stream=true as "
+            "Server-Sent Events (see docs/protocol.md).",
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
+        }
+    },
 }
 
 
 async def _session(request: HttpRequest, session_id: str) -> Conversation:
     conversation = await db(selectors.api_session_conversation)(
-        api_key=request.auth, session_id=session_id)
+        api_key=request.auth, session_id=session_id
+    )
     if conversation is None:
-        raise ApiError(404, errors.NOT_FOUND, f"No session '{session_id}' for this API key.",
-                       field="session_id")
+        raise ApiError(
+            404,
+            errors.NOT_FOUND,
+            f"No session '{session_id}' for this API key.",
+            field="session_id",
+        )
     return conversation
 
 
-@api.post("/chat", response={200: ChatOut, **ERRORS}, openapi_extra=_STREAM_DOC,
-          summary="Send the customer's message; get the bot's answer")
+@api.post(
+    "/chat",
+    response={200: ChatOut, **ERRORS},
+    openapi_extra=_STREAM_DOC,
+    summary="Send the customer's message; get the bot's answer",
+)
 async def chat(request: HttpRequest, payload: ChatIn):
     key: ApiKey = request.auth
     stream = payload.stream or "text/event-stream" in request.headers.get("Accept", "")
     conversation = await db(services.api_session_open)(
-        api_key=key, session_id=payload.session_id, channel=Conversation.Channel.API,
-        language=payload.language or "", region=payload.region or "")
+        api_key=key,
+        session_id=payload.session_id,
+        channel=Conversation.Channel.API,
+        language=payload.language or "",
+        region=payload.region or "",
+    )
     if not await answering.answer_ended(conversation.pk):
-        raise ApiError(409, errors.CONFLICT, "An answer is still streaming in this session; "
-                       "send the next message when it has ended.", field="session_id")
+        raise ApiError(
+            409,
+            errors.CONFLICT,
+            "An answer is still streaming in this session; "
+            "send the next message when it has ended.",
+            field="session_id",
+        )
     listener = await AnswerListener(conversation).open()
     try:
         turn = await turns.customer_says(
-            conversation=conversation, text=payload.user_input, client_id=payload.client_id,
+            conversation=conversation,
+            text=payload.user_input,
+            client_id=payload.client_id,
             channel_name=listener.channel_name,
-            options=AnswerOptions(max_tokens=payload.max_tokens,
-                                  temperature=payload.temperature, top_p=payload.top_p))
+            options=AnswerOptions(
+                max_tokens=payload.max_tokens, temperature=payload.temperature, top_p=payload.top_p
+            ),
+        )
     except services.ConversationClosed:
         await listener.close()
-        raise ApiError(409, errors.CONFLICT, "This session's conversation is closed. Use a new "
-                       "session_id to start another.", field="session_id") from None
+        raise ApiError(
+            409,
+            errors.CONFLICT,
+            "This session's conversation is closed. Use a new session_id to start another.",
+            field="session_id",
+        ) from None
     except BaseException:
         await listener.close()
         raise
     if stream:
         return StreamingHttpResponse(
-            turn_stream(listener, conversation, turn,
-                        on_done=functools.partial(_count_usage, key)),
-            content_type="text/event-stream", headers=SSE_HEADERS)
+            turn_stream(listener, conversation, turn, on_done=functools.partial(_count_usage, key)),
+            content_type="text/event-stream",
+            headers=SSE_HEADERS,
+        )
     try:
         return await _whole(key, listener, conversation, turn, payload.session_id)
     finally:
         await listener.close()
 
 
-async def _whole(key: ApiKey, listener: AnswerListener, conversation: Conversation,
-                 turn: turns.Turn, session_id: str) -> ChatOut:
+async def _whole(
+    key: ApiKey,
+    listener: AnswerListener,
+    conversation: Conversation,
+    turn: turns.Turn,
+    session_id: str,
+) -> ChatOut:
     text, start, done, status = [], None, None, conversation.status
     if turn.outcome == turns.Outcome.ANSWERING:
         async for frame in listener.answer(turn.message.pk):
@@ -122,17 +163,23 @@ async def _whole(key: ApiKey, listener: AnswerListener, conversation: Conversati
     usage = (done or {}).get("usage") or {"prompt_tokens": 0, "completion_tokens": 0}
     await ratelimit.count_tokens(key, usage["prompt_tokens"] + usage["completion_tokens"])
     if done is not None and done["finish_reason"] in ("takeover", "handoff", "closed"):
-        status = {"takeover": "human", "handoff": "waiting"}.get(done["finish_reason"],
-                                                                 "closed")
+        status = {"takeover": "human", "handoff": "waiting"}.get(done["finish_reason"], "closed")
     return ChatOut(
-        session_id=session_id, conversation_id=str(conversation.pk),
-        question_id=turn.message.pk, message_id=start["message_id"] if start else None,
-        response="".join(text) if start else None, usage=usage,
+        session_id=session_id,
+        conversation_id=str(conversation.pk),
+        question_id=turn.message.pk,
+        message_id=start["message_id"] if start else None,
+        response="".join(text) if start else None,
+        usage=usage,
         finish_reason=done["finish_reason"] if done else None,
-        ttft_ms=done["ttft_ms"] if done else None, total_ms=done["total_ms"] if done else None,
-        fallback=bool(done and done["fallback"]), partial=bool(done and done["partial"]),
-        sources=(done or {}).get("sources") or [], status=status,
-        guards=(done or {}).get("guards") or [], offer_human=bool(done and done["offer_human"]),
+        ttft_ms=done["ttft_ms"] if done else None,
+        total_ms=done["total_ms"] if done else None,
+        fallback=bool(done and done["fallback"]),
+        partial=bool(done and done["partial"]),
+        sources=(done or {}).get("sources") or [],
+        status=status,
+        guards=(done or {}).get("guards") or [],
+        offer_human=bool(done and done["offer_human"]),
     )
 
 
@@ -144,65 +191,99 @@ async def _count_usage(key: ApiKey, done: dict) -> None:
 # --- sessions ------------------------------------------------------------------------------------
 
 
-@api.get("/sessions/{session_id}/messages", response={200: HistoryOut, **ERRORS},
-         summary="The session's transcript, oldest first")
+@api.get(
+    "/sessions/{session_id}/messages",
+    response={200: HistoryOut, **ERRORS},
+    summary="The session's transcript, oldest first",
+)
 async def messages(request: HttpRequest, session_id: str = SessionPath):
     conversation = await _session(request, session_id)
     history = await db(selectors.conversation_history)(conversation_id=conversation.pk)
-    return HistoryOut(session_id=session_id, conversation_id=str(conversation.pk),
-                      status=conversation.status,
-                      messages=[_message_out(m) for m in history])
+    return HistoryOut(
+        session_id=session_id,
+        conversation_id=str(conversation.pk),
+        status=conversation.status,
+        messages=[_message_out(m) for m in history],
+    )
 
 
 def _message_out(message: Message) -> MessageOut:
     feedback = getattr(message, "feedback", None)
     return MessageOut(
-        id=message.pk, role=message.role, text=message.text, created_at=message.created_at,
-        partial=message.is_partial, fallback=message.is_fallback,
+        id=message.pk,
+        role=message.role,
+        text=message.text,
+        created_at=message.created_at,
+        partial=message.is_partial,
+        fallback=message.is_fallback,
         rating=feedback.rating if feedback else None,
-        agent_name=(agent_name(message.author)
-                    if message.role == Message.Role.AGENT else ""),
+        agent_name=(agent_name(message.author) if message.role == Message.Role.AGENT else ""),
     )
 
 
-@api.post("/sessions/{session_id}/feedback", response={200: FeedbackOut, **ERRORS},
-          summary="Rate one of the bot's answers")
+@api.post(
+    "/sessions/{session_id}/feedback",
+    response={200: FeedbackOut, **ERRORS},
+    summary="Rate one of the bot's answers",
+)
 async def feedback(request: HttpRequest, payload: FeedbackIn, session_id: str = SessionPath):
     conversation = await _session(request, session_id)
     try:
-        await db(services.feedback_submit)(conversation=conversation,
-                                           message_id=payload.message_id,
-                                           rating=payload.rating, comment=payload.comment)
+        await db(services.feedback_submit)(
+            conversation=conversation,
+            message_id=payload.message_id,
+            rating=payload.rating,
+            comment=payload.comment,
+        )
     except Message.DoesNotExist:
-        raise ApiError(404, errors.NOT_FOUND, "Only the bot's answers in this session can be "
-                       "rated.", field="message_id") from None
+        raise ApiError(
+            404,
+            errors.NOT_FOUND,
+            "Only the bot's answers in this session can be rated.",
+            field="message_id",
+        ) from None
     return FeedbackOut(message_id=payload.message_id, rating=payload.rating)
 
 
-@api.post("/sessions/{session_id}/handoff", response={200: HandoffOut, **ERRORS},
-          summary="Ask for a human agent")
+@api.post(
+    "/sessions/{session_id}/handoff",
+    response={200: HandoffOut, **ERRORS},
+    summary="Ask for a human agent",
+)
 async def handoff(request: HttpRequest, session_id: str = SessionPath):
     conversation = await _session(request, session_id)
     try:
         outcome = await db(handoff_request)(conversation=conversation)
     except services.ConversationClosed:
-        raise ApiError(409, errors.CONFLICT, "This session's conversation is closed.",
-                       field="session_id") from None
-    return HandoffOut(status=conversation.status, agents_available=outcome.agents_available,
-                      business_hours=outcome.business_hours)
+        raise ApiError(
+            409, errors.CONFLICT, "This session's conversation is closed.", field="session_id"
+        ) from None
+    return HandoffOut(
+        status=conversation.status,
+        agents_available=outcome.agents_available,
+        business_hours=outcome.business_hours,
+    )
 
 
 KEEPALIVE_SECONDS = 15.0
 _EVENTS_DOC = {
-    "responses": {200: {"description": "Server-Sent Events: agent.joined, agent.message, "
-                                       "agent.typing, agent.left, conversation.closed (then "
-                                       "the stream ends); a comment line every 15 s.",
-                        "content": {"text/event-stream": {"schema": SSE_EVENT}}}},
+    "responses": {
+        200: {
+            "description": "Server-Sent Events: agent.joined, agent.message, "
+            "agent.typing, agent.left, conversation.closed (then "
+            "the stream ends); a comment line every 15 s.",
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
+        }
+    },
 }
 
 
-@api.get("/sessions/{session_id}/events", response=ERRORS, openapi_extra=_EVENTS_DOC,
-         summary="Stream what agents do in the session")
+@api.get(
+    "/sessions/{session_id}/events",
+    response=ERRORS,
+    openapi_extra=_EVENTS_DOC,
+    summary="Stream what agents do in the session",
+)
 async def session_events(request: HttpRequest, session_id: str = SessionPath):
     conversation = await _session(request, session_id)
     listener = await NewsListener(conversation).open()
@@ -218,5 +299,4 @@ async def session_events(request: HttpRequest, session_id: str = SessionPath):
         finally:
             await listener.close()
 
-    return StreamingHttpResponse(stream(), content_type="text/event-stream",
-                                 headers=SSE_HEADERS)
+    return StreamingHttpResponse(stream(), content_type="text/event-stream", headers=SSE_HEADERS)

@@ -16,19 +16,43 @@ class ArticleAdmin(admin.ModelAdmin):
     through `chat.knowledge.services`: passages are split again, and every process searches the
     new text from its next question on."""
 
-    list_display = ("title", "language", "site", "published", "is_sample", "passage_count",
-                    "updated_at")
+    list_display = (
+        "title",
+        "language",
+        "site",
+        "published",
+        "is_sample",
+        "passage_count",
+        "updated_at",
+    )
     list_filter = ("published", "language", "is_sample", "site")
     search_fields = ("title", "slug", "body")
-    fields = ("title", "slug", "language", "site", "body", "tags", "source_url", "published",
-              "passage_list", "source_key", "is_sample", "created_at", "updated_at")
+    fields = (
+        "title",
+        "slug",
+        "language",
+        "site",
+        "body",
+        "tags",
+        "source_url",
+        "published",
+        "passage_list",
+        "source_key",
+        "is_sample",
+        "created_at",
+        "updated_at",
+    )
     readonly_fields = ("passage_list", "source_key", "is_sample", "created_at", "updated_at")
     formfield_overrides = {URLField: {"assume_scheme": "https"}}
     actions = ["publish", "unpublish"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Article]:
-        return super().get_queryset(request).select_related("site").annotate(
-            passage_total=Count("passages"))
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("site")
+            .annotate(passage_total=Count("passages"))
+        )
 
     @admin.display(description="passages", ordering="passage_total")
     def passage_count(self, obj: Article) -> int:
@@ -40,9 +64,13 @@ class ArticleAdmin(admin.ModelAdmin):
         if obj.pk is None:
             return "Split from the body's ## headings when saved."
         return format_html_join(
-            "", "<p><strong>{}</strong><br>{}</p>",
-            ((p.heading or obj.title, Truncator(p.text).chars(300))
-             for p in obj.passages.order_by("position")))
+            "",
+            "<p><strong>{}</strong><br>{}</p>",
+            (
+                (p.heading or obj.title, Truncator(p.text).chars(300))
+                for p in obj.passages.order_by("position")
+            ),
+        )
 
     def save_model(self, request: HttpRequest, obj: Article, form, change: bool) -> None:
         knowledge_services.article_save(article=obj)
@@ -55,18 +83,27 @@ class ArticleAdmin(admin.ModelAdmin):
 
     @admin.action(description="Publish selected articles", permissions=["change"])
     def publish(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:
-        count = self._set_published(request, queryset, published=True,
-                                    record="Published (action “Publish selected articles”).")
+        count = self._set_published(
+            request,
+            queryset,
+            published=True,
+            record="Published (action “Publish selected articles”).",
+        )
         self.message_user(request, f"{count} article(s) published.", messages.SUCCESS)
 
     @admin.action(description="Withdraw selected articles (unpublish)", permissions=["change"])
     def unpublish(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:
-        count = self._set_published(request, queryset, published=False,
-                                    record="Withdrawn (action “Withdraw selected articles”).")
+        count = self._set_published(
+            request,
+            queryset,
+            published=False,
+            record="Withdrawn (action “Withdraw selected articles”).",
+        )
         self.message_user(request, f"{count} article(s) withdrawn.", messages.SUCCESS)
 
-    def _set_published(self, request: HttpRequest, queryset: QuerySet[Article], *,
-                       published: bool, record: str) -> int:
+    def _set_published(
+        self, request: HttpRequest, queryset: QuerySet[Article], *, published: bool, record: str
+    ) -> int:
         # Django logs its forms' saves, not actions: the admin change log gets a line here for
         # each article whose state the action actually changed.
         changing = list(queryset.exclude(published=published))

@@ -76,8 +76,7 @@ def statements_of(passage: str) -> list[tuple[str, str]]:
         if header_words:
             out.append((text, header_words))
         else:
-            out.extend((piece.strip(), "") for piece in _SENTENCE_END.split(text)
-                       if piece.strip())
+            out.extend((piece.strip(), "") for piece in _SENTENCE_END.split(text) if piece.strip())
     return out
 
 
@@ -94,13 +93,16 @@ def _row(header: list[str], cells: list[str]) -> str:
     the other columns named by their header when there are more."""
     if len(cells) == 2:
         return f"{cells[0]}: {cells[1]}"
-    named = [f"{name} {cell}" if name else cell for name, cell in zip(header[1:], cells[1:],
-                                                                    strict=False)]
+    named = [
+        f"{name} {cell}" if name else cell
+        for name, cell in zip(header[1:], cells[1:], strict=False)
+    ]
     return f"{cells[0]}: " + "; ".join(named)
 
 
-def key_statements(question: str, hits: list[Hit], *,
-                   limit: int = MAX_STATEMENTS) -> list[Statement]:
+def key_statements(
+    question: str, hits: list[Hit], *, limit: int = MAX_STATEMENTS
+) -> list[Statement]:
     """The statements of `hits` that say most about `question`, best first; [] when none
     holds any of its terms."""
     asked = set(segment.terms(question))
@@ -119,8 +121,9 @@ def key_statements(question: str, hits: list[Hit], *,
             own = set(terms) & asked
             if not own:
                 continue
-            weight = lead * (sum(weights[t] for t in own)
-                             + 0.5 * sum(weights[t] for t in labels - own))
+            weight = lead * (
+                sum(weights[t] for t in own) + 0.5 * sum(weights[t] for t in labels - own)
+            )
             found.append((weight, -len(terms), Statement(statement, title, weight, hit)))
     # Ties go to the shorter statement (more about the question's terms), then to the
     # passages' order (the sort is stable).
@@ -146,6 +149,7 @@ def quoted_answer(statements: list[Statement], language: str) -> str:
     chinese = (language or "").lower().startswith("zh")
     lead = _LEAD["zh" if chinese else "en"].format(title=statements[0].title)
     ends, glue = ("。！？；", "") if chinese else (".!?", " ")
-    said = [s.text if s.text[-1] in ends else s.text + ("。" if chinese else ".")
-            for s in statements]
+    said = [
+        s.text if s.text[-1] in ends else s.text + ("。" if chinese else ".") for s in statements
+    ]
     return lead + ("" if chinese else " ") + glue.join(said)

@@ -46,8 +46,13 @@ class Grounded:
         return sources
 
 
-def ground(system_prompt: str, hits: list[Hit] | None, *,
-           offer_human_when_nothing: bool, question: str = "") -> Grounded:
+def ground(
+    system_prompt: str,
+    hits: list[Hit] | None,
+    *,
+    offer_human_when_nothing: bool,
+    question: str = "",
+) -> Grounded:
     """`hits` None: the knowledge base has nothing for this site (no claim that nothing was
     found); [] : nothing relevant found. With `question`, the statements that answer it best
     are named after the rule (KNOWLEDGE["PROMPT_KEY_LINES"])."""
@@ -70,23 +75,30 @@ def ground(system_prompt: str, hits: list[Hit] | None, *,
             passage = passage[:budget]  # the best passage, cut to fit, rather than nothing
         budget -= len(passage)
         passages.append(passage)
-        sources.append({"article_id": hit.article_id, "title": hit.title,
-                        "url": hit.source_url})
+        sources.append({"article_id": hit.article_id, "title": hit.title, "url": hit.source_url})
     instruction = GROUNDED
     if question and cfg["PROMPT_KEY_LINES"]:
         shown = hits[: len(passages)]
         lines = extract.key_statements(question, shown)
         if lines:
             instruction += "\n" + KEY_LINES.format(
-                lines=" ".join(f"\u201c{line.text}\u201d" for line in lines))
+                lines=" ".join(f"\u201c{line.text}\u201d" for line in lines)
+            )
     return Grounded(system_prompt, {"instruction": instruction, "passages": passages}, sources)
 
 
 def _lines_only(system_prompt: str, lines: list[extract.Statement]) -> Grounded:
     """The statements that say most about the question as the passages, each with its
     article and section: a small model given whole passages copies from the wrong line."""
-    passages = [f"[{number}] {line.title}\n{line.text}"
-                for number, line in enumerate(lines, start=1)]
-    sources = [{"article_id": line.source.article_id, "title": line.source.title,
-                "url": line.source.source_url} for line in lines]
+    passages = [
+        f"[{number}] {line.title}\n{line.text}" for number, line in enumerate(lines, start=1)
+    ]
+    sources = [
+        {
+            "article_id": line.source.article_id,
+            "title": line.source.title,
+            "url": line.source.source_url,
+        }
+        for line in lines
+    ]
     return Grounded(system_prompt, {"instruction": GROUNDED, "passages": passages}, sources)

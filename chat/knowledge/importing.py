@@ -36,8 +36,14 @@ _NAME_LANGUAGE = re.compile(r"^(?P<stem>.+)\.(?P<lang>[a-z]{2,3}(?:[-_][A-Za-z0-
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*(?:\n|\Z)", re.S)
 _TRUE = {"true", "yes", "1", "on"}
 # CSV header names, in English or Chinese.
-_COLUMN_ALIASES = {"问题": "question", "答案": "answer", "回答": "answer", "语言": "language",
-                   "标签": "tags", "链接": "url"}
+_COLUMN_ALIASES = {
+    "问题": "question",
+    "答案": "answer",
+    "回答": "answer",
+    "语言": "language",
+    "标签": "tags",
+    "链接": "url",
+}
 MAX_KEY_CHARS = 500  # Article.source_key
 
 
@@ -59,9 +65,15 @@ def collect(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file()
-                                and p.suffix.lower() in MARKDOWN_SUFFIXES | CSV_SUFFIXES
-                                and not _hidden(p.relative_to(path))))
+            found.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file()
+                    and p.suffix.lower() in MARKDOWN_SUFFIXES | CSV_SUFFIXES
+                    and not _hidden(p.relative_to(path))
+                )
+            )
         elif path.is_file():
             found.append(path)
         else:
@@ -107,7 +119,7 @@ def parse_front_matter(text: str) -> tuple[dict[str, str], str]:
         key, sep, value = line.partition(":")
         if sep and key.strip() and not key.startswith("#"):
             meta[key.strip().lower()] = value.strip().strip("\"'")
-    return meta, text[match.end():]
+    return meta, text[match.end() :]
 
 
 def parse_tags(value: str) -> list[str]:
@@ -122,19 +134,27 @@ def read_markdown(path: Path, *, language: str = "") -> ArticleSource:
     if not body.strip():
         raise SourceError(f"{path}: no text below the title")
     url = meta.get("url", "")
-    article_language = (meta.get("language") or meta.get("lang") or name_language or language
-                        or guess_language(title + "\n" + body))
-    key = (f"id:{meta['id']}" if meta.get("id")
-           else url or title_key(title, article_language))
-    return ArticleSource(_fit(key), str(path), {
-        "title": title,
-        "body": body,
-        "language": article_language,
-        "slug": meta.get("slug") or slugify(stem, allow_unicode=True),
-        "tags": parse_tags(meta.get("tags", "")),
-        "source_url": url,
-        "published": meta.get("published", "true").lower() in _TRUE,
-    })
+    article_language = (
+        meta.get("language")
+        or meta.get("lang")
+        or name_language
+        or language
+        or guess_language(title + "\n" + body)
+    )
+    key = f"id:{meta['id']}" if meta.get("id") else url or title_key(title, article_language)
+    return ArticleSource(
+        _fit(key),
+        str(path),
+        {
+            "title": title,
+            "body": body,
+            "language": article_language,
+            "slug": meta.get("slug") or slugify(stem, allow_unicode=True),
+            "tags": parse_tags(meta.get("tags", "")),
+            "source_url": url,
+            "published": meta.get("published", "true").lower() in _TRUE,
+        },
+    )
 
 
 def read_csv(path: Path, *, language: str = "") -> Iterator[ArticleSource | SourceError]:
@@ -150,8 +170,7 @@ def read_csv(path: Path, *, language: str = "") -> Iterator[ArticleSource | Sour
     else:
         columns, start = ["question", "answer"], 0
     for number, cells in enumerate(rows[start:], start=start + 1):
-        row = {name: (cells[i].strip() if i < len(cells) else "")
-               for i, name in enumerate(columns)}
+        row = {name: (cells[i].strip() if i < len(cells) else "") for i, name in enumerate(columns)}
         origin = f"{path}:{number}"
         question, answer = row.get("question", ""), row.get("answer", "")
         if not any(cells):
@@ -160,17 +179,25 @@ def read_csv(path: Path, *, language: str = "") -> Iterator[ArticleSource | Sour
             yield SourceError(f"{origin}: a row needs a question and an answer")
             continue
         url = row.get("url", "")
-        row_language = (row.get("language") or name_language or language
-                        or guess_language(question + "\n" + answer))
-        yield ArticleSource(_fit(url or title_key(question, row_language)), origin, {
-            "title": question,
-            "body": answer,
-            "language": row_language,
-            "slug": slugify(question, allow_unicode=True)[:200],
-            "tags": parse_tags(row.get("tags", "")),
-            "source_url": url,
-            "published": True,
-        })
+        row_language = (
+            row.get("language")
+            or name_language
+            or language
+            or guess_language(question + "\n" + answer)
+        )
+        yield ArticleSource(
+            _fit(url or title_key(question, row_language)),
+            origin,
+            {
+                "title": question,
+                "body": answer,
+                "language": row_language,
+                "slug": slugify(question, allow_unicode=True)[:200],
+                "tags": parse_tags(row.get("tags", "")),
+                "source_url": url,
+                "published": True,
+            },
+        )
 
 
 def title_key(title: str, language: str) -> str:
@@ -183,8 +210,11 @@ def title_key(title: str, language: str) -> str:
 
 def same_key_reason(key: str) -> str:
     """What two sources with this key have in common, for a message."""
-    for prefix, reason in (("id:", "the same id"), ("title:", "the same title and language"),
-                           ("sha256:", "the same id, url or title")):
+    for prefix, reason in (
+        ("id:", "the same id"),
+        ("title:", "the same title and language"),
+        ("sha256:", "the same id, url or title"),
+    ):
         if key.startswith(prefix):
             return reason
     return "the same url"

@@ -16,25 +16,31 @@ class Article(models.Model):
     slug = models.SlugField(max_length=200, blank=True, allow_unicode=True, db_index=True)
     body = models.TextField(help_text="Markdown. ## headings split it into passages.")
     language = models.CharField(
-        max_length=35, default="en",
+        max_length=35,
+        default="en",
         help_text="Primary language subtag (BCP 47), e.g. en or zh: questions in this language "
         "search these articles first.",
     )
     site = models.ForeignKey(
-        "chat.Site", null=True, blank=True, on_delete=models.CASCADE,
+        "chat.Site",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
         related_name="knowledge_articles",
         help_text="Empty: used for every site. A site's own articles are never shown to another.",
     )
     tags = models.JSONField(default=list, blank=True, help_text='e.g. ["shipping", "returns"]')
-    source_url = models.URLField(max_length=2000, blank=True,
-                                 help_text="Where customers can read the page; cited as source.")
+    source_url = models.URLField(
+        max_length=2000, blank=True, help_text="Where customers can read the page; cited as source."
+    )
     # What an import recognises the article by on re-import (front-matter id, else url, else
     # title and language; never where the file lies), so a second import updates instead of
     # duplicating, from wherever it runs. See chat/knowledge/importing.py.
     source_key = models.CharField(max_length=500, blank=True, editable=False)
     published = models.BooleanField(default=True, help_text="Only published articles answer.")
     is_sample = models.BooleanField(
-        default=False, editable=False,
+        default=False,
+        editable=False,
         help_text="Part of the shipped sample help centre (import_knowledge --remove-sample).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -72,8 +78,9 @@ class Passage(models.Model):
     class Meta:
         ordering = ["article", "position"]
         constraints = [
-            models.UniqueConstraint(fields=["article", "position"],
-                                    name="passage_position_once_per_article"),
+            models.UniqueConstraint(
+                fields=["article", "position"], name="passage_position_once_per_article"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -80,8 +80,9 @@ class Cut:
     @classmethod
     def from_settings(cls) -> "Cut":
         cfg = settings.KNOWLEDGE
-        return cls(cfg["MIN_SCORE"], cfg["MIN_COVERAGE"], cfg["RELATIVE_CUT"],
-                   cfg["MIN_SCORE_SHARE"])
+        return cls(
+            cfg["MIN_SCORE"], cfg["MIN_COVERAGE"], cfg["RELATIVE_CUT"], cfg["MIN_SCORE_SHARE"]
+        )
 
 
 def index_text(row: PassageRow) -> str:
@@ -108,9 +109,10 @@ def parse(row: PassageRow) -> Parsed:
     labels = segment.terms(f"{row.title}\n{row.heading}")
     pieces = [segment.terms(piece) for piece in _STATEMENT_END.split(row.text) if piece.strip()]
     label_set = frozenset(labels)
-    return Parsed(terms=labels + [t for piece in pieces for t in piece],
-                  statements=tuple(label_set | frozenset(piece) for piece in pieces)
-                  or (label_set,))
+    return Parsed(
+        terms=labels + [t for piece in pieces for t in piece],
+        statements=tuple(label_set | frozenset(piece) for piece in pieces) or (label_set,),
+    )
 
 
 def _idf(df: np.ndarray | int, n: int):
@@ -144,12 +146,12 @@ class KnowledgeIndex:
             self._indptr = self.bm25.scores["indptr"]
             self._indices = self.bm25.scores["indices"]
             self._data = self.bm25.scores["data"]
-        self._sites = np.array([-1 if r.site_id is None else r.site_id for r in rows],
-                               dtype=np.int64)
+        self._sites = np.array(
+            [-1 if r.site_id is None else r.site_id for r in rows], dtype=np.int64
+        )
         languages = sorted({r.language for r in rows})
         self._language_code = {lang: i for i, lang in enumerate(languages)}
-        self._languages = np.array([self._language_code[r.language] for r in rows],
-                                   dtype=np.int32)
+        self._languages = np.array([self._language_code[r.language] for r in rows], dtype=np.int32)
 
     @property
     def empty(self) -> bool:
@@ -163,8 +165,9 @@ class KnowledgeIndex:
         articles or of the articles for all sites."""
         return bool(((self._sites == -1) | (self._sites == (site_id or -2))).any())
 
-    def search(self, *, question: str, site_id: int | None, language: str, limit: int = 3,
-               cut: Cut) -> list[Hit]:
+    def search(
+        self, *, question: str, site_id: int | None, language: str, limit: int = 3, cut: Cut
+    ) -> list[Hit]:
         if self.bm25 is None:
             return []
         query = list(dict.fromkeys(segment.terms(question)))  # each term once
@@ -203,9 +206,13 @@ class KnowledgeIndex:
         # A term once in a passage of average length scores its idf, so weight_total is what
         # a passage holding the whole question would score: the share is comparable between
         # questions and knowledge bases, where a raw score is not.
-        relevant = (allowed & (matched > 0) & (scores >= cut.min_score)
-                    & (matched >= cut.min_coverage * weight_total)
-                    & (scores >= cut.min_score_share * weight_total))
+        relevant = (
+            allowed
+            & (matched > 0)
+            & (scores >= cut.min_score)
+            & (matched >= cut.min_coverage * weight_total)
+            & (scores >= cut.min_score_share * weight_total)
+        )
         if known > 1:
             # One word in common is a coincidence when the question has other words the
             # knowledge base uses, just not there: "opening hours" and "within 24 hours". When
@@ -216,17 +223,26 @@ class KnowledgeIndex:
         if not relevant.any():
             return []
         code = self._language_code.get(segment.primary_language(language))
-        groups = [relevant] if code is None else [relevant & (self._languages == code),
-                                                  relevant & (self._languages != code)]
+        groups = (
+            [relevant]
+            if code is None
+            else [relevant & (self._languages == code), relevant & (self._languages != code)]
+        )
         terms = frozenset(query)
         limit = max(1, min(limit, MAX_LIMIT))
         for group in groups:  # the question's language first, the others if it has nothing
-            found = [i for i in self._ranked(group, scores)
-                     if present[i] < 2 or self._said_together(i, terms)][:limit]
+            found = [
+                i
+                for i in self._ranked(group, scores)
+                if present[i] < 2 or self._said_together(i, terms)
+            ][:limit]
             if found:
                 best = float(scores[found[0]])
-                return [self._hit(i, float(scores[i])) for i in found
-                        if scores[i] >= cut.relative * best]
+                return [
+                    self._hit(i, float(scores[i]))
+                    for i in found
+                    if scores[i] >= cut.relative * best
+                ]
         return []
 
     def weights(self, terms) -> dict[str, float]:
@@ -238,16 +254,20 @@ class KnowledgeIndex:
         vocab, out = self.bm25.vocab_dict, {}
         for term in terms:
             token = vocab.get(term)
-            out[term] = (rarest if token is None else
-                         float(_idf(self._indptr[token + 1] - self._indptr[token], n)))
+            out[term] = (
+                rarest
+                if token is None
+                else float(_idf(self._indptr[token + 1] - self._indptr[token], n))
+            )
         return out
 
     def _ranked(self, group: np.ndarray, scores: np.ndarray) -> list[int]:
         """The passages of `group`, best first, at most MAX_CHECKED of them."""
         candidates = np.flatnonzero(group)
         if len(candidates) > MAX_CHECKED:  # the best ones without sorting them all
-            candidates = candidates[np.argpartition(-scores[candidates], MAX_CHECKED - 1)
-                                    [:MAX_CHECKED]]
+            candidates = candidates[
+                np.argpartition(-scores[candidates], MAX_CHECKED - 1)[:MAX_CHECKED]
+            ]
         return [int(i) for i in candidates[np.argsort(-scores[candidates], kind="stable")]]
 
     def _said_together(self, i: int, terms: frozenset[str]) -> bool:
@@ -259,9 +279,17 @@ class KnowledgeIndex:
 
     def _hit(self, i: int, score: float) -> Hit:
         row = self.rows[i]
-        return Hit(passage_id=row.passage_id, article_id=row.article_id, title=row.title,
-                   source_url=row.source_url, heading=row.heading, text=row.text,
-                   score=round(score, 3), language=row.language, slug=row.slug)
+        return Hit(
+            passage_id=row.passage_id,
+            article_id=row.article_id,
+            title=row.title,
+            source_url=row.source_url,
+            heading=row.heading,
+            text=row.text,
+            score=round(score, 3),
+            language=row.language,
+            slug=row.slug,
+        )
 
 
 _UNBUILT = object()
@@ -316,37 +344,49 @@ class IndexCache:
                     await asyncio.to_thread(self._install, rows, current)
         return self.index
 
-    async def search(self, *, question: str, site_id: int | None, language: str,
-                     limit: int = 3) -> list[Hit]:
+    async def search(
+        self, *, question: str, site_id: int | None, language: str, limit: int = 3
+    ) -> list[Hit]:
         if not question.strip():
             return []
         index = await self.current()
         if index.empty:
             return []
-        return await asyncio.to_thread(index.search, question=question, site_id=site_id,
-                                       language=language, limit=limit, cut=Cut.from_settings())
+        return await asyncio.to_thread(
+            index.search,
+            question=question,
+            site_id=site_id,
+            language=language,
+            limit=limit,
+            cut=Cut.from_settings(),
+        )
 
-    def search_sync(self, *, question: str, site_id: int | None, language: str,
-                    limit: int = 3) -> list[Hit]:
+    def search_sync(
+        self, *, question: str, site_id: int | None, language: str, limit: int = 3
+    ) -> list[Hit]:
         if not question.strip():
             return []
-        return self.current_sync().search(question=question, site_id=site_id,
-                                          language=language, limit=limit,
-                                          cut=Cut.from_settings())
+        return self.current_sync().search(
+            question=question,
+            site_id=site_id,
+            language=language,
+            limit=limit,
+            cut=Cut.from_settings(),
+        )
 
 
 _process_cache = IndexCache()
 
 
-async def search(*, question: str, site_id: int | None, language: str,
-                 limit: int = 3) -> list[Hit]:
+async def search(*, question: str, site_id: int | None, language: str, limit: int = 3) -> list[Hit]:
     """The passages that answer `question` best, at most `limit`, best first; [] when nothing
     is relevant. For a question of `site_id` (None: a conversation of no site, which sees only
     the articles for all sites) in `language` (a BCP 47 tag; "" for any). The ranking runs in
     a thread, so the event loop goes on meanwhile; the index is rebuilt first (also in a
     thread) when the knowledge changed since this process's last question."""
-    return await _process_cache.search(question=question, site_id=site_id, language=language,
-                                       limit=limit)
+    return await _process_cache.search(
+        question=question, site_id=site_id, language=language, limit=limit
+    )
 
 
 async def covers(site_id: int | None) -> bool:
@@ -365,8 +405,8 @@ def process_index_sync() -> KnowledgeIndex:
     return _process_cache.current_sync()
 
 
-def search_sync(*, question: str, site_id: int | None, language: str,
-                limit: int = 3) -> list[Hit]:
+def search_sync(*, question: str, site_id: int | None, language: str, limit: int = 3) -> list[Hit]:
     """`search` for synchronous code (management commands, the eval)."""
-    return _process_cache.search_sync(question=question, site_id=site_id, language=language,
-                                      limit=limit)
+    return _process_cache.search_sync(
+        question=question, site_id=site_id, language=language, limit=limit
+    )

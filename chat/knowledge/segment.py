@@ -22,15 +22,41 @@ _RUNS = re.compile(rf"([{_CJK}]+)|([^\W_{_CJK}]+)")
 
 # NLTK's English list (as bm25s ships it) plus what customers say around a question.
 STOPWORDS_EN = frozenset(STOPWORDS_EN_PLUS) | {
-    "hi", "hello", "hey", "please", "thanks", "thank", "would", "could", "also", "get", "got",
-    "can", "may", "might", "must", "shall", "us", "let", "know", "tell", "want", "need",
+    "hi",
+    "hello",
+    "hey",
+    "please",
+    "thanks",
+    "thank",
+    "would",
+    "could",
+    "also",
+    "get",
+    "got",
+    "can",
+    "may",
+    "might",
+    "must",
+    "shall",
+    "us",
+    "let",
+    "know",
+    "tell",
+    "want",
+    "need",
     # Quantifiers and indefinite pronouns, beside NLTK's "some", "any", "few": "how many days
     # do I have to send something back" asks about days and sending back.
-    "many", "much", "something", "anything", "someone", "anyone",
+    "many",
+    "much",
+    "something",
+    "anything",
+    "someone",
+    "anyone",
 }
 # Function words, pronouns and question words only: bm25s's long Chinese list also drops
 # words a help desk needs (安全, 问题, 需要, 使用, 处理).
-STOPWORDS_ZH = frozenset("""
+STOPWORDS_ZH = frozenset(
+    """
 的 地 得 了 着 过 吗 呢 吧 啊 呀 哦 嘛 么 哪 呗 啦 之 其 与 和 及
 或 而 并 且 但 就 都 也 还 又 再 才 很 太 更 最 我 你 您 他 她 它
 我们 你们 他们 她们 咱们 自己 这 那 这个 那个 这些 那些 这样 那样 这里
@@ -41,33 +67,54 @@ STOPWORDS_ZH = frozenset("""
 因为 所以 但是 然后 或者 还是 已经 就是 只是 不 没 没有 无法 不能 不会 怎
 样 可 该
 多久 多长 多长时间 几时 几点 几天 几年 几个 怎么办 一直 用
-""".split())
+""".split()
+)
 
 # British and American names of the same thing, as one term: a help centre written in one
 # and a customer writing the other ("my package" for what the page calls a parcel) still meet.
 # Whole words only, before stemming, on pages and questions alike.
 VARIANTS = {
-    "package": "parcel", "packages": "parcels", "cart": "basket", "carts": "baskets",
-    "zipcode": "postcode", "zipcodes": "postcodes", "color": "colour", "colors": "colours",
-    "center": "centre", "centers": "centres", "catalog": "catalogue", "catalogs": "catalogues",
-    "jewelry": "jewellery", "aluminum": "aluminium", "gray": "grey", "favorite": "favourite",
+    "package": "parcel",
+    "packages": "parcels",
+    "cart": "basket",
+    "carts": "baskets",
+    "zipcode": "postcode",
+    "zipcodes": "postcodes",
+    "color": "colour",
+    "colors": "colours",
+    "center": "centre",
+    "centers": "centres",
+    "catalog": "catalogue",
+    "catalogs": "catalogues",
+    "jewelry": "jewellery",
+    "aluminum": "aluminium",
+    "gray": "grey",
+    "favorite": "favourite",
     "favorites": "favourites",
     # Not a spelling but a stem the stemmer leaves apart: "Can I pay in cash?" asks about the
     # payment methods.
-    "payment": "pay", "payments": "pay",
+    "payment": "pay",
+    "payments": "pay",
 }
 
 # What customers call by another name than help centres do, said as the pages say it, on pages
 # and questions alike, before the words are split: "Which delivery companies do you use?" asks
 # about the carriers; "€50" is fifty euros ("Do I pay shipping on 60 euros?").
 _RENAMES = (
-    (re.compile(r"\b(delivery|shipping|parcel|postal) (?:company|companies|firms?)\b"),
-     r" \1 carrier "),
+    (
+        re.compile(r"\b(delivery|shipping|parcel|postal) (?:company|companies|firms?)\b"),
+        r" \1 carrier ",
+    ),
     (re.compile(r"\bcouriers?\b"), " carrier "),
     (re.compile(r"\bswap(?:s|ped|ping)?\b"), " exchange "),
     (re.compile(r"\b(?:my |your |the )?money back\b"), " refund "),
-    (re.compile(r"\bsen(?:d|t|ding|ds) (?:(?:it|them|this|that|something|items?|things?|"
-                r"products?|orders?|parcels?) )?back\b"), " return "),
+    (
+        re.compile(
+            r"\bsen(?:d|t|ding|ds) (?:(?:it|them|this|that|something|items?|things?|"
+            r"products?|orders?|parcels?) )?back\b"
+        ),
+        " return ",
+    ),
     (re.compile(r"快递公司|物流公司|快递商"), "承运商"),
     (re.compile("€"), " euro "),
     (re.compile("£"), " pound "),
@@ -125,7 +172,7 @@ def has_chinese(text: str) -> bool:
 
 
 def guess_language(text: str) -> str:
-    """"zh" when at least a fifth of the letters are Chinese characters, else "en": for a
+    """ "zh" when at least a fifth of the letters are Chinese characters, else "en": for a
     question or a file that names no language."""
     letters = [c for c in text if c.isalpha()]
     if not letters:

@@ -29,9 +29,17 @@ def passages_for_index() -> list[PassageRow]:
     rows = (
         Passage.objects.filter(article__published=True)
         .order_by("article_id", "position")
-        .values_list("id", "article_id", "article__title", "article__slug",
-                     "article__source_url", "heading", "text", "article__site_id",
-                     "article__language")
+        .values_list(
+            "id",
+            "article_id",
+            "article__title",
+            "article__slug",
+            "article__source_url",
+            "heading",
+            "text",
+            "article__site_id",
+            "article__language",
+        )
     )
     return [PassageRow(*row) for row in rows.iterator(chunk_size=2000)]
 

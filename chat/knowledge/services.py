@@ -15,8 +15,17 @@ from chat.knowledge.segment import primary_language
 from chat.knowledge.splitting import split_sections
 
 # What an import may set; the rest (ids, timestamps, source_key) belongs to the desk.
-ARTICLE_FIELDS = ("title", "slug", "body", "language", "site_id", "tags", "source_url",
-                  "published", "is_sample")
+ARTICLE_FIELDS = (
+    "title",
+    "slug",
+    "body",
+    "language",
+    "site_id",
+    "tags",
+    "source_url",
+    "published",
+    "is_sample",
+)
 
 
 def _changed() -> None:
@@ -26,10 +35,12 @@ def _changed() -> None:
 def _resplit(article: Article) -> None:
     article.passages.all().delete()
     sections = split_sections(article.body, max_chars=settings.KNOWLEDGE["PASSAGE_MAX_CHARS"])
-    Passage.objects.bulk_create([
-        Passage(article=article, heading=section.heading[:1000], text=section.text, position=i)
-        for i, section in enumerate(sections)
-    ])
+    Passage.objects.bulk_create(
+        [
+            Passage(article=article, heading=section.heading[:1000], text=section.text, position=i)
+            for i, section in enumerate(sections)
+        ]
+    )
 
 
 def _normalise(article: Article) -> None:
@@ -49,14 +60,33 @@ def article_save(*, article: Article) -> Article:
     return article
 
 
-def article_create(*, title: str, body: str, language: str = "en", site_id: int | None = None,
-                   slug: str = "", tags: Iterable[str] = (), source_url: str = "",
-                   source_key: str = "", published: bool = True,
-                   is_sample: bool = False) -> Article:
-    return article_save(article=Article(
-        title=title, body=body, language=language, site_id=site_id, slug=slug, tags=list(tags),
-        source_url=source_url, source_key=source_key, published=published,
-        is_sample=is_sample))
+def article_create(
+    *,
+    title: str,
+    body: str,
+    language: str = "en",
+    site_id: int | None = None,
+    slug: str = "",
+    tags: Iterable[str] = (),
+    source_url: str = "",
+    source_key: str = "",
+    published: bool = True,
+    is_sample: bool = False,
+) -> Article:
+    return article_save(
+        article=Article(
+            title=title,
+            body=body,
+            language=language,
+            site_id=site_id,
+            slug=slug,
+            tags=list(tags),
+            source_url=source_url,
+            source_key=source_key,
+            published=published,
+            is_sample=is_sample,
+        )
+    )
 
 
 def article_update(*, article: Article, **changes) -> Article:

@@ -27,7 +27,7 @@ def split_title(markdown: str) -> tuple[str, str]:
             continue
         match = _HEADING.match(line)
         if match and len(match.group(1)) == 1:
-            return match.group(2).strip(), "\n".join(lines[i + 1:]).strip("\n")
+            return match.group(2).strip(), "\n".join(lines[i + 1 :]).strip("\n")
         break
     return "", markdown.strip("\n")
 
@@ -100,5 +100,8 @@ def _pack(parts: list[str], max_chars: int, joiner: str | None, too_long) -> lis
 
 
 def _hard_cut(text: str, max_chars: int) -> list[str]:
-    return [text[i:i + max_chars].strip() for i in range(0, len(text), max_chars)
-            if text[i:i + max_chars].strip()]
+    return [
+        text[i : i + max_chars].strip()
+        for i in range(0, len(text), max_chars)
+        if text[i : i + max_chars].strip()
+    ]

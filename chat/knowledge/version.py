@@ -33,8 +33,11 @@ def bump() -> None:
         return
     error = tell()
     if error is not None:
-        log.warning("knowledge version not bumped (Redis: %s); other processes see the edit "
-                    "within KNOWLEDGE_INDEX_MAX_AGE_SECONDS", error)
+        log.warning(
+            "knowledge version not bumped (Redis: %s); other processes see the edit "
+            "within KNOWLEDGE_INDEX_MAX_AGE_SECONDS",
+            error,
+        )
 
 
 def tell() -> str | None:

@@ -93,8 +93,9 @@ def parse_case(line: str) -> Case:
         raise ValueError("not a JSON object")
     unknown = sorted(set(raw) - _KEYS)
     if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))}; a case has "
-                         f"{', '.join(sorted(_KEYS))}")
+        raise ValueError(
+            f"unknown key(s) {', '.join(map(repr, unknown))}; a case has {', '.join(sorted(_KEYS))}"
+        )
     missing = [key for key in _REQUIRED if key not in raw]
     if missing:
         raise ValueError(f"missing {', '.join(map(repr, missing))}")
@@ -106,8 +107,11 @@ def parse_case(line: str) -> Case:
     if not _LANGUAGE.fullmatch(language):
         raise ValueError(f"language {language!r} is not a BCP 47 tag such as en or zh-CN")
     turns = raw["turns"]
-    if (not isinstance(turns, list) or not turns
-            or not all(isinstance(t, str) and t.strip() for t in turns)):
+    if (
+        not isinstance(turns, list)
+        or not turns
+        or not all(isinstance(t, str) and t.strip() for t in turns)
+    ):
         raise ValueError("'turns' must be a list of one or more non-empty strings")
     expect = _text(raw, "expect")
     if expect not in EXPECTATIONS:
@@ -120,8 +124,15 @@ def parse_case(line: str) -> Case:
     note = raw.get("note", "")
     if not isinstance(note, str):
         raise ValueError("'note' must be a string")
-    return Case(id=case_id, category=category, language=language,
-                turns=tuple(t.strip() for t in turns), expect=expect, facts=facts, note=note)
+    return Case(
+        id=case_id,
+        category=category,
+        language=language,
+        turns=tuple(t.strip() for t in turns),
+        expect=expect,
+        facts=facts,
+        note=note,
+    )
 
 
 def _text(raw: dict, key: str) -> str:
@@ -136,23 +147,31 @@ def _facts(value) -> tuple[tuple[str, ...], ...]:
         raise ValueError("'facts' must be a list of lists of accepted wordings")
     facts = []
     for number, fact in enumerate(value, start=1):
-        if (not isinstance(fact, list) or not fact
-                or not all(isinstance(w, str) and w.strip() for w in fact)):
-            raise ValueError(f"fact {number} must be a non-empty list of non-empty strings "
-                             "(its accepted wordings)")
+        if (
+            not isinstance(fact, list)
+            or not fact
+            or not all(isinstance(w, str) and w.strip() for w in fact)
+        ):
+            raise ValueError(
+                f"fact {number} must be a non-empty list of non-empty strings "
+                "(its accepted wordings)"
+            )
         facts.append(tuple(w.strip() for w in fact))
     return tuple(facts)
 
 
-def select(cases: list[Case], *, only: list[str] | None = None,
-           limit: int | None = None) -> list[Case]:
+def select(
+    cases: list[Case], *, only: list[str] | None = None, limit: int | None = None
+) -> list[Case]:
     """The cases of the categories in `only` (all when None), the first `limit` of them.
     ValueError names the categories there are when one in `only` has no case."""
     if only:
         known = sorted({case.category for case in cases})
         unknown = [name for name in only if name not in known]
         if unknown:
-            raise ValueError(f"no case of category {', '.join(map(repr, unknown))} "
-                             f"(categories: {', '.join(known)})")
+            raise ValueError(
+                f"no case of category {', '.join(map(repr, unknown))} "
+                f"(categories: {', '.join(known)})"
+            )
         cases = [case for case in cases if case.category in only]
     return cases[:limit] if limit is not None else cases

@@ -15,8 +15,9 @@ SILENT = "silent"  # a human holds the conversation: the bot stayed silent
 NO_ANSWER = "no_answer"  # no bot.done in time (the listener's own deadline passed)
 
 # Finish reasons that are no guard's decision: the model ended, or something stopped it.
-MODEL_OR_STOP_REASONS = frozenset({"stop", "length", "takeover", "handoff", "closed",
-                                   "disconnected", "interrupted", "silenced"})
+MODEL_OR_STOP_REASONS = frozenset(
+    {"stop", "length", "takeover", "handoff", "closed", "disconnected", "interrupted", "silenced"}
+)
 
 
 @dataclass
@@ -47,8 +48,13 @@ class Answer:
         list them yet)."""
         fired = list(self.guards)
         reason = self.finish_reason
-        if (self.outcome == ANSWERED and reason and reason not in MODEL_OR_STOP_REASONS
-                and not self.model_failed and reason not in fired):
+        if (
+            self.outcome == ANSWERED
+            and reason
+            and reason not in MODEL_OR_STOP_REASONS
+            and not self.model_failed
+            and reason not in fired
+        ):
             fired.append(reason)
         return fired
 

@@ -32,10 +32,15 @@ from runtime.redis_client import get_redis
 # overload. The answer may have started (an empty or partial message ends with the reason, and
 # the fallback rules' answer follows as a message of its own); a guard's own replacement names
 # the guard instead, and is scored like any text.
-MODEL_FAILED_REASONS = frozenset({
-    fallback.REASON_UNAVAILABLE, fallback.REASON_TIMEOUT, fallback.REASON_ERROR,
-    fallback.REASON_BUSY, fallback.REASON_WORKER_LOST,
-})
+MODEL_FAILED_REASONS = frozenset(
+    {
+        fallback.REASON_UNAVAILABLE,
+        fallback.REASON_TIMEOUT,
+        fallback.REASON_ERROR,
+        fallback.REASON_BUSY,
+        fallback.REASON_WORKER_LOST,
+    }
+)
 # A follow-up is sent once the previous answer has let go of the conversation, as the chat
 # API would have a client do; longer than the API's own wait, since nobody is in a hurry.
 _ANSWER_END_WAIT_SECONDS = 10.0
@@ -64,9 +69,15 @@ async def live_workers() -> int:
     return await pool.live_workers(get_redis())
 
 
-async def evaluate(cases: list[Case], *, site: Site | None, concurrency: int,
-                   length_limits: scoring.LengthLimits, run_id: str = "",
-                   progress: Progress | None = None) -> list[CaseResult]:
+async def evaluate(
+    cases: list[Case],
+    *,
+    site: Site | None,
+    concurrency: int,
+    length_limits: scoring.LengthLimits,
+    run_id: str = "",
+    progress: Progress | None = None,
+) -> list[CaseResult]:
     """Every case asked (`concurrency` at once) and scored, in the order given. Raises
     NoWorker before asking anything when no worker is live, WorkerLost when they went away
     meanwhile (the cases after that are not asked)."""
@@ -87,8 +98,10 @@ async def evaluate(cases: list[Case], *, site: Site | None, concurrency: int,
                 result.score = scoring.score_case(case, result.answers, length_limits)
                 results[index] = result
                 done += 1
-                if (any(a.finish_reason == fallback.REASON_UNAVAILABLE for a in result.answers)
-                        and not await _workers_back()):
+                if (
+                    any(a.finish_reason == fallback.REASON_UNAVAILABLE for a in result.answers)
+                    and not await _workers_back()
+                ):
                     lost.set()
                 if progress is not None:
                     progress(result, done, len(cases))
@@ -119,8 +132,11 @@ async def run_case(case: Case, *, site: Site | None, run_id: str = "") -> CaseRe
     """One case in a conversation of its own: its turns in order, each after the previous
     answer. Stops at a turn the bot did not answer (the later ones would not be either)."""
     conversation, _token = await db(services.conversation_start)(
-        site=site, language=case.language, channel=Conversation.Channel.PLAYGROUND,
-        metadata={"scorecard": {"run": run_id, "case": case.id}})
+        site=site,
+        language=case.language,
+        channel=Conversation.Channel.PLAYGROUND,
+        metadata={"scorecard": {"run": run_id, "case": case.id}},
+    )
     result = CaseResult(case=case, answers=[], conversation_id=str(conversation.pk))
     for number, text in enumerate(case.turns):
         if number:
@@ -137,8 +153,9 @@ async def ask(conversation: Conversation, text: str) -> Answer:
     listener = await AnswerListener(conversation).open()
     try:
         sent = time.monotonic()
-        turn = await turns.customer_says(conversation=conversation, text=text, client_id=None,
-                                         channel_name=listener.channel_name)
+        turn = await turns.customer_says(
+            conversation=conversation, text=text, client_id=None, channel_name=listener.channel_name
+        )
         if turn.outcome == turns.Outcome.HANDOFF:
             return Answer(question=text, outcome=HANDOFF)
         if turn.outcome != turns.Outcome.ANSWERING:
@@ -148,8 +165,7 @@ async def ask(conversation: Conversation, text: str) -> Answer:
         await listener.close()
 
 
-async def _read(listener: AnswerListener, question_id: int, answer: Answer,
-                sent: float) -> Answer:
+async def _read(listener: AnswerListener, question_id: int, answer: Answer, sent: float) -> Answer:
     parts: list[str] = []
     done = None
     async for frame in listener.answer(question_id):

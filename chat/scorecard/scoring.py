@@ -35,8 +35,10 @@ _DASHES = re.compile("[\u2010-\u2015\u2212\ufe58\ufe63~\u301c]")
 _APOSTROPHES = re.compile("[\u2018\u2019\u02bc\u0060\u00b4]")
 # A range between two figures however it is written: "1 - 2", "1 to 2", "1至2", "1到2".
 _RANGE = re.compile(r"(\d)\s*(?:-|to|至|到)\s*(\d)")
-_SPACE_BY_CJK = regex.compile(r"\s+(?=[\p{Han}\u3000-\u303f\uff00-\uffef])"
-                              r"|(?<=[\p{Han}\u3000-\u303f\uff00-\uffef])\s+")
+_SPACE_BY_CJK = regex.compile(
+    r"\s+(?=[\p{Han}\u3000-\u303f\uff00-\uffef])"
+    r"|(?<=[\p{Han}\u3000-\u303f\uff00-\uffef])\s+"
+)
 _MARKUP = re.compile(r"[*`#>|]")  # markdown emphasis, code, headings, quotes, tables
 
 
@@ -111,20 +113,24 @@ def find_loop(text: str) -> str | None:
     that misses a loop is caught here."""
     norm = normalise(text)
     words = [w for w in _WORD.findall(norm) if not _HAN.search(w)]
-    grams = Counter(tuple(words[i:i + 4]) for i in range(len(words) - 3))
+    grams = Counter(tuple(words[i : i + 4]) for i in range(len(words) - 3))
     if grams:
         gram, count = grams.most_common(1)[0]
         if count >= LOOP_REPEATS:
             return f"“{' '.join(gram)}” ×{count}"
     dense = re.sub(r"\s+", "", norm)
-    runs = Counter(dense[i:i + 6] for i in range(len(dense) - 5)
-                   if len(_HAN.findall(dense[i:i + 6])) >= 4)
+    runs = Counter(
+        dense[i : i + 6] for i in range(len(dense) - 5) if len(_HAN.findall(dense[i : i + 6])) >= 4
+    )
     if runs:
         run, count = runs.most_common(1)[0]
         if count >= LOOP_REPEATS:
             return f"“{run}” ×{count}"
-    sentences = Counter(s.strip() for s in _SENTENCE_END.split(norm)
-                        if len(re.sub(r"\s+", "", s)) >= _MIN_SENTENCE_CHARS)
+    sentences = Counter(
+        s.strip()
+        for s in _SENTENCE_END.split(norm)
+        if len(re.sub(r"\s+", "", s)) >= _MIN_SENTENCE_CHARS
+    )
     if sentences:
         sentence, count = sentences.most_common(1)[0]
         if count >= 2:
@@ -142,20 +148,24 @@ def answer_length(text: str, language: str) -> int:
     return sum(1 for word in text.split() if re.search(r"\w", word))
 
 
-def check_answer(text: str, language: str,
-                 limits: LengthLimits = LengthLimits()) -> AnswerChecks:
+def check_answer(text: str, language: str, limits: LengthLimits = LengthLimits()) -> AnswerChecks:
     length = answer_length(text, language)
     limit = limits.max_han_chars if language.lower().startswith("zh") else limits.max_words
-    return AnswerChecks(language_ok=bool(text.strip()) and language_ok(text, language),
-                        han_share=round(han_share(text), 3), loop=find_loop(text),
-                        length=length, over_limit=length > limit)
+    return AnswerChecks(
+        language_ok=bool(text.strip()) and language_ok(text, language),
+        han_share=round(han_share(text), 3),
+        loop=find_loop(text),
+        length=length,
+        over_limit=length > limit,
+    )
 
 
 # --- a whole case -----------------------------------------------------------------------------
 
 
-def score_case(case: Case, answers: list[Answer],
-               limits: LengthLimits = LengthLimits()) -> CaseScore:
+def score_case(
+    case: Case, answers: list[Answer], limits: LengthLimits = LengthLimits()
+) -> CaseScore:
     reasons: list[str] = []
     checks: list[AnswerChecks | None] = []
     for number, answer in enumerate(answers, start=1):
@@ -185,15 +195,26 @@ def score_case(case: Case, answers: list[Answer],
         shown = " / ".join(f"“{w}”" for w in fact[:3])
         more = f" (or {len(fact) - 3} other wordings)" if len(fact) > 3 else ""
         reasons.append(f"missing fact: {shown}{more}")
-    flags = {"offers_human": bool(offered), "apologises": phrases.apologises(text),
-             "says_not_covered": phrases.says_not_covered(text),
-             "asks_for_details": phrases.asks_for_details(text), "greets": phrases.greets(text)}
+    flags = {
+        "offers_human": bool(offered),
+        "apologises": phrases.apologises(text),
+        "says_not_covered": phrases.says_not_covered(text),
+        "asks_for_details": phrases.asks_for_details(text),
+        "greets": phrases.greets(text),
+    }
     behaviour_ok, why = _behaviour(case.expect, text, flags) if answered else (False, None)
     if why:
         reasons.append(why)
-    return CaseScore(passed=not reasons, reasons=reasons, answers=checks,
-                     facts_expected=len(case.facts), facts_found=len(case.facts) - len(missing),
-                     missing_facts=missing, behaviour_ok=behaviour_ok, **flags)
+    return CaseScore(
+        passed=not reasons,
+        reasons=reasons,
+        answers=checks,
+        facts_expected=len(case.facts),
+        facts_found=len(case.facts) - len(missing),
+        missing_facts=missing,
+        behaviour_ok=behaviour_ok,
+        **flags,
+    )
 
 
 def _not_answered(answer: Answer) -> str:
@@ -203,19 +224,22 @@ def _not_answered(answer: Answer) -> str:
     }.get(answer.outcome, "no answer came in time")
 
 
-def _rule_failures(check: AnswerChecks, case: Case, answer: Answer,
-                   limits: LengthLimits) -> list[str]:
+def _rule_failures(
+    check: AnswerChecks, case: Case, answer: Answer, limits: LengthLimits
+) -> list[str]:
     failures = []
     if not answer.text.strip():
         failures.append("empty answer")
     elif not check.language_ok:
-        failures.append(f"wrong language: {check.han_share:.0%} Han in a {case.language} "
-                        "answer")
+        failures.append(f"wrong language: {check.han_share:.0%} Han in a {case.language} answer")
     if check.loop:
         failures.append(f"loops: {check.loop}")
     if check.over_limit:
-        unit, limit = (("Han characters", limits.max_han_chars) if case.is_chinese
-                       else ("words", limits.max_words))
+        unit, limit = (
+            ("Han characters", limits.max_han_chars)
+            if case.is_chinese
+            else ("words", limits.max_words)
+        )
         failures.append(f"too long: {check.length} {unit} (limit {limit})")
     return failures
 
@@ -225,20 +249,34 @@ def _behaviour(expect: str, text: str, flags: dict) -> tuple[bool | None, str | 
     if expect == questions.ANSWER:
         return None, None  # its facts decide
     if expect == questions.NOT_COVERED:
-        lacks = [what for what, ok in (("does not say the help centre lacks the answer",
-                                        flags["says_not_covered"]),
-                                       ("offers no human", flags["offers_human"])) if not ok]
+        lacks = [
+            what
+            for what, ok in (
+                ("does not say the help centre lacks the answer", flags["says_not_covered"]),
+                ("offers no human", flags["offers_human"]),
+            )
+            if not ok
+        ]
     elif expect == questions.COMPLAINT:
-        lacks = [what for what, ok in (("no apology", flags["apologises"]),
-                                       ("offers no human", flags["offers_human"])) if not ok]
+        lacks = [
+            what
+            for what, ok in (
+                ("no apology", flags["apologises"]),
+                ("offers no human", flags["offers_human"]),
+            )
+            if not ok
+        ]
     elif expect == questions.GREETING:
         lacks = [] if flags["greets"] else ["does not greet or offer help"]
         figure = phrases.figure_in(text)
         if figure:
             lacks.append(f"states a figure (“{figure}”) a greeting has no ground for")
     elif expect == questions.ASK_DETAILS:
-        lacks = [] if flags["asks_for_details"] else [
-            "does not ask for the order number or e-mail address"]
+        lacks = (
+            []
+            if flags["asks_for_details"]
+            else ["does not ask for the order number or e-mail address"]
+        )
     else:
         raise ValueError(f"unknown expectation {expect!r}")
     if lacks:

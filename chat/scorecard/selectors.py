@@ -15,12 +15,18 @@ def sample_loaded() -> bool:
 def profile_for_site(site: Site | None) -> BotProfile:
     """The bot profile a new conversation of `site` answers with."""
     return selectors.bot_profile_for(
-        Conversation(site=site, bot_profile_id=site.bot_profile_id if site else None))
+        Conversation(site=site, bot_profile_id=site.bot_profile_id if site else None)
+    )
 
 
 def answer_models(message_ids: list[int]) -> dict[str, int]:
     """Who wrote these bot messages, and how many each: the worker names its model on every
     answer, and the product its own words ("guard", "fallback-rules")."""
-    rows = (Message.objects.filter(pk__in=message_ids).exclude(model_name="")
-            .values("model_name").annotate(count=Count("id")).order_by("-count", "model_name"))
+    rows = (
+        Message.objects.filter(pk__in=message_ids)
+        .exclude(model_name="")
+        .values("model_name")
+        .annotate(count=Count("id"))
+        .order_by("-count", "model_name")
+    )
     return {row["model_name"]: row["count"] for row in rows}

@@ -35,8 +35,12 @@ def slow_engine(engine):
 
 
 async def bot_messages(conversation_id) -> list[Message]:
-    return [m async for m in Message.objects.filter(conversation_id=conversation_id, role="bot")
-            .order_by("id")]
+    return [
+        m
+        async for m in Message.objects.filter(conversation_id=conversation_id, role="bot").order_by(
+            "id"
+        )
+    ]
 
 
 def streamed(frames: list[dict]) -> str:
@@ -61,7 +65,8 @@ async def test_two_tabs_get_one_answer_and_both_show_it(connect, worker, slow_en
 
 
 async def test_an_ended_answer_run_is_freed_without_waiting_for_a_garbage_collection(
-        connect, worker, slow_engine):
+    connect, worker, slow_engine
+):
     """Reference counting alone frees a run once it has ended, answered or stopped: a run left
     to the garbage collector would, with hundreds of answers a minute, make its full
     collections longer, and each stalls every stream of the process."""
@@ -72,8 +77,10 @@ async def test_an_ended_answer_run_is_freed_without_waiting_for_a_garbage_collec
     earlier = [o for o in gc.get_objects() if isinstance(o, answering.AnswerRun)]
 
     def runs_alive() -> int:
-        return sum(isinstance(o, answering.AnswerRun) and all(o is not e for e in earlier)
-                   for o in gc.get_objects())
+        return sum(
+            isinstance(o, answering.AnswerRun) and all(o is not e for e in earlier)
+            for o in gc.get_objects()
+        )
 
     try:
         tab, _ = await connect()
@@ -94,7 +101,8 @@ async def test_an_ended_answer_run_is_freed_without_waiting_for_a_garbage_collec
 
 
 async def test_a_tab_that_joins_mid_answer_gets_the_text_so_far_then_the_rest(
-        connect, worker, slow_engine):
+    connect, worker, slow_engine
+):
     tab1, first = await connect()
     await tab1.send({"type": "message", "text": "tell me", "client_id": "m1"})
     await tab1.receive()
@@ -130,7 +138,8 @@ async def test_a_reload_mid_answer_does_not_ask_again(connect, worker, slow_engi
 
 
 async def test_the_answer_stops_when_every_tab_is_gone_for_the_grace_period(
-        connect, worker, slow_engine, settings):
+    connect, worker, slow_engine, settings
+):
     settings.CHAT = {**settings.CHAT, "REJOIN_GRACE_SECONDS": 0.3}
     # Long enough (~20 s) that the answer cannot end by itself on a busy machine first.
     slow_engine.reply = lambda prompt: " ".join(f"word{i}" for i in range(120))
@@ -149,6 +158,7 @@ async def test_the_answer_stops_when_every_tab_is_gone_for_the_grace_period(
     bot = await poll(stored_partial, timeout=15)
     assert bot.is_partial and bot.finish_reason == "disconnected"
     assert 0 < len(bot.text) < len(slow_engine.reply(""))
+
     async def released():  # the run lets go of the claim as it ends, just after the store
         return await answering.live_answer(first["id"]) is None
 
@@ -156,7 +166,8 @@ async def test_the_answer_stops_when_every_tab_is_gone_for_the_grace_period(
 
 
 async def test_a_question_from_another_process_joins_the_run_that_holds_the_conversation(
-        connect, worker, slow_engine):
+    connect, worker, slow_engine
+):
     """The claim is in Redis: a second claimant (another process) loses and only joins."""
     tab, first = await connect()
     await tab.send({"type": "message", "text": "one", "client_id": "m1"})
@@ -166,14 +177,17 @@ async def test_a_question_from_another_process_joins_the_run_that_holds_the_conv
     assert claim is not None and claim["message_id"] is not None
     stored = await get_redis().get(f"chat:answering:{first['id']}")
     assert stored is not None  # visible to every process, with a TTL
-    assert 0 < await get_redis().pttl(f"chat:answering:{first['id']}") <= (
-        settings.CHAT["ANSWER_CLAIM_TTL_SECONDS"] * 1000)
+    assert (
+        0
+        < await get_redis().pttl(f"chat:answering:{first['id']}")
+        <= (settings.CHAT["ANSWER_CLAIM_TTL_SECONDS"] * 1000)
+    )
 
 
-async def test_an_answer_longer_than_its_claims_ttl_keeps_the_claim(connect, worker, slow_engine,
-                                                                    settings):
-    settings.CHAT = {**settings.CHAT, "ANSWER_CLAIM_TTL_SECONDS": 0.6,
-                     "PARTIAL_SAVE_SECONDS": 0.2}
+async def test_an_answer_longer_than_its_claims_ttl_keeps_the_claim(
+    connect, worker, slow_engine, settings
+):
+    settings.CHAT = {**settings.CHAT, "ANSWER_CLAIM_TTL_SECONDS": 0.6, "PARTIAL_SAVE_SECONDS": 0.2}
     tab, first = await connect()
     await tab.send({"type": "message", "text": "one", "client_id": "m1"})
     await tab.receive()
@@ -187,8 +201,7 @@ async def test_an_answer_longer_than_its_claims_ttl_keeps_the_claim(connect, wor
 
 async def test_claims_are_renewed_together_and_only_while_they_are_this_processs(settings):
     """Between two questions a run lets go of its claim; another process may take it then."""
-    settings.CHAT = {**settings.CHAT, "PARTIAL_SAVE_SECONDS": 0.05,
-                     "ANSWER_CLAIM_TTL_SECONDS": 10}
+    settings.CHAT = {**settings.CHAT, "PARTIAL_SAVE_SECONDS": 0.05, "ANSWER_CLAIM_TTL_SECONDS": 10}
     redis = get_redis()
     ours = types.SimpleNamespace(cid="ours", channel="specific.web1!run1")
     taken = types.SimpleNamespace(cid="taken", channel="specific.web1!run2")
@@ -216,15 +229,17 @@ class SilentWorker:
     async def take_and_die(self, *, deltas: int = 1) -> dict:
         request = await self.layer.receive(settings.INFERENCE["CHANNEL"])
         reply, rid = request["reply_channel"], request["request_id"]
-        await self.layer.send(reply, protocol.inference_start(request_id=rid, worker="doomed",
-                                                            model="m"))
+        await self.layer.send(
+            reply, protocol.inference_start(request_id=rid, worker="doomed", model="m")
+        )
         for i in range(deltas):
             await self.layer.send(reply, protocol.inference_delta(request_id=rid, text=f"part{i} "))
         return request
 
 
 async def test_a_worker_that_dies_mid_answer_gives_the_fallback_within_the_stall_timeout(
-        connect, settings):
+    connect, settings
+):
     settings.CHAT = {**settings.CHAT, "STALL_TIMEOUT_SECONDS": 0.5}
     await pool.beat(get_redis(), "doomed", slots=4)
     tab, first = await connect()
@@ -270,6 +285,7 @@ async def test_questions_arriving_together_cannot_overfill_the_queue(connect, se
     """The queue's limit is checked and the request queued in one atomic step: ten questions
     at once for a worker with four slots and no answer timed yet (half a queue per slot)
     queue exactly two."""
+
     async def alive():  # a worker with every slot busy: its queue only fills
         while True:
             await pool.beat(get_redis(), "four-slots", slots=4, free=0)
@@ -278,8 +294,12 @@ async def test_questions_arriving_together_cannot_overfill_the_queue(connect, se
     beating = asyncio.create_task(alive())
     await poll(lambda: pool.live_workers(get_redis()))  # its first beat is in
     tabs = [(await connect())[0] for _ in range(10)]
-    await asyncio.gather(*(tab.send({"type": "message", "text": "What do you sell?", "client_id": f"m{n}"})
-                           for n, tab in enumerate(tabs)))
+    await asyncio.gather(
+        *(
+            tab.send({"type": "message", "text": "What do you sell?", "client_id": f"m{n}"})
+            for n, tab in enumerate(tabs)
+        )
+    )
     endings = []
     for tab in tabs:
         assert (await tab.receive())["type"] == "message.ack"
@@ -294,7 +314,8 @@ async def test_questions_arriving_together_cannot_overfill_the_queue(connect, se
 
 
 async def test_a_site_at_its_concurrent_answer_limit_gets_the_fallback_until_one_ends(
-        connect, worker, slow_engine, settings):
+    connect, worker, slow_engine, settings
+):
     settings.CHAT = {**settings.CHAT, "SITE_CONCURRENT_ANSWERS": 1}
     first, _ = await connect()
     second, _ = await connect()
@@ -326,15 +347,17 @@ async def test_streamed_text_is_saved_while_it_streams(connect, worker, slow_eng
 
     async def saved_mid_stream():
         (bot,) = await bot_messages(first["id"])
-        return bot.text if "word3" in bot.text and bot.is_partial and not bot.finish_reason \
-            else None
+        return (
+            bot.text if "word3" in bot.text and bot.is_partial and not bot.finish_reason else None
+        )
 
     assert (await poll(saved_mid_stream)).startswith("word0 word1")
     await tab.answer()
 
 
 async def test_a_stopping_process_keeps_the_text_and_the_question_is_not_answered_twice(
-        connect, worker, slow_engine):
+    connect, worker, slow_engine
+):
     tab, first = await connect()
     await tab.send({"type": "message", "text": "tell me", "client_id": "m1"})
     await tab.receive()

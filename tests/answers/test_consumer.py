@@ -34,7 +34,11 @@ async def test_new_conversation_streams_and_stores_the_answer(connect, worker, e
     assert done["fallback"] is False and done["partial"] is False
 
     customer, bot = await stored(first["id"])
-    assert (customer.id, customer.role, customer.text) == (ack["id"], "customer", "When do orders ship?")
+    assert (customer.id, customer.role, customer.text) == (
+        ack["id"],
+        "customer",
+        "When do orders ship?",
+    )
     assert bot.id == start["message_id"] == done["message_id"]
     assert bot.text == "".join(f["text"] for f in deltas) == "Hello! How can I help you today?"
     assert bot.completion_tokens == done["usage"]["completion_tokens"] == len(bot.text)
@@ -54,8 +58,10 @@ async def test_second_turn_carries_the_first(connect, worker, engine):
     await client.send({"type": "message", "text": "What is my name?", "client_id": "2"})
     await client.answer()
     second = list(engine.prompts.values())[-1]
-    assert second.index("My name is Ada.") < second.index("Hello! How can I help") < second.index(
-        "What is my name?"
+    assert (
+        second.index("My name is Ada.")
+        < second.index("Hello! How can I help")
+        < second.index("What is my name?")
     )
 
 
@@ -82,7 +88,8 @@ async def test_resume_with_token_returns_history_and_continues(connect, worker, 
     history = await again.receive()
     assert history["type"] == "history"
     assert [(m["role"], m["text"]) for m in history["messages"]] == [
-        ("customer", "first question"), ("bot", "Hello! How can I help you today?"),
+        ("customer", "first question"),
+        ("bot", "Hello! How can I help you today?"),
     ]
     await again.send({"type": "message", "text": "second question", "client_id": "b"})
     await again.receive()
@@ -90,11 +97,14 @@ async def test_resume_with_token_returns_history_and_continues(connect, worker, 
     assert "first question" in list(engine.prompts.values())[-1]
 
 
-@pytest.mark.parametrize("query", [
-    "conversation=00000000-0000-0000-0000-000000000000&token=x",
-    "conversation=not-a-uuid&token=x",
-    "token=only-a-token",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "conversation=00000000-0000-0000-0000-000000000000&token=x",
+        "conversation=not-a-uuid&token=x",
+        "token=only-a-token",
+    ],
+)
 async def test_unknown_conversation_is_refused(connect, query):
     client, frame = await connect(query)
     assert frame["type"] == "error" and frame["code"] == "conversation_not_found"
@@ -132,15 +142,21 @@ async def test_a_ping_rejoins_the_conversation_group_lost_with_a_redis_restart(c
     await get_redis().flushall()  # what a restarted Redis without persistence holds
     await client.send({"type": "ping"})
     assert await client.receive() == {"type": "pong"}
-    await get_channel_layer().group_send(group_events.conversation_group(first["id"]), group_events.conv_status(
-        conversation_id=first["id"], status="human", agent_name="Ada"))
+    await get_channel_layer().group_send(
+        group_events.conversation_group(first["id"]),
+        group_events.conv_status(conversation_id=first["id"], status="human", agent_name="Ada"),
+    )
     assert (await client.receive()) == {"type": "agent.joined", "agent_name": "Ada"}
 
 
 async def test_bad_frames_get_errors_and_the_socket_stays_usable(connect, worker):
     client, first = await connect()
-    for bad in ["nonsense", json.dumps({"type": "nope"}), json.dumps({"type": "message", "text": ""}),
-                json.dumps({"type": "message", "text": "x" * 4001})]:
+    for bad in [
+        "nonsense",
+        json.dumps({"type": "nope"}),
+        json.dumps({"type": "message", "text": ""}),
+        json.dumps({"type": "message", "text": "x" * 4001}),
+    ]:
         await client.send(bad)
         assert (await client.receive())["type"] == "error"
     await client.ws.send_to(bytes_data=b"\x00\xff")
@@ -202,8 +218,7 @@ async def test_new_conversations_are_limited_per_client_address(connect, setting
     refused, frame = await connect(client=customer)
     assert frame["type"] == "error" and frame["code"] == "rate_limited"
     assert frame["retry_after"] > 0 and "try again" in frame["message"]
-    assert (await refused.ws.receive_output(timeout=1)) == {"type": "websocket.close",
-                                                            "code": 4429}
+    assert (await refused.ws.receive_output(timeout=1)) == {"type": "websocket.close", "code": 4429}
     # Two drafts (no rows before a first message); the refused socket made none.
     assert len([key async for key in get_redis().scan_iter("conversation:draft:*")]) == 2
     _, frame = await connect(client=("198.51.100.9", 5000))
@@ -238,7 +253,8 @@ def slow_engine(engine):
 
 
 async def test_disconnect_mid_answer_cancels_at_the_worker_and_keeps_the_partial(
-        connect, slow_engine, worker, settings):
+    connect, slow_engine, worker, settings
+):
     settings.CHAT = {**settings.CHAT, "REJOIN_GRACE_SECONDS": 0.2}
     client, first = await connect()
     await client.send({"type": "message", "text": "tell me a story", "client_id": "x"})
@@ -285,7 +301,11 @@ async def test_messages_during_an_answer_are_answered_after_it(connect, engine, 
     await client.answer()
     roles = [m.role for m in await stored(first["id"])]
     assert roles == ["customer", "customer", "bot", "bot"] or roles == [
-        "customer", "bot", "customer", "bot"]
+        "customer",
+        "bot",
+        "customer",
+        "bot",
+    ]
     assert "two" in list(engine.prompts.values())[-1]
 
 

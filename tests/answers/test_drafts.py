@@ -41,7 +41,10 @@ async def test_the_first_message_stores_the_conversation_and_tells_the_console(c
     assert ack["type"] == "message.ack"
     conversation = await Conversation.objects.aget(pk=first["id"])
     assert (conversation.language, conversation.region, conversation.timezone) == (
-        "de", "Bayern", "Europe/Berlin")
+        "de",
+        "Bayern",
+        "Europe/Berlin",
+    )
     assert conversation.token_hash != first["token"] and len(conversation.token_hash) == 64
     event = await asyncio.wait_for(layer.receive(console), 5)
     assert event == group_events.console_update(conversation_id=first["id"], reason="new")
@@ -68,8 +71,12 @@ async def test_a_second_tab_before_any_message_joins_the_same_conversation(conne
     assert ack[-1]["client_id"] == "b"
     await two.answer()
     assert await Conversation.objects.filter(pk=first["id"]).acount() == 1
-    texts = [m.text async for m in Message.objects.filter(
-        conversation_id=first["id"], role=Message.Role.CUSTOMER).order_by("id")]
+    texts = [
+        m.text
+        async for m in Message.objects.filter(
+            conversation_id=first["id"], role=Message.Role.CUSTOMER
+        ).order_by("id")
+    ]
     assert texts == ["From tab one", "From tab two"]
 
 

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 async def add(conversation, text, client_id):
     message, _ = await database_sync_to_async(services.message_add_customer)(
-        conversation=conversation, text=text, client_id=client_id)
+        conversation=conversation, text=text, client_id=client_id
+    )
     await memory.remember(message)
     return message
 
@@ -42,7 +43,8 @@ async def test_a_cache_missing_the_newest_message_is_rebuilt(settings):
     await add(conversation, "first", "1")
     await memory.recent_turns(conversation.id)  # warm
     message, _ = await database_sync_to_async(services.message_add_customer)(
-        conversation=conversation, text="second", client_id="2")  # stored, cache write lost
+        conversation=conversation, text="second", client_id="2"
+    )  # stored, cache write lost
     turns = await memory.recent_turns(conversation.id, newest_id=message.id)
     assert [t["text"] for t in turns] == ["first", "second"]
 

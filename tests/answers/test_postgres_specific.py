@@ -21,8 +21,10 @@ from chat import services
 from chat.models import BotProfile, Message
 
 pytestmark = [
-    pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
-                       reason="PostgreSQL only: run scripts/test-postgres.sh"),
+    pytest.mark.skipif(
+        settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+        reason="PostgreSQL only: run scripts/test-postgres.sh",
+    ),
     pytest.mark.django_db(transaction=True),
 ]
 
@@ -32,8 +34,10 @@ def wait_until_blocked_on_a_lock(timeout=15.0):
     deadline = time.monotonic() + timeout
     with connection.cursor() as cursor:
         while time.monotonic() < deadline:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                           " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
             if cursor.fetchone()[0]:
                 return
             time.sleep(0.05)
@@ -115,8 +119,10 @@ def test_request_threads_leave_no_connection_open_behind_them():
         for thread in threads:
             thread.join()
         with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity "
-                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
             (others,) = cursor.fetchone()
     finally:
         gc.enable()

@@ -85,9 +85,12 @@ def test_size_limit_counts_bytes_not_characters():
 def _schema_types() -> set[str]:
     """The `type` of every client-frame schema chat.frames defines (a TypedDict with a `type`
     field), whether or not it made it into the ClientFrame union."""
-    return {type_ for schema in vars(frames).values() if is_typeddict(schema)
-            and "type" in get_type_hints(schema)
-            for type_ in get_args(get_type_hints(schema)["type"])}
+    return {
+        type_
+        for schema in vars(frames).values()
+        if is_typeddict(schema) and "type" in get_type_hints(schema)
+        for type_ in get_args(get_type_hints(schema)["type"])
+    }
 
 
 def test_every_client_frame_schema_is_accepted_and_nothing_else():
@@ -116,7 +119,11 @@ def test_connect_params_read_query_and_headers():
         "headers": [(b"user-agent", b"Browser/1.0"), (b"accept-language", b"fr-FR,fr;q=0.9")],
     }
     params = connect_params(scope)
-    assert (params.language, params.region, params.timezone) == ("zh-CN", "Shanghai", "Asia/Shanghai")
+    assert (params.language, params.region, params.timezone) == (
+        "zh-CN",
+        "Shanghai",
+        "Asia/Shanghai",
+    )
     assert params.page_url == "https://shop.example/cart"
     assert params.user_agent == "Browser/1.0"
     assert params.conversation_id == params.token == ""
@@ -130,7 +137,12 @@ def test_connect_params_fall_back_and_drop_hostile_values():
     params = connect_params(scope)
     assert params.language == ""  # not a language tag: dropped, not stored
     assert params.page_url == ""
-    assert connect_params({"query_string": b"", "headers": [(b"accept-language", b"fr-FR,fr")]}).language == "fr-FR"
+    assert (
+        connect_params(
+            {"query_string": b"", "headers": [(b"accept-language", b"fr-FR,fr")]}
+        ).language
+        == "fr-FR"
+    )
 
 
 # --- Daphne's WebSocket protocol with the frame bound (runtime.wsframes) ----------------------
@@ -162,9 +174,10 @@ def _receive(protocol, frames: list[bytes], *, binary: bool = False, chunk: int 
     for frame in frames:
         protocol.onMessageFrameBegin(len(frame))
         for start in range(0, len(frame), chunk):
-            protocol.onMessageFrameData(frame[start:start + chunk])
-            held = max(held, sum(map(len, protocol.frame_data))
-                       + sum(map(len, protocol.message_data)))
+            protocol.onMessageFrameData(frame[start : start + chunk])
+            held = max(
+                held, sum(map(len, protocol.frame_data)) + sum(map(len, protocol.message_data))
+            )
         protocol.onMessageFrameEnd()
     protocol.onMessageEnd()
     return held
@@ -214,8 +227,13 @@ def test_a_closed_socket_is_freed_without_waiting_for_a_full_garbage_collection(
     """A real Daphne with the collector off: the protocol, the HTTP channel and the request it
     was upgraded from are all gone once the client has closed (no reference cycle holds them)."""
     result = subprocess.run(
-        [sys.executable, "-m", "tests.closed_sockets_left", "20"], cwd=ROOT,
-        capture_output=True, text=True, timeout=120, check=False)
+        [sys.executable, "-m", "tests.closed_sockets_left", "20"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     counts = json.loads(result.stdout.strip().splitlines()[-1])
     assert counts["opened"] == 20  # the count sees the protocols while they are open
@@ -237,8 +255,14 @@ frozen = freeze_startup_objects()
 print(frozen == gc.get_freeze_count() > 1000, gone() is None,
       all(kept is not o for o in gc.get_objects()))
 """
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     # Frozen: many objects; the garbage was freed, not frozen; live objects leave collections.
     assert result.stdout.split() == ["True", "True", "True"]

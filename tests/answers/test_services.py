@@ -14,25 +14,40 @@ def test_conversation_start_stores_only_the_token_hash():
     assert len(token) >= 40
     assert token not in conversation.token_hash
     assert conversation.token_hash == selectors.hash_token(token)
-    assert selectors.conversation_for_customer(conversation_id=str(conversation.id), token=token) == conversation
+    assert (
+        selectors.conversation_for_customer(conversation_id=str(conversation.id), token=token)
+        == conversation
+    )
 
 
-@pytest.mark.parametrize("conversation_id, token", [
-    (None, "wrong"), ("nonsense", None), ("00000000-0000-0000-0000-000000000000", None),
-])
+@pytest.mark.parametrize(
+    "conversation_id, token",
+    [
+        (None, "wrong"),
+        ("nonsense", None),
+        ("00000000-0000-0000-0000-000000000000", None),
+    ],
+)
 def test_conversation_lookup_refuses_wrong_token_or_id(conversation_id, token):
     conversation, real = services.conversation_start()
     found = selectors.conversation_for_customer(
-        conversation_id=conversation_id or str(conversation.id), token=token or real)
+        conversation_id=conversation_id or str(conversation.id), token=token or real
+    )
     assert found is None
 
 
 def test_customer_message_is_stored_once_per_client_id():
     conversation, _ = services.conversation_start()
-    first, created = services.message_add_customer(conversation=conversation, text="hi", client_id="a")
-    again, created_again = services.message_add_customer(conversation=conversation, text="hi", client_id="a")
+    first, created = services.message_add_customer(
+        conversation=conversation, text="hi", client_id="a"
+    )
+    again, created_again = services.message_add_customer(
+        conversation=conversation, text="hi", client_id="a"
+    )
     assert created and not created_again and first.pk == again.pk
-    other, created_other = services.message_add_customer(conversation=conversation, text="hi", client_id=None)
+    other, created_other = services.message_add_customer(
+        conversation=conversation, text="hi", client_id=None
+    )
     assert created_other and other.pk != first.pk
     assert Message.objects.filter(conversation=conversation).count() == 2
     conversation.refresh_from_db()
@@ -43,8 +58,9 @@ def test_a_resend_after_the_conversation_closed_gets_the_stored_message_back():
     conversation, _ = services.conversation_start()
     first, _ = services.message_add_customer(conversation=conversation, text="hi", client_id="a")
     services.conversation_close(conversation=conversation, closed_by="The customer")
-    again, created = services.message_add_customer(conversation=conversation, text="hi",
-                                                   client_id="a")
+    again, created = services.message_add_customer(
+        conversation=conversation, text="hi", client_id="a"
+    )
     assert again.pk == first.pk and not created
     with pytest.raises(services.ConversationClosed):
         services.message_add_customer(conversation=conversation, text="more", client_id="b")
@@ -62,21 +78,42 @@ def test_bot_message_is_partial_until_finished():
     conversation, _ = services.conversation_start()
     message = services.bot_message_start(conversation=conversation, model_name="m")
     assert message.is_partial and message.text == ""
-    services.bot_message_finish(message=message, text="answer", finish_reason="stop", partial=False,
-                                prompt_tokens=10, completion_tokens=2, ttft_ms=50, total_ms=90)
+    services.bot_message_finish(
+        message=message,
+        text="answer",
+        finish_reason="stop",
+        partial=False,
+        prompt_tokens=10,
+        completion_tokens=2,
+        ttft_ms=50,
+        total_ms=90,
+    )
     message.refresh_from_db()
-    assert (message.text, message.is_partial, message.prompt_tokens, message.ttft_ms) == ("answer", False, 10, 50)
+    assert (message.text, message.is_partial, message.prompt_tokens, message.ttft_ms) == (
+        "answer",
+        False,
+        10,
+        50,
+    )
 
 
 def test_partial_texts_of_many_answers_are_saved_together_and_an_ended_one_is_left(monkeypatch):
     monkeypatch.setattr(services, "PARTIAL_SAVE_CHUNK", 2)  # three answers: two statements
     conversation, _ = services.conversation_start()
-    streaming = [services.bot_message_start(conversation=conversation, model_name="m")
-                 for _ in range(3)]
+    streaming = [
+        services.bot_message_start(conversation=conversation, model_name="m") for _ in range(3)
+    ]
     ended = services.bot_message_start(conversation=conversation, model_name="m")
-    services.bot_message_finish(message=ended, text="the whole answer", finish_reason="stop",
-                                partial=False, prompt_tokens=1, completion_tokens=1, ttft_ms=1,
-                                total_ms=1)
+    services.bot_message_finish(
+        message=ended,
+        text="the whole answer",
+        finish_reason="stop",
+        partial=False,
+        prompt_tokens=1,
+        completion_tokens=1,
+        ttft_ms=1,
+        total_ms=1,
+    )
     texts = {m.pk: f"so far {i} 'quoted' ünïcode" for i, m in enumerate(streaming)}
     services.bot_messages_save_partial(texts={**texts, ended.pk: "a late partial"})
     saved = dict(Message.objects.filter(pk__in=texts).values_list("pk", "text"))
@@ -121,14 +158,29 @@ def test_system_prompt_variables_are_filled_and_unknown_ones_kept():
     now = dt.datetime(2026, 3, 1, 12, 30, tzinfo=dt.UTC)
     text = render_system_prompt(
         "{site_name} {current_time} {user_region} {language} {unknown} {{literal}}",
-        site_name="Acme", language="zh-CN", region="Shanghai", timezone="Asia/Shanghai", now=now,
+        site_name="Acme",
+        language="zh-CN",
+        region="Shanghai",
+        timezone="Asia/Shanghai",
+        now=now,
     )
-    assert text == "Acme Sunday 2026-03-01 20:30 CST Shanghai Simplified Chinese {unknown} {literal}"
+    assert (
+        text == "Acme Sunday 2026-03-01 20:30 CST Shanghai Simplified Chinese {unknown} {literal}"
+    )
 
 
 def test_broken_template_is_used_as_written():
-    assert render_system_prompt("hello {", site_name="", language="", region="", timezone="",
-                                now=dt.datetime.now(dt.UTC)) == "hello {"
+    assert (
+        render_system_prompt(
+            "hello {",
+            site_name="",
+            language="",
+            region="",
+            timezone="",
+            now=dt.datetime.now(dt.UTC),
+        )
+        == "hello {"
+    )
 
 
 def test_language_names_and_time_zones_degrade_gracefully():
@@ -140,11 +192,20 @@ def test_language_names_and_time_zones_degrade_gracefully():
 
 
 def test_fallback_rules_match_keywords_language_and_priority():
-    FallbackRule.objects.create(name="refund zh", keywords="退款", language="zh", answer="退款说明", priority=1)
-    FallbackRule.objects.create(name="refund", keywords="refund, money back", answer="Refunds take 5 days.", priority=2)
-    FallbackRule.objects.create(name="off", keywords="refund", answer="never", priority=0, enabled=False)
+    FallbackRule.objects.create(
+        name="refund zh", keywords="退款", language="zh", answer="退款说明", priority=1
+    )
+    FallbackRule.objects.create(
+        name="refund", keywords="refund, money back", answer="Refunds take 5 days.", priority=2
+    )
+    FallbackRule.objects.create(
+        name="off", keywords="refund", answer="never", priority=0, enabled=False
+    )
     rules = fallback.load_rules()
-    assert fallback.choose_answer(rules, text="I want my MONEY BACK", language="en") == "Refunds take 5 days."
+    assert (
+        fallback.choose_answer(rules, text="I want my MONEY BACK", language="en")
+        == "Refunds take 5 days."
+    )
     assert fallback.choose_answer(rules, text="我要退款", language="zh-CN") == "退款说明"
     assert fallback.choose_answer(rules, text="我要退款", language="en") != "退款说明"
     assert "team" in fallback.choose_answer(rules, text="hello", language="de")

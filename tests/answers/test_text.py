@@ -9,10 +9,10 @@ from chat.frames import ErrorCode
 from chat.protocol import FrameError, client_id_of, connect_params, parse_client_frame
 from chat.text import TextError, clean_text, is_visible, scrub
 
-FAMILY = "\U0001F468\u200d\U0001F469\u200d\U0001F467"  # man ZWJ woman ZWJ girl: one emoji
-ENGLAND = "\U0001F3F4\U000E0067\U000E0062\U000E0065\U000E006E\U000E0067\U000E007F"  # tag sequence
+FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # man ZWJ woman ZWJ girl: one emoji
+ENGLAND = "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"  # tag sequence
 KEYCAP_ONE = "1\ufe0f\u20e3"
-RAINBOW_FLAG = "\U0001F3F3\ufe0f\u200d\U0001F308"
+RAINBOW_FLAG = "\U0001f3f3\ufe0f\u200d\U0001f308"
 
 
 def code_of(value: str, **kwargs) -> str:
@@ -22,20 +22,23 @@ def code_of(value: str, **kwargs) -> str:
     return exc.value.code
 
 
-@pytest.mark.parametrize("text", [
-    "Where is my order?",
-    "我的订单在哪里？",
-    "Hello 你好 مرحبا שלום привет",
-    "I love it \U0001F60D\U0001F44D",
-    FAMILY,
-    f"Family: {FAMILY}, flags: {ENGLAND} {RAINBOW_FLAG}, keycap {KEYCAP_ONE}",
-    "\U0001F44B\U0001F3FD",  # a skin tone modifier
-    "line one\nline two\ttabbed",
-    "\u05e9\u05dc\u05d5\u05dd\u200f!",  # Hebrew with a right-to-left mark: kept
-    "\u200fשלום",
-    "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian with a zero-width non-joiner
-    "x" * 10,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Where is my order?",
+        "我的订单在哪里？",
+        "Hello 你好 مرحبا שלום привет",
+        "I love it \U0001f60d\U0001f44d",
+        FAMILY,
+        f"Family: {FAMILY}, flags: {ENGLAND} {RAINBOW_FLAG}, keycap {KEYCAP_ONE}",
+        "\U0001f44b\U0001f3fd",  # a skin tone modifier
+        "line one\nline two\ttabbed",
+        "\u05e9\u05dc\u05d5\u05dd\u200f!",  # Hebrew with a right-to-left mark: kept
+        "\u200fשלום",
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian with a zero-width non-joiner
+        "x" * 10,
+    ],
+)
 def test_real_text_is_kept_as_typed(text):
     assert clean_text(text) == text
 
@@ -55,26 +58,54 @@ def test_text_is_nfc_normalised():
     assert cleaned == "Café 가" == unicodedata.normalize("NFC", decomposed)
 
 
-@pytest.mark.parametrize("value", [
-    "x\ud800", "\udfff", "\ud83d", "emoji half \ud83d and more", "\udc00\ud800",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "x\ud800",
+        "\udfff",
+        "\ud83d",
+        "emoji half \ud83d and more",
+        "\udc00\ud800",
+    ],
+)
 def test_lone_surrogates_are_refused(value):
     assert code_of(value) == ErrorCode.BAD_FRAME
 
 
-@pytest.mark.parametrize("char", ["\x00", "\x01", "\x07", "\x08", "\x0b", "\x0c", "\x1b", "\x1f",
-                                  "\x7f", "\x80", "\x9b"])
+@pytest.mark.parametrize(
+    "char", ["\x00", "\x01", "\x07", "\x08", "\x0b", "\x0c", "\x1b", "\x1f", "\x7f", "\x80", "\x9b"]
+)
 def test_control_characters_are_refused(char):
     assert code_of(f"a{char}b") == ErrorCode.BAD_FRAME
     with pytest.raises(TextError, match=f"U\\+{ord(char):04X}"):  # the message names it
         clean_text(f"a{char}b")
 
 
-@pytest.mark.parametrize("value", [
-    "", " ", "\n\t \n", "\u200b", "\u200b\u200c\u200d", "\ufeff", "\u2060", "\u00ad",
-    "\u200e\u200f", "\u202e", "\u2066\u2069", "\u3000", "\u00a0", "\u3164", "\u115f\u1160",
-    "\u2800", "\ufe0f", "\U000E0067", "\u034f", "  \u200b \ufeff \u200d  ",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        " ",
+        "\n\t \n",
+        "\u200b",
+        "\u200b\u200c\u200d",
+        "\ufeff",
+        "\u2060",
+        "\u00ad",
+        "\u200e\u200f",
+        "\u202e",
+        "\u2066\u2069",
+        "\u3000",
+        "\u00a0",
+        "\u3164",
+        "\u115f\u1160",
+        "\u2800",
+        "\ufe0f",
+        "\U000e0067",
+        "\u034f",
+        "  \u200b \ufeff \u200d  ",
+    ],
+)
 def test_nothing_visible_is_an_empty_message(value):
     assert code_of(value) == ErrorCode.EMPTY_MESSAGE
     assert clean_text(value, required=False) == ""
@@ -97,8 +128,9 @@ def test_single_line_fields_collapse_breaks_and_runs_of_space():
 
 def test_unassigned_code_points_count_as_visible():
     # Emoji newer than this Python's Unicode tables are unassigned to it, not invisible.
-    unassigned = next(chr(c) for c in range(0x1FAE0, 0x1FB00)
-                      if unicodedata.category(chr(c)) == "Cn")
+    unassigned = next(
+        chr(c) for c in range(0x1FAE0, 0x1FB00) if unicodedata.category(chr(c)) == "Cn"
+    )
     assert clean_text(unassigned) == unassigned
 
 
@@ -107,9 +139,14 @@ def test_invisibility_agrees_with_unicode_default_ignorables():
     package where it is installed) counts as invisible."""
     regex = pytest.importorskip("regex")
     ignorable = regex.compile(r"[\p{Default_Ignorable_Code_Point}\p{White_Space}]")
-    missed = [hex(c) for c in range(sys.maxunicode + 1)
-              if not 0xD800 <= c <= 0xDFFF and unicodedata.category(chr(c)) != "Cn"
-              and ignorable.match(chr(c)) and is_visible(chr(c))]
+    missed = [
+        hex(c)
+        for c in range(sys.maxunicode + 1)
+        if not 0xD800 <= c <= 0xDFFF
+        and unicodedata.category(chr(c)) != "Cn"
+        and ignorable.match(chr(c))
+        and is_visible(chr(c))
+    ]
     assert missed == []
 
 
@@ -132,21 +169,24 @@ def frame_code(frame: dict | str) -> str:
     return exc.value.code
 
 
-@pytest.mark.parametrize("frame", [
-    {"type": "message", "text": "x\ud800"},
-    {"type": "message", "text": "hi", "client_id": "c\ud800"},
-    {"type": "feedback", "message_id": 1, "rating": "up", "comment": "bad\udfff"},
-    {"type": "csat", "score": 3, "comment": "\ud83d"},
-    {"type": "contact", "email": "kim@example.com", "name": "Kim\ud800"},
-    {"type": "contact", "email": "kim\ud800@example.com"},
-    {"type": "message", "text": "a\x00b"},
-    {"type": "message", "text": "\x1b[2J"},
-    {"type": "csat", "score": 5, "comment": "great\x07"},
-    {"type": "contact", "email": "kim@example.com\x00"},
-    {"type": "contact", "email": "k" * 250 + "@example.com"},
-    {"type": "feedback", "message_id": 2**63, "rating": "up"},
-    {"type": "feedback", "message_id": 0, "rating": "up"},
-])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "message", "text": "x\ud800"},
+        {"type": "message", "text": "hi", "client_id": "c\ud800"},
+        {"type": "feedback", "message_id": 1, "rating": "up", "comment": "bad\udfff"},
+        {"type": "csat", "score": 3, "comment": "\ud83d"},
+        {"type": "contact", "email": "kim@example.com", "name": "Kim\ud800"},
+        {"type": "contact", "email": "kim\ud800@example.com"},
+        {"type": "message", "text": "a\x00b"},
+        {"type": "message", "text": "\x1b[2J"},
+        {"type": "csat", "score": 5, "comment": "great\x07"},
+        {"type": "contact", "email": "kim@example.com\x00"},
+        {"type": "contact", "email": "k" * 250 + "@example.com"},
+        {"type": "feedback", "message_id": 2**63, "rating": "up"},
+        {"type": "feedback", "message_id": 0, "rating": "up"},
+    ],
+)
 def test_unstorable_text_in_any_field_is_a_bad_frame(frame):
     # json.dumps writes a lone surrogate as the escape "\ud800", as a hostile client would.
     assert frame_code(frame) == ErrorCode.BAD_FRAME
@@ -164,11 +204,17 @@ def test_message_text_is_stored_cleaned():
 
 def test_comments_and_names_may_be_empty_but_not_fake():
     assert parse({"type": "csat", "score": 4, "comment": "\u200b "})["comment"] == ""
-    assert parse({"type": "feedback", "message_id": 3, "rating": "down",
-                  "comment": " 不对\r\n"})["comment"] == "不对"
+    assert (
+        parse({"type": "feedback", "message_id": 3, "rating": "down", "comment": " 不对\r\n"})[
+            "comment"
+        ]
+        == "不对"
+    )
     frame = parse({"type": "contact", "email": " kim@example.com ", "name": "\u3164"})
     assert (frame["email"], frame["name"]) == ("kim@example.com", "")
-    frame = parse({"type": "contact", "email": "kim@example.com", "name": " Kim\n Lee " + "x" * 300})
+    frame = parse(
+        {"type": "contact", "email": "kim@example.com", "name": " Kim\n Lee " + "x" * 300}
+    )
     assert frame["name"].startswith("Kim Lee x") and len(frame["name"]) == 200
 
 
@@ -178,25 +224,34 @@ def test_too_long_comment():
     assert exc.value.code == ErrorCode.MESSAGE_TOO_LONG
 
 
-@pytest.mark.parametrize(("text_data", "expected"), [
-    ('{"type": "message", "text": "", "client_id": "c-1"}', "c-1"),
-    ('{"type": "message", "text": "", "client_id": "c\\ud800"}', None),
-    ('{"type": "message", "text": "", "client_id": "c\\u001b"}', None),
-    ('{"type": "message", "text": "", "client_id": 7}', None),
-    ('{"type": "message", "text": "", "client_id": "' + "x" * 65 + '"}', None),
-    ("[1]", None),
-    ("not json", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    ("text_data", "expected"),
+    [
+        ('{"type": "message", "text": "", "client_id": "c-1"}', "c-1"),
+        ('{"type": "message", "text": "", "client_id": "c\\ud800"}', None),
+        ('{"type": "message", "text": "", "client_id": "c\\u001b"}', None),
+        ('{"type": "message", "text": "", "client_id": 7}', None),
+        ('{"type": "message", "text": "", "client_id": "' + "x" * 65 + '"}', None),
+        ("[1]", None),
+        ("not json", None),
+        ("", None),
+    ],
+)
 def test_a_refusal_echoes_only_a_client_id_that_can_be_sent_back(text_data, expected):
     assert client_id_of(text_data, max_bytes=1000) == expected
 
 
 def test_connect_metadata_is_scrubbed():
-    scope = {"query_string": b"region=Berlin%00%1B%5B0m&tz=Europe%2FBerlin%0D%0A",
-             "headers": [(b"user-agent", b"Bot\x00/1.0")]}
+    scope = {
+        "query_string": b"region=Berlin%00%1B%5B0m&tz=Europe%2FBerlin%0D%0A",
+        "headers": [(b"user-agent", b"Bot\x00/1.0")],
+    }
     params = connect_params(scope)
-    assert (params.region, params.timezone, params.user_agent) == ("Berlin[0m", "Europe/Berlin", "Bot/1.0")
+    assert (params.region, params.timezone, params.user_agent) == (
+        "Berlin[0m",
+        "Europe/Berlin",
+        "Bot/1.0",
+    )
 
 
 # --- The console's forms use it for what agents write ----------------------------------------

@@ -23,8 +23,9 @@ class KeyClient:
 
     async def post(self, path: str, body=None, headers: dict | None = None):
         data = body if isinstance(body, str) else json.dumps(body) if body is not None else ""
-        return await self.client.post(path, data, content_type="application/json",
-                                      headers={**self.auth, **(headers or {})})
+        return await self.client.post(
+            path, data, content_type="application/json", headers={**self.auth, **(headers or {})}
+        )
 
 
 async def make_client(scopes=(ApiScope.CHAT,)) -> KeyClient:

@@ -42,7 +42,9 @@ async def test_an_answer_comes_whole_and_the_session_remembers(api, worker, engi
     assert second["conversation_id"] == body["conversation_id"]
     assert second["usage"]["prompt_tokens"] > body["usage"]["prompt_tokens"]
     prompt = list(engine.prompts.values())[-1]
-    assert "When do parcels ship?" in prompt and engine.reply("") in prompt and "And when?" in prompt
+    assert (
+        "When do parcels ship?" in prompt and engine.reply("") in prompt and "And when?" in prompt
+    )
 
     conversation = await Conversation.objects.aget(pk=body["conversation_id"])
     assert conversation.channel == Conversation.Channel.API
@@ -77,9 +79,11 @@ async def test_sampling_is_clamped_to_the_bot_profile(api, worker, engine):
 async def test_a_human_holding_the_conversation_silences_the_bot(api, worker, engine):
     first = (await chat(api, session_id="s", user_input="What do you sell?")).json()
     agent = await sync_to_async(get_user_model().objects.create_user)(
-        "agent", password="x", is_staff=True)
-    await sync_to_async(agent_services.takeover)(conversation_id=first["conversation_id"],
-                                                 agent=agent)
+        "agent", password="x", is_staff=True
+    )
+    await sync_to_async(agent_services.takeover)(
+        conversation_id=first["conversation_id"], agent=agent
+    )
     asked = len(engine.prompts)
 
     body = (await chat(api, session_id="s", user_input="are you there?")).json()
@@ -112,8 +116,11 @@ async def test_a_stream_carries_the_sockets_frames(api, worker, engine):
 
 
 async def test_accept_event_stream_also_streams(api, worker):
-    response = await api.post("/api/v1/chat", {"session_id": "s", "user_input": "What do you sell?"},
-                              headers={"Accept": "text/event-stream"})
+    response = await api.post(
+        "/api/v1/chat",
+        {"session_id": "s", "user_input": "What do you sell?"},
+        headers={"Accept": "text/event-stream"},
+    )
     assert response["Content-Type"].startswith("text/event-stream")
     assert parse_sse(await read_stream(response))[-1][0] == "bot.done"
 
@@ -142,7 +149,8 @@ async def test_a_message_sent_as_the_answer_before_it_lets_go_is_answered(api, w
     redis = get_redis()
     await redis.set(claim, json.dumps({"channel": "specific.elsewhere!run", "message_id": None}))
     releasing = asyncio.get_running_loop().call_later(
-        0.3, lambda: asyncio.ensure_future(redis.delete(claim)))
+        0.3, lambda: asyncio.ensure_future(redis.delete(claim))
+    )
     try:
         second = await chat(api, session_id="s", user_input="and then?")
     finally:
@@ -154,11 +162,13 @@ async def test_a_message_sent_as_the_answer_before_it_lets_go_is_answered(api, w
 
 async def test_feedback_history_and_handoff(api, worker):
     body = (await chat(api, session_id="s", user_input="What do you sell?")).json()
-    rated = await api.post("/api/v1/sessions/s/feedback",
-                           {"message_id": body["message_id"], "rating": "up"})
+    rated = await api.post(
+        "/api/v1/sessions/s/feedback", {"message_id": body["message_id"], "rating": "up"}
+    )
     assert rated.status_code == 200 and rated.json()["rating"] == "up"
-    not_bot = await api.post("/api/v1/sessions/s/feedback",
-                             {"message_id": body["question_id"], "rating": "up"})
+    not_bot = await api.post(
+        "/api/v1/sessions/s/feedback", {"message_id": body["question_id"], "rating": "up"}
+    )
     assert not_bot.status_code == 404 and not_bot.json()["error"]["field"] == "message_id"
 
     history = (await api.get("/api/v1/sessions/s/messages")).json()
@@ -172,8 +182,10 @@ async def test_feedback_history_and_handoff(api, worker):
 
 
 async def test_unknown_sessions_are_404(api):
-    for response in (await api.get("/api/v1/sessions/nope/messages"),
-                     await api.post("/api/v1/sessions/nope/handoff")):
+    for response in (
+        await api.get("/api/v1/sessions/nope/messages"),
+        await api.post("/api/v1/sessions/nope/handoff"),
+    ):
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "not_found"
 
@@ -184,9 +196,11 @@ async def test_bad_input_is_named(api):
     assert missing.json()["error"]["field"] == "user_input"
     unknown = await chat(api, session_id="s", user_input="What do you sell?", temprature=0.5)
     assert unknown.status_code == 400
-    assert unknown.json()["error"] == {"code": "unsupported_parameter", "field": "temprature",
-                                       "message": "Unknown or unsupported parameter "
-                                                  "'temprature'."}
+    assert unknown.json()["error"] == {
+        "code": "unsupported_parameter",
+        "field": "temprature",
+        "message": "Unknown or unsupported parameter 'temprature'.",
+    }
     bad_range = await chat(api, session_id="s", user_input="What do you sell?", temperature=5)
     assert bad_range.status_code == 422 and bad_range.json()["error"]["field"] == "temperature"
     bad_id = await chat(api, session_id="has space", user_input="What do you sell?")
@@ -217,26 +231,31 @@ async def test_session_events_stream_an_agents_reply(api, worker):
     stream = aiter(response.streaming_content)
     assert (await anext(stream)).startswith(b": connected")
     agent = await sync_to_async(get_user_model().objects.create_user)(
-        "agent", first_name="Ada", password="x", is_staff=True)
+        "agent", first_name="Ada", password="x", is_staff=True
+    )
     cid = body["conversation_id"]
     await sync_to_async(agent_services.takeover)(conversation_id=cid, agent=agent)
-    await sync_to_async(agent_services.reply)(conversation_id=cid, agent=agent,
-                                              text="Ada here, how can I help?")
+    await sync_to_async(agent_services.reply)(
+        conversation_id=cid, agent=agent, text="Ada here, how can I help?"
+    )
     await sync_to_async(agent_services.close)(conversation_id=cid, agent=agent)
     received = b""
     async with asyncio.timeout(10):
         async for chunk in stream:
             received += chunk
-    names = [(name, data.get("text", data.get("agent_name"))) for name, data in
-             parse_sse(received)]
-    assert names == [("agent.joined", "Ada"), ("agent.message", "Ada here, how can I help?"),
-                     ("conversation.closed", None)]
+    names = [(name, data.get("text", data.get("agent_name"))) for name, data in parse_sse(received)]
+    assert names == [
+        ("agent.joined", "Ada"),
+        ("agent.message", "Ada here, how can I help?"),
+        ("conversation.closed", None),
+    ]
 
 
 async def test_api_conversations_show_their_channel_in_the_console(api, worker):
     body = (await chat(api, session_id="s", user_input="hello from the app")).json()
     agent = await sync_to_async(get_user_model().objects.create_user)(
-        "agent", password="x", is_staff=True)
+        "agent", password="x", is_staff=True
+    )
     client = AsyncClient()
     await sync_to_async(client.force_login)(agent)
     inbox = (await client.get("/console/")).content.decode()
@@ -246,9 +265,11 @@ async def test_api_conversations_show_their_channel_in_the_console(api, worker):
 
 
 async def test_text_no_keyboard_makes_is_refused_not_stored(api):
-    for body, field in (({"user_input": "hi\x00there"}, "user_input"),
-                        ({"user_input": "\u200b\u200b"}, "user_input"),
-                        ({"user_input": "What do you sell?", "client_id": "a b"}, "client_id")):
+    for body, field in (
+        ({"user_input": "hi\x00there"}, "user_input"),
+        ({"user_input": "\u200b\u200b"}, "user_input"),
+        ({"user_input": "What do you sell?", "client_id": "a b"}, "client_id"),
+    ):
         response = await chat(api, session_id="s", **body)
         assert response.status_code == 422, body
         assert response.json()["error"]["field"] == field
@@ -268,8 +289,7 @@ async def test_the_answer_keeps_the_prompt_the_model_saw(api, worker, engine, se
     # A budget that holds only the newest turn: the stored prompt is what the worker kept.
     newest_only = chatml([stored.prompt[0], {"role": "user", "content": "second question"}])
     engine.max_model_len = len(newest_only) + 10 + 100  # + max_tokens
-    second = (await chat(api, session_id="s", user_input="second question",
-                         max_tokens=100)).json()
+    second = (await chat(api, session_id="s", user_input="second question", max_tokens=100)).json()
     kept = (await Message.objects.aget(pk=second["message_id"])).prompt
     assert [m["role"] for m in kept] == ["system", "user"]
     assert kept[1]["content"] == "second question"

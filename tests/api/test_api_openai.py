@@ -25,8 +25,9 @@ async def api():
 
 
 def data_lines(raw: bytes) -> list[str]:
-    return [line[len("data: "):] for line in raw.decode().splitlines()
-            if line.startswith("data: ")]
+    return [
+        line[len("data: ") :] for line in raw.decode().splitlines() if line.startswith("data: ")
+    ]
 
 
 async def test_models_lists_the_served_model(api):
@@ -36,12 +37,15 @@ async def test_models_lists_the_served_model(api):
 
 
 async def test_a_completion_uses_the_callers_history_and_is_stored(api, worker, engine):
-    response = await complete(api, messages=[
-        {"role": "system", "content": "Answer in one word."},
-        {"role": "user", "content": "My name is Zoe."},
-        {"role": "assistant", "content": "Hello Zoe."},
-        {"role": "user", "content": [{"type": "text", "text": "What is my name?"}]},
-    ])
+    response = await complete(
+        api,
+        messages=[
+            {"role": "system", "content": "Answer in one word."},
+            {"role": "user", "content": "My name is Zoe."},
+            {"role": "assistant", "content": "Hello Zoe."},
+            {"role": "user", "content": [{"type": "text", "text": "What is my name?"}]},
+        ],
+    )
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["object"] == "chat.completion" and body["model"] == model_name()
@@ -53,16 +57,23 @@ async def test_a_completion_uses_the_callers_history_and_is_stored(api, worker, 
 
     prompt = list(engine.prompts.values())[-1]
     assert "Answer in one word." in prompt  # added to the profile's system prompt
-    assert prompt.index("My name is Zoe.") < prompt.index("Hello Zoe.") < prompt.index(
-        "What is my name?")
+    assert (
+        prompt.index("My name is Zoe.")
+        < prompt.index("Hello Zoe.")
+        < prompt.index("What is my name?")
+    )
     conversation = await Conversation.objects.aget(channel=Conversation.Channel.OPENAI)
     roles = [m.role async for m in Message.objects.filter(conversation=conversation)]
     assert roles == ["customer", "bot", "customer", "bot"]
 
 
 async def test_a_stream_is_openais_chunks_with_usage(api, worker, engine):
-    response = await complete(api, stream=True, stream_options={"include_usage": True},
-                              messages=[{"role": "user", "content": "hi"}])
+    response = await complete(
+        api,
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "hi"}],
+    )
     assert response["Content-Type"].startswith("text/event-stream")
     lines = data_lines(await read_stream(response))
     assert lines[-1] == "[DONE]"
@@ -91,8 +102,7 @@ async def test_a_grounded_answer_names_its_sources_whole_and_streamed(api, worke
     (source,) = whole["sources"]
     article = await Article.objects.aget(pk=source["article_id"])
     assert article.slug == "shipping"
-    assert source == {"article_id": article.pk, "title": article.title,
-                      "url": article.source_url}
+    assert source == {"article_id": article.pk, "title": article.title, "url": article.source_url}
     # The official client keeps the field it does not know.
     assert ChatCompletion.model_validate(whole).sources == [source]
 
@@ -109,12 +119,16 @@ async def test_a_grounded_answer_names_its_sources_whole_and_streamed(api, worke
 
 
 async def test_unsupported_parameters_are_a_clear_400(api):
-    response = await complete(api, messages=[{"role": "user", "content": "hi"}],
-                              tools=[{"type": "function"}])
+    response = await complete(
+        api, messages=[{"role": "user", "content": "hi"}], tools=[{"type": "function"}]
+    )
     assert response.status_code == 400
     assert response.json()["error"] == {
-        "message": "Unknown or unsupported parameter 'tools'.", "type": "invalid_request_error",
-        "param": "tools", "code": "unsupported_parameter"}
+        "message": "Unknown or unsupported parameter 'tools'.",
+        "type": "invalid_request_error",
+        "param": "tools",
+        "code": "unsupported_parameter",
+    }
     many = await complete(api, messages=[{"role": "user", "content": "hi"}], n=2)
     assert many.status_code == 400 and many.json()["error"]["param"] == "n"
     assert not await Conversation.objects.aexists()
@@ -127,8 +141,9 @@ async def test_the_last_message_must_be_the_users(api):
 
 
 async def test_an_unknown_model_is_404_in_openais_shape(api):
-    response = await api.post("/v1/chat/completions", {
-        "model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    response = await api.post(
+        "/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    )
     assert response.status_code == 404
     error = response.json()["error"]
     assert error["code"] == "model_not_found" and model_name() in error["message"]
@@ -149,14 +164,21 @@ async def test_no_key_is_401_in_openais_shape():
 
 async def test_control_characters_are_a_400_not_a_storage_error(api):
     response = await complete(api, messages=[{"role": "user", "content": "hi\x00"}])
-    assert response.status_code == 400 and "control character" in response.json()[
-        "error"]["message"]
+    assert (
+        response.status_code == 400 and "control character" in response.json()["error"]["message"]
+    )
     assert not await Conversation.objects.aexists()
 
 
 async def test_sampling_parameters_reach_the_worker(api, worker, engine):
-    response = await complete(api, messages=[{"role": "user", "content": "hi"}],
-                              temperature=0.2, top_p=0.5, frequency_penalty=0.3, max_tokens=7)
+    response = await complete(
+        api,
+        messages=[{"role": "user", "content": "hi"}],
+        temperature=0.2,
+        top_p=0.5,
+        frequency_penalty=0.3,
+        max_tokens=7,
+    )
     assert response.status_code == 200
     (sampling,) = engine.samplings.values()
     assert sampling["temperature"] == 0.2 and sampling["top_p"] == 0.5

@@ -22,7 +22,8 @@ def downloaded(response) -> bytes:
 
 
 STREAMED = pytest.mark.filterwarnings(
-    "ignore:StreamingHttpResponse must consume asynchronous iterators")
+    "ignore:StreamingHttpResponse must consume asynchronous iterators"
+)
 
 
 def bot_profile_form(**values) -> dict:
@@ -30,5 +31,8 @@ def bot_profile_form(**values) -> dict:
     fields = model_to_dict(BotProfile(**values))
     fields.pop("id")
     # An unticked checkbox is absent from a POST.
-    return {name: "on" if value is True else value for name, value in fields.items()
-            if value is not False and value is not None}
+    return {
+        name: "on" if value is True else value
+        for name, value in fields.items()
+        if value is not False and value is not None
+    }

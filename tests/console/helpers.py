@@ -19,8 +19,12 @@ def console_app():
 
 def make_user(django_user_model, username, *, staff=True, first="", last=""):
     return django_user_model.objects.create_user(
-        username=username, password="pw-" + username, is_staff=staff, first_name=first,
-        last_name=last)
+        username=username,
+        password="pw-" + username,
+        is_staff=staff,
+        first_name=first,
+        last_name=last,
+    )
 
 
 def client_for(user) -> Client:

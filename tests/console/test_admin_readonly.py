@@ -35,15 +35,17 @@ def transcript(admin_user) -> dict:
     conv = conversation(language="en", customer_name="Ada", customer_email="ada@example.com")
     question = message(conv, "customer", "Where is my parcel?")
     answer = message(conv, "bot", "It left today.", finish_reason="stop", completion_tokens=4)
-    feedback = Feedback.objects.create(message=answer, rating=Feedback.Rating.DOWN,
-                                       comment="too vague")
+    feedback = Feedback.objects.create(
+        message=answer, rating=Feedback.Rating.DOWN, comment="too vague"
+    )
     return {"conversation": conv, "question": question, "answer": answer, "feedback": feedback}
 
 
 def stored(obj) -> dict:
     """Every column of the row as the database has it now."""
-    return model_to_dict(type(obj).objects.get(pk=obj.pk), fields=[
-        f.name for f in type(obj)._meta.concrete_fields])
+    return model_to_dict(
+        type(obj).objects.get(pk=obj.pk), fields=[f.name for f in type(obj)._meta.concrete_fields]
+    )
 
 
 def url(name: str, *args) -> str:
@@ -64,15 +66,28 @@ def test_conversation_fields_cannot_be_changed(admin_client, admin_user, transcr
     conv, question = transcript["conversation"], transcript["question"]
     before = stored(conv)
     # A complete, valid form: the admin as it was saved it, status, assignee and all.
-    response = admin_client.post(url("chat_conversation_change", conv.pk), {
-        "status": Conversation.Status.HUMAN, "assigned_agent": str(admin_user.pk),
-        "language": "fr", "region": "", "timezone": "", "bot_profile": "", "site": "",
-        "customer_name": "Mallory", "customer_email": "mallory@example.com",
-        "messages-TOTAL_FORMS": "2", "messages-INITIAL_FORMS": "2",
-        "messages-MIN_NUM_FORMS": "0", "messages-MAX_NUM_FORMS": "1000",
-        "messages-0-id": str(question.pk), "messages-0-conversation": str(conv.pk),
-        "messages-1-id": str(transcript["answer"].pk), "messages-1-conversation": str(conv.pk),
-    })
+    response = admin_client.post(
+        url("chat_conversation_change", conv.pk),
+        {
+            "status": Conversation.Status.HUMAN,
+            "assigned_agent": str(admin_user.pk),
+            "language": "fr",
+            "region": "",
+            "timezone": "",
+            "bot_profile": "",
+            "site": "",
+            "customer_name": "Mallory",
+            "customer_email": "mallory@example.com",
+            "messages-TOTAL_FORMS": "2",
+            "messages-INITIAL_FORMS": "2",
+            "messages-MIN_NUM_FORMS": "0",
+            "messages-MAX_NUM_FORMS": "1000",
+            "messages-0-id": str(question.pk),
+            "messages-0-conversation": str(conv.pk),
+            "messages-1-id": str(transcript["answer"].pk),
+            "messages-1-conversation": str(conv.pk),
+        },
+    )
     assert response.status_code == 403
     assert stored(conv) == before
     assert not LogEntry.objects.exists()
@@ -81,11 +96,17 @@ def test_conversation_fields_cannot_be_changed(admin_client, admin_user, transcr
 def test_message_text_and_role_cannot_be_changed(admin_client, admin_user, transcript):
     answer = transcript["answer"]
     before = stored(answer)
-    response = admin_client.post(url("chat_message_change", answer.pk), {
-        "conversation": str(answer.conversation_id), "role": Message.Role.AGENT,
-        "text": "Rewritten after the fact.", "author": str(admin_user.pk),
-        "finish_reason": "length", "completion_tokens": "999",
-    })
+    response = admin_client.post(
+        url("chat_message_change", answer.pk),
+        {
+            "conversation": str(answer.conversation_id),
+            "role": Message.Role.AGENT,
+            "text": "Rewritten after the fact.",
+            "author": str(admin_user.pk),
+            "finish_reason": "length",
+            "completion_tokens": "999",
+        },
+    )
     assert response.status_code == 403
     assert stored(answer) == before
 
@@ -93,9 +114,14 @@ def test_message_text_and_role_cannot_be_changed(admin_client, admin_user, trans
 def test_feedback_cannot_be_changed(admin_client, transcript):
     feedback = transcript["feedback"]
     before = stored(feedback)
-    response = admin_client.post(url("chat_feedback_change", feedback.pk), {
-        "message": str(feedback.message_id), "rating": Feedback.Rating.UP, "comment": "",
-    })
+    response = admin_client.post(
+        url("chat_feedback_change", feedback.pk),
+        {
+            "message": str(feedback.message_id),
+            "rating": Feedback.Rating.UP,
+            "comment": "",
+        },
+    )
     assert response.status_code == 403
     assert stored(feedback) == before
 
@@ -104,13 +130,23 @@ def test_feedback_cannot_be_changed(admin_client, transcript):
 def test_nothing_of_a_transcript_is_added_in_admin(admin_client, transcript, model):
     assert admin_client.get(url(f"chat_{model}_add")).status_code == 403
     before = Conversation.objects.count(), Message.objects.count(), Feedback.objects.count()
-    response = admin_client.post(url(f"chat_{model}_add"), {
-        "conversation": str(transcript["conversation"].pk), "role": "bot", "text": "Invented.",
-        "message": str(transcript["question"].pk), "rating": "up", "status": "bot",
-    })
+    response = admin_client.post(
+        url(f"chat_{model}_add"),
+        {
+            "conversation": str(transcript["conversation"].pk),
+            "role": "bot",
+            "text": "Invented.",
+            "message": str(transcript["question"].pk),
+            "rating": "up",
+            "status": "bot",
+        },
+    )
     assert response.status_code == 403
-    assert (Conversation.objects.count(), Message.objects.count(),
-            Feedback.objects.count()) == before
+    assert (
+        Conversation.objects.count(),
+        Message.objects.count(),
+        Feedback.objects.count(),
+    ) == before
 
 
 def test_a_site_with_transcripts_is_deactivated_not_deleted(admin_client, transcript):
@@ -128,9 +164,14 @@ def test_a_site_with_transcripts_is_deactivated_not_deleted(admin_client, transc
     assert gone.status_code == 302 and not Site.objects.filter(pk=unused.pk).exists()
 
 
-@pytest.mark.parametrize("model, key", [
-    ("conversation", "conversation"), ("message", "question"), ("feedback", "feedback"),
-])
+@pytest.mark.parametrize(
+    "model, key",
+    [
+        ("conversation", "conversation"),
+        ("message", "question"),
+        ("feedback", "feedback"),
+    ],
+)
 def test_no_single_delete(admin_client, transcript, model, key):
     obj = transcript[key]
     delete = url(f"chat_{model}_delete", obj.pk)
@@ -140,22 +181,31 @@ def test_no_single_delete(admin_client, transcript, model, key):
     assert Message.objects.count() == 2 and Feedback.objects.count() == 1
 
 
-@pytest.mark.parametrize("model, key", [
-    ("conversation", "conversation"), ("message", "question"), ("feedback", "feedback"),
-])
+@pytest.mark.parametrize(
+    "model, key",
+    [
+        ("conversation", "conversation"),
+        ("message", "question"),
+        ("feedback", "feedback"),
+    ],
+)
 def test_no_bulk_delete(admin_client, transcript, model, key):
     obj = transcript[key]
     changelist = url(f"chat_{model}_changelist")
     assert "delete_selected" not in action_choices(admin_client.get(changelist))
-    admin_client.post(changelist, {
-        "action": "delete_selected", "_selected_action": [str(obj.pk)], "post": "yes",
-    })
+    admin_client.post(
+        changelist,
+        {
+            "action": "delete_selected",
+            "_selected_action": [str(obj.pk)],
+            "post": "yes",
+        },
+    )
     assert type(obj).objects.filter(pk=obj.pk).exists()
     assert Message.objects.count() == 2 and Feedback.objects.count() == 1
 
 
-def test_conversation_page_shows_the_transcript_and_points_to_the_console(admin_client,
-                                                                         transcript):
+def test_conversation_page_shows_the_transcript_and_points_to_the_console(admin_client, transcript):
     conv = transcript["conversation"]
     response = admin_client.get(url("chat_conversation_change", conv.pk))
     assert response.status_code == 200
@@ -180,15 +230,17 @@ def test_message_and_feedback_pages_open_read_only(admin_client, transcript, mod
     assert f'href="{console}"' in html
 
 
-@pytest.mark.parametrize("changelist, query", [
-    ("chat_conversation_changelist", "?rating=down"),
-    ("chat_conversation_changelist", "?q=parcel"),
-    ("chat_message_changelist", "?role__exact=bot"),
-    ("chat_message_changelist", "?q=parcel"),
-    ("chat_feedback_changelist", "?rating__exact=down"),
-])
-def test_review_lists_filters_and_search_still_work(admin_client, transcript, changelist,
-                                                    query):
+@pytest.mark.parametrize(
+    "changelist, query",
+    [
+        ("chat_conversation_changelist", "?rating=down"),
+        ("chat_conversation_changelist", "?q=parcel"),
+        ("chat_message_changelist", "?role__exact=bot"),
+        ("chat_message_changelist", "?q=parcel"),
+        ("chat_feedback_changelist", "?rating__exact=down"),
+    ],
+)
+def test_review_lists_filters_and_search_still_work(admin_client, transcript, changelist, query):
     response = admin_client.get(url(changelist) + query)
     assert response.status_code == 200
     assert len(response.context["cl"].result_list) == 1
@@ -201,14 +253,16 @@ def test_read_only_exports_still_work(admin_client, transcript):
     offered = action_choices(admin_client.get(changelist))
     assert {"export_json", "export_csv", "export_finetune"} <= offered
 
-    response = admin_client.post(changelist, {
-        "action": "export_json", "_selected_action": [str(conv.pk)]})
+    response = admin_client.post(
+        changelist, {"action": "export_json", "_selected_action": [str(conv.pk)]}
+    )
     assert response.status_code == 200
     [exported] = json.loads(downloaded(response).decode())
     assert [m["text"] for m in exported["messages"]] == ["Where is my parcel?", "It left today."]
 
-    response = admin_client.post(changelist, {
-        "action": "export_finetune", "_selected_action": [str(conv.pk)]})
+    response = admin_client.post(
+        changelist, {"action": "export_finetune", "_selected_action": [str(conv.pk)]}
+    )
     assert response.status_code == 200 and response["Content-Type"] == "application/zip"
     assert not LogEntry.objects.exists()  # reading is not a change
 
@@ -229,8 +283,7 @@ def test_bot_profile_change_is_logged_and_listed(admin_client, admin_user):
     assert response.status_code == 302, response.context and response.context.get("errors")
 
     entry = LogEntry.objects.get()
-    assert (entry.user, entry.action_flag, entry.object_id) == (admin_user, CHANGE,
-                                                                 str(profile.pk))
+    assert (entry.user, entry.action_flag, entry.object_id) == (admin_user, CHANGE, str(profile.pk))
     assert entry.content_type == ContentType.objects.get_for_model(BotProfile)
     assert "Temperature" in entry.get_change_message()
 
@@ -245,8 +298,10 @@ def test_revoke_action_is_logged_per_key_it_revoked(admin_client, admin_user):
     already, _ = keys.create_api_key(name="b", scopes=["chat"])
     keys.revoke_api_key(already)
     kept, _ = keys.create_api_key(name="c", scopes=["chat"])
-    response = admin_client.post(url("chat_apikey_changelist"), {
-        "action": "revoke", "_selected_action": [first.pk, already.pk]})
+    response = admin_client.post(
+        url("chat_apikey_changelist"),
+        {"action": "revoke", "_selected_action": [first.pk, already.pk]},
+    )
     assert response.status_code == 302
 
     [entry] = LogEntry.objects.all()
@@ -258,21 +313,27 @@ def test_revoke_action_is_logged_per_key_it_revoked(admin_client, admin_user):
 
 
 def test_publish_actions_are_logged(admin_client, admin_user):
-    draft = knowledge_services.article_create(title="Returns", body="Thirty days.",
-                                              published=False)
-    live = knowledge_services.article_create(title="Shipping", body="By boat.",
-                                             published=True)
+    draft = knowledge_services.article_create(title="Returns", body="Thirty days.", published=False)
+    live = knowledge_services.article_create(title="Shipping", body="By boat.", published=True)
     changelist = url("chat_article_changelist")
     selected = [draft.pk, live.pk]
-    assert admin_client.post(changelist, {
-        "action": "publish", "_selected_action": selected}).status_code == 302
+    assert (
+        admin_client.post(
+            changelist, {"action": "publish", "_selected_action": selected}
+        ).status_code
+        == 302
+    )
     # Only the article that was withdrawn is on record as published.
     [published] = LogEntry.objects.all()
     assert (published.object_id, published.user) == (str(draft.pk), admin_user)
     assert "Published" in published.get_change_message()
 
-    assert admin_client.post(changelist, {
-        "action": "unpublish", "_selected_action": selected}).status_code == 302
+    assert (
+        admin_client.post(
+            changelist, {"action": "unpublish", "_selected_action": selected}
+        ).status_code
+        == 302
+    )
     withdrawn = LogEntry.objects.exclude(pk=published.pk)
     assert sorted(int(e.object_id) for e in withdrawn) == sorted(selected)
     assert all("Withdrawn" in e.get_change_message() for e in withdrawn)
@@ -286,9 +347,14 @@ def test_log_admin_filters_by_user_content_type_and_action(admin_client, admin_u
     key_type = ContentType.objects.get_for_model(ApiKey)
 
     def log(user, content_type, flag) -> LogEntry:
-        return LogEntry.objects.create(user=user, content_type=content_type,
-                                       object_id=str(profile.pk), object_repr="Default",
-                                       action_flag=flag, change_message="")
+        return LogEntry.objects.create(
+            user=user,
+            content_type=content_type,
+            object_id=str(profile.pk),
+            object_repr="Default",
+            action_flag=flag,
+            change_message="",
+        )
 
     mine = log(admin_user, bot_type, CHANGE)
     theirs = log(other, bot_type, ADDITION)
@@ -302,9 +368,13 @@ def test_log_admin_filters_by_user_content_type_and_action(admin_client, admin_u
 def test_log_admin_refuses_add_change_and_delete(admin_client, admin_user):
     profile = BotProfile.objects.create(name="Default")
     entry = LogEntry.objects.create(
-        user=admin_user, content_type=ContentType.objects.get_for_model(BotProfile),
-        object_id=str(profile.pk), object_repr="Default", action_flag=CHANGE,
-        change_message="Changed the prompt.")
+        user=admin_user,
+        content_type=ContentType.objects.get_for_model(BotProfile),
+        object_id=str(profile.pk),
+        object_repr="Default",
+        action_flag=CHANGE,
+        change_message="Changed the prompt.",
+    )
     before = stored(entry)
 
     assert admin_client.get(LOG + "add/").status_code == 403
@@ -312,12 +382,17 @@ def test_log_admin_refuses_add_change_and_delete(admin_client, admin_user):
     change = LOG + f"{entry.pk}/change/"
     page = admin_client.get(change)
     assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
-    assert admin_client.post(change, {"change_message": "Nothing happened.",
-                                      "action_flag": DELETION}).status_code == 403
+    assert (
+        admin_client.post(
+            change, {"change_message": "Nothing happened.", "action_flag": DELETION}
+        ).status_code
+        == 403
+    )
     delete = LOG + f"{entry.pk}/delete/"
     assert admin_client.get(delete).status_code == 403
     assert admin_client.post(delete, {"post": "yes"}).status_code == 403
     assert "delete_selected" not in action_choices(admin_client.get(LOG))
-    admin_client.post(LOG, {"action": "delete_selected", "_selected_action": [entry.pk],
-                            "post": "yes"})
+    admin_client.post(
+        LOG, {"action": "delete_selected", "_selected_action": [entry.pk], "post": "yes"}
+    )
     assert stored(entry) == before

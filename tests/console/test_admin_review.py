@@ -53,22 +53,31 @@ def review_data() -> dict[str, Conversation]:
     human = conversation(language="en", status=Conversation.Status.HUMAN)
     chinese = conversation(language="zh-CN", csat_score=5)
     message(chinese, "customer", "你好，我的订单在哪里？")
-    return {"down": down, "up": up, "fallback": fallback, "handed_back": handed_back,
-            "human": human, "chinese": chinese}
+    return {
+        "down": down,
+        "up": up,
+        "fallback": fallback,
+        "handed_back": handed_back,
+        "human": human,
+        "chinese": chinese,
+    }
 
 
-@pytest.mark.parametrize("query, expected", [
-    ("?rating=down", {"down"}),
-    ("?rating=up", {"up"}),
-    ("?rating=csat5", {"chinese"}),
-    ("?fallback=yes", {"fallback"}),
-    ("?fallback=no", {"down", "up", "handed_back", "human", "chinese"}),
-    ("?handoff=yes", {"handed_back", "human"}),
-    ("?handoff=no", {"down", "up", "fallback", "chinese"}),
-    ("?language=zh-CN", {"chinese"}),
-    ("?status__exact=human", {"human"}),
-    ("?rating=down&language=en", {"down"}),
-])
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ("?rating=down", {"down"}),
+        ("?rating=up", {"up"}),
+        ("?rating=csat5", {"chinese"}),
+        ("?fallback=yes", {"fallback"}),
+        ("?fallback=no", {"down", "up", "handed_back", "human", "chinese"}),
+        ("?handoff=yes", {"handed_back", "human"}),
+        ("?handoff=no", {"down", "up", "fallback", "chinese"}),
+        ("?language=zh-CN", {"chinese"}),
+        ("?status__exact=human", {"human"}),
+        ("?rating=down&language=en", {"down"}),
+    ],
+)
 def test_changelist_filters(admin_client, review_data, query, expected):
     found = listed(admin_client, query)
     assert sorted(c.pk for c in found) == sorted(review_data[name].pk for name in expected)
@@ -76,7 +85,9 @@ def test_changelist_filters(admin_client, review_data, query, expected):
 
 def test_site_filter(admin_client, review_data):
     site = review_data["down"].site
-    assert [c.pk for c in listed(admin_client, f"?site__id__exact={site.pk}")] == [review_data["down"].pk]
+    assert [c.pk for c in listed(admin_client, f"?site__id__exact={site.pk}")] == [
+        review_data["down"].pk
+    ]
 
 
 def test_search_in_message_text_lists_the_conversation_once(admin_client):
@@ -114,15 +125,21 @@ def test_changelist_columns_without_n_plus_one(admin_client):
     row = response.context["cl"].result_list[0]
     assert row.message_count == 2
     html = response.content.decode()
-    assert "question 4 " + "x" * 69 + "…" in html  # newest first; its first customer message, cut to 80
+    assert (
+        "question 4 " + "x" * 69 + "…" in html
+    )  # newest first; its first customer message, cut to 80
     assert re.search(r'<td class="field-site[^"]*">Shop</td>', html)
     assert re.search(r'<td class="field-message_count">2</td>', html)
 
 
 def export(client, action: str, conversations: list[Conversation]):
-    return client.post(CHANGELIST, {
-        "action": action, "_selected_action": [str(c.pk) for c in conversations],
-    })
+    return client.post(
+        CHANGELIST,
+        {
+            "action": action,
+            "_selected_action": [str(c.pk) for c in conversations],
+        },
+    )
 
 
 def disposition_filename(response) -> str:
@@ -147,11 +164,17 @@ def test_json_export_has_exactly_the_selected_transcripts(admin_client, admin_us
     down = next(c for c in data if c["id"] == str(agent_conv.pk))
     assert down["site"] == "Shop" and down["language"] == "en" and down["status"] == "bot"
     assert [m["text"] for m in down["messages"]] == [
-        "my parcel is late", "It is on its way.", "Please wait.", "I checked: it arrives tomorrow.",
+        "my parcel is late",
+        "It is on its way.",
+        "Please wait.",
+        "I checked: it arrives tomorrow.",
     ]
     assert [m["id"] for m in down["messages"]] == sorted(m["id"] for m in down["messages"])
     assert [m["feedback"] for m in down["messages"]] == [
-        None, {"rating": "down", "comment": ""}, {"rating": "down", "comment": ""}, None,
+        None,
+        {"rating": "down", "comment": ""},
+        {"rating": "down", "comment": ""},
+        None,
     ]
     assert [m["author"] for m in down["messages"]] == [None, None, None, admin_user.username]
 
@@ -162,7 +185,7 @@ def test_json_export_has_exactly_the_selected_transcripts(admin_client, admin_us
 
 @STREAMED
 def test_csv_export_one_row_per_message_safe_for_spreadsheets(admin_client):
-    risky = conversation(language="en", region="=HYPERLINK(\"http://evil\")")
+    risky = conversation(language="en", region='=HYPERLINK("http://evil")')
     message(risky, "customer", "=1+1")
     message(risky, "bot", "-5 is negative", is_fallback=True)
     chinese = conversation(language="zh-CN")
@@ -179,9 +202,13 @@ def test_csv_export_one_row_per_message_safe_for_spreadsheets(admin_client):
 
     rows = list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"))))
     assert len(rows) == 3
-    assert [r["message_text"] for r in rows] == ["'=1+1", "'-5 is negative", "你好，我的订单在哪里？"]
+    assert [r["message_text"] for r in rows] == [
+        "'=1+1",
+        "'-5 is negative",
+        "你好，我的订单在哪里？",
+    ]
     assert [r["conversation_id"] for r in rows] == [str(risky.pk)] * 2 + [str(chinese.pk)]
-    assert rows[0]["conversation_region"] == "'=HYPERLINK(\"http://evil\")"
+    assert rows[0]["conversation_region"] == '\'=HYPERLINK("http://evil")'
     assert rows[1]["message_is_fallback"] == "True"
     assert rows[2]["conversation_language"] == "zh-CN"
 
@@ -193,7 +220,7 @@ def test_exports_stream_in_batches_and_stay_valid(admin_client, monkeypatch, cou
 
     monkeypatch.setattr(chat_admin, "EXPORT_BATCH_CHARS", 2000)  # a few conversations a batch
     selected = [conversation(language="en") for _ in range(count)]
-    texts = [f"question {n}, \"quoted\"\nover two lines" for n in range(count)]
+    texts = [f'question {n}, "quoted"\nover two lines' for n in range(count)]
     for conv, text in zip(selected, texts, strict=True):
         message(conv, "customer", text)
 
@@ -211,9 +238,9 @@ def test_exports_stream_in_batches_and_stay_valid(admin_client, monkeypatch, cou
     # The fine-tuning export streams the same way (tests/console/test_finetune.py reads its lines).
     response = export(admin_client, "export_finetune", selected)
     with zipfile.ZipFile(io.BytesIO(downloaded(response))) as archive:  # no rated answers
-        assert {name: archive.read(name) for name in archive.namelist()
-                if name.endswith(".jsonl")} == dict.fromkeys(
-                    ("train.jsonl", "valid.jsonl", "pairs.jsonl"), b"")
+        assert {
+            name: archive.read(name) for name in archive.namelist() if name.endswith(".jsonl")
+        } == dict.fromkeys(("train.jsonl", "valid.jsonl", "pairs.jsonl"), b"")
 
 
 def test_json_export_of_nothing_is_an_empty_list():
@@ -226,14 +253,24 @@ def test_ticket_admin_signs_a_new_note_with_the_logged_in_user(admin_client, adm
     other = get_user_model().objects.create_user("agent", password="x", is_staff=True)
     ticket = Ticket.objects.create(subject="Late parcel", assignee=other)
     TicketNote.objects.create(ticket=ticket, author=other, text="Called the courier.")
-    response = admin_client.post(reverse("admin:agents_ticket_change", args=[ticket.pk]), {
-        "subject": "Late parcel", "status": "solved", "priority": "high",
-        "assignee": str(other.pk), "conversation": "",
-        "notes-TOTAL_FORMS": "2", "notes-INITIAL_FORMS": "1",
-        "notes-MIN_NUM_FORMS": "0", "notes-MAX_NUM_FORMS": "1000",
-        "notes-0-id": str(ticket.notes.get().pk), "notes-0-ticket": str(ticket.pk),
-        "notes-1-text": "Refund approved.", "notes-1-ticket": str(ticket.pk),
-    })
+    response = admin_client.post(
+        reverse("admin:agents_ticket_change", args=[ticket.pk]),
+        {
+            "subject": "Late parcel",
+            "status": "solved",
+            "priority": "high",
+            "assignee": str(other.pk),
+            "conversation": "",
+            "notes-TOTAL_FORMS": "2",
+            "notes-INITIAL_FORMS": "1",
+            "notes-MIN_NUM_FORMS": "0",
+            "notes-MAX_NUM_FORMS": "1000",
+            "notes-0-id": str(ticket.notes.get().pk),
+            "notes-0-ticket": str(ticket.pk),
+            "notes-1-text": "Refund approved.",
+            "notes-1-ticket": str(ticket.pk),
+        },
+    )
     assert response.status_code == 302, response.context and response.context.get("errors")
     notes = list(ticket.notes.order_by("id").values_list("text", "author"))
     assert notes == [("Called the courier.", other.pk), ("Refund approved.", admin_user.pk)]
@@ -253,16 +290,27 @@ def test_ticket_changelist_search_and_link(admin_client):
 
 
 def test_canned_reply_created_by_the_logged_in_user(admin_client, admin_user):
-    response = admin_client.post("/admin/agents/cannedreply/add/", {
-        "shortcut": "hello", "title": "Greeting", "text": "Hi {customer_name}!",
-    })
+    response = admin_client.post(
+        "/admin/agents/cannedreply/add/",
+        {
+            "shortcut": "hello",
+            "title": "Greeting",
+            "text": "Hi {customer_name}!",
+        },
+    )
     assert response.status_code == 302
     assert CannedReply.objects.get(shortcut="hello").created_by == admin_user
 
 
-@pytest.mark.parametrize("url", [
-    CHANGELIST, "/admin/agents/ticket/", "/admin/agents/cannedreply/", "/admin/chat/feedback/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        CHANGELIST,
+        "/admin/agents/ticket/",
+        "/admin/agents/cannedreply/",
+        "/admin/chat/feedback/",
+    ],
+)
 def test_non_staff_is_sent_to_the_admin_login(client, url):
     user = get_user_model().objects.create_user("customer", password="x", is_staff=False)
     client.force_login(user)
@@ -290,8 +338,7 @@ def test_date_hierarchy_narrows_by_day(admin_client):
     assert [c.pk for c in listed(admin_client, query)] == [new.pk]
 
 
-def test_bot_profile_max_tokens_must_leave_the_prompt_room_in_the_context(admin_client,
-                                                                         settings):
+def test_bot_profile_max_tokens_must_leave_the_prompt_room_in_the_context(admin_client, settings):
     settings.INFERENCE = {**settings.INFERENCE, "MAX_MODEL_LEN": 2048}
     add = "/admin/chat/botprofile/add/"
     form = bot_profile_form(name="Long answers", system_prompt="Be helpful.", max_tokens=4000)

@@ -45,11 +45,20 @@ def bare_console_app():
 # --- Helpers ------------------------------------------------------------------------------
 
 
-def conversation(*, status=Conversation.Status.BOT, agent=None, texts=(), name="", email="",
-                 site=None, language="en") -> Conversation:
+def conversation(
+    *,
+    status=Conversation.Status.BOT,
+    agent=None,
+    texts=(),
+    name="",
+    email="",
+    site=None,
+    language="en",
+) -> Conversation:
     conv, _ = chat_services.conversation_start(site=site, language=language)
     Conversation.objects.filter(pk=conv.pk).update(
-        status=status, assigned_agent=agent, customer_name=name, customer_email=email)
+        status=status, assigned_agent=agent, customer_name=name, customer_email=email
+    )
     for role, text in texts:
         Message.objects.create(conversation=conv, role=role, text=text)
     conv.refresh_from_db()
@@ -71,17 +80,30 @@ def test_pages_and_actions_refuse_anonymous_and_non_staff(client, django_user_mo
     conv = conversation(status=Conversation.Status.HUMAN, agent=staff, texts=[(C, "hi")])
     ticket = Ticket.objects.create(subject="Order", conversation=conv)
     reply = CannedReply.objects.create(shortcut="hi", title="Hi", text="Hello")
-    pages = ["/console/", "/console/inbox/", f"/console/c/{conv.pk}/",
-             f"/console/c/{conv.pk}/controls/", f"/console/c/{conv.pk}/transcript/",
-             f"/console/c/{conv.pk}/canned/?q=", "/console/tickets/", "/console/tickets/list/",
-             f"/console/tickets/{ticket.pk}/", f"/console/tickets/{ticket.pk}/notes/",
-             "/console/canned/", f"/console/canned/{reply.pk}/"]
-    posts = {f"/console/c/{conv.pk}/takeover/": {}, f"/console/c/{conv.pk}/handback/": {},
-             f"/console/c/{conv.pk}/close/": {}, f"/console/c/{conv.pk}/reply/": {"text": "x"},
-             f"/console/c/{conv.pk}/tickets/": {"subject": "s", "priority": "low"},
-             f"/console/tickets/{ticket.pk}/notes/": {"text": "secret"},
-             f"/console/tickets/{ticket.pk}/props/": {"status": "solved"},
-             "/console/canned/": {"shortcut": "x", "title": "x", "text": "x"}}
+    pages = [
+        "/console/",
+        "/console/inbox/",
+        f"/console/c/{conv.pk}/",
+        f"/console/c/{conv.pk}/controls/",
+        f"/console/c/{conv.pk}/transcript/",
+        f"/console/c/{conv.pk}/canned/?q=",
+        "/console/tickets/",
+        "/console/tickets/list/",
+        f"/console/tickets/{ticket.pk}/",
+        f"/console/tickets/{ticket.pk}/notes/",
+        "/console/canned/",
+        f"/console/canned/{reply.pk}/",
+    ]
+    posts = {
+        f"/console/c/{conv.pk}/takeover/": {},
+        f"/console/c/{conv.pk}/handback/": {},
+        f"/console/c/{conv.pk}/close/": {},
+        f"/console/c/{conv.pk}/reply/": {"text": "x"},
+        f"/console/c/{conv.pk}/tickets/": {"subject": "s", "priority": "low"},
+        f"/console/tickets/{ticket.pk}/notes/": {"text": "secret"},
+        f"/console/tickets/{ticket.pk}/props/": {"status": "solved"},
+        "/console/canned/": {"shortcut": "x", "title": "x", "text": "x"},
+    }
     customer = client_for(make_user(django_user_model, "bob", staff=False))
     for who in (client, customer):
         for url in pages:
@@ -139,8 +161,11 @@ def test_inbox_groups_conversations(django_user_model):
     assert response.status_code == 200
     groups = response.context["inbox"].by_key
     assert {key: ids(g.rows) for key, g in groups.items()} == {
-        "bot": {str(bot.pk)}, "waiting": {str(waiting.pk)}, "mine": {str(mine.pk)},
-        "others": {str(others.pk)}, "closed": {str(closed.pk)},
+        "bot": {str(bot.pk)},
+        "waiting": {str(waiting.pk)},
+        "mine": {str(mine.pk)},
+        "others": {str(others.pk)},
+        "closed": {str(closed.pk)},
     }
     assert groups["bot"].rows[0].snippet == "Let me check."
     html = response.content.decode()
@@ -153,8 +178,11 @@ def test_inbox_groups_conversations(django_user_model):
 
 def test_unread_counts_customer_messages_since_the_last_answer_until_opened(django_user_model):
     ann = make_user(django_user_model, "ann")
-    conv = conversation(status=Conversation.Status.HUMAN, agent=ann,
-                        texts=[(C, "one"), (B, "answer"), (C, "two"), (C, "three")])
+    conv = conversation(
+        status=Conversation.Status.HUMAN,
+        agent=ann,
+        texts=[(C, "one"), (B, "answer"), (C, "two"), (C, "three")],
+    )
     client = client_for(ann)
 
     def unread():
@@ -178,8 +206,9 @@ def test_inbox_search(django_user_model):
     ann = make_user(django_user_model, "ann")
     by_text = conversation(texts=[(C, "My parcel ZX-4471 never arrived")])
     by_name = conversation(name="Ada Lovelace", texts=[(C, "hello")])
-    by_email = conversation(email="grace@navy.example", texts=[(C, "hello")],
-                            status=Conversation.Status.CLOSED)
+    by_email = conversation(
+        email="grace@navy.example", texts=[(C, "hello")], status=Conversation.Status.CLOSED
+    )
     other = conversation(texts=[(C, "unrelated question")])
     client = client_for(ann)
 
@@ -205,17 +234,33 @@ def test_inbox_search(django_user_model):
 def test_conversation_page_shows_transcript_metadata_ratings_and_tickets(django_user_model):
     ann = make_user(django_user_model, "ann")
     site = Site.objects.create(name="Acme Shop", allowed_origins="https://acme.example")
-    conv = conversation(site=site, language="de", name="Ada",
-                        texts=[(C, "<script>alert(1)</script>"), (B, "Hallo!")])
-    Conversation.objects.filter(pk=conv.pk).update(region="Berlin", csat_score=4,
-                                                   page_url="https://acme.example/cart")
+    conv = conversation(
+        site=site,
+        language="de",
+        name="Ada",
+        texts=[(C, "<script>alert(1)</script>"), (B, "Hallo!")],
+    )
+    Conversation.objects.filter(pk=conv.pk).update(
+        region="Berlin", csat_score=4, page_url="https://acme.example/cart"
+    )
     Feedback.objects.create(message=conv.messages.get(role=B), rating="down")
     Message.objects.create(conversation=conv, role=Message.Role.SYSTEM, text="A note for people")
     Ticket.objects.create(subject="Refund for order 7", conversation=conv)
     html = client_for(ann).get(f"/console/c/{conv.pk}/").content.decode()
-    for text in ("Acme Shop", "Berlin", "https://acme.example/cart", "4/5", "down 1", "Customer rated it down",
-                 "Refund for order 7", "Hallo!", "msg--system", "A note for people",
-                 "&lt;script&gt;alert(1)&lt;/script&gt;", "Take over"):
+    for text in (
+        "Acme Shop",
+        "Berlin",
+        "https://acme.example/cart",
+        "4/5",
+        "down 1",
+        "Customer rated it down",
+        "Refund for order 7",
+        "Hallo!",
+        "msg--system",
+        "A note for people",
+        "&lt;script&gt;alert(1)&lt;/script&gt;",
+        "Take over",
+    ):
         assert text in html, text
     assert "<script>alert(1)" not in html
     assert "msg--streaming" not in html
@@ -227,16 +272,22 @@ def test_conversation_page_shows_transcript_metadata_ratings_and_tickets(django_
     assert f'msg--streaming" data-id="{live.pk}">' in html
     Message.objects.filter(pk=live.pk).update(created_at=live.created_at - dt.timedelta(hours=1))
     html = client_for(ann).get(f"/console/c/{conv.pk}/transcript/").content.decode()
-    assert "msg--streaming" not in html and f'msg--partial" data-id="{live.pk}" data-final="1">' in html
+    assert (
+        "msg--streaming" not in html
+        and f'msg--partial" data-id="{live.pk}" data-final="1">' in html
+    )
     # Inside the inbox (htmx, target #pane) only the pane comes back.
-    pane = client_for(ann).get(f"/console/c/{conv.pk}/",
-                               headers={"HX-Request": "true", "HX-Target": "pane"})
+    pane = client_for(ann).get(
+        f"/console/c/{conv.pk}/", headers={"HX-Request": "true", "HX-Target": "pane"}
+    )
     assert 'id="inbox"' not in pane.content.decode() and "Hallo!" in pane.content.decode()
 
 
 def test_takeover_exactly_one_of_two_agents_wins(django_user_model):
-    agents = [make_user(django_user_model, "ann", first="Ann", last="Archer"),
-              make_user(django_user_model, "bea", first="Bea", last="Baker")]
+    agents = [
+        make_user(django_user_model, "ann", first="Ann", last="Archer"),
+        make_user(django_user_model, "bea", first="Bea", last="Baker"),
+    ]
     conv = conversation(status=Conversation.Status.WAITING, texts=[(C, "help")])
     clients = [client_for(a) for a in agents]
     barrier = threading.Barrier(2)
@@ -331,13 +382,17 @@ def test_ticket_list_filters_and_update(django_user_model):
     assert listed(priority="urgent") == {"Nobody's"}
     assert "Theirs" in client.get("/console/tickets/").content.decode()
 
-    response = client.post(f"/console/tickets/{nobody.pk}/props/",
-                           {"status": "pending", "priority": "low", "assignee": str(bea.pk)})
+    response = client.post(
+        f"/console/tickets/{nobody.pk}/props/",
+        {"status": "pending", "priority": "low", "assignee": str(bea.pk)},
+    )
     assert response.status_code == 200
     nobody.refresh_from_db()
     assert (nobody.status, nobody.priority, nobody.assignee_id) == ("pending", "low", bea.pk)
-    client.post(f"/console/tickets/{nobody.pk}/props/",
-                {"status": "pending", "priority": "low", "assignee": "none"})
+    client.post(
+        f"/console/tickets/{nobody.pk}/props/",
+        {"status": "pending", "priority": "low", "assignee": "none"},
+    )
     nobody.refresh_from_db()
     assert nobody.assignee_id is None
     bad = client.post(f"/console/tickets/{mine.pk}/props/", {"status": "nonsense"})
@@ -348,7 +403,8 @@ def test_ticket_list_filters_and_update(django_user_model):
 
 
 async def test_ticket_note_is_stored_shown_to_staff_and_never_sent_to_the_customer(
-        connect, django_user_model):
+    connect, django_user_model
+):
     ann = await database_sync_to_async(make_user)(django_user_model, "ann")
     customer, first = await connect()
     await customer.send({"type": "handoff.request"})
@@ -359,8 +415,9 @@ async def test_ticket_note_is_stored_shown_to_staff_and_never_sent_to_the_custom
     staff_socket = await console_socket(ann)
 
     secret = "Internal: customer was rude, refund denied (case 9931)"
-    response = await sync_to_async(client.post)(f"/console/tickets/{ticket.pk}/notes/",
-                                                {"text": secret})
+    response = await sync_to_async(client.post)(
+        f"/console/tickets/{ticket.pk}/notes/", {"text": secret}
+    )
     assert response.status_code == 200 and secret in response.content.decode()
     note = await TicketNote.objects.aget(ticket=ticket)
     assert (note.text, note.author_id) == (secret, ann.pk)
@@ -379,14 +436,22 @@ async def test_ticket_note_is_stored_shown_to_staff_and_never_sent_to_the_custom
 def test_ticket_from_a_conversation(django_user_model):
     ann = make_user(django_user_model, "ann")
     conv = conversation(texts=[(C, "help")])
-    response = client_for(ann).post(f"/console/c/{conv.pk}/tickets/",
-                                    {"subject": "Call back tomorrow", "priority": "high"})
+    response = client_for(ann).post(
+        f"/console/c/{conv.pk}/tickets/", {"subject": "Call back tomorrow", "priority": "high"}
+    )
     assert response.status_code == 200 and "Call back tomorrow" in response.content.decode()
     ticket = Ticket.objects.get(conversation=conv)
     assert (ticket.subject, ticket.priority, ticket.assignee_id) == (
-        "Call back tomorrow", "high", ann.pk)
-    assert client_for(ann).post(f"/console/c/{conv.pk}/tickets/",
-                                {"subject": " ", "priority": "high"}).status_code == 400
+        "Call back tomorrow",
+        "high",
+        ann.pk,
+    )
+    assert (
+        client_for(ann)
+        .post(f"/console/c/{conv.pk}/tickets/", {"subject": " ", "priority": "high"})
+        .status_code
+        == 400
+    )
 
 
 # --- Canned replies -----------------------------------------------------------------------
@@ -396,14 +461,24 @@ def test_canned_reply_insertion_renders_variables(django_user_model):
     ann = make_user(django_user_model, "ann", first="Grace", last="Hopper")
     site = Site.objects.create(name="Acme Shop", allowed_origins="https://acme.example")
     conv = conversation(site=site, name="Ada")
-    CannedReply.objects.create(shortcut="greet", title="Greeting",
-                               text="Hi {customer_name}, I'm {agent_name} from {site_name}.")
+    CannedReply.objects.create(
+        shortcut="greet",
+        title="Greeting",
+        text="Hi {customer_name}, I'm {agent_name} from {site_name}.",
+    )
     CannedReply.objects.create(shortcut="refund", title="Refund policy", text="30 days.")
     client = client_for(ann)
     data = client.get(f"/console/c/{conv.pk}/canned/", {"q": "gre"}).json()
-    assert data == {"replies": [{"id": data["replies"][0]["id"], "shortcut": "greet",
-                                 "title": "Greeting",
-                                 "text": "Hi Ada, I'm Grace Hopper from Acme Shop."}]}
+    assert data == {
+        "replies": [
+            {
+                "id": data["replies"][0]["id"],
+                "shortcut": "greet",
+                "title": "Greeting",
+                "text": "Hi Ada, I'm Grace Hopper from Acme Shop.",
+            }
+        ]
+    }
     everything = client.get(f"/console/c/{conv.pk}/canned/", {"q": ""}).json()["replies"]
     assert [r["shortcut"] for r in everything] == ["greet", "refund"]
     anonymous = conversation()
@@ -414,17 +489,24 @@ def test_canned_reply_insertion_renders_variables(django_user_model):
 def test_canned_reply_management(django_user_model):
     ann = make_user(django_user_model, "ann")
     client = client_for(ann)
-    created = client.post("/console/canned/", {"shortcut": "Thanks", "title": "Thank you",
-                                               "text": "Thanks, {customer_name}!"})
+    created = client.post(
+        "/console/canned/",
+        {"shortcut": "Thanks", "title": "Thank you", "text": "Thanks, {customer_name}!"},
+    )
     assert created.status_code == 302 and created["Location"] == "/console/canned/"
     reply = CannedReply.objects.get()
     assert (reply.shortcut, reply.title, reply.created_by_id) == ("thanks", "Thank you", ann.pk)
-    duplicate = client.post("/console/canned/", {"shortcut": "thanks", "title": "Again",
-                                                 "text": "x"})
-    assert duplicate.status_code == 200 and "/thanks is already taken." in duplicate.content.decode()
+    duplicate = client.post(
+        "/console/canned/", {"shortcut": "thanks", "title": "Again", "text": "x"}
+    )
+    assert (
+        duplicate.status_code == 200 and "/thanks is already taken." in duplicate.content.decode()
+    )
     assert CannedReply.objects.count() == 1
-    edited = client.post(f"/console/canned/{reply.pk}/", {"shortcut": "thanks", "title": "Thanks",
-                                                          "text": "Many thanks!"})
+    edited = client.post(
+        f"/console/canned/{reply.pk}/",
+        {"shortcut": "thanks", "title": "Thanks", "text": "Many thanks!"},
+    )
     assert edited.status_code == 302
     reply.refresh_from_db()
     assert (reply.title, reply.text) == ("Thanks", "Many thanks!")
@@ -438,8 +520,12 @@ async def test_console_socket_refuses_anonymous_non_staff_and_foreign_pages(djan
     customer = await database_sync_to_async(make_user)(django_user_model, "bob", staff=False)
     ann = await database_sync_to_async(make_user)(django_user_model, "ann")
     evil = (b"origin", b"https://evil.example")
-    for user, origin, code in [(None, ORIGIN, "forbidden"), (customer, ORIGIN, "forbidden"),
-                               (ann, evil, "origin_not_allowed"), (ann, None, "origin_not_allowed")]:
+    for user, origin, code in [
+        (None, ORIGIN, "forbidden"),
+        (customer, ORIGIN, "forbidden"),
+        (ann, evil, "origin_not_allowed"),
+        (ann, None, "origin_not_allowed"),
+    ]:
         # The consumer checks the origin itself too, whatever asgi.py wraps it in.
         ws = await console_socket(user, origin, app=bare_console_app())
         frame = json.loads(await ws.receive_from())
@@ -460,11 +546,17 @@ async def test_console_socket_hears_status_changes_and_handoffs(django_user_mode
     await synced(ws)
     await database_sync_to_async(handoff.handoff_request)(conversation=conv)
     update = await receive_until(ws, lambda f: f["type"] == "console.update")
-    assert update == {"type": "console.update", "conversation_id": str(conv.pk),
-                      "reason": "waiting"}
+    assert update == {
+        "type": "console.update",
+        "conversation_id": str(conv.pk),
+        "reason": "waiting",
+    }
     alert = await receive_until(ws, lambda f: f["type"] == "console.handoff")
-    assert alert == {"type": "console.handoff", "conversation_id": str(conv.pk),
-                     "subject": "I need a person"}
+    assert alert == {
+        "type": "console.handoff",
+        "conversation_id": str(conv.pk),
+        "subject": "I need a person",
+    }
     await database_sync_to_async(services.takeover)(conversation_id=conv.pk, agent=ann)
     update = await receive_until(ws, lambda f: f["type"] == "console.update")
     assert (update["conversation_id"], update["reason"]) == (str(conv.pk), "human")
@@ -481,31 +573,52 @@ async def test_watching_a_conversation_streams_its_events(django_user_model):
     await database_sync_to_async(services.takeover)(conversation_id=conv.pk, agent=ann)
     status = await receive_until(ws, lambda f: f["type"] == "conv.status")
     assert (status["conversation_id"], status["status"], status["agent_name"]) == (
-        str(conv.pk), "human", "Ann")
+        str(conv.pk),
+        "human",
+        "Ann",
+    )
     message = await database_sync_to_async(services.reply)(
-        conversation_id=conv.pk, agent=ann, text="Hi, Ann here.")
+        conversation_id=conv.pk, agent=ann, text="Hi, Ann here."
+    )
     frame = await receive_until(ws, lambda f: f["type"] == "conv.message" and f["role"] == "agent")
-    assert frame == {"type": "conv.message", "conversation_id": str(conv.pk), "id": message.pk,
-                     "role": "agent", "text": "Hi, Ann here.", "author_name": "Ann"}
+    assert frame == {
+        "type": "conv.message",
+        "conversation_id": str(conv.pk),
+        "id": message.pk,
+        "role": "agent",
+        "text": "Hi, Ann here.",
+        "author_name": "Ann",
+    }
     # A streamed bot frame and customer typing on the watch group reach the console as they are.
     layer = get_channel_layer()
     delta = frames.bot_delta_frame(message_id=7, text="Hel")
-    await layer.group_send(group_events.watch_group(conv.pk),
-                           group_events.conv_bot(conversation_id=str(conv.pk), frame=delta))
+    await layer.group_send(
+        group_events.watch_group(conv.pk),
+        group_events.conv_bot(conversation_id=str(conv.pk), frame=delta),
+    )
     assert await receive_until(ws, lambda f: f["type"] == "conv.bot") == {
-        "type": "conv.bot", "conversation_id": str(conv.pk), "frame": delta}
-    await layer.group_send(group_events.watch_group(conv.pk), group_events.conv_typing(
-        conversation_id=str(conv.pk), who="customer"))
+        "type": "conv.bot",
+        "conversation_id": str(conv.pk),
+        "frame": delta,
+    }
+    await layer.group_send(
+        group_events.watch_group(conv.pk),
+        group_events.conv_typing(conversation_id=str(conv.pk), who="customer"),
+    )
     typing = await receive_until(ws, lambda f: f["type"] == "conv.typing")
     assert typing["who"] == "customer"
 
     # Watching another conversation stops the first one's events.
     await send(ws, {"type": "watch", "conversation_id": str(other.pk)})
     await synced(ws)
-    await layer.group_send(group_events.watch_group(conv.pk), group_events.conv_typing(
-        conversation_id=str(conv.pk), who="customer"))
-    await layer.group_send(group_events.watch_group(other.pk), group_events.conv_typing(
-        conversation_id=str(other.pk), who="customer"))
+    await layer.group_send(
+        group_events.watch_group(conv.pk),
+        group_events.conv_typing(conversation_id=str(conv.pk), who="customer"),
+    )
+    await layer.group_send(
+        group_events.watch_group(other.pk),
+        group_events.conv_typing(conversation_id=str(other.pk), who="customer"),
+    )
     typing = await receive_until(ws, lambda f: f["type"] == "conv.typing")
     assert typing["conversation_id"] == str(other.pk)
     await ws.disconnect()
@@ -515,7 +628,8 @@ async def test_agent_typing_reaches_the_customer_group_only_from_the_holder(djan
     ann = await database_sync_to_async(make_user)(django_user_model, "ann", first="Ann")
     bea = await database_sync_to_async(make_user)(django_user_model, "bea")
     conv = await database_sync_to_async(conversation)(
-        status=Conversation.Status.HUMAN, agent=ann, texts=[(C, "hello")])
+        status=Conversation.Status.HUMAN, agent=ann, texts=[(C, "hello")]
+    )
     layer = get_channel_layer()
     customer_channel = await layer.new_channel()
     await layer.group_add(group_events.conversation_group(conv.pk), customer_channel)
@@ -529,8 +643,12 @@ async def test_agent_typing_reaches_the_customer_group_only_from_the_holder(djan
     await send(holder, {"type": "typing", "conversation_id": str(conv.pk)})  # throttled
     await synced(holder)
     event = await asyncio.wait_for(layer.receive(customer_channel), 5)
-    assert event == {"type": "conv.typing", "conversation_id": str(conv.pk), "who": "agent",
-                     "name": "Ann"}
+    assert event == {
+        "type": "conv.typing",
+        "conversation_id": str(conv.pk),
+        "who": "agent",
+        "name": "Ann",
+    }
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(layer.receive(customer_channel), 0.5)
     await intruder.disconnect()
@@ -540,14 +658,20 @@ async def test_agent_typing_reaches_the_customer_group_only_from_the_holder(djan
 async def test_malformed_frames_get_errors_and_the_socket_stays_open(django_user_model):
     ann = await database_sync_to_async(make_user)(django_user_model, "ann")
     ws = await console_socket(ann)
-    cases = [("not json", "bad_frame"), ("[1, 2]", "bad_frame"), ('{"no": "type"}', "bad_frame"),
-             ({"type": "dance"}, "unknown_type"),
-             ({"type": "watch", "conversation_id": "nope"}, "bad_frame"),
-             ({"type": "watch", "conversation_id": 12}, "bad_frame"),
-             ({"type": "watch", "conversation_id": "8f6a2b54-0000-4000-8000-000000000000"},
-              "conversation_not_found"),
-             ({"type": "typing"}, "bad_frame"),
-             ("x" * 5000, "bad_frame")]
+    cases = [
+        ("not json", "bad_frame"),
+        ("[1, 2]", "bad_frame"),
+        ('{"no": "type"}', "bad_frame"),
+        ({"type": "dance"}, "unknown_type"),
+        ({"type": "watch", "conversation_id": "nope"}, "bad_frame"),
+        ({"type": "watch", "conversation_id": 12}, "bad_frame"),
+        (
+            {"type": "watch", "conversation_id": "8f6a2b54-0000-4000-8000-000000000000"},
+            "conversation_not_found",
+        ),
+        ({"type": "typing"}, "bad_frame"),
+        ("x" * 5000, "bad_frame"),
+    ]
     for frame, code in cases:
         await send(ws, frame)
         reply = json.loads(await ws.receive_from())
@@ -603,10 +727,14 @@ async def test_a_ping_rejoins_the_groups_lost_with_a_redis_restart(django_user_m
     await get_redis().flushall()  # what a restarted Redis without persistence holds
     await synced(ws)
     layer = get_channel_layer()
-    await layer.group_send(group_events.watch_group(conv.pk), group_events.conv_typing(
-        conversation_id=str(conv.pk), who="customer"))
+    await layer.group_send(
+        group_events.watch_group(conv.pk),
+        group_events.conv_typing(conversation_id=str(conv.pk), who="customer"),
+    )
     assert (await receive_until(ws, lambda f: f["type"] == "conv.typing"))["who"] == "customer"
-    await layer.group_send(group_events.CONSOLE_GROUP, group_events.console_update(
-        conversation_id=str(conv.pk), reason="new"))
+    await layer.group_send(
+        group_events.CONSOLE_GROUP,
+        group_events.console_update(conversation_id=str(conv.pk), reason="new"),
+    )
     assert (await receive_until(ws, lambda f: f["type"] == "console.update"))["reason"] == "new"
     await ws.disconnect()

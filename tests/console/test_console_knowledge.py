@@ -19,11 +19,13 @@ def edit_url(article: Article) -> str:
     return f"/console/knowledge/{article.pk}/"
 
 
-def editor(django_user_model, username="eve",
-           codenames=("add_article", "change_article", "delete_article")):
+def editor(
+    django_user_model, username="eve", codenames=("add_article", "change_article", "delete_article")
+):
     user = make_user(django_user_model, username)
-    user.user_permissions.add(*Permission.objects.filter(
-        content_type__app_label="chat", codename__in=codenames))
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="chat", codename__in=codenames)
+    )
     return user
 
 
@@ -36,9 +38,16 @@ def test_changing_alone_does_not_add_or_delete(django_user_model):
 
 
 def form(**changes) -> dict:
-    data = {"title": "Zorblax wrench care", "body": "## Cleaning\n\nWipe the zorblax wrench dry.",
-            "language": "en", "site": "", "tags": "tools, care", "source_url": "",
-            "published": "on", "save": "1"}
+    data = {
+        "title": "Zorblax wrench care",
+        "body": "## Cleaning\n\nWipe the zorblax wrench dry.",
+        "language": "en",
+        "site": "",
+        "tags": "tools, care",
+        "source_url": "",
+        "published": "on",
+        "save": "1",
+    }
     return {**data, **changes}
 
 
@@ -94,20 +103,36 @@ def test_editor_creates_edits_and_deletes_through_the_services(django_user_model
     client = client_for(editor(django_user_model))
     assert NEW in client.get(LIST).content.decode()
 
-    response = client.post(NEW, form(body="## Cleaning\n\nWipe the zorblax wrench dry.\n\n"
-                                          "## Storage\n\nKeep it in the quuxbox."))
+    response = client.post(
+        NEW,
+        form(
+            body="## Cleaning\n\nWipe the zorblax wrench dry.\n\n"
+            "## Storage\n\nKeep it in the quuxbox."
+        ),
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     a = Article.objects.get()
     assert response["Location"] == edit_url(a)
     assert (a.title, a.tags, a.published, a.site_id) == (
-        "Zorblax wrench care", ["tools", "care"], True, None)
+        "Zorblax wrench care",
+        ["tools", "care"],
+        True,
+        None,
+    )
     assert list(Passage.objects.filter(article=a).values_list("heading", flat=True)) == [
-        "Cleaning", "Storage"]
+        "Cleaning",
+        "Storage",
+    ]
     assert [h.article_id for h in search("quuxbox")] == [a.pk]
     assert "<td>2</td>" in client.get(LIST).content.decode()  # passages count
 
-    response = client.post(edit_url(a), form(body="## Oiling\n\nOil the frobnitz hinge weekly.",
-                                             source_url="https://help.example/zorblax"))
+    response = client.post(
+        edit_url(a),
+        form(
+            body="## Oiling\n\nOil the frobnitz hinge weekly.",
+            source_url="https://help.example/zorblax",
+        ),
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     a.refresh_from_db()
     assert a.source_url == "https://help.example/zorblax"

@@ -41,92 +41,191 @@ def turn(role: str, content: str) -> dict:
 
 @pytest.fixture
 def rated() -> dict[str, Message]:
-    site = Site.objects.create(key="site_shop", name="Shop",
-                               allowed_origins="https://shop.example.com")
+    site = Site.objects.create(
+        key="site_shop", name="Shop", allowed_origins="https://shop.example.com"
+    )
     # 1: an English customer who gave a name and address; one answer up, one unrated.
-    anna = conversation(1, site=site, language="en", customer_name="Anna Smith",
-                        customer_email="anna@shop.example", csat_score=5)
+    anna = conversation(
+        1,
+        site=site,
+        language="en",
+        customer_name="Anna Smith",
+        customer_email="anna@shop.example",
+        csat_score=5,
+    )
     q1 = "Hi, I'm Anna Smith, where is order 12345678?"
     say(anna, "customer", q1)
-    a1 = say(anna, "bot", "Hello Anna, order 12345678 ships today.", rating=UP,
-             prompt=[turn("system", SHOP_PROMPT), turn("user", q1)])
+    a1 = say(
+        anna,
+        "bot",
+        "Hello Anna, order 12345678 ships today.",
+        rating=UP,
+        prompt=[turn("system", SHOP_PROMPT), turn("user", q1)],
+    )
     q2 = "Call me at +1 415-555-0132 or anna@shop.example"
     say(anna, "customer", q2)
-    a2 = say(anna, "bot", "We will call +1 415-555-0132 today.",
-             prompt=[turn("system", SHOP_PROMPT), turn("user", q1),
-                     turn("assistant", a1.text), turn("user", q2)])
+    a2 = say(
+        anna,
+        "bot",
+        "We will call +1 415-555-0132 today.",
+        prompt=[
+            turn("system", SHOP_PROMPT),
+            turn("user", q1),
+            turn("assistant", a1.text),
+            turn("user", q2),
+        ],
+    )
     # 2: a Chinese customer; the bot's thumbs-down answer is corrected by an agent.
-    li = conversation(2, language="zh-CN", customer_name="李伟",
-                      customer_email="li.wei@example.cn", csat_score=2)
+    li = conversation(
+        2, language="zh-CN", customer_name="李伟", customer_email="li.wei@example.cn", csat_score=2
+    )
     zq1 = "我的手机号是13812345678，邮箱 li.wei@example.cn"
     say(li, "customer", zq1)
-    b1 = say(li, "bot", "好的李伟，我们会联系您。", rating=DOWN,
-             prompt=[turn("system", ZH_PROMPT), turn("user", zq1)])
+    b1 = say(
+        li,
+        "bot",
+        "好的李伟，我们会联系您。",
+        rating=DOWN,
+        prompt=[turn("system", ZH_PROMPT), turn("user", zq1)],
+    )
     say(li, "system", "Agent Zhang joined")
     agent = say(li, "agent", "李伟您好，我是客服小张，已为您登记。")
     say(li, "customer", "谢谢")
-    b2 = say(li, "bot", "不客气。", rating=UP, is_fallback=True,
-             prompt=[turn("system", ZH_PROMPT), turn("user", "谢谢")])
-    b3 = say(li, "bot", "不客气，李伟！", rating=UP,
-             prompt=[turn("system", ZH_PROMPT), turn("user", zq1), turn("assistant", b1.text),
-                     turn("assistant", agent.text), turn("user", "谢谢")])
+    b2 = say(
+        li,
+        "bot",
+        "不客气。",
+        rating=UP,
+        is_fallback=True,
+        prompt=[turn("system", ZH_PROMPT), turn("user", "谢谢")],
+    )
+    b3 = say(
+        li,
+        "bot",
+        "不客气，李伟！",
+        rating=UP,
+        prompt=[
+            turn("system", ZH_PROMPT),
+            turn("user", zq1),
+            turn("assistant", b1.text),
+            turn("assistant", agent.text),
+            turn("user", "谢谢"),
+        ],
+    )
     # 3: staff in the playground: never training data.
     play = conversation(3, channel=Conversation.Channel.PLAYGROUND, language="en")
-    p1 = say(play, "bot", "Test answer.", rating=UP,
-             prompt=[turn("system", PLAIN_PROMPT), turn("user", "test")])
+    p1 = say(
+        play,
+        "bot",
+        "Test answer.",
+        rating=UP,
+        prompt=[turn("system", PLAIN_PROMPT), turn("user", "test")],
+    )
     # 4: a thumbs-up answer with no stored prompt, a partial one, and a thumbs-down answer
     # the customer (not an agent) followed: no pair.
     other = conversation(4, language="en")
     n1 = say(other, "bot", "Old answer.", rating=UP)
-    n2 = say(other, "bot", "Cut off ans", rating=UP, is_partial=True,
-             prompt=[turn("system", PLAIN_PROMPT), turn("user", "q")])
-    say(other, "bot", "Wrong.", rating=DOWN,
-        prompt=[turn("system", PLAIN_PROMPT), turn("user", "q2")])
+    n2 = say(
+        other,
+        "bot",
+        "Cut off ans",
+        rating=UP,
+        is_partial=True,
+        prompt=[turn("system", PLAIN_PROMPT), turn("user", "q")],
+    )
+    say(
+        other,
+        "bot",
+        "Wrong.",
+        rating=DOWN,
+        prompt=[turn("system", PLAIN_PROMPT), turn("user", "q2")],
+    )
     say(other, "customer", "That's wrong.")
     # 5 and 6: the same question and answer twice: one line.
     hours = [turn("system", PLAIN_PROMPT), turn("user", "What are your opening hours?")]
-    c5 = say(conversation(5, language="en-GB"), "bot", "9 to 5, Monday to Friday.",
-             rating=UP, prompt=hours)
-    c6 = say(conversation(6, language="en"), "bot", "9 to 5, Monday to Friday.", rating=UP,
-             prompt=hours)
-    return {"a1": a1, "a2": a2, "b1": b1, "b2": b2, "b3": b3, "p1": p1, "n1": n1, "n2": n2,
-            "c5": c5, "c6": c6}
+    c5 = say(
+        conversation(5, language="en-GB"),
+        "bot",
+        "9 to 5, Monday to Friday.",
+        rating=UP,
+        prompt=hours,
+    )
+    c6 = say(
+        conversation(6, language="en"), "bot", "9 to 5, Monday to Friday.", rating=UP, prompt=hours
+    )
+    return {
+        "a1": a1,
+        "a2": a2,
+        "b1": b1,
+        "b2": b2,
+        "b3": b3,
+        "p1": p1,
+        "n1": n1,
+        "n2": n2,
+        "c5": c5,
+        "c6": c6,
+    }
 
 
 # What the lines must be, in full: every text scrubbed, the system prompt included.
-A1_LINE = {"messages": [
-    {"role": "system", "content": "You are the assistant of Shop. The customer's name is [NAME]."},
-    {"role": "user", "content": "Hi, I'm [NAME], where is order [NUMBER]?"},
-    {"role": "assistant", "content": "Hello [NAME], order [NUMBER] ships today."},
-]}
-A2_LINE = {"messages": [
-    {"role": "system", "content": "You are the assistant of Shop. The customer's name is [NAME]."},
-    {"role": "user", "content": "Hi, I'm [NAME], where is order [NUMBER]?"},
-    {"role": "assistant", "content": "Hello [NAME], order [NUMBER] ships today."},
-    {"role": "user", "content": "Call me at [PHONE] or [EMAIL]"},
-    {"role": "assistant", "content": "We will call [PHONE] today."},
-]}
-B3_LINE = {"messages": [
-    {"role": "system", "content": "你是商店的客服。"},
-    {"role": "user", "content": "我的手机号是[PHONE]，邮箱 [EMAIL]"},
-    {"role": "assistant", "content": "好的[NAME]，我们会联系您。"},
-    {"role": "assistant", "content": "[NAME]您好，我是客服小张，已为您登记。"},
-    {"role": "user", "content": "谢谢"},
-    {"role": "assistant", "content": "不客气，[NAME]！"},
-]}
-HOURS_LINE = {"messages": [
-    {"role": "system", "content": "You are the assistant of Shop."},
-    {"role": "user", "content": "What are your opening hours?"},
-    {"role": "assistant", "content": "9 to 5, Monday to Friday."},
-]}
+A1_LINE = {
+    "messages": [
+        {
+            "role": "system",
+            "content": "You are the assistant of Shop. The customer's name is [NAME].",
+        },
+        {"role": "user", "content": "Hi, I'm [NAME], where is order [NUMBER]?"},
+        {"role": "assistant", "content": "Hello [NAME], order [NUMBER] ships today."},
+    ]
+}
+A2_LINE = {
+    "messages": [
+        {
+            "role": "system",
+            "content": "You are the assistant of Shop. The customer's name is [NAME].",
+        },
+        {"role": "user", "content": "Hi, I'm [NAME], where is order [NUMBER]?"},
+        {"role": "assistant", "content": "Hello [NAME], order [NUMBER] ships today."},
+        {"role": "user", "content": "Call me at [PHONE] or [EMAIL]"},
+        {"role": "assistant", "content": "We will call [PHONE] today."},
+    ]
+}
+B3_LINE = {
+    "messages": [
+        {"role": "system", "content": "你是商店的客服。"},
+        {"role": "user", "content": "我的手机号是[PHONE]，邮箱 [EMAIL]"},
+        {"role": "assistant", "content": "好的[NAME]，我们会联系您。"},
+        {"role": "assistant", "content": "[NAME]您好，我是客服小张，已为您登记。"},
+        {"role": "user", "content": "谢谢"},
+        {"role": "assistant", "content": "不客气，[NAME]！"},
+    ]
+}
+HOURS_LINE = {
+    "messages": [
+        {"role": "system", "content": "You are the assistant of Shop."},
+        {"role": "user", "content": "What are your opening hours?"},
+        {"role": "assistant", "content": "9 to 5, Monday to Friday."},
+    ]
+}
 PAIR = {
-    "prompt": [{"role": "system", "content": "你是商店的客服。"},
-               {"role": "user", "content": "我的手机号是[PHONE]，邮箱 [EMAIL]"}],
+    "prompt": [
+        {"role": "system", "content": "你是商店的客服。"},
+        {"role": "user", "content": "我的手机号是[PHONE]，邮箱 [EMAIL]"},
+    ],
     "chosen": "[NAME]您好，我是客服小张，已为您登记。",
     "rejected": "好的[NAME]，我们会联系您。",
 }
-PII = ("Anna", "Smith", "anna@shop.example", "12345678", "415", "0132", "13812345678",
-       "li.wei", "李伟")
+PII = (
+    "Anna",
+    "Smith",
+    "anna@shop.example",
+    "12345678",
+    "415",
+    "0132",
+    "13812345678",
+    "li.wei",
+    "李伟",
+)
 
 
 def export(tmp_path, *args: str) -> tuple[dict[str, list[dict]], str, dict[str, str]]:
@@ -141,8 +240,9 @@ def export(tmp_path, *args: str) -> tuple[dict[str, list[dict]], str, dict[str, 
 
 
 def test_default_export_is_thumbs_up_model_answers_scrubbed_and_once(tmp_path, rated):
-    lines, stdout, raw = export(tmp_path, "--validation-fraction", "0",
-                                "--pairs", str(tmp_path / "pairs.jsonl"))
+    lines, stdout, raw = export(
+        tmp_path, "--validation-fraction", "0", "--pairs", str(tmp_path / "pairs.jsonl")
+    )
     assert lines["train"] == [A1_LINE, B3_LINE, HOURS_LINE]
     assert "valid" not in lines  # no validation file for a fraction of 0
     assert lines["pairs"] == [PAIR]
@@ -182,7 +282,8 @@ def test_split_of_is_stable_and_near_the_fraction():
     share = sum(finetune.split_of(i, 0.1) == "validation" for i in ids) / len(ids)
     assert 0.08 < share < 0.12
     assert [finetune.split_of(i, 0.1) for i in ids[:50]] == [
-        finetune.split_of(str(i), 0.1) for i in ids[:50]]
+        finetune.split_of(str(i), 0.1) for i in ids[:50]
+    ]
     assert all(finetune.split_of(i, 0) == "train" for i in ids)
 
 
@@ -193,14 +294,17 @@ def test_validation_path():
     assert finetune.validation_path(Path("data")) == Path("data.valid")
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--thumbs", "any"], [A1_LINE, A2_LINE, B3_LINE, HOURS_LINE]),
-    (["--min-csat", "4"], [A1_LINE]),
-    (["--thumbs", "any", "--min-csat", "5"], [A1_LINE, A2_LINE]),
-    (["--site", "site_shop"], [A1_LINE]),
-    (["--language", "zh"], [B3_LINE]),
-    (["--language", "en"], [A1_LINE, HOURS_LINE]),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--thumbs", "any"], [A1_LINE, A2_LINE, B3_LINE, HOURS_LINE]),
+        (["--min-csat", "4"], [A1_LINE]),
+        (["--thumbs", "any", "--min-csat", "5"], [A1_LINE, A2_LINE]),
+        (["--site", "site_shop"], [A1_LINE]),
+        (["--language", "zh"], [B3_LINE]),
+        (["--language", "en"], [A1_LINE, HOURS_LINE]),
+    ],
+)
 def test_filters(tmp_path, rated, args, expected):
     lines, _, _ = export(tmp_path, "--validation-fraction", "0", *args)
     assert lines["train"] == expected
@@ -212,8 +316,13 @@ def test_date_filters_use_the_answers_day(tmp_path, rated):
     today = timezone.localdate().isoformat()
     recent, _, _ = export(tmp_path, "--validation-fraction", "0", "--since", today)
     assert recent["train"] == [B3_LINE, HOURS_LINE]
-    older, _, _ = export(tmp_path, "--validation-fraction", "0",
-                         "--until", (timezone.localdate() - dt.timedelta(days=5)).isoformat())
+    older, _, _ = export(
+        tmp_path,
+        "--validation-fraction",
+        "0",
+        "--until",
+        (timezone.localdate() - dt.timedelta(days=5)).isoformat(),
+    )
     assert older["train"] == [A1_LINE]
 
 
@@ -222,11 +331,20 @@ def test_bad_arguments_are_refused(tmp_path, rated):
     with pytest.raises(CommandError, match="No site with key"):
         call_command("export_finetune", "--out", out, "--site", "nope", stdout=io.StringIO())
     with pytest.raises(CommandError, match="after --until"):
-        call_command("export_finetune", "--out", out, "--since", "2025-02-01",
-                     "--until", "2025-01-01", stdout=io.StringIO())
+        call_command(
+            "export_finetune",
+            "--out",
+            out,
+            "--since",
+            "2025-02-01",
+            "--until",
+            "2025-01-01",
+            stdout=io.StringIO(),
+        )
     with pytest.raises(CommandError, match="below 1"):
-        call_command("export_finetune", "--out", out, "--validation-fraction", "1",
-                     stdout=io.StringIO())
+        call_command(
+            "export_finetune", "--out", out, "--validation-fraction", "1", stdout=io.StringIO()
+        )
 
 
 def test_malformed_prompt_is_skipped(tmp_path):
@@ -242,10 +360,13 @@ def test_malformed_prompt_is_skipped(tmp_path):
 # client reads it synchronously and says so.
 @pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume asynchronous iterators")
 def test_admin_action_downloads_the_commands_files_for_the_selection(admin_client, rated):
-    response = admin_client.post("/admin/chat/conversation/", {
-        "action": "export_finetune",
-        "_selected_action": [str(uuid.UUID(int=n)) for n in (1, 2, 3)],
-    })
+    response = admin_client.post(
+        "/admin/chat/conversation/",
+        {
+            "action": "export_finetune",
+            "_selected_action": [str(uuid.UUID(int=n)) for n in (1, 2, 3)],
+        },
+    )
     assert response.status_code == 200
     assert response.streaming
     assert response["Content-Type"] == "application/zip"
@@ -255,13 +376,15 @@ def test_admin_action_downloads_the_commands_files_for_the_selection(admin_clien
         assert archive.testzip() is None
         raw = {name: archive.read(name).decode() for name in archive.namelist()}
     assert sorted(raw) == ["pairs.jsonl", "summary.txt", "train.jsonl", "valid.jsonl"]
-    lines = {name: [json.loads(line) for line in text.splitlines()]
-             for name, text in raw.items() if name.endswith(".jsonl")}
+    lines = {
+        name: [json.loads(line) for line in text.splitlines()]
+        for name, text in raw.items()
+        if name.endswith(".jsonl")
+    }
     # The command's rules for these three conversations: conversation 1 and 2's thumbs-up
     # model answers (the default split puts both in training), 2's corrected answer as a pair,
     # and nothing of the playground's 3.
-    assert lines == {"train.jsonl": [A1_LINE, B3_LINE], "valid.jsonl": [],
-                     "pairs.jsonl": [PAIR]}
+    assert lines == {"train.jsonl": [A1_LINE, B3_LINE], "valid.jsonl": [], "pairs.jsonl": [PAIR]}
     summary = raw["summary.txt"]
     assert "Exported 2 lines: 2 train -> train.jsonl, 0 validation -> valid.jsonl" in summary
     assert "Skipped 2 (fallback: 1, playground: 1)" in summary
@@ -276,7 +399,13 @@ def test_the_archive_splits_like_the_command(tmp_path, rated):
     command, _, _ = export(tmp_path, "--validation-fraction", "0.5")
     parts = finetune.archive(finetune.Selection(), batch=2, validation_fraction=0.5)
     with zipfile.ZipFile(io.BytesIO(b"".join(parts))) as archive:
-        assert [json.loads(line) for line in archive.read("train.jsonl").splitlines()
-                ] == command["train"] == [B3_LINE, HOURS_LINE]
-        assert [json.loads(line) for line in archive.read("valid.jsonl").splitlines()
-                ] == command["valid"] == [A1_LINE]
+        assert (
+            [json.loads(line) for line in archive.read("train.jsonl").splitlines()]
+            == command["train"]
+            == [B3_LINE, HOURS_LINE]
+        )
+        assert (
+            [json.loads(line) for line in archive.read("valid.jsonl").splitlines()]
+            == command["valid"]
+            == [A1_LINE]
+        )

@@ -75,8 +75,12 @@ def test_two_agents_taking_over_at_once_exactly_one_wins(django_user_model):
     # takeover that reads, then writes, let both agents in within a few rounds when tried).
     for _ in range(20):
         conversation = Conversation.objects.create(token_hash="0" * 64)
-        results = race(*(functools.partial(services.takeover, conversation_id=conversation.pk,
-                                           agent=agent) for agent in (ada, bob)))
+        results = race(
+            *(
+                functools.partial(services.takeover, conversation_id=conversation.pk, agent=agent)
+                for agent in (ada, bob)
+            )
+        )
         winners = [r for r in results if isinstance(r, Conversation)]
         losers = [r for r in results if isinstance(r, services.NotAllowed)]
         assert len(winners) == 1 and len(losers) == 1, results
@@ -96,7 +100,8 @@ def slow_engine(engine):
 
 
 async def test_takeover_mid_answer_stops_it_and_the_bot_stays_silent(
-        connect, slow_engine, worker, agents):
+    connect, slow_engine, worker, agents
+):
     client, first = await connect()
     await client.send({"type": "message", "text": "tell me everything", "client_id": "1"})
     await client.receive()
@@ -106,7 +111,8 @@ async def test_takeover_mid_answer_stops_it_and_the_bot_stays_silent(
     # ends and the agent joins, in either order.
     seen = set()
     frames = await client.receive_until(
-        lambda f: seen.add(f["type"]) or {"bot.done", "agent.joined"} <= seen)
+        lambda f: seen.add(f["type"]) or {"bot.done", "agent.joined"} <= seen
+    )
     done = next(f for f in frames if f["type"] == "bot.done")
     assert done["partial"] is True and done["finish_reason"] == "takeover"
     assert {"type": "agent.joined", "agent_name": "Ada"} in frames
@@ -129,15 +135,18 @@ async def test_no_bot_message_is_created_once_a_human_holds_the_conversation(age
     await takeover(conversation_id=conversation.pk, agent=agents[0])
     with pytest.raises(chat_services.BotSilenced):
         await database_sync_to_async(chat_services.bot_message_start)(
-            conversation=conversation, model_name="m")
+            conversation=conversation, model_name="m"
+        )
     with pytest.raises(chat_services.BotSilenced):
         await database_sync_to_async(chat_services.bot_message_fallback)(
-            conversation=conversation, text="sorry", reason="timeout")
+            conversation=conversation, text="sorry", reason="timeout"
+        )
     assert await Message.objects.filter(role="bot").acount() == 0
 
 
 async def test_agent_replies_then_hands_back_and_the_bot_answers_with_it_in_context(
-        connect, worker, engine, agents):
+    connect, worker, engine, agents
+):
     ada, bob = agents
     client, first = await connect()
     await stored_conversation(first)  # agents act on conversations the console shows
@@ -146,8 +155,12 @@ async def test_agent_replies_then_hands_back_and_the_bot_answers_with_it_in_cont
     with pytest.raises(services.NotAllowed):
         await reply(conversation_id=first["id"], agent=bob, text="I am not holding it")
     message = await reply(conversation_id=first["id"], agent=ada, text="Your refund code is R-77.")
-    assert await client.receive() == {"type": "agent.message", "id": message.pk,
-                                      "text": "Your refund code is R-77.", "agent_name": "Ada"}
+    assert await client.receive() == {
+        "type": "agent.message",
+        "id": message.pk,
+        "text": "Your refund code is R-77.",
+        "agent_name": "Ada",
+    }
     with pytest.raises(services.NotAllowed):
         await hand_back(conversation_id=first["id"], agent=bob)
     await hand_back(conversation_id=first["id"], agent=ada)
@@ -163,11 +176,13 @@ async def test_agent_replies_then_hands_back_and_the_bot_answers_with_it_in_cont
     history = await again.receive()
     agent_items = [m for m in history["messages"] if m["role"] == "agent"]
     assert [(m["text"], m["agent_name"]) for m in agent_items] == [
-        ("Your refund code is R-77.", "Ada")]
+        ("Your refund code is R-77.", "Ada")
+    ]
 
 
 async def test_asking_for_a_human_in_words_moves_to_waiting_and_opens_a_ticket(
-        connect, worker, engine):
+    connect, worker, engine
+):
     engine.reply = lambda prompt: "很抱歉听到这个消息，请提供您的订单号。"
     client, first = await connect("lang=zh-CN")
     await client.send({"type": "message", "text": "我的快递丢了", "client_id": "1"})
@@ -213,13 +228,16 @@ async def test_agent_closing_tells_the_customer(connect, agents):
 
 
 async def test_internal_notes_never_reach_the_customer_or_the_prompt(
-        connect, worker, engine, agents):
+    connect, worker, engine, agents
+):
     client, first = await connect()
     await stored_conversation(first)  # agents act on conversations the console shows
     ticket = await database_sync_to_async(services.ticket_create)(
-        subject="VIP", actor=agents[0], conversation_id=first["id"])
+        subject="VIP", actor=agents[0], conversation_id=first["id"]
+    )
     await database_sync_to_async(services.note_add)(
-        ticket_id=ticket.pk, author=agents[0], text="SECRET-NOTE: customer is a reseller")
+        ticket_id=ticket.pk, author=agents[0], text="SECRET-NOTE: customer is a reseller"
+    )
     assert await client.nothing_more(0.3)
     await client.send({"type": "message", "text": "What do you sell?", "client_id": "1"})
     frames = [await client.receive(), *await client.answer()]
@@ -229,12 +247,15 @@ async def test_internal_notes_never_reach_the_customer_or_the_prompt(
     assert "SECRET-NOTE" not in str(await again.receive())
 
 
-@pytest.mark.parametrize(("when", "open_"), [
-    ("2026-11-23 09:00", True),   # Monday 10:00 in Berlin
-    ("2026-11-23 17:30", False),  # Monday 18:30 in Berlin
-    ("2026-11-28 10:00", True),   # Saturday 11:00
-    ("2026-11-29 10:00", False),  # Sunday: not listed
-])
+@pytest.mark.parametrize(
+    ("when", "open_"),
+    [
+        ("2026-11-23 09:00", True),  # Monday 10:00 in Berlin
+        ("2026-11-23 17:30", False),  # Monday 18:30 in Berlin
+        ("2026-11-28 10:00", True),  # Saturday 11:00
+        ("2026-11-29 10:00", False),  # Sunday: not listed
+    ],
+)
 def test_business_hours(when, open_):
     business = {"timezone": "Europe/Berlin", "mon-fri": "09:00-18:00", "sat": "10:00-14:00"}
     now = dt.datetime.fromisoformat(when).replace(tzinfo=dt.UTC)

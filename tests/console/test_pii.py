@@ -19,18 +19,30 @@ def test_email_next_to_chinese_keeps_the_chinese():
     assert counts == {"email": 1}
 
 
-@pytest.mark.parametrize("written", [
-    "+86 138 1234 5678", "+86-138-1234-5678", "+8613812345678", "13812345678",
-])
+@pytest.mark.parametrize(
+    "written",
+    [
+        "+86 138 1234 5678",
+        "+86-138-1234-5678",
+        "+8613812345678",
+        "13812345678",
+    ],
+)
 def test_chinese_mobile_in_its_usual_forms(written):
     text, counts = scrub(f"电话：{written}。", language="zh")
     assert text == "电话：[PHONE]。"
     assert counts == {"phone": 1}
 
 
-@pytest.mark.parametrize("written", [
-    "+1 415-555-0132", "(415) 555-0132", "+44 20 7946 0958", "020 7946 0958",
-])
+@pytest.mark.parametrize(
+    "written",
+    [
+        "+1 415-555-0132",
+        "(415) 555-0132",
+        "+44 20 7946 0958",
+        "020 7946 0958",
+    ],
+)
 def test_phone_numbers_international_and_local(written):
     text, counts = scrub(f"Call me on {written} tomorrow.", language="en")
     assert text == "Call me on [PHONE] tomorrow."
@@ -42,8 +54,10 @@ def test_long_digit_runs_go_short_numbers_and_dates_stay():
         "Order 12345678 (2 items) paid with card 4111 1111 1111 1111 on 2024-05-01 at 10:30, "
         "arrives in 3 days. Ref 555-0132, code 12345."
     )
-    assert text == ("Order [NUMBER] (2 items) paid with card [NUMBER] on 2024-05-01 at 10:30, "
-                    "arrives in 3 days. Ref [NUMBER], code 12345.")
+    assert text == (
+        "Order [NUMBER] (2 items) paid with card [NUMBER] on 2024-05-01 at 10:30, "
+        "arrives in 3 days. Ref [NUMBER], code 12345."
+    )
     assert counts == {"number": 3}
 
 
@@ -54,15 +68,15 @@ def test_chinese_order_number():
 
 
 def test_customer_name_and_its_parts_in_english():
-    text, counts = scrub("Thanks Li Wei! Mr. Wei, your refund is on its way, li.",
-                         names=["Li Wei"])
+    text, counts = scrub("Thanks Li Wei! Mr. Wei, your refund is on its way, li.", names=["Li Wei"])
     assert text == "Thanks [NAME]! Mr. [NAME], your refund is on its way, [NAME]."
     assert counts == {"name": 3}
 
 
 def test_name_matching_is_whole_words():
-    text, counts = scrub("Anna Smith asked about bananas and Smithsonian tickets.",
-                         names=["Anna Smith"])
+    text, counts = scrub(
+        "Anna Smith asked about bananas and Smithsonian tickets.", names=["Anna Smith"]
+    )
     assert text == "[NAME] asked about bananas and Smithsonian tickets."
     assert counts == {"name": 1}
 
@@ -74,7 +88,9 @@ def test_chinese_name_whole_and_given_name():
 
 
 def test_given_email_is_replaced_even_in_an_unusual_form():
-    text, counts = scrub("write to 李伟@例子.中国 please", emails=["李伟@例子.中国"], names=["李伟"])
+    text, counts = scrub(
+        "write to 李伟@例子.中国 please", emails=["李伟@例子.中国"], names=["李伟"]
+    )
     assert text == "write to [EMAIL] please"
     assert counts == {"email": 1}
 

@@ -22,14 +22,22 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 SEND = "/console/playground/send/"
 PROMPT = "You are Zed of {site_name}. Speak {language} to a customer in {user_region}."
-SETTINGS = {"temperature": "1.3", "top_p": "0.55", "max_tokens": "12",
-            "frequency_penalty": "0.4", "system_prompt": PROMPT, "language": "de",
-            "region": "Bavaria", "timezone": "Europe/Berlin"}
+SETTINGS = {
+    "temperature": "1.3",
+    "top_p": "0.55",
+    "max_tokens": "12",
+    "frequency_penalty": "0.4",
+    "system_prompt": PROMPT,
+    "language": "de",
+    "region": "Bavaria",
+    "timezone": "Europe/Berlin",
+}
 
 
 def make_user(django_user_model, username, *, staff=True, perms=()):
-    user = django_user_model.objects.create_user(username=username, password="pw-" + username,
-                                                 is_staff=staff)
+    user = django_user_model.objects.create_user(
+        username=username, password="pw-" + username, is_staff=staff
+    )
     for codename in perms:
         user.user_permissions.add(Permission.objects.get(codename=codename))
     return user
@@ -38,9 +46,13 @@ def make_user(django_user_model, username, *, staff=True, perms=()):
 def live_profile(**fields) -> BotProfile:
     """The live default profile, and the only one (the data migration's may be there)."""
     BotProfile.objects.all().delete()
-    return BotProfile.objects.create(name=DEFAULT_PROFILE_NAME, is_default=True,
-                                     system_prompt=DEFAULT_SYSTEM_PROMPT, site_name="Acme",
-                                     **fields)
+    return BotProfile.objects.create(
+        name=DEFAULT_PROFILE_NAME,
+        is_default=True,
+        system_prompt=DEFAULT_SYSTEM_PROMPT,
+        site_name="Acme",
+        **fields,
+    )
 
 
 async def staff_client(django_user_model, username="lead") -> tuple[AsyncClient, object]:
@@ -67,8 +79,11 @@ def request_for(engine, text: str) -> str:
 
 
 def test_only_staff_get_in(client, django_user_model):
-    gets = ["/console/playground/", "/console/playground/settings/?pane=a",
-            "/console/playground/export/?a=00000000-0000-0000-0000-000000000000"]
+    gets = [
+        "/console/playground/",
+        "/console/playground/settings/?pane=a",
+        "/console/playground/export/?a=00000000-0000-0000-0000-000000000000",
+    ]
     posts = ["/console/playground/preview/", "/console/playground/save/", SEND]
     customer = Client()
     customer.force_login(make_user(django_user_model, "bob", staff=False))
@@ -83,8 +98,7 @@ def test_only_staff_get_in(client, django_user_model):
             assert response.status_code == 302, url
             assert response["Location"].startswith("/admin/login/"), url
         # htmx partials send the whole page to the login, as elsewhere in the console.
-        response = who.get("/console/playground/settings/?pane=a",
-                           headers={"HX-Request": "true"})
+        response = who.get("/console/playground/settings/?pane=a", headers={"HX-Request": "true"})
         assert response.status_code == 403 and response["HX-Redirect"].startswith("/admin/login/")
     assert not Conversation.objects.exists() and list(BotProfile.objects.values()) == profiles
 
@@ -127,8 +141,12 @@ async def test_an_answer_streams_with_the_panes_settings(django_user_model, work
 
     # What the worker got: the sliders' values and the overridden prompt, rendered.
     rid = request_for(engine, "Wo ist mein Paket?")
-    assert engine.samplings[rid] == {"temperature": 1.3, "top_p": 0.55, "max_tokens": 12,
-                                     "frequency_penalty": 0.4}
+    assert engine.samplings[rid] == {
+        "temperature": 1.3,
+        "top_p": 0.55,
+        "max_tokens": 12,
+        "frequency_penalty": 0.4,
+    }
     assert "You are Zed of Acme. Speak German to a customer in Bavaria." in engine.prompts[rid]
     assert "customer-service assistant" not in engine.prompts[rid]
 
@@ -136,11 +154,20 @@ async def test_an_answer_streams_with_the_panes_settings(django_user_model, work
     assert conversation.channel == Conversation.Channel.PLAYGROUND
     assert conversation.metadata["playground"]["staff_id"] == user.pk
     assert (conversation.language, conversation.region, conversation.timezone) == (
-        "de", "Bavaria", "Europe/Berlin")
+        "de",
+        "Bavaria",
+        "Europe/Berlin",
+    )
 
     # The same conversation goes on, with new settings; the model sees the history.
-    response, events = await ask(client, "Und wann?", conversation=str(conversation.pk),
-                                 temperature="0.2", max_tokens="5", language="fr")
+    response, events = await ask(
+        client,
+        "Und wann?",
+        conversation=str(conversation.pk),
+        temperature="0.2",
+        max_tokens="5",
+        language="fr",
+    )
     assert response.status_code == 200, response.content
     assert response["X-Playground-Conversation"] == str(conversation.pk)
     assert events[-1][0] == "bot.done"
@@ -155,7 +182,8 @@ async def test_side_by_side_asks_two_conversations_at_once(django_user_model, wo
     client, _user = await staff_client(django_user_model)
     (a, a_events), (b, b_events) = await asyncio.gather(
         ask(client, "Compare me", temperature="0.1"),
-        ask(client, "Compare me", temperature="1.9", system_prompt="Be brief."))
+        ask(client, "Compare me", temperature="1.9", system_prompt="Be brief."),
+    )
     assert a_events[-1][0] == b_events[-1][0] == "bot.done"
     assert a["X-Playground-Conversation"] != b["X-Playground-Conversation"]
     asked = {engine.samplings[rid]["temperature"]: prompt for rid, prompt in engine.prompts.items()}
@@ -164,12 +192,13 @@ async def test_side_by_side_asks_two_conversations_at_once(django_user_model, wo
     assert await Conversation.objects.filter(channel="playground").acount() == 2
 
 
-async def test_bad_settings_and_other_conversations_are_refused(django_user_model, worker,
-                                                                engine):
+async def test_bad_settings_and_other_conversations_are_refused(django_user_model, worker, engine):
     client, _user = await staff_client(django_user_model)
     response, _ = await ask(client, "What do you sell?", temperature="3")
     assert response.status_code == 400 and "temperature" in response.json()["error"]["message"]
-    response, _ = await ask(client, "What do you sell?", max_tokens="100000")  # over the profile's limit
+    response, _ = await ask(
+        client, "What do you sell?", max_tokens="100000"
+    )  # over the profile's limit
     assert response.status_code == 400 and "320" in response.json()["error"]["message"]
 
     # A customer's conversation, or another staff member's playground, is never written to.
@@ -198,10 +227,16 @@ def test_the_preview_fills_the_variables_and_escapes(django_user_model):
     live_profile()
     client = Client()
     client.force_login(make_user(django_user_model, "ann"))
-    response = client.post("/console/playground/preview/", {
-        "system_prompt": "<script>alert(1)</script> {site_name}/{language}/{user_region} "
-                         "at {current_time}", "language": "zh-CN", "region": "Taiwan",
-        "timezone": "Asia/Taipei"})
+    response = client.post(
+        "/console/playground/preview/",
+        {
+            "system_prompt": "<script>alert(1)</script> {site_name}/{language}/{user_region} "
+            "at {current_time}",
+            "language": "zh-CN",
+            "region": "Taiwan",
+            "timezone": "Asia/Taipei",
+        },
+    )
     html = response.content.decode()
     assert "&lt;script&gt;alert(1)&lt;/script&gt; Acme/Simplified Chinese/Taiwan at" in html
     assert "<script>" not in html and "CST" in html  # Taipei's zone abbreviation
@@ -228,19 +263,27 @@ def test_save_as_profile_asks_first_then_writes_and_logs(django_user_model):
     saved = client.post("/console/playground/save/", {**form, "confirm": "1"})
     assert saved["HX-Retarget"] == "#a-settings" and "Saved bot profile" in saved.content.decode()
     profile.refresh_from_db()
-    assert (profile.temperature, profile.top_p, profile.max_tokens,
-            profile.frequency_penalty, profile.system_prompt) == (1.3, 0.55, 200, 0.4, PROMPT)
+    assert (
+        profile.temperature,
+        profile.top_p,
+        profile.max_tokens,
+        profile.frequency_penalty,
+        profile.system_prompt,
+    ) == (1.3, 0.55, 200, 0.4, PROMPT)
     entry = LogEntry.objects.get()
     assert (entry.user, entry.action_flag, entry.object_id) == (lead, CHANGE, str(profile.pk))
     assert entry.content_type.model_class() is BotProfile
     assert "temperature" in entry.get_change_message() and "playground" in entry.change_message
 
-    client.post("/console/playground/save/", {**form, "temperature": "0.2", "target": "new",
-                                              "new_name": "Terse", "confirm": "1"})
+    client.post(
+        "/console/playground/save/",
+        {**form, "temperature": "0.2", "target": "new", "new_name": "Terse", "confirm": "1"},
+    )
     terse = BotProfile.objects.get(name="Terse")
     assert terse.temperature == 0.2 and not terse.is_default and terse.site_name == "Acme"
-    assert LogEntry.objects.filter(action_flag=ADDITION, object_id=str(terse.pk),
-                                   user=lead).exists()
+    assert LogEntry.objects.filter(
+        action_flag=ADDITION, object_id=str(terse.pk), user=lead
+    ).exists()
     profile.refresh_from_db()
     assert profile.temperature == 1.3  # the live profile stayed as saved
 
@@ -249,8 +292,10 @@ def test_save_needs_the_admin_permission(django_user_model):
     profile = live_profile()
     client = Client()
     client.force_login(make_user(django_user_model, "ann"))  # staff, no profile permissions
-    response = client.post("/console/playground/save/", {
-        **SETTINGS, "pane": "a", "profile": str(profile.pk), "confirm": "1"})
+    response = client.post(
+        "/console/playground/save/",
+        {**SETTINGS, "pane": "a", "profile": str(profile.pk), "confirm": "1"},
+    )
     assert "You do not have permission to change bot profiles." in response.content.decode()
     profile.refresh_from_db()
     assert profile.temperature == 0.7 and not LogEntry.objects.exists()

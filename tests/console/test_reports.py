@@ -23,8 +23,9 @@ def at(days_ago: int, hour: int = 12) -> dt.datetime:
 
 
 def conversation(days_ago: int, *, csat: int | None = None, **fields) -> Conversation:
-    conv = Conversation.objects.create(token_hash="0" * 64, csat_score=csat,
-                                       csat_at=at(days_ago, 13) if csat else None, **fields)
+    conv = Conversation.objects.create(
+        token_hash="0" * 64, csat_score=csat, csat_at=at(days_ago, 13) if csat else None, **fields
+    )
     Conversation.objects.filter(pk=conv.pk).update(created_at=at(days_ago))
     return conv
 
@@ -64,8 +65,9 @@ def desk():
 
 
 def staff_client(django_user_model, *, staff: bool = True) -> Client:
-    user = django_user_model.objects.create_user(username="lead" if staff else "visitor",
-                                                 password="pw", is_staff=staff)
+    user = django_user_model.objects.create_user(
+        username="lead" if staff else "visitor", password="pw", is_staff=staff
+    )
     client = Client()
     client.force_login(user)
     return client
@@ -121,8 +123,13 @@ def test_page_shows_the_periods_figures_and_charts(django_user_model, desk):
         assert detail in html
     # Five charts, each an image with a title and its summary; no script, nothing external.
     assert html.count('<svg class="chart__svg"') == 5
-    for title in ("CSAT average per day", "Thumbs up and down per day", "Fallback rate per day",
-                  "Hand-off rate per day", "Answers per day"):
+    for title in (
+        "CSAT average per day",
+        "Thumbs up and down per day",
+        "Fallback rate per day",
+        "Hand-off rate per day",
+        "Answers per day",
+    ):
         assert f">{title}</h2>" in html
     assert "3.7 on average from 3 scores." in html
     assert "25% over the period: 1 of 4 answers." in html
@@ -140,8 +147,10 @@ def test_page_shows_the_periods_figures_and_charts(django_user_model, desk):
     assert 'aria-current="page">Reports</a>' in html
 
 
-@pytest.mark.parametrize("query, days", [("?days=7", 7), ("?days=90", 90), ("?days=abc", 30),
-                                          ("?days=365", 30), ("", 30)])
+@pytest.mark.parametrize(
+    "query, days",
+    [("?days=7", 7), ("?days=90", 90), ("?days=abc", 30), ("?days=365", 30), ("", 30)],
+)
 def test_period_choice(django_user_model, desk, query, days):
     response = staff_client(django_user_model).get(URL + query)
     assert response.status_code == 200
@@ -155,8 +164,9 @@ def test_chart_geometry():
     day = dt.date(2025, 3, 10)
     days = [day + dt.timedelta(days=i) for i in range(3)]
     series = reports.Series("answers", "answers", [10, 5, None], reports._count)
-    chart = reports.bar_chart(slug="t", title="T", y_title="Answers", days=days, above=series,
-                              summary="")
+    chart = reports.bar_chart(
+        slug="t", title="T", y_title="Answers", days=days, above=series, summary=""
+    )
     tallest, half = chart.bars
     # Scale 0–10: the 10 reaches the top, the 5 half-way; the missing day is marked.
     assert (tallest.y, tallest.height) == (reports.PLOT_TOP, reports.PLOT_BOTTOM - reports.PLOT_TOP)
@@ -166,8 +176,14 @@ def test_chart_geometry():
     assert [m.label for m in chart.no_data] == ["Wed 12 Mar 2025: no answers"]
     # A quarter of days: too narrow for numbers on the bars.
     many = [day + dt.timedelta(days=i) for i in range(90)]
-    wide = reports.bar_chart(slug="t", title="T", y_title="Answers", days=many, summary="",
-                             above=reports.Series("answers", "answers", [3] * 90, reports._count))
+    wide = reports.bar_chart(
+        slug="t",
+        title="T",
+        y_title="Answers",
+        days=many,
+        summary="",
+        above=reports.Series("answers", "answers", [3] * 90, reports._count),
+    )
     assert all(bar.value == "" for bar in wide.bars)
     assert len(wide.x_ticks) == 13  # weekly labels
 
@@ -175,9 +191,14 @@ def test_chart_geometry():
 def test_thumbs_chart_diverges_from_the_baseline():
     days = [dt.date(2025, 3, 10)]
     chart = reports.bar_chart(
-        slug="thumbs", title="T", y_title="Ratings", days=days, summary="",
+        slug="thumbs",
+        title="T",
+        y_title="Ratings",
+        days=days,
+        summary="",
         above=reports.Series("thumbs up", "up", [4], reports._count),
-        below=reports.Series("thumbs down", "down", [2], reports._count))
+        below=reports.Series("thumbs down", "down", [2], reports._count),
+    )
     up, down = chart.bars
     assert up.y + up.height == chart.baseline == down.y
     # The deepest hangs to the bottom tick, with room under it for its number above the days.

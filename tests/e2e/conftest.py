@@ -49,8 +49,10 @@ def database_url(db: dict) -> str:
     if db["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{db['NAME']}"
     user, password = quote(db["USER"], safe=""), quote(db["PASSWORD"], safe="")
-    return (f"postgres://{user}:{password}@{db['HOST'] or 'localhost'}:"
-            f"{db['PORT'] or 5432}/{db['NAME']}")
+    return (
+        f"postgres://{user}:{password}@{db['HOST'] or 'localhost'}:"
+        f"{db['PORT'] or 5432}/{db['NAME']}"
+    )
 
 
 @dataclass
@@ -72,8 +74,11 @@ class Stack:
         values = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items())
-                                  if k not in ("model_name", "engine"))
+                labels = ",".join(
+                    f"{k}={v}"
+                    for k, v in sorted(sample.labels.items())
+                    if k not in ("model_name", "engine")
+                )
                 values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
         return values
 
@@ -86,10 +91,21 @@ def collected_static(tmp_path_factory) -> Path:
     copies), once per session: the stacks' Daphnes serve it and their pages link it."""
     if not _collected:
         root = tmp_path_factory.mktemp("static")
-        done = subprocess.run([sys.executable, str(ROOT / "manage.py"), "collectstatic",
-                               "--noinput", "--verbosity", "0"],
-                              env={**os.environ, "STATIC_ROOT": str(root)}, cwd=ROOT,
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "collectstatic",
+                "--noinput",
+                "--verbosity",
+                "0",
+            ],
+            env={**os.environ, "STATIC_ROOT": str(root)},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         _collected.append(root)
     return _collected[0]
@@ -131,20 +147,43 @@ def real_stack(django_db_setup, django_db_blocker, tmp_path_factory):
     sup = Supervisor(out=output, stop_timeout=20)
     manage = [sys.executable, str(ROOT / "manage.py")]
     sup.start("worker", [*manage, "run_inference_worker"], env, cwd=ROOT)
-    sup.start("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                         "cs_site.asgi:application"], env, cwd=ROOT)
+    sup.start(
+        "daphne",
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "cs_site.asgi:application",
+        ],
+        env,
+        cwd=ROOT,
+    )
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
-        wait_ready(sup, [
-            ReadyCheck("daphne", f"http://127.0.0.1:{port}/healthz"),
-            ReadyCheck("worker", metrics_url, pattern=r"^cs_worker_ready 1"),
-        ], threading.Event(), timeout=600)
+        wait_ready(
+            sup,
+            [
+                ReadyCheck("daphne", f"http://127.0.0.1:{port}/healthz"),
+                ReadyCheck("worker", metrics_url, pattern=r"^cs_worker_ready 1"),
+            ],
+            threading.Event(),
+            timeout=600,
+        )
     except RuntimeError:
         sup.stop_all()
         redis.stop()
         pytest.fail("the real stack did not start:\n" + output.getvalue()[-5000:])
-    yield Stack(http=f"http://127.0.0.1:{port}", ws=f"ws://127.0.0.1:{port}",
-                metrics_url=metrics_url, output=output, redis_url=redis.url)
+    yield Stack(
+        http=f"http://127.0.0.1:{port}",
+        ws=f"ws://127.0.0.1:{port}",
+        metrics_url=metrics_url,
+        output=output,
+        redis_url=redis.url,
+    )
     sup.stop_all()
     redis.stop()
 
@@ -159,8 +198,9 @@ class SyntheticStack:
 
     def rss_kib(self) -> int:
         status = Path(f"/proc/{self.daphne_pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines()
-                        if line.startswith("VmRSS:")))
+        return int(
+            next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+        )
 
 
 def _run_worker_in_thread(engine: SyntheticEngine, redis_url: str):
@@ -181,8 +221,12 @@ def _run_worker_in_thread(engine: SyntheticEngine, redis_url: str):
             engine=engine,
             channel_layer=RedisChannelLayer(hosts=[{"address": redis_url, "socket_timeout": 30}]),
             redis=aioredis.Redis.from_url(redis_url, decode_responses=True),
-            channel=settings.INFERENCE["CHANNEL"], control_group=settings.INFERENCE["CONTROL_GROUP"],
-            max_concurrency=8, coalesce_ms=30, heartbeat_seconds=1, name="synthetic-worker",
+            channel=settings.INFERENCE["CHANNEL"],
+            control_group=settings.INFERENCE["CONTROL_GROUP"],
+            max_concurrency=8,
+            coalesce_ms=30,
+            heartbeat_seconds=1,
+            name="synthetic-worker",
         )
         holder["worker"] = worker
         await worker.run(ready=ready.set)
@@ -209,8 +253,9 @@ def _run_worker_in_thread(engine: SyntheticEngine, redis_url: str):
 
 
 @contextlib.contextmanager
-def synthetic_daphne(name: str, engine: SyntheticEngine, tmp_path_factory, django_db_blocker,
-                     **env_overrides: str):
+def synthetic_daphne(
+    name: str, engine: SyntheticEngine, tmp_path_factory, django_db_blocker, **env_overrides: str
+):
     """Daphne as in production, with its own Redis, answered by a worker (in a thread of this
     process) streaming from the synthetic token source, a test double of the model."""
     from django.db import connection
@@ -220,20 +265,48 @@ def synthetic_daphne(name: str, engine: SyntheticEngine, tmp_path_factory, djang
     port = free_port()
     with django_db_blocker.unblock():
         db_url = database_url(connection.settings_dict)
-    env = {**os.environ, "REDIS_URL": redis.url, "DATABASE_URL": db_url,
-           "ALLOWED_HOSTS": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1", **SHARED_ADDRESS,
-           "STATIC_ROOT": str(collected_static(tmp_path_factory)),
-           "DEMO_PAGE": "true",  # key-less test sockets, as the demo page's
-           **env_overrides}
+    env = {
+        **os.environ,
+        "REDIS_URL": redis.url,
+        "DATABASE_URL": db_url,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "PYTHONUNBUFFERED": "1",
+        **SHARED_ADDRESS,
+        "STATIC_ROOT": str(collected_static(tmp_path_factory)),
+        "DEMO_PAGE": "true",  # key-less test sockets, as the demo page's
+        **env_overrides,
+    }
     output = io.StringIO()
     sup = Supervisor(out=output, stop_timeout=10)
-    daphne = sup.start("daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
-                                  str(port), "cs_site.asgi:application"], env, cwd=ROOT)
+    daphne = sup.start(
+        "daphne",
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "cs_site.asgi:application",
+        ],
+        env,
+        cwd=ROOT,
+    )
     try:
-        wait_ready(sup, [ReadyCheck("daphne", f"http://127.0.0.1:{port}/healthz")],
-                   threading.Event(), timeout=60)
-        yield SyntheticStack(http=f"http://127.0.0.1:{port}", ws=f"ws://127.0.0.1:{port}",
-                             engine=engine, daphne_pid=daphne.process.pid, output=output)
+        wait_ready(
+            sup,
+            [ReadyCheck("daphne", f"http://127.0.0.1:{port}/healthz")],
+            threading.Event(),
+            timeout=60,
+        )
+        yield SyntheticStack(
+            http=f"http://127.0.0.1:{port}",
+            ws=f"ws://127.0.0.1:{port}",
+            engine=engine,
+            daphne_pid=daphne.process.pid,
+            output=output,
+        )
     except RuntimeError:
         pytest.fail(f"the {name} stack did not start:\n" + output.getvalue()[-5000:])
     finally:
@@ -246,8 +319,9 @@ def synthetic_daphne(name: str, engine: SyntheticEngine, tmp_path_factory, djang
 def synthetic_stack(django_db_setup, django_db_blocker, tmp_path_factory):
     """For scripted 'model output' such as XSS payloads; its own Redis keeps it apart from the
     real stack."""
-    with synthetic_daphne("synthetic", SyntheticEngine(tokens_per_second=400), tmp_path_factory,
-                          django_db_blocker) as stack:
+    with synthetic_daphne(
+        "synthetic", SyntheticEngine(tokens_per_second=400), tmp_path_factory, django_db_blocker
+    ) as stack:
         yield stack
 
 
@@ -267,15 +341,22 @@ def host_pages(tmp_path_factory):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     port = server.server_address[1]
-    yield types.SimpleNamespace(root=root, url=f"http://127.0.0.1:{port}",
-                                other_url=f"http://localhost:{port}")
+    yield types.SimpleNamespace(
+        root=root, url=f"http://127.0.0.1:{port}", other_url=f"http://localhost:{port}"
+    )
     server.shutdown()
 
 
 # Without the background-networking flags the closed network floods Chromium with refused
 # connections; browsers are never downloaded (`playwright install`): Debian's chromium is used.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # What a page shows does not depend on an answer's length; short answers keep browser tests
 # quick on a CPU (~20 tokens/s there) while still streaming in many deltas.
 MAX_TOKENS = 40
@@ -300,6 +381,9 @@ async def short_answers(transactional_db) -> None:
     from chat.prompting import DEFAULT_PROFILE_NAME, DEFAULT_SYSTEM_PROMPT
 
     if not await BotProfile.objects.filter(is_default=True).aupdate(max_tokens=MAX_TOKENS):
-        await BotProfile.objects.acreate(name=DEFAULT_PROFILE_NAME, is_default=True,
-                                         system_prompt=DEFAULT_SYSTEM_PROMPT,
-                                         max_tokens=MAX_TOKENS)
+        await BotProfile.objects.acreate(
+            name=DEFAULT_PROFILE_NAME,
+            is_default=True,
+            system_prompt=DEFAULT_SYSTEM_PROMPT,
+            max_tokens=MAX_TOKENS,
+        )

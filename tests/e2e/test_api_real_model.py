@@ -27,11 +27,17 @@ async def secret() -> str:
 
 
 async def test_the_chat_api_answers_from_the_real_model_and_remembers(real_stack, secret):
-    async with httpx.AsyncClient(base_url=real_stack.http, timeout=180,
-                                 headers={"Authorization": f"Bearer {secret}"}) as http:
-        first = await http.post("/api/v1/chat", json={
-            "session_id": "probe-1", "user_input": "Hello, my order number is 4711.",
-            "max_tokens": 40})
+    async with httpx.AsyncClient(
+        base_url=real_stack.http, timeout=180, headers={"Authorization": f"Bearer {secret}"}
+    ) as http:
+        first = await http.post(
+            "/api/v1/chat",
+            json={
+                "session_id": "probe-1",
+                "user_input": "Hello, my order number is 4711.",
+                "max_tokens": 40,
+            },
+        )
         assert first.status_code == 200, first.text
         first = first.json()
         assert first["response"].strip() and first["fallback"] is False
@@ -39,36 +45,51 @@ async def test_the_chat_api_answers_from_the_real_model_and_remembers(real_stack
         assert first["usage"]["completion_tokens"] > 0 and 0 < first["ttft_ms"]
 
         frames = []
-        async with http.stream("POST", "/api/v1/chat", json={
-                "session_id": "probe-1", "user_input": "Which order number did I give you?",
-                "max_tokens": 40, "stream": True}) as response:
+        async with http.stream(
+            "POST",
+            "/api/v1/chat",
+            json={
+                "session_id": "probe-1",
+                "user_input": "Which order number did I give you?",
+                "max_tokens": 40,
+                "stream": True,
+            },
+        ) as response:
             assert response.status_code == 200
             async for line in response.aiter_lines():
                 if line.startswith("data: "):
-                    frames.append(json.loads(line[len("data: "):]))
+                    frames.append(json.loads(line[len("data: ") :]))
     kinds = [f["type"] for f in frames]
     assert kinds[:2] == ["message.ack", "bot.start"] and kinds[-1] == "bot.done"
     assert "bot.delta" in kinds
     done = frames[-1]
     assert done["fallback"] is False
     # The second prompt holds the first turn: question and answer, by the model's tokenizer.
-    assert done["usage"]["prompt_tokens"] > (first["usage"]["prompt_tokens"]
-                                             + first["usage"]["completion_tokens"])
+    assert done["usage"]["prompt_tokens"] > (
+        first["usage"]["prompt_tokens"] + first["usage"]["completion_tokens"]
+    )
 
 
 async def test_the_openai_client_gets_a_completion_and_a_stream_with_usage(real_stack, secret):
-    client = openai.AsyncOpenAI(base_url=f"{real_stack.http}/v1", api_key=secret,
-                                max_retries=0, timeout=180)
+    client = openai.AsyncOpenAI(
+        base_url=f"{real_stack.http}/v1", api_key=secret, max_retries=0, timeout=180
+    )
     assert [m.id for m in (await client.models.list()).data] == [MODEL]
     completion = await client.chat.completions.create(
-        model=MODEL, max_tokens=30,
-        messages=[{"role": "user", "content": "Say hello to a customer."}])
+        model=MODEL,
+        max_tokens=30,
+        messages=[{"role": "user", "content": "Say hello to a customer."}],
+    )
     assert completion.choices[0].message.content.strip()
     assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
 
     stream = await client.chat.completions.create(
-        model=MODEL, max_tokens=30, stream=True, stream_options={"include_usage": True},
-        messages=[{"role": "user", "content": "Say hello to a customer."}])
+        model=MODEL,
+        max_tokens=30,
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Say hello to a customer."}],
+    )
     chunks = [chunk async for chunk in stream]
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0

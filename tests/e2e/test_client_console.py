@@ -38,8 +38,11 @@ async def test_console_lists_an_answers_sources_under_it(synthetic_stack, browse
     await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
 
     def conv_bot(frame: dict) -> None:
-        sockets[-1].send(json.dumps({"type": "conv.bot", "conversation_id": str(conversation.pk),
-                                     "frame": frame}))
+        sockets[-1].send(
+            json.dumps(
+                {"type": "conv.bot", "conversation_id": str(conversation.pk), "frame": frame}
+            )
+        )
 
     conv_bot({"type": "bot.start", "message_id": 90001, "reply_to": 1})
     for piece in ["Returns are free ", "within 30 days."]:
@@ -47,24 +50,43 @@ async def test_console_lists_an_answers_sources_under_it(synthetic_stack, browse
     answer = page.locator('#transcript li[data-id="90001"]')
     await expect(answer.locator(".msg__text")).to_have_text("Returns are free within 30 days.")
     await expect(answer).to_have_class(re.compile("msg--streaming"))
-    conv_bot({"type": "bot.done", "message_id": 90001, "finish_reason": "stop", "fallback": False,
-              "partial": False, "sources": [
-                  {"article_id": 3, "title": "Returns", "url": "https://shop.example/help/returns"},
-                  {"article_id": 4, "title": "<b>Fees</b>", "url": "javascript:alert(1)"}]})
+    conv_bot(
+        {
+            "type": "bot.done",
+            "message_id": 90001,
+            "finish_reason": "stop",
+            "fallback": False,
+            "partial": False,
+            "sources": [
+                {"article_id": 3, "title": "Returns", "url": "https://shop.example/help/returns"},
+                {"article_id": 4, "title": "<b>Fees</b>", "url": "javascript:alert(1)"},
+            ],
+        }
+    )
     await expect(answer).not_to_have_class(re.compile("msg--streaming"))
     sources = answer.locator(".msg__sources")
     await expect(sources).to_have_text("Sources: Returns <b>Fees</b>")
     links = await sources.locator("a").evaluate_all(
-        "links => links.map(a => [a.textContent, a.getAttribute('href'), a.target, a.rel])")
-    assert links == [["Returns", "https://shop.example/help/returns", "_blank",
-                      "noopener noreferrer"]]
+        "links => links.map(a => [a.textContent, a.getAttribute('href'), a.target, a.rel])"
+    )
+    assert links == [
+        ["Returns", "https://shop.example/help/returns", "_blank", "noopener noreferrer"]
+    ]
     assert await answer.locator("b").count() == 0
 
     # An answer without sources gets no line.
     conv_bot({"type": "bot.start", "message_id": 90002, "reply_to": 1})
     conv_bot({"type": "bot.delta", "message_id": 90002, "text": "Anything else?"})
-    conv_bot({"type": "bot.done", "message_id": 90002, "finish_reason": "stop", "fallback": False,
-              "partial": False, "sources": []})
+    conv_bot(
+        {
+            "type": "bot.done",
+            "message_id": 90002,
+            "finish_reason": "stop",
+            "fallback": False,
+            "partial": False,
+            "sources": [],
+        }
+    )
     second = page.locator('#transcript li[data-id="90002"]')
     await expect(second).not_to_have_class(re.compile("msg--streaming"))
     assert await second.locator(".msg__sources").count() == 0
@@ -85,7 +107,8 @@ async def test_a_reply_sent_as_a_live_refresh_redraws_the_box_is_posted(syntheti
 
     # A refresh of the controls re-renders the reply box (out of band); the reply is sent the
     # moment the new box is in the page, before htmx has settled it.
-    sent_into_a_new_box = await page.evaluate("""(text) => new Promise((resolve) => {
+    sent_into_a_new_box = await page.evaluate(
+        """(text) => new Promise((resolve) => {
         const before = document.querySelector("#composer form");
         document.addEventListener("htmx:oobAfterSwap", function once() {
             const form = document.querySelector("#composer form");
@@ -96,11 +119,16 @@ async def test_a_reply_sent_as_a_live_refresh_redraws_the_box_is_posted(syntheti
             resolve(true);
         });
         htmx.trigger("#controls", "refresh");
-    })""", "Sent as the box was redrawn")
+    })""",
+        "Sent as the box was redrawn",
+    )
     assert sent_into_a_new_box
 
-    await poll(lambda: Message.objects.filter(conversation=conversation, role="agent",
-                                              text="Sent as the box was redrawn").aexists())
+    await poll(
+        lambda: Message.objects.filter(
+            conversation=conversation, role="agent", text="Sent as the box was redrawn"
+        ).aexists()
+    )
     await expect(page.locator("#transcript")).to_contain_text("Sent as the box was redrawn")
     assert page.url == address  # still the console, not a GET of it with the text
     await page.context.close()

@@ -63,14 +63,27 @@ class FakeDesk:
 
     @staticmethod
     def http(body: bytes, content_type: str, status: int = 200) -> Response:
-        headers = Headers({"Content-Type": content_type, "Content-Length": str(len(body)),
-                           "Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"})
+        headers = Headers(
+            {
+                "Content-Type": content_type,
+                "Content-Length": str(len(body)),
+                "Access-Control-Allow-Origin": "*",
+                "Cache-Control": "no-store",
+            }
+        )
         return Response(status, "OK" if status == 200 else "Not Found", headers, body)
 
     async def chat(self, socket) -> None:
         self.socket = socket
-        await self.send({"type": "conversation", "id": "6f1c0d4e-0000-4000-8000-000000000001",
-                         "token": "fake-token", "status": "bot", "resumed": False})
+        await self.send(
+            {
+                "type": "conversation",
+                "id": "6f1c0d4e-0000-4000-8000-000000000001",
+                "token": "fake-token",
+                "status": "bot",
+                "resumed": False,
+            }
+        )
         self.connected.set()
         async for raw in socket:
             frame = json.loads(raw)
@@ -79,8 +92,14 @@ class FakeDesk:
                 await self.send({"type": "pong"})
             elif frame["type"] == "message":
                 self.next_id += 1
-                await self.send({"type": "message.ack", "client_id": frame["client_id"],
-                                 "id": self.next_id, "duplicate": False})
+                await self.send(
+                    {
+                        "type": "message.ack",
+                        "client_id": frame["client_id"],
+                        "id": self.next_id,
+                        "duplicate": False,
+                    }
+                )
 
     async def send(self, frame: dict) -> None:
         await self.socket.send(json.dumps(frame))
@@ -90,9 +109,19 @@ class FakeDesk:
         await self.send({"type": "bot.start", "message_id": message_id, "reply_to": self.next_id})
         for piece in pieces:
             await self.send({"type": "bot.delta", "message_id": message_id, "text": piece})
-        await self.send({"type": "bot.done", "message_id": message_id, "finish_reason": "stop",
-                         "fallback": False, "partial": False, "ttft_ms": 5, "total_ms": 9,
-                         "usage": {"prompt_tokens": 1, "completion_tokens": 1}, **done})
+        await self.send(
+            {
+                "type": "bot.done",
+                "message_id": message_id,
+                "finish_reason": "stop",
+                "fallback": False,
+                "partial": False,
+                "ttft_ms": 5,
+                "total_ms": 9,
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+                **done,
+            }
+        )
 
     async def wait_for(self, kind: str, timeout: float = 10) -> dict:
         async with asyncio.timeout(timeout):
@@ -103,10 +132,16 @@ class FakeDesk:
                 await asyncio.sleep(0.02)
 
 
-CONFIG = {"site_key": "site_fake", "name": "Fake Shop", "greeting": "Hi from the fake desk!",
-          "accent_color": "#2563eb", "language": "en",
-          # No time zone here: the old widget computed hours itself and showed "(undefined)".
-          "business_hours": {"mon-sun": "00:00-00:01"}, "widget_js": HASHED_WIDGET}
+CONFIG = {
+    "site_key": "site_fake",
+    "name": "Fake Shop",
+    "greeting": "Hi from the fake desk!",
+    "accent_color": "#2563eb",
+    "language": "en",
+    # No time zone here: the old widget computed hours itself and showed "(undefined)".
+    "business_hours": {"mon-sun": "00:00-00:01"},
+    "widget_js": HASHED_WIDGET,
+}
 
 
 @contextlib.asynccontextmanager
@@ -136,25 +171,39 @@ async def test_sources_are_links_under_the_answer_fake_desk(browser):
         page = visitor.page
         # The release's hashed widget.js was loaded, not the plain name.
         assert HASHED_WIDGET in desk.requested and "/static/widget/widget.js" not in desk.requested
-        await desk.answer(7, ["You can return them ", "within 30 days."], sources=[
-            {"article_id": 3, "title": "Returns", "url": "https://shop.example/help/returns"},
-            {"article_id": 4, "title": '<img src=x onerror="window.__xss=1">Shipping',
-             "url": "http://shop.example/help/shipping?a=1&b=2"},
-            {"article_id": 5, "title": "Scripted", "url": "javascript:window.__xss=2"},
-            {"article_id": 6, "title": "No link", "url": ""},
-        ])
+        await desk.answer(
+            7,
+            ["You can return them ", "within 30 days."],
+            sources=[
+                {"article_id": 3, "title": "Returns", "url": "https://shop.example/help/returns"},
+                {
+                    "article_id": 4,
+                    "title": '<img src=x onerror="window.__xss=1">Shipping',
+                    "url": "http://shop.example/help/shipping?a=1&b=2",
+                },
+                {"article_id": 5, "title": "Scripted", "url": "javascript:window.__xss=2"},
+                {"article_id": 6, "title": "No link", "url": ""},
+            ],
+        )
         answer = page.locator(".m.b").nth(1)
         await expect(answer.locator(".th")).to_have_count(2)
         sources = answer.locator(".src")
         await expect(sources.locator("> span")).to_have_text("Sources")
         await expect(sources.locator("li")).to_have_text(
-            ["Returns", '<img src=x onerror="window.__xss=1">Shipping', "Scripted", "No link"])
+            ["Returns", '<img src=x onerror="window.__xss=1">Shipping', "Scripted", "No link"]
+        )
         links = await sources.locator("a").evaluate_all(
-            "links => links.map(a => [a.textContent, a.getAttribute('href'), a.target, a.rel])")
+            "links => links.map(a => [a.textContent, a.getAttribute('href'), a.target, a.rel])"
+        )
         assert links == [
             ["Returns", "https://shop.example/help/returns", "_blank", "noopener noreferrer"],
-            ['<img src=x onerror="window.__xss=1">Shipping',
-             "http://shop.example/help/shipping?a=1&b=2", "_blank", "noopener noreferrer"]]
+            [
+                '<img src=x onerror="window.__xss=1">Shipping',
+                "http://shop.example/help/shipping?a=1&b=2",
+                "_blank",
+                "noopener noreferrer",
+            ],
+        ]
         assert await page.locator(".lg img").count() == 0
         assert await page.evaluate("typeof window.__xss") == "undefined"
         # Sources sit between the answer's text and its thumbs.
@@ -170,26 +219,28 @@ async def test_sources_are_links_under_the_answer_fake_desk(browser):
         await page.context.close()
 
 
-LONG_MARKDOWN = "\n".join([
-    "# Returning an item",
-    "Thanks for asking! Here is **how returns work** at *Fake Shop*:",
-    "",
-    "1. Open [your orders](https://shop.example/orders) and pick the item.",
-    "2. Choose a reason; `RET-42` is your code.",
-    "   It stays valid for 30 days.",
-    "3. Print the label.",
-    "",
-    "- Shoes: free",
-    "- Bags: 5 €, see https://shop.example/help/fees.",
-    "",
-    "```",
-    "<script>window.__xss=1</script> stays text in code",
-    "```",
-    "---",
-    "Questions? mailto:help@shop.example or [not a link](javascript:alert(1)).",
-    *[f"Paragraph {i} of the long tail, with **bold {i}** text." + "\n" for i in range(40)],
-    "The end.",
-])
+LONG_MARKDOWN = "\n".join(
+    [
+        "# Returning an item",
+        "Thanks for asking! Here is **how returns work** at *Fake Shop*:",
+        "",
+        "1. Open [your orders](https://shop.example/orders) and pick the item.",
+        "2. Choose a reason; `RET-42` is your code.",
+        "   It stays valid for 30 days.",
+        "3. Print the label.",
+        "",
+        "- Shoes: free",
+        "- Bags: 5 €, see https://shop.example/help/fees.",
+        "",
+        "```",
+        "<script>window.__xss=1</script> stays text in code",
+        "```",
+        "---",
+        "Questions? mailto:help@shop.example or [not a link](javascript:alert(1)).",
+        *[f"Paragraph {i} of the long tail, with **bold {i}** text." + "\n" for i in range(40)],
+        "The end.",
+    ]
+)
 
 
 async def test_streamed_markdown_renders_what_the_whole_answer_renders_fake_desk(browser):
@@ -201,7 +252,7 @@ async def test_streamed_markdown_renders_what_the_whole_answer_renders_fake_desk
         page = visitor.page
         pieces, at, size = [], 0, 1
         while at < len(LONG_MARKDOWN):
-            pieces.append(LONG_MARKDOWN[at:at + size])
+            pieces.append(LONG_MARKDOWN[at : at + size])
             at += size
             size = size % 5 + 1
         half = len(pieces) // 2
@@ -215,15 +266,29 @@ async def test_streamed_markdown_renders_what_the_whole_answer_renders_fake_desk
         await desk.answer(12, [LONG_MARKDOWN])
         await expect(page.locator(FINISHED_ANSWER)).to_have_count(4)
 
-        streamed, whole = [await page.locator(".m.b").nth(i).locator("> div").first
-                           .inner_html() for i in (1, 2)]
+        streamed, whole = [
+            await page.locator(".m.b").nth(i).locator("> div").first.inner_html() for i in (1, 2)
+        ]
         assert streamed == whole
-        for tag in ("<p><strong>Returning an item</strong></p>", "<ol>", "<ul>", "<pre><code>",
-                    "<hr>", "&lt;script&gt;", '<a href="mailto:help@shop.example"'):
+        for tag in (
+            "<p><strong>Returning an item</strong></p>",
+            "<ol>",
+            "<ul>",
+            "<pre><code>",
+            "<hr>",
+            "&lt;script&gt;",
+            '<a href="mailto:help@shop.example"',
+        ):
             assert tag in whole, tag
         assert "javascript:" not in whole.replace("(javascript:alert(1))", "")
-        assert await page.locator(".m.b").nth(1).locator("> div").first.evaluate(
-            "body => window.__firstBlock.isConnected && body.firstElementChild === window.__firstBlock")
+        assert (
+            await page.locator(".m.b")
+            .nth(1)
+            .locator("> div")
+            .first.evaluate(
+                "body => window.__firstBlock.isConnected && body.firstElementChild === window.__firstBlock"
+            )
+        )
         assert await page.evaluate("typeof window.__xss") == "undefined"
         assert visitor.errors == []
         await page.context.close()
@@ -233,31 +298,49 @@ async def test_handoff_shows_the_business_hours_text_as_sent_fake_desk(browser):
     async with fake_desk() as desk:
         visitor = await open_chat(browser, desk)
         page = visitor.page
-        await desk.send({"type": "handoff.ack", "status": "requested", "agents_available": False,
-                         "ask_contact": False, "business_hours": {"mon-sun": "00:00-00:01"},
-                         "business_hours_text": "周一至周五 09:00–18:00（Asia/Shanghai）"})
+        await desk.send(
+            {
+                "type": "handoff.ack",
+                "status": "requested",
+                "agents_available": False,
+                "ask_contact": False,
+                "business_hours": {"mon-sun": "00:00-00:01"},
+                "business_hours_text": "周一至周五 09:00–18:00（Asia/Shanghai）",
+            }
+        )
         await expect(page.locator(".sy").last).to_have_text(
             "Our team is away right now; an agent will reply during business hours: "
-            "周一至周五 09:00–18:00（Asia/Shanghai）")
+            "周一至周五 09:00–18:00（Asia/Shanghai）"
+        )
         # Inside business hours the server sends no text: the plain acknowledgement, whatever
         # the config's hours say (the widget no longer computes them).
-        await desk.send({"type": "handoff.ack", "status": "requested", "agents_available": True,
-                         "ask_contact": False, "business_hours": {"mon-sun": "00:00-00:01"}})
+        await desk.send(
+            {
+                "type": "handoff.ack",
+                "status": "requested",
+                "agents_available": True,
+                "ask_contact": False,
+                "business_hours": {"mon-sun": "00:00-00:01"},
+            }
+        )
         await expect(page.locator(".sy").last).to_have_text(
-            "We've let our team know — an agent will join soon.")
+            "We've let our team know — an agent will join soon."
+        )
         assert "undefined" not in await page.locator(".lg").inner_text()
         await page.context.close()
 
 
 @pytest.mark.django_db(transaction=True)
 async def test_handoff_outside_business_hours_shows_the_servers_text(
-        synthetic_stack, host_pages, browser):
+    synthetic_stack, host_pages, browser
+):
     """The real path: the site's hours in admin → the consumer → chat/hours.py → handoff.ack
     → the widget, in Chinese. The hours never open (an empty span), so it is always outside
     them."""
     site, url = await company_page(host_pages, synthetic_stack.http, lang="zh-CN")
-    await Site.objects.filter(pk=site.pk).aupdate(business_hours={
-        "timezone": "Asia/Shanghai", "mon-fri": "09:00-09:00", "sat": "10:00-10:00"})
+    await Site.objects.filter(pk=site.pk).aupdate(
+        business_hours={"timezone": "Asia/Shanghai", "mon-fri": "09:00-09:00", "sat": "10:00-10:00"}
+    )
     context = await browser.new_context(viewport={"width": 420, "height": 760}, locale="zh-CN")
     visitor = Visitor(await context.new_page())
     await visitor.page.goto(url)
@@ -265,7 +348,8 @@ async def test_handoff_outside_business_hours_shows_the_servers_text(
     await visitor.page.locator(".hb").click()  # 转人工客服
     expected = "周一至周五 09:00–09:00，周六 10:00–10:00（Asia/Shanghai）"
     await expect(visitor.page.locator(".sy").last).to_have_text(
-        "客服团队目前不在线，将在工作时间内回复您：" + expected)
+        "客服团队目前不在线，将在工作时间内回复您：" + expected
+    )
     ack = next(f for f in visitor.frames if f["type"] == "handoff.ack")
     assert ack["business_hours_text"] == expected and ack["ask_contact"] is True
     await expect(visitor.page.locator(".cl input[type=email]")).to_be_visible()

@@ -22,8 +22,12 @@ STORY = "Write a very long story about a lighthouse keeper, with many chapters."
 async def long_answers(transactional_db):
     """Answers long enough to be taken over while they stream."""
     if not await BotProfile.objects.filter(is_default=True).aupdate(max_tokens=600):
-        await BotProfile.objects.acreate(name=DEFAULT_PROFILE_NAME, is_default=True,
-                                         system_prompt=DEFAULT_SYSTEM_PROMPT, max_tokens=600)
+        await BotProfile.objects.acreate(
+            name=DEFAULT_PROFILE_NAME,
+            is_default=True,
+            system_prompt=DEFAULT_SYSTEM_PROMPT,
+            max_tokens=600,
+        )
 
 
 async def agent_page(browser, desk: str):
@@ -41,7 +45,8 @@ async def agent_page(browser, desk: str):
 
 
 async def test_agent_watches_takes_over_mid_answer_talks_and_hands_back(
-        real_stack, host_pages, browser, long_answers):
+    real_stack, host_pages, browser, long_answers
+):
     site, url = await company_page(host_pages, real_stack.http)
     customer_context = await browser.new_context(viewport={"width": 420, "height": 760})
     customer = Visitor(await customer_context.new_page())
@@ -90,8 +95,9 @@ async def test_agent_watches_takes_over_mid_answer_talks_and_hands_back(
     await customer.page.keyboard.press("Enter")
     await expect(transcript.locator(".msg--customer").last).to_contain_text("My parcel is late.")
     await asyncio.sleep(1)  # a second in which the bot must not answer (the test)
-    assert await Message.objects.filter(conversation=conversation,
-                                        role="bot").acount() == bots_before
+    assert (
+        await Message.objects.filter(conversation=conversation, role="bot").acount() == bots_before
+    )
 
     # Hand back: the bot answers the next question.
     await agent.get_by_role("button", name="Hand back to bot").click()
@@ -99,10 +105,8 @@ async def test_agent_watches_takes_over_mid_answer_talks_and_hands_back(
     answers = await customer.page.locator(FINISHED_ANSWER).count()
     await customer.page.locator("textarea").first.fill("Thanks. Can you tell me the delivery time?")
     await customer.page.keyboard.press("Enter")
-    await expect(customer.page.locator(FINISHED_ANSWER)).to_have_count(answers + 2,
-                                                                       timeout=120_000)
-    last = await Message.objects.filter(conversation=conversation).exclude(
-        role="system").alast()
+    await expect(customer.page.locator(FINISHED_ANSWER)).to_have_count(answers + 2, timeout=120_000)
+    last = await Message.objects.filter(conversation=conversation).exclude(role="system").alast()
     assert last.role == "bot" and not last.is_partial and last.text
     await expect(transcript.locator(f'[data-id="{last.pk}"]')).to_have_count(1)
     await customer_context.close()

@@ -40,23 +40,37 @@ def default_model_worker(redis_server):
     """A worker with the default model, on the unit tests' Redis (so this process's answer
     runs reach it), loaded once for the module."""
     metrics_port = free_port()
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("INFERENCE_EMBEDDED_MODEL", "INFERENCE_MODEL_DIR", "INFERENCE_MODEL")}
-    env.update({
-        "REDIS_URL": redis_server.url,
-        "INFERENCE_METRICS_PORT": str(metrics_port),
-        "INFERENCE_MODEL_DIR": str(Path(settings.VAR_DIR) / "models" / DEFAULT_MODEL.folder),
-        "INFERENCE_ENFORCE_EAGER": "true",  # the same engine, loaded in seconds, not minutes
-        "PYTHONUNBUFFERED": "1",
-    })
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("INFERENCE_EMBEDDED_MODEL", "INFERENCE_MODEL_DIR", "INFERENCE_MODEL")
+    }
+    env.update(
+        {
+            "REDIS_URL": redis_server.url,
+            "INFERENCE_METRICS_PORT": str(metrics_port),
+            "INFERENCE_MODEL_DIR": str(Path(settings.VAR_DIR) / "models" / DEFAULT_MODEL.folder),
+            "INFERENCE_ENFORCE_EAGER": "true",  # the same engine, loaded in seconds, not minutes
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     out = io.StringIO()
     sup = Supervisor(out=out, stop_timeout=30)
-    sup.start("worker", [sys.executable, str(ROOT / "manage.py"), "run_inference_worker"],
-              env, cwd=ROOT)
+    sup.start(
+        "worker", [sys.executable, str(ROOT / "manage.py"), "run_inference_worker"], env, cwd=ROOT
+    )
     try:
         # Preparing it on a fresh machine (download, check, convert) comes first: ~1.5 min.
-        wait_ready(sup, [ReadyCheck("worker", f"http://127.0.0.1:{metrics_port}/metrics",
-                                    WORKER_READY_PATTERN)], threading.Event(), timeout=900)
+        wait_ready(
+            sup,
+            [
+                ReadyCheck(
+                    "worker", f"http://127.0.0.1:{metrics_port}/metrics", WORKER_READY_PATTERN
+                )
+            ],
+            threading.Event(),
+            timeout=900,
+        )
     except RuntimeError:
         sup.stop_all()
         pytest.fail("the default model's worker did not start:\n" + out.getvalue()[-5000:])
@@ -69,8 +83,10 @@ async def desk(default_model_worker):
     """The sample help centre, the bot profile as shipped, and the worker seen again (each
     test starts with an empty Redis: its heartbeat puts it back within a second)."""
     await sync_to_async(call_command)("import_knowledge", "--sample", stdout=io.StringIO())
-    await BotProfile.objects.aupdate_or_create(is_default=True, defaults={
-        "name": DEFAULT_PROFILE_NAME, "system_prompt": DEFAULT_SYSTEM_PROMPT})
+    await BotProfile.objects.aupdate_or_create(
+        is_default=True,
+        defaults={"name": DEFAULT_PROFILE_NAME, "system_prompt": DEFAULT_SYSTEM_PROMPT},
+    )
     await poll(live_worker, timeout=30)
     return await make_client()
 

@@ -49,8 +49,12 @@ class ChatPage:
         self.frames: list[dict] = []
         self.errors: list[str] = []
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        page.on("websocket", lambda ws: ws.on(
-            "framereceived", lambda payload: self.frames.append(json.loads(payload))))
+        page.on(
+            "websocket",
+            lambda ws: ws.on(
+                "framereceived", lambda payload: self.frames.append(json.loads(payload))
+            ),
+        )
 
     @classmethod
     async def open(cls, browser: Browser, base_url: str) -> "ChatPage":
@@ -87,8 +91,9 @@ class ChatPage:
         ack = await self.frame("message.ack", start)
         done = await self.frame("bot.done", start)
         # demo.js appends the meta line when it handles bot.done.
-        await expect(self.page.locator(f'#log .msg--bot[data-id="{done["message_id"]}"] '
-                                       ".msg__meta")).to_be_attached()
+        await expect(
+            self.page.locator(f'#log .msg--bot[data-id="{done["message_id"]}"] .msg__meta')
+        ).to_be_attached()
         return ack, done
 
     async def bubbles(self) -> list[list]:
@@ -96,12 +101,15 @@ class ChatPage:
 
 
 async def stored_bubbles(conversation_id: str) -> list[list]:
-    return [[f"msg--{m.role}", m.text, m.id] async for m in
-            Message.objects.filter(conversation_id=conversation_id).order_by("id")]
+    return [
+        [f"msg--{m.role}", m.text, m.id]
+        async for m in Message.objects.filter(conversation_id=conversation_id).order_by("id")
+    ]
 
 
 async def test_visitor_sees_the_answer_stream_and_finds_it_again_after_reload(
-        real_stack, browser, short_answers):
+    real_stack, browser, short_answers
+):
     chat = await ChatPage.open(browser, real_stack.http)
     page = chat.page
     question = "Hello! How do I reset the password of my account?"
@@ -122,8 +130,11 @@ async def test_visitor_sees_the_answer_stream_and_finds_it_again_after_reload(
     await expect(bot).to_have_attribute("data-id", str(done["message_id"]))
     await expect(bot).not_to_have_class(re.compile(r"msg--streaming"))
     samples = await page.evaluate("window.__botSamples")
-    streamed = [s["len"] for s in samples
-                if s["id"] == str(done["message_id"]) and s["streaming"] and s["len"] > 0]
+    streamed = [
+        s["len"]
+        for s in samples
+        if s["id"] == str(done["message_id"]) and s["streaming"] and s["len"] > 0
+    ]
     assert len(set(streamed)) >= 2, f"bot bubble did not grow while streaming: {streamed}"
     assert streamed == sorted(streamed), f"bot bubble shrank while streaming: {streamed}"
     deltas = [f for f in chat.frames if f["type"] == "bot.delta"]
@@ -135,8 +146,7 @@ async def test_visitor_sees_the_answer_stream_and_finds_it_again_after_reload(
     meta = page.locator("#log .msg--bot .msg__meta")
     await expect(meta).to_have_text(re.compile(rf"^{stored.completion_tokens} tokens · \d+\.\d s$"))
     bubbles = await chat.bubbles()
-    assert bubbles == [["msg--customer", question, ack["id"]],
-                       ["msg--bot", stored.text, stored.id]]
+    assert bubbles == [["msg--customer", question, ack["id"]], ["msg--bot", stored.text, stored.id]]
     assert stored.role == "bot" and stored.text.strip()
     assert 2 <= stored.completion_tokens <= MAX_TOKENS
     conversation_id = stored.conversation_id

@@ -57,25 +57,37 @@ class Product:
         self.port, self.metrics_port = free_port(), free_port()
         self.log = tmp / "stack.log"
         env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # its own Redis
-        env.update({
-            "PORT": str(self.port), "INFERENCE_METRICS_PORT": str(self.metrics_port),
-            "VAR_DIR": str(tmp), "DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1",
-            "STATIC_ROOT": str(tmp / "static"),  # `make run` collects there, not into the tree
-            "ALLOWED_HOSTS": "127.0.0.1,localhost", **SHARED_ADDRESS,
-            **STACK_MODEL_ENV,
-            "INFERENCE_ENFORCE_EAGER": "true",  # the same engine, loaded in a third of the time
-            # Requests at once: on 2 CPU cores, 16 answers at once take ~45 s (first tokens
-            # after ~20 s), so the queue behind them could never start in time.
-            "INFERENCE_MAX_CONCURRENCY": str(SLOTS),
-        })
+        env.update(
+            {
+                "PORT": str(self.port),
+                "INFERENCE_METRICS_PORT": str(self.metrics_port),
+                "VAR_DIR": str(tmp),
+                "DATABASE_URL": db_url,
+                "PYTHONUNBUFFERED": "1",
+                "STATIC_ROOT": str(tmp / "static"),  # `make run` collects there, not into the tree
+                "ALLOWED_HOSTS": "127.0.0.1,localhost",
+                **SHARED_ADDRESS,
+                **STACK_MODEL_ENV,
+                "INFERENCE_ENFORCE_EAGER": "true",  # the same engine, loaded in a third of the time
+                # Requests at once: on 2 CPU cores, 16 answers at once take ~45 s (first tokens
+                # after ~20 s), so the queue behind them could never start in time.
+                "INFERENCE_MAX_CONCURRENCY": str(SLOTS),
+            }
+        )
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "devstack.stack"], cwd=ROOT, env=env,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [sys.executable, "-m", "devstack.stack"],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.web = ReadyCheck("web", f"http://127.0.0.1:{self.port}/healthz")
-        self.worker = ReadyCheck("worker", f"http://127.0.0.1:{self.metrics_port}/metrics",
-                                 WORKER_READY_PATTERN)
+        self.worker = ReadyCheck(
+            "worker", f"http://127.0.0.1:{self.metrics_port}/metrics", WORKER_READY_PATTERN
+        )
 
     @property
     def ws(self) -> str:
@@ -86,8 +98,11 @@ class Product:
 
     def pid_of(self, needle: str) -> int:
         """The supervised process whose command line contains needle."""
-        found = [pid for pid, command in descendants(self.process.pid).items()
-                 if needle in command and not command.startswith(("[", "/bin/sh"))]
+        found = [
+            pid
+            for pid, command in descendants(self.process.pid).items()
+            if needle in command and not command.startswith(("[", "/bin/sh"))
+        ]
         assert found, f"no {needle!r} under the stack: {descendants(self.process.pid)}"
         return min(found)  # the leader: its children (engine processes) come after it
 
@@ -130,11 +145,19 @@ def product(django_db_setup, django_db_blocker, tmp_path_factory):
 async def answer_budget(max_tokens: int) -> None:
     # A long answer, whatever the help centre holds: no answer limit, and the model answers
     # what no article covers (the stack loads the sample help centre, which has no list).
-    budget = {"max_tokens": max_tokens, "answer_max_words": 10_000, "answer_max_han": 10_000,
-              "when_no_knowledge": BotProfile.WhenNoKnowledge.GENERAL}
+    budget = {
+        "max_tokens": max_tokens,
+        "answer_max_words": 10_000,
+        "answer_max_han": 10_000,
+        "when_no_knowledge": BotProfile.WhenNoKnowledge.GENERAL,
+    }
     if not await BotProfile.objects.filter(is_default=True).aupdate(**budget):
-        await BotProfile.objects.acreate(name=DEFAULT_PROFILE_NAME, is_default=True,
-                                         system_prompt=DEFAULT_SYSTEM_PROMPT, **budget)
+        await BotProfile.objects.acreate(
+            name=DEFAULT_PROFILE_NAME,
+            is_default=True,
+            system_prompt=DEFAULT_SYSTEM_PROMPT,
+            **budget,
+        )
 
 
 class Customer:
@@ -147,8 +170,9 @@ class Customer:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                ws = await websockets.connect(f"{product.ws}?{query}", origin=ORIGIN,
-                                              open_timeout=5)
+                ws = await websockets.connect(
+                    f"{product.ws}?{query}", origin=ORIGIN, open_timeout=5
+                )
                 return cls(ws, json.loads(await ws.recv()))
             except (OSError, websockets.InvalidHandshake, websockets.ConnectionClosed):
                 assert time.monotonic() < deadline, product.output()[-5000:]
@@ -189,8 +213,7 @@ def streamed(frames: list[dict]) -> str:
     return "".join(f["text"] for f in frames if f["type"] == "bot.delta")
 
 
-async def test_48_questions_at_once_get_the_model_or_the_fallback_never_the_deadline(
-        product):
+async def test_48_questions_at_once_get_the_model_or_the_fallback_never_the_deadline(product):
     await answer_budget(MAX_TOKENS)
     customers = await asyncio.gather(*(Customer.connect(product) for _ in range(48)))
 
@@ -215,9 +238,11 @@ async def test_48_questions_at_once_get_the_model_or_the_fallback_never_the_dead
     assert SLOTS <= len(model) <= 2 * SLOTS, reasons
     waits = sorted(seconds for done, seconds in results if done["fallback"])
     model_waits = sorted(seconds for done, seconds in results if not done["fallback"])
-    print(f"\n48 at once: {len(model)} model answers (slowest complete after "
-          f"{model_waits[-1]:.1f} s), {len(busy)} busy fallbacks"
-          + (f" (slowest after {waits[-1]:.2f} s)" if waits else ""))
+    print(
+        f"\n48 at once: {len(model)} model answers (slowest complete after "
+        f"{model_waits[-1]:.1f} s), {len(busy)} busy fallbacks"
+        + (f" (slowest after {waits[-1]:.2f} s)" if waits else "")
+    )
 
 
 async def test_redis_killed_and_restarted_the_bot_answers_again_and_nothing_is_lost(product):
@@ -226,8 +251,10 @@ async def test_redis_killed_and_restarted_the_bot_answers_again_and_nothing_is_l
     await customer.send("Hello, where is my parcel?", "before")
     _, done = await customer.answer()
     assert not done["fallback"]
-    stored_before = [(m.pk, m.role, m.text) async for m in
-                     Message.objects.filter(conversation_id=customer.first["id"]).order_by("id")]
+    stored_before = [
+        (m.pk, m.role, m.text)
+        async for m in Message.objects.filter(conversation_id=customer.first["id"]).order_by("id")
+    ]
 
     os.kill(product.pid_of("redis-server"), signal.SIGKILL)
     killed = time.monotonic()
@@ -265,20 +292,23 @@ async def test_redis_killed_and_restarted_the_bot_answers_again_and_nothing_is_l
 
     # The database is the truth: everything stored before the outage is still there, and a
     # resumed socket's history shows it.
-    stored_after = [(m.pk, m.role, m.text) async for m in
-                    Message.objects.filter(conversation_id=customer.first["id"]).order_by("id")]
-    assert stored_after[:len(stored_before)] == stored_before
+    stored_after = [
+        (m.pk, m.role, m.text)
+        async for m in Message.objects.filter(conversation_id=customer.first["id"]).order_by("id")
+    ]
+    assert stored_after[: len(stored_before)] == stored_before
     resumed = await Customer.connect(product, customer.resume_query)
     (history,) = await resumed.until(lambda f: f["type"] == "history", timeout=10)
     await resumed.ws.close()
     shown = [m["id"] for m in history["messages"]]
-    assert shown[:len(stored_before)] == [pk for pk, _, _ in stored_before]
+    assert shown[: len(stored_before)] == [pk for pk, _, _ in stored_before]
     assert answered["message_id"] in shown
     assert "redis (pid" in product.output() and "restarting it" in product.output()
 
 
 async def test_daphne_restarted_mid_answer_keeps_the_partial_text_and_does_not_answer_twice(
-        product):
+    product,
+):
     await answer_budget(600)
     customer = await Customer.connect(product)
     await customer.send(STORY, "story")
@@ -300,8 +330,9 @@ async def test_daphne_restarted_mid_answer_keeps_the_partial_text_and_does_not_a
 
     # The question was answered (in part): resuming does not ask the model again.
     await asyncio.sleep(3)  # time in which no second answer may start (the test)
-    assert await Message.objects.filter(conversation_id=customer.first["id"],
-                                        role="bot").acount() == 1
+    assert (
+        await Message.objects.filter(conversation_id=customer.first["id"], role="bot").acount() == 1
+    )
     await again.ws.send(json.dumps({"type": "ping"}))
     assert json.loads(await asyncio.wait_for(again.ws.recv(), 10)) == {"type": "pong"}
     await again.ws.close()
@@ -339,6 +370,8 @@ async def test_worker_killed_mid_answer_gives_the_fallback_and_a_new_worker(prod
     _, done = await again.answer()
     assert not done["fallback"] and done["finish_reason"] in MODEL_ENDINGS
     await again.ws.close()
-    print(f"\nworker killed mid-answer: the fallback {fallback_in:.1f} s later, partial text "
-          f"kept; a new worker ready {back_in:.0f} s later")
+    print(
+        f"\nworker killed mid-answer: the fallback {fallback_in:.1f} s later, partial text "
+        f"kept; a new worker ready {back_in:.0f} s later"
+    )
     assert "worker (pid" in product.output() and "killed by SIGKILL" in product.output()

@@ -29,12 +29,16 @@ async def sample(real_stack):
     client.close()
 
 
-@pytest.mark.parametrize(("lang", "question"), [
-    ("en", "How long does delivery to Germany take?"),
-    ("zh-CN", "寄到德国要几天？"),
-])
-async def test_a_question_about_an_article_names_it_as_the_source(real_stack, sample, lang,
-                                                                  question):
+@pytest.mark.parametrize(
+    ("lang", "question"),
+    [
+        ("en", "How long does delivery to Germany take?"),
+        ("zh-CN", "寄到德国要几天？"),
+    ],
+)
+async def test_a_question_about_an_article_names_it_as_the_source(
+    real_stack, sample, lang, question
+):
     ws, _conversation = await open_chat(real_stack, f"lang={lang}")
     await ws.send(json.dumps({"type": "message", "text": question, "client_id": "q1"}))
     frames = await frames_until(ws, "bot.done")
@@ -42,15 +46,23 @@ async def test_a_question_about_an_article_names_it_as_the_source(real_stack, sa
     done = frames[-1]
     assert done["fallback"] is False
     shipping = await Article.objects.aget(slug="shipping", language=lang.split("-")[0])
-    assert {"article_id": shipping.pk, "title": shipping.title,
-            "url": shipping.source_url} in done["sources"]
+    assert {"article_id": shipping.pk, "title": shipping.title, "url": shipping.source_url} in done[
+        "sources"
+    ]
 
 
 async def test_an_edit_reaches_the_daphne_process_at_its_next_question(real_stack, sample):
     async def ask() -> dict:
         ws, _ = await open_chat(real_stack, "lang=en")
-        await ws.send(json.dumps({"type": "message", "text": "How long does delivery to "
-                                  "Germany take?", "client_id": "q"}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "message",
+                    "text": "How long does delivery to Germany take?",
+                    "client_id": "q",
+                }
+            )
+        )
         done = (await frames_until(ws, "bot.done"))[-1]
         await ws.close()
         return done
@@ -59,7 +71,8 @@ async def test_an_edit_reaches_the_daphne_process_at_its_next_question(real_stac
     shipping = await Article.objects.aget(slug="shipping", language="en")
     assert shipping.title in [s["title"] for s in before["sources"]]
     await sync_to_async(knowledge_services.article_update)(
-        article=shipping, title="Delivery to every country")
+        article=shipping, title="Delivery to every country"
+    )
     client = redis.Redis.from_url(real_stack.redis_url)  # as the edit's own bump would
     client.set(version.KEY, uuid.uuid4().hex)
     client.close()

@@ -42,8 +42,12 @@ def engine(synthetic_stack):
 
 async def test_a_lead_tunes_the_bot_compares_and_exports(synthetic_stack, engine, browser):
     await BotProfile.objects.all().adelete()
-    await BotProfile.objects.acreate(name=DEFAULT_PROFILE_NAME, is_default=True,
-                                     system_prompt=DEFAULT_SYSTEM_PROMPT, site_name="Acme")
+    await BotProfile.objects.acreate(
+        name=DEFAULT_PROFILE_NAME,
+        is_default=True,
+        system_prompt=DEFAULT_SYSTEM_PROMPT,
+        site_name="Acme",
+    )
     page = await agent_page(browser, synthetic_stack.http)
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -81,8 +85,12 @@ async def test_a_lead_tunes_the_bot_compares_and_exports(synthetic_stack, engine
 
     # At the worker: the request used the sliders' values.
     rid = next(r for r, prompt in engine.prompts.items() if QUESTION in prompt)
-    assert engine.samplings[rid] == {"temperature": 1.3, "top_p": 0.55, "max_tokens": 30,
-                                     "frequency_penalty": 0.4}
+    assert engine.samplings[rid] == {
+        "temperature": 1.3,
+        "top_p": 0.55,
+        "max_tokens": 30,
+        "frequency_penalty": 0.4,
+    }
     assert "Customer's region: Bavaria." in engine.prompts[rid]
 
     # Side by side: B starts from A's settings, one slider changed; one question, two answers.
@@ -97,8 +105,11 @@ async def test_a_lead_tunes_the_bot_compares_and_exports(synthetic_stack, engine
         finished = page.locator(f"#{pane}-transcript [data-figure=finish_reason] dd")
         await expect(finished).to_have_count(answers, timeout=20_000)
         await expect(finished.last).to_have_text("length")
-    asked = {engine.samplings[r]["temperature"] for r, prompt in engine.prompts.items()
-             if "And when will it arrive?" in prompt}
+    asked = {
+        engine.samplings[r]["temperature"]
+        for r, prompt in engine.prompts.items()
+        if "And when will it arrive?" in prompt
+    }
     assert asked == {1.3, 0.2}
 
     # Export: a download built from what the server stored.
@@ -108,23 +119,41 @@ async def test_a_lead_tunes_the_bot_compares_and_exports(synthetic_stack, engine
     assert download.suggested_filename.startswith("playground-")
     data = json.loads(await asyncio.to_thread(Path(await download.path()).read_text))
     a, b = data["panes"]
-    assert [m["text"] for m in a["messages"]] == [QUESTION, REPLY[:30], "And when will it arrive?",
-                                                  REPLY[:30]]
+    assert [m["text"] for m in a["messages"]] == [
+        QUESTION,
+        REPLY[:30],
+        "And when will it arrive?",
+        REPLY[:30],
+    ]
     first = a["messages"][1]
-    assert first["settings"] | {"temperature": 1.3, "top_p": 0.55, "max_tokens": 30,
-                                "frequency_penalty": 0.4, "region": "Bavaria"} == first["settings"]
+    assert (
+        first["settings"]
+        | {
+            "temperature": 1.3,
+            "top_p": 0.55,
+            "max_tokens": 30,
+            "frequency_penalty": 0.4,
+            "region": "Bavaria",
+        }
+        == first["settings"]
+    )
     assert first["figures"]["completion_tokens"] == 30
     assert first["figures"]["finish_reason"] == "length"
     assert b["messages"][1]["settings"]["temperature"] == 0.2 and a["totals"]["answers"] == 2
-    conversations = Conversation.objects.filter(pk__in=[a["conversation_id"],
-                                                        b["conversation_id"]])
+    conversations = Conversation.objects.filter(pk__in=[a["conversation_id"], b["conversation_id"]])
     assert {c.channel async for c in conversations} == {"playground"}
 
     # Save as bot profile: what changes is shown first; confirmed, it is written, logged in
     # admin history, and the pane shows the new profile. Choosing another profile resets it.
     lead = await get_user_model().objects.aget(username="ada")
-    await lead.user_permissions.aadd(*[perm async for perm in Permission.objects.filter(
-        codename__in=["add_botprofile", "change_botprofile"])])
+    await lead.user_permissions.aadd(
+        *[
+            perm
+            async for perm in Permission.objects.filter(
+                codename__in=["add_botprofile", "change_botprofile"]
+            )
+        ]
+    )
     settings_a = page.locator("#a-settings")
     await settings_a.get_by_role("button", name="Save as bot profile…").click()
     confirm = settings_a.locator(".pg-confirm")
@@ -133,13 +162,17 @@ async def test_a_lead_tunes_the_bot_compares_and_exports(synthetic_stack, engine
     await confirm.get_by_label("As a new profile named").check()
     await confirm.get_by_label("Name of the new profile").fill("Warm & short")
     await confirm.get_by_role("button", name="Confirm save").click()
-    await expect(settings_a.locator(".pg-note")).to_have_text(
-        "Created bot profile “Warm & short”.")
+    await expect(settings_a.locator(".pg-note")).to_have_text("Created bot profile “Warm & short”.")
     saved = await BotProfile.objects.aget(name="Warm & short")
     assert (saved.temperature, saved.top_p, saved.max_tokens, saved.frequency_penalty) == (
-        1.3, 0.55, 30, 0.4)
-    assert await LogEntry.objects.filter(object_id=str(saved.pk), action_flag=ADDITION,
-                                         user=lead).aexists()
+        1.3,
+        0.55,
+        30,
+        0.4,
+    )
+    assert await LogEntry.objects.filter(
+        object_id=str(saved.pk), action_flag=ADDITION, user=lead
+    ).aexists()
     await expect(page.locator("#a-profile")).to_have_value(str(saved.pk))
     await settled(settings_a)
     await page.locator("#a-profile").select_option(label="Customer service (live default)")

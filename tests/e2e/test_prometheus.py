@@ -52,7 +52,8 @@ ANSWER_TIMEOUT = 120  # s, a real-model answer on a shared CPU
 
 def prometheus_binary() -> str:
     found = shutil.which("prometheus") or next(
-        (p for p in PROMETHEUS_PATHS if os.access(p, os.X_OK)), None)
+        (p for p in PROMETHEUS_PATHS if os.access(p, os.X_OK)), None
+    )
     if found is None:
         pytest.fail("Debian's prometheus is not installed: run `bash scripts/system-deps.sh`")
     return found
@@ -68,8 +69,11 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
     def walk(panels: list[dict]) -> None:
         for panel in panels:
-            found.extend((panel["title"], target["expr"]) for target in panel.get("targets", [])
-                         if target.get("expr"))
+            found.extend(
+                (panel["title"], target["expr"])
+                for target in panel.get("targets", [])
+                if target.get("expr")
+            )
             walk(panel.get("panels", []))
 
     walk(json.loads(DASHBOARD.read_text())["panels"])
@@ -80,8 +84,11 @@ def render_config(run_dir: Path, *, web: list[str], workers: list[str], token: s
     """deploy/prometheus.yml with the test's targets, token file and a 1 s interval; every
     other line (jobs, paths, the bearer authorization) as shipped."""
     config = yaml.safe_load(CONFIG.read_text())
-    config["global"].update(scrape_interval=SCRAPE_INTERVAL, scrape_timeout=SCRAPE_INTERVAL,
-                            evaluation_interval=SCRAPE_INTERVAL)
+    config["global"].update(
+        scrape_interval=SCRAPE_INTERVAL,
+        scrape_timeout=SCRAPE_INTERVAL,
+        evaluation_interval=SCRAPE_INTERVAL,
+    )
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert set(jobs) == {WEB_JOB, WORKER_JOB}, f"jobs of {CONFIG} changed: {sorted(jobs)}"
     token_file = run_dir / "desk-metrics-token"
@@ -94,10 +101,12 @@ def render_config(run_dir: Path, *, web: list[str], workers: list[str], token: s
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     promtool = shutil.which("promtool")
     if promtool is not None:  # the same package ships it
-        checked = subprocess.run([promtool, "check", "config", str(path)], capture_output=True,
-                                 text=True, timeout=30)
-        assert checked.returncode == 0, f"promtool refused the config:\n{checked.stdout}" \
-                                        f"{checked.stderr}"
+        checked = subprocess.run(
+            [promtool, "check", "config", str(path)], capture_output=True, text=True, timeout=30
+        )
+        assert checked.returncode == 0, (
+            f"promtool refused the config:\n{checked.stdout}{checked.stderr}"
+        )
     return path
 
 
@@ -131,10 +140,14 @@ class Prometheus:
 def token_only_web(django_db_setup, django_db_blocker, tmp_path_factory):
     """A Daphne whose /metrics lets in only the bearer token: no network is allowed."""
     token = secrets.token_hex(32)
-    with synthetic_daphne("metrics-token", SyntheticEngine(tokens_per_second=400),
-                          tmp_path_factory, django_db_blocker,
-                          METRICS_ALLOWED_NETWORKS="192.0.2.0/24",  # TEST-NET: nobody here
-                          METRICS_BEARER_TOKEN=token) as stack:
+    with synthetic_daphne(
+        "metrics-token",
+        SyntheticEngine(tokens_per_second=400),
+        tmp_path_factory,
+        django_db_blocker,
+        METRICS_ALLOWED_NETWORKS="192.0.2.0/24",  # TEST-NET: nobody here
+        METRICS_BEARER_TOKEN=token,
+    ) as stack:
         yield stack, token
 
 
@@ -143,18 +156,28 @@ def prometheus(real_stack, token_only_web, tmp_path_factory):
     binary = prometheus_binary()
     web, token = token_only_web
     run_dir = tmp_path_factory.mktemp("prometheus")
-    config = render_config(run_dir, web=[host_port(real_stack.http), host_port(web.http)],
-                           workers=[host_port(real_stack.metrics_url)], token=token)
+    config = render_config(
+        run_dir,
+        web=[host_port(real_stack.http), host_port(web.http)],
+        workers=[host_port(real_stack.metrics_url)],
+        token=token,
+    )
     port, output = free_port(), io.StringIO()
     sup = Supervisor(out=output, stop_timeout=10)
-    sup.start("prometheus", [binary, f"--config.file={config}",
-                             f"--storage.tsdb.path={run_dir / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-              cwd=run_dir)
+    sup.start(
+        "prometheus",
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={run_dir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        cwd=run_dir,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(sup, [ReadyCheck("prometheus", f"{url}/-/ready")], threading.Event(),
-                   timeout=60)
+        wait_ready(sup, [ReadyCheck("prometheus", f"{url}/-/ready")], threading.Event(), timeout=60)
     except RuntimeError as exc:
         sup.stop_all()
         pytest.fail(f"prometheus did not start: {exc}\n{output.getvalue()[-5000:]}")
@@ -173,8 +196,9 @@ async def wait_for(check, timeout: float, every: float = 0.5):
 
 
 async def open_chat(stack):
-    ws = await websockets.connect(f"{stack.ws}/ws/chat/?lang=en", origin=stack.origin,
-                                  open_timeout=10)
+    ws = await websockets.connect(
+        f"{stack.ws}/ws/chat/?lang=en", origin=stack.origin, open_timeout=10
+    )
     return ws, json.loads(await ws.recv())
 
 
@@ -199,8 +223,9 @@ async def traffic(stack) -> None:
     done = await ask(ws, "Hello, where is my order?", "q1")
     assert done["fallback"] is False, done
     await ask(ws, "And how long does shipping take?", "q2")
-    await ws.send(json.dumps({"type": "feedback", "message_id": done["message_id"],
-                              "rating": "up"}))
+    await ws.send(
+        json.dumps({"type": "feedback", "message_id": done["message_id"], "rating": "up"})
+    )
     await frames_until(ws, "feedback.ack", timeout=10)
     await ws.send(json.dumps({"type": "csat", "score": 5}))
     await frames_until(ws, "csat.ack", timeout=10)
@@ -214,7 +239,8 @@ async def traffic(stack) -> None:
 
 
 async def test_every_dashboard_query_returns_series_from_the_real_stack(
-        real_stack, token_only_web, prometheus, short_answers):
+    real_stack, token_only_web, prometheus, short_answers
+):
     queries = dashboard_queries()
     assert len(queries) >= 20, "the dashboard lost its panels?"
 
@@ -225,8 +251,12 @@ async def test_every_dashboard_query_returns_series_from_the_real_stack(
         return len(targets) == 3 and all(t["health"] == "up" for t in targets)
 
     if not await wait_for(all_up, TARGETS_DEADLINE):
-        pytest.fail("targets not up: " + json.dumps(
-            [(t["scrapeUrl"], t["health"], t["lastError"]) for t in prometheus.targets()]))
+        pytest.fail(
+            "targets not up: "
+            + json.dumps(
+                [(t["scrapeUrl"], t["health"], t["lastError"]) for t in prometheus.targets()]
+            )
+        )
     web, _token = token_only_web
     with pytest.raises(urllib.error.HTTPError) as refused:
         await asyncio.to_thread(urllib.request.urlopen, f"{web.http}/metrics", timeout=10)
@@ -245,8 +275,10 @@ async def test_every_dashboard_query_returns_series_from_the_real_stack(
         return all((prometheus.value(expr) or 0) >= least for expr, least in expected.items())
 
     if not await wait_for(counted, QUERY_DEADLINE):
-        pytest.fail("the traffic was not counted: " + json.dumps(
-            {expr: prometheus.value(expr) for expr in expected}))
+        pytest.fail(
+            "the traffic was not counted: "
+            + json.dumps({expr: prometheus.value(expr) for expr in expected})
+        )
 
     # 3. Every expression of the dashboard: valid, and at least one series. Polled together
     # under one deadline: a window needs its second sample after the traffic's counts.
@@ -265,13 +297,18 @@ async def test_every_dashboard_query_returns_series_from_the_real_stack(
     await wait_for(answer_pending, QUERY_DEADLINE)
     assert not errors, "invalid PromQL in the dashboard:\n" + "\n".join(errors)
     assert not pending, "dashboard queries without series:\n" + "\n".join(
-        f"{title}: {expr}" for title, expr in pending)
+        f"{title}: {expr}" for title, expr in pending
+    )
 
     # 4. A few values the traffic must show.
     values = {expr: prometheus.value(expr) for _title, expr in queries}
-    first_token_p50 = next(v for e, v in values.items()
-                           if e.startswith("histogram_quantile(0.5, sum by (le) (rate("
-                                           "cs_chat_time_to_first_token_seconds"))
+    first_token_p50 = next(
+        v
+        for e, v in values.items()
+        if e.startswith(
+            "histogram_quantile(0.5, sum by (le) (rate(cs_chat_time_to_first_token_seconds"
+        )
+    )
     assert first_token_p50 is not None and math.isfinite(first_token_p50) and first_token_p50 > 0
     assert values["sum(rate(vllm:generation_tokens_total[5m]))"] > 0
     assert 0 <= values["max by (instance) (vllm:kv_cache_usage_perc)"] <= 1
@@ -279,6 +316,9 @@ async def test_every_dashboard_query_returns_series_from_the_real_stack(
     assert values['sum(up{job="desk-web"})'] == 2
     csat = next(v for e, v in values.items() if e.startswith("(1 * sum(increase(cs_chat_csat"))
     assert csat == pytest.approx(5)
-    thumbs_up_share = next(v for e, v in values.items()
-                           if e.startswith('sum(increase(cs_chat_feedback_total{rating="up"}'))
+    thumbs_up_share = next(
+        v
+        for e, v in values.items()
+        if e.startswith('sum(increase(cs_chat_feedback_total{rating="up"}')
+    )
     assert thumbs_up_share == pytest.approx(1)

@@ -19,8 +19,9 @@ GENERATED = "vllm:generation_tokens_total"
 
 
 async def open_chat(stack, query: str = ""):
-    ws = await websockets.connect(f"{stack.ws}/ws/chat/?{query}", origin=stack.origin,
-                                  open_timeout=10)
+    ws = await websockets.connect(
+        f"{stack.ws}/ws/chat/?{query}", origin=stack.origin, open_timeout=10
+    )
     return ws, json.loads(await ws.recv())
 
 
@@ -66,8 +67,10 @@ async def test_two_turns_stream_from_the_real_model_and_are_stored(real_stack):
     assert done2["usage"]["prompt_tokens"] > (
         done1["usage"]["prompt_tokens"] + done1["usage"]["completion_tokens"]
     )
-    roles = [m.role async for m in Message.objects.filter(
-        conversation_id=conversation["id"]).order_by("id")]
+    roles = [
+        m.role
+        async for m in Message.objects.filter(conversation_id=conversation["id"]).order_by("id")
+    ]
     assert roles == ["customer", "bot", "customer", "bot"]
 
 
@@ -85,21 +88,27 @@ async def test_disconnect_mid_answer_aborts_the_request_in_the_engine(real_stack
     # the customer leaves.
     # The model answers what no article covers: another test may have left the sample help
     # centre in Daphne's index.
-    long = {"max_tokens": 1500, "answer_max_words": 10_000, "answer_max_han": 10_000,
-            "when_no_knowledge": BotProfile.WhenNoKnowledge.GENERAL}
+    long = {
+        "max_tokens": 1500,
+        "answer_max_words": 10_000,
+        "answer_max_han": 10_000,
+        "when_no_knowledge": BotProfile.WhenNoKnowledge.GENERAL,
+    }
     await BotProfile.objects.filter(is_default=True).aupdate(**long)
     if not await BotProfile.objects.filter(is_default=True).aexists():
-        await BotProfile.objects.acreate(name="long", is_default=True,
-                                         system_prompt="You are a storyteller.", **long)
+        await BotProfile.objects.acreate(
+            name="long", is_default=True, system_prompt="You are a storyteller.", **long
+        )
     cancelled_before = real_stack.metrics().get(CANCELLED, 0)
     # A tiny model can end an answer early, or loop (then the loop guard ends it): ask again,
     # for a story or for a long list, which no guard takes for a loop.
-    asks = ("List the numbers from 1 to 1000, one per line.",
-            "Write a very long story about a lighthouse keeper, with many chapters.") * 3
+    asks = (
+        "List the numbers from 1 to 1000, one per line.",
+        "Write a very long story about a lighthouse keeper, with many chapters.",
+    ) * 3
     for attempt, text in enumerate(asks):
         ws, conversation = await open_chat(real_stack)
-        await ws.send(json.dumps({"type": "message", "client_id": f"story{attempt}",
-                                  "text": text}))
+        await ws.send(json.dumps({"type": "message", "client_id": f"story{attempt}", "text": text}))
         await frames_until(ws, "bot.delta")
         # vLLM's gauge follows the engine's steps with a lag: look for a moment.
         if await running_soon(real_stack):
@@ -135,12 +144,18 @@ async def test_resume_with_the_token_continues_the_conversation(real_stack):
     await ws.close()
 
     ws, resumed = await open_chat(
-        real_stack, f"conversation={conversation['id']}&token={conversation['token']}")
-    assert resumed == {"type": "conversation", "id": conversation["id"], "status": "bot",
-                       "resumed": True}
+        real_stack, f"conversation={conversation['id']}&token={conversation['token']}"
+    )
+    assert resumed == {
+        "type": "conversation",
+        "id": conversation["id"],
+        "status": "bot",
+        "resumed": True,
+    }
     history = json.loads(await ws.recv())
     assert [(m["role"], m["text"]) for m in history["messages"]] == [
-        ("customer", "Hi, I need help with my invoice."), ("bot", first_answer),
+        ("customer", "Hi, I need help with my invoice."),
+        ("bot", first_answer),
     ]
     _, second_answer, done = await ask(ws, "It is invoice 99.", "b")
     await ws.close()

@@ -64,26 +64,34 @@ def render_nginx_conf(run_dir: Path, *, listen: int, daphnes: list[int], static_
     where it stands, so the file under test is the shipped one. Test-only additions: the
     X-Upstream response header (which Daphne served), and temp paths in run_dir."""
     text = NGINX_CONF.read_text()
-    temp_paths = "".join(f"    {kind}_temp_path {run_dir / kind};\n"
-                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp_paths = "".join(
+        f"    {kind}_temp_path {run_dir / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     replacements = [
         # Workers as root can read the pytest temp dirs (mode 0700); as another user nginx
         # ignores `user` anyway.
         ("user www-data;", "user root;" if os.geteuid() == 0 else ""),
         ("pid /run/nginx.pid;", f"pid {run_dir / 'nginx.pid'};"),
         ("error_log /var/log/nginx/error.log warn;", f"error_log {run_dir / 'error.log'} warn;"),
-        ("access_log /var/log/nginx/desk-access.log desk;",
-         f"access_log {run_dir / 'access.log'} desk;\n{temp_paths}"),
+        (
+            "access_log /var/log/nginx/desk-access.log desk;",
+            f"access_log {run_dir / 'access.log'} desk;\n{temp_paths}",
+        ),
         ("server 127.0.0.1:8001;", f"server 127.0.0.1:{daphnes[0]};"),
         ("server 127.0.0.1:8002;", f"server 127.0.0.1:{daphnes[1]};"),
-        ("listen 80;", f"listen 127.0.0.1:{listen};\n"
-                       "        add_header X-Upstream $upstream_addr always;"),
+        (
+            "listen 80;",
+            f"listen 127.0.0.1:{listen};\n        add_header X-Upstream $upstream_addr always;",
+        ),
         ("alias /srv/desk/staticfiles/;", f"alias {static_root}/;"),
     ]
     for old, new in replacements:
         count = text.count(old)
-        assert count == 1, (f"deploy/nginx.conf has {count} × {old!r}, where the test expects "
-                            "exactly one: update render_nginx_conf with the file")
+        assert count == 1, (
+            f"deploy/nginx.conf has {count} × {old!r}, where the test expects "
+            "exactly one: update render_nginx_conf with the file"
+        )
         text = text.replace(old, new)
     path = run_dir / "nginx.conf"
     path.write_text(text)
@@ -131,8 +139,14 @@ def scale_out(django_db_setup, django_db_blocker, tmp_path_factory):
         "DEMO_PAGE": "true",  # key-less test sockets, as the demo page's
     }
     manage = [sys.executable, str(ROOT / "manage.py")]
-    collected = subprocess.run([*manage, "collectstatic", "--noinput"], env=env, cwd=ROOT,
-                               capture_output=True, text=True, timeout=120)
+    collected = subprocess.run(
+        [*manage, "collectstatic", "--noinput"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert collected.returncode == 0, collected.stdout + collected.stderr
 
     redis = start_redis(run_dir)
@@ -142,27 +156,53 @@ def scale_out(django_db_setup, django_db_blocker, tmp_path_factory):
     workers, checks = [], []
     for name in ("w1", "w2"):
         metrics_port = free_port()
-        sup.start(name, [*manage, "run_synthetic_worker", "--name", name,
-                         "--tokens-per-second", str(CHARS_PER_SECOND), "--words", "300"],
-                  {**env, "INFERENCE_METRICS_PORT": str(metrics_port)}, cwd=ROOT)
+        sup.start(
+            name,
+            [
+                *manage,
+                "run_synthetic_worker",
+                "--name",
+                name,
+                "--tokens-per-second",
+                str(CHARS_PER_SECOND),
+                "--words",
+                "300",
+            ],
+            {**env, "INFERENCE_METRICS_PORT": str(metrics_port)},
+            cwd=ROOT,
+        )
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         workers.append(url)
         checks.append(ReadyCheck(name, url, pattern=r"^cs_worker_ready 1"))
     for index, port in enumerate(daphne_ports, 1):
-        sup.start(f"daphne{index}", [sys.executable, "-m", "daphne", "-b", "127.0.0.1",
-                                     "-p", str(port), "cs_site.asgi:application"],
-                  env, cwd=ROOT)
+        sup.start(
+            f"daphne{index}",
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "cs_site.asgi:application",
+            ],
+            env,
+            cwd=ROOT,
+        )
         checks.append(ReadyCheck(f"daphne{index}", f"http://127.0.0.1:{port}/healthz"))
-    conf = render_nginx_conf(run_dir, listen=listen, daphnes=daphne_ports,
-                             static_root=static_root)
+    conf = render_nginx_conf(run_dir, listen=listen, daphnes=daphne_ports, static_root=static_root)
     nginx_argv = [nginx, "-p", f"{run_dir}/", "-c", str(conf), "-e", str(run_dir / "error.log")]
     checked = subprocess.run([*nginx_argv, "-t"], capture_output=True, text=True, timeout=30)
     try:
         assert checked.returncode == 0, f"nginx -t refused the rendered config:\n{checked.stderr}"
         sup.start("nginx", [*nginx_argv, "-g", "daemon off;"], cwd=run_dir)
         # Ready once a request through nginx reaches Django and both workers are alive.
-        checks.append(ReadyCheck("nginx", f"http://127.0.0.1:{listen}/healthz",
-                                 pattern=r'"inference_workers": 2\b'))
+        checks.append(
+            ReadyCheck(
+                "nginx", f"http://127.0.0.1:{listen}/healthz", pattern=r'"inference_workers": 2\b'
+            )
+        )
         wait_ready(sup, checks, threading.Event(), timeout=180)
     except (AssertionError, RuntimeError) as exc:
         sup.stop_all()
@@ -170,11 +210,16 @@ def scale_out(django_db_setup, django_db_blocker, tmp_path_factory):
         pytest.fail(f"the scale-out stack did not start: {exc}\n{output.getvalue()[-5000:]}")
     http = f"http://127.0.0.1:{listen}"
     yield ScaleOut(
-        http=http, ws=f"ws://127.0.0.1:{listen}",
-        daphnes=tuple(f"127.0.0.1:{port}" for port in daphne_ports), redis_url=redis.url,
-        workers=[Stack(http=http, ws=f"ws://127.0.0.1:{listen}", metrics_url=url,
-                       output=output) for url in workers],
-        static_root=static_root, output=output,
+        http=http,
+        ws=f"ws://127.0.0.1:{listen}",
+        daphnes=tuple(f"127.0.0.1:{port}" for port in daphne_ports),
+        redis_url=redis.url,
+        workers=[
+            Stack(http=http, ws=f"ws://127.0.0.1:{listen}", metrics_url=url, output=output)
+            for url in workers
+        ],
+        static_root=static_root,
+        output=output,
     )
     sup.stop_all()
     redis.stop()
@@ -209,8 +254,9 @@ class Socket:
     def mark(self) -> int:
         return len(self.frames)
 
-    async def wait(self, predicate: Callable[[dict], bool], since: int = 0,
-                   timeout: float = EVENT_TIMEOUT) -> dict:
+    async def wait(
+        self, predicate: Callable[[dict], bool], since: int = 0, timeout: float = EVENT_TIMEOUT
+    ) -> dict:
         """The first frame from index `since` on that satisfies predicate."""
         index = since
         try:
@@ -226,31 +272,48 @@ class Socket:
                     await self._arrived.wait()
         except (TimeoutError, AssertionError) as exc:
             tail = json.dumps(self.frames[since:][-8:], ensure_ascii=False)[:3000]
-            pytest.fail(f"{self.name} (via {self.upstream}): no such frame "
-                        f"({type(exc).__name__} {exc}); frames since: {tail}")
+            pytest.fail(
+                f"{self.name} (via {self.upstream}): no such frame "
+                f"({type(exc).__name__} {exc}); frames since: {tail}"
+            )
 
     def bot_frames(self) -> list[dict]:
         """bot.start / bot.delta / bot.done frames, unwrapped, in order."""
         return [inner(f) for f in self.frames if inner(f)["type"].startswith("bot.")]
 
     def text_of(self, message_id: int) -> str:
-        return "".join(f["text"] for f in self.bot_frames()
-                       if f["type"] == "bot.delta" and f["message_id"] == message_id)
+        return "".join(
+            f["text"]
+            for f in self.bot_frames()
+            if f["type"] == "bot.delta" and f["message_id"] == message_id
+        )
 
     async def close(self) -> None:
         await self.ws.close()
         await self._reader
 
 
-async def open_socket(name: str, url: str, *, origin: str, on: Callable[[str], bool],
-                      headers: dict | None = None, source: str = "127.0.0.1") -> Socket:
+async def open_socket(
+    name: str,
+    url: str,
+    *,
+    origin: str,
+    on: Callable[[str], bool],
+    headers: dict | None = None,
+    source: str = "127.0.0.1",
+) -> Socket:
     """A socket from address `source` that nginx put on a Daphne for which `on(upstream)`
     holds. nginx balances round robin, so the next connection goes to the other process: a
     few tries suffice."""
     seen = []
     for _attempt in range(8):
-        ws = await websockets.connect(url, origin=origin, additional_headers=headers or {},
-                                      open_timeout=30, local_addr=(source, 0))
+        ws = await websockets.connect(
+            url,
+            origin=origin,
+            additional_headers=headers or {},
+            open_timeout=30,
+            local_addr=(source, 0),
+        )
         socket = Socket(name, ws)
         if on(socket.upstream):
             return socket
@@ -276,9 +339,12 @@ def is_bot(kind: str, **fields) -> Callable[[dict], bool]:
 async def answer_length(characters: int) -> None:
     """The default bot profile's max_tokens: characters of a synthetic answer."""
     if not await BotProfile.objects.filter(is_default=True).aupdate(max_tokens=characters):
-        await BotProfile.objects.acreate(name=DEFAULT_PROFILE_NAME, is_default=True,
-                                         system_prompt=DEFAULT_SYSTEM_PROMPT,
-                                         max_tokens=characters)
+        await BotProfile.objects.acreate(
+            name=DEFAULT_PROFILE_NAME,
+            is_default=True,
+            system_prompt=DEFAULT_SYSTEM_PROMPT,
+            max_tokens=characters,
+        )
 
 
 async def staff_client(http: str) -> httpx.AsyncClient:
@@ -291,17 +357,24 @@ async def staff_client(http: str) -> httpx.AsyncClient:
     page = await client.get("/admin/login/", params={"next": "/console/"})
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
     assert page.status_code == 200 and token, page.text[:500]
-    login = await client.post("/admin/login/?next=/console/", data={
-        "username": "ada", "password": "a-long-test-password",
-        "csrfmiddlewaretoken": token.group(1), "next": "/console/"})
+    login = await client.post(
+        "/admin/login/?next=/console/",
+        data={
+            "username": "ada",
+            "password": "a-long-test-password",
+            "csrfmiddlewaretoken": token.group(1),
+            "next": "/console/",
+        },
+    )
     assert login.status_code == 302 and login.headers["location"] == "/console/", login.text[:500]
     return client
 
 
 async def console_action(agent: httpx.AsyncClient, path: str, **data) -> None:
     """A console POST as htmx sends it (CSRF token in a header)."""
-    response = await agent.post(path, data=data,
-                                headers={"X-CSRFToken": agent.cookies["csrftoken"]})
+    response = await agent.post(
+        path, data=data, headers={"X-CSRFToken": agent.cookies["csrftoken"]}
+    )
     assert response.status_code == 200, f"{path}: {response.status_code} {response.text[:500]}"
 
 
@@ -320,7 +393,7 @@ async def wait_worker_totals(stack: ScaleOut, done: int, cancelled: int) -> None
     """Both workers' request counters, once they reach the figures (or the timeout)."""
     deadline = time.monotonic() + EVENT_TIMEOUT
     while time.monotonic() < deadline:
-        if (stack.worker_total(DONE) >= done and stack.worker_total(CANCELLED) >= cancelled):
+        if stack.worker_total(DONE) >= done and stack.worker_total(CANCELLED) >= cancelled:
             break
         await asyncio.sleep(0.2)
     assert (stack.worker_total(DONE), stack.worker_total(CANCELLED)) == (done, cancelled)
@@ -347,7 +420,8 @@ async def answered_once(asker, sockets, text: str, client_id: str) -> int:
 
 
 async def test_customer_and_agent_on_two_processes_one_answer_each_takeover_and_hand_back(
-        scale_out):
+    scale_out,
+):
     stack = scale_out
     await answer_length(SHORT)
     sockets: list[Socket] = []
@@ -355,9 +429,14 @@ async def test_customer_and_agent_on_two_processes_one_answer_each_takeover_and_
     try:
         # The customer's first tab: a new conversation, on one Daphne. Its own
         # X-Forwarded-For is a forgery that nginx appends the real address to.
-        tab1 = await open_socket("tab1", f"{stack.ws}/ws/chat/?lang=en", origin=stack.origin,
-                                 on=lambda upstream: True, source=CUSTOMER_ADDRESS,
-                                 headers={"X-Forwarded-For": FORGED_ADDRESS})
+        tab1 = await open_socket(
+            "tab1",
+            f"{stack.ws}/ws/chat/?lang=en",
+            origin=stack.origin,
+            on=lambda upstream: True,
+            source=CUSTOMER_ADDRESS,
+            headers={"X-Forwarded-For": FORGED_ADDRESS},
+        )
         sockets.append(tab1)
         hello = await tab1.wait(is_type("conversation"))
         cid, token = hello["id"], hello["token"]
@@ -371,9 +450,13 @@ async def test_customer_and_agent_on_two_processes_one_answer_each_takeover_and_
         # The agent, logged in through nginx; the console socket on the other Daphne.
         agent = await staff_client(stack.http)
         cookie = "; ".join(f"{name}={value}" for name, value in agent.cookies.items())
-        console = await open_socket("console", f"{stack.ws}/ws/console/", origin=stack.origin,
-                                    on=lambda upstream: upstream != tab1.upstream,
-                                    headers={"Cookie": cookie})
+        console = await open_socket(
+            "console",
+            f"{stack.ws}/ws/console/",
+            origin=stack.origin,
+            on=lambda upstream: upstream != tab1.upstream,
+            headers={"Cookie": cookie},
+        )
         sockets.append(console)
         assert {tab1.upstream, console.upstream} == set(stack.daphnes)
         await console.send({"type": "watch", "conversation_id": cid})
@@ -382,9 +465,12 @@ async def test_customer_and_agent_on_two_processes_one_answer_each_takeover_and_
 
         # The customer's second tab, on the agent's process.
         tab2 = await open_socket(
-            "tab2", f"{stack.ws}/ws/chat/?conversation={cid}&token={token}",
-            origin=stack.origin, on=lambda upstream: upstream == console.upstream,
-            source=CUSTOMER_ADDRESS)
+            "tab2",
+            f"{stack.ws}/ws/chat/?conversation={cid}&token={token}",
+            origin=stack.origin,
+            on=lambda upstream: upstream == console.upstream,
+            source=CUSTOMER_ADDRESS,
+        )
         sockets.append(tab2)
         resumed = await tab2.wait(is_type("conversation"))
         assert resumed["id"] == cid and resumed["resumed"] is True
@@ -399,8 +485,13 @@ async def test_customer_and_agent_on_two_processes_one_answer_each_takeover_and_
         # over while it streams, on every screen.
         await answer_length(LONG)
         since = [s.mark() for s in sockets]
-        await tab2.send({"type": "message", "text": "Tell me everything about delivery times.",
-                         "client_id": "q2"})
+        await tab2.send(
+            {
+                "type": "message",
+                "text": "Tell me everything about delivery times.",
+                "client_id": "q2",
+            }
+        )
         await tab2.wait(is_type("message.ack", client_id="q2"), since[2])
         delta = await console.wait(is_bot("bot.delta"), since[1])
         answer2 = inner(delta)["message_id"]
@@ -412,10 +503,13 @@ async def test_customer_and_agent_on_two_processes_one_answer_each_takeover_and_
             assert joined["agent_name"] == "Ada"
         await console.wait(is_type("conv.status", status="human"), since[1])
         # Read the database once the answer has ended: its bot.done follows the stored row.
-        ends = [await s.wait(is_bot("bot.done", message_id=answer2), m)
-                for s, m in zip(sockets, since, strict=True)]
-        assert all(inner(end)["finish_reason"] == "takeover" and inner(end)["partial"]
-                   for end in ends)
+        ends = [
+            await s.wait(is_bot("bot.done", message_id=answer2), m)
+            for s, m in zip(sockets, since, strict=True)
+        ]
+        assert all(
+            inner(end)["finish_reason"] == "takeover" and inner(end)["partial"] for end in ends
+        )
         taken = await Message.objects.aget(pk=answer2)
         assert taken.is_partial and taken.finish_reason == "takeover"
         assert 0 < len(taken.text) < LONG  # cut off: the whole answer is LONG characters
@@ -446,13 +540,25 @@ async def test_customer_and_agent_on_two_processes_one_answer_each_takeover_and_
 
         # One answer per question: in the database, at the workers, and on every socket
         # (one start and one end each, and nothing of the taken-over answer after its end).
-        turns = [(m.role, m.pk) async for m in Message.objects.filter(
-            conversation_id=cid).exclude(role=Message.Role.SYSTEM).order_by("id")]
+        turns = [
+            (m.role, m.pk)
+            async for m in Message.objects.filter(conversation_id=cid)
+            .exclude(role=Message.Role.SYSTEM)
+            .order_by("id")
+        ]
         assert [role for role, _ in turns] == [
-            "customer", "bot", "customer", "bot", "customer", "bot", "agent", "customer",
-            "customer", "bot"]
-        assert [pk for role, pk in turns if role == "bot"] == [greeting, answer1, answer2,
-                                                               answer3]
+            "customer",
+            "bot",
+            "customer",
+            "bot",
+            "customer",
+            "bot",
+            "agent",
+            "customer",
+            "customer",
+            "bot",
+        ]
+        assert [pk for role, pk in turns if role == "bot"] == [greeting, answer1, answer2, answer3]
         await wait_worker_totals(stack, done=3, cancelled=1)
         for socket in sockets:
             frames = socket.bot_frames()
@@ -460,10 +566,16 @@ async def test_customer_and_agent_on_two_processes_one_answer_each_takeover_and_
             ends = [f["message_id"] for f in frames if f["type"] == "bot.done"]
             seen = [greeting] if socket is tab1 else []  # before the others were there
             assert starts == ends == [*seen, answer1, answer2, answer3], socket.name
-            end2 = next(i for i, f in enumerate(frames)
-                        if f["type"] == "bot.done" and f["message_id"] == answer2)
-            assert not [f for f in frames[end2:] if f.get("message_id") == answer2
-                        and f["type"] == "bot.delta"], socket.name
+            end2 = next(
+                i
+                for i, f in enumerate(frames)
+                if f["type"] == "bot.done" and f["message_id"] == answer2
+            )
+            assert not [
+                f
+                for f in frames[end2:]
+                if f.get("message_id") == answer2 and f["type"] == "bot.delta"
+            ], socket.name
     finally:
         for socket in sockets:
             await socket.close()
@@ -482,8 +594,9 @@ def test_nginx_serves_static_files_with_cache_headers(scale_out):
         assert plain.headers["cache-control"] == "public, max-age=300"
         assert plain.headers["access-control-allow-origin"] == "*"
         assert "x-upstream" not in plain.headers  # from disk, not from a Daphne
-        revalidated = client.get("/static/widget/embed.js",
-                                 headers={"If-None-Match": plain.headers["etag"]})
+        revalidated = client.get(
+            "/static/widget/embed.js", headers={"If-None-Match": plain.headers["etag"]}
+        )
         assert revalidated.status_code == 304
         versioned = client.get(f"/static/widget/{hashed.name}")
         assert versioned.status_code == 200 and versioned.content == embed.read_bytes()

@@ -32,14 +32,17 @@ COMPANY_PAGE = """<!doctype html>
 """
 
 
-async def company_page(host_pages, desk: str, *, lang: str = "en", origin: str | None = None,
-                       extra: str = ""):
+async def company_page(
+    host_pages, desk: str, *, lang: str = "en", origin: str | None = None, extra: str = ""
+):
     """A company page embedding the widget; a site allows the page's origin (host_pages.url)."""
-    site = await Site.objects.acreate(name="Acme Shop", allowed_origins=host_pages.url,
-                                      greeting="Hello from Acme!")
+    site = await Site.objects.acreate(
+        name="Acme Shop", allowed_origins=host_pages.url, greeting="Hello from Acme!"
+    )
     name = f"shop-{site.pk}.html"
     (Path(host_pages.root) / name).write_text(
-        COMPANY_PAGE.format(desk=desk, key=site.key, lang=lang, extra=extra))
+        COMPANY_PAGE.format(desk=desk, key=site.key, lang=lang, extra=extra)
+    )
     return site, f"{origin or host_pages.url}/{name}"
 
 
@@ -49,8 +52,12 @@ class Visitor:
         self.frames: list[dict] = []
         self.errors: list[str] = []
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        page.on("websocket", lambda ws: ws.on(
-            "framereceived", lambda payload: self.frames.append(json.loads(payload))))
+        page.on(
+            "websocket",
+            lambda ws: ws.on(
+                "framereceived", lambda payload: self.frames.append(json.loads(payload))
+            ),
+        )
 
     async def open_widget(self) -> None:
         await self.page.locator(".l").click()
@@ -66,7 +73,8 @@ class Visitor:
         await self.page.locator("textarea").first.fill(text)
         await self.page.keyboard.press("Enter")
         await expect(self.page.locator(FINISHED_ANSWER)).to_have_count(
-            2 * (answers_before // 2 + 1), timeout=ANSWER_TIMEOUT)  # two thumbs per answer
+            2 * (answers_before // 2 + 1), timeout=ANSWER_TIMEOUT
+        )  # two thumbs per answer
         return [f for f in self.frames if f["type"] == "bot.done"][-1]
 
 
@@ -78,7 +86,8 @@ async def visitor(browser):
 
 
 async def test_widget_on_a_company_page_streams_an_answer_that_is_stored(
-        real_stack, host_pages, visitor, short_answers):
+    real_stack, host_pages, visitor, short_answers
+):
     site, url = await company_page(host_pages, real_stack.http)
     await visitor.page.goto(url)
     await visitor.open_widget()
@@ -88,8 +97,11 @@ async def test_widget_on_a_company_page_streams_an_answer_that_is_stored(
     conversation = await Conversation.objects.aget(site=site)
     assert conversation.page_url == url and conversation.language == "en"
     answer = await Message.objects.aget(pk=done["message_id"])
-    streamed = "".join(f["text"] for f in visitor.frames
-                       if f["type"] == "bot.delta" and f["message_id"] == answer.id)
+    streamed = "".join(
+        f["text"]
+        for f in visitor.frames
+        if f["type"] == "bot.delta" and f["message_id"] == answer.id
+    )
     deltas = [f for f in visitor.frames if f["type"] == "bot.delta"]
     assert len(deltas) >= 2 and streamed == answer.text and answer.text.strip()
     # What the customer reads is the stored answer (markdown rendered: compare the words).
@@ -102,11 +114,13 @@ async def test_widget_on_a_company_page_streams_an_answer_that_is_stored(
 
     if os.environ.get("SCREENSHOT_DIR"):  # `make screenshots` refreshes the README's picture
         await visitor.page.locator("[role=dialog]").screenshot(
-            path=str(Path(os.environ["SCREENSHOT_DIR"]) / "widget.png"))
+            path=str(Path(os.environ["SCREENSHOT_DIR"]) / "widget.png")
+        )
 
 
 async def test_reload_restores_history_and_an_offline_message_is_delivered_once(
-        real_stack, host_pages, visitor, short_answers):
+    real_stack, host_pages, visitor, short_answers
+):
     site, url = await company_page(host_pages, real_stack.http)
     page = visitor.page
     await page.goto(url)
@@ -133,8 +147,12 @@ async def test_reload_restores_history_and_an_offline_message_is_delivered_once(
     await page.reload()  # and nothing is sent again from the stored queue
     await visitor.open_widget()
     await expect(page.locator(".m.c")).to_have_text(["My order is 1234.", "Are you still there?"])
-    texts = [m.text async for m in Message.objects.filter(
-        conversation__site=site, role="customer").order_by("id")]
+    texts = [
+        m.text
+        async for m in Message.objects.filter(conversation__site=site, role="customer").order_by(
+            "id"
+        )
+    ]
     assert texts == ["My order is 1234.", "Are you still there?"]
     assert await Conversation.objects.filter(site=site).acount() == 1
     assert answer.text
@@ -167,11 +185,15 @@ async def test_thumbs_and_csat_are_stored(real_stack, host_pages, visitor, short
     await expect(page.locator(".sy").last).to_contain_text("Thank you")
     conversation = await Conversation.objects.aget(site=site)
     assert (conversation.status, conversation.csat_score, conversation.csat_comment) == (
-        "closed", 4, "Quick answers.")
+        "closed",
+        4,
+        "Quick answers.",
+    )
 
 
 async def test_a_page_on_an_origin_the_key_does_not_allow_gets_no_widget(
-        real_stack, host_pages, visitor):
+    real_stack, host_pages, visitor
+):
     # The same page at http://localhost:PORT: another origin than the allowed 127.0.0.1:PORT.
     site, url = await company_page(host_pages, real_stack.http, origin=host_pages.other_url)
     warnings = []
@@ -184,12 +206,15 @@ async def test_a_page_on_an_origin_the_key_does_not_allow_gets_no_widget(
 
 
 XSS_TEXT = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
-XSS_MARKDOWN = (XSS_TEXT + ' [click me](javascript:window.__xss=3) **bold** '
-                '[docs](https://example.com/a?b="onmouseover=window.__xss=4)')
+XSS_MARKDOWN = (
+    XSS_TEXT + " [click me](javascript:window.__xss=3) **bold** "
+    '[docs](https://example.com/a?b="onmouseover=window.__xss=4)'
+)
 
 
 async def test_html_from_the_customer_and_from_the_model_is_shown_as_text(
-        synthetic_stack, host_pages, visitor):
+    synthetic_stack, host_pages, visitor
+):
     synthetic_stack.engine.reply = lambda prompt: XSS_MARKDOWN
     site, url = await company_page(host_pages, synthetic_stack.http)
     page = visitor.page
@@ -204,7 +229,8 @@ async def test_html_from_the_customer_and_from_the_model_is_shown_as_text(
     assert "<img src=x" in await answer.inner_text()
     assert await answer.locator("strong").inner_text() == "bold"  # markdown still works
     links = await answer.locator("a").evaluate_all(
-        "links => links.map(a => [a.getAttribute('href'), a.target, a.rel])")
+        "links => links.map(a => [a.getAttribute('href'), a.target, a.rel])"
+    )
     assert all(href.startswith("https://") for href, _, _ in links)
     assert all((target, rel) == ("_blank", "noopener noreferrer") for _, target, rel in links)
     await answer.locator("a").last.hover()
@@ -214,7 +240,8 @@ async def test_html_from_the_customer_and_from_the_model_is_shown_as_text(
 
 
 async def test_what_a_guard_changed_is_what_the_customer_reads(
-        synthetic_stack, host_pages, visitor):
+    synthetic_stack, host_pages, visitor
+):
     """The model loops after a complaint: the widget ends up showing the answer the product
     kept (apology first, no loop, the offer of a human last), the same text as stored, and
     the button to ask for a human."""
@@ -280,9 +307,11 @@ async def test_keyboard_only_in_chinese_on_a_narrow_phone(synthetic_stack, host_
 
 
 async def test_after_a_quiet_while_the_customer_is_asked_for_a_rating(
-        synthetic_stack, host_pages, visitor):
-    site, url = await company_page(host_pages, synthetic_stack.http,
-                                   extra='data-idle-minutes="0.05"')  # 3 s of silence
+    synthetic_stack, host_pages, visitor
+):
+    site, url = await company_page(
+        host_pages, synthetic_stack.http, extra='data-idle-minutes="0.05"'
+    )  # 3 s of silence
     page = visitor.page
     await page.goto(url)
     await visitor.open_widget()
@@ -326,8 +355,10 @@ async def test_two_tabs_show_one_answer_streaming_in_both(synthetic_stack, host_
         assert shown[0] == shown[1] and "Chapter29." in shown[0]
         # The second tab came in mid-answer: it never saw the answer's first words as deltas
         # of its own, yet shows them (the text so far arrived as one delta).
-        assert any(f["type"] == "bot.delta" and "Chapter0." in f["text"]
-                   and "Chapter3." in f["text"] for f in second.frames)
+        assert any(
+            f["type"] == "bot.delta" and "Chapter0." in f["text"] and "Chapter3." in f["text"]
+            for f in second.frames
+        )
 
         (answer,) = [m async for m in Message.objects.filter(conversation__site=site, role="bot")]
         assert answer.text == story and not answer.is_partial

@@ -71,9 +71,13 @@ def test_a_killed_worker_leaves_no_engine_process_and_comes_back(tmp_path: Path)
     supervising = threading.Thread(target=sup.supervise, args=(stop,), daemon=True)
     new_tree: dict[int, str] = {}
     try:
-        worker = sup.start("worker", [sys.executable, str(ROOT / "manage.py"),
-                                      "run_inference_worker"], env, cwd=ROOT,
-                           restart=Backoff(first=1))
+        worker = sup.start(
+            "worker",
+            [sys.executable, str(ROOT / "manage.py"), "run_inference_worker"],
+            env,
+            cwd=ROOT,
+            restart=Backoff(first=1),
+        )
         wait_ready(sup, [ready], threading.Event(), timeout=600)
         old_pid = worker.pid
         old_tree = descendants(old_pid)
@@ -98,8 +102,10 @@ def test_a_killed_worker_leaves_no_engine_process_and_comes_back(tmp_path: Path)
             time.sleep(0.2)
         back_in = time.monotonic() - killed
         new_tree = descendants(worker.pid) | {worker.pid: "the new worker"}
-        print(f"\nold worker's tree: {len(old_tree)} processes, gone {gone_in:.2f} s after "
-              f"SIGKILL; a new worker ready {back_in:.1f} s after it")
+        print(
+            f"\nold worker's tree: {len(old_tree)} processes, gone {gone_in:.2f} s after "
+            f"SIGKILL; a new worker ready {back_in:.1f} s after it"
+        )
 
         text = out.getvalue()
         assert f"worker (pid {old_pid}) ended on its own: killed by SIGKILL" in text, text

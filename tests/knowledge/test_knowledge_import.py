@@ -43,6 +43,7 @@ def write(path: Path, text: str) -> Path:
 
 # --- which files a folder gives ----------------------------------------------------------------
 
+
 def test_a_folder_below_a_hidden_one_is_imported(tmp_path):
     # A checkout under ~/.local, a synced ~/.help-centre: the user chose that folder.
     kb = tmp_path / ".hidden" / "kb"
@@ -59,8 +60,11 @@ def test_a_folder_below_a_hidden_one_is_imported(tmp_path):
 def test_an_import_that_finds_no_file_fails_and_says_what_to_do(tmp_path):
     empty = tmp_path / "kb"
     write(empty / "notes.txt", "not a page")
-    with pytest.raises(CommandError, match=r"No Markdown .* file found in .*kb: nothing "
-                                           r"imported\. Give the folder that holds"):
+    with pytest.raises(
+        CommandError,
+        match=r"No Markdown .* file found in .*kb: nothing "
+        r"imported\. Give the folder that holds",
+    ):
         run(str(empty))
     assert not Article.objects.exists()
 
@@ -75,15 +79,20 @@ def test_an_empty_folder_among_good_ones_is_named(tmp_path):
 
 def test_manage_py_exits_non_zero_when_nothing_was_found(tmp_path):
     (tmp_path / "kb").mkdir()
-    done = subprocess.run([sys.executable, "manage.py", "import_knowledge", str(tmp_path / "kb")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "REDIS_URL": settings.REDIS_URL,
-                               "VAR_DIR": str(tmp_path / "var")})
+    done = subprocess.run(
+        [sys.executable, "manage.py", "import_knowledge", str(tmp_path / "kb")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "REDIS_URL": settings.REDIS_URL, "VAR_DIR": str(tmp_path / "var")},
+    )
     assert done.returncode != 0
     assert "No Markdown" in done.stderr and "Knowledge import from" not in done.stdout
 
 
 # --- what an article is recognised by ------------------------------------------------------------
+
 
 def test_the_same_pages_from_another_folder_update_their_articles(tmp_path):
     first = tmp_path / "export-1"
@@ -104,23 +113,31 @@ def test_the_same_pages_from_another_folder_update_their_articles(tmp_path):
     assert Article.objects.count() == 3
     assert "Oil the zorblax" in Article.objects.get(title="Zorblax care").body
     keys = set(Article.objects.values_list("source_key", flat=True))
-    assert keys == {"title:en:zorblax care", "title:en:do zorblax wrenches rust?",
-                    "title:en:are they heavy?"}
+    assert keys == {
+        "title:en:zorblax care",
+        "title:en:do zorblax wrenches rust?",
+        "title:en:are they heavy?",
+    }
 
 
 def test_front_matter_id_then_url_then_title_and_language():
     assert importing.title_key("  Shipping   and Delivery ", "en-GB") == (
-        "title:en:shipping and delivery")
+        "title:en:shipping and delivery"
+    )
     assert importing.title_key("配送与运费", "zh-CN") == "title:zh:配送与运费"
 
 
 def test_id_and_url_win_over_the_title(tmp_path):
-    write(tmp_path / "a.md", "---\nid: care-1\nurl: https://help.example/care\n---\n"
-          "# Zorblax care\n\nText.\n")
+    write(
+        tmp_path / "a.md",
+        "---\nid: care-1\nurl: https://help.example/care\n---\n# Zorblax care\n\nText.\n",
+    )
     write(tmp_path / "b.md", "---\nurl: https://help.example/other\n---\n# Other\n\nText.\n")
     run(str(tmp_path))
     assert set(Article.objects.values_list("source_key", flat=True)) == {
-        "id:care-1", "https://help.example/other"}
+        "id:care-1",
+        "https://help.example/other",
+    }
 
 
 def test_two_sources_with_one_key_in_one_import_are_refused(tmp_path):
@@ -136,20 +153,32 @@ def test_articles_stored_under_their_old_path_keys_are_re_keyed(tmp_path):
     """Migration 0009: rows an older import keyed by absolute path get the new key, so the next
     import of the same pages, from anywhere, updates them instead of adding them again."""
     page = write(tmp_path / "kb" / "care.md", PAGE)
-    Article.objects.create(title="Zorblax care", body="## Cleaning\n\nWipe the zorblax dry.",
-                           language="en", slug="care", source_key=f"file:{page.resolve()}")
-    Article.objects.create(title="Do zorblax wrenches rust?", body="Never.", language="en",
-                           source_key=f"file:{(tmp_path / 'faq.csv').resolve()}#0123456789abcdef")
+    Article.objects.create(
+        title="Zorblax care",
+        body="## Cleaning\n\nWipe the zorblax dry.",
+        language="en",
+        slug="care",
+        source_key=f"file:{page.resolve()}",
+    )
+    Article.objects.create(
+        title="Do zorblax wrenches rust?",
+        body="Never.",
+        language="en",
+        source_key=f"file:{(tmp_path / 'faq.csv').resolve()}#0123456789abcdef",
+    )
     # The same page imported twice from two folders before: the second copy keeps its key.
-    Article.objects.create(title="Zorblax care", body="Wipe.", language="en",
-                           source_key="file:/old/checkout/care.md")
+    Article.objects.create(
+        title="Zorblax care", body="Wipe.", language="en", source_key="file:/old/checkout/care.md"
+    )
     migration = importlib.import_module("chat.migrations.0009_knowledge_keys_survive_moves")
 
     migration.rekey(apps, None)
 
     assert sorted(Article.objects.values_list("source_key", flat=True)) == [
-        "file:/old/checkout/care.md", "title:en:do zorblax wrenches rust?",
-        "title:en:zorblax care"]
+        "file:/old/checkout/care.md",
+        "title:en:do zorblax wrenches rust?",
+        "title:en:zorblax care",
+    ]
     shutil.move(tmp_path / "kb", tmp_path / "moved")
     write(tmp_path / "moved" / "faq.csv", FAQ)
     out, _ = run(str(tmp_path / "moved"))
@@ -166,6 +195,7 @@ def test_the_sample_imported_again_adds_nothing():
 
 
 # --- telling the running desk ----------------------------------------------------------------------
+
 
 def test_one_version_bump_for_a_whole_import(tmp_path, monkeypatch):
     for name in ("a", "b", "c"):
@@ -225,9 +255,14 @@ def test_a_command_from_another_shell_reaches_the_stack_s_redis(tmp_path):
         env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
         env.update(VAR_DIR=str(var), DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}")
 
-        done = subprocess.run([sys.executable, "manage.py", "import_knowledge",
-                               str(tmp_path / "kb")], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "manage.py", "import_knowledge", str(tmp_path / "kb")],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
         assert done.returncode == 0, done.stderr
         assert "1 created" in done.stdout and "not told" not in done.stderr

@@ -30,37 +30,44 @@ def hits(process, question, language="en"):
     return process.search_sync(question=question, site_id=None, language=language)
 
 
-@pytest.mark.parametrize("question, language", [
-    ("What are your opening hours?", "en"),  # "hours" is in "within 24 hours", "48 hours"
-    ("Are your products made from sustainable materials?", "en"),  # "material defects"
-    ("What time does your customer service close today?", "en"),  # customs, delivery times
-    ("登录密码忘了怎么办？", "zh"),  # 登录 in "登录后打开「我的订单」"
-    ("可以帮我包装成礼物吗？", "zh"),  # 包装 in "原包装"
-    ("怎么注销账户并删除我的个人信息？", "zh"),
-])
-def test_questions_that_share_words_but_no_topic_get_no_hit(sample, process, question,
-                                                             language):
+@pytest.mark.parametrize(
+    "question, language",
+    [
+        ("What are your opening hours?", "en"),  # "hours" is in "within 24 hours", "48 hours"
+        ("Are your products made from sustainable materials?", "en"),  # "material defects"
+        ("What time does your customer service close today?", "en"),  # customs, delivery times
+        ("登录密码忘了怎么办？", "zh"),  # 登录 in "登录后打开「我的订单」"
+        ("可以帮我包装成礼物吗？", "zh"),  # 包装 in "原包装"
+        ("怎么注销账户并删除我的个人信息？", "zh"),
+    ],
+)
+def test_questions_that_share_words_but_no_topic_get_no_hit(sample, process, question, language):
     assert hits(process, question, language) == []
 
 
-@pytest.mark.parametrize("question, language, slug", [
-    # The page lists every accepted method: it answers, with a no.
-    ("Can I pay with Bitcoin?", "en", "payment"),
-    ("Do you accept Bitcoin?", "en", "payment"),
-    ("可以用比特币付款吗？", "zh", "payment"),
-    # American "package" for the page's British "parcel".
-    ("My package never arrived, what should I do?", "en", "shipping"),
-    ("How many days do I have to send something back?", "en", "returns"),
-    ("寄到德国要几天？", "zh", "shipping"),
-])
+@pytest.mark.parametrize(
+    "question, language, slug",
+    [
+        # The page lists every accepted method: it answers, with a no.
+        ("Can I pay with Bitcoin?", "en", "payment"),
+        ("Do you accept Bitcoin?", "en", "payment"),
+        ("可以用比特币付款吗？", "zh", "payment"),
+        # American "package" for the page's British "parcel".
+        ("My package never arrived, what should I do?", "en", "shipping"),
+        ("How many days do I have to send something back?", "en", "returns"),
+        ("寄到德国要几天？", "zh", "shipping"),
+    ],
+)
 def test_questions_the_pages_answer_keep_their_hit(sample, process, question, language, slug):
     found = hits(process, question, language)
     assert found and (found[0].slug, found[0].language) == (slug, language)
 
 
 def test_words_in_separate_statements_of_a_passage_are_a_coincidence(process):
-    services.article_create(title="Zorblax care", body=(
-        "## Storage\n\nWe open the warehouse on weekdays. Wrenches ship within 48 hours."))
+    services.article_create(
+        title="Zorblax care",
+        body=("## Storage\n\nWe open the warehouse on weekdays. Wrenches ship within 48 hours."),
+    )
     assert hits(process, "opening hours") == []
     services.article_create(title="Visiting us", body="## Hours\n\nOpening hours: 9 to 5.")
     [hit] = hits(process, "opening hours")
@@ -68,8 +75,10 @@ def test_words_in_separate_statements_of_a_passage_are_a_coincidence(process):
 
 
 def test_the_title_and_headings_go_with_every_statement(process):
-    services.article_create(title="Zorblax warranty", body=(
-        "## Batteries\n\nThey are covered for two years. Keep the receipt."))
+    services.article_create(
+        title="Zorblax warranty",
+        body=("## Batteries\n\nThey are covered for two years. Keep the receipt."),
+    )
     [hit] = hits(process, "zorblax battery receipt")
     assert hit.heading == "Batteries"
 
@@ -87,9 +96,19 @@ def test_one_shared_word_is_not_enough_when_the_rest_are_words_the_pages_use(pro
 def test_a_passage_that_mentions_the_words_in_passing_scores_too_little():
     """Every word of the question once, lost in a long passage among short ones: BM25 gives
     it a small share of what a passage about them would score."""
+
     def row(i, text):
-        return PassageRow(passage_id=i, article_id=i, title=f"Page {i}", slug=f"p{i}",
-                          source_url="", heading="", text=text, site_id=None, language="en")
+        return PassageRow(
+            passage_id=i,
+            article_id=i,
+            title=f"Page {i}",
+            slug=f"p{i}",
+            source_url="",
+            heading="",
+            text=text,
+            site_id=None,
+            language="en",
+        )
 
     filler = " ".join(f"zz{i:03d}" for i in range(200))
     rows = [row(i, f"topic{i} note{i}") for i in range(30)]
@@ -98,8 +117,9 @@ def test_a_passage_that_mentions_the_words_in_passing_scores_too_little():
     cut = Cut.from_settings()
     lax = Cut(cut.min_score, cut.min_coverage, cut.relative, min_score_share=0.0)
     question = "warehouse shelf morning"
-    assert [h.passage_id for h in index.search(question=question, site_id=None,
-                                                language="en", cut=lax)] == [99]
+    assert [
+        h.passage_id for h in index.search(question=question, site_id=None, language="en", cut=lax)
+    ] == [99]
     assert index.search(question=question, site_id=None, language="en", cut=cut) == []
 
 
@@ -117,11 +137,17 @@ def test_question_words_are_no_topic():
 def test_eval_lists_the_out_of_scope_questions_that_got_a_hit(sample, tmp_path, monkeypatch):
     monkeypatch.setattr(retrieval, "_process_cache", IndexCache())
     path = tmp_path / "q.jsonl"
-    path.write_text("\n".join(json.dumps(row, ensure_ascii=False) for row in [
-        {"question": "Which payment methods do you accept?", "expected": "payment"},
-        {"question": "What are your opening hours?", "expected": None},
-        {"question": "Do you offer gift wrapping?", "expected": None},
-    ]), encoding="utf-8")
+    path.write_text(
+        "\n".join(
+            json.dumps(row, ensure_ascii=False)
+            for row in [
+                {"question": "Which payment methods do you accept?", "expected": "payment"},
+                {"question": "What are your opening hours?", "expected": None},
+                {"question": "Do you offer gift wrapping?", "expected": None},
+            ]
+        ),
+        encoding="utf-8",
+    )
     out = io.StringIO()
     call_command("eval_knowledge", str(path), stdout=out, stderr=io.StringIO())
     text = out.getvalue()

@@ -106,22 +106,25 @@ def test_a_bad_trusted_proxies_entry_is_a_configuration_error(settings):
         client_ip(scope("10.0.0.2", "203.0.113.5"))
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("203.0.113.5", "203.0.113.5"),
-    (" 203.0.113.5 ", "203.0.113.5"),
-    ("203.0.113.5:8080", "203.0.113.5"),
-    ("[2001:db8::1]", "2001:db8::1"),
-    ("[2001:db8::1]:8080", "2001:db8::1"),
-    ("::ffff:203.0.113.5", "203.0.113.5"),
-    ("", None),
-    ("unknown", None),
-    ("_hidden", None),
-    ("203.0.113", None),
-    ("1.2.3.4.5", None),
-    ("2001:db8::1::2", None),
-    ("203.0.113.5/24", None),
-    ("\x00\xff", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("203.0.113.5", "203.0.113.5"),
+        (" 203.0.113.5 ", "203.0.113.5"),
+        ("203.0.113.5:8080", "203.0.113.5"),
+        ("[2001:db8::1]", "2001:db8::1"),
+        ("[2001:db8::1]:8080", "2001:db8::1"),
+        ("::ffff:203.0.113.5", "203.0.113.5"),
+        ("", None),
+        ("unknown", None),
+        ("_hidden", None),
+        ("203.0.113", None),
+        ("1.2.3.4.5", None),
+        ("2001:db8::1::2", None),
+        ("203.0.113.5/24", None),
+        ("\x00\xff", None),
+    ],
+)
 def test_parse_ip(text, expected):
     address = parse_ip(text)
     assert (str(address) if address is not None else None) == expected

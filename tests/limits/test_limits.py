@@ -58,8 +58,11 @@ async def test_the_configured_figure_is_exact_per_ip(chat_settings):
     assert refusal is not None
     assert refusal.code == ErrorCode.RATE_LIMITED == "rate_limited"
     assert 58 <= refusal.retry_after <= 60
-    assert re.fullmatch(r"Too many new conversations from your network; try again in "
-                        r"\d+ seconds\.", refusal.message)
+    assert re.fullmatch(
+        r"Too many new conversations from your network; try again in "
+        r"\d+ seconds\.",
+        refusal.message,
+    )
     assert str(refusal.retry_after) in refusal.message
     # Other addresses, on the same site or another, are not affected.
     assert await limits.check_new_conversation(ip="198.51.100.2", site_key="site_a") is None
@@ -73,8 +76,9 @@ async def test_limits_hold_across_processes(chat_settings, settings):
     async def three(own):
         return [await own.check_new_conversation(ip=ip, site_key="s") for _ in range(3)]
 
-    first, second = await asyncio.gather(in_other_process(settings.REDIS_URL, three),
-                                         in_other_process(settings.REDIS_URL, three))
+    first, second = await asyncio.gather(
+        in_other_process(settings.REDIS_URL, three), in_other_process(settings.REDIS_URL, three)
+    )
     outcomes = first + second
     assert outcomes.count(None) == 5  # six attempts from one IP in two processes: one refused
     assert await limits.check_new_conversation(ip=ip, site_key="s") is not None
@@ -136,12 +140,16 @@ async def test_ipv6_clients_are_counted_per_64(chat_settings):
     assert await limits.check_new_conversation(ip="2001:db8:1:3::1", site_key="s") is None
 
 
-async def test_a_client_without_an_address_is_not_limited_per_ip(chat_settings, caplog,
-                                                                   monkeypatch):
+async def test_a_client_without_an_address_is_not_limited_per_ip(
+    chat_settings, caplog, monkeypatch
+):
     """Not one shared bucket for every unknown client: that would refuse them all at once."""
     monkeypatch.setattr(limits, "_last_warning", {})
-    chat_settings(IP_CONVERSATION_LIMIT="1/minute", IP_MESSAGE_LIMIT="1/minute",
-                  SITE_CONVERSATION_LIMIT="3/minute")
+    chat_settings(
+        IP_CONVERSATION_LIMIT="1/minute",
+        IP_MESSAGE_LIMIT="1/minute",
+        SITE_CONVERSATION_LIMIT="3/minute",
+    )
     caplog.set_level(logging.WARNING, logger="chat.limits")
     for _ in range(3):
         assert await limits.check_new_conversation(ip="", site_key="s") is None
@@ -226,12 +234,10 @@ async def test_limits_hold_when_more_checks_run_at_once_than_there_are_connectio
     assert limits._limits()._redis.connection_pool.max_connections < FLOOD
     unavailable, busy = limits.UNAVAILABLE._value.get(), limits.BUSY._value.get()
 
-    checks = await asyncio.gather(*(limits.check_message(ip="198.51.100.9")
-                                    for _ in range(FLOOD)))
+    checks = await asyncio.gather(*(limits.check_message(ip="198.51.100.9") for _ in range(FLOOD)))
     assert checks.count(None) == 5
     assert all(refusal.message.startswith("Too many messages") for refusal in checks if refusal)
-    slots = await asyncio.gather(*(limits.acquire_answer_slot(site_key="s")
-                                   for _ in range(FLOOD)))
+    slots = await asyncio.gather(*(limits.acquire_answer_slot(site_key="s") for _ in range(FLOOD)))
     assert [slot.held for slot in slots if slot is not None] == [True] * 3
     assert limits.UNAVAILABLE._value.get() == unavailable
     assert limits.BUSY._value.get() == busy  # every check got a connection in time
@@ -284,8 +290,7 @@ async def test_a_redis_that_hangs_under_a_flood_still_fails_open(chat_settings, 
         port = silent.sockets[0].getsockname()[1]
         settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
         started = time.monotonic()
-        checks = await asyncio.gather(*(limits.check_message(ip="198.51.100.8")
-                                        for _ in range(8)))
+        checks = await asyncio.gather(*(limits.check_message(ip="198.51.100.8") for _ in range(8)))
         assert checks == [None] * 8
         assert time.monotonic() - started < limits.REDIS_TIMEOUT_SECONDS * 3
         assert limits.BUSY._value.get() == busy
@@ -304,8 +309,12 @@ async def test_limits_fail_open_when_redis_is_unreachable(
     chat_settings, settings, tmp_path, caplog, monkeypatch
 ):
     monkeypatch.setattr(limits, "_last_warning", {})
-    chat_settings(IP_CONVERSATION_LIMIT="1/minute", SOCKET_RATE_LIMIT="1/minute",
-                  IP_MESSAGE_LIMIT="1/minute", SITE_CONCURRENT_ANSWERS=1)
+    chat_settings(
+        IP_CONVERSATION_LIMIT="1/minute",
+        SOCKET_RATE_LIMIT="1/minute",
+        IP_MESSAGE_LIMIT="1/minute",
+        SITE_CONCURRENT_ANSWERS=1,
+    )
     settings.REDIS_URL = f"unix://{tmp_path}/nobody-listens.sock"
     caplog.set_level(logging.WARNING, logger="chat.limits")
     started = time.monotonic()
@@ -369,15 +378,21 @@ async def test_limits_come_back_with_redis(chat_settings, settings, tmp_path, mo
 # --- configuration -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("redis_url, expected", [
-    ("unix:///var/run/redis.sock", "async+redis+unix:///var/run/redis.sock"),
-    ("unix:///var/run/redis.sock?db=2", "async+redis+unix:///var/run/redis.sock?db=2"),
-    ("redis://127.0.0.1:6379/0", "async+redis://127.0.0.1:6379/0"),
-    ("redis://redis/1", "async+redis://redis:6379/1"),
-    ("redis://:secret@redis/0", "async+redis://:secret@redis:6379/0"),
-    ("rediss://user:pw@cache.example.com:6380/0", "async+rediss://user:pw@cache.example.com:6380/0"),
-    ("redis://[::1]/0", "async+redis://[::1]:6379/0"),
-])
+@pytest.mark.parametrize(
+    "redis_url, expected",
+    [
+        ("unix:///var/run/redis.sock", "async+redis+unix:///var/run/redis.sock"),
+        ("unix:///var/run/redis.sock?db=2", "async+redis+unix:///var/run/redis.sock?db=2"),
+        ("redis://127.0.0.1:6379/0", "async+redis://127.0.0.1:6379/0"),
+        ("redis://redis/1", "async+redis://redis:6379/1"),
+        ("redis://:secret@redis/0", "async+redis://:secret@redis:6379/0"),
+        (
+            "rediss://user:pw@cache.example.com:6380/0",
+            "async+rediss://user:pw@cache.example.com:6380/0",
+        ),
+        ("redis://[::1]/0", "async+redis://[::1]:6379/0"),
+    ],
+)
 def test_storage_uri(redis_url, expected):
     assert storage_uri(redis_url) == expected
 

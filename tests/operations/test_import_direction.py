@@ -31,8 +31,11 @@ PROJECT_PATH = re.compile(rf"{PROJECT}(\.\w+)+(:\w+)?")
 
 
 def _source_files(app: str) -> list[Path]:
-    return [path for path in sorted((ROOT / app).rglob("*.py"))
-            if "tests" not in path.relative_to(ROOT).parts and not path.name.startswith("test_")]
+    return [
+        path
+        for path in sorted((ROOT / app).rglob("*.py"))
+        if "tests" not in path.relative_to(ROOT).parts and not path.name.startswith("test_")
+    ]
 
 
 def _imported_packages(path: Path, app: str) -> list[tuple[int, str]]:
@@ -44,20 +47,30 @@ def _imported_packages(path: Path, app: str) -> list[tuple[int, str]]:
             found += [(node.lineno, alias.name.split(".")[0]) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             found.append((node.lineno, app if node.level else node.module.split(".")[0]))
-        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
-              and PROJECT_PATH.fullmatch(node.value)):
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and PROJECT_PATH.fullmatch(node.value)
+        ):
             found.append((node.lineno, PROJECT))
     return sorted(found)
 
 
 def test_the_walk_sees_every_kind_of_import(tmp_path):
     module = tmp_path / "sample.py"
-    module.write_text("import agents.models\nfrom chat import frames\nfrom . import sibling\n"
-                      "def later():\n    from agents.services import takeover\n"
-                      "    import_module('cs_site.asgi')\n"
-                      "    return 'cs_site.asgi, named in a sentence'\n")
+    module.write_text(
+        "import agents.models\nfrom chat import frames\nfrom . import sibling\n"
+        "def later():\n    from agents.services import takeover\n"
+        "    import_module('cs_site.asgi')\n"
+        "    return 'cs_site.asgi, named in a sentence'\n"
+    )
     assert _imported_packages(module, "inference_worker") == [
-        (1, "agents"), (2, "chat"), (3, "inference_worker"), (5, "agents"), (6, "cs_site")]
+        (1, "agents"),
+        (2, "chat"),
+        (3, "inference_worker"),
+        (5, "agents"),
+        (6, "cs_site"),
+    ]
 
 
 def test_each_layer_may_import_only_the_layers_below_it():
@@ -73,9 +86,12 @@ def test_each_layer_may_import_only_the_layers_below_it():
 def test_imports_run_one_way(app):
     files = _source_files(app)
     assert len(files) > 5, app  # the walk found the layer's modules
-    wrong = [f"{path.relative_to(ROOT)}:{line} imports {package}"
-             for path in files for line, package in _imported_packages(path, app)
-             if package in FORBIDDEN[app]]
+    wrong = [
+        f"{path.relative_to(ROOT)}:{line} imports {package}"
+        for path in files
+        for line, package in _imported_packages(path, app)
+        if package in FORBIDDEN[app]
+    ]
     assert wrong == []
 
 
@@ -92,8 +108,9 @@ def _import_in_isolation(*modules: str, blocked: tuple[str, ...]) -> set[str]:
         "print(' '.join(sorted(loaded - set(sys.stdlib_module_names))))\n"
     )
     env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     return set(result.stdout.split())
 
@@ -103,8 +120,7 @@ WEB = ("django", "channels", "daphne", PROJECT, "chat", "agents")
 
 
 def test_the_worker_protocol_needs_only_the_standard_library_and_typing_extensions():
-    loaded = _import_in_isolation("inference_worker.protocol",
-                                  blocked=(*WEB, "pydantic", "redis"))
+    loaded = _import_in_isolation("inference_worker.protocol", blocked=(*WEB, "pydantic", "redis"))
     assert loaded <= {"inference_worker", "typing_extensions"}
 
 
@@ -119,8 +135,9 @@ def test_worker_presence_imports_without_django():
 
 
 def test_runtime_imports_without_the_apps_or_a_configured_project():
-    modules = [f"runtime.{path.stem}" for path in _source_files("runtime")
-               if path.stem != "__init__"]
+    modules = [
+        f"runtime.{path.stem}" for path in _source_files("runtime") if path.stem != "__init__"
+    ]
     assert len(modules) > 5  # the walk found runtime's modules
     loaded = _import_in_isolation(*modules, blocked=ABOVE_RUNTIME)
     assert "runtime" in loaded and not loaded & set(ABOVE_RUNTIME)

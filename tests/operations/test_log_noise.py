@@ -29,8 +29,11 @@ urlpatterns = [
 @pytest.fixture
 def console_log():
     """What the settings' console handler writes, as text."""
-    handler = next(h for h in logging.getLogger().handlers
-                   if any(isinstance(f, ExpectedRefusals) for f in h.filters))
+    handler = next(
+        h
+        for h in logging.getLogger().handlers
+        if any(isinstance(f, ExpectedRefusals) for f in h.filters)
+    )
     stream = io.StringIO()
     previous = handler.setStream(stream)
     yield stream

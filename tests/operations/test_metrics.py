@@ -29,8 +29,10 @@ class Moves:
         self.before = [sample(name, **labels) for name, labels in series]
 
     def deltas(self) -> list[float]:
-        return [sample(name, **labels) - before
-                for (name, labels), before in zip(self.series, self.before, strict=True)]
+        return [
+            sample(name, **labels) - before
+            for (name, labels), before in zip(self.series, self.before, strict=True)
+        ]
 
 
 FIRST_TOKEN = ("cs_chat_time_to_first_token_seconds_count", {})
@@ -44,7 +46,8 @@ MODEL_STOP = ("cs_chat_answers_total", {"outcome": "model", "reason": "stop"})
 
 
 async def test_a_model_answer_counts_first_token_queue_wait_answer_time_and_outcome(
-        connect, worker):
+    connect, worker
+):
     moves = Moves(FIRST_TOKEN, ANSWER_TIME, QUEUE_WAIT, MODEL_STOP)
     ttft_sum = sample(FIRST_TOKEN_SUM[0])
     tab, first = await connect()
@@ -59,8 +62,12 @@ async def test_a_model_answer_counts_first_token_queue_wait_answer_time_and_outc
 
 async def test_a_fallback_counts_its_reason_and_no_first_token(connect):
     # No worker is running: the rule engine answers at once.
-    moves = Moves(("cs_chat_answers_total", {"outcome": "fallback", "reason": "unavailable"}),
-                  FIRST_TOKEN, QUEUE_WAIT, MODEL_STOP)
+    moves = Moves(
+        ("cs_chat_answers_total", {"outcome": "fallback", "reason": "unavailable"}),
+        FIRST_TOKEN,
+        QUEUE_WAIT,
+        MODEL_STOP,
+    )
     tab, _ = await connect()
     await tab.send({"type": "message", "text": "What do you sell?", "client_id": "m1"})
     assert (await tab.answer())[-1]["fallback"] is True
@@ -74,11 +81,15 @@ def slow_engine(engine):
     return engine
 
 
-async def test_an_answer_every_tab_left_counts_as_disconnected(connect, worker, slow_engine,
-                                                                settings):
+async def test_an_answer_every_tab_left_counts_as_disconnected(
+    connect, worker, slow_engine, settings
+):
     settings.CHAT = {**settings.CHAT, "REJOIN_GRACE_SECONDS": 0.2}
-    moves = Moves(("cs_chat_answers_total", {"outcome": "disconnected", "reason": "disconnected"}),
-                  MODEL_STOP, ANSWER_TIME)
+    moves = Moves(
+        ("cs_chat_answers_total", {"outcome": "disconnected", "reason": "disconnected"}),
+        MODEL_STOP,
+        ANSWER_TIME,
+    )
     tab, _ = await connect()
     await tab.send({"type": "message", "text": "tell me", "client_id": "m1"})
     await tab.receive_until(lambda f: f["type"] == "bot.delta")
@@ -88,10 +99,13 @@ async def test_an_answer_every_tab_left_counts_as_disconnected(connect, worker, 
 
 
 async def test_a_handoff_mid_answer_counts_the_handoff_and_the_answer_taken_over(
-        connect, worker, slow_engine):
-    moves = Moves(("cs_chat_handoffs_total", {"agents": "unavailable"}),
-                  ("cs_chat_answers_total", {"outcome": "taken_over", "reason": "handoff"}),
-                  MODEL_STOP)
+    connect, worker, slow_engine
+):
+    moves = Moves(
+        ("cs_chat_handoffs_total", {"agents": "unavailable"}),
+        ("cs_chat_answers_total", {"outcome": "taken_over", "reason": "handoff"}),
+        MODEL_STOP,
+    )
     tab, _ = await connect()
     await tab.send({"type": "message", "text": "tell me", "client_id": "m1"})
     await tab.receive_until(lambda f: f["type"] == "bot.delta")
@@ -107,9 +121,11 @@ async def test_a_handoff_mid_answer_counts_the_handoff_and_the_answer_taken_over
 
 
 async def test_thumbs_and_csat_count_by_rating_and_score(connect, worker):
-    moves = Moves(("cs_chat_feedback_total", {"rating": "up"}),
-                  ("cs_chat_feedback_total", {"rating": "down"}),
-                  ("cs_chat_csat_total", {"score": "4"}))
+    moves = Moves(
+        ("cs_chat_feedback_total", {"rating": "up"}),
+        ("cs_chat_feedback_total", {"rating": "down"}),
+        ("cs_chat_csat_total", {"score": "4"}),
+    )
     tab, _ = await connect()
     await tab.send({"type": "message", "text": "What do you sell?", "client_id": "m1"})
     done = (await tab.answer())[-1]
@@ -178,14 +194,26 @@ def test_another_address_is_refused_with_a_short_text():
 def test_the_bearer_token_is_accepted_from_anywhere(settings):
     settings.METRICS_BEARER_TOKEN = "s3cret-token"
     client = Client()
-    assert client.get("/metrics", REMOTE_ADDR=ELSEWHERE,
-                      headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+    assert (
+        client.get(
+            "/metrics", REMOTE_ADDR=ELSEWHERE, headers={"Authorization": "Bearer s3cret-token"}
+        ).status_code
+        == 200
+    )
     for wrong in ("Bearer s3cret", "Bearer ", "Basic s3cret-token", "s3cret-token"):
-        assert client.get("/metrics", REMOTE_ADDR=ELSEWHERE,
-                          headers={"Authorization": wrong}).status_code == 403
+        assert (
+            client.get(
+                "/metrics", REMOTE_ADDR=ELSEWHERE, headers={"Authorization": wrong}
+            ).status_code
+            == 403
+        )
     settings.METRICS_BEARER_TOKEN = ""  # no token configured: none is accepted, even empty
-    assert client.get("/metrics", REMOTE_ADDR=ELSEWHERE,
-                      headers={"Authorization": "Bearer "}).status_code == 403
+    assert (
+        client.get(
+            "/metrics", REMOTE_ADDR=ELSEWHERE, headers={"Authorization": "Bearer "}
+        ).status_code
+        == 403
+    )
 
 
 def test_a_staff_session_is_accepted_and_other_users_are_not(django_user_model):
@@ -204,10 +232,14 @@ def test_allowed_networks_and_the_client_address_behind_trusted_proxies(settings
     # Through a trusted proxy, the address it vouches for counts, not the proxy's own.
     settings.TRUSTED_PROXIES = ["192.0.2.7"]
     via_proxy = {"REMOTE_ADDR": "192.0.2.7"}
-    assert client.get("/metrics", **via_proxy,
-                      headers={"X-Forwarded-For": "10.9.9.9"}).status_code == 200
-    assert client.get("/metrics", **via_proxy,
-                      headers={"X-Forwarded-For": ELSEWHERE}).status_code == 403
+    assert (
+        client.get("/metrics", **via_proxy, headers={"X-Forwarded-For": "10.9.9.9"}).status_code
+        == 200
+    )
+    assert (
+        client.get("/metrics", **via_proxy, headers={"X-Forwarded-For": ELSEWHERE}).status_code
+        == 403
+    )
 
 
 def test_a_forwarded_request_through_an_unknown_proxy_is_not_let_in_as_its_peer(settings):

@@ -79,8 +79,7 @@ async def test_every_pool_is_sized_by_one_setting_and_sends_no_driver_info(setti
     assert settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["max_connections"] == configured
     settings.REDIS_MAX_CONNECTIONS = 7
     layer = DeskChannelLayer(hosts=[{"address": settings.REDIS_URL}])
-    pools = [async_client().connection_pool, sync_client().connection_pool,
-             layer.create_pool(0)]
+    pools = [async_client().connection_pool, sync_client().connection_pool, layer.create_pool(0)]
     for pool in pools:
         assert isinstance(pool, redis_client._AsyncPool | redis_client._SyncPool)
         assert pool.max_connections == 7

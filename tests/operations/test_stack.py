@@ -40,7 +40,6 @@ PY = sys.executable
 SLEEPER = [PY, "-c", "import time; time.sleep(60)"]
 
 
-
 def wait_for_file(path: Path, timeout: float = 10.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -238,8 +237,10 @@ def test_commands_from_another_shell_find_the_local_redis_while_it_runs(
         print("settings.REDIS_URL=" + settings.REDIS_URL)
     """)
     supervisor = Supervisor(out=io.StringIO())
-    plan = Plan(steps=[Command("manage", [PY, "-c", another_shell])],
-                services=[Command("done", [PY, "-c", "pass"])])
+    plan = Plan(
+        steps=[Command("manage", [PY, "-c", another_shell])],
+        services=[Command("done", [PY, "-c", "pass"])],
+    )
 
     run_stack(Config(var_dir=tmp_path), plan, threading.Event(), supervisor)
 
@@ -259,7 +260,8 @@ def test_sigint_stops_a_running_stack_and_exits_0(tmp_path: Path) -> None:
     pid_file = tmp_path / "pids"
     web = [PY, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(www)]
     script = tmp_path / "fake_stack.py"
-    script.write_text(textwrap.dedent(f"""\
+    script.write_text(
+        textwrap.dedent(f"""\
         import sys, threading
         from pathlib import Path
         from devstack.stack import (
@@ -285,7 +287,8 @@ def test_sigint_stops_a_running_stack_and_exits_0(tmp_path: Path) -> None:
         install_stop_handlers(stop)
         config = Config(var_dir=Path({str(tmp_path / "var")!r}))
         sys.exit(run_stack(config, plan, stop, Supervisor()))
-    """))
+    """)
+    )
     process = subprocess.Popen(
         [PY, str(script)],
         cwd=PROJECT_ROOT,
@@ -331,8 +334,13 @@ def test_sigint_stops_a_running_stack_and_exits_0(tmp_path: Path) -> None:
 
 def test_config_from_env() -> None:
     config = Config.from_env(
-        {"HOST": "0.0.0.0", "PORT": "8080", "INFERENCE_METRICS_PORT": "9200",
-         "REDIS_URL": "redis://r:6379/0", "VAR_DIR": "/srv/var"}
+        {
+            "HOST": "0.0.0.0",
+            "PORT": "8080",
+            "INFERENCE_METRICS_PORT": "9200",
+            "REDIS_URL": "redis://r:6379/0",
+            "VAR_DIR": "/srv/var",
+        }
     )
     assert (config.host, config.port, config.metrics_port) == ("0.0.0.0", 8080, 9200)
     assert config.redis_url == "redis://r:6379/0"
@@ -355,8 +363,11 @@ def test_url_host() -> None:
 def test_product_plan_runs_the_desk() -> None:
     plan = product_plan(Config(host="0.0.0.0", port=8081, metrics_port=9102))
     assert [step.argv[2:] for step in plan.steps] == [
-        ["prepare_model"], ["migrate", "--noinput"], ["import_knowledge", "--sample"],
-        ["collectstatic", "--noinput"]]
+        ["prepare_model"],
+        ["migrate", "--noinput"],
+        ["import_knowledge", "--sample"],
+        ["collectstatic", "--noinput"],
+    ]
     assert [service.name for service in plan.services] == ["worker", "web"]
     assert plan.services[1].argv[-5:] == ["-b", "0.0.0.0", "-p", "8081", "cs_site.asgi:application"]
     assert ReadyCheck("web", "http://127.0.0.1:8081/healthz") in plan.ready

@@ -29,8 +29,10 @@ def collected(tmp_path_factory):
 def released(settings, collected):
     """This process as in production: the settings' own storage (tests/conftest.py swaps in
     plain names) and the collected STATIC_ROOT."""
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": {
-        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
     settings.STATIC_ROOT = collected
     return collected
 
@@ -76,8 +78,9 @@ async def test_embed_js_keeps_its_url_with_a_short_cache_that_revalidates(http, 
         assert embed.headers["cache-control"] == "max-age=300, public"
         assert embed.headers["access-control-allow-origin"] == "*"  # company pages load it
         assert embed.headers["last-modified"]
-        again = await http.get("/static/widget/embed.js",
-                               headers={"If-None-Match": embed.headers["etag"]})
+        again = await http.get(
+            "/static/widget/embed.js", headers={"If-None-Match": embed.headers["etag"]}
+        )
         assert again.status_code == 304 and again.content == b""
         assert again.headers["cache-control"] == "max-age=300, public"
         head = await http.head("/static/widget/embed.js")
@@ -90,8 +93,10 @@ async def test_embed_js_keeps_its_url_with_a_short_cache_that_revalidates(http, 
 
 
 async def test_big_files_are_sent_whole_in_blocks(http, released):
-    big = max((path for path in released.rglob("*.js") if not HASHED.match(f"/static/{path}")),
-              key=lambda path: path.stat().st_size)
+    big = max(
+        (path for path in released.rglob("*.js") if not HASHED.match(f"/static/{path}")),
+        key=lambda path: path.stat().st_size,
+    )
     assert big.stat().st_size > 256 * 1024  # more than one read (the API docs' bundle)
     url = "/static/" + big.relative_to(released).as_posix()
     async with http:
@@ -102,21 +107,26 @@ async def test_big_files_are_sent_whole_in_blocks(http, released):
 @pytest.mark.django_db
 def test_widget_config_names_the_hashed_widget_js(client, released):
     site = Site.objects.create(name="Shop", allowed_origins="https://shop.example.com")
-    config = client.get(f"/widget/config/{site.key}",
-                        headers={"Origin": "https://shop.example.com"}).json()
+    config = client.get(
+        f"/widget/config/{site.key}", headers={"Origin": "https://shop.example.com"}
+    ).json()
     match = HASHED.match(config["widget_js"])
     assert match and match.groups() == ("widget/widget", ".js"), config["widget_js"]
     served = released / config["widget_js"].removeprefix("/static/")
     assert served.read_bytes() == (released / "widget" / "widget.js").read_bytes()
-    assert gzip.decompress(served.with_name(served.name + ".gz").read_bytes()) == \
-        served.read_bytes()
+    assert (
+        gzip.decompress(served.with_name(served.name + ".gz").read_bytes()) == served.read_bytes()
+    )
 
 
 @pytest.mark.django_db
 def test_widget_config_without_a_collected_widget_js_leaves_the_loader_its_plain_url(
-        client, settings, tmp_path, caplog):
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": {
-        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}}
+    client, settings, tmp_path, caplog
+):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
     settings.STATIC_ROOT = tmp_path  # never collected
     site = Site.objects.create(name="Shop", allowed_origins="https://shop.example.com")
     response = client.get(f"/widget/config/{site.key}")

@@ -96,8 +96,11 @@ def test_a_crashing_child_is_restarted_with_growing_delays(sup: Supervisor, tmp_
     assert gaps[3] < 0.8 + 1.5  # capped at the maximum (plus a start-up on a busy machine)
     assert delays(sup)[:4] == [0.2, 0.4, 0.8, 0.8]
     text = output(sup)
-    assert re.search(r"crasher \(pid \d+\) ended on its own: exit code 3 after [\d.]+ s; "
-                     r"restarting it in 0.2 s\n", text), text
+    assert re.search(
+        r"crasher \(pid \d+\) ended on its own: exit code 3 after [\d.]+ s; "
+        r"restarting it in 0.2 s\n",
+        text,
+    ), text
     assert "restarting it in 0.4 s (2 crashes in a row)" in text
     assert re.search(r"crasher restarted \(pid \d+\)", text)
     assert child.restarts >= 4 and sup.children == [child]  # one child, started again
@@ -213,8 +216,12 @@ def test_a_stack_gets_its_crashed_web_server_and_redis_back(tmp_path: Path) -> N
     port = free_port()
     url = f"http://127.0.0.1:{port}/healthz"
     web = [PY, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(www)]
-    plan = Plan(steps=[], services=[Command("worker", SLEEPER), Command("web", web)],
-                ready=[ReadyCheck("web", url)], restart=QUICK)
+    plan = Plan(
+        steps=[],
+        services=[Command("worker", SLEEPER), Command("web", web)],
+        ready=[ReadyCheck("web", url)],
+        restart=QUICK,
+    )
     stack = RunningStack(Config(var_dir=tmp_path / "var"), plan)
     try:
         stack.wait_for("Ctrl-C to stop")
@@ -225,8 +232,10 @@ def test_a_stack_gets_its_crashed_web_server_and_redis_back(tmp_path: Path) -> N
         web_pid = web.pid
 
         os.kill(web_pid, signal.SIGKILL)
-        stack.wait_for(rf"web \(pid {web_pid}\) ended on its own: killed by SIGKILL after "
-                       r"[\d.]+ s; restarting it in 0.2 s\n")
+        stack.wait_for(
+            rf"web \(pid {web_pid}\) ended on its own: killed by SIGKILL after "
+            r"[\d.]+ s; restarting it in 0.2 s\n"
+        )
         stack.wait_for(r"web is ready again, [\d.]+ s after it ended\n")
         assert probe(ReadyCheck("web", url))
 
@@ -268,8 +277,12 @@ def test_a_redis_of_redis_url_is_not_ours_to_restart(tmp_path: Path, redis_serve
 def test_a_crash_during_startup_still_stops_the_stack(tmp_path: Path) -> None:
     """Before everything is ready, a crash is nearly always a setting to fix: say so, stop."""
     never_ready = ReadyCheck("web", f"http://127.0.0.1:{free_port()}/")
-    plan = Plan(steps=[], ready=[never_ready], restart=QUICK,
-                services=[Command("worker", [PY, "-c", "raise SystemExit(5)"])])
+    plan = Plan(
+        steps=[],
+        ready=[never_ready],
+        restart=QUICK,
+        services=[Command("worker", [PY, "-c", "raise SystemExit(5)"])],
+    )
     supervisor = Supervisor(out=io.StringIO())
 
     code = run_stack(Config(var_dir=tmp_path), plan, threading.Event(), supervisor)

@@ -32,12 +32,16 @@ def test_a_loop_is_found_where_it_begins_and_numbers_do_not_hide_it():
 
 
 def test_lists_of_like_things_are_not_loops():
-    english = ("- Netherlands, Belgium, Germany: 1–2 business days\n"
-               "- Rest of the European Union: 2–4 business days\n"
-               "- United Kingdom, Switzerland, Norway: 3–6 business days\n"
-               "- Rest of the world: 5–12 business days")
-    chinese = ("- 荷兰、比利时、德国：1–2 个工作日\n- 欧盟其他国家：2–4 个工作日\n"
-               "- 英国、瑞士、挪威：3–6 个工作日（需要清关）\n- 中国大陆及世界其他地区：5–12 个工作日")
+    english = (
+        "- Netherlands, Belgium, Germany: 1–2 business days\n"
+        "- Rest of the European Union: 2–4 business days\n"
+        "- United Kingdom, Switzerland, Norway: 3–6 business days\n"
+        "- Rest of the world: 5–12 business days"
+    )
+    chinese = (
+        "- 荷兰、比利时、德国：1–2 个工作日\n- 欧盟其他国家：2–4 个工作日\n"
+        "- 英国、瑞士、挪威：3–6 个工作日（需要清关）\n- 中国大陆及世界其他地区：5–12 个工作日"
+    )
     assert textguards.loop_start(english) is None
     assert textguards.loop_start(chinese) is None
 
@@ -45,12 +49,16 @@ def test_lists_of_like_things_are_not_loops():
 def test_a_loop_is_found_whatever_its_rounds_begin_with():
     """Caught in its fourth round at the latest (its third, if a delta ends just as the third
     does), however the stream's deltas cut it."""
-    text = ("In Germany, a parcel is delivered in 12.5 days (24 hours). Here is the breakdown:"
-            + " - 12.5 days (24 hours) = 3.2 hours" * 4 + " So")
+    text = (
+        "In Germany, a parcel is delivered in 12.5 days (24 hours). Here is the breakdown:"
+        + " - 12.5 days (24 hours) = 3.2 hours" * 4
+        + " So"
+    )
     for step in (1, 3, 7):
         guard = textguards.StreamGuard(loops=True, limit=None)
-        stopped = next((i for i in range(0, len(text), step)
-                        if guard.feed(text[i:i + step])), None)
+        stopped = next(
+            (i for i in range(0, len(text), step) if guard.feed(text[i : i + step])), None
+        )
         assert stopped is not None and stopped < len(text) - 3
         assert guard.kept() == "In Germany, a parcel is delivered in 12.5 days (24 hours)."
 
@@ -62,14 +70,21 @@ def test_a_chinese_loop_is_found():
     assert textguards.cut_at_sentence(text[:start]) == "您好，工作日15:00前的订单当天发货。"
 
 
-@pytest.mark.parametrize(("text", "cut"), [
-    ("We ship from Rotterdam. Delivery to Germany takes 1–2 days and costs nothi",
-     "We ship from Rotterdam."),
-    ("Delivery to Germany takes one to two business days and the cost is fre",
-     "Delivery to Germany takes one to two business days and the cost is…"),
-    ("我们从鹿特丹发货。德国1–2个工作日送达，运费满50欧元免", "我们从鹿特丹发货。"),
-    ("- first step\n- second step\n- thi", "- first step\n- second step"),
-])
+@pytest.mark.parametrize(
+    ("text", "cut"),
+    [
+        (
+            "We ship from Rotterdam. Delivery to Germany takes 1–2 days and costs nothi",
+            "We ship from Rotterdam.",
+        ),
+        (
+            "Delivery to Germany takes one to two business days and the cost is fre",
+            "Delivery to Germany takes one to two business days and the cost is…",
+        ),
+        ("我们从鹿特丹发货。德国1–2个工作日送达，运费满50欧元免", "我们从鹿特丹发货。"),
+        ("- first step\n- second step\n- thi", "- first step\n- second step"),
+    ],
+)
 def test_a_cut_ends_at_a_sentence_never_mid_word(text, cut):
     assert textguards.cut_at_sentence(text) == cut
 
@@ -82,62 +97,84 @@ def test_the_answer_limit_counts_words_and_chinese_characters_apart():
     assert limit.fit("one two three four five six seven") == "one two three four five"
 
 
-@pytest.mark.parametrize(("answer", "language", "wrong"), [
-    ("We accept PayPal and Visa for every order.", "zh-CN", True),
-    ("我们接受 PayPal、Visa 和 Mastercard 付款。", "zh-CN", False),
-    ("我们接受 PayPal 付款，也接受银行转账。", "en", True),
-    ("您好, thanks!", "en", False),  # too short to judge
-    ("Orders to 中国 take 5–12 business days.", "en", False),
-    ("12345", "zh-CN", False),
-])
+@pytest.mark.parametrize(
+    ("answer", "language", "wrong"),
+    [
+        ("We accept PayPal and Visa for every order.", "zh-CN", True),
+        ("我们接受 PayPal、Visa 和 Mastercard 付款。", "zh-CN", False),
+        ("我们接受 PayPal 付款，也接受银行转账。", "en", True),
+        ("您好, thanks!", "en", False),  # too short to judge
+        ("Orders to 中国 take 5–12 business days.", "en", False),
+        ("12345", "zh-CN", False),
+    ],
+)
 def test_the_language_check_judges_the_script_not_a_brand_name(answer, language, wrong):
     assert guards.wrong_language(answer, language) is wrong
 
 
-@pytest.mark.parametrize(("question", "answer", "echo"), [
-    ("我的订单什么时候发货？", "我的订单什么时候发货？", True),
-    ("我的订单什么时候发货？", "您好！我的订单什么时候发货？", True),
-    ("收到的台灯能直接换成别的款式吗？", "能直接换成别的款式。", True),
-    ("寄到德国一般要几天？", "寄到德国一般要1-2个工作日。", False),
-    ("What payment methods do you accept?", "What payment methods do you accept", True),
-    ("What payment methods do you accept?", "We accept Visa, Mastercard, PayPal and Klarna.",
-     False),
-    ("What payment methods do you accept?", "Your question: what payment methods do you "
-     "accept? We accept Visa, Mastercard, PayPal and Klarna.", False),
-    # A yes or a no restating the question answers it.
-    ("Can I pay in cash when the parcel arrives?",
-     "No, you cannot pay in cash when the parcel arrives.", False),
-    ("Can I pay with PayPal?", "Yes, you can.", False),
-    ("可以货到付款吗？", "不可以货到付款。", False),
-    # Short, but not the question.
-    ("hi", "Hello!", False),
-    ("hi", "您好,thanks!", False),
-])
+@pytest.mark.parametrize(
+    ("question", "answer", "echo"),
+    [
+        ("我的订单什么时候发货？", "我的订单什么时候发货？", True),
+        ("我的订单什么时候发货？", "您好！我的订单什么时候发货？", True),
+        ("收到的台灯能直接换成别的款式吗？", "能直接换成别的款式。", True),
+        ("寄到德国一般要几天？", "寄到德国一般要1-2个工作日。", False),
+        ("What payment methods do you accept?", "What payment methods do you accept", True),
+        (
+            "What payment methods do you accept?",
+            "We accept Visa, Mastercard, PayPal and Klarna.",
+            False,
+        ),
+        (
+            "What payment methods do you accept?",
+            "Your question: what payment methods do you "
+            "accept? We accept Visa, Mastercard, PayPal and Klarna.",
+            False,
+        ),
+        # A yes or a no restating the question answers it.
+        (
+            "Can I pay in cash when the parcel arrives?",
+            "No, you cannot pay in cash when the parcel arrives.",
+            False,
+        ),
+        ("Can I pay with PayPal?", "Yes, you can.", False),
+        ("可以货到付款吗？", "不可以货到付款。", False),
+        # Short, but not the question.
+        ("hi", "Hello!", False),
+        ("hi", "您好,thanks!", False),
+    ],
+)
 def test_an_echo_is_an_answer_that_adds_nothing_to_the_question(question, answer, echo):
     assert guards.is_echo(answer, question) is echo
 
 
-@pytest.mark.parametrize(("question", "complaint"), [
-    ("This is unacceptable, my parcel is two weeks late!", True),
-    ("The kettle arrived broken and nobody answers my emails.", True),
-    ("你们的服务太差了，我要投诉！", True),
-    ("包裹到了，东西坏了", True),
-    ("How long does delivery to Germany take?", False),
-    ("Is an unbroken seal needed for returns?", False),
-    ("退货运费谁出？", False),
-])
+@pytest.mark.parametrize(
+    ("question", "complaint"),
+    [
+        ("This is unacceptable, my parcel is two weeks late!", True),
+        ("The kettle arrived broken and nobody answers my emails.", True),
+        ("你们的服务太差了，我要投诉！", True),
+        ("包裹到了，东西坏了", True),
+        ("How long does delivery to Germany take?", False),
+        ("Is an unbroken seal needed for returns?", False),
+        ("退货运费谁出？", False),
+    ],
+)
 def test_complaints_are_told_apart_from_questions(question, complaint):
     assert guards.is_complaint(question) is complaint
 
 
-@pytest.mark.parametrize(("question", "needs"), [
-    ("Where is my order?", True),
-    ("Can I cancel my order?", True),
-    ("我的订单到哪了？", True),
-    ("Where is my order 12345678?", False),
-    ("Status of my order, I ordered with zoe@example.com", False),
-    ("How long does delivery to Germany take?", False),
-])
+@pytest.mark.parametrize(
+    ("question", "needs"),
+    [
+        ("Where is my order?", True),
+        ("Can I cancel my order?", True),
+        ("我的订单到哪了？", True),
+        ("Where is my order 12345678?", False),
+        ("Status of my order, I ordered with zoe@example.com", False),
+        ("How long does delivery to Germany take?", False),
+    ],
+)
 def test_questions_about_ones_own_order_need_its_number(question, needs):
     assert guards.needs_order_details(question) is needs
 
@@ -182,16 +219,23 @@ async def test_a_loop_is_stopped_in_the_engine_and_cut_back(worker, engine):
 
 async def test_an_answer_that_runs_on_ends_at_a_sentence_within_the_limit(worker, engine):
     rng = random.Random(7)
-    vocabulary = ("parcel warehouse carrier invoice refund label courier address locker "
-                  "customs weekend express tracking schedule payment voucher kettle lamp "
-                  "speaker charger blanket curtain pillow mattress").split()
+    vocabulary = (
+        "parcel warehouse carrier invoice refund label courier address locker "
+        "customs weekend express tracking schedule payment voucher kettle lamp "
+        "speaker charger blanket curtain pillow mattress"
+    ).split()
     engine.reply = lambda prompt: " ".join(
-        " ".join(rng.choice(vocabulary) for _ in range(9)).capitalize() + "."
-        for _ in range(13))  # 117 words, no stretch of them said three times
+        " ".join(rng.choice(vocabulary) for _ in range(9)).capitalize() + "." for _ in range(13)
+    )  # 117 words, no stretch of them said three times
     # The synthetic source's tokens are characters: room for the whole text.
-    await BotProfile.objects.aupdate_or_create(is_default=True, defaults={
-        "name": DEFAULT_PROFILE_NAME, "system_prompt": DEFAULT_SYSTEM_PROMPT,
-        "max_tokens": 1100})
+    await BotProfile.objects.aupdate_or_create(
+        is_default=True,
+        defaults={
+            "name": DEFAULT_PROFILE_NAME,
+            "system_prompt": DEFAULT_SYSTEM_PROMPT,
+            "max_tokens": 1100,
+        },
+    )
     body, stored = await ask(engine, "How fast do you ship?")
     words = len(body["response"].split())
     assert 80 < words <= 100
@@ -208,13 +252,17 @@ async def test_a_stream_is_told_to_replace_what_a_guard_cut(worker, engine):
     events = parse_sse(await read_stream(response))
     starts = [frame for name, frame in events if name == "bot.start"]
     assert [start.get("replace", False) for start in starts] == [False, True]
-    after = [frame["text"] for name, frame in events[events.index(("bot.start", starts[1])):]
-             if name == "bot.delta"]
+    after = [
+        frame["text"]
+        for name, frame in events[events.index(("bot.start", starts[1])) :]
+        if name == "bot.delta"
+    ]
     assert "".join(after) == "Zephyr-8 has a 2-year warranty."
 
 
 async def test_an_answer_in_the_wrong_language_is_asked_again_with_the_rule_restated(
-        worker, engine):
+    worker, engine
+):
     def reply(prompt):
         if "只用" in prompt:
             return "我们支持 Visa、Mastercard 和 PayPal 付款。"
@@ -264,8 +312,11 @@ async def test_a_complaint_gets_an_apology_first_and_the_offer_of_a_human_last(w
 async def test_a_chinese_complaint_is_answered_in_chinese_words_without_spaces(worker, engine):
     engine.reply = lambda prompt: "包裹一般在2–4个工作日内送达。"
     body, _ = await ask(engine, "你们的服务太差了，包裹还没到！", language="zh-CN")
-    assert body["response"] == (guards.text("apology", "zh") + "包裹一般在2–4个工作日内送达。"
-                                + guards.text("offer_human", "zh"))
+    assert body["response"] == (
+        guards.text("apology", "zh")
+        + "包裹一般在2–4个工作日内送达。"
+        + guards.text("offer_human", "zh")
+    )
 
 
 async def test_a_question_about_an_order_ends_by_asking_for_its_number(worker, engine):
@@ -306,30 +357,36 @@ def test_a_new_installations_profile_says_so_and_offers_a_human():
 # --- figures, greetings ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("answer", "told", "unsupported"), [
-    # A range is one figure: "2" alone is not what "1–2" says.
-    ("Delivery takes approximately 2 business days.", "Germany: 1–2 business days", ["2"]),
-    ("Delivery takes 1-2 business days and costs €4,95.", "1–2 business days, €4.95", []),
-    ("It takes 3 to 6 business days.", "UK: 3–6 business days", []),
-    # Number words before a unit are figures too, in both languages.
-    ("The warranty period is three years.", "the statutory two-year EU warranty", ["3"]),
-    ("within five business days", "within 5 business days", []),
-    ("Acorn Home 的音箱保修两年。", "Acorn Home 享受三年延长保修", ["2"]),
-    ("寄到中国大陆需要3-6个工作日。", "中国大陆：5–12 个工作日", ["3-6"]),
-    # Numbered steps count steps; they state no figure.
-    ("1. Sign in\n2. Choose the item\n3. Drop it within 14 days", "within 14 days", []),
-])
+@pytest.mark.parametrize(
+    ("answer", "told", "unsupported"),
+    [
+        # A range is one figure: "2" alone is not what "1–2" says.
+        ("Delivery takes approximately 2 business days.", "Germany: 1–2 business days", ["2"]),
+        ("Delivery takes 1-2 business days and costs €4,95.", "1–2 business days, €4.95", []),
+        ("It takes 3 to 6 business days.", "UK: 3–6 business days", []),
+        # Number words before a unit are figures too, in both languages.
+        ("The warranty period is three years.", "the statutory two-year EU warranty", ["3"]),
+        ("within five business days", "within 5 business days", []),
+        ("Acorn Home 的音箱保修两年。", "Acorn Home 享受三年延长保修", ["2"]),
+        ("寄到中国大陆需要3-6个工作日。", "中国大陆：5–12 个工作日", ["3-6"]),
+        # Numbered steps count steps; they state no figure.
+        ("1. Sign in\n2. Choose the item\n3. Drop it within 14 days", "within 14 days", []),
+    ],
+)
 def test_a_figure_the_model_was_not_given_is_found(answer, told, unsupported):
     assert guards.unsupported_figures(answer, told) == unsupported
 
 
-@pytest.mark.parametrize(("message", "language", "reply"), [
-    ("Hey there, is anyone around?", "en", "greeting"),
-    ("在吗？", "zh-CN", "greeting"),
-    ("Thanks a lot!", "en", "thanks"),
-    ("谢谢", "zh-CN", "thanks"),
-    ("Hello, where is my parcel?", "en", None),
-])
+@pytest.mark.parametrize(
+    ("message", "language", "reply"),
+    [
+        ("Hey there, is anyone around?", "en", "greeting"),
+        ("在吗？", "zh-CN", "greeting"),
+        ("Thanks a lot!", "en", "thanks"),
+        ("谢谢", "zh-CN", "thanks"),
+        ("Hello, where is my parcel?", "en", None),
+    ],
+)
 def test_greetings_and_thanks_get_the_products_reply(message, language, reply):
     expected = None if reply is None else guards.text(reply, language)
     assert guards.greeting_reply(message, language) == expected
@@ -349,7 +406,8 @@ async def sample():
 
 
 async def test_a_figure_the_passages_do_not_state_is_replaced_by_their_own_words(
-        sample, worker, engine):
+    sample, worker, engine
+):
     engine.reply = lambda prompt: "Delivery to Germany takes approximately 2 business days."
     body, stored = await ask(engine, "How long does delivery take to Germany?")
     assert "Germany: 1–2 business days" in body["response"]
@@ -365,8 +423,7 @@ async def test_a_figure_the_passages_do_not_state_is_replaced_by_their_own_words
     assert body["guards"] == [] and body["finish_reason"] == "stop"
 
 
-async def test_an_answer_wrong_twice_with_passages_becomes_their_own_words(
-        sample, worker, engine):
+async def test_an_answer_wrong_twice_with_passages_becomes_their_own_words(sample, worker, engine):
     engine.reply = lambda prompt: last_user_message(prompt).split("\n\n")[0]  # an echo
     body, _ = await ask(engine, "寄到德国一般要几天？", language="zh-CN")
     assert "德国：1–2 个工作日" in body["response"]
@@ -375,23 +432,28 @@ async def test_an_answer_wrong_twice_with_passages_becomes_their_own_words(
 
 
 async def test_the_model_is_given_the_lines_that_answer_rather_than_whole_passages(
-        sample, worker, engine):
+    sample, worker, engine
+):
     engine.reply = lambda prompt: "1-2 business days."
     await ask(engine, "How long does delivery take to Germany?")
     (prompt,) = engine.prompts.values()
-    assert ("[1] Shipping and delivery > Delivery times\n"
-            "Netherlands, Belgium, Germany: 1–2 business days") in prompt
+    assert (
+        "[1] Shipping and delivery > Delivery times\n"
+        "Netherlands, Belgium, Germany: 1–2 business days"
+    ) in prompt
     assert "Orders placed before 15:00" not in prompt  # the rest of the passage
 
 
 async def test_with_whole_passages_the_best_lines_are_named_after_the_rule(
-        sample, worker, engine, settings):
+    sample, worker, engine, settings
+):
     settings.KNOWLEDGE = {**settings.KNOWLEDGE, "PROMPT_LINES_ONLY": False}
     engine.reply = lambda prompt: "1-2 business days."
     await ask(engine, "How long does delivery take to Germany?")
     (prompt,) = engine.prompts.values()
-    assert ("The lines that answer it best: \u201cNetherlands, Belgium, Germany: 1–2 business "
-            "days") in prompt
+    assert (
+        "The lines that answer it best: \u201cNetherlands, Belgium, Germany: 1–2 business days"
+    ) in prompt
     assert "ships every order from our warehouse in Rotterdam" in prompt  # a whole passage
 
 
@@ -404,52 +466,93 @@ async def test_a_greeting_gets_the_products_reply_without_the_model(sample, work
     assert body["response"] == guards.text("thanks", "zh-CN")
 
 
-async def test_an_order_question_nothing_covers_asks_for_the_order_number(
-        sample, worker, engine):
-    await BotProfile.objects.aupdate_or_create(is_default=True, defaults={
-        "name": DEFAULT_PROFILE_NAME, "system_prompt": DEFAULT_SYSTEM_PROMPT,
-        "when_no_knowledge": BotProfile.WhenNoKnowledge.OFFER_HUMAN})
+async def test_an_order_question_nothing_covers_asks_for_the_order_number(sample, worker, engine):
+    await BotProfile.objects.aupdate_or_create(
+        is_default=True,
+        defaults={
+            "name": DEFAULT_PROFILE_NAME,
+            "system_prompt": DEFAULT_SYSTEM_PROMPT,
+            "when_no_knowledge": BotProfile.WhenNoKnowledge.OFFER_HUMAN,
+        },
+    )
     body, _ = await ask(engine, "Can you check whether my refund has been processed?")
     assert body["response"] == guards.text(guards.ASK_DETAILS, "en")
     assert body["guards"] == ["ask_details"] and body["offer_human"] is True
     assert engine.prompts == {}
 
 
-@pytest.mark.parametrize(("answer", "lines", "question", "off"), [
-    # Figures from another line of the passages: the refunds' 5 days for the return window.
-    ("收到货后 5 个工作日内可以退。", ["自签收之日起 30 天内可以申请退货。", "退款 5 个工作日"], "收到货以后多少天之内可以退？", True),
-    # Figures of the best line win over those of the next one.
-    ("我们的商品保修是三年。", ["所有商品享受两年欧盟法定保修。", "Acorn Home 的电子产品享受三年延长保修。"], "你们的商品保修多长时间？", True),
-    ("You have 30 days to return an item.", ["You have 30 days from the day of delivery."],
-     "How many days do I have to send something back?", False),
-    # No figure where the question asks for one and the lines have it.
-    ("寄往中国大陆需要多长时间，由收件人在签收时支付。", ["中国大陆及世界其他地区：5–12 个工作日"],
-     "寄到中国大陆需要多长时间？", True),
-    ("No, we do not deliver to PO boxes.", ["We deliver to parcel lockers, but not to PO boxes."],
-     "Can you deliver to a PO box?", False),
-    # The customer's own figures are theirs to repeat.
-    ("For an order of 60 euros shipping is free.", ["Standard shipping is free for orders over €50."],
-     "If my order comes to 60 euros, do I pay for shipping?", False),
-])
+@pytest.mark.parametrize(
+    ("answer", "lines", "question", "off"),
+    [
+        # Figures from another line of the passages: the refunds' 5 days for the return window.
+        (
+            "收到货后 5 个工作日内可以退。",
+            ["自签收之日起 30 天内可以申请退货。", "退款 5 个工作日"],
+            "收到货以后多少天之内可以退？",
+            True,
+        ),
+        # Figures of the best line win over those of the next one.
+        (
+            "我们的商品保修是三年。",
+            ["所有商品享受两年欧盟法定保修。", "Acorn Home 的电子产品享受三年延长保修。"],
+            "你们的商品保修多长时间？",
+            True,
+        ),
+        (
+            "You have 30 days to return an item.",
+            ["You have 30 days from the day of delivery."],
+            "How many days do I have to send something back?",
+            False,
+        ),
+        # No figure where the question asks for one and the lines have it.
+        (
+            "寄往中国大陆需要多长时间，由收件人在签收时支付。",
+            ["中国大陆及世界其他地区：5–12 个工作日"],
+            "寄到中国大陆需要多长时间？",
+            True,
+        ),
+        (
+            "No, we do not deliver to PO boxes.",
+            ["We deliver to parcel lockers, but not to PO boxes."],
+            "Can you deliver to a PO box?",
+            False,
+        ),
+        # The customer's own figures are theirs to repeat.
+        (
+            "For an order of 60 euros shipping is free.",
+            ["Standard shipping is free for orders over €50."],
+            "If my order comes to 60 euros, do I pay for shipping?",
+            False,
+        ),
+    ],
+)
 def test_figures_off_the_lines_that_answer_are_found(answer, lines, question, off):
-    assert guards.figures_off_the_lines(answer, lines, question=question,
-                                        asked=question) is off
+    assert guards.figures_off_the_lines(answer, lines, question=question, asked=question) is off
 
 
-@pytest.mark.parametrize(("answer", "kept"), [
-    ("Our products are covered. Here is how long it lasts and what is covered. Returns are "
-     "free. Here is how long it lasts and what is covered.",
-     "Our products are covered. Here is how long it lasts and what is covered. Returns are free."),
-    ("保修期是两年，从签收之日起计算。保修期是两年，从签收之日起计算。", "保修期是两年，从签收之日起计算。"),
-    ("Thank you. Thank you.", None),  # short sentences may recur
-])
+@pytest.mark.parametrize(
+    ("answer", "kept"),
+    [
+        (
+            "Our products are covered. Here is how long it lasts and what is covered. Returns are "
+            "free. Here is how long it lasts and what is covered.",
+            "Our products are covered. Here is how long it lasts and what is covered. Returns are free.",
+        ),
+        (
+            "保修期是两年，从签收之日起计算。保修期是两年，从签收之日起计算。",
+            "保修期是两年，从签收之日起计算。",
+        ),
+        ("Thank you. Thank you.", None),  # short sentences may recur
+    ],
+)
 def test_a_sentence_said_twice_is_cut_where_it_begins_again(answer, kept):
     cut = guards.repeated_from(answer)
     assert (None if cut is None else answer[:cut].rstrip()) == kept
 
 
 async def test_an_answer_reciting_its_passages_is_cut_where_the_recital_begins(
-        sample, worker, engine):
+    sample, worker, engine
+):
     def reply(prompt):
         recited = prompt.split("\n[1] ", 1)[1].split("\n", 1)[0]  # "[1] Title > Heading"
         return f"All products have a two-year warranty. [1] {recited} All products have"

@@ -14,19 +14,35 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def hit(text: str, heading: str = "Section") -> Hit:
-    return Hit(passage_id=1, article_id=1, title="Article", source_url="", heading=heading,
-               text=text, score=1.0, language="en", slug="a")
+    return Hit(
+        passage_id=1,
+        article_id=1,
+        title="Article",
+        source_url="",
+        heading=heading,
+        text=text,
+        score=1.0,
+        language="en",
+        slug="a",
+    )
 
 
 def test_statements_are_sentences_list_items_and_table_rows_read_with_their_header():
-    passage = ("Orders ship from Rotterdam. Parcels leave the same\nday when ordered early.\n\n"
-               "| Destination | Standard delivery |\n| --- | --- |\n"
-               "| Germany | 1–2 business days |\n\n- gift cards\n- plants\n\n"
-               "荷兰、比利时、德国：1–2 个工作日。订单当天发出。")
+    passage = (
+        "Orders ship from Rotterdam. Parcels leave the same\nday when ordered early.\n\n"
+        "| Destination | Standard delivery |\n| --- | --- |\n"
+        "| Germany | 1–2 business days |\n\n- gift cards\n- plants\n\n"
+        "荷兰、比利时、德国：1–2 个工作日。订单当天发出。"
+    )
     assert [text for text, _ in extract.statements_of(passage)] == [
-        "Orders ship from Rotterdam.", "Parcels leave the same day when ordered early.",
-        "Germany: 1–2 business days", "gift cards", "plants",
-        "荷兰、比利时、德国：1–2 个工作日。", "订单当天发出。"]
+        "Orders ship from Rotterdam.",
+        "Parcels leave the same day when ordered early.",
+        "Germany: 1–2 business days",
+        "gift cards",
+        "plants",
+        "荷兰、比利时、德国：1–2 个工作日。",
+        "订单当天发出。",
+    ]
 
 
 @pytest.fixture
@@ -35,13 +51,16 @@ def sample():
     retrieval.process_index_sync()
 
 
-@pytest.mark.parametrize(("question", "language", "said"), [
-    ("How long does delivery take to Germany?", "en", "Germany: 1–2 business days"),
-    ("How many days do I have to send something back?", "en", "You have 30 days"),
-    ("Can you deliver my order to a PO box?", "en", "not to PO boxes"),
-    ("寄到德国一般要几天？", "zh", "德国：1–2 个工作日"),
-    ("收到货以后多少天之内可以退？", "zh", "30 天内"),
-])
+@pytest.mark.parametrize(
+    ("question", "language", "said"),
+    [
+        ("How long does delivery take to Germany?", "en", "Germany: 1–2 business days"),
+        ("How many days do I have to send something back?", "en", "You have 30 days"),
+        ("Can you deliver my order to a PO box?", "en", "not to PO boxes"),
+        ("寄到德国一般要几天？", "zh", "德国：1–2 个工作日"),
+        ("收到货以后多少天之内可以退？", "zh", "30 天内"),
+    ],
+)
 def test_the_statements_that_answer_come_first(sample, question, language, said):
     hits = retrieval.search_sync(question=question, site_id=None, language=language)
     statements = extract.key_statements(question, hits)
@@ -58,7 +77,10 @@ def test_nothing_is_quoted_for_a_question_no_statement_speaks_of():
 
 
 def test_a_chinese_quote_has_chinese_punctuation_and_no_spaces():
-    statements = [extract.Statement("荷兰、比利时、德国：1–2 个工作日", "配送与运费", 1.0),
-                  extract.Statement("订单当天发出。", "配送与运费", 0.9)]
+    statements = [
+        extract.Statement("荷兰、比利时、德国：1–2 个工作日", "配送与运费", 1.0),
+        extract.Statement("订单当天发出。", "配送与运费", 0.9),
+    ]
     assert extract.quoted_answer(statements, "zh-CN") == (
-        "帮助中心的说明（配送与运费）：荷兰、比利时、德国：1–2 个工作日。订单当天发出。")
+        "帮助中心的说明（配送与运费）：荷兰、比利时、德国：1–2 个工作日。订单当天发出。"
+    )

@@ -34,17 +34,38 @@ REPLIES = {
     "寄到德国要几天？": "寄到德国需要1–2个星期。",  # a wrong fact: the help centre says 1–2 days
 }
 CASES = [
-    {"id": "good-en", "category": "paraphrase", "language": "en",
-     "turns": ["How long does delivery take to Germany?"], "expect": "answer",
-     "facts": [["1–2 business days"]]},
-    {"id": "loop-en", "category": "not_offered", "language": "en",
-     "turns": ["Which payment methods do you accept?"], "expect": "answer",
-     "facts": [["PayPal"]]},
-    {"id": "follow-en", "category": "follow_up", "language": "en",
-     "turns": ["How long does delivery take to Germany?", "And to the United Kingdom?"],
-     "expect": "answer", "facts": [["3-6 business days"]]},
-    {"id": "wrong-fact-zh", "category": "paraphrase", "language": "zh-CN",
-     "turns": ["寄到德国要几天？"], "expect": "answer", "facts": [["1-2个工作日"]]},
+    {
+        "id": "good-en",
+        "category": "paraphrase",
+        "language": "en",
+        "turns": ["How long does delivery take to Germany?"],
+        "expect": "answer",
+        "facts": [["1–2 business days"]],
+    },
+    {
+        "id": "loop-en",
+        "category": "not_offered",
+        "language": "en",
+        "turns": ["Which payment methods do you accept?"],
+        "expect": "answer",
+        "facts": [["PayPal"]],
+    },
+    {
+        "id": "follow-en",
+        "category": "follow_up",
+        "language": "en",
+        "turns": ["How long does delivery take to Germany?", "And to the United Kingdom?"],
+        "expect": "answer",
+        "facts": [["3-6 business days"]],
+    },
+    {
+        "id": "wrong-fact-zh",
+        "category": "paraphrase",
+        "language": "zh-CN",
+        "turns": ["寄到德国要几天？"],
+        "expect": "answer",
+        "facts": [["1-2个工作日"]],
+    },
 ]
 
 
@@ -60,10 +81,16 @@ async def scripted_worker():
     cfg = settings.INFERENCE
     engine = SyntheticEngine(reply=scripted, tokens_per_second=2000)
     worker = InferenceWorker(
-        engine=engine, channel_layer=channel_layers.make_backend("default"),
-        redis=get_redis(), channel=cfg["CHANNEL"], control_group=cfg["CONTROL_GROUP"],
-        max_concurrency=4, coalesce_ms=cfg["COALESCE_MS"], heartbeat_seconds=0.5,
-        name="scorecard-worker")
+        engine=engine,
+        channel_layer=channel_layers.make_backend("default"),
+        redis=get_redis(),
+        channel=cfg["CHANNEL"],
+        control_group=cfg["CONTROL_GROUP"],
+        max_concurrency=4,
+        coalesce_ms=cfg["COALESCE_MS"],
+        heartbeat_seconds=0.5,
+        name="scorecard-worker",
+    )
     ready = asyncio.Event()
     task = asyncio.create_task(worker.run(ready=ready.set))
     await asyncio.wait_for(ready.wait(), 5)
@@ -82,12 +109,14 @@ async def eval_answers(*args: str) -> tuple[str, str]:
 async def test_the_report_and_the_json_count_what_the_customer_read(scripted_worker, tmp_path):
     await asyncio.to_thread(call_command, "import_knowledge", "--sample", stdout=io.StringIO())
     question_set = tmp_path / "set.jsonl"
-    question_set.write_text("\n".join(json.dumps(c, ensure_ascii=False) for c in CASES),
-                            encoding="utf-8")
+    question_set.write_text(
+        "\n".join(json.dumps(c, ensure_ascii=False) for c in CASES), encoding="utf-8"
+    )
     out_path = tmp_path / "out" / "scorecard.json"
 
-    stdout, stderr = await eval_answers(str(question_set), "--json", str(out_path),
-                                        "--concurrency", "2")
+    stdout, stderr = await eval_answers(
+        str(question_set), "--json", str(out_path), "--concurrency", "2"
+    )
 
     assert "[4/4]" in stderr and "FAIL loop-en" in stderr and "pass good-en" in stderr
     assert "Failing cases (2)" in stdout
@@ -131,24 +160,34 @@ async def test_the_report_and_the_json_count_what_the_customer_read(scripted_wor
 
     # A quick try: two categories, the first case of them.
     asked = len(scripted_worker.prompts)
-    stdout, stderr = await eval_answers(str(question_set), "--only", "follow_up,not_offered",
-                                        "--limit", "1")
+    stdout, stderr = await eval_answers(
+        str(question_set), "--only", "follow_up,not_offered", "--limit", "1"
+    )
     assert "Answer scorecard: 1 case (1 en), 1 answer" in stdout
     assert "[1/1] FAIL loop-en" in stderr
     assert len(scripted_worker.prompts) == asked + 1
 
 
-async def test_an_answer_the_model_never_gave_counts_as_none(scripted_worker, tmp_path,
-                                                            monkeypatch):
+async def test_an_answer_the_model_never_gave_counts_as_none(
+    scripted_worker, tmp_path, monkeypatch
+):
     """A deadline passes: the case fails as "no model answer", and the fallback rules' apology
     that follows is neither measured as the model's nor taken as an offer of a human."""
     monkeypatch.setitem(settings.CHAT, "FIRST_TOKEN_TIMEOUT_SECONDS", 0.5)
     scripted_worker.first_token_delay = 3
     question_set = tmp_path / "set.jsonl"
-    question_set.write_text(json.dumps({
-        "id": "slow-complaint", "category": "complaint", "language": "en",
-        "turns": ["My parcel is late again. This is ridiculous!"], "expect": "complaint"}),
-        encoding="utf-8")
+    question_set.write_text(
+        json.dumps(
+            {
+                "id": "slow-complaint",
+                "category": "complaint",
+                "language": "en",
+                "turns": ["My parcel is late again. This is ridiculous!"],
+                "expect": "complaint",
+            }
+        ),
+        encoding="utf-8",
+    )
     out_path = tmp_path / "scorecard.json"
 
     stdout, _ = await eval_answers(str(question_set), "--json", str(out_path))
@@ -178,8 +217,9 @@ async def test_the_sample_set_needs_the_sample_help_centre(scripted_worker):
 
 async def test_a_broken_question_set_is_refused_before_asking(scripted_worker, tmp_path):
     question_set = tmp_path / "set.jsonl"
-    question_set.write_text(json.dumps(CASES[0]) + "\n" + json.dumps({**CASES[1], "facts": []}),
-                            encoding="utf-8")
+    question_set.write_text(
+        json.dumps(CASES[0]) + "\n" + json.dumps({**CASES[1], "facts": []}), encoding="utf-8"
+    )
     with pytest.raises(CommandError, match="line 2: an 'answer' case needs at least one fact"):
         await eval_answers(str(question_set))
     assert scripted_worker.prompts == {}

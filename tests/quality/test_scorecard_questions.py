@@ -11,8 +11,15 @@ from chat.handoff_phrases import asks_for_human
 from chat.scorecard import questions
 from chat.scorecard.questions import CaseError, load_cases
 
-SAMPLE_CATEGORIES = {"paraphrase", "not_offered", "out_of_scope", "complaint", "greeting",
-                     "needs_details", "follow_up"}
+SAMPLE_CATEGORIES = {
+    "paraphrase",
+    "not_offered",
+    "out_of_scope",
+    "complaint",
+    "greeting",
+    "needs_details",
+    "follow_up",
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +37,9 @@ def test_the_sample_set_is_large_and_balanced(sample):
 
 def test_the_sample_set_has_every_category_and_expectation_in_both_languages(sample):
     present = {(case.category, "zh" if case.is_chinese else "en") for case in sample}
-    assert {(category, language) for category in SAMPLE_CATEGORIES
-            for language in ("en", "zh")} <= present
+    assert {
+        (category, language) for category in SAMPLE_CATEGORIES for language in ("en", "zh")
+    } <= present
     assert {case.expect for case in sample} == set(questions.EXPECTATIONS)
 
 
@@ -50,37 +58,52 @@ def test_the_sample_set_is_consistent(sample):
 
 def test_no_sample_turn_asks_for_a_human(sample):
     """Such a turn is queued for a person and never answered: the case could not pass."""
-    asking = [turn for case in sample for turn in case.turns
-              if asks_for_human(turn, settings.CHAT["HANDOFF_PHRASES"])]
+    asking = [
+        turn
+        for case in sample
+        for turn in case.turns
+        if asks_for_human(turn, settings.CHAT["HANDOFF_PHRASES"])
+    ]
     assert asking == []
 
 
 def write(tmp_path, *lines) -> str:
     path = tmp_path / "set.jsonl"
-    path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line)
-                              for line in lines), encoding="utf-8")
+    path.write_text(
+        "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines),
+        encoding="utf-8",
+    )
     return path
 
 
-GOOD = {"id": "a", "category": "paraphrase", "language": "en", "turns": ["Hi?"],
-        "expect": "answer", "facts": [["x"]]}
+GOOD = {
+    "id": "a",
+    "category": "paraphrase",
+    "language": "en",
+    "turns": ["Hi?"],
+    "expect": "answer",
+    "facts": [["x"]],
+}
 
 
-@pytest.mark.parametrize(("line", "problem"), [
-    ("{not json", "not JSON"),
-    ("[1, 2]", "not a JSON object"),
-    ({**GOOD, "fact": [["x"]]}, "unknown key(s) 'fact'"),
-    ({k: v for k, v in GOOD.items() if k != "turns"}, "missing 'turns'"),
-    ({**GOOD, "turns": []}, "'turns' must be a list"),
-    ({**GOOD, "turns": ["ok", ""]}, "'turns' must be a list"),
-    ({**GOOD, "expect": "answered"}, "expect 'answered' is none of"),
-    ({**GOOD, "facts": []}, "an 'answer' case needs at least one fact"),
-    ({**GOOD, "facts": [[]]}, "fact 1 must be a non-empty list"),
-    ({**GOOD, "facts": ["1-2 days"]}, "fact 1 must be a non-empty list"),
-    ({**GOOD, "language": "english"}, "language 'english' is not a BCP 47 tag"),
-    ({**GOOD, "category": "Para phrase"}, "category 'Para phrase'"),
-    ({**GOOD, "expect": "greeting"}, "a 'greeting' case states no facts"),
-])
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ({**GOOD, "fact": [["x"]]}, "unknown key(s) 'fact'"),
+        ({k: v for k, v in GOOD.items() if k != "turns"}, "missing 'turns'"),
+        ({**GOOD, "turns": []}, "'turns' must be a list"),
+        ({**GOOD, "turns": ["ok", ""]}, "'turns' must be a list"),
+        ({**GOOD, "expect": "answered"}, "expect 'answered' is none of"),
+        ({**GOOD, "facts": []}, "an 'answer' case needs at least one fact"),
+        ({**GOOD, "facts": [[]]}, "fact 1 must be a non-empty list"),
+        ({**GOOD, "facts": ["1-2 days"]}, "fact 1 must be a non-empty list"),
+        ({**GOOD, "language": "english"}, "language 'english' is not a BCP 47 tag"),
+        ({**GOOD, "category": "Para phrase"}, "category 'Para phrase'"),
+        ({**GOOD, "expect": "greeting"}, "a 'greeting' case states no facts"),
+    ],
+)
 def test_a_broken_case_names_its_line_and_problem(tmp_path, line, problem):
     path = write(tmp_path, GOOD | {"id": "first"}, "", line)
     with pytest.raises(CaseError) as caught:

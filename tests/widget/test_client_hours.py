@@ -18,28 +18,44 @@ def utc(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
 
 
-@pytest.mark.parametrize(("language", "text"), [
-    ("en", "Mon–Fri 09:00–18:00, Sat 10:00–14:00 (Europe/Berlin)"),
-    ("", "Mon–Fri 09:00–18:00, Sat 10:00–14:00 (Europe/Berlin)"),
-    ("zh-CN", "周一至周五 09:00–18:00，周六 10:00–14:00（Europe/Berlin）"),
-    ("zh-TW", "周一至周五 09:00–18:00，周六 10:00–14:00（Europe/Berlin）"),
-])
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [
+        ("en", "Mon–Fri 09:00–18:00, Sat 10:00–14:00 (Europe/Berlin)"),
+        ("", "Mon–Fri 09:00–18:00, Sat 10:00–14:00 (Europe/Berlin)"),
+        ("zh-CN", "周一至周五 09:00–18:00，周六 10:00–14:00（Europe/Berlin）"),
+        ("zh-TW", "周一至周五 09:00–18:00，周六 10:00–14:00（Europe/Berlin）"),
+    ],
+)
 def test_hours_are_described_in_the_conversations_language(language, text):
     assert hours.describe(BERLIN, language=language) == text
 
 
 def test_what_does_not_parse_is_left_out_and_an_unknown_zone_is_utc():
-    assert hours.describe({"timezone": "Mars/Base", "fri-mon": "22:00-02:00", "xyz": "09:00-10:00",
-                           "sun": "closed", "tue": "9-5"}) == "Fri–Mon 22:00–02:00 (UTC)"
+    assert (
+        hours.describe(
+            {
+                "timezone": "Mars/Base",
+                "fri-mon": "22:00-02:00",
+                "xyz": "09:00-10:00",
+                "sun": "closed",
+                "tue": "9-5",
+            }
+        )
+        == "Fri–Mon 22:00–02:00 (UTC)"
+    )
     assert hours.describe({"mon": "08:30-12:00"}) == "Mon 08:30–12:00 (UTC)"  # no zone named
     assert hours.describe({}) == hours.describe({"timezone": "Europe/Berlin"}) == ""
 
 
-@pytest.mark.parametrize(("when", "text"), [
-    ("2026-11-23 09:00", ""),  # Monday 10:00 in Berlin: open, nothing to say
-    ("2026-11-23 17:30", "Mon–Fri 09:00–18:00, Sat 10:00–14:00 (Europe/Berlin)"),  # 18:30
-    ("2026-11-29 10:00", "Mon–Fri 09:00–18:00, Sat 10:00–14:00 (Europe/Berlin)"),  # Sunday
-])
+@pytest.mark.parametrize(
+    ("when", "text"),
+    [
+        ("2026-11-23 09:00", ""),  # Monday 10:00 in Berlin: open, nothing to say
+        ("2026-11-23 17:30", "Mon–Fri 09:00–18:00, Sat 10:00–14:00 (Europe/Berlin)"),  # 18:30
+        ("2026-11-29 10:00", "Mon–Fri 09:00–18:00, Sat 10:00–14:00 (Europe/Berlin)"),  # Sunday
+    ],
+)
 def test_the_text_comes_only_outside_business_hours(when, text):
     assert hours.away_text(BERLIN, now=utc(when)) == text
     assert hours.away_text({}, now=utc(when)) == ""  # no hours kept: always open
@@ -47,8 +63,12 @@ def test_the_text_comes_only_outside_business_hours(when, text):
 
 def test_handoff_ack_carries_the_text_only_when_there_is_one():
     assert "business_hours_text" not in frames.handoff_ack_frame(business_hours=BERLIN)
-    frame = frames.handoff_ack_frame(agents_available=False, ask_contact=True,
-                                     business_hours=BERLIN, business_hours_text="Mon 09:00–10:00")
+    frame = frames.handoff_ack_frame(
+        agents_available=False,
+        ask_contact=True,
+        business_hours=BERLIN,
+        business_hours_text="Mon 09:00–10:00",
+    )
     assert frame["business_hours_text"] == "Mon 09:00–10:00" and frame["business_hours"] == BERLIN
 
 

@@ -14,7 +14,8 @@ TEST = Path(__file__).with_suffix(".mjs")
 def test_incremental_markdown_renders_what_the_whole_text_renders():
     node = shutil.which("node")
     assert node, "Node.js is needed (make install builds with it): install Debian's nodejs"
-    result = subprocess.run([node, str(TEST)], capture_output=True, text=True, timeout=120,
-                            cwd=TEST.parents[2])
+    result = subprocess.run(
+        [node, str(TEST)], capture_output=True, text=True, timeout=120, cwd=TEST.parents[2]
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "match the old renderer at every split" in result.stdout

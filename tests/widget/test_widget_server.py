@@ -14,8 +14,9 @@ SHOP = "https://shop.example.com"
 
 @pytest.fixture
 async def site():
-    return await Site.objects.acreate(name="Shop", allowed_origins=f"{SHOP}\nhttp://localhost:5173",
-                                      language="zh-CN")
+    return await Site.objects.acreate(
+        name="Shop", allowed_origins=f"{SHOP}\nhttp://localhost:5173", language="zh-CN"
+    )
 
 
 def origin(value: str) -> list:
@@ -23,7 +24,8 @@ def origin(value: str) -> list:
 
 
 async def test_widget_socket_from_an_allowed_origin_starts_a_site_conversation(
-        connect, site, worker, engine):
+    connect, site, worker, engine
+):
     engine.reply = lambda prompt: "您好！请问有什么可以帮您？"
     client, first = await connect(f"site={site.key}", headers=origin(SHOP))
     assert first["type"] == "conversation"
@@ -38,8 +40,11 @@ async def test_widget_socket_from_an_allowed_origin_starts_a_site_conversation(
 
 @pytest.mark.parametrize("page_origin", ["https://evil.example", "http://shop.example.com", ""])
 async def test_widget_socket_from_another_origin_is_refused_with_a_reason(site, page_origin):
-    communicator = WebsocketCommunicator(application, f"/ws/chat/?site={site.key}",
-                                         headers=origin(page_origin) if page_origin else [])
+    communicator = WebsocketCommunicator(
+        application,
+        f"/ws/chat/?site={site.key}",
+        headers=origin(page_origin) if page_origin else [],
+    )
     connected, _ = await communicator.connect()
     assert connected
     frame = await communicator.receive_json_from()
@@ -51,7 +56,9 @@ async def test_widget_socket_from_another_origin_is_refused_with_a_reason(site, 
 async def test_unknown_or_inactive_site_key_is_refused(site):
     await Site.objects.filter(pk=site.pk).aupdate(is_active=False)
     for key in (site.key, "site_nope"):
-        communicator = WebsocketCommunicator(application, f"/ws/chat/?site={key}", headers=origin(SHOP))
+        communicator = WebsocketCommunicator(
+            application, f"/ws/chat/?site={key}", headers=origin(SHOP)
+        )
         await communicator.connect()
         assert (await communicator.receive_json_from())["code"] == "origin_not_allowed"
         await communicator.wait()
@@ -62,7 +69,9 @@ async def test_a_conversation_cannot_be_resumed_through_another_site(connect, si
     other = await Site.objects.acreate(name="Other", allowed_origins="https://other.example")
     _, first = await connect(f"site={site.key}", headers=origin(SHOP))
     resume = f"conversation={first['id']}&token={first['token']}"
-    _, refused = await connect(f"site={other.key}&{resume}", headers=origin("https://other.example"))
+    _, refused = await connect(
+        f"site={other.key}&{resume}", headers=origin("https://other.example")
+    )
     assert refused["code"] == "conversation_not_found"
     _, refused = await connect(resume)  # nor without a site key, from the desk's own host
     assert refused["code"] == "conversation_not_found"
@@ -75,9 +84,14 @@ async def test_thumbs_are_stored_replaced_and_returned_in_history(connect, worke
     await client.send({"type": "message", "text": "What do you sell?", "client_id": "1"})
     frames = await client.answer()
     answer_id = frames[-1]["message_id"]
-    await client.send({"type": "feedback", "message_id": answer_id, "rating": "down",
-                       "comment": " wrong answer "})
-    assert await client.receive() == {"type": "feedback.ack", "message_id": answer_id, "rating": "down"}
+    await client.send(
+        {"type": "feedback", "message_id": answer_id, "rating": "down", "comment": " wrong answer "}
+    )
+    assert await client.receive() == {
+        "type": "feedback.ack",
+        "message_id": answer_id,
+        "rating": "down",
+    }
     await client.send({"type": "feedback", "message_id": answer_id, "rating": "up"})
     await client.receive()
     feedback = await Feedback.objects.aget(message_id=answer_id)
@@ -87,7 +101,9 @@ async def test_thumbs_are_stored_replaced_and_returned_in_history(connect, worke
     assert [m["rating"] for m in history["messages"]] == [None, "up"]
 
 
-async def test_rating_a_customer_message_or_another_conversations_answer_is_refused(connect, worker):
+async def test_rating_a_customer_message_or_another_conversations_answer_is_refused(
+    connect, worker
+):
     client, _ = await connect()
     await client.send({"type": "message", "text": "What do you sell?", "client_id": "1"})
     frames = await client.answer()
@@ -99,14 +115,17 @@ async def test_rating_a_customer_message_or_another_conversations_answer_is_refu
     assert await Feedback.objects.acount() == 0
 
 
-@pytest.mark.parametrize(("frame", "code"), [
-    ({"type": "csat", "score": 0}, "bad_frame"),
-    ({"type": "csat", "score": 6}, "bad_frame"),
-    ({"type": "csat", "score": "5"}, "bad_frame"),
-    ({"type": "csat", "score": 4, "comment": "x" * 1001}, "message_too_long"),
-    ({"type": "feedback", "message_id": 1, "rating": "meh"}, "bad_frame"),
-    ({"type": "feedback", "message_id": "1", "rating": "up"}, "bad_frame"),
-])
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"type": "csat", "score": 0}, "bad_frame"),
+        ({"type": "csat", "score": 6}, "bad_frame"),
+        ({"type": "csat", "score": "5"}, "bad_frame"),
+        ({"type": "csat", "score": 4, "comment": "x" * 1001}, "message_too_long"),
+        ({"type": "feedback", "message_id": 1, "rating": "meh"}, "bad_frame"),
+        ({"type": "feedback", "message_id": "1", "rating": "up"}, "bad_frame"),
+    ],
+)
 async def test_malformed_ratings_are_refused(connect, frame, code):
     client, first = await connect()
     await client.send(frame)
@@ -124,7 +143,10 @@ async def test_close_then_csat_then_no_more_messages(connect):
     assert await client.receive() == {"type": "csat.ack", "score": 5}
     conversation = await Conversation.objects.aget(pk=first["id"])
     assert (conversation.status, conversation.csat_score, conversation.csat_comment) == (
-        "closed", 5, "很好")
+        "closed",
+        5,
+        "很好",
+    )
     assert conversation.closed_at is not None and conversation.csat_at is not None
     await client.send({"type": "message", "text": "one more thing", "client_id": "x"})
     assert (await client.receive())["code"] == "conversation_closed"
@@ -136,15 +158,22 @@ async def test_handoff_request_is_recorded_once(connect):
         await client.send({"type": "handoff.request"})
         ack = await client.receive()
         # Nobody has a console open: the customer is asked how to follow up.
-        assert ack == {"type": "handoff.ack", "status": "requested", "agents_available": False,
-                       "ask_contact": True, "business_hours": {}}
+        assert ack == {
+            "type": "handoff.ack",
+            "status": "requested",
+            "agents_available": False,
+            "ask_contact": True,
+            "business_hours": {},
+        }
     conversation = await Conversation.objects.aget(pk=first["id"])
     assert conversation.handoff_requested_at is not None and conversation.status == "waiting"
     notes = [m async for m in Message.objects.filter(conversation=conversation, role="system")]
     assert len(notes) == 1
 
 
-async def test_chinese_answers_get_fullwidth_punctuation_as_streamed_and_stored(connect, engine, worker):
+async def test_chinese_answers_get_fullwidth_punctuation_as_streamed_and_stored(
+    connect, engine, worker
+):
     engine.reply = lambda prompt: "您好,请提供订单号(例如A-1.5)谢谢!访问https://a.example/x,y."
     client, _ = await connect("lang=zh-CN")
     await client.send({"type": "message", "text": "我的订单呢", "client_id": "1"})
@@ -189,7 +218,9 @@ async def test_without_the_demo_page_only_widget_sockets_are_served(connect, sit
     would lend the model to anyone who can reach the desk. Nor is one resumed."""
     _, keyless = await connect()  # made while the demo page is on, as under `make run`
     settings.DEMO_PAGE = False
-    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=origin("http://127.0.0.1"))
+    communicator = WebsocketCommunicator(
+        application, "/ws/chat/", headers=origin("http://127.0.0.1")
+    )
     assert (await communicator.connect())[0]
     refused = await communicator.receive_json_from()
     assert refused["code"] == "origin_not_allowed" and "site key" in refused["message"]
@@ -200,12 +231,15 @@ async def test_without_the_demo_page_only_widget_sockets_are_served(connect, sit
     assert widget["type"] == "conversation"
 
 
-@pytest.mark.parametrize(("raw", "normal"), [
-    ("https://Shop.Example.com/", "https://shop.example.com"),
-    ("https://shop.example.com:443", "https://shop.example.com"),
-    ("http://localhost:5173", "http://localhost:5173"),
-    ("shop.example.com", ""),
-    ("https://x.example:99999", ""),
-])
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        ("https://Shop.Example.com/", "https://shop.example.com"),
+        ("https://shop.example.com:443", "https://shop.example.com"),
+        ("http://localhost:5173", "http://localhost:5173"),
+        ("shop.example.com", ""),
+        ("https://x.example:99999", ""),
+    ],
+)
 def test_origins_are_normalized(raw, normal):
     assert normalize_origin(raw) == normal

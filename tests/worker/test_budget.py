@@ -85,6 +85,9 @@ def test_binary_search_keeps_tokenizer_calls_few():
 
 
 def test_an_uncut_history_may_open_with_the_assistant():
-    messages = [{"role": "system", "content": "S"}, {"role": "assistant", "content": "agent"},
-                {"role": "user", "content": "question"}]
+    messages = [
+        {"role": "system", "content": "S"},
+        {"role": "assistant", "content": "agent"},
+        {"role": "user", "content": "question"},
+    ]
     assert fit_to_budget(messages, tokenize, budget=1000) == (messages, 0, tokenize(messages))

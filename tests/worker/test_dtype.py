@@ -12,12 +12,15 @@ def cpuinfo(tmp_path, flags: str):
     return str(path)
 
 
-@pytest.mark.parametrize(("flags", "dtype"), [
-    ("fpu sse2 avx2 fma", "float32"),
-    ("fpu avx2 avx512f avx512bw avx512_vnni", "float32"),  # AVX-512 without its BF16 part
-    ("fpu avx2 avx512f avx512_bf16 avx512_vnni", "bfloat16"),
-    ("fpu avx2 amx_bf16 amx_tile", "bfloat16"),
-])
+@pytest.mark.parametrize(
+    ("flags", "dtype"),
+    [
+        ("fpu sse2 avx2 fma", "float32"),
+        ("fpu avx2 avx512f avx512bw avx512_vnni", "float32"),  # AVX-512 without its BF16 part
+        ("fpu avx2 avx512f avx512_bf16 avx512_vnni", "bfloat16"),
+        ("fpu avx2 amx_bf16 amx_tile", "bfloat16"),
+    ],
+)
 def test_on_a_cpu_bf16_is_chosen_only_where_the_cpu_computes_it(tmp_path, flags, dtype):
     assert resolved_dtype("", cpuinfo(tmp_path, flags)) == dtype
 

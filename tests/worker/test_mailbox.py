@@ -61,8 +61,7 @@ async def test_a_bundle_reaches_attached_sinks_in_order():
     reply, other = await desk.new_channel(), await desk.new_channel()
     received = []
     desk.attach(reply, received.append)
-    await desk.send_bundle([(reply, {"type": "a"}), (other, {"type": "b"}),
-                            (reply, {"type": "c"})])
+    await desk.send_bundle([(reply, {"type": "a"}), (other, {"type": "b"}), (reply, {"type": "c"})])
     # Reading any channel of the process reads the bundle: the sink's messages are handed
     # over and the other channel's message is returned.
     assert await desk.receive(other) == {"type": "b"}
@@ -89,8 +88,8 @@ async def test_a_full_channel_reaches_every_sender_of_the_bundle():
     await desk.send(reply, {"type": "y"})  # the process's key holds 2: full
     mailbox = Mailbox(desk)
     results = await asyncio.gather(
-        *(mailbox.send(reply, {"type": "z", "n": n}) for n in range(3)),
-        return_exceptions=True)
+        *(mailbox.send(reply, {"type": "z", "n": n}) for n in range(3)), return_exceptions=True
+    )
     assert all(isinstance(result, ChannelFull) for result in results)
     await desk.close_pools()
 

@@ -367,7 +367,10 @@ def test_management_command_prints_the_resolved_path(prepared, settings, monkeyp
     dest, _ = prepared
     monkeypatch.setattr(model_prep, "_convert", _fail_convert)
     settings.INFERENCE = {
-        **settings.INFERENCE, "MODEL": "", "EMBEDDED_MODEL": SMOLLM2_135M, "MODEL_DIR": dest
+        **settings.INFERENCE,
+        "MODEL": "",
+        "EMBEDDED_MODEL": SMOLLM2_135M,
+        "MODEL_DIR": dest,
     }
     out = io.StringIO()
     call_command("prepare_model", "--no-progress", stdout=out)
@@ -379,8 +382,10 @@ def test_management_command_prints_the_resolved_path(prepared, settings, monkeyp
     out = io.StringIO()
     call_command("prepare_model", stdout=out)
     lines = out.getvalue().splitlines()
-    assert lines == ["Configured model (INFERENCE_MODEL), nothing to prepare:",
-                     "Qwen/Qwen3-4B-Instruct-2507"]
+    assert lines == [
+        "Configured model (INFERENCE_MODEL), nothing to prepare:",
+        "Qwen/Qwen3-4B-Instruct-2507",
+    ]
 
 
 def test_management_command_prepares_another_model_in_its_own_folder(
@@ -431,7 +436,10 @@ def test_a_folder_of_another_model_is_refused_and_left_alone(prepared, tmp_path,
     monkeypatch.setattr(model_prep, "_convert", _fail_convert)
     with pytest.raises(ModelPrepError) as excinfo:
         model_prep.prepare_default_model(
-            dest, model=QWEN_CODER_05B, downloads=tmp_path / "dl", downloader=_fail_download,
+            dest,
+            model=QWEN_CODER_05B,
+            downloads=tmp_path / "dl",
+            downloader=_fail_download,
             progress=False,
         )
     message = str(excinfo.value)
@@ -454,7 +462,10 @@ def test_a_folder_of_the_first_marker_format_is_recognised(prepared, tmp_path, m
     monkeypatch.setattr(model_prep, "_convert", _fail_convert)
     with pytest.raises(ModelPrepError, match="holds the embedded model smollm2-135m-instruct"):
         model_prep.prepare_default_model(
-            dest, model=QWEN_CODER_05B, downloads=tmp_path / "dl", downloader=_fail_download,
+            dest,
+            model=QWEN_CODER_05B,
+            downloads=tmp_path / "dl",
+            downloader=_fail_download,
             progress=False,
         )
     monkeypatch.setattr(

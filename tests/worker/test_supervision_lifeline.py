@@ -83,8 +83,9 @@ def spawned() -> Iterator[list[int]]:
 
 
 def start(argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.Popen(
+        argv, cwd=ROOT, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
 
 
 # --- Tests ------------------------------------------------------------------------------------
@@ -131,8 +132,10 @@ def test_a_child_orphaned_before_it_could_ask_ends_itself() -> None:
 
 
 def test_a_child_of_the_recorded_parent_lives_on() -> None:
-    code = ("import os; from inference_worker.lifeline import PARENT_PID_ENV, tie_to_parent; "
-            "print(tie_to_parent(), os.environ[PARENT_PID_ENV] == str(os.getpid()))")
+    code = (
+        "import os; from inference_worker.lifeline import PARENT_PID_ENV, tie_to_parent; "
+        "print(tie_to_parent(), os.environ[PARENT_PID_ENV] == str(os.getpid()))"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), PARENT_PID_ENV: str(os.getpid())}
 
     result = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, timeout=30)

@@ -14,14 +14,27 @@ from tests.waiting import events_until_end, poll
 SAMPLING = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 64, "frequency_penalty": 0.0}
 
 
-async def submit(layer, reply_channel, *, request_id="r1", messages=None, deadline=None,
-                 start_by=None, queued_at=None, **extra):
+async def submit(
+    layer,
+    reply_channel,
+    *,
+    request_id="r1",
+    messages=None,
+    deadline=None,
+    start_by=None,
+    queued_at=None,
+    **extra,
+):
     now = time.time()
     request = protocol.inference_request(
-        request_id=request_id, reply_channel=reply_channel,
-        messages=messages or [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}],
-        sampling=SAMPLING, deadline=deadline or now + 30,
-        queued_at=queued_at or now, start_by=start_by or now + 20,
+        request_id=request_id,
+        reply_channel=reply_channel,
+        messages=messages
+        or [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}],
+        sampling=SAMPLING,
+        deadline=deadline or now + 30,
+        queued_at=queued_at or now,
+        start_by=start_by or now + 20,
     )
     request.update(extra)
     await layer.send(settings.INFERENCE["CHANNEL"], request)
@@ -32,8 +45,14 @@ async def test_a_request_streams_start_deltas_and_one_done(worker, engine):
     reply = await layer.new_channel()
     await submit(layer, reply)
     start, *deltas, done = await events_until_end(layer, reply)
-    assert start == {"type": "inference.start", "request_id": "r1", "worker": "test-worker",
-                     "model": "synthetic-token-source", "trimmed": 0, "passages": 0}
+    assert start == {
+        "type": "inference.start",
+        "request_id": "r1",
+        "worker": "test-worker",
+        "model": "synthetic-token-source",
+        "trimmed": 0,
+        "passages": 0,
+    }
     assert "".join(d["text"] for d in deltas) == "Hello! How can I help you today?"
     assert done["finish_reason"] == "stop" and done["completion_tokens"] == 32
     assert done["prompt_tokens"] == len(engine.prompts["r1"])
@@ -46,13 +65,28 @@ async def test_worker_announces_itself_while_running(worker):
     assert await pool.live_workers(get_redis()) == 1
 
 
-@pytest.mark.parametrize("broken", [
-    {"type": "inference.request", "request_id": "bad1", "reply_channel": "REPLY"},
-    {"type": "inference.request", "request_id": "bad2", "reply_channel": "REPLY",
-     "messages": "not a list", "sampling": SAMPLING, "deadline": 1e12},
-    {"type": "inference.request", "request_id": "bad3", "reply_channel": "REPLY",
-     "messages": [{"role": "hacker", "content": 1}], "sampling": SAMPLING, "deadline": 1e12},
-])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"type": "inference.request", "request_id": "bad1", "reply_channel": "REPLY"},
+        {
+            "type": "inference.request",
+            "request_id": "bad2",
+            "reply_channel": "REPLY",
+            "messages": "not a list",
+            "sampling": SAMPLING,
+            "deadline": 1e12,
+        },
+        {
+            "type": "inference.request",
+            "request_id": "bad3",
+            "reply_channel": "REPLY",
+            "messages": [{"role": "hacker", "content": 1}],
+            "sampling": SAMPLING,
+            "deadline": 1e12,
+        },
+    ],
+)
 async def test_malformed_requests_are_refused_and_the_worker_lives_on(worker, broken):
     layer = get_channel_layer()
     reply = await layer.new_channel()
@@ -88,8 +122,10 @@ async def test_cancel_aborts_a_running_request_at_the_engine(worker, engine):
     await submit(layer, reply)
     assert (await layer.receive(reply))["type"] == "inference.start"
     assert (await layer.receive(reply))["type"] == "inference.delta"
-    await layer.group_send(settings.INFERENCE["CONTROL_GROUP"],
-                           protocol.inference_cancel(request_id="r1", reason="test"))
+    await layer.group_send(
+        settings.INFERENCE["CONTROL_GROUP"],
+        protocol.inference_cancel(request_id="r1", reason="test"),
+    )
     await poll(lambda: engine.aborted, timeout=2)
     assert engine.aborted == ["r1"] and engine.running_requests() == 0
     assert not worker.running
@@ -98,8 +134,10 @@ async def test_cancel_aborts_a_running_request_at_the_engine(worker, engine):
 async def test_cancel_that_arrives_before_its_request_prevents_it(worker, engine):
     layer = get_channel_layer()
     reply = await layer.new_channel()
-    await layer.group_send(settings.INFERENCE["CONTROL_GROUP"],
-                           protocol.inference_cancel(request_id="early", reason="test"))
+    await layer.group_send(
+        settings.INFERENCE["CONTROL_GROUP"],
+        protocol.inference_cancel(request_id="early", reason="test"),
+    )
     await poll(lambda: "early" in worker.early_cancels)  # the worker heard it
     await submit(layer, reply, request_id="early")
     await submit(layer, reply, request_id="later")
@@ -110,9 +148,15 @@ async def test_cancel_that_arrives_before_its_request_prevents_it(worker, engine
 
 async def test_history_is_trimmed_to_the_budget_keeping_system_and_newest(worker, engine):
     engine.max_model_len = 600  # synthetic tokens are characters: budget 600 - 64
-    old = [{"role": r, "content": f"old-{i} " + "x" * 100} for i, r in
-           enumerate(["user", "assistant"] * 5)]
-    messages = [{"role": "system", "content": "SYSTEM"}, *old, {"role": "user", "content": "NEWEST"}]
+    old = [
+        {"role": r, "content": f"old-{i} " + "x" * 100}
+        for i, r in enumerate(["user", "assistant"] * 5)
+    ]
+    messages = [
+        {"role": "system", "content": "SYSTEM"},
+        *old,
+        {"role": "user", "content": "NEWEST"},
+    ]
     layer = get_channel_layer()
     reply = await layer.new_channel()
     await submit(layer, reply, messages=messages)
@@ -127,8 +171,11 @@ async def test_newest_message_too_long_for_the_context_is_an_error(worker, engin
     engine.max_model_len = 200
     layer = get_channel_layer()
     reply = await layer.new_channel()
-    await submit(layer, reply, messages=[{"role": "system", "content": "S"},
-                                         {"role": "user", "content": "y" * 300}])
+    await submit(
+        layer,
+        reply,
+        messages=[{"role": "system", "content": "S"}, {"role": "user", "content": "y" * 300}],
+    )
     (start_or_error, *_) = await events_until_end(layer, reply)
     assert start_or_error["type"] == "inference.error"
     assert start_or_error["code"] == "context_overflow"
@@ -149,9 +196,17 @@ async def test_stopping_the_worker_ends_running_requests_with_an_error(engine):
     engine.tokens_per_second = 10
     engine.reply = lambda prompt: "slow " * 40
     cfg = settings.INFERENCE
-    worker = InferenceWorker(engine=engine, channel_layer=get_channel_layer(), redis=get_redis(),
-                             channel=cfg["CHANNEL"], control_group=cfg["CONTROL_GROUP"],
-                             max_concurrency=2, coalesce_ms=30, heartbeat_seconds=1, name="w2")
+    worker = InferenceWorker(
+        engine=engine,
+        channel_layer=get_channel_layer(),
+        redis=get_redis(),
+        channel=cfg["CHANNEL"],
+        control_group=cfg["CONTROL_GROUP"],
+        max_concurrency=2,
+        coalesce_ms=30,
+        heartbeat_seconds=1,
+        name="w2",
+    )
     ready = asyncio.Event()
     task = asyncio.create_task(worker.run(ready=ready.set))
     await ready.wait()

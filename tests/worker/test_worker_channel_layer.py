@@ -163,8 +163,7 @@ async def test_a_group_send_of_the_desk_layer_reaches_a_stock_channels_redis_rea
 
 
 async def test_a_burst_larger_than_the_pool_waits_for_connections():
-    desk = layer(hosts=[{"address": url(), "max_connections": 2, "pool_timeout": 5}],
-                 capacity=1000)
+    desk = layer(hosts=[{"address": url(), "max_connections": 2, "pool_timeout": 5}], capacity=1000)
     await asyncio.gather(*(desk.send("burst", {"type": "n", "i": i}) for i in range(200)))
     assert await get_redis().zcard("asgiburst") == 200
     assert len(desk.connection(0).connection_pool._in_use_connections) == 0
@@ -172,8 +171,9 @@ async def test_a_burst_larger_than_the_pool_waits_for_connections():
 
 
 async def test_a_send_that_finds_no_connection_in_time_fails_as_a_redis_error():
-    desk = layer(hosts=[{"address": url(), "max_connections": 1, "pool_timeout": 0.2,
-                         "socket_timeout": 30}])
+    desk = layer(
+        hosts=[{"address": url(), "max_connections": 1, "pool_timeout": 0.2, "socket_timeout": 30}]
+    )
     waiting = asyncio.create_task(desk.receive("idle"))  # holds the one connection in BZPOPMIN
     await poll(lambda: desk.connection(0).connection_pool._in_use_connections)
     started = time.monotonic()
@@ -189,7 +189,8 @@ async def test_a_send_with_its_own_capacity_is_counted_and_queued_atomically():
     layer = get_channel_layer()
     results = await asyncio.gather(
         *(layer.send("bounded", {"type": "x", "n": n}, capacity=3) for n in range(20)),
-        return_exceptions=True)
+        return_exceptions=True,
+    )
     assert sum(result is None for result in results) == 3
     assert all(isinstance(r, ChannelFull) for r in results if r is not None)
     await layer.receive("bounded")

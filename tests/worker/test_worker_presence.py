@@ -49,8 +49,7 @@ async def test_capacity_is_one_round_trip():
 async def test_silent_workers_stop_counting_and_are_forgotten_with_their_slots():
     redis = get_redis()
     ttl = settings.INFERENCE["WORKER_TTL_SECONDS"]
-    await redis.zadd(presence.KEY, {"quiet": time.time() - ttl - 1,
-                                    "dead": time.time() - 11 * ttl})
+    await redis.zadd(presence.KEY, {"quiet": time.time() - ttl - 1, "dead": time.time() - 11 * ttl})
     await redis.hset(presence.SLOTS_KEY, mapping={"quiet": 8, "dead": 8})
     await pool.beat(redis, "alive", 2)
     # "quiet" missed its heartbeats: no longer live, not yet forgotten.

@@ -26,9 +26,13 @@ SAMPLING = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 400, "frequency_pena
 def request(reply: str, request_id: str) -> dict:
     now = time.time()
     return protocol.inference_request(
-        request_id=request_id, reply_channel=reply,
+        request_id=request_id,
+        reply_channel=reply,
         messages=[{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}],
-        sampling=SAMPLING, deadline=now + 60, queued_at=now, start_by=now + 30,
+        sampling=SAMPLING,
+        deadline=now + 60,
+        queued_at=now,
+        start_by=now + 30,
     )
 
 
@@ -53,9 +57,15 @@ async def test_the_worker_survives_a_redis_restart(run_dir, caplog):
     engine.reply = lambda prompt: "slow " * 60 if "slow" in prompt else "Back again."
     worker_redis = aioredis.Redis.from_url(url, decode_responses=True)
     worker = InferenceWorker(
-        engine=engine, channel_layer=layer_for(url), redis=worker_redis,
-        channel=settings.INFERENCE["CHANNEL"], control_group=settings.INFERENCE["CONTROL_GROUP"],
-        max_concurrency=4, coalesce_ms=30, heartbeat_seconds=0.5, keepalive_seconds=1,
+        engine=engine,
+        channel_layer=layer_for(url),
+        redis=worker_redis,
+        channel=settings.INFERENCE["CHANNEL"],
+        control_group=settings.INFERENCE["CONTROL_GROUP"],
+        max_concurrency=4,
+        coalesce_ms=30,
+        heartbeat_seconds=0.5,
+        keepalive_seconds=1,
         name="restart-worker",
     )
     ready = asyncio.Event()
@@ -96,16 +106,22 @@ async def test_the_worker_survives_a_redis_restart(run_dir, caplog):
         assert (await pool.capacity(check, settings.INFERENCE["CHANNEL"])).counts() == (1, 4, 0)
         await check.aclose()
         reply = await fresh.new_channel()
-        await fresh.send(settings.INFERENCE["CHANNEL"], {**slow, "request_id": "slow2",
-                                                         "reply_channel": reply})
+        await fresh.send(
+            settings.INFERENCE["CHANNEL"], {**slow, "request_id": "slow2", "reply_channel": reply}
+        )
         assert (await fresh.receive(reply))["type"] == "inference.start"
-        await fresh.group_send(settings.INFERENCE["CONTROL_GROUP"],
-                               protocol.inference_cancel(request_id="slow2", reason="test"))
+        await fresh.group_send(
+            settings.INFERENCE["CONTROL_GROUP"],
+            protocol.inference_cancel(request_id="slow2", reason="test"),
+        )
         await poll(lambda: "slow2" in engine.aborted)
 
         assert not task.done()
-        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
-                    and "Redis unreachable" in r.getMessage()]
+        warnings = [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == logging.WARNING and "Redis unreachable" in r.getMessage()
+        ]
         # One line per loop and outage, not one per retry.
         assert 1 <= len(warnings) <= 3, warnings
         await fresh.close_pools()

@@ -25,10 +25,13 @@ CHANNEL = settings.INFERENCE["CHANNEL"]
 def request(reply, request_id="r1", **times):
     now = time.time()
     return protocol.inference_request(
-        request_id=request_id, reply_channel=reply,
+        request_id=request_id,
+        reply_channel=reply,
         messages=[{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}],
-        sampling=SAMPLING, deadline=times.get("deadline", now + 30),
-        queued_at=times.get("queued_at", now), start_by=times.get("start_by", now + 20),
+        sampling=SAMPLING,
+        deadline=times.get("deadline", now + 30),
+        queued_at=times.get("queued_at", now),
+        start_by=times.get("start_by", now + 20),
     )
 
 
@@ -57,12 +60,21 @@ async def running(worker):
 
 
 def make_worker(engine, layer=None, **options):
-    defaults = dict(max_concurrency=4, coalesce_ms=30, heartbeat_seconds=0.5,
-                    keepalive_seconds=2.0, name="stream-worker")
-    return InferenceWorker(engine=engine, channel_layer=layer or get_channel_layer(),
-                           redis=get_redis(), channel=CHANNEL,
-                           control_group=settings.INFERENCE["CONTROL_GROUP"],
-                           **{**defaults, **options})
+    defaults = dict(
+        max_concurrency=4,
+        coalesce_ms=30,
+        heartbeat_seconds=0.5,
+        keepalive_seconds=2.0,
+        name="stream-worker",
+    )
+    return InferenceWorker(
+        engine=engine,
+        channel_layer=layer or get_channel_layer(),
+        redis=get_redis(),
+        channel=CHANNEL,
+        control_group=settings.INFERENCE["CONTROL_GROUP"],
+        **{**defaults, **options},
+    )
 
 
 # --- keepalive ----------------------------------------------------------------------------------
@@ -82,8 +94,11 @@ async def test_a_silent_request_gets_keepalives_until_its_first_token():
     # 1.3 s of prefill at one keepalive per 0.3 s of silence (checked every 0.075 s).
     keepalives = [t for t in types[:first_delta] if t == "inference.keepalive"]
     assert 2 <= len(keepalives) <= 5, types
-    assert all(e == {"type": "inference.keepalive", "request_id": "r1"}
-               for e, _ in got if e["type"] == "inference.keepalive")
+    assert all(
+        e == {"type": "inference.keepalive", "request_id": "r1"}
+        for e, _ in got
+        if e["type"] == "inference.keepalive"
+    )
     # Never a gap of silence much longer than the keepalive interval.
     times = [sent] + [at for _, at in got]
     assert max(b - a for a, b in zip(times, times[1:], strict=False)) < 0.3 + 0.3
@@ -209,7 +224,9 @@ async def delta_count(streams_in_process: int) -> int:
         await layer.send(CHANNEL, request(reply))
         got = await until_end(layer, reply)
     deltas = [event for event, _ in got if event["type"] == "inference.delta"]
-    assert "".join(d["text"] for d in deltas) == ("word " * 40).rstrip()  # the source drops trailing space
+    assert (
+        "".join(d["text"] for d in deltas) == ("word " * 40).rstrip()
+    )  # the source drops trailing space
     return len(deltas)
 
 

@@ -42,9 +42,14 @@ def read_questions(path: Path) -> list[dict]:
         if not row.get("question"):
             raise CommandError(f"{path}: row {number} has no question")
         expected = next((row[c] for c in EXPECTED_COLUMNS if c in row), "")
-        questions.append({"question": row["question"], "expected": expected,
-                          "language": row.get("language") or guess_language(row["question"]),
-                          "site": row.get("site", "")})
+        questions.append(
+            {
+                "question": row["question"],
+                "expected": expected,
+                "language": row.get("language") or guess_language(row["question"]),
+                "site": row.get("site", ""),
+            }
+        )
     return questions
 
 
@@ -55,33 +60,44 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def is_match(hit: retrieval.Hit, expected: str, language: str) -> bool:
-    return (expected.casefold() in (hit.slug.casefold(), hit.title.casefold())
-            and hit.language == primary_language(language))
+    return expected.casefold() in (
+        hit.slug.casefold(),
+        hit.title.casefold(),
+    ) and hit.language == primary_language(language)
 
 
 class Command(BaseCommand):
-    help = ("Measure retrieval on a question set: recall@1, recall@3, the share of out-of-scope "
-            "questions with no hit, and time per search.")
+    help = (
+        "Measure retrieval on a question set: recall@1, recall@3, the share of out-of-scope "
+        "questions with no hit, and time per search."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("file", metavar="FILE", help="CSV or JSONL question set.")
-        parser.add_argument("--site", metavar="SITE_KEY",
-                            help="Ask as this site's customers (default: a conversation of no "
-                            "site, which sees the articles for all sites).")
+        parser.add_argument(
+            "--site",
+            metavar="SITE_KEY",
+            help="Ask as this site's customers (default: a conversation of no "
+            "site, which sees the articles for all sites).",
+        )
 
     def handle(self, *args, **options):
         questions = read_questions(Path(options["file"]))
         if not questions:
             raise CommandError("The question set is empty.")
-        sites = {key: self._site_id(key) for key in
-                 {options["site"] or ""} | {q["site"] for q in questions}}
+        sites = {
+            key: self._site_id(key)
+            for key in {options["site"] or ""} | {q["site"] for q in questions}
+        }
 
         started = time.perf_counter()
         index = retrieval.process_index_sync()  # built once, not in the timings
         build_ms = (time.perf_counter() - started) * 1000
         if index.empty:
-            self.stderr.write("The knowledge base has no published article: import some "
-                              "first (import_knowledge --sample for the sample set).")
+            self.stderr.write(
+                "The knowledge base has no published article: import some "
+                "first (import_knowledge --sample for the sample set)."
+            )
 
         answerable = [q for q in questions if q["expected"]]
         at1 = at3 = no_hit = 0
@@ -89,17 +105,22 @@ class Command(BaseCommand):
         times: list[float] = []
         for q in questions:
             started = time.perf_counter()
-            hits = retrieval.search_sync(question=q["question"],
-                                         site_id=sites[q["site"] or options["site"] or ""],
-                                         language=q["language"], limit=3)
+            hits = retrieval.search_sync(
+                question=q["question"],
+                site_id=sites[q["site"] or options["site"] or ""],
+                language=q["language"],
+                limit=3,
+            )
             times.append((time.perf_counter() - started) * 1000)
             found = [is_match(hit, q["expected"], q["language"]) for hit in hits]
             if not q["expected"]:
                 no_hit += not hits
                 if hits:
-                    false_hits.append(f"  hit for out-of-scope {q['question']!r}: "
-                                      f"{hits[0].slug}/{hits[0].language} "
-                                      f"{hits[0].heading or hits[0].title!r} ({hits[0].score})")
+                    false_hits.append(
+                        f"  hit for out-of-scope {q['question']!r}: "
+                        f"{hits[0].slug}/{hits[0].language} "
+                        f"{hits[0].heading or hits[0].title!r} ({hits[0].score})"
+                    )
                 continue
             at1 += any(found[:1])
             at3 += any(found[:3])
@@ -119,7 +140,8 @@ class Command(BaseCommand):
             + "".join(line + "\n" for line in false_hits)
             + f"retrieval time: mean {statistics.fmean(times):.2f} ms, "
             f"p50 {percentile(times, 0.5):.2f} ms, p99 {percentile(times, 0.99):.2f} ms "
-            f"(index of {len(index)} passages built in {build_ms:.0f} ms)")
+            f"(index of {len(index)} passages built in {build_ms:.0f} ms)"
+        )
 
     @staticmethod
     def _site_id(site_key: str) -> int | None:

@@ -62,43 +62,79 @@ class Command(BaseCommand):
         return super().create_parser(prog_name, subcommand, **kwargs)
 
     def add_arguments(self, parser):
-        parser.add_argument("--out", required=True, type=Path, metavar="PATH",
-                            help="Training lines go here, validation lines to PATH with .valid "
-                            "before the suffix (out.jsonl -> out.valid.jsonl).")
-        parser.add_argument("--since", type=_date, metavar="YYYY-MM-DD",
-                            help="Answers from this day on (inclusive; days of the "
-                            "TIME_ZONE setting).")
-        parser.add_argument("--until", type=_date, metavar="YYYY-MM-DD",
-                            help="Answers up to this day (inclusive).")
-        parser.add_argument("--site", metavar="SITE_KEY", default="",
-                            help="Only conversations of this site (its widget key).")
-        parser.add_argument("--language", metavar="PREFIX", default="",
-                            help="Only conversations in this language: 'zh' matches zh and "
-                            "zh-CN.")
-        parser.add_argument("--thumbs", choices=[finetune.THUMBS_UP, finetune.THUMBS_ANY],
-                            default=finetune.THUMBS_UP,
-                            help="up: answers rated thumbs-up (default). any: every answer "
-                            "not rated thumbs-down; use it with --min-csat.")
-        parser.add_argument("--min-csat", type=_csat, metavar="N",
-                            help="Also require the conversation's CSAT score to be at least N "
-                            "(1-5); conversations without a score are left out.")
-        parser.add_argument("--validation-fraction", type=_fraction,
-                            default=finetune.DEFAULT_VALIDATION_FRACTION, metavar="F",
-                            help="Share of conversations for validation (default: %(default)s; "
-                            "0: no validation file).")
-        parser.add_argument("--pairs", type=Path, metavar="PATH",
-                            help="Also write DPO preference pairs (agent reply chosen over a "
-                            "thumbs-down answer) to this file.")
+        parser.add_argument(
+            "--out",
+            required=True,
+            type=Path,
+            metavar="PATH",
+            help="Training lines go here, validation lines to PATH with .valid "
+            "before the suffix (out.jsonl -> out.valid.jsonl).",
+        )
+        parser.add_argument(
+            "--since",
+            type=_date,
+            metavar="YYYY-MM-DD",
+            help="Answers from this day on (inclusive; days of the TIME_ZONE setting).",
+        )
+        parser.add_argument(
+            "--until", type=_date, metavar="YYYY-MM-DD", help="Answers up to this day (inclusive)."
+        )
+        parser.add_argument(
+            "--site",
+            metavar="SITE_KEY",
+            default="",
+            help="Only conversations of this site (its widget key).",
+        )
+        parser.add_argument(
+            "--language",
+            metavar="PREFIX",
+            default="",
+            help="Only conversations in this language: 'zh' matches zh and zh-CN.",
+        )
+        parser.add_argument(
+            "--thumbs",
+            choices=[finetune.THUMBS_UP, finetune.THUMBS_ANY],
+            default=finetune.THUMBS_UP,
+            help="up: answers rated thumbs-up (default). any: every answer "
+            "not rated thumbs-down; use it with --min-csat.",
+        )
+        parser.add_argument(
+            "--min-csat",
+            type=_csat,
+            metavar="N",
+            help="Also require the conversation's CSAT score to be at least N "
+            "(1-5); conversations without a score are left out.",
+        )
+        parser.add_argument(
+            "--validation-fraction",
+            type=_fraction,
+            default=finetune.DEFAULT_VALIDATION_FRACTION,
+            metavar="F",
+            help="Share of conversations for validation (default: %(default)s; "
+            "0: no validation file).",
+        )
+        parser.add_argument(
+            "--pairs",
+            type=Path,
+            metavar="PATH",
+            help="Also write DPO preference pairs (agent reply chosen over a "
+            "thumbs-down answer) to this file.",
+        )
 
     def handle(self, *args, **options):
-        if options["site"] and selectors.site_by_key(site_key=options["site"],
-                                                      active_only=False) is None:
+        if (
+            options["site"]
+            and selectors.site_by_key(site_key=options["site"], active_only=False) is None
+        ):
             raise CommandError(f"No site with key {options['site']!r} (see admin, Sites).")
         if options["since"] and options["until"] and options["since"] > options["until"]:
             raise CommandError("--since is after --until.")
         selection = finetune.Selection(
-            since=options["since"], until=options["until"], site_key=options["site"],
-            language=options["language"], thumbs=options["thumbs"],
+            since=options["since"],
+            until=options["until"],
+            site_key=options["site"],
+            language=options["language"],
+            thumbs=options["thumbs"],
             min_csat=options["min_csat"],
         )
         fraction = options["validation_fraction"]
@@ -110,22 +146,32 @@ class Command(BaseCommand):
         answers = finetune.rated_answers(selection)
         with _open(out) as train_file, _open(valid) as valid_file:
             files = {"train": train_file, "validation": valid_file}
-            progress = tqdm(answers.iterator(chunk_size=500), total=answers.count(),
-                            desc="answers", unit=" answers", disable=quiet)
-            for split, line in finetune.chat_lines(progress, stats=stats,
-                                                   validation_fraction=fraction):
+            progress = tqdm(
+                answers.iterator(chunk_size=500),
+                total=answers.count(),
+                desc="answers",
+                unit=" answers",
+                disable=quiet,
+            )
+            for split, line in finetune.chat_lines(
+                progress, stats=stats, validation_fraction=fraction
+            ):
                 files[split].write(line + "\n")
 
         if options["pairs"]:
             corrected = finetune.corrected_answers(selection)
             with _open(options["pairs"]) as pairs_file:
-                progress = tqdm(corrected.iterator(chunk_size=500), total=corrected.count(),
-                                desc="pairs", unit=" pairs", disable=quiet)
+                progress = tqdm(
+                    corrected.iterator(chunk_size=500),
+                    total=corrected.count(),
+                    desc="pairs",
+                    unit=" pairs",
+                    disable=quiet,
+                )
                 for line in finetune.pair_lines(progress, stats=stats):
                     pairs_file.write(line + "\n")
 
-        for line in finetune.summary_lines(stats, train=out, valid=valid,
-                                           pairs=options["pairs"]):
+        for line in finetune.summary_lines(stats, train=out, valid=valid, pairs=options["pairs"]):
             self.stdout.write(line)
 
 

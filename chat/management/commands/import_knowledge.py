@@ -27,18 +27,31 @@ class Command(BaseCommand):
     help = "Import Markdown pages and question,answer CSV files into the knowledge base."
 
     def add_arguments(self, parser):
-        parser.add_argument("paths", nargs="*", metavar="PATH",
-                            help="Markdown (.md) or CSV (.csv) files, or folders of them.")
-        parser.add_argument("--site", metavar="SITE_KEY",
-                            help="Only this site's customers see the articles (default: all).")
-        parser.add_argument("--language", default="",
-                            help="Language of files that name none in front matter, file name "
-                            "(shipping.zh.md) or column (default: guessed from the text).")
-        parser.add_argument("--sample", action="store_true",
-                            help="Import the sample help centre (a fictional shop), marked as "
-                            "sample data.")
-        parser.add_argument("--remove-sample", action="store_true",
-                            help="Delete the sample help centre's articles.")
+        parser.add_argument(
+            "paths",
+            nargs="*",
+            metavar="PATH",
+            help="Markdown (.md) or CSV (.csv) files, or folders of them.",
+        )
+        parser.add_argument(
+            "--site",
+            metavar="SITE_KEY",
+            help="Only this site's customers see the articles (default: all).",
+        )
+        parser.add_argument(
+            "--language",
+            default="",
+            help="Language of files that name none in front matter, file name "
+            "(shipping.zh.md) or column (default: guessed from the text).",
+        )
+        parser.add_argument(
+            "--sample",
+            action="store_true",
+            help="Import the sample help centre (a fictional shop), marked as sample data.",
+        )
+        parser.add_argument(
+            "--remove-sample", action="store_true", help="Delete the sample help centre's articles."
+        )
 
     def handle(self, *args, **options):
         if not (options["paths"] or options["sample"] or options["remove_sample"]):
@@ -77,7 +90,8 @@ class Command(BaseCommand):
             raise CommandError(
                 f"No Markdown (.md, .markdown) or CSV (.csv) file found in {where}: nothing "
                 "imported. Give the folder that holds the help-centre pages, or the files "
-                "themselves (inside a folder, names starting with a dot are skipped).")
+                "themselves (inside a folder, names starting with a dot are skipped)."
+            )
         for path in empty:  # a mistyped folder among good ones
             self.stderr.write(f"No Markdown or CSV file in {path}: nothing from there.")
         # Once each, however it was named ("kb" and "kb/faq.md", relative and absolute).
@@ -86,10 +100,14 @@ class Command(BaseCommand):
             unique.setdefault(path.resolve(), (path, is_sample))
         return list(unique.values())
 
-    def _import(self, files: list[tuple[Path, bool]], *, site_id: int | None,
-                language: str) -> None:
-        sources = [(source, is_sample) for path, is_sample in files
-                   for source in importing.read(path, language=language)]
+    def _import(
+        self, files: list[tuple[Path, bool]], *, site_id: int | None, language: str
+    ) -> None:
+        sources = [
+            (source, is_sample)
+            for path, is_sample in files
+            for source in importing.read(path, language=language)
+        ]
         counts = {"created": 0, "updated": 0, "skipped": 0, "failed": 0}
         first_with_key: dict[str, str] = {}  # source key → the origin that had it first
         for source, is_sample in tqdm(sources, desc="Importing", unit="article", disable=None):
@@ -101,19 +119,24 @@ class Command(BaseCommand):
             if first != source.origin:
                 # Imported too, the second would overwrite the first at every import.
                 counts["failed"] += 1
-                tqdm.write(f"Not imported: {source.origin}: "
-                           f"{importing.same_key_reason(source.source_key)} as {first}. "
-                           "Give each an id or url (front matter, or a CSV url column), or change "
-                           "one title.",
-                           file=self.stderr, end="")
+                tqdm.write(
+                    f"Not imported: {source.origin}: "
+                    f"{importing.same_key_reason(source.source_key)} as {first}. "
+                    "Give each an id or url (front matter, or a CSV url column), or change "
+                    "one title.",
+                    file=self.stderr,
+                    end="",
+                )
                 continue
-            _, outcome = services.article_import(site_id=site_id, source_key=source.source_key,
-                                                 is_sample=is_sample, **source.fields)
+            _, outcome = services.article_import(
+                site_id=site_id, source_key=source.source_key, is_sample=is_sample, **source.fields
+            )
             counts[outcome] += 1
         self.stdout.write(
             f"Knowledge import from {len(files)} file(s): {counts['created']} created, "
             f"{counts['updated']} updated, {counts['skipped']} skipped (unchanged), "
-            f"{counts['failed']} failed.")
+            f"{counts['failed']} failed."
+        )
 
     def _tell_the_desk(self, error: str | None) -> None:
         """Say plainly when the running desk did not hear of the change: its processes go on
@@ -121,14 +144,18 @@ class Command(BaseCommand):
         if error is None:
             return
         max_age = settings.KNOWLEDGE["INDEX_MAX_AGE_SECONDS"]
-        when = (f"within {max_age:g} s (KNOWLEDGE_INDEX_MAX_AGE_SECONDS) or when restarted"
-                if max_age > 0 else "only when restarted (KNOWLEDGE_INDEX_MAX_AGE_SECONDS=0)")
+        when = (
+            f"within {max_age:g} s (KNOWLEDGE_INDEX_MAX_AGE_SECONDS) or when restarted"
+            if max_age > 0
+            else "only when restarted (KNOWLEDGE_INDEX_MAX_AGE_SECONDS=0)"
+        )
         self.stderr.write(
             f"The running desk was not told of this change: Redis at "
             f"{_shown(settings.REDIS_URL)} did not answer ({error.rstrip('.')}). The change "
             f"is saved; a running desk answers from it {when}. To tell it now, set REDIS_URL "
             "to the desk's Redis (the one its processes use) and run the import again. A desk "
-            "started by `make run` with the same VAR_DIR is found without it while it runs.")
+            "started by `make run` with the same VAR_DIR is found without it while it runs."
+        )
 
     @staticmethod
     def _site_id(site_key: str | None) -> int | None:

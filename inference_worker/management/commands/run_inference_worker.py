@@ -30,8 +30,10 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         cfg = settings.INFERENCE
         if os.environ.get(lifeline.PARENT_PID_ENV) != str(os.getpid()):
-            log.warning("not started through manage.py: if this process is killed outright, "
-                        "vLLM's engine processes will outlive it")
+            log.warning(
+                "not started through manage.py: if this process is killed outright, "
+                "vLLM's engine processes will outlive it"
+            )
         if cfg["METRICS_PORT"]:
             # Serves the default registry: vLLM's vllm:* metrics and this worker's cs_worker_*.
             start_http_server(cfg["METRICS_PORT"], addr=cfg["METRICS_HOST"])
