@@ -216,9 +216,9 @@ def test_csv_export_one_row_per_message_safe_for_spreadsheets(admin_client):
 @STREAMED
 @pytest.mark.parametrize("count", [1, 60])
 def test_exports_stream_in_batches_and_stay_valid(admin_client, monkeypatch, count):
-    from chat import admin as chat_admin
+    from chat.admin import downloads
 
-    monkeypatch.setattr(chat_admin, "EXPORT_BATCH_CHARS", 2000)  # a few conversations a batch
+    monkeypatch.setattr(downloads, "EXPORT_BATCH_CHARS", 2000)  # a few conversations a batch
     selected = [conversation(language="en") for _ in range(count)]
     texts = [f'question {n}, "quoted"\nover two lines' for n in range(count)]
     for conv, text in zip(selected, texts, strict=True):

@@ -105,7 +105,8 @@ async def ask(api, question: str, language: str, session: str) -> tuple[dict, Me
 @pytest.mark.timeout(1200)
 async def test_the_default_model_answers_in_the_customers_language_from_the_help_centre(desk):
     body, stored = await ask(desk, "寄到德国要几天？", "zh-CN", "zh")
-    assert body["fallback"] is False and body["finish_reason"] in ("stop", "length")
+    # "quoted": the model answered and a guard put the help centre's own lines in its place.
+    assert body["fallback"] is False and body["finish_reason"] in ("stop", "length", "quoted")
     assert stored.model_name == DEFAULT_MODEL.folder
     assert body["sources"] and han_share(body["response"]) >= 0.5, body["response"]
 
@@ -120,5 +121,7 @@ async def test_a_complaint_to_the_default_model_gets_the_products_apology_and_of
     assert body["response"].startswith(guards.text("apology", "zh-CN"))
     assert body["offer_human"] is True and "complaint" in body["guards"]
     assert han_share(body["response"]) >= 0.5, body["response"]
-    if "not_covered" not in body["guards"]:  # the help centre covered it: the model answered
+    # Unless the product answered alone (no article covers it: "not covered", or "ask details"
+    # for the customer's own parcel), the model answered.
+    if body["finish_reason"] not in ("not_covered", "ask_details"):
         assert stored.model_name == DEFAULT_MODEL.folder

@@ -10,7 +10,7 @@ import asyncio
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from inference_worker import worker
+from inference_worker import redis_retry
 from runtime import broadcast
 
 
@@ -63,7 +63,7 @@ async def test_a_worker_loop_whose_redis_call_turns_the_cancellation_into_an_err
             raise RedisConnectionError("Connection closed by server.") from None
 
     async def a_workers_loop() -> None:  # the shape of InferenceWorker's loops
-        retry = worker._Retry("test loop", lambda: None)
+        retry = redis_retry.RedisRetry("test loop", lambda: None)
         while True:
             try:
                 await read_like_redis_py()

