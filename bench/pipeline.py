@@ -110,8 +110,10 @@ def run(bench: Bench, plan: Plan) -> Results:
 
     text = answer_text(plan.words)
     results = Results(plan, CHARS_PER_SECOND, schedule(text, CHARS_PER_SECOND)[-1])
-    # The synthetic engine counts one token per character: the whole answer must fit.
-    set_bot_profile(max_tokens=len(text) + 100)
+    # The synthetic engine counts one token per character: the whole answer must fit, and the
+    # answer limit (the length guard) must not cut its 300 words: what is measured is the
+    # pipeline, and a cut answer would differ from the text each delta is checked against.
+    set_bot_profile(max_tokens=len(text) + 100, answer_max_words=plan.words + 100)
     port, metrics_port = free_port(), free_port()
     worker = bench.start(
         "worker",

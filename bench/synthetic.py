@@ -46,4 +46,6 @@ def piece_ends(text: str) -> list[int]:
 
 
 def message_for(tag: str) -> str:
-    return f"Hello, this is benchmark customer bench-{tag}. Where is my order?"
+    # A question no guard of the product answers or adds to ("Where is my order?" gets the
+    # question for the order number appended): the answer streamed is the synthetic one.
+    return f"Hello, this is benchmark customer bench-{tag}. What do you sell?"
