@@ -54,6 +54,7 @@ def _vllm_data(results: vs_vllm.Results) -> dict:
         "rows": rows,
         "others_cpu": results.others_cpu,
         "prompt_tokens": results.system_prompt_tokens,
+        "model": results.model,
     }
 
 
@@ -244,7 +245,8 @@ def vllm_section(data: dict, quick: bool) -> str:
         f"Measured {data.get('measured', '')}.",
         "",
         "Ours: Daphne + `manage.py run_inference_worker` (vLLM's AsyncLLM in the worker) with "
-        "SmolLM2-135M-Instruct from `var/models/`, driven through customer WebSockets at "
+        f"{data.get('model') or 'SmolLM2-135M-Instruct'} from `var/models/` (the embedded "
+        "default), driven through customer WebSockets at "
         "`/ws/chat/`. Theirs: `python -m vllm.entrypoints.openai.api_server` on the same model "
         "folder, streaming `/v1/chat/completions` with `stream_options.include_usage`. Same "
         "max_model_len and dtype, "

@@ -14,6 +14,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import psutil
@@ -80,6 +81,7 @@ class Results:
     answers: dict = field(default_factory=dict)  # (concurrency, side) → [[Answer] per round]
     same_text: dict = field(default_factory=dict)  # concurrency → (identical, compared)
     others_cpu: float | None = None  # % of one core the rest of the machine used meanwhile
+    model: str = ""  # the model folder both sides served
 
 
 class Ours:
@@ -227,6 +229,7 @@ class Processes:
     sampling: dict
     system_prompt: object  # () -> str: what our consumer renders, to the minute
     all: list  # psutil processes, with their children, for CPU accounting
+    model: str  # the model folder's name
 
 
 def start_processes(bench: Bench, plan: Plan) -> Processes:
@@ -312,6 +315,7 @@ def start_processes(bench: Bench, plan: Plan) -> Processes:
         sampling,
         system_prompt,
         [p for root in (worker, daphne, server) for p in (root, *root.children(recursive=True))],
+        Path(model_dir).name,
     )
 
 
@@ -330,7 +334,7 @@ def run(bench: Bench, plan: Plan) -> Results:
         after = _cpu_seconds(procs.all)
     finally:
         stop_processes(bench)
-    results = Results(plan, answers=answers)
+    results = Results(plan, answers=answers, model=procs.model)
     wall = after[0] - before[0]
     results.others_cpu = max(0.0, 100 * ((after[1] - before[1]) - (after[2] - before[2])) / wall)
     results.system_prompt_tokens = {
