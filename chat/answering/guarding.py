@@ -19,6 +19,7 @@ from chat.answering.prompt import PromptParts
 from chat.knowledge import extract, segment
 from chat.prompting import language_name
 from chat.punctuation import FullwidthPunctuation
+from inference_worker.textguards import AnswerLimit, cut_at_sentence, han_count, word_count
 from runtime.aio import db
 
 log = logging.getLogger(__name__)
@@ -246,9 +247,30 @@ class AnswerGuards:
             more.append(guards.text(guards.ASK_DETAILS, language))
         if more:
             between = glue(language)
+            await self._make_room(answer, between.join(more))
             addition = ("" if answer.text[-1:].isspace() else between) + between.join(more)
             answer.parts.append(addition)
             await self._emit(frames.bot_delta_frame(message_id=answer.message.pk, text=addition))
+
+    async def _make_room(self, answer: Answer, addition: str) -> None:
+        """The model's text cut back to a sentence, when the product's closing words would
+        take the answer past the profile's answer limit: the limit holds for what the
+        customer reads, the product's words included."""
+        limits = answer.stream_guards or {}
+        if not (limits.get("max_words") and limits.get("max_han")):
+            return
+        limit = AnswerLimit(limits["max_words"], limits["max_han"])
+        if not limit.exceeded_by(answer.text + " " + addition):
+            return
+        taken = f"{answer.prefix} {addition}"
+        room = AnswerLimit(
+            max(limit.words - word_count(taken), 0), max(limit.han - han_count(taken), 0)
+        )
+        kept = cut_at_sentence(room.fit(self._model_text(answer)))
+        if guards.LENGTH not in answer.guards:
+            answer.guards.append(guards.LENGTH)
+            metrics.guarded(guards.LENGTH)
+        await self._replace_text(answer, kept)
 
     async def _guarded(
         self, answer: Answer, text: str, shaped_by: tuple[str, ...], *, offer_human: bool = False

@@ -561,3 +561,24 @@ async def test_an_answer_reciting_its_passages_is_cut_where_the_recital_begins(
     body, _ = await ask(engine, "How long are your products under warranty?")
     assert body["response"] == "All products have a two-year warranty."
     assert body["guards"] == ["repetition"]
+
+
+async def test_the_products_closing_words_stay_within_the_answer_limit(worker, engine):
+    """The question for the order number (22 words) comes after the model's last word: the
+    model's text is cut back to a sentence so that the whole answer keeps to the limit."""
+    await BotProfile.objects.aupdate_or_create(
+        is_default=True,
+        defaults={
+            "name": DEFAULT_PROFILE_NAME,
+            "system_prompt": DEFAULT_SYSTEM_PROMPT,
+            "answer_max_words": 40,
+        },
+    )
+    first = "Your parcel is handled by our warehouse team in Rotterdam today."
+    second = "Parcels usually leave the warehouse within one business day of the order."
+    engine.reply = lambda prompt: f"{first} {second} It leaves soon."  # 26 words: within 40
+    body, _ = await ask(engine, "Where is my order?")
+    response = body["response"]
+    assert len(response.split()) <= 40
+    assert response == first + " " + guards.text(guards.ASK_DETAILS, "en")
+    assert body["guards"] == ["ask_details", "length"]
