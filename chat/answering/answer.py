@@ -31,6 +31,7 @@ class Answer:
     grounded: grounding.Grounded | None = None  # the help-centre passages offered
     hits: list[Hit] = field(default_factory=list)  # the passages found, best first
     asked: str = ""  # what they were searched for: the question, with the one before it
+    lines: list | None = None  # their statements that answer it best (guarding), once ranked
     passages: int = 0  # of them, those the worker's token budget held
     slot: limits.Slot | None = None  # the site's answers streaming at once
     done_frame: dict | None = None  # the bot.done sent, for a socket that joins after it

@@ -188,10 +188,15 @@ class AnswerGuards:
     def _answering_lines(self, answer: Answer) -> list[extract.Statement]:
         """The help centre's statements that say most about the question, from the passages
         found in the conversation's language. All the passages found, also those the model's
-        token budget left out: the product quotes them, not the model."""
-        language = segment.primary_language(self.conversation.language or "en")
-        found = [hit for hit in answer.hits if segment.primary_language(hit.language) == language]
-        return extract.key_statements(answer.asked or answer.question.text, found)
+        token budget left out: the product quotes them, not the model. Ranked once per
+        answer: the figures, polarity and quote guards all ask for them."""
+        if answer.lines is None:
+            language = segment.primary_language(self.conversation.language or "en")
+            found = [
+                hit for hit in answer.hits if segment.primary_language(hit.language) == language
+            ]
+            answer.lines = extract.key_statements(answer.asked or answer.question.text, found)
+        return answer.lines
 
     async def _quote(self, answer: Answer) -> bool:
         """The answer becomes the help centre's statements that say most about the question
