@@ -33,6 +33,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # the same whatever the model, and SmolLM2 answers about 2.5 times as fast on a CPU. The
 # default model, Qwen2.5-Coder-0.5B, is served and asked by tests/e2e/test_default_model.py.
 STACK_MODEL = embedded_model(SMOLLM2_135M)
+# How an answer the model wrote may end on a customer channel: the model stopped, an answer
+# limit or the loop guard cut it back, or a guard put the help centre's own statements in its
+# place (`quoted`). Everything else is a cut-off, a fallback or the product's own answer.
+MODEL_ENDINGS = ("stop", "length", "repetition", "quoted")
 STACK_MODEL_ENV = {
     "INFERENCE_EMBEDDED_MODEL": STACK_MODEL.key,
     "INFERENCE_MODEL_DIR": str(settings.VAR_DIR / "models" / STACK_MODEL.folder),

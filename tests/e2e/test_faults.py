@@ -28,6 +28,7 @@ from chat.prompting import DEFAULT_PROFILE_NAME, DEFAULT_SYSTEM_PROMPT
 from devstack.stack import WORKER_READY_PATTERN, ReadyCheck, probe
 from tests.e2e.conftest import (
     MAX_TOKENS,
+    MODEL_ENDINGS,
     ROOT,
     SHARED_ADDRESS,
     STACK_MODEL_ENV,
@@ -46,7 +47,6 @@ ORIGIN = "http://127.0.0.1"
 # A long answer to interrupt: a tiny model's long story soon loops, and the loop guard ends it
 # (inference_worker/textguards.py); a list of numbers runs long and is no loop.
 STORY = "List the numbers from 1 to 1000, one per line."
-MODEL_ENDINGS = ("stop", "length", "repetition")
 SLOTS = 4  # the worker's INFERENCE_MAX_CONCURRENCY
 
 

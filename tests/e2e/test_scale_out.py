@@ -33,7 +33,7 @@ from chat.models import BotProfile, Message
 from chat.prompting import DEFAULT_PROFILE_NAME, DEFAULT_SYSTEM_PROMPT
 from devstack.localredis import start_redis
 from devstack.stack import ReadyCheck, Supervisor, wait_ready
-from tests.e2e.conftest import ROOT, Stack, database_url, free_port
+from tests.e2e.conftest import MODEL_ENDINGS, ROOT, Stack, database_url, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -413,7 +413,7 @@ async def answered_once(asker, sockets, text: str, client_id: str) -> int:
     for socket, mark in zip(sockets[1:], since[1:], strict=True):
         await socket.wait(is_bot("bot.done", message_id=answer), mark)
     stored = await Message.objects.aget(pk=answer)
-    assert done["finish_reason"] in ("stop", "length") and not done["fallback"]
+    assert done["finish_reason"] in MODEL_ENDINGS and not done["fallback"]
     assert not stored.is_partial and stored.text
     assert [s.text_of(answer) for s in sockets] == [stored.text] * len(sockets)
     return answer
