@@ -19,7 +19,10 @@ your opening hours?". Words are all a lexical index has to tell them apart, so a
   mentions a term in passing counts for less than one about it;
 - share two terms with the question when the question has two the knowledge base uses, and
   have two of them in one statement (a sentence, a list item, a table row, with the title and
-  headings): vocabulary scattered over unrelated sentences is a coincidence.
+  headings): vocabulary scattered over unrelated sentences is a coincidence;
+- name what the question asks about, for the topics a help centre's pages often leave out
+  (stock, jobs, opening hours, phone, shops: chat/knowledge/topics.py): the warranty page
+  names the lamp, and does not answer whether it is in stock.
 What is left is measured by `manage.py eval_knowledge`, which lists the out-of-scope
 questions that still get a hit: a customer's word the pages name differently, or a topic that
 shares its words with one the pages do cover ("student discount" and the discount codes).
@@ -38,7 +41,7 @@ import bm25s
 import numpy as np
 from django.conf import settings
 
-from chat.knowledge import segment, selectors, version
+from chat.knowledge import segment, selectors, topics, version
 from chat.knowledge.selectors import PassageRow
 from runtime.aio import db
 
@@ -220,6 +223,8 @@ class KnowledgeIndex:
             # all the question can share with it, and the page that lists the payment methods
             # is the one to answer from.
             relevant &= present > 1
+        for topic in topics.asked(question):
+            relevant &= self._naming(topic.terms)
         if not relevant.any():
             return []
         code = self._language_code.get(segment.primary_language(language))
@@ -260,6 +265,16 @@ class KnowledgeIndex:
                 else float(_idf(self._indptr[token + 1] - self._indptr[token], n))
             )
         return out
+
+    def _naming(self, terms: frozenset[str]) -> np.ndarray:
+        """Which passages hold one of `terms`."""
+        naming = np.zeros(len(self.rows), dtype=bool)
+        vocab = self.bm25.vocab_dict
+        for term in terms:
+            token = vocab.get(term)
+            if token is not None:
+                naming[self._indices[self._indptr[token] : self._indptr[token + 1]]] = True
+        return naming
 
     def _ranked(self, group: np.ndarray, scores: np.ndarray) -> list[int]:
         """The passages of `group`, best first, at most MAX_CHECKED of them."""

@@ -39,6 +39,10 @@ def hits(process, question, language="en"):
         ("登录密码忘了怎么办？", "zh"),  # 登录 in "登录后打开「我的订单」"
         ("可以帮我包装成礼物吗？", "zh"),  # 包装 in "原包装"
         ("怎么注销账户并删除我的个人信息？", "zh"),
+        # The warranty page names the lamp; it does not say whether it is in stock.
+        ("Is the green Acorn Home desk lamp in stock right now?", "en"),
+        # 仓库 and 工作 meet in "退货到达仓库后 5 个工作日内": nothing about jobs.
+        ("你们在招聘吗？我想去你们仓库工作。", "zh"),
     ],
 )
 def test_questions_that_share_words_but_no_topic_get_no_hit(sample, process, question, language):
@@ -72,6 +76,27 @@ def test_words_in_separate_statements_of_a_passage_are_a_coincidence(process):
     services.article_create(title="Visiting us", body="## Hours\n\nOpening hours: 9 to 5.")
     [hit] = hits(process, "opening hours")
     assert hit.title == "Visiting us"
+
+
+def test_a_question_about_stock_or_jobs_needs_a_passage_that_names_it(process):
+    services.article_create(
+        title="Zorblax lamps",
+        body="## Warranty\n\nThe green Zorblax desk lamp has a three-year warranty.",
+    )
+    assert hits(process, "Is the green Zorblax desk lamp warranty long?")
+    # The same words, asking about stock: the warranty line does not answer it.
+    assert hits(process, "Is the green Zorblax desk lamp in stock?") == []
+    services.article_create(
+        title="Zorblax availability",
+        body="## Stock\n\nThe green Zorblax desk lamp is back in stock every Monday.",
+    )
+    [hit] = hits(process, "Is the green Zorblax desk lamp in stock?")
+    assert hit.title == "Zorblax availability"
+    services.article_create(title="仓库", body="退货到达仓库后 5 个工作日内退款。")
+    assert hits(process, "你们在招聘吗？我想去你们仓库工作。", "zh") == []
+    services.article_create(title="加入我们", body="我们的仓库正在招聘全职工作人员。")
+    [hit] = hits(process, "你们在招聘吗？我想去你们仓库工作。", "zh")
+    assert hit.title == "加入我们"
 
 
 def test_the_title_and_headings_go_with_every_statement(process):
