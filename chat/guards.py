@@ -413,9 +413,21 @@ _NEGATION = re.compile(
 )
 
 
+# Where a question's sentences end: "I'd like to return a gift card. Is that possible?" asks
+# yes or no in its second.
+_QUESTION_SENTENCE = re.compile(r"[^.!?。！？]+[.!?。！？]*")
+
+
 def is_yes_no_question(question: str) -> bool:
-    question = question.strip()
-    return bool(_YES_NO_EN.search(question) or _YES_NO_ZH.search(question))
+    return any(
+        _YES_NO_EN.search(sentence) or _YES_NO_ZH.search(sentence)
+        for sentence in (m.group().strip() for m in _QUESTION_SENTENCE.finditer(question))
+    )
+
+
+# A help-centre line weighing this share of the best one's says as much about the question:
+# the polarity guard hears them all.
+TIED_LINE_SHARE = 0.9
 
 
 def says_yes_against(answer: str, line: str, *, question: str) -> bool:

@@ -177,12 +177,19 @@ class AnswerGuards:
         )
 
     def _says_yes_against(self, answer: Answer, model_text: str) -> bool:
-        """A yes where the line that answers the question best says no."""
+        """A yes where a line that answers the question best says no."""
         if answer.grounded is None or answer.grounded.grounding is None:
             return False
         lines = self._answering_lines(answer)
-        return bool(lines) and guards.says_yes_against(
-            model_text, f"{lines[0].title}: {lines[0].text}", question=answer.question.text
+        # Every line that says as much about the question as the best one: "Orders within the
+        # EU never pay customs duties" ties with the line on orders outside it for a question
+        # about Spain, which no line names.
+        return any(
+            guards.says_yes_against(
+                model_text, f"{line.title}: {line.text}", question=answer.question.text
+            )
+            for line in lines
+            if line.weight >= guards.TIED_LINE_SHARE * lines[0].weight
         )
 
     def _answering_lines(self, answer: Answer) -> list[extract.Statement]:

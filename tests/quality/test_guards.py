@@ -423,6 +423,45 @@ async def test_a_figure_the_passages_do_not_state_is_replaced_by_their_own_words
     assert body["guards"] == [] and body["finish_reason"] == "stop"
 
 
+@pytest.mark.parametrize(
+    ("question", "yes_no"),
+    [
+        ("Can you deliver to a PO box?", True),
+        ("I'd like to return a gift card I bought. Is that possible?", True),  # the second
+        ("Hello, where is my parcel?", False),
+        ("I bought a lamp. How long is its warranty?", False),
+        ("礼品卡买了。能退吗？", True),
+    ],
+)
+def test_a_yes_or_no_question_is_told_by_any_of_its_sentences(question, yes_no):
+    assert guards.is_yes_no_question(question) is yes_no
+
+
+async def test_a_yes_against_a_line_that_says_no_is_replaced_by_the_lines(sample, worker, engine):
+    # The question's yes/no is its second sentence; the line that says no is a list item
+    # under "Items that cannot be returned".
+    engine.reply = lambda prompt: "Yes, it is possible to return a gift card you bought."
+    body, _ = await ask(engine, "I'd like to return a gift card I bought. Is that possible?")
+    assert body["guards"] == ["polarity", "quoted"] and body["finish_reason"] == "quoted"
+    assert "Items that cannot be returned" in body["response"]
+    assert "it is possible" not in body["response"]
+
+
+async def test_a_yes_against_any_line_as_good_as_the_best_one_is_replaced(sample, worker, engine):
+    # No line names Spain: the one on orders outside the EU and the one saying orders within
+    # it never pay duties answer the question as well as each other.
+    engine.reply = lambda prompt: "Yes, you will have to pay import duties on that order."
+    body, _ = await ask(engine, "Will I have to pay import duties on an order shipped to Spain?")
+    assert body["guards"] == ["polarity", "quoted"]
+    assert "Orders within the EU never pay customs duties" in body["response"]
+    # A no is left alone.
+    engine.reply = lambda prompt: "No, orders within the EU do not pay import duties."
+    body, _ = await ask(
+        engine, "Will I have to pay import duties on an order shipped to Spain?", session="n"
+    )
+    assert body["guards"] == [] and body["finish_reason"] == "stop"
+
+
 async def test_an_answer_wrong_twice_with_passages_becomes_their_own_words(sample, worker, engine):
     engine.reply = lambda prompt: last_user_message(prompt).split("\n\n")[0]  # an echo
     body, _ = await ask(engine, "寄到德国一般要几天？", language="zh-CN")
