@@ -11,9 +11,10 @@ so the answer run (chat.answering) asks these functions and acts on their answer
   an apology and ends with the offer of a human; a question about the customer's own order
   without its number is marked, so the answer ends by asking for it if the model did not;
 - after the model: an answer in the wrong script, or one that only repeats the question, is
-  asked again once with the rule restated; a grounded answer that states a figure the model
-  was not given, or one that broke a rule twice, is replaced by the help centre's own
-  statements (chat/knowledge/extract.py), or by the localised fallback when there are none.
+  asked again once with the rule restated; a grounded answer that states a figure or a name
+  the model was not given, or one that broke a rule twice, is replaced by the help centre's
+  own statements (chat/knowledge/extract.py), or by the localised fallback when there are
+  none.
 
 Loops and length are the worker's (inference_worker.textguards), which stops the engine.
 
@@ -40,6 +41,7 @@ LENGTH = "length"  # the worker cut an overlong answer back to a sentence
 GREETING = "greeting"  # a greeting or thanks alone: the product answered it
 FIGURES = "figures"  # the answer stated a figure the model was not given
 POLARITY = "polarity"  # the answer said yes where the help centre's line says no
+NAMES = "names"  # the answer named a carrier, brand or product the model was not given
 QUOTED = "quoted"  # the help centre's own statements replaced an answer that broke a rule
 ALL = (
     NOT_COVERED,
@@ -52,6 +54,7 @@ ALL = (
     GREETING,
     FIGURES,
     POLARITY,
+    NAMES,
     QUOTED,
 )
 
@@ -367,6 +370,33 @@ def unsupported_figures(answer: str, told: str) -> list[str]:
     figure, so "2" alone is not in it."""
     given = figures(told)
     return sorted(figure for figure in figures(answer) if figure not in given)
+
+
+# A name in English text: a capitalised word (or several: "American Express") that does not
+# begin a sentence, or any Latin word in Chinese text ("FedEx" in "我们用 FedEx 配送"). Words
+# every answer may capitalise are not names.
+_NAME_EN = re.compile(r"(?<![.!?:;\n]\s)(?<![.!?:;\n])(?<!^)\b([A-Z][\w&'-]*(?:\s+[A-Z][\w&'-]*)*)")
+_NAME_IN_CHINESE = re.compile(r"[A-Za-z][A-Za-z&'-]+")
+_NOT_NAMES = frozenset({"i", "i'm", "i'd", "i'll", "i've", "ok", "ai", "faq", "id", "e-mail"})
+
+
+def unsupported_names(answer: str, told: str) -> list[str]:
+    """The names of `answer` that `told` (everything the model was given) never says: a small
+    model fills a list of carriers or payment methods with ones it knows ("FedEx, UPS and
+    Amazon" for a shop that ships with PostNL, DHL and UPS). Compared word by word, without
+    case: "Acorn Home lamps" names nothing new when the passages say "Acorn Home"."""
+    answer = unicodedata.normalize("NFKC", answer)
+    given = {
+        word.casefold() for word in re.findall(r"[\w&'-]+", unicodedata.normalize("NFKC", told))
+    }
+    pattern = _NAME_IN_CHINESE if han_share(answer) > 0.5 else _NAME_EN
+    found = []
+    for match in pattern.finditer(answer.strip()):
+        words = re.findall(r"[\w&'-]+", match.group())
+        new = [w for w in words if w.casefold() not in given and w.casefold() not in _NOT_NAMES]
+        if new:
+            found.append(" ".join(new))
+    return sorted(set(found))
 
 
 # A question that asks for a figure: a time, a price, a count, a date.

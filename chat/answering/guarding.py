@@ -101,6 +101,8 @@ class AnswerGuards:
             wrong = (
                 guards.FIGURES
                 if self._wrong_figures(answer, model_text)
+                else guards.NAMES
+                if self._made_up_names(answer, model_text)
                 else guards.POLARITY
                 if self._says_yes_against(answer, model_text)
                 else None
@@ -150,18 +152,9 @@ class AnswerGuards:
         """A grounded answer states a figure nothing the model was given states, or figures
         that are not those of the lines that answer the question (or none, when it asks for
         one): the help centre's lines say it better."""
-        grounded = answer.grounded
-        if grounded is None or grounded.grounding is None or not answer.prompt:
+        told = self._told(answer)
+        if told is None:
             return False
-        system, *turns = answer.prompt
-        told = "\n".join(
-            [
-                grounded.grounding["instruction"],
-                *grounded.grounding["passages"],
-                system["content"],
-                *(turn["content"] for turn in turns),
-            ]
-        )
         made_up = guards.unsupported_figures(model_text, told)
         if made_up:
             log.info(
@@ -171,9 +164,38 @@ class AnswerGuards:
             )
             return True
         lines = [line.text for line in self._answering_lines(answer)]
-        customer = "\n".join(turn["content"] for turn in turns if turn["role"] == "user")
+        customer = "\n".join(
+            turn["content"] for turn in answer.prompt[1:] if turn["role"] == "user"
+        )
         return guards.figures_off_the_lines(
             model_text, lines, question=answer.question.text, asked=customer
+        )
+
+    def _made_up_names(self, answer: Answer, model_text: str) -> bool:
+        """A grounded answer names a carrier, brand or product nothing the model was given
+        names."""
+        told = self._told(answer)
+        made_up = guards.unsupported_names(model_text, told) if told is not None else []
+        if made_up:
+            log.info(
+                "answer %s names what it was not given: %s", answer.request_id, ", ".join(made_up)
+            )
+        return bool(made_up)
+
+    def _told(self, answer: Answer) -> str | None:
+        """Everything a grounded answer's model was given (the rules, the passages, the
+        conversation); None for an answer without passages."""
+        grounded = answer.grounded
+        if grounded is None or grounded.grounding is None or not answer.prompt:
+            return None
+        system, *turns = answer.prompt
+        return "\n".join(
+            [
+                grounded.grounding["instruction"],
+                *grounded.grounding["passages"],
+                system["content"],
+                *(turn["content"] for turn in turns),
+            ]
         )
 
     def _says_yes_against(self, answer: Answer, model_text: str) -> bool:

@@ -462,6 +462,42 @@ async def test_a_yes_against_any_line_as_good_as_the_best_one_is_replaced(sample
     assert body["guards"] == [] and body["finish_reason"] == "stop"
 
 
+@pytest.mark.parametrize(
+    ("answer", "made_up"),
+    [
+        (
+            "We work with several delivery companies, including FedEx, UPS, and Amazon.",
+            ["Amazon", "FedEx"],
+        ),
+        ("We ship with DHL or UPS; Acorn Home lamps have three years.", []),
+        ("PayPal is charged at once. I can help with more.", []),  # a sentence's first word
+        ("You can pay with American Express or Apple Pay.", ["Apple Pay"]),
+        ("我们使用 FedEx 和 DHL 配送。", ["FedEx"]),
+        ("我们使用 DHL 配送。", []),
+    ],
+)
+def test_a_name_the_model_was_not_given_is_found(answer, made_up):
+    told = "We ship with PostNL, DHL or UPS. Acorn Home lamps. Visa, American Express, PayPal."
+    assert guards.unsupported_names(answer, told) == made_up
+
+
+async def test_a_carrier_the_help_centre_does_not_name_is_replaced_by_its_lines(
+    sample, worker, engine
+):
+    question = "How can I track my parcel, and with which carrier?"
+    engine.reply = lambda prompt: "We work with FedEx and UPS."
+    body, stored = await ask(engine, question)
+    assert body["guards"] == ["names", "quoted"] and body["finish_reason"] == "quoted"
+    assert "FedEx" not in body["response"] and "DHL" in body["response"]
+    assert stored.guards == "names,quoted"
+    # The carriers the help centre names pass: the model's own words stay.
+    engine.reply = lambda prompt: "We work with PostNL, DHL and UPS."
+    body, _ = await ask(engine, question, session="ok")
+    # (A question about "my parcel" without its number gets the request for it after.)
+    assert body["guards"] == ["ask_details"]
+    assert body["response"].startswith("We work with PostNL, DHL and UPS.")
+
+
 async def test_an_answer_wrong_twice_with_passages_becomes_their_own_words(sample, worker, engine):
     engine.reply = lambda prompt: last_user_message(prompt).split("\n\n")[0]  # an echo
     body, _ = await ask(engine, "寄到德国一般要几天？", language="zh-CN")
