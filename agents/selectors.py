@@ -30,6 +30,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.models import CannedReply, Ticket
+from chat import customers
+from chat.customers import VerifiedCustomer
 from chat.models import Conversation, Feedback, Message
 
 Status = Conversation.Status
@@ -185,6 +187,21 @@ def customer_label(conversation: Conversation) -> str:
         or conversation.customer_email
         or f"Visitor {str(conversation.pk)[:8]}"
     )
+
+
+@dataclass(frozen=True)
+class CustomerVerification:
+    customer: VerifiedCustomer
+    current: bool  # the company still vouches for them (the token has not expired)
+
+
+def customer_verification(conversation: Conversation) -> CustomerVerification | None:
+    """The verified customer of the conversation, and whether the verification still holds;
+    None when no one was verified in it."""
+    customer = customers.customer_of(conversation)
+    if customer is None:
+        return None
+    return CustomerVerification(customer=customer, current=customer.is_current())
 
 
 def newest_customer_message_id(*, conversation_id) -> int:

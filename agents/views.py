@@ -116,6 +116,7 @@ def _pane_context(request, conversation: Conversation) -> dict:
     return {
         "conversation": conversation,
         "customer_label": selectors.customer_label(conversation),
+        "verification": selectors.customer_verification(conversation),
         "messages": selectors.transcript(conversation_id=conversation.pk),
         "ratings": selectors.ratings(conversation=conversation),
         "tickets": selectors.conversation_tickets(conversation_id=conversation.pk),

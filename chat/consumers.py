@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from chat import (
     answering,
+    customers,
     drafts,
     frames,
     group_events,
@@ -125,8 +126,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 )
                 return
             self.conversation = conversation
+            # Before the resume, which may start an answer: that answer knows the customer.
+            verdict = await self._verify_customer(params.customer_token)
+            if verdict is not None and verdict.get("code") == frames.ErrorCode.CUSTOMER_MISMATCH:
+                # Another customer signed in on this browser: they get neither this history
+                # nor this conversation, but a new one of their own (the widget starts it).
+                self.conversation = None
+                await self._refuse(
+                    frames.ErrorCode.CUSTOMER_MISMATCH,
+                    "This conversation is another customer's. Connect without its id and "
+                    "token to start a new conversation for this customer.",
+                    CLOSE_NOT_FOUND,
+                )
+                return
             await self._join()
             await self._send_resume()
+            if verdict is not None:
+                await self.send_frame(verdict)
         else:
             refusal = await limits.check_new_conversation(
                 ip=self.client_ip, site_key=site.key if site else ""
@@ -150,6 +166,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 user_agent=params.user_agent,
             )
             await drafts.keep(self.conversation)
+            verdict = await self._verify_customer(params.customer_token)
             await self._join()
             await self.send_frame(
                 frames.conversation_frame(
@@ -159,6 +176,45 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     resumed=False,
                 )
             )
+            if verdict is not None:
+                await self.send_frame(verdict)
+
+    async def _verify_customer(self, token: str) -> dict | None:
+        """Check a customer token and mark the conversation as that customer's; the frame
+        that says how it went (`customer.verified`, or an error saying what to do), None
+        without a token. A refused token changes nothing: the conversation goes on as it was,
+        unverified (or verified as before), and the socket stays open."""
+        if not token:
+            return None
+        try:
+            self.conversation = await db(services.customer_token_accept)(
+                conversation=self.conversation, token=token
+            )
+        except customers.CustomerTokenError as exc:
+            expired = exc.code == customers.CustomerTokenError.EXPIRED
+            code = (
+                frames.ErrorCode.CUSTOMER_TOKEN_EXPIRED
+                if expired
+                else frames.ErrorCode.CUSTOMER_TOKEN_INVALID
+            )
+            return frames.error_frame(code=code, message=exc.message)
+        except services.CustomerMismatch as exc:
+            return frames.error_frame(code=frames.ErrorCode.CUSTOMER_MISMATCH, message=str(exc))
+        except DatabaseError:
+            log.warning(
+                "customer token of %s not checked: database unavailable", self.conversation.id
+            )
+            return frames.error_frame(
+                code=frames.ErrorCode.UNAVAILABLE,
+                message="The customer token could not be checked right now; send it again "
+                "in a moment.",
+            )
+        if self.conversation._state.adding:
+            await drafts.keep(self.conversation)  # a reload or another tab resumes it verified
+        return frames.customer_verified_frame(
+            customer_id=self.conversation.customer_id,
+            expires_at=self.conversation.customer_verified_until.isoformat(),
+        )
 
     async def _stored(self) -> Conversation:
         """The conversation's database row, made now if this is its first frame that needs
@@ -368,6 +424,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             name=frame.get("name", ""),
         )
         await self.send_frame(frames.contact_ack_frame())
+
+    async def _on_customer_token(self, frame: frames.CustomerTokenFrame) -> None:
+        await self.send_frame(await self._verify_customer(frame["token"]))
 
     async def _on_typing(self, frame: dict | None = None) -> None:
         now = time.monotonic()

@@ -14,6 +14,8 @@ import logging
 import uuid
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils.dateparse import parse_datetime
 from redis.exceptions import RedisError
 
 from chat.models import Conversation
@@ -34,6 +36,11 @@ FIELDS = (
     "page_url",
     "user_agent",
     "metadata",
+    # A verified customer (chat/customers.py): a token can come before the first message.
+    "customer_id",
+    "customer_name",
+    "customer_email",
+    "customer_verified_until",
 )
 
 
@@ -46,7 +53,9 @@ async def keep(conversation: Conversation) -> None:
     fields = {name: getattr(conversation, name) for name in FIELDS}
     try:
         await get_redis().set(
-            _key(conversation.pk), json.dumps(fields), ex=settings.CHAT["DRAFT_TTL_SECONDS"]
+            _key(conversation.pk),
+            json.dumps(fields, cls=DjangoJSONEncoder),
+            ex=settings.CHAT["DRAFT_TTL_SECONDS"],
         )
     except (RedisError, OSError) as exc:
         # This socket goes on with it; only a resume before its first message would fail.
@@ -66,6 +75,8 @@ async def find(*, conversation_id: str, token: str) -> Conversation | None:
     fields = json.loads(raw) if raw else {"token_hash": "0" * 64}
     if not hmac.compare_digest(hash_token(token), fields["token_hash"]) or not raw:
         return None
+    until = fields.get("customer_verified_until")
+    fields["customer_verified_until"] = parse_datetime(until) if until else None
     return Conversation(pk=pk, **fields)
 
 

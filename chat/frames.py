@@ -71,6 +71,14 @@ class ContactFrame(TypedDict):
     name: NotRequired[str]
 
 
+class CustomerTokenFrame(TypedDict):
+    """A fresh token from the company's back end for the verified customer (the page hands it
+    to the widget before the last one expires: docs/verified-customers.md)."""
+
+    type: Literal["customer.token"]
+    token: str
+
+
 ClientFrame = Annotated[
     MessageFrame
     | PingFrame
@@ -79,7 +87,8 @@ ClientFrame = Annotated[
     | HandoffRequestFrame
     | CloseFrame
     | TypingFrame
-    | ContactFrame,
+    | ContactFrame
+    | CustomerTokenFrame,
     Field(discriminator="type"),
 ]
 client_frame_adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
@@ -230,6 +239,12 @@ def contact_ack_frame() -> dict:
     return {"type": "contact.ack"}
 
 
+def customer_verified_frame(*, customer_id: str, expires_at: str) -> dict:
+    """A customer token was accepted: the conversation is this customer's, verified until
+    `expires_at` (ISO 8601)."""
+    return {"type": "customer.verified", "customer_id": customer_id, "expires_at": expires_at}
+
+
 def agent_joined_frame(*, agent_name: str) -> dict:
     return {"type": "agent.joined", "agent_name": agent_name}
 
@@ -263,6 +278,11 @@ class ErrorCode:
     CLOSED = "conversation_closed"
     UNKNOWN_MESSAGE = "unknown_message"  # feedback on a message that is no bot answer here
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"  # unknown site key, or a page it does not allow
+    # A customer token that verifies no one (malformed, wrongly signed, too large, or the site
+    # has no identity secret), or one that has expired: the conversation goes on unverified.
+    CUSTOMER_TOKEN_INVALID = "customer_token_invalid"
+    CUSTOMER_TOKEN_EXPIRED = "customer_token_expired"
+    CUSTOMER_MISMATCH = "customer_mismatch"  # a token for another customer than the verified one
     # Console socket only:
     FORBIDDEN = "forbidden"  # not logged in as active staff: the socket is closed (4403)
     NOT_HOLDER = "not_holder"  # typing in a conversation someone else (or the bot) answers

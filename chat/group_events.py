@@ -73,7 +73,8 @@ def conv_bot(*, conversation_id: str, frame: dict) -> dict:
 
 
 def console_update(*, conversation_id: str, reason: str) -> dict:
-    """Something in the inbox changed for this conversation (new, message, status)."""
+    """Something in the inbox changed for this conversation (new, message, a status, or
+    customer: a verified customer was named)."""
     return {"type": "console.update", "conversation_id": conversation_id, "reason": reason}
 
 

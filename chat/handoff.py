@@ -102,10 +102,12 @@ def handoff_request(*, conversation: Conversation) -> HandoffOutcome:
 
 
 def contact_submit(*, conversation: Conversation, email: str, name: str = "") -> None:
-    """The customer's e-mail for a follow-up when nobody could answer live."""
+    """The customer's e-mail for a follow-up when nobody could answer live. A verified
+    customer's name and e-mail address are the ones the company vouched for: what was typed
+    here goes on the ticket only, never over them."""
     staff = _staff_side()
     with transaction.atomic():
-        Conversation.objects.filter(pk=conversation.pk).update(
+        Conversation.objects.filter(pk=conversation.pk, customer_id="").update(
             customer_email=email, customer_name=name or conversation.customer_name
         )
         staff.leave_contact(conversation, email)

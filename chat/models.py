@@ -59,6 +59,12 @@ class Site(models.Model):
         help_text="Off: the widget with this key and the site's API keys stop working; its "
         "transcripts are kept. A site with conversations cannot be deleted: turn this off.",
     )
+    # The key the company's back end signs customer tokens with (HS256, chat/customers.py).
+    # Kept as it is, unlike an API key's secret: checking an HMAC signature takes the key
+    # itself. Shown once, when made (`manage.py site_identity_secret`, or admin's action), and
+    # in no form, list or log; empty: the site's widget cannot verify customers.
+    identity_secret = models.CharField(max_length=128, blank=True, default="", editable=False)
+    identity_secret_created_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -133,6 +139,13 @@ class Conversation(models.Model):
     )
     customer_name = models.CharField(max_length=200, blank=True)
     customer_email = models.EmailField(blank=True, help_text="For a follow-up by e-mail")
+    # The company's own id for the customer, once its back end vouched for who they are (a
+    # signed token through the widget, or an API key with the "customers" scope; see
+    # chat/customers.py). Set once: a conversation never changes customer.
+    customer_id = models.CharField(max_length=200, blank=True, default="", db_index=True)
+    # Until when that vouching holds (the token's `exp`); a fresh token moves it on. Past it,
+    # the record stays but the conversation counts as unverified (selectors.verified_customer).
+    customer_verified_until = models.DateTimeField(null=True, blank=True)
     handoff_requested_at = models.DateTimeField(null=True, blank=True)
     csat_score = models.PositiveSmallIntegerField(
         null=True,
@@ -368,6 +381,7 @@ class ApiScope(models.TextChoices):
     CHAT = "chat", "Chat API (/api/v1/chat, sessions)"
     OPENAI = "openai", "OpenAI-compatible API (/v1/chat/completions)"
     TRANSCRIPTS_READ = "transcripts:read", "Read transcripts"
+    CUSTOMERS = "customers", "Name verified customers (the chat API's customer field)"
 
 
 class ApiKey(models.Model):

@@ -4,6 +4,7 @@ import json
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from pydantic import ValidationError
@@ -138,6 +139,8 @@ class ConnectParams:
     timezone: str
     page_url: str
     user_agent: str
+    # A signed token of the verified customer (chat/customers.py), checked, never trusted as is.
+    customer_token: str = ""
 
 
 def connect_params(scope: dict) -> ConnectParams:
@@ -166,6 +169,11 @@ def connect_params(scope: dict) -> ConnectParams:
         timezone=param("tz", 64),
         page_url=page_url,
         user_agent=scrub(headers.get("user-agent", ""))[:512],
+        # Unscrubbed, and cut one character past the largest token accepted: a token is
+        # refused as it came (too large, malformed), never altered into another one.
+        customer_token=(query.get("customer_token") or [""])[0][
+            : settings.CUSTOMERS["TOKEN_MAX_BYTES"] + 1
+        ],
     )
 
 

@@ -6,7 +6,8 @@ import uuid
 
 from django.conf import settings
 
-from chat import handoff_phrases
+from chat import customers, handoff_phrases
+from chat.customers import VerifiedCustomer
 from chat.models import (
     ApiKey,
     ApiSession,
@@ -40,6 +41,20 @@ def conversation_for_customer(*, conversation_id: str, token: str) -> Conversati
     if not hmac.compare_digest(hash_token(token), conversation.token_hash):
         return None
     return conversation
+
+
+def verified_customer(*, conversation_id) -> VerifiedCustomer | None:
+    """The customer the company's back end vouches for in this conversation now, or None: no
+    one was ever verified in it, or the verification has expired (its record stays, shown to
+    staff, until a fresh token renews it). Read from the database, so a token another tab or
+    process accepted counts: whatever acts on a customer's data asks this, every time."""
+    conversation = (
+        Conversation.objects.filter(pk=conversation_id)
+        .only("customer_id", "customer_name", "customer_email", "customer_verified_until")
+        .first()
+    )
+    customer = customers.customer_of(conversation) if conversation is not None else None
+    return customer if customer is not None and customer.is_current() else None
 
 
 def api_session_conversation(*, api_key: ApiKey, session_id: str) -> Conversation | None:

@@ -6,10 +6,15 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, TextField, Value, When
 from django.utils import timezone
 
-from chat import group_events, metrics
+from chat import customers, group_events, metrics, selectors
+from chat.customers import VerifiedCustomer
 from chat.models import ApiKey, ApiSession, Conversation, Feedback, Message, Site
 from chat.selectors import hash_token
 from runtime.broadcast import after_commit
+
+# Bytes of randomness in a site's identity secret: HS256 wants a key at least as long as its
+# 32-byte hash (RFC 7518, 3.2).
+IDENTITY_SECRET_BYTES = 32
 
 
 def conversation_start(
@@ -86,18 +91,41 @@ def conversation_open(*, conversation: Conversation) -> tuple[Conversation, bool
 
 
 def api_session_open(
-    *, api_key: ApiKey, session_id: str, channel: str, language: str = "", region: str = ""
+    *,
+    api_key: ApiKey,
+    session_id: str,
+    channel: str,
+    language: str = "",
+    region: str = "",
+    customer: VerifiedCustomer | None = None,
 ) -> Conversation:
     """The conversation of the caller's `session_id` under this key, made on first use (for the
     key's site, told to the console). A language or region given later replaces the one
-    stored: the customer moved on."""
+    stored: the customer moved on. `customer` (a key with the "customers" scope vouches for
+    them) marks the conversation as theirs; raises CustomerMismatch, changing nothing, when
+    the session is another customer's."""
     session = (
         ApiSession.objects.select_related("conversation")
         .filter(api_key=api_key, session_id=session_id)
         .first()
     )
-    if session is not None:
+    if session is None:
+        session = _api_session_create(
+            api_key=api_key,
+            session_id=session_id,
+            channel=channel,
+            language=language,
+            region=region,
+        )
+    with transaction.atomic():
+        if customer is not None:
+            customer_verify(conversation=session.conversation, customer=customer)
         return _update_locale(session.conversation, language=language, region=region)
+
+
+def _api_session_create(
+    *, api_key: ApiKey, session_id: str, channel: str, language: str, region: str
+) -> ApiSession:
     site = api_key.site
     try:
         with transaction.atomic():
@@ -108,7 +136,7 @@ def api_session_open(
                 channel=channel,
                 metadata={"api_key": api_key.prefix, "session_id": session_id},
             )
-            ApiSession.objects.create(
+            session = ApiSession.objects.create(
                 api_key=api_key, session_id=session_id, conversation=conversation
             )
             cid = str(conversation.pk)
@@ -119,12 +147,10 @@ def api_session_open(
                 )
             )
     except IntegrityError:  # the same new session_id in two requests at once
-        return (
-            ApiSession.objects.select_related("conversation")
-            .get(api_key=api_key, session_id=session_id)
-            .conversation
+        return ApiSession.objects.select_related("conversation").get(
+            api_key=api_key, session_id=session_id
         )
-    return conversation
+    return session
 
 
 def api_conversation_start(
@@ -178,6 +204,88 @@ def _update_locale(conversation: Conversation, *, language: str, region: str) ->
             setattr(conversation, name, value)
         conversation.save(update_fields=[*changes, "updated_at"])
     return conversation
+
+
+class CustomerMismatch(Exception):
+    """The conversation is another customer's: a conversation never changes customer."""
+
+
+def customer_verify(*, conversation: Conversation, customer: VerifiedCustomer) -> Conversation:
+    """Mark the conversation as `customer`'s, verified until `customer.expires_at` (the later
+    of that and an earlier verification's: each token holds until its own `exp`). Their name
+    and e-mail address, when given, replace the conversation's. Raises CustomerMismatch,
+    changing nothing, when the conversation is already another customer's.
+
+    A conversation not stored yet (chat/drafts.py) is changed in memory only: its caller
+    keeps the draft. Returns the conversation as it now is (the stored row, should another tab
+    have stored the draft meanwhile)."""
+    if conversation._state.adding:
+        stored = Conversation.objects.filter(pk=conversation.pk).first()
+        if stored is None:
+            _check_same_customer(conversation, customer)
+            _set_customer(conversation, customer)
+            return conversation
+        conversation = stored
+    with transaction.atomic():
+        # The row lock orders two tabs (or two API calls) that verify at the same moment.
+        row = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        _check_same_customer(row, customer)
+        _set_customer(row, customer)
+        row.save(
+            update_fields=[
+                "customer_id",
+                "customer_name",
+                "customer_email",
+                "customer_verified_until",
+                "updated_at",
+            ]
+        )
+        cid = str(row.pk)
+        after_commit(
+            (
+                group_events.CONSOLE_GROUP,
+                group_events.console_update(conversation_id=cid, reason="customer"),
+            )
+        )
+    for name in ("customer_id", "customer_name", "customer_email", "customer_verified_until"):
+        setattr(conversation, name, getattr(row, name))
+    return conversation
+
+
+def customer_token_accept(*, conversation: Conversation, token: str) -> Conversation:
+    """Check a customer token against the identity secret the conversation's site has now (a
+    secret made since the socket opened counts) and mark the conversation as that customer's.
+    Raises customers.CustomerTokenError or CustomerMismatch; either way nothing changes."""
+    customer = customers.verify_token(token, site=selectors.site_of(conversation))
+    return customer_verify(conversation=conversation, customer=customer)
+
+
+def _check_same_customer(conversation: Conversation, customer: VerifiedCustomer) -> None:
+    if conversation.customer_id and conversation.customer_id != customer.id:
+        raise CustomerMismatch(
+            "This conversation is verified for another customer, and a conversation never "
+            "changes customer: start a new one for this customer."
+        )
+
+
+def _set_customer(conversation: Conversation, customer: VerifiedCustomer) -> None:
+    conversation.customer_id = customer.id
+    if customer.name:
+        conversation.customer_name = customer.name
+    if customer.email:
+        conversation.customer_email = customer.email
+    until = conversation.customer_verified_until
+    conversation.customer_verified_until = max(until or customer.expires_at, customer.expires_at)
+
+
+def site_identity_secret_renew(*, site: Site) -> str:
+    """A new identity secret for the site, replacing the old one at once (tokens signed with
+    that one no longer verify). Returns it: it is shown once, and never logged."""
+    secret = secrets.token_urlsafe(IDENTITY_SECRET_BYTES)
+    site.identity_secret = secret
+    site.identity_secret_created_at = timezone.now()
+    site.save(update_fields=["identity_secret", "identity_secret_created_at"])
+    return secret
 
 
 def message_add_customer(

@@ -392,6 +392,21 @@ CHAT = {
     ),
 }
 
+# --- Verified customers (chat/customers.py, docs/verified-customers.md) ----------------------
+
+CUSTOMERS = {
+    # Seconds a customer token's `exp` (and `nbf`, `iat`) may be off, for clocks of the
+    # company's back end and the desk that differ a little; a stored verification counts as
+    # current for as long after its `exp` too, so the two never disagree.
+    "TOKEN_LEEWAY_SECONDS": env.int("CUSTOMER_TOKEN_LEEWAY_SECONDS", default=30),
+    # Largest customer token accepted, in bytes: `sub`, `name`, `email` and `exp` signed fit
+    # in well under 1 KB, and a token rides in the socket's URL.
+    "TOKEN_MAX_BYTES": 4096,
+    # A customer named by a chat API call (a key with the "customers" scope) counts as
+    # verified for this long after the last call that named them.
+    "API_VERIFIED_SECONDS": env.int("CUSTOMER_API_VERIFIED_SECONDS", default=3600),
+}
+
 # --- Inference worker (one module for every engine knob, as vLLM's own envs.py does) -------
 
 # The embedded CPU model, used when INFERENCE_MODEL is empty. An unknown name stops here, with

@@ -54,7 +54,8 @@ built_from() { echo "/* CS Desk: built by scripts/build-static.sh from $1; edit 
 
 build static/widget/src/embed.js static/widget/embed.js "/* CS Desk chat widget loader.
  * <script src=\"https://HOST/static/widget/embed.js\" data-site-key=\"KEY\" async></script>
- * Optional: data-lang=\"en|zh-CN\", data-open=\"true\", data-idle-minutes=\"10\".
+ * Optional: data-lang=\"en|zh-CN\", data-open=\"true\", data-idle-minutes=\"10\",
+ * data-customer-token=\"JWT\" (docs/verified-customers.md).
  * Built by scripts/build-static.sh from static/widget/src/embed.js; edit that. */"
 build static/widget/src/main.js static/widget/widget.js "$(built_from static/widget/src/)"
 build static/agents/src/main.js static/agents/console.js "$(built_from static/agents/src/)"

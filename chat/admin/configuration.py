@@ -1,8 +1,11 @@
 """The desk's configuration: the sites that embed the widget, the bot's profiles and the
 fallback rules that answer when the model cannot."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
+from chat import services
 from chat.models import BotProfile, FallbackRule, Site
 
 
@@ -31,7 +34,39 @@ class FallbackRuleAdmin(admin.ModelAdmin):
 
 @admin.register(Site)
 class SiteAdmin(admin.ModelAdmin):
-    list_display = ("name", "key", "language", "is_active", "created_at")
+    """The identity secret is never a field, nor shown again: the action below makes a new one
+    and shows it once; otherwise only whether there is one, and since when."""
+
+    list_display = ("name", "key", "language", "is_active", "has_identity_secret", "created_at")
     list_filter = ("is_active", "language")
     search_fields = ("name", "key", "allowed_origins")
-    readonly_fields = ("created_at",)
+    readonly_fields = ("identity_secret_status", "created_at")
+    actions = ["make_identity_secret"]
+
+    @admin.display(description="identity secret", boolean=True)
+    def has_identity_secret(self, obj: Site) -> bool:
+        return bool(obj.identity_secret)
+
+    @admin.display(description="identity secret")
+    def identity_secret_status(self, obj: Site) -> str:
+        if not obj.identity_secret:
+            return (
+                "Not set: the widget cannot verify customers. Make one with the action "
+                "“Make a new identity secret” on the list of sites."
+            )
+        made = obj.identity_secret_created_at
+        return f"Set (made {made:%Y-%m-%d %H:%M} UTC); shown only when made." if made else "Set."
+
+    @admin.action(description="Make a new identity secret", permissions=["change"])
+    def make_identity_secret(self, request: HttpRequest, queryset: QuerySet[Site]):
+        for site in queryset:
+            secret = services.site_identity_secret_renew(site=site)
+            # Django logs its forms' saves, not actions; the record holds no secret.
+            self.log_change(request, site, "Made a new identity secret (action).")
+            self.message_user(
+                request,
+                f"The new identity secret of site “{site.name}” ({site.key}) is {secret} — copy "
+                "it to your back end now, it is not shown again. Tokens signed with the "
+                "previous one no longer verify customers.",
+                messages.WARNING,
+            )

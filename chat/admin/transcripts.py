@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from chat import exports, finetune
+from chat import customers, exports, finetune
 from chat.admin.downloads import download
 from chat.admin.filters import (
     FallbackFilter,
@@ -91,6 +91,7 @@ class ConversationAdmin(TranscriptAdmin):
         "status",
         "language",
         "first_customer_message",
+        "verified_customer",
         "message_count",
         "csat_score",
         "created_at",
@@ -108,9 +109,10 @@ class ConversationAdmin(TranscriptAdmin):
     )
     list_select_related = ("site",)
     # Django removes the duplicates a match in several messages would give (with EXISTS).
-    search_fields = ("id", "messages__text", "page_url")
+    search_fields = ("id", "messages__text", "page_url", "=customer_id")
     readonly_fields = (
         "id",
+        "verified_customer",
         "channel",
         "token_hash",
         "created_at",
@@ -151,6 +153,17 @@ class ConversationAdmin(TranscriptAdmin):
                 first_customer_text=Subquery(first),
             )
         )
+
+    @admin.display(description="verified customer", ordering="customer_id")
+    def verified_customer(self, obj: Conversation) -> str:
+        """Plain text: admin escapes it, and the id, name and e-mail come from outside."""
+        customer = customers.customer_of(obj)
+        if customer is None:
+            return "—"
+        who = " · ".join(part for part in (customer.id, customer.name, customer.email) if part)
+        until = f"{customer.expires_at:%Y-%m-%d %H:%M} UTC"
+        state = f"current until {until}" if customer.is_current() else f"expired {until}"
+        return f"Verified customer: {who} ({state})"
 
     @admin.display(description="messages", ordering="message_count")
     def message_count(self, obj: Conversation) -> int:

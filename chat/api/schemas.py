@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from django.conf import settings
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from chat import customers
 from chat.models import Message
 from chat.prompting import Range, SamplingRanges
 from chat.text import TextError, clean_text, scrub
@@ -67,6 +68,21 @@ class ErrorOut(BaseModel):
     error: ErrorDetail
 
 
+class CustomerIn(Strict):
+    """The customer your back end vouches for (an API key with the "customers" scope)."""
+
+    id: Annotated[str, AfterValidator(customers.clean_id)] = Field(
+        description="Your own id for the customer, as your records have it (up to 200 "
+        "characters). A session keeps its customer: another id for it is refused (409).",
+    )
+    name: Annotated[str | None, AfterValidator(customers.clean_name)] = Field(
+        "", description="Shown to agents."
+    )
+    email: Annotated[str | None, AfterValidator(customers.clean_email)] = Field(
+        "", description="Shown to agents."
+    )
+
+
 class ChatIn(Strict):
     session_id: str = SessionId
     user_input: CustomerText = Field(min_length=1, description="The customer's message.")
@@ -89,6 +105,12 @@ class ChatIn(Strict):
         False,
         description="Server-Sent Events instead of one JSON body "
         "(also with 'Accept: text/event-stream').",
+    )
+    customer: CustomerIn | None = Field(
+        None,
+        description="The verified customer this session is for; only with an API key that has "
+        "the 'customers' scope (403 otherwise). Name them on every call: each call renews "
+        "the verification (docs/verified-customers.md).",
     )
 
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import NinjaAPI, Path
 
-from chat import answering, frames, selectors, services, turns
+from chat import answering, customers, frames, selectors, services, turns
 from chat.answering import AnswerOptions
 from chat.api import errors, ratelimit
 from chat.api.auth import ApiKeyAuth
@@ -86,13 +86,24 @@ async def _session(request: HttpRequest, session_id: str) -> Conversation:
 async def chat(request: HttpRequest, payload: ChatIn):
     key: ApiKey = request.auth
     stream = payload.stream or "text/event-stream" in request.headers.get("Accept", "")
-    conversation = await db(services.api_session_open)(
-        api_key=key,
-        session_id=payload.session_id,
-        channel=Conversation.Channel.API,
-        language=payload.language or "",
-        region=payload.region or "",
-    )
+    customer = _vouched_customer(key, payload)
+    try:
+        conversation = await db(services.api_session_open)(
+            api_key=key,
+            session_id=payload.session_id,
+            channel=Conversation.Channel.API,
+            language=payload.language or "",
+            region=payload.region or "",
+            customer=customer,
+        )
+    except services.CustomerMismatch:
+        raise ApiError(
+            409,
+            errors.CONFLICT,
+            "This session is verified for another customer, and a session never changes "
+            "customer: use a new session_id for this customer.",
+            field="customer.id",
+        ) from None
     if not await answering.answer_ended(conversation.pk):
         raise ApiError(
             409,
@@ -133,6 +144,25 @@ async def chat(request: HttpRequest, payload: ChatIn):
         return await _whole(key, listener, conversation, turn, payload.session_id)
     finally:
         await listener.close()
+
+
+def _vouched_customer(key: ApiKey, payload: ChatIn) -> customers.VerifiedCustomer | None:
+    """The customer the call names, if its key may vouch for one; refused before anything is
+    stored otherwise."""
+    if payload.customer is None:
+        return None
+    if not key.allows(ApiScope.CUSTOMERS):
+        raise ApiError(
+            403,
+            errors.FORBIDDEN,
+            "This API key lacks the 'customers' scope, so it cannot name a verified customer: "
+            "add the scope to the key in admin (or make one with --scopes chat,customers), "
+            "or leave out 'customer'.",
+            field="customer",
+        )
+    return customers.vouched_by_api_key(
+        id=payload.customer.id, name=payload.customer.name, email=payload.customer.email
+    )
 
 
 async def _whole(

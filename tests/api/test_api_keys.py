@@ -106,7 +106,10 @@ def test_explicit_limits_win_over_defaults_and_zero_means_none():
 @pytest.mark.parametrize(
     "scopes, message",
     [
-        (["chat", "admin"], r"Unknown scope 'admin'; choose from chat, openai, transcripts:read\."),
+        (
+            ["chat", "admin"],
+            r"Unknown scope 'admin'; choose from chat, openai, transcripts:read, customers\.",
+        ),
         ([], "at least one scope"),
         ([" "], "at least one scope"),
     ],

@@ -20,7 +20,7 @@ function newClientId() {
 }
 
 export class ChatWidget {
-  /** @param {object} ctx from embed.js: {sr, w, btn, cfg, key, base, lang, store, css, icon, CHAT, idle} */
+  /** @param {object} ctx from embed.js: {sr, w, btn, cfg, key, base, lang, store, css, icon, CHAT, idle, tok, onTok} */
   constructor(ctx) {
     this.ctx = ctx;
     this.t = stringsFor(ctx.lang);
@@ -81,6 +81,9 @@ export class ChatWidget {
           params.set("conversation", this.conversation.id);
           params.set("token", this.conversation.token);
         }
+        // The verified customer (docs/verified-customers.md): checked by the desk as it opens.
+        const customerToken = ctx.tok && ctx.tok();
+        if (customerToken) params.set("customer_token", customerToken);
         return ctx.base.replace(/^http/, "ws") + "/ws/chat/?" + params;
       },
       wanted: () => Boolean(this.everOpened || this.conversation || this.queue.length),
@@ -96,6 +99,10 @@ export class ChatWidget {
         this.save();
       },
     });
+
+    // A fresh customer token from the page goes at once (or once connected); the socket's
+    // next opening carries the newest one anyway.
+    if (ctx.onTok) ctx.onTok((token) => this.sendCustomerToken(token));
 
     this.greet();
     for (const item of this.queue) this.view.log.append(this.customerMessage(item.t, item.c));
@@ -128,6 +135,11 @@ export class ChatWidget {
   flush() {
     for (const item of this.queue) this.send({ type: "message", text: item.t, client_id: item.c });
     for (const frame of this.outbox.splice(0)) this.send(frame, true);
+  }
+
+  sendCustomerToken(token) {
+    this.outbox = this.outbox.filter((frame) => frame.type !== "customer.token"); // the newest only
+    this.send({ type: "customer.token", token }, true);
   }
 
   forget(clientId) {

@@ -1,14 +1,26 @@
 /* CS Desk chat widget loader. Embed with:
  *   <script src="https://HOST/static/widget/embed.js" data-site-key="KEY" async></script>
- * Optional: data-lang="en|zh-CN", data-open="true", data-idle-minutes="10".
+ * Optional: data-lang="en|zh-CN", data-open="true", data-idle-minutes="10",
+ * data-customer-token="JWT" (a verified customer: docs/verified-customers.md).
  *
  * This file is on every page of a company's site, so it stays small: it fetches the site's
  * config, draws only the launcher (in a shadow root, out of reach of the page's CSS) and loads
  * widget.js on first click/focus/hover, when data-open is set, or when the browser is idle if
- * a conversation is stored. The only global is window.CSDeskWidget.
+ * a conversation is stored. The only global is window.CSDeskWidget: the page may call its
+ * open() and setCustomerToken(token).
  * Built into static/widget/embed.js by scripts/build-static.sh. */
 
 const global = (window.CSDeskWidget ||= {});
+
+// The verified customer's token, signed by the company's back end: data-customer-token at
+// first, then whatever the page hands over with CSDeskWidget.setCustomerToken(token) before
+// the last one expires. widget.js sends it when its socket opens, and a new one at once.
+let customerToken = "";
+let onCustomerToken = null; // the mounted widget's listener
+function setCustomerToken(token) {
+  customerToken = typeof token === "string" ? token.trim() : "";
+  if (onCustomerToken && customerToken) onCustomerToken(customerToken);
+}
 
 function warn(message) {
   console.warn("[CS Desk widget] " + message);
@@ -24,6 +36,7 @@ function findOwnTag() {
   if (!tag) return warn("cannot find its own <script> tag");
   const options = tag.dataset;
   const key = options.siteKey;
+  if (options.customerToken) setCustomerToken(options.customerToken);
   const match = OWN_SRC.exec(tag.src);
   const desk = { tag, options, key, base: tag.src.slice(0, match.index), version: match[1] || "" };
   if (!key) return warn("data-site-key is missing");
@@ -137,10 +150,11 @@ function start(desk, config) {
   document.body.append(host);
 
   // What widget.js's mount() receives. These names are an interface between two files that
-  // may be cached apart: keep them.
+  // may be cached apart: keep them. tok() is the customer token now; onTok(fn) hears new ones.
   const ctx = {
     sr: shadow, w: root, btn: launcher, cfg: config, key, base, lang, store,
     css: adoptCss, icon, CHAT: CHAT_ICON, idle: options.idleMinutes ? +options.idleMinutes : 10,
+    tok: () => customerToken, onTok: (listener) => (onCustomerToken = listener),
   };
   let widget; // the mounted widget's {open, close, toggle}
   let loading = null;
@@ -182,5 +196,7 @@ function start(desk, config) {
 // Two tags on one page (or a page that re-runs its scripts) must not draw two launchers.
 if (!global.started) {
   global.started = 1;
+  // Set here, with the launcher: a second copy of this file must not take the page's calls.
+  global.setCustomerToken = setCustomerToken;
   findOwnTag(); // now: document.currentScript is this tag only while this file first runs
 }

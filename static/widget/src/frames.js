@@ -5,6 +5,7 @@
 // Error codes whose own words the widget has (i18n.js); other errors show the server's message.
 const EXPLAINED_ERRORS = ["rate_limited", "unavailable", "message_too_long"];
 const RETRY_UNAVAILABLE_MS = 3000;
+const CUSTOMER_ERRORS = ["customer_token_invalid", "customer_token_expired", "customer_mismatch"];
 
 const HANDLERS = {
   // Always the first frame: which conversation this socket is.
@@ -168,6 +169,9 @@ const HANDLERS = {
 
   error(widget, frame) {
     const t = widget.t;
+    // A customer token the desk refused is the page's to fix (docs/verified-customers.md),
+    // not the visitor's: the chat goes on unverified, and the page's developer is told.
+    if (CUSTOMER_ERRORS.includes(frame.code)) return console.warn("[CS Desk widget] " + String(frame.message || frame.code));
     // The message was for a conversation that has ended: it starts a new one.
     if (frame.code === "conversation_closed") return widget.restart();
     if (frame.code === "rate_limited" || frame.code === "unavailable") {
