@@ -18,6 +18,7 @@ import weakref
 from prometheus_client import Counter, Gauge, Histogram
 
 from chat import fallback, guards
+from chat.actions import outcome as action_outcome
 
 # --- answers -------------------------------------------------------------------------------
 
@@ -148,6 +149,31 @@ def feedback(rating: str) -> None:
 
 def csat(score: int) -> None:
     CSAT.labels(score=str(score) if str(score) in SCORES else OTHER).inc()
+
+
+# --- actions (chat/actions/) ----------------------------------------------------------------
+
+# By action name: names are the company's configuration, a few dozen at most, never a
+# customer's value. An action's series appear with its first call.
+ACTION_CALLS = Counter(
+    "cs_chat_action_calls_total",
+    "Calls of actions to the company's back end, by action and outcome (refused: not sent)",
+    ["action", "outcome"],
+)
+ACTION_SECONDS = Histogram(
+    "cs_chat_action_call_seconds",
+    "Action calls sent to the back end: from the request to the whole answer read",
+    ["action"],
+    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30),
+)
+
+
+def action_called(action: str, outcome: str, seconds: float | None) -> None:
+    """One call of `action` ended as `outcome`; `seconds` for a call that was sent."""
+    known = outcome if outcome in action_outcome.STATUSES else OTHER
+    ACTION_CALLS.labels(action=action, outcome=known).inc()
+    if seconds is not None:
+        ACTION_SECONDS.labels(action=action).observe(seconds)
 
 
 # --- sockets -------------------------------------------------------------------------------

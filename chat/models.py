@@ -448,4 +448,5 @@ class ApiSession(models.Model):
         return f"{self.session_id} ({self.api_key.name})"
 
 
+from chat.actions.models import Action, ActionCall  # noqa: E402,F401
 from chat.knowledge.models import Article, Passage  # noqa: E402,F401

@@ -179,6 +179,11 @@ LOGGING = {
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
         "django.request": {"filters": ["expected_refusals"]},
+        # httpx logs every request's whole URL at INFO (httpcore its traffic at DEBUG): for an
+        # action, the URL holds the customer's arguments and id. Calls log their own line
+        # (chat/actions/calling.py).
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }
 
@@ -302,6 +307,37 @@ KNOWLEDGE = {
 # replaced by [REDACTED], e.g. [r"ORD-[A-Z0-9]+"]. Set here, not from the environment: a
 # regex list does not survive comma splitting.
 PII_PATTERNS: list[str] = []
+
+# --- Actions (chat/actions/): calls to the company's back end -------------------------------
+
+# The sample back end (/sample-shop/api/, chat/actions/sample_shop/) follows the demo page:
+# on where `make run` turns that on, off in production unless asked for.
+_ACTIONS_SAMPLE_SHOP = env.bool("ACTIONS_SAMPLE_SHOP", default=DEMO_PAGE)
+# The bearer token the sample shop wants, and the one `${SAMPLE_SHOP_TOKEN}` in the sample
+# actions' headers becomes while the shop is on and the environment has none. A fixed default
+# is no secret: the shop holds only the fictional shop's orders; a desk that serves it where
+# others can reach it sets its own.
+_SAMPLE_SHOP_TOKEN = env.str("SAMPLE_SHOP_TOKEN", default="sample-shop-development-token")
+
+ACTIONS = {
+    # Hosts an action may call (comma-separated; "host" for any port, "host:port" for one).
+    # Empty: each action may call only the host its own URL template names, which an admin
+    # sets. Set it in production, so a changed action cannot send data anywhere else.
+    "ALLOWED_HOSTS": env.list("ACTIONS_ALLOWED_HOSTS", default=[]),
+    # Calls one answer may make, and one conversation within any hour (kept in Redis, like
+    # the chat limits: chat/actions/limits.py); 0: no limit.
+    "MAX_CALLS_PER_ANSWER": env.int("ACTIONS_MAX_CALLS_PER_ANSWER", default=3),
+    "MAX_CALLS_PER_CONVERSATION_HOUR": env.int(
+        "ACTIONS_MAX_CALLS_PER_CONVERSATION_HOUR", default=20
+    ),
+    # Largest response body read from a back end, in bytes: a bigger one is a bad response.
+    "MAX_RESPONSE_BYTES": env.int("ACTIONS_MAX_RESPONSE_BYTES", default=65536),
+    "SAMPLE_SHOP": _ACTIONS_SAMPLE_SHOP,
+    "SAMPLE_SHOP_TOKEN": _SAMPLE_SHOP_TOKEN,
+    # Where the sample actions (chat/actions/sample/actions.yaml) reach the sample shop: this
+    # desk itself, on the port `make run` serves (devstack/stack.py: PORT, 8000).
+    "SAMPLE_BASE_URL": env.str("ACTIONS_SAMPLE_BASE_URL", default="http://127.0.0.1:8000"),
+}
 
 # --- Customer chat --------------------------------------------------------------------------
 

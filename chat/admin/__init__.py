@@ -13,9 +13,11 @@ registers its ModelAdmins:
 - `configuration`: sites, bot profiles and fallback rules;
 - `api_access`: API keys (the secret shown once) and API sessions;
 - `change_log`: admin's own record of changes (LogEntry);
+- `actions`: the actions the bot may call on the company's back end, and their calls
+  (read-only);
 - beside them, `view_only` (pages that change nothing), `filters` (the transcript filters) and
   `downloads` (exports streamed as files); and the help centre's admin, in `chat.knowledge`.
 """
 
 import chat.knowledge.admin  # noqa: F401  (registers the knowledge base's admin)
-from chat.admin import api_access, change_log, configuration, transcripts  # noqa: F401
+from chat.admin import actions, api_access, change_log, configuration, transcripts  # noqa: F401
