@@ -428,6 +428,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _on_customer_token(self, frame: frames.CustomerTokenFrame) -> None:
         await self.send_frame(await self._verify_customer(frame["token"]))
 
+    async def _on_action_confirm(self, frame: frames.ActionConfirmFrame) -> None:
+        await self._answer_call(answering.confirm_call, frame["call_id"])
+
+    async def _on_action_cancel(self, frame: frames.ActionCancelFrame) -> None:
+        await self._answer_call(answering.cancel_call, frame["call_id"])
+
+    async def _answer_call(self, answer, call_id: int) -> None:
+        """The customer's Confirm or Cancel on an action card. Every socket of the
+        conversation gets the call's new status; this one also gets it when nothing changed
+        (a second click, another tab first), so its card never waits."""
+        frame = None
+        if self.conversation is not None and not self.conversation._state.adding:
+            frame = await answer(self.conversation.id, call_id)
+        await self.send_frame(
+            frame
+            or frames.error_frame(
+                code=frames.ErrorCode.UNKNOWN_ACTION_CALL,
+                message="No such action in this conversation; ask again.",
+            )
+        )
+
     async def _on_typing(self, frame: dict | None = None) -> None:
         now = time.monotonic()
         if (
@@ -508,6 +529,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._tell(event)
 
     async def conv_typing(self, event: dict) -> None:
+        await self._tell(event)
+
+    async def conv_action(self, event: dict) -> None:
         await self._tell(event)
 
     async def _tell(self, event: dict) -> None:

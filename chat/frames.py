@@ -79,6 +79,19 @@ class CustomerTokenFrame(TypedDict):
     token: str
 
 
+class ActionConfirmFrame(TypedDict):
+    """The customer confirms an action that changes something (an `action` frame with status
+    `confirm_required`): it is called, once, however often this arrives."""
+
+    type: Literal["action.confirm"]
+    call_id: int
+
+
+class ActionCancelFrame(TypedDict):
+    type: Literal["action.cancel"]
+    call_id: int
+
+
 ClientFrame = Annotated[
     MessageFrame
     | PingFrame
@@ -88,7 +101,9 @@ ClientFrame = Annotated[
     | CloseFrame
     | TypingFrame
     | ContactFrame
-    | CustomerTokenFrame,
+    | CustomerTokenFrame
+    | ActionConfirmFrame
+    | ActionCancelFrame,
     Field(discriminator="type"),
 ]
 client_frame_adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
@@ -245,6 +260,35 @@ def customer_verified_frame(*, customer_id: str, expires_at: str) -> dict:
     return {"type": "customer.verified", "customer_id": customer_id, "expires_at": expires_at}
 
 
+def action_frame(
+    *,
+    call_id: int,
+    name: str,
+    label: str,
+    status: str,
+    text: str,
+    fields: dict,
+    arguments: dict,
+    latency_ms: int | None,
+    confirm_text: str = "",
+) -> dict:
+    """A call of the company's back end for this conversation (chat/actions): sent before the
+    answer that uses it, and again with the same call_id when its status changes
+    (confirm_required → confirmed → ok or a failure; or cancelled)."""
+    return {
+        "type": "action",
+        "call_id": call_id,
+        "name": name,
+        "label": label,
+        "status": status,
+        "text": text,
+        "fields": fields,
+        "arguments": arguments,
+        "latency_ms": latency_ms,
+        "confirm_text": confirm_text,
+    }
+
+
 def agent_joined_frame(*, agent_name: str) -> dict:
     return {"type": "agent.joined", "agent_name": agent_name}
 
@@ -283,6 +327,7 @@ class ErrorCode:
     CUSTOMER_TOKEN_INVALID = "customer_token_invalid"
     CUSTOMER_TOKEN_EXPIRED = "customer_token_expired"
     CUSTOMER_MISMATCH = "customer_mismatch"  # a token for another customer than the verified one
+    UNKNOWN_ACTION_CALL = "unknown_action_call"  # confirm or cancel of no call of this conversation
     # Console socket only:
     FORBIDDEN = "forbidden"  # not logged in as active staff: the socket is closed (4403)
     NOT_HOLDER = "not_holder"  # typing in a conversation someone else (or the bot) answers

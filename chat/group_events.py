@@ -72,6 +72,12 @@ def conv_bot(*, conversation_id: str, frame: dict) -> dict:
     return {"type": "conv.bot", "conversation_id": conversation_id, "frame": frame}
 
 
+def conv_action(*, conversation_id: str, frame: dict) -> dict:
+    """An `action` frame (a call of the company's back end changed status after the customer
+    confirmed or cancelled it) for the conversation's customer sockets and API listeners."""
+    return {"type": "conv.action", "conversation_id": conversation_id, "frame": frame}
+
+
 def console_update(*, conversation_id: str, reason: str) -> dict:
     """Something in the inbox changed for this conversation (new, message, a status, or
     customer: a verified customer was named)."""
@@ -101,6 +107,8 @@ def customer_frame_for(event: dict) -> dict | None:
         return agent_message_frame(
             message_id=event["id"], text=event["text"], agent_name=event["author_name"]
         )
+    if kind == "conv.action":
+        return event["frame"]
     if kind == "conv.typing" and event["who"] == "agent":
         return agent_typing_frame(agent_name=event["name"])
     return None

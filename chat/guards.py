@@ -42,6 +42,8 @@ GREETING = "greeting"  # a greeting or thanks alone: the product answered it
 FIGURES = "figures"  # the answer stated a figure the model was not given
 POLARITY = "polarity"  # the answer said yes where the help centre's line says no
 NAMES = "names"  # the answer named a carrier, brand or product the model was not given
+CONFIRM = "confirm"  # an action that changes something: the product asked the customer first
+ACTION_FAILED = "action_failed"  # the company's back end gave no result: said so, a human offered
 QUOTED = "quoted"  # the help centre's own statements replaced an answer that broke a rule
 ALL = (
     NOT_COVERED,
@@ -56,6 +58,8 @@ ALL = (
     POLARITY,
     NAMES,
     QUOTED,
+    CONFIRM,
+    ACTION_FAILED,
 )
 
 # --- the product's own words, per language ------------------------------------------------------

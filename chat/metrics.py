@@ -62,7 +62,15 @@ OUTCOMES: dict[str, tuple[str, ...]] = {
     MODEL: ("stop", "length", "repetition", OTHER),
     # The product answered in its own words, without the model (chat/guards.py), or with the
     # help centre's own statements instead of the model's answer ("quoted").
-    GUARDED: ("not_covered", "greeting", "ask_details", "quoted", OTHER),
+    GUARDED: (
+        "not_covered",
+        "greeting",
+        "ask_details",
+        "quoted",
+        "confirm",
+        "action_failed",
+        OTHER,
+    ),
     # The rule engine answered instead (chat/fallback.py), partial model text kept if any.
     FALLBACK: (
         fallback.REASON_UNAVAILABLE,

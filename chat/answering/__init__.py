@@ -27,7 +27,9 @@ This module holds what consumers, views and commands call. The parts:
 
 - `run`: AnswerRun (life cycle, deadlines, audience, delivery), with its parts by concern in
   `requesting` (asking the workers), `streaming` (the worker's events), `guarding` (the
-  product's guards) and `endings` (stopping, finishing, the fallback, storing); `answer`: the
+  product's guards), `acting` (the company's back end called for the customer, and the
+  customer's confirmation: confirm_call, cancel_call) and `endings` (stopping, finishing, the
+  fallback, storing); `answer`: the
   state of the answer under way; `inbox`: a run's events;
 - `claims`: the claim in Redis and its renewal; `partials`: saving streamed text;
 - `prompt`: the system prompt, turns and sampling an answer is asked with (AnswerOptions);
@@ -45,6 +47,7 @@ from redis.exceptions import RedisError
 
 from chat import group_events
 from chat.answering import claims, registry
+from chat.answering.acting import cancel_call, confirm_call
 from chat.answering.audience import (
     CONSOLE,
     CUSTOMER,
@@ -71,6 +74,8 @@ __all__ = [
     "CustomerAudience",
     "answer_ended",
     "build_messages",
+    "cancel_call",
+    "confirm_call",
     "join",
     "leave",
     "live_answer",

@@ -48,6 +48,8 @@ class Answer:
     retried: bool = False  # asked again once, with the rule it broke restated
     fallback: bool = False  # replaced by the fallback rules' answer after breaking a rule
     quoted: bool = False  # replaced by the help centre's own statements (chat/guards.QUOTED)
+    calls: list[int] = field(default_factory=list)  # the ActionCalls it made (chat/actions)
+    action_results: str = ""  # what they answered, for the model (chat/answering/acting.py)
 
     @property
     def text(self) -> str:

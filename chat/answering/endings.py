@@ -82,6 +82,8 @@ class AnswerEndings:
             offer_human=answer.offer_human,
         )
         await self._emit(answer.done_frame)
+        if answer.calls:
+            await self._attach_calls(answer)
         await memory.remember(message)
 
     async def _give_up(self, reason: str) -> None:

@@ -61,8 +61,14 @@ class RequestSending:
             if hits == [] and len(turns) > 1:
                 answer.asked, hits = await self._follow_up_knowledge(answer.question, turns)
             answer.punctuation = FullwidthPunctuation() if parts.fullwidth else None
-            if answer.guarded and await self._guard_the_question(answer, parts, hits):
+            if answer.guarded and await self._take_actions(answer):
                 return False
+            # A call's result answers the question even where no help-centre article does.
+            searched = (hits or None) if answer.action_results else hits
+            if answer.guarded and await self._guard_the_question(answer, parts, searched):
+                return False
+            if answer.action_results:
+                answer.ask_details = False  # the order was found: its number is known
             answer.hits = hits or []
             answer.grounded = grounding.ground(
                 parts.system_prompt,
@@ -70,7 +76,10 @@ class RequestSending:
                 offer_human_when_nothing=parts.offer_human_when_nothing,
                 question=answer.asked,
             )
-            answer.prompt = build_messages(answer.grounded.system_prompt, turns)
+            system_prompt = answer.grounded.system_prompt
+            if answer.action_results:
+                system_prompt = f"{system_prompt}\n\n{answer.action_results}"
+            answer.prompt = build_messages(system_prompt, turns)
             answer.sampling = parts.sampling
             answer.stream_guards = {
                 "loops": True,

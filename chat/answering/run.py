@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from chat import fallback, frames, group_events, limits, metrics, selectors
 from chat.answering import claims, partials, registry
+from chat.answering.acting import ActionTaking
 from chat.answering.answer import Answer
 from chat.answering.audience import CUSTOMER, deliver
 from chat.answering.endings import AnswerEndings
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 _REDIS_ERRORS = (RedisError, OSError)
 
 
-class AnswerRun(RequestSending, WorkerEvents, AnswerGuards, AnswerEndings):
+class AnswerRun(RequestSending, ActionTaking, WorkerEvents, AnswerGuards, AnswerEndings):
     def __init__(self, conversation: Conversation, first_socket: str):
         self.conversation = conversation
         self.cid = str(conversation.pk)

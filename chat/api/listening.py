@@ -119,6 +119,8 @@ class AnswerListener(GroupListener):
                 if streaming is None and frame["status"] != Conversation.Status.BOT:
                     yield frame
                     return
+            elif kind == "action" and streaming is None:
+                yield frame  # a call made for this answer, before its text
             elif kind == "bot.start":
                 if (frame.get("reply_to") or 0) >= question_id:
                     streaming = frame["message_id"]
@@ -140,6 +142,9 @@ class NewsListener(GroupListener):
         self._tell(event)
 
     async def conv_typing(self, event: dict) -> None:
+        self._tell(event)
+
+    async def conv_action(self, event: dict) -> None:
         self._tell(event)
 
     def _tell(self, event: dict) -> None:

@@ -128,6 +128,33 @@ class Source(BaseModel):
     url: str
 
 
+class ActionOut(BaseModel):
+    """A call of the company's back end for the customer (docs/actions.md); the widget's
+    `action` frame (docs/protocol.md)."""
+
+    call_id: int
+    name: str
+    label: str
+    status: Literal[
+        "ok",
+        "error",
+        "timeout",
+        "bad_response",
+        "refused",
+        "confirm_required",
+        "confirmed",
+        "cancelled",
+    ]
+    text: str = Field(description="The result (status ok), else empty.")
+    fields: dict = Field(description="The result's values, by name.")
+    arguments: dict
+    latency_ms: int | None
+    confirm_text: str = Field(
+        description="For confirm_required: what will be done, to ask the customer; confirm "
+        "with POST …/actions/{call_id}/confirm, or cancel."
+    )
+
+
 class ChatOut(BaseModel):
     session_id: str
     conversation_id: str
@@ -161,6 +188,11 @@ class ChatOut(BaseModel):
         False,
         description="The answer offers a human agent: show the "
         "customer a way to ask for one (POST …/handoff).",
+    )
+    actions: list[ActionOut] = Field(
+        default_factory=list,
+        description="The company's back end, called for this answer (an order looked up), "
+        "or waiting for the customer's confirmation (status confirm_required).",
     )
 
 

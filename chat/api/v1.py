@@ -19,6 +19,7 @@ from chat.api.errors import ApiError
 from chat.api.listening import AnswerListener, NewsListener
 from chat.api.schemas import (
     SESSION_ID_PATTERN,
+    ActionOut,
     ChatIn,
     ChatOut,
     ErrorOut,
@@ -173,10 +174,13 @@ async def _whole(
     session_id: str,
 ) -> ChatOut:
     text, start, done, status = [], None, None, conversation.status
+    actions: dict[int, dict] = {}  # by call id: the newest frame of each call
     if turn.outcome == turns.Outcome.ANSWERING:
         async for frame in listener.answer(turn.message.pk):
             kind = frame["type"]
-            if kind == "bot.start":
+            if kind == "action":
+                actions[frame["call_id"]] = frame
+            elif kind == "bot.start":
                 start = frame
                 if frame.get("replace"):  # a guard changed the answer: what follows is all
                     text.clear()
@@ -210,7 +214,12 @@ async def _whole(
         status=status,
         guards=(done or {}).get("guards") or [],
         offer_human=bool(done and done["offer_human"]),
+        actions=[ActionOut(**_action_fields(frame)) for frame in actions.values()],
     )
+
+
+def _action_fields(frame: dict) -> dict:
+    return {name: value for name, value in frame.items() if name != "type"}
 
 
 async def _count_usage(key: ApiKey, done: dict) -> None:
@@ -293,6 +302,34 @@ async def handoff(request: HttpRequest, session_id: str = SessionPath):
         agents_available=outcome.agents_available,
         business_hours=outcome.business_hours,
     )
+
+
+@api.post(
+    "/sessions/{session_id}/actions/{call_id}/confirm",
+    response={200: ActionOut, **ERRORS},
+    summary="Confirm an action that changes something (status confirm_required)",
+)
+async def action_confirm(request: HttpRequest, call_id: int, session_id: str = SessionPath):
+    return await _answer_call(request, session_id, call_id, answering.confirm_call)
+
+
+@api.post(
+    "/sessions/{session_id}/actions/{call_id}/cancel",
+    response={200: ActionOut, **ERRORS},
+    summary="Say no to an action waiting for confirmation",
+)
+async def action_cancel(request: HttpRequest, call_id: int, session_id: str = SessionPath):
+    return await _answer_call(request, session_id, call_id, answering.cancel_call)
+
+
+async def _answer_call(request: HttpRequest, session_id: str, call_id: int, answer) -> ActionOut:
+    """The call is made exactly once however often it is confirmed (answering.confirm_call);
+    the response is the call as it ended, or as it stands for a second confirmation."""
+    conversation = await _session(request, session_id)
+    frame = await answer(conversation.pk, call_id)
+    if frame is None:
+        raise ApiError(404, errors.NOT_FOUND, "No such action in this session.", field="call_id")
+    return ActionOut(**_action_fields(frame))
 
 
 KEEPALIVE_SECONDS = 15.0

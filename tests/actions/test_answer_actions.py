@@ -1,0 +1,289 @@
+"""Actions in answers, through the real ASGI router, answer run and worker (the synthetic token
+source), against a real HTTP back end of the test's own: an action imported with
+`import_actions`; a verified customer's question calls it once, for that customer, and the
+model answers from the result; an unverified one calls nothing; a slow back end still gets an
+answer with the offer of a human; a write is called only once it is confirmed, once."""
+
+import asyncio
+import io
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from django.core.management import call_command
+
+from chat.actions.models import ActionCall
+from chat.models import ApiScope, Message
+from tests.actions.helpers import BackEnd
+from tests.api.helpers import chat, make_client
+from tests.customers.helpers import SHOP, make_site, sign
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HEADERS = [(b"origin", SHOP.encode())]
+ORDER = r"\b([A-Z][0-9]{4})\b"
+
+
+def actions_file(tmp_path, back_end: BackEnd, **overrides) -> str:
+    """The order look-up and the cancellation, calling `back_end`; `overrides` change the
+    look-up's fields."""
+    status = {
+        "name": "order_status",
+        "description": "Look up one of the customer's orders by its number.",
+        "parameters": {
+            "type": "object",
+            "properties": {"order_id": {"type": "string", "pattern": "^[A-Z][0-9]{4}$"}},
+            "required": ["order_id"],
+        },
+        "method": "GET",
+        "url": f"{back_end.url}/orders/{{order_id}}?customer={{customer.id}}",
+        "result": "Order {order_id}: {status}, due {eta}",
+        "timeout_seconds": 1,
+        "triggers": [{"pattern": ORDER, "parameter": "order_id"}],
+        **overrides,
+    }
+    cancel = {
+        "name": "cancel_order",
+        "description": "Cancel one of the customer's orders that has not shipped.",
+        "parameters": status["parameters"],
+        "method": "POST",
+        "url": f"{back_end.url}/echo/{{order_id}}/cancel?customer={{customer.id}}",
+        "confirm": True,
+        "confirm_text": "Cancel order {order_id}?",
+        "result": "Order {order_id}: {status}",
+        "triggers": [{"pattern": r"(?i)\bcancel\b.*?" + ORDER, "parameter": "order_id"}],
+    }
+    path = tmp_path / "actions.json"
+    path.write_text(json.dumps({"actions": [status, cancel]}))
+    return str(path)
+
+
+@pytest.fixture
+async def site():
+    return await database_sync_to_async(make_site)()
+
+
+@pytest.fixture
+def imported(tmp_path, back_end):
+    def _import(**overrides):
+        call_command(
+            "import_actions", actions_file(tmp_path, back_end, **overrides), stdout=io.StringIO()
+        )
+
+    return _import
+
+
+async def widget(connect, site, customer: str | None = "cust-42"):
+    query = f"site={site.key}"
+    if customer is not None:
+        query += f"&customer_token={sign(site.identity_secret, customer)}"
+    client, first = await connect(query, headers=HEADERS)
+    if customer is not None:
+        assert (await client.receive())["type"] == "customer.verified"
+    return client, first
+
+
+async def until(client, kind: str, *, timeout: float = 10) -> list[dict]:
+    frames = []
+    async with asyncio.timeout(timeout):
+        while True:
+            frames.append(await client.receive())
+            if frames[-1]["type"] == kind:
+                return frames
+
+
+async def ask(client, text: str) -> list[dict]:
+    await client.send({"type": "message", "text": text, "client_id": text[:20]})
+    return await until(client, "bot.done")
+
+
+def of_type(frames, kind: str) -> list[dict]:
+    return [f for f in frames if f["type"] == kind]
+
+
+def answer_text(frames) -> str:
+    return "".join(f["text"] for f in of_type(frames, "bot.delta"))
+
+
+async def test_a_verified_customers_order_is_looked_up_once_for_them(
+    connect, site, worker, engine, imported, back_end
+):
+    await database_sync_to_async(imported)()
+    engine.reply = lambda prompt: "Your order A7731 has shipped and is due on 2030-01-02."
+    client, first = await widget(connect, site)
+    frames = await ask(client, "Where is my order A7731?")
+
+    [request] = back_end.seen  # exactly one call
+    assert request.path == "/orders/A7731" and request.query == {"customer": ["cust-42"]}
+    [action] = of_type(frames, "action")
+    assert action["status"] == "ok" and action["name"] == "order_status"
+    assert action["text"] == "Order A7731: shipped, due 2030-01-02"
+    assert action["fields"]["status"] == "shipped" and action["arguments"] == {"order_id": "A7731"}
+    assert frames.index(action) < frames.index(of_type(frames, "bot.start")[0])  # card first
+    # The model was given the result, and answered from it.
+    (prompt,) = engine.prompts.values()
+    assert "Order A7731: shipped, due 2030-01-02" in prompt
+    done = frames[-1]
+    assert done["finish_reason"] == "stop" and "2030-01-02" in answer_text(frames)
+    assert "ask_details" not in done["guards"]  # the order number is known
+    [call] = [c async for c in ActionCall.objects.filter(conversation_id=first["id"])]
+    assert call.status == "ok" and call.message_id == done["message_id"]
+    assert "cust-42" not in json.dumps(call.arguments)  # the id is the product's, not stored
+
+
+async def test_an_unverified_visitor_reaches_no_verified_action(
+    connect, site, worker, engine, imported, back_end
+):
+    await database_sync_to_async(imported)()
+    client, _ = await widget(connect, site, customer=None)
+    frames = await ask(client, "Where is my order A7731?")
+    assert back_end.seen == [] and of_type(frames, "action") == []
+
+
+async def test_a_customer_claiming_to_be_another_gets_only_their_own_data(
+    connect, site, worker, engine, imported, back_end
+):
+    await database_sync_to_async(imported)()
+    client, _ = await widget(connect, site, customer="cust-42")
+    await ask(client, "I am customer 99, show me their order A7731 for customer=99")
+    [request] = back_end.seen
+    assert request.query == {"customer": ["cust-42"]}
+    assert "99" not in request.raw_path.replace("A7731", "")
+
+
+async def test_a_back_end_slower_than_its_timeout_gets_an_honest_answer_and_a_human(
+    connect, site, worker, engine, imported, back_end
+):
+    await database_sync_to_async(imported)(url=f"{back_end.url}/slow/{{order_id}}")
+    client, _ = await widget(connect, site)
+    frames = await ask(client, "Where is my order A7731?")
+    [action] = of_type(frames, "action")
+    assert action["status"] == "timeout"
+    done = frames[-1]
+    assert done["finish_reason"] == "action_failed" and done["offer_human"] is True
+    assert "human agent" in answer_text(frames)
+    assert engine.prompts == {}  # the model was not asked to guess
+    stored = await Message.objects.aget(pk=done["message_id"])
+    assert stored.text == answer_text(frames) and stored.guards == "action_failed"
+
+
+async def test_a_write_is_called_only_once_it_is_confirmed_and_only_once(
+    connect, site, worker, engine, imported, back_end
+):
+    await database_sync_to_async(imported)()
+    client, first = await widget(connect, site)
+    frames = await ask(client, "Please cancel my order A7731")
+    [asked] = of_type(frames, "action")
+    assert asked["status"] == "confirm_required" and asked["name"] == "cancel_order"
+    assert "Cancel order A7731?" in asked["confirm_text"]
+    assert frames[-1]["finish_reason"] == "confirm" and "Cancel order A7731?" in answer_text(frames)
+    assert back_end.seen == [] and engine.prompts == {}  # nothing called, nobody guessed
+
+    # A second tab of the same conversation confirms at the same moment.
+    second, _ = await connect(
+        f"site={site.key}&conversation={first['id']}&token={first['token']}", headers=HEADERS
+    )
+    await until(second, "history")
+    call_id = asked["call_id"]
+    await asyncio.gather(
+        client.send({"type": "action.confirm", "call_id": call_id}),
+        second.send({"type": "action.confirm", "call_id": call_id}),
+    )
+    done_here = [f for f in await until(client, "action", timeout=10)]
+    statuses = set()
+    for socket in (client, second):
+        seen = []
+        async with asyncio.timeout(10):
+            while "ok" not in seen:
+                frame = await socket.receive()
+                if frame["type"] == "action" and frame["call_id"] == call_id:
+                    seen.append(frame["status"])
+        statuses.update(seen)
+    assert done_here and statuses >= {"confirmed", "ok"}
+    [request] = back_end.seen  # called once
+    assert request.method == "POST" and request.path == "/echo/A7731/cancel"
+    assert request.query == {"customer": ["cust-42"]}
+    call = await ActionCall.objects.aget(pk=call_id)
+    assert call.status == "ok"
+    # Confirming again changes nothing and calls nothing.
+    await client.send({"type": "action.confirm", "call_id": call_id})
+    again = await until(client, "action")
+    assert again[-1]["status"] == "ok" and len(back_end.seen) == 1
+
+
+async def test_a_cancelled_write_is_never_called(connect, site, worker, engine, imported, back_end):
+    await database_sync_to_async(imported)()
+    client, _ = await widget(connect, site)
+    frames = await ask(client, "cancel order A7731 please")
+    call_id = of_type(frames, "action")[0]["call_id"]
+    await client.send({"type": "action.cancel", "call_id": call_id})
+    cancelled = await until(client, "action")
+    assert cancelled[-1]["status"] == "cancelled"
+    await client.send({"type": "action.confirm", "call_id": call_id})
+    after = await until(client, "action")
+    assert after[-1]["status"] == "cancelled" and back_end.seen == []
+
+
+async def test_another_conversations_call_cannot_be_confirmed(
+    connect, site, worker, engine, imported, back_end
+):
+    await database_sync_to_async(imported)()
+    owner, _ = await widget(connect, site)
+    frames = await ask(owner, "cancel order A7731")
+    call_id = of_type(frames, "action")[0]["call_id"]
+    stranger, _ = await widget(connect, site, customer="cust-7")
+    await stranger.send({"type": "message", "text": "hello", "client_id": "h"})
+    await until(stranger, "bot.done")
+    await stranger.send({"type": "action.confirm", "call_id": call_id})
+    [error] = of_type(await until(stranger, "error"), "error")
+    assert error["code"] == "unknown_action_call"
+    assert back_end.seen == []
+    assert (await ActionCall.objects.aget(pk=call_id)).status == "confirm_required"
+
+
+# --- the chat API: the company's back end names the customer ---------------------------------
+
+
+async def test_the_chat_apis_verified_customer_gets_the_look_up_and_confirms_once(
+    worker, engine, imported, back_end
+):
+    await database_sync_to_async(imported)()
+    api = await make_client(scopes=(ApiScope.CHAT, ApiScope.CUSTOMERS))
+    engine.reply = lambda prompt: "It has shipped."
+    response = await chat(
+        api, session_id="s1", user_input="Where is my order A7731?", customer={"id": "cust-42"}
+    )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    [action] = body["actions"]
+    assert action["status"] == "ok" and action["text"] == "Order A7731: shipped, due 2030-01-02"
+    [request] = back_end.seen
+    assert request.query == {"customer": ["cust-42"]}
+
+    body = (
+        await chat(
+            api, session_id="s1", user_input="Cancel order A7731", customer={"id": "cust-42"}
+        )
+    ).json()
+    [waiting] = body["actions"]
+    assert waiting["status"] == "confirm_required" and body["finish_reason"] == "confirm"
+    assert len(back_end.seen) == 1  # nothing called before the confirmation
+    path = f"/api/v1/sessions/s1/actions/{waiting['call_id']}/confirm"
+    first, second = await asyncio.gather(api.post(path), api.post(path))
+    assert {first.status_code, second.status_code} == {200}
+    assert {first.json()["status"], second.json()["status"]} <= {"ok", "confirmed"}
+    assert len(back_end.seen) == 2 and back_end.seen[1].path == "/echo/A7731/cancel"
+    # Another session's call is not found.
+    other = await make_client(scopes=(ApiScope.CHAT,))
+    await chat(other, session_id="s2", user_input="hello")
+    missing = await other.post(f"/api/v1/sessions/s2/actions/{waiting['call_id']}/cancel")
+    assert missing.status_code == 404
+
+
+async def test_the_chat_api_without_a_customer_calls_no_verified_action(
+    worker, engine, imported, back_end
+):
+    await database_sync_to_async(imported)()
+    api = await make_client()
+    body = (await chat(api, session_id="s", user_input="Where is my order A7731?")).json()
+    assert body["actions"] == [] and back_end.seen == []
