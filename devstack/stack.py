@@ -643,6 +643,8 @@ def child_env(environ: Mapping[str, str], config: Config, redis_url: str) -> dic
     env["REDIS_URL"] = redis_url
     env["VAR_DIR"] = str(config.var_dir)
     env["DEMO_PAGE"] = "true" if config.demo_page else "false"
+    # The sample actions call the sample shop this desk serves, on the port it serves on.
+    env.setdefault("ACTIONS_SAMPLE_BASE_URL", f"http://{config.host}:{config.port}")
     env.setdefault("DJANGO_SETTINGS_MODULE", "cs_site.settings")
     # Pipes make Python block-buffer its output; children's lines should show as they happen.
     env["PYTHONUNBUFFERED"] = "1"
@@ -809,6 +811,9 @@ def product_plan(config: Config) -> Plan:
             # The sample help centre (marked as sample data; `import_knowledge --remove-sample`
             # removes it), so the demo answers real questions: a no-op once loaded.
             Command("knowledge", [*manage, "import_knowledge", "--sample"]),
+            # The sample actions on the sample shop's order API this desk serves (marked as
+            # sample data; `import_actions --remove-sample` removes them).
+            Command("actions", [*manage, "import_actions", "--sample"]),
             # Hashed, compressed copies into STATIC_ROOT; unchanged files are skipped.
             Command("static", [*manage, "collectstatic", "--noinput"]),
         ],

@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.test import AsyncClient
 
 from chat.actions import calling, selectors, services
-from chat.actions.models import ActionCall
+from chat.actions.models import Action, ActionCall
 from chat.actions.sample_shop import orders
 from chat.models import Conversation
 
@@ -257,3 +257,29 @@ async def test_a_wrong_token_in_the_environment_is_an_error_not_a_result(
         sample_actions["order_status"], {"order_id": "A1001"}, customer_id="c-1001"
     )
     assert (outcome.status, outcome.http_status) == ("error", 401)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("message", "picked"),
+    [
+        ("Where is my order A1001?", [("order_status", "A1001")]),
+        ("我的订单A1001到哪了？", [("order_status", "A1001")]),  # no word boundary before A
+        ("where's a1003", [("order_status", "a1003")]),
+        ("Please cancel my order A1002", [("cancel_order", "A1002"), ("order_status", "A1002")]),
+        ("帮我取消订单A1002", [("cancel_order", "A1002"), ("order_status", "A1002")]),
+        ("A1002 — can you cancel it?", [("cancel_order", "A1002"), ("order_status", "A1002")]),
+        ("My order number is A10011", []),  # five digits: no order number of this shop
+        ("Do you ship to Austria?", []),
+    ],
+)
+def test_the_sample_triggers_pick_the_order_in_either_language(message, picked):
+    from chat.actions.triggers import matching_triggers
+
+    call_command("import_actions", "--sample", stdout=io.StringIO())
+    actions = list(Action.objects.filter(is_sample=True).order_by("name"))
+    found = [
+        (action.name, arguments["order_id"])
+        for action, arguments in matching_triggers(actions, message)
+    ]
+    assert found == picked

@@ -366,6 +366,7 @@ def test_product_plan_runs_the_desk() -> None:
         ["prepare_model"],
         ["migrate", "--noinput"],
         ["import_knowledge", "--sample"],
+        ["import_actions", "--sample"],
         ["collectstatic", "--noinput"],
     ]
     assert [service.name for service in plan.services] == ["worker", "web"]
@@ -381,6 +382,10 @@ def test_product_plan_runs_the_desk() -> None:
 def test_make_run_turns_the_demo_page_on_for_its_processes(tmp_path) -> None:
     env = child_env({}, Config(var_dir=tmp_path), "redis://r:6379/0")
     assert env["DEMO_PAGE"] == "true"
+    # The sample actions reach the sample shop on the port the desk serves on.
+    assert env["ACTIONS_SAMPLE_BASE_URL"] == "http://127.0.0.1:8000"
+    moved = child_env({}, Config(var_dir=tmp_path, port=8081), "redis://r")
+    assert moved["ACTIONS_SAMPLE_BASE_URL"] == "http://127.0.0.1:8081"
     off = Config(demo_page=False)
     assert child_env({"DEMO_PAGE": "false"}, off, "redis://r")["DEMO_PAGE"] == "false"
     assert "Chat demo" not in dict(product_plan(off).links)
