@@ -12,6 +12,8 @@ What is stored on the conversation (chat.services.customer_verify) and whether i
 """
 
 import datetime as dt
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 import jwt
@@ -88,7 +90,7 @@ def verify_token(token: object, *, site: Site | None) -> VerifiedCustomer:
             f"The customer token is over {max_bytes} bytes: sign only `sub`, `exp` and, if "
             "you like, `name` and `email`.",
         )
-    secret = site.identity_secret if site is not None else ""
+    secret = site.identity_secret if site is not None else demo_identity_secret()
     if not secret:
         raise CustomerTokenError(
             CustomerTokenError.NO_SECRET,
@@ -134,6 +136,29 @@ def verify_token(token: object, *, site: Site | None) -> VerifiedCustomer:
         )
     except ValueError as exc:
         raise _invalid(str(exc)) from None
+
+
+def demo_identity_secret() -> str:
+    """The identity secret of the demo page's conversations (no site), while DEMO_PAGE is on:
+    the page signs in its visitor as a sample customer with it (chat.views.demo). Derived from
+    SECRET_KEY, so no one without it can sign; "" (no secret: nobody is verified) once the
+    demo page is off, as in production."""
+    if not settings.DEMO_PAGE:
+        return ""
+    return hmac.new(
+        settings.SECRET_KEY.encode(), b"cs-desk demo page customers", hashlib.sha256
+    ).hexdigest()
+
+
+def demo_customer_token(*, sub: str, name: str, email: str, hours: float = 12) -> str:
+    """A token for the demo page's sample customer ("" while the demo page is off)."""
+    secret = demo_identity_secret()
+    if not secret:
+        return ""
+    exp = int(timezone.now().timestamp() + hours * 3600)
+    return jwt.encode(
+        {"sub": sub, "name": name, "email": email, "exp": exp}, secret, algorithm=ALGORITHM
+    )
 
 
 def vouched_by_api_key(*, id: str, name: str = "", email: str = "") -> VerifiedCustomer:

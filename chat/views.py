@@ -8,7 +8,8 @@ from django.templatetags.static import static
 from django.views.decorators.http import require_GET
 from redis.exceptions import RedisError
 
-from chat import selectors
+from chat import customers, selectors
+from chat.actions.sample_shop import orders as sample_shop_orders
 from inference_worker import pool
 from runtime.aio import db
 from runtime.redis_client import get_redis
@@ -21,7 +22,16 @@ def demo(request):
     """A plain page where a visitor chats with the bot over /ws/chat/, when DEMO_PAGE is on."""
     if not settings.DEMO_PAGE:
         raise Http404("The demo page is off (DEMO_PAGE).")
-    return render(request, "chat/demo.html")
+    # SAMPLE DATA: with the sample shop on, the visitor chats as its sample customer, whose
+    # orders the sample actions look up and cancel (chat/actions/sample/).
+    sample = settings.ACTIONS["SAMPLE_SHOP"]
+    customer = sample_shop_orders.SAMPLE_CUSTOMER if sample else None
+    token = (
+        customers.demo_customer_token(sub=customer.id, name=customer.name, email=customer.email)
+        if customer is not None
+        else ""
+    )
+    return render(request, "chat/demo.html", {"sample_customer": customer, "customer_token": token})
 
 
 @require_GET

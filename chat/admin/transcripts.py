@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from chat import customers, exports, finetune
+from chat.actions.models import ActionCall
 from chat.admin.downloads import download
 from chat.admin.filters import (
     FallbackFilter,
@@ -82,6 +83,29 @@ class MessageInline(ViewOnly, admin.TabularInline):
         return feedback.get_rating_display() + (f": {feedback.comment}" if feedback.comment else "")
 
 
+class ActionCallInline(ViewOnly, admin.TabularInline):
+    """The company's back end called in the conversation (chat/actions): what, with which
+    arguments, how it ended. Never headers or secrets: the calls hold none."""
+
+    model = ActionCall
+    extra = 0
+    can_delete = False
+    fields = (
+        "created_at",
+        "action_name",
+        "arguments",
+        "status",
+        "reason",
+        "http_status",
+        "latency_ms",
+        "text",
+        "message",
+    )
+    readonly_fields = fields
+    ordering = ("id",)
+    verbose_name_plural = "actions"
+
+
 @admin.register(Conversation)
 class ConversationAdmin(TranscriptAdmin):
     list_display = (
@@ -127,7 +151,7 @@ class ConversationAdmin(TranscriptAdmin):
         "csat_at",
         "closed_at",
     )
-    inlines = [MessageInline]
+    inlines = [MessageInline, ActionCallInline]
     date_hierarchy = "created_at"
     # Exports only: they read. Without the delete permission Django offers no "delete selected".
     actions = ["export_json", "export_csv", "export_finetune"]

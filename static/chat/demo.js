@@ -15,6 +15,7 @@
   let retry = 0;
   const unacked = new Map(); // client_id → {text, el}: resent after a reconnect
   const bubbles = new Map(); // message id → element
+  const cards = new Map(); // action call id → element
 
   function saved() {
     try { return JSON.parse(localStorage.getItem(STORE)) || null; } catch (e) { return null; }
@@ -40,11 +41,46 @@
     return li;
   }
 
+  // A call of the shop's back end (docs/protocol.md, `action`): one card per call, updated in
+  // place when its status changes; Confirm and Cancel for a call that changes something.
+  function actionCard(frame) {
+    let li = cards.get(frame.call_id);
+    if (!li) {
+      li = document.createElement("li");
+      li.className = "msg msg--action";
+      cards.set(frame.call_id, li);
+      log.appendChild(li);
+    }
+    li.textContent = "";
+    li.dataset.status = frame.status;
+    const head = document.createElement("strong");
+    head.textContent = frame.label + " · " + frame.status.replace("_", " ");
+    li.appendChild(head);
+    const body = document.createElement("span");
+    body.className = "msg__body";
+    body.textContent = frame.status === "confirm_required" ? frame.confirm_text : frame.text;
+    li.appendChild(body);
+    if (frame.status === "confirm_required") {
+      for (const [label, type] of [["Confirm", "action.confirm"], ["Cancel", "action.cancel"]]) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.textContent = label;
+        button.addEventListener("click", () => {
+          for (const b of li.querySelectorAll("button")) b.disabled = true;
+          send({ type, call_id: frame.call_id });
+        });
+        li.appendChild(button);
+      }
+    }
+    log.scrollTop = log.scrollHeight;
+  }
+
   function connect() {
     const conv = saved();
     const params = new URLSearchParams({ lang: navigator.language || "", page: location.href });
     try { params.set("tz", Intl.DateTimeFormat().resolvedOptions().timeZone || ""); } catch (e) { /* old browser */ }
     if (conv) { params.set("conversation", conv.id); params.set("token", conv.token); }
+    if (root.dataset.customerToken) params.set("customer_token", root.dataset.customerToken);
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     setStatus(retry ? "reconnecting" : "connecting", retry ? "Reconnecting…" : "Connecting…");
     socket = new WebSocket(scheme + location.host + root.dataset.wsPath + "?" + params);
@@ -66,6 +102,7 @@
           localStorage.setItem(STORE, JSON.stringify({ id: frame.id, token: frame.token }));
           log.textContent = "";
           bubbles.clear();
+          cards.clear();
         }
         for (const [clientId, item] of unacked) send({ type: "message", text: item.text, client_id: clientId });
         break;
@@ -109,6 +146,9 @@
         }
         break;
       }
+      case "action":
+        actionCard(frame);
+        break;
       case "error":
         showError(frame.message);
         break;

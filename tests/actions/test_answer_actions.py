@@ -287,3 +287,26 @@ async def test_the_chat_api_without_a_customer_calls_no_verified_action(
     api = await make_client()
     body = (await chat(api, session_id="s", user_input="Where is my order A7731?")).json()
     assert body["actions"] == [] and back_end.seen == []
+
+
+def test_the_admin_transcript_shows_the_calls_and_no_secret(admin_client, back_end, monkeypatch):
+    from chat.actions import services as action_services
+    from chat.actions.outcome import Outcome
+    from chat.models import Conversation
+    from tests.actions.helpers import make_action
+
+    monkeypatch.setenv("SHOP_TOKEN", "s3cr3t-value-never-shown")
+    action = make_action(
+        url=f"{back_end.url}/orders/{{order_id}}", headers={"X-Token": "${SHOP_TOKEN}"}
+    )
+    action.save()
+    conversation = Conversation.objects.create(token_hash="x" * 64)
+    action_services.call_record(
+        conversation_id=conversation.pk,
+        action=action,
+        arguments={"order_id": "A7731"},
+        outcome=Outcome(status="ok", http_status=200, latency_ms=12, text="Order A7731: shipped"),
+    )
+    page = admin_client.get(f"/admin/chat/conversation/{conversation.pk}/change/").content.decode()
+    assert "order_status" in page and "Order A7731: shipped" in page and "A7731" in page
+    assert "s3cr3t-value-never-shown" not in page and "SHOP_TOKEN" not in page

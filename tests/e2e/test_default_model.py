@@ -125,3 +125,50 @@ async def test_a_complaint_to_the_default_model_gets_the_products_apology_and_of
     # for the customer's own parcel), the model answered.
     if body["finish_reason"] not in ("not_covered", "ask_details"):
         assert stored.model_name == DEFAULT_MODEL.folder
+
+
+@pytest.mark.timeout(600)
+async def test_the_default_model_answers_from_an_order_looked_up_for_a_verified_customer(
+    desk, tmp_path
+):
+    """An action imported with import_actions, on a back end of the test's own: a verified
+    customer's question in English and in Chinese calls it once each, for that customer, and
+    the model answers from the result, in the customer's language."""
+    from chat.models import ApiScope
+    from tests.actions.helpers import start_back_end
+    from tests.actions.test_answer_actions import actions_file
+
+    back_end, thread = start_back_end()
+    try:
+        path = actions_file(tmp_path, back_end)
+        await sync_to_async(call_command)("import_actions", path, stdout=io.StringIO())
+        api = await make_client(scopes=(ApiScope.CHAT, ApiScope.CUSTOMERS))
+        for question, language in (
+            ("Where is my order A7731?", "en"),
+            ("我的订单 A7731 现在到哪了？", "zh-CN"),
+        ):
+            seen = len(back_end.seen)
+            response = await chat(
+                api,
+                session_id=f"orders-{language}",
+                user_input=question,
+                language=language,
+                customer={"id": "cust-42"},
+            )
+            assert response.status_code == 200, response.content
+            body = response.json()
+            print(f"\n{question} → {body['response']!r} ({body['finish_reason']})")
+            assert len(back_end.seen) == seen + 1  # one call per question
+            assert back_end.seen[-1].query == {"customer": ["cust-42"]}
+            [action] = body["actions"]
+            assert action["status"] == "ok"
+            assert action["text"] == "Order A7731: shipped, due 2030-01-02"
+            assert body["fallback"] is False and body["response"].strip()
+            stored = await Message.objects.aget(pk=body["message_id"])
+            assert stored.model_name == DEFAULT_MODEL.folder and stored.completion_tokens > 0
+            if language == "zh-CN":
+                assert han_share(body["response"]) > 0.5
+    finally:
+        back_end.server.shutdown()
+        back_end.server.server_close()
+        thread.join(5)

@@ -107,6 +107,21 @@ ORDERS = {
 }
 
 
+@dataclass(frozen=True)
+class SampleCustomer:
+    id: str
+    name: str
+    email: str
+    orders: tuple[str, ...]
+
+
+# Whom the demo page's visitor chats as (chat.views.demo): the customer of A1001 (shipped) and
+# A1002 (still being prepared, so it can be cancelled).
+SAMPLE_CUSTOMER = SampleCustomer(
+    id="c-1001", name="Ada (sample customer)", email="ada@example.com", orders=("A1001", "A1002")
+)
+
+
 def find(order_id: str) -> Order | None:
     return ORDERS.get(order_id.strip().upper())
 
