@@ -244,16 +244,19 @@ def holds(*, conversation_id, user: AbstractBaseUser) -> bool:
 
 
 def transcript(*, conversation_id) -> list[Message]:
-    """Every message, oldest first, with its author and the customer's rating if any.
+    """Every message, oldest first, with its author and the customer's rating if any, and
+    (`calls`) the calls of the company's back end a bot answer made, oldest first.
     `streaming` marks a bot answer still being written (stored empty until it ends); one
     older than the answer deadline was cut off by a crash and is shown as it is."""
     messages = list(
         Message.objects.filter(conversation_id=conversation_id)
         .select_related("author", "feedback")
+        .prefetch_related("action_calls")
         .order_by("id")
     )
     since = timezone.now() - dt.timedelta(seconds=settings.CHAT["ANSWER_TIMEOUT_SECONDS"] + 30)
     for m in messages:
+        m.calls = list(m.action_calls.all())
         m.streaming = (
             m.role == Role.BOT and m.is_partial and not m.finish_reason and m.created_at > since
         )

@@ -263,7 +263,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         streaming = live["message_id"] if live else None
         left_out = next((m.id for m in history if m.id == streaming and not m.finish_reason), None)
         await self.send_frame(
-            frames.history_frame(messages=[_history_item(m) for m in history if m.id != left_out])
+            frames.history_frame(
+                messages=[
+                    _history_item(m, conversation.language) for m in history if m.id != left_out
+                ]
+            )
         )
         if live is not None:
             await answering.join(
@@ -549,8 +553,8 @@ def frame_handler_name(frame_type: str) -> str:
     return "_on_" + frame_type.replace(".", "_")
 
 
-def _history_item(message: Message) -> frames.HistoryItem:
-    return {
+def _history_item(message: Message, language: str) -> frames.HistoryItem:
+    item: frames.HistoryItem = {
         "id": message.id,
         "role": message.role,
         "text": message.text,
@@ -562,3 +566,7 @@ def _history_item(message: Message) -> frames.HistoryItem:
             handoff.agent_name(message.author) if message.role == Message.Role.AGENT else ""
         ),
     }
+    calls = list(message.action_calls.all())  # prefetched
+    if calls:
+        item["calls"] = [answering.call_frame(call, language=language) for call in calls]
+    return item

@@ -133,6 +133,7 @@ class HistoryItem(TypedDict):
     partial: bool
     rating: str | None  # the customer's thumbs on a bot answer: "up", "down" or None
     agent_name: str  # who wrote an agent message ("" for other roles)
+    calls: NotRequired[list[dict]]  # a bot answer's calls of the company's back end (`action`)
 
 
 class Usage(TypedDict):

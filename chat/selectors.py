@@ -69,13 +69,22 @@ def api_session_conversation(*, api_key: ApiKey, session_id: str) -> Conversatio
 
 def conversation_history(*, conversation_id, limit: int = 200) -> list[Message]:
     """The newest `limit` messages, oldest first, for a resuming customer, with any feedback
-    on them (`message.feedback`, or no such attribute)."""
+    on them (`message.feedback`, or no such attribute) and the calls of the company's back
+    end each answer made (`message.action_calls`)."""
     newest = (
         Message.objects.filter(conversation_id=conversation_id)
         .select_related("feedback", "author")
+        .prefetch_related("action_calls__action")
         .order_by("-id")[:limit]
     )
     return list(reversed(newest))
+
+
+def conversation_language(*, conversation_id) -> str:
+    return (
+        Conversation.objects.filter(pk=conversation_id).values_list("language", flat=True).first()
+        or ""
+    )
 
 
 def site_of(conversation: Conversation) -> Site | None:

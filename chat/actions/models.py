@@ -179,6 +179,9 @@ class ActionCall(models.Model):
         BAD_RESPONSE = "bad_response", "Bad response"
         REFUSED = "refused", "Refused by the desk (not called)"
 
+    # The ends that brought no result: the customer is told so in one sentence.
+    FAILED = frozenset({"error", "timeout", "bad_response", "refused"})
+
     conversation = models.ForeignKey(
         "chat.Conversation", on_delete=models.CASCADE, related_name="action_calls"
     )

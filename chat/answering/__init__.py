@@ -47,7 +47,7 @@ from redis.exceptions import RedisError
 
 from chat import group_events
 from chat.answering import claims, registry
-from chat.answering.acting import cancel_call, confirm_call
+from chat.answering.acting import call_frame, cancel_call, confirm_call
 from chat.answering.audience import (
     CONSOLE,
     CUSTOMER,
@@ -74,6 +74,7 @@ __all__ = [
     "CustomerAudience",
     "answer_ended",
     "build_messages",
+    "call_frame",
     "cancel_call",
     "confirm_call",
     "join",

@@ -45,13 +45,26 @@ def label(action_name: str) -> str:
     return action_name.replace("_", " ").strip().capitalize()
 
 
-def call_frame(call: ActionCall, *, confirm_text: str = "") -> dict:
+def call_frame(call: ActionCall, *, language: str, confirm_text: str = "") -> dict:
+    """The call as the widget and the console show it: a failure's text is the customer's
+    honest sentence; a call still waiting says what it will do (from its action, when
+    `confirm_text` is not given)."""
+    if call.status == ActionCall.Status.CONFIRM_REQUIRED and not confirm_text and call.action:
+        confirm_text = texts.confirmation(
+            confirm_text=call.action.confirm_text,
+            description=call.action.description,
+            arguments=call.arguments,
+            language=language,
+        )
+    failed = call.status in ActionCall.FAILED
     return frames.action_frame(
         call_id=call.pk,
         name=call.action_name,
         label=label(call.action_name),
         status=call.status,
-        text=call.text,
+        text=texts.failure(status=call.status, reason=call.reason, language=language)
+        if failed
+        else call.text,
         fields=call.fields,
         arguments=call.arguments,
         latency_ms=call.latency_ms,
@@ -101,7 +114,7 @@ class ActionTaking:
                 conversation_id=self.cid, action=action, arguments=arguments, outcome=outcome
             )
             answer.calls.append(call.pk)
-            await self._emit(call_frame(call))
+            await self._emit(call_frame(call, language=language))
             if outcome.ok:
                 answered.append((action, outcome))
             else:
@@ -128,7 +141,9 @@ class ActionTaking:
             arguments=call.arguments,
             language=self.conversation.language,
         )
-        await self._emit(call_frame(call, confirm_text=question))
+        await self._emit(
+            call_frame(call, language=self.conversation.language, confirm_text=question)
+        )
         await self._guarded(answer, question, (guards.CONFIRM,))
         await self._attach_calls(answer)
 
@@ -161,18 +176,19 @@ async def confirm_call(conversation_id, call_id: int) -> dict | None:
     call = await db(action_selectors.action_call)(call_id=call_id, conversation_id=conversation_id)
     if call is None:
         return None
+    language = await db(selectors.conversation_language)(conversation_id=conversation_id)
     won = await db(action_services.call_confirm)(call_id=call_id, conversation_id=conversation_id)
     if not won:
         call = await db(action_selectors.action_call)(
             call_id=call_id, conversation_id=conversation_id
         )
-        return call_frame(call)
+        return call_frame(call, language=language)
     call.status = ActionCall.Status.CONFIRMED
-    await _broadcast(conversation_id, call_frame(call))
+    await _broadcast(conversation_id, call_frame(call, language=language))
     outcome = await _confirmed_outcome(conversation_id, call)
     await db(action_services.call_finish)(call_id=call_id, outcome=outcome)
     call = await db(action_selectors.action_call)(call_id=call_id, conversation_id=conversation_id)
-    frame = call_frame(call)
+    frame = call_frame(call, language=language)
     await _broadcast(conversation_id, frame)
     return frame
 
@@ -202,7 +218,8 @@ async def cancel_call(conversation_id, call_id: int) -> dict | None:
     call = await db(action_selectors.action_call)(call_id=call_id, conversation_id=conversation_id)
     if call is None:
         return None
-    frame = call_frame(call)
+    language = await db(selectors.conversation_language)(conversation_id=conversation_id)
+    frame = call_frame(call, language=language)
     if cancelled:
         await _broadcast(conversation_id, frame)
     return frame

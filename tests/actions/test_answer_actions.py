@@ -310,3 +310,22 @@ def test_the_admin_transcript_shows_the_calls_and_no_secret(admin_client, back_e
     page = admin_client.get(f"/admin/chat/conversation/{conversation.pk}/change/").content.decode()
     assert "order_status" in page and "Order A7731: shipped" in page and "A7731" in page
     assert "s3cr3t-value-never-shown" not in page and "SHOP_TOKEN" not in page
+
+
+async def test_a_reload_gets_each_answers_calls_in_its_history(
+    connect, site, worker, engine, imported, back_end
+):
+    await database_sync_to_async(imported)()
+    client, first = await widget(connect, site)
+    frames = await ask(client, "Please cancel order A7731")
+    asked = of_type(frames, "action")[0]
+    again, _ = await connect(
+        f"site={site.key}&conversation={first['id']}&token={first['token']}", headers=HEADERS
+    )
+    history = (await until(again, "history"))[-1]
+    [answer] = [m for m in history["messages"] if m["role"] == "bot"]
+    [call] = answer["calls"]
+    # Still waiting: the card comes back with what it will do, so Confirm still works.
+    assert call["call_id"] == asked["call_id"] and call["status"] == "confirm_required"
+    assert call["confirm_text"] == asked["confirm_text"]
+    assert "calls" not in [m for m in history["messages"] if m["role"] == "customer"][0]

@@ -121,11 +121,15 @@ def test_an_oversized_token_is_refused_before_anything_else(site, settings):
     assert refused(token, Site(name="none")).code == CustomerTokenError.TOO_LARGE
 
 
-def test_without_an_identity_secret_no_token_can_be_checked():
+def test_without_an_identity_secret_no_token_can_be_checked(settings):
+    # Conversations of no site (the demo page's) have a secret only while the demo page is on.
+    settings.DEMO_PAGE = False
     for site in (Site(name="No secret yet"), None):
         error = refused(sign(SECRET), site)
         assert error.code == CustomerTokenError.NO_SECRET
         assert "site_identity_secret" in error.message
+    settings.DEMO_PAGE = True
+    assert refused(sign(SECRET), None).code == CustomerTokenError.INVALID  # not its secret
 
 
 def test_a_verification_is_current_until_its_expiry_and_the_leeway(settings):

@@ -243,3 +243,26 @@ async def test_without_the_demo_page_only_widget_sockets_are_served(connect, sit
 )
 def test_origins_are_normalized(raw, normal):
     assert normalize_origin(raw) == normal
+
+
+def test_the_demo_pages_visitor_chats_as_the_sample_customer(client, settings):
+    """With the sample shop on (as under `make run`), the page signs its visitor in as the
+    sample customer; the token verifies only while the demo page is on."""
+    import re
+
+    from chat import customers
+
+    settings.DEMO_PAGE = True
+    settings.ACTIONS = {**settings.ACTIONS, "SAMPLE_SHOP": True}
+    page = client.get("/").content.decode()
+    token = re.search(r'data-customer-token="([^"]+)"', page).group(1)
+    customer = customers.verify_token(token, site=None)
+    assert customer.id == "c-1001" and customer.email == "ada@example.com"
+    assert "A1001" in page and "Signed in as" in page
+    settings.DEMO_PAGE = False  # production: no secret for key-less conversations
+    with pytest.raises(customers.CustomerTokenError) as refused:
+        customers.verify_token(token, site=None)
+    assert refused.value.code == customers.CustomerTokenError.NO_SECRET
+    settings.DEMO_PAGE = True
+    settings.ACTIONS = {**settings.ACTIONS, "SAMPLE_SHOP": False}  # no sample: no sign-in
+    assert "data-customer-token" not in client.get("/").content.decode()

@@ -5,7 +5,7 @@ import { alertHandoff } from "./alerts.js";
 import { $, currentId } from "./dom.js";
 import { refresh } from "./partials.js";
 import { send } from "./socket.js";
-import { botFrame, showTyping, upsertMessage } from "./transcript.js";
+import { actionFrame, botFrame, showTyping, upsertMessage } from "./transcript.js";
 
 let root = null;
 // Opening a conversation in the pane: the socket watches it from the moment the request
@@ -69,9 +69,11 @@ export function handle(frame) {
       if (mine) upsertMessage(frame);
       if (mine && frame.role === "customer") showTyping(null);
       break;
-    case "conv.bot":
-      if (mine) botFrame(frame.frame || {});
+    case "conv.bot": {
+      const inner = frame.frame || {};
+      if (mine) (inner.type === "action" ? actionFrame : botFrame)(inner);
       break;
+    }
     case "conv.typing":
       if (mine && frame.who === "customer") showTyping("Customer is typing…");
       else if (mine && frame.who === "agent" && frame.name && frame.name !== root.dataset.userName) {

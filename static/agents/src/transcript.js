@@ -1,5 +1,6 @@
 // The open conversation's transcript: messages as the socket reports them, the bot's answer
-// as it streams (conv.bot carries the customer's own bot.* frames), and "… is typing".
+// as it streams (conv.bot carries the customer's own bot.* and action frames), the calls the
+// bot made to the company's back end, and "… is typing".
 // Text only ever enters the page through textContent / text nodes, never as HTML.
 
 import { $, clock, el } from "./dom.js";
@@ -143,6 +144,63 @@ export function botFrame(frame) {
       const sources = !$(".msg__sources", li) && sourcesLine(frame.sources);
       if (sources) li.append(sources);
     }
+  });
+}
+
+// An action call's status as staff read it; the server's template says the same
+// (agents/templatetags/action_calls.py).
+const CALL_STATUS = {
+  confirm_required: "waiting for the customer to confirm",
+  confirmed: "confirmed by the customer, calling",
+  cancelled: "cancelled by the customer",
+  ok: "ok",
+  error: "error",
+  timeout: "timed out",
+  bad_response: "bad response",
+  refused: "refused, not called",
+};
+const CALL_FAILED = new Set(["error", "timeout", "bad_response", "refused", "cancelled"]);
+const CALL_SENT = new Set(["ok", "error", "timeout", "bad_response"]); // these have a latency
+
+/** `name(key=value, …)`: strings as they are, other values as JSON. */
+function callSignature(name, args) {
+  const entries = args && typeof args === "object" && !Array.isArray(args) ? Object.entries(args) : [];
+  const shown = entries.map(([key, value]) => key + "=" + (typeof value === "string" ? value : JSON.stringify(value)));
+  return String(name ?? "") + "(" + shown.join(", ") + ")";
+}
+
+const plain = (value) => (value == null || typeof value === "object" ? "" : String(value));
+
+/**
+ * conv.bot carrying an `action` frame: a call the bot made to the company's back end, before
+ * the answer that tells of it. One line per call_id, drawn again in place as the call moves on
+ * (confirm_required → confirmed → ok…). The markup is the server's (agents/_action_call.html):
+ * li.call.call--STATUS[data-call-id] > .call__head (.call__name, .call__status, .call__latency),
+ * .call__confirm, .call__text, .call__detail.
+ */
+export function actionFrame(frame) {
+  const list = $("#transcript");
+  if (!list || frame.call_id == null) return;
+  const id = String(frame.call_id);
+  let li = list.querySelector('li[data-call-id="' + CSS.escape(id) + '"]');
+  if (!li) {
+    li = el("li");
+    li.dataset.callId = id;
+    append(list, li);
+  }
+  const status = plain(frame.status);
+  keepAtBottom(list, () => {
+    li.className = "call call--" + (CALL_FAILED.has(status) ? "failed" : status === "ok" ? "ok" : "pending");
+    li.dataset.status = status;
+    const head = el("div", "call__head");
+    head.append(el("span", "call__name mono", callSignature(frame.name, frame.arguments)), " ",
+      el("span", "tag call__status", CALL_STATUS[status] || status));
+    if (plain(frame.reason)) head.append(" ", el("span", "tag call__reason", plain(frame.reason)));
+    if (CALL_SENT.has(status) && typeof frame.latency_ms === "number") head.append(" ", el("span", "call__latency", frame.latency_ms + " ms"));
+    li.replaceChildren(head);
+    if (plain(frame.confirm_text)) li.append(el("div", "call__confirm", "Asked the customer: " + plain(frame.confirm_text)));
+    if (plain(frame.text)) li.append(el("div", "call__text", plain(frame.text)));
+    if (plain(frame.detail)) li.append(el("div", "call__detail", plain(frame.detail)));
   });
 }
 

@@ -47,6 +47,7 @@ export class ChatWidget {
     this.streaming = null; // the answer being written
     this.csatCard = null;
     this.bubbles = new Map(); // message id → answer (view.answer)
+    this.calls = new Map(); // action call_id → its card (view.actionCard)
     this.pending = new Map(); // client_id → customer message not acknowledged yet
     this.outbox = []; // frames (ratings, hand-off…) waiting for the connection
     this.typingThrottle = createThrottle(TYPING_EVERY_MS);
@@ -66,6 +67,8 @@ export class ChatWidget {
         this.send({ type: "feedback", message_id: bubble.id, rating: bubble.rating, comment }, true),
       csat: (score, comment) => this.send({ type: "csat", score, ...(comment && { comment }) }, true),
       contact: (email) => this.send({ type: "contact", email }, true),
+      // An action card's Confirm or Cancel: the server takes the first answer of any tab.
+      act: (type, callId) => this.send({ type, call_id: callId }, true),
     });
 
     let timeZone = "";
@@ -186,6 +189,7 @@ export class ChatWidget {
   resetLog() {
     this.view.clearLog();
     this.bubbles.clear();
+    this.calls.clear();
     this.streaming = this.csatCard = null;
     this.awaitingAnswer = false;
     this.greet();

@@ -34,6 +34,8 @@ const HANDLERS = {
     const { view } = widget;
     widget.resetLog();
     for (const message of frame.messages || []) {
+      // The back-end calls an answer made (action frames, latest state) come before it.
+      for (const call of Array.isArray(message.calls) ? message.calls : []) HANDLERS.action(widget, call);
       if (message.role === "customer") {
         widget.customerSpoke = true;
         // Stored before the last connection dropped: no longer pending, never to be resent.
@@ -107,6 +109,16 @@ const HANDLERS = {
       if (widget.view.atBottom()) widget.view.scrollToEnd();
     }
     widget.received();
+  },
+
+  // A call the bot made to the company's back end, before the answer that tells of it: one
+  // card per call_id, drawn again in place as the call moves on (confirm_required →
+  // confirmed → ok or error, or → cancelled).
+  action(widget, frame) {
+    const key = String(frame.call_id);
+    const card = widget.calls.get(key) || widget.view.actionCard();
+    widget.calls.set(key, card);
+    widget.view.keepAtBottom(() => card.draw(frame));
   },
 
   "agent.message"(widget, frame) {

@@ -49,6 +49,11 @@ const EN = {
   askEmail: "No one can answer live right now. Leave your e-mail and we'll follow up:",
   email: "Your e-mail",
   contactThanks: "Thanks! We'll get back to you by e-mail.",
+  lookedUp: "Looked up",
+  confirm: "Confirm",
+  cancel: "Cancel",
+  confirming: "Confirming…",
+  cancelled: "Cancelled",
 };
 
 const ZH_CN = {
@@ -94,6 +99,11 @@ const ZH_CN = {
   askEmail: "目前暂无客服在线。请留下您的邮箱，我们会尽快联系您：",
   email: "您的邮箱",
   contactThanks: "谢谢！我们会通过邮件联系您。",
+  lookedUp: "已查询",
+  confirm: "确认",
+  cancel: "取消",
+  confirming: "正在确认…",
+  cancelled: "已取消",
 };
 
 /** The strings for a BCP 47 language tag: Chinese for zh…, else English. */

@@ -9,7 +9,8 @@
 // b bot or agent · who author · nt note under a message · src answer sources · sy system
 // line · fb feedback (thumbs) · th thumb · cm feedback comment form · cl card (CSAT, contact)
 // · cs card form · sr star · sm submit · ty typing dots · er error bar · hb "talk to a human"
-// · f composer form · sb send button.
+// · f composer form · sb send button · ac action card (data-s = the call's status; .x: the
+// call failed, shown as a notice).
 export const PANEL_CSS = `[hidden]{display:none!important}
 button{font:inherit;color:inherit;cursor:pointer;margin:0}
 svg{width:22px;height:22px;fill:currentColor}
@@ -58,6 +59,13 @@ svg{width:22px;height:22px;fill:currentColor}
 textarea{width:100%;resize:none;font:inherit;color:inherit;background:#fff;border:1px solid #c9ced6;border-radius:10px;padding:8px 10px;margin:0}
 .sm{background:var(--a);color:var(--f);border:0;border-radius:8px;padding:6px 14px}
 .sm:disabled{opacity:.5;cursor:default}
+.ac{align-self:flex-start;max-width:86%;padding:8px 12px;background:#fff;border:1px solid #e3e6ea;border-left:3px solid var(--a);border-radius:10px;font-size:14px;overflow-wrap:anywhere}
+.ac.x{background:#fffbeb;border-color:#f59e0b;color:#78350f}
+.ac dl{display:grid;grid-template-columns:auto 1fr;gap:0 10px;margin:4px 0 0;font-size:13px}
+.ac dt{color:#4b5563}
+.ac dd{margin:0}
+.ac .sm{margin:8px 8px 0 0}
+.ac .sm+.sm{background:#fff;color:#374151;border:1px solid #c9ced6}
 .cl{align-self:stretch;background:#fff;border:1px solid #e3e6ea;border-radius:12px;padding:12px 14px;text-align:center}
 .cl p{margin:0;font-weight:600}
 .cs{align-items:center}

@@ -9,6 +9,8 @@ import { linkTree, MarkdownStream } from "./markdown.js";
 
 const STICK_WITHIN_PX = 60; // a reader this close to the end keeps seeing new messages
 const MAX_COMMENT_CHARS = 1000; // as the server's feedback and CSAT comments
+const MAX_FIELDS = 6; // an action card's key/value rows
+const FAILED = /^(error|timeout|bad_response|refused)$/; // action statuses shown as a notice
 
 /** An http(s) URL as the browser reads it, else null (sources are links to web pages only). */
 function webHref(text) {
@@ -26,7 +28,7 @@ export class PanelView {
    * @param {object} strings i18n.js strings of the visitor's language
    * @param {object} actions the controller's handlers: submit(text), handoff(), endChat(),
    *   minimise(), typed(), rate(bubble, rating), comment(bubble, text), csat(score, comment),
-   *   contact(email)
+   *   contact(email), act(type, callId) (an action card's Confirm or Cancel)
    */
   constructor(ctx, strings, actions) {
     this.ctx = ctx;
@@ -341,6 +343,48 @@ export class PanelView {
         onSent();
       },
     }, h("p", null, t.csatQuestion), h("div", { role: "group", "aria-label": t.csatQuestion }, ...stars), comment, submit)), true);
+  }
+
+  /**
+   * A call to the company's back end (frame `action`): a card, drawn again in place as the
+   * call moves on (confirm_required → confirmed → ok…). Returns {li, draw(frame)}.
+   */
+  actionCard() {
+    const t = this.strings;
+    const li = this.add(h("li", { class: "ac", tabindex: -1 }));
+    const str = (value) => (value == null || typeof value === "object" ? "" : String(value));
+    const draw = (frame) => {
+      const status = str(frame.status);
+      const asked = /^confirm/.test(status); // confirm_required, confirmed
+      const fields = status === "ok" && frame.fields && typeof frame.fields === "object"
+        ? Object.entries(frame.fields).filter(([, value]) => str(value)).slice(0, MAX_FIELDS) : [];
+      const button = (label, type) => h("button", {
+        type: "button", class: "sm",
+        onclick: () => {
+          li.focus(); // before the buttons are disabled, so that the keyboard's place stays
+          for (const b of buttons) b.disabled = true;
+          if (type === "confirm") confirm.textContent = t.confirming;
+          this.actions.act("action." + type, frame.call_id);
+        },
+      }, label);
+      const buttons = status === "confirm_required" ? [button(t.confirm, "confirm"), button(t.cancel, "cancel")] : [];
+      const [confirm] = buttons;
+      // A redraw removes the focused button: the card keeps the focus, not the page.
+      const hadFocus = li.contains(this.ctx.sr.activeElement);
+      li.dataset.s = status;
+      li.classList.toggle("x", FAILED.test(status));
+      li.replaceChildren(...[
+        h("span", { class: "who" }, str(frame.label) || t.lookedUp),
+        h("div", null, (asked && str(frame.confirm_text)) || str(frame.text) || str(frame.confirm_text)),
+        fields.length > 0 && h("dl", null, ...fields.flatMap(([key, value]) =>
+          [h("dt", null, (key.charAt(0).toUpperCase() + key.slice(1)).replace(/_/g, " ")), h("dd", null, str(value))])),
+        status === "confirmed" && h("span", { class: "nt" }, t.confirming),
+        status === "cancelled" && h("span", { class: "nt" }, t.cancelled),
+        buttons.length > 0 && h("div", null, ...buttons),
+      ].filter(Boolean));
+      if (hadFocus) li.focus({ preventScroll: true });
+    };
+    return { li, draw };
   }
 
   /** Nobody can answer live: ask for an e-mail address to follow up. */
