@@ -329,3 +329,26 @@ async def test_a_reload_gets_each_answers_calls_in_its_history(
     assert call["call_id"] == asked["call_id"] and call["status"] == "confirm_required"
     assert call["confirm_text"] == asked["confirm_text"]
     assert "calls" not in [m for m in history["messages"] if m["role"] == "customer"][0]
+
+
+async def test_secrets_and_tokens_reach_no_prompt_transcript_export_or_log(
+    connect, site, worker, engine, imported, back_end, monkeypatch, caplog
+):
+    from chat import exports
+    from chat.models import Conversation
+
+    secret = "s3cr3t-shop-key-2f9d"
+    monkeypatch.setenv("SHOP_API_KEY", secret)
+    await database_sync_to_async(imported)(headers={"X-Api-Key": "${SHOP_API_KEY}"})
+    token = sign(site.identity_secret, "cust-42")
+    client, first = await connect(f"site={site.key}&customer_token={token}", headers=HEADERS)
+    await until(client, "customer.verified")
+    with caplog.at_level("DEBUG"):
+        frames = await ask(client, "Where is my order A7731?")
+    assert back_end.seen[0].headers.get("X-Api-Key") == secret  # the back end got it
+    stored = await Message.objects.aget(pk=frames[-1]["message_id"])
+    export = await database_sync_to_async(
+        lambda: "".join(exports.transcripts_json(Conversation.objects.filter(pk=first["id"])))
+    )()
+    for where in (json.dumps(stored.prompt), json.dumps(frames), export, caplog.text):
+        assert secret not in where and token not in where and site.identity_secret not in where

@@ -203,3 +203,43 @@ async def test_customer_html_is_shown_as_text_and_never_runs(real_stack, browser
     assert await chat.bubbles() == history
     await assert_inert()
     assert chat.errors == []
+
+
+async def test_the_sample_customer_looks_up_an_order_and_cancels_another(
+    real_stack, browser, short_answers, settings
+):
+    """`make run`'s sample: the demo page's visitor is the sample shop's customer; the sample
+    actions call the sample shop this desk serves. A look-up shows its card before the
+    answer; a cancellation waits for Confirm, then the card shows the back end's result."""
+    import io
+
+    from asgiref.sync import sync_to_async
+    from django.core.management import call_command
+
+    from chat.actions.models import ActionCall
+
+    settings.ACTIONS = {**settings.ACTIONS, "SAMPLE_BASE_URL": real_stack.http}
+    await sync_to_async(call_command)("import_actions", "--sample", stdout=io.StringIO())
+    chat = await ChatPage.open(browser, real_stack.http)
+    page = chat.page
+    await expect(page.locator(".chat__who")).to_contain_text("A1001")
+
+    start = len(chat.frames)
+    await chat.ask("Where is my order A1001?")
+    looked_up = await chat.frame("action", start, timeout=5)
+    assert looked_up["status"] == "ok" and looked_up["name"] == "order_status"
+    card = page.locator(".msg--action >> nth=0")
+    await expect(card).to_have_attribute("data-status", "ok")
+    await expect(card).to_contain_text("Order A1001")
+
+    start = len(chat.frames)
+    await chat.ask("Please cancel order A1002")
+    waiting = await chat.frame("action", start, timeout=5)
+    assert waiting["status"] == "confirm_required" and waiting["name"] == "cancel_order"
+    card = page.locator(".msg--action >> nth=1")
+    await expect(card).to_contain_text("Cancel order A1002")
+    await card.get_by_role("button", name="Confirm").click()
+    await expect(card).to_have_attribute("data-status", "ok", timeout=15_000)
+    await expect(card).to_contain_text("A1002")
+    call = await ActionCall.objects.aget(pk=waiting["call_id"])
+    assert call.status == "ok" and call.fields["status_text"].startswith("cancelled")
