@@ -90,3 +90,50 @@ async def test_a_page_with_a_customer_token_gives_a_verified_conversation(
     await conversation.arefresh_from_db()
     assert conversation.customer_id == "cust-42"
     assert visitor.errors == []
+
+
+async def test_a_verified_customer_confirms_a_cancellation_in_the_widget(
+    synthetic_stack, host_pages, visitor, tmp_path
+):
+    """The widget on a company page, a customer its back end signed in, and an action on a
+    back end of the test's own: the cancellation waits on its card until Confirm, then is
+    called once, for that customer, and the card shows the result."""
+    import io
+
+    from django.core.management import call_command
+
+    from tests.actions.helpers import start_back_end
+    from tests.actions.test_answer_actions import actions_file
+
+    back_end, thread = start_back_end()
+    try:
+        path = actions_file(tmp_path, back_end)
+        await sync_to_async(call_command)("import_actions", path, stdout=io.StringIO())
+        site = await Site.objects.acreate(name="Acme Shop", allowed_origins=host_pages.url)
+        secret = await sync_to_async(services.site_identity_secret_renew)(site=site)
+        page_file = Path(host_pages.root) / f"orders-{site.pk}.html"
+        page_file.write_text(
+            SIGNED_IN_PAGE.format(
+                desk=synthetic_stack.http, key=site.key, token=sign(secret, "cust-42")
+            )
+        )
+        await visitor.page.goto(f"{host_pages.url}/{page_file.name}")
+        await visitor.open_widget()
+        await poll(lambda: verdicts(visitor), timeout=15)
+        await visitor.ask("Please cancel my order A7731")
+
+        card = visitor.page.locator(".ac")
+        await expect(card).to_have_attribute("data-s", "confirm_required")
+        await expect(card).to_contain_text("Cancel order A7731?")
+        assert back_end.seen == []  # nothing called before the customer says so
+        await card.get_by_role("button", name="Confirm").click()
+        await expect(card).to_have_attribute("data-s", "ok", timeout=15_000)
+        await expect(card).to_contain_text("Order A7731: echoed")
+        [request] = back_end.seen
+        assert request.method == "POST" and request.path == "/echo/A7731/cancel"
+        assert request.query == {"customer": ["cust-42"]}
+        assert visitor.errors == []
+    finally:
+        back_end.server.shutdown()
+        back_end.server.server_close()
+        thread.join(5)
