@@ -30,7 +30,8 @@ This module holds what consumers, views and commands call. The parts:
   product's guards) and `endings` (stopping, finishing, the fallback, storing); `answer`: the
   state of the answer under way; `inbox`: a run's events;
 - `claims`: the claim in Redis and its renewal; `partials`: saving streamed text;
-- `prompt`: the system prompt, turns and sampling an answer is asked with (AnswerOptions);
+- `prompt`: the system prompt, turns and sampling an answer is asked with (AnswerOptions,
+  with the functions an API caller offers in ToolOffer);
 - `audience`: the sockets that show answers (a Protocol), and how a frame reaches one;
 - `registry`: this process's runs and their tasks.
 """
@@ -54,7 +55,7 @@ from chat.answering.audience import (
     register_socket,
     unregister_socket,
 )
-from chat.answering.prompt import AnswerOptions, build_messages
+from chat.answering.prompt import AnswerOptions, ToolOffer, build_messages
 from chat.answering.registry import tasks
 from chat.answering.run import AnswerRun
 from chat.models import Conversation, Message
@@ -69,6 +70,7 @@ __all__ = [
     "Audience",
     "ConsoleAudience",
     "CustomerAudience",
+    "ToolOffer",
     "answer_ended",
     "build_messages",
     "join",

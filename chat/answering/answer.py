@@ -4,6 +4,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from chat import limits
+from chat.answering.prompt import ToolOffer
 from chat.knowledge import grounding
 from chat.knowledge.retrieval import Hit
 from chat.models import Message
@@ -48,6 +49,8 @@ class Answer:
     retried: bool = False  # asked again once, with the rule it broke restated
     fallback: bool = False  # replaced by the fallback rules' answer after breaking a rule
     quoted: bool = False  # replaced by the help centre's own statements (chat/guards.QUOTED)
+    tools: ToolOffer | None = None  # functions the caller offered (OpenAI-compatible API)
+    tool_calls: list[protocol.ToolCall] | None = None  # the model called them
 
     @property
     def text(self) -> str:
