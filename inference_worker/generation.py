@@ -1,11 +1,12 @@
 """One answer, from the prompt to its last event: fit the prompt to the token budget, generate,
-coalesce the deltas, apply the request's guards, and send `start`, deltas and exactly one `done`
-or `error` to the answer run that asked. Every way an answer ends has a named outcome, counted
-in the metrics and logged.
+coalesce the deltas, apply the request's guards, read tool calls, and send `start`, deltas and
+exactly one `done` or `error` to the answer run that asked. Every way an answer ends has a named
+outcome, counted in the metrics and logged.
 """
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from inference_worker.replies import Overloaded, RedisLost, Replies
 from inference_worker.request_log import log_request
 from inference_worker.streams import Stream
 from inference_worker.textguards import AnswerLimit, StreamGuard
+from inference_worker.tool_calls import Ending, ToolCallHold
+from inference_worker.tool_choice import ToolRequestError, ToolUse
 
 log = logging.getLogger("inference_worker")
 
@@ -43,10 +46,12 @@ async def generate_answer(
     interval: Callable[[], float],
     stopping: asyncio.Event,
     on_done: Callable[[float], None],
+    tool_use: ToolUse | None = None,
 ) -> None:
     """Generate the answer to `stream`'s request (taken at monotonic time `taken`) and send it.
     `interval` gives the coalescing interval of the moment; `stopping` tells a shutdown from a
-    cancel; `on_done` gets the seconds a whole answer took (the worker's turnover)."""
+    cancel; `on_done` gets the seconds a whole answer took (the worker's turnover); `tool_use`:
+    the functions the answer may call (inference_worker.tool_choice)."""
     request = stream.request
     request_id = request["request_id"]
     sampling = request["sampling"]
@@ -58,13 +63,12 @@ async def generate_answer(
     trimmed = passages = 0
     try:
         budget = engine.max_model_len - sampling["max_tokens"]
+        tokenize = engine.prompt_token_ids
+        if tool_use is not None:
+            tokenize = functools.partial(engine.prompt_token_ids, tools=tool_use.tools)
         # One tokenizer pass: the budget search returns the ids of the prompt it kept.
         _, trimmed, prompt_ids, passages = await asyncio.to_thread(
-            fit_grounded,
-            request["messages"],
-            engine.prompt_token_ids,
-            budget,
-            request.get("grounding"),
+            fit_grounded, request["messages"], tokenize, budget, request.get("grounding")
         )
         prompt_tokens = len(prompt_ids)
         await replies.send(
@@ -78,9 +82,16 @@ async def generate_answer(
             ),
         )
         guard = _stream_guard(request)
+        hold = None
+        if tool_use is not None:
+            hold = ToolCallHold(tool_use.names, parallel=tool_use.parallel)
         kept = None
+        sent_any = False
         async with asyncio.timeout(max(0.0, request["deadline"] - time.time())):
-            source = engine.stream(request_id, prompt_ids, sampling)
+            if tool_use is None:
+                source = engine.stream(request_id, prompt_ids, sampling)
+            else:
+                source = engine.stream(request_id, prompt_ids, sampling, tool_use)
             # Closed on every way out (a guard's stop included), so the engine's own
             # clean-up runs now rather than when the generator is collected.
             async with contextlib.aclosing(coalesce(source, interval)) as chunks:
@@ -91,10 +102,15 @@ async def generate_answer(
                         continue
                     if first_at is None:
                         first_at = time.monotonic()
+                    text = chunk.text if hold is None else hold.feed(chunk.text)
+                    if not text and sent_any:
+                        continue
+                    # An empty first delta: output has begun, held as a possible tool call.
                     await replies.send(
-                        stream, protocol.inference_delta(request_id=request_id, text=chunk.text)
+                        stream, protocol.inference_delta(request_id=request_id, text=text)
                     )
-                    if guard is not None and guard.feed(chunk.text) is not None:
+                    sent_any = True
+                    if text and guard is not None and guard.feed(text) is not None:
                         # A loop or an overrun: nothing after this is worth generating.
                         await engine.abort(request_id)
                         break
@@ -103,6 +119,24 @@ async def generate_answer(
             if guard.reason is not None:
                 finish_reason = guard.reason
                 metrics.GUARD_STOPS.labels(guard.reason).inc()
+        ending = Ending()
+        if hold is not None and (guard is None or guard.reason is None):
+            ending = hold.finish()
+            if ending.release:
+                await replies.send(
+                    stream, protocol.inference_delta(request_id=request_id, text=ending.release)
+                )
+            elif ending.calls:
+                finish_reason = protocol.TOOL_CALLS
+                metrics.TOOL_CALL_ANSWERS.labels("called").inc()
+            elif ending.invalid is not None:
+                kept = ending.text
+                metrics.TOOL_CALL_ANSWERS.labels(ending.invalid).inc()
+                log.info(
+                    "request %s: output written as a tool call is none (%s); sent as text",
+                    request_id,
+                    ending.invalid,
+                )
         await replies.send(
             stream,
             protocol.inference_done(
@@ -115,6 +149,8 @@ async def generate_answer(
                 trimmed=trimmed,
                 passages=passages,
                 text=kept,
+                tool_calls=ending.calls,
+                invalid_tool_call=ending.invalid,
             ),
             final=True,
         )
@@ -143,6 +179,16 @@ async def generate_answer(
                 request_id=request_id,
                 code=Code.EXPIRED,
                 message="The answer ran past its deadline.",
+            ),
+            stream=stream,
+        )
+    except ToolRequestError as exc:
+        # A parameters schema the engine's grammar cannot follow.
+        outcome = "bad_request"
+        await replies.send_quietly(
+            request,
+            protocol.inference_error(
+                request_id=request_id, code=Code.BAD_REQUEST, message=str(exc)
             ),
             stream=stream,
         )

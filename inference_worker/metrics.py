@@ -47,3 +47,10 @@ GUARD_STOPS = Counter(
     # sentence boundary)
     ["reason"],
 )
+TOOL_CALL_ANSWERS = Counter(
+    "cs_worker_tool_call_answers_total",
+    "Answers with functions offered that the model wrote as tool calls, by outcome",
+    # called (valid calls, sent as tool_calls); malformed, unknown_function,
+    # arguments_not_object (no valid call: the output was sent as text)
+    ["outcome"],
+)

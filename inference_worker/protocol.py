@@ -23,9 +23,56 @@ from typing import Literal, NotRequired
 from typing_extensions import TypedDict
 
 
+class FunctionCall(TypedDict):
+    name: str
+    arguments: str  # a JSON object, as text (OpenAI's shape)
+
+
+class ToolCall(TypedDict):
+    """A call the model made, in OpenAI's shape. The worker names a new call "call_" and 24
+    hex digits; a call in the history keeps the id its caller got."""
+
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class ChatTurn(TypedDict):
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    # An assistant turn that called functions ("content" may then be empty).
+    tool_calls: NotRequired[list[ToolCall]]
+    # A tool turn: the result of the call with this id, in "content".
+    tool_call_id: NotRequired[str]
+
+
+class Function(TypedDict):
+    """A function offered to the model; `parameters` is a JSON Schema of its arguments (an
+    object), `strict` asks that the arguments follow it exactly."""
+
+    name: str
+    description: NotRequired[str]
+    parameters: NotRequired[dict]
+    strict: NotRequired[bool]
+
+
+class Tool(TypedDict):
+    type: Literal["function"]
+    function: Function
+
+
+class FunctionName(TypedDict):
+    name: str
+
+
+class NamedToolChoice(TypedDict):
+    type: Literal["function"]
+    function: FunctionName
+
+
+# "auto": the model calls a function or answers; "none": it answers (it is not shown the
+# tools); "required": it calls one or more; a named function: it calls that one, once.
+ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice
 
 
 class Sampling(TypedDict):
@@ -84,8 +131,9 @@ class InferenceRequest(TypedDict):
     type: Literal["inference.request"]
     request_id: str
     reply_channel: str
-    # System prompt first, then the turns oldest first, the newest customer message last.
-    # The worker trims the oldest turns to the token budget, never the first or the last.
+    # System prompt first, then the turns oldest first, the newest customer message last (or,
+    # with tools, the assistant's calls and the tools' results after it). The worker trims the
+    # oldest turns to the token budget, never the first or the last.
     messages: list[ChatTurn]
     sampling: Sampling
     # Unix time after which nobody waits for this answer any more: a worker that takes the
@@ -98,6 +146,12 @@ class InferenceRequest(TypedDict):
     start_by: float
     grounding: NotRequired[Grounding]
     guards: NotRequired[Guards]
+    # Functions the model may call, and whether it must (docs/protocol.md). Without `tools`
+    # the prompt is the same as ever.
+    tools: NotRequired[list[Tool]]
+    tool_choice: NotRequired[ToolChoice]
+    # False: at most one call (the first is kept).
+    parallel_tool_calls: NotRequired[bool]
 
 
 class InferenceCancel(TypedDict):
@@ -119,6 +173,9 @@ def inference_request(
     start_by: float,
     grounding: Grounding | None = None,
     guards: Guards | None = None,
+    tools: list[Tool] | None = None,
+    tool_choice: ToolChoice | None = None,
+    parallel_tool_calls: bool | None = None,
 ) -> InferenceRequest:
     request: InferenceRequest = {
         "type": "inference.request",
@@ -134,6 +191,12 @@ def inference_request(
         request["grounding"] = grounding
     if guards:
         request["guards"] = guards
+    if tools:
+        request["tools"] = tools
+    if tool_choice is not None:
+        request["tool_choice"] = tool_choice
+    if parallel_tool_calls is not None:
+        request["parallel_tool_calls"] = parallel_tool_calls
     return request
 
 
@@ -165,6 +228,8 @@ def inference_start(
 
 
 def inference_delta(*, request_id: str, text: str) -> dict:
+    # text "": the answer has begun, but its output is held until it is clear whether it is a
+    # tool call (the first token came; nothing to show yet).
     return {"type": "inference.delta", "request_id": request_id, "text": text}
 
 
@@ -179,10 +244,15 @@ def inference_done(
     trimmed: int = 0,
     passages: int = 0,
     text: str | None = None,
+    tool_calls: list[ToolCall] | None = None,
+    invalid_tool_call: str | None = None,
 ) -> dict:
     # trimmed: the oldest turns left out of the prompt to fit the token budget; passages: the
     # request's grounding passages the prompt held; text: the whole answer as it stands, when
-    # a guard cut back what the deltas streamed (finish_reason "repetition" or "length").
+    # it differs from what the deltas streamed (a guard cut it back: finish_reason
+    # "repetition" or "length"; or held output that was no valid tool call). tool_calls: the
+    # model's calls (finish_reason "tool_calls"); invalid_tool_call: why output written as a
+    # tool call was none (InvalidToolCall), its text then in `text`.
     done = {
         "type": "inference.done",
         "request_id": request_id,
@@ -196,7 +266,23 @@ def inference_done(
     }
     if text is not None:
         done["text"] = text
+    if tool_calls:
+        done["tool_calls"] = tool_calls
+    if invalid_tool_call is not None:
+        done["invalid_tool_call"] = invalid_tool_call
     return done
+
+
+# inference.done's finish_reason when the answer is one or more calls of the offered functions.
+TOOL_CALLS = "tool_calls"
+
+
+class InvalidToolCall:
+    """Why output the model wrote as a tool call is not one (`invalid_tool_call`)."""
+
+    MALFORMED = "malformed"  # not a JSON object with a "name" and "arguments", or cut off
+    UNKNOWN_FUNCTION = "unknown_function"  # names a function that was not offered
+    ARGUMENTS_NOT_OBJECT = "arguments_not_object"  # arguments that are not a JSON object
 
 
 def inference_keepalive(*, request_id: str) -> dict:

@@ -127,6 +127,17 @@ class Replies:
             except Exception:  # noqa: BLE001 - a bad reply channel is the sender's problem
                 log.warning("could not report the malformed request to %r", reply[:100])
 
+    async def reject_request(self, request: protocol.InferenceRequest, reason: str) -> None:
+        """A well-formed request whose parts do not agree (its tools and tool choice)."""
+        metrics.REQUESTS.labels("bad_request").inc()
+        log.warning("request %s refused: %s", request["request_id"], reason)
+        await self.send_quietly(
+            request,
+            protocol.inference_error(
+                request_id=request["request_id"], code=Code.BAD_REQUEST, message=reason
+            ),
+        )
+
     def _mailbox(self, process: str) -> Mailbox:
         mailbox = self.mailboxes.get(process)
         if mailbox is None:

@@ -36,6 +36,7 @@ from inference_worker.redis_retry import REDIS_DOWN, RedisRetry
 from inference_worker.replies import LAST_WORD_TIMEOUT, Replies
 from inference_worker.request_log import log_request
 from inference_worker.streams import Stream, process_of
+from inference_worker.tool_choice import ToolRequestError, tool_use_of
 from runtime.cancellation import raise_if_cancelled
 
 log = logging.getLogger("inference_worker")
@@ -264,6 +265,11 @@ class InferenceWorker:
         except ValidationError as exc:
             await self.replies.reject_malformed(message, exc)
             return
+        try:
+            tool_use = tool_use_of(request)
+        except ToolRequestError as exc:
+            await self.replies.reject_request(request, str(exc))
+            return
         request_id = request["request_id"]
         if request_id in self.taken_ids:
             metrics.REQUESTS.labels("duplicate").inc()
@@ -311,6 +317,7 @@ class InferenceWorker:
                 interval=self._interval_for(stream),
                 stopping=self.stopping,
                 on_done=self._count_turnover,
+                tool_use=tool_use,
             )
         finally:
             metrics.ACTIVE.dec()

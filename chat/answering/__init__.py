@@ -32,7 +32,8 @@ This module holds what consumers, views and commands call. The parts:
   fallback, storing); `answer`: the
   state of the answer under way; `inbox`: a run's events;
 - `claims`: the claim in Redis and its renewal; `partials`: saving streamed text;
-- `prompt`: the system prompt, turns and sampling an answer is asked with (AnswerOptions);
+- `prompt`: the system prompt, turns and sampling an answer is asked with (AnswerOptions,
+  with the functions an API caller offers in ToolOffer);
 - `audience`: the sockets that show answers (a Protocol), and how a frame reaches one;
 - `registry`: this process's runs and their tasks.
 """
@@ -57,7 +58,7 @@ from chat.answering.audience import (
     register_socket,
     unregister_socket,
 )
-from chat.answering.prompt import AnswerOptions, build_messages
+from chat.answering.prompt import AnswerOptions, ToolOffer, build_messages
 from chat.answering.registry import tasks
 from chat.answering.run import AnswerRun
 from chat.models import Conversation, Message
@@ -72,6 +73,7 @@ __all__ = [
     "Audience",
     "ConsoleAudience",
     "CustomerAudience",
+    "ToolOffer",
     "answer_ended",
     "build_messages",
     "call_frame",

@@ -4,6 +4,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from chat import limits
+from chat.answering.prompt import ToolOffer
 from chat.knowledge import grounding
 from chat.knowledge.retrieval import Hit
 from chat.models import Message
@@ -50,6 +51,8 @@ class Answer:
     quoted: bool = False  # replaced by the help centre's own statements (chat/guards.QUOTED)
     calls: list[int] = field(default_factory=list)  # the ActionCalls it made (chat/actions)
     action_results: str = ""  # what they answered, for the model (chat/answering/acting.py)
+    tools: ToolOffer | None = None  # functions the caller offered (OpenAI-compatible API)
+    tool_calls: list[protocol.ToolCall] | None = None  # the model called them
 
     @property
     def text(self) -> str:

@@ -80,6 +80,7 @@ class AnswerEndings:
             sources=message.sources,
             guards=tuple(answer.guards),
             offer_human=answer.offer_human,
+            tool_calls=answer.tool_calls,
         )
         await self._emit(answer.done_frame)
         if answer.calls:

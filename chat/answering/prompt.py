@@ -19,6 +19,19 @@ _MODEL_ROLE = {
 
 
 @dataclass(frozen=True)
+class ToolOffer:
+    """Functions an API caller offers the model for one answer (the OpenAI-compatible API),
+    and the calls and results that came after the question. The worker renders them with the
+    model's chat template and reads the model's calls (docs/protocol.md)."""
+
+    tools: tuple[protocol.Tool, ...] = ()
+    choice: protocol.ToolChoice | None = None  # None: "auto" when there are tools
+    parallel_calls: bool | None = None
+    # After the question, in order: the assistant's turns with its calls, the tools' results.
+    exchange: tuple[protocol.ChatTurn, ...] = ()
+
+
+@dataclass(frozen=True)
 class AnswerOptions:
     """What an API caller may choose for one answer, within the bot profile's limits (see
     `prompt_parts`). None: the profile's value."""
@@ -37,6 +50,8 @@ class AnswerOptions:
     # OpenAI-compatible API, which keeps OpenAI's semantics: its answers get the loop guard
     # alone.
     guards: bool = True
+    # The caller's functions and the tool exchange so far (OpenAI-compatible API only).
+    tools: ToolOffer | None = None
 
 
 def build_messages(system_prompt: str, turns: list[dict]) -> list[protocol.ChatTurn]:

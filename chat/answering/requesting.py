@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from chat import fallback, limits, memory
 from chat.answering.answer import Answer
-from chat.answering.prompt import build_messages, prompt_parts
+from chat.answering.prompt import ToolOffer, build_messages, prompt_parts
 from chat.knowledge import grounding
 from chat.knowledge import retrieval as knowledge
 from chat.models import Message
@@ -33,6 +33,7 @@ class RequestSending:
         cfg, inference = settings.CHAT, settings.INFERENCE
         options = self.options.pop(answer.question.pk, None)
         answer.guarded = options is None or options.guards
+        answer.tools = options.tools if options is not None else None
         site = str(self.conversation.site_id or "")
         answer.slot = await limits.acquire_answer_slot(site_key=site)
         if answer.slot is None:
@@ -80,6 +81,8 @@ class RequestSending:
             if answer.action_results:
                 system_prompt = f"{system_prompt}\n\n{answer.action_results}"
             answer.prompt = build_messages(system_prompt, turns)
+            if answer.tools is not None:
+                answer.prompt += answer.tools.exchange
             answer.sampling = parts.sampling
             answer.stream_guards = {
                 "loops": True,
@@ -120,6 +123,7 @@ class RequestSending:
     async def _dispatch(self, answer: Answer, queue_limit: int) -> None:
         """Send the answer's request (its prompt as it stands) to the workers."""
         cfg, wall = settings.CHAT, time.time()
+        tools = answer.tools or ToolOffer()
         request = protocol.inference_request(
             request_id=answer.request_id,
             reply_channel=self.channel,
@@ -130,6 +134,9 @@ class RequestSending:
             queued_at=wall,
             start_by=wall + cfg["FIRST_TOKEN_TIMEOUT_SECONDS"],
             guards=answer.stream_guards,
+            tools=list(tools.tools),
+            tool_choice=tools.choice,
+            parallel_tool_calls=tools.parallel_calls,
         )
         # Counted and queued in one atomic step: questions arriving together cannot all
         # slip in under the limit.

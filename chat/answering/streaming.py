@@ -50,7 +50,9 @@ class WorkerEvents:
         if answer.finished:
             return
         text = event.get("text", "")
-        if answer.first_token_at is None and text:
+        # An empty delta is output the worker holds back (a possible tool call): the first
+        # token came all the same.
+        if answer.first_token_at is None:
             answer.first_token_at = time.monotonic()
             metrics.FIRST_TOKEN.observe(answer.first_token_at - answer.sent_at)
         if answer.punctuation is not None:
@@ -75,9 +77,11 @@ class WorkerEvents:
             metrics.guarded(finish_reason)
         kept = event.get("text")
         if isinstance(kept, str):
-            # The worker cut a loop or an overrun back to a sentence: show what it kept.
+            # The worker cut a loop or an overrun back to a sentence, or gives back output it
+            # held that was no valid tool call: show the answer as it stands.
             await self._replace_text(answer, self._punctuated(answer, kept))
-        if answer.guarded and await self._broke_a_rule(answer):
+        answer.tool_calls = event.get("tool_calls") or None
+        if answer.guarded and not answer.tool_calls and await self._broke_a_rule(answer):
             return  # asked again: the second answer streams in place of this one
         if answer.quoted:
             metrics.answer_ended(metrics.GUARDED, guards.QUOTED)
@@ -86,7 +90,8 @@ class WorkerEvents:
         await self._finish(
             answer,
             finish_reason=finish_reason,
-            partial=finish_reason not in ("stop", guards.LENGTH, guards.REPETITION),
+            partial=finish_reason
+            not in ("stop", guards.LENGTH, guards.REPETITION, protocol.TOOL_CALLS),
             prompt_tokens=event.get("prompt_tokens"),
             completion_tokens=event.get("completion_tokens"),
         )

@@ -6,6 +6,11 @@ each is stored as a conversation on the `openai` channel so staff can review it,
 comes through the same code as every other: the bot profile's system prompt (the caller's
 system messages are added to it), memory trimmed to the token budget, deadlines and fallback.
 Parameters the desk does not support are refused with 400 naming them, never ignored.
+
+Function calling works as OpenAI's: the caller's `tools` and `tool_choice` go to the worker,
+which renders them with the model's chat template and reads the model's calls; they come back
+as `message.tool_calls` (or streamed `delta.tool_calls`) with finish_reason "tool_calls", and
+the caller sends the results as `tool` messages after the question.
 """
 
 import json
@@ -16,9 +21,10 @@ from collections.abc import AsyncIterator
 from django.conf import settings
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import NinjaAPI
+from pydantic import BaseModel
 
 from chat import services, turns
-from chat.answering import AnswerOptions
+from chat.answering import AnswerOptions, ToolOffer
 from chat.api import errors, ratelimit
 from chat.api.auth import ApiKeyAuth
 from chat.api.errors import ApiError
@@ -33,6 +39,7 @@ from chat.api.schemas import (
     ModelList,
     OpenAIErrorOut,
     ResponseMessage,
+    last_user_message,
 )
 from chat.api.sse import SSE_EVENT, SSE_HEADERS
 from chat.models import ApiKey, ApiScope
@@ -98,9 +105,19 @@ async def chat_completions(request: HttpRequest, payload: CompletionIn):
             "stream_options is only allowed with stream: true.",
             field="stream_options",
         )
-    *earlier, last = payload.messages
-    instructions = "\n\n".join(m.text for m in earlier if m.role not in OPENAI_TURN_ROLES)
-    history = [(OPENAI_TURN_ROLES[m.role], m.text) for m in earlier if m.role in OPENAI_TURN_ROLES]
+    # The question is the newest user message; after it may come the assistant's tool calls
+    # and the tools' results (the schema checked that).
+    at = last_user_message(payload.messages)
+    earlier, question = payload.messages[:at], payload.messages[at]
+    exchange = payload.messages[at + 1 :]
+    instructions = "\n\n".join(m.text for m in earlier if m.role in ("system", "developer"))
+    # Earlier turns are stored as the transcript's text: an earlier question's tool calls and
+    # results are not (the assistant's answer after them says what came of them).
+    history = [
+        (OPENAI_TURN_ROLES[m.role], m.text)
+        for m in earlier
+        if m.role in OPENAI_TURN_ROLES and (m.text or not m.tool_calls)
+    ]
     conversation = await db(services.api_conversation_start)(
         api_key=key, history=history, instructions=instructions, user=payload.user or ""
     )
@@ -108,7 +125,7 @@ async def chat_completions(request: HttpRequest, payload: CompletionIn):
     try:
         turn = await turns.customer_says(
             conversation=conversation,
-            text=last.text,
+            text=question.text,
             client_id=None,
             channel_name=listener.channel_name,
             options=AnswerOptions(
@@ -118,6 +135,7 @@ async def chat_completions(request: HttpRequest, payload: CompletionIn):
                 frequency_penalty=payload.frequency_penalty,
                 instructions=instructions,
                 guards=False,
+                tools=_tool_offer(payload, exchange),
             ),
         )
     except BaseException:
@@ -144,17 +162,35 @@ async def chat_completions(request: HttpRequest, payload: CompletionIn):
         await listener.close()
     usage = _usage(done)
     await ratelimit.count_tokens(key, usage.total_tokens)
+    calls = _tool_calls(done)
+    content = "".join(text)
     return Completion(
         id=completion_id,
         created=int(time.time()),
         model=model_name(),
         choices=[
             Choice(
-                message=ResponseMessage(content="".join(text)), finish_reason=_finish_reason(done)
+                message=ResponseMessage(
+                    content=(content or None) if calls else content, tool_calls=calls or None
+                ),
+                finish_reason=_finish_reason(done),
             )
         ],
         usage=usage,
         sources=_sources(done),
+    )
+
+
+def _tool_offer(payload: CompletionIn, exchange: list) -> ToolOffer | None:
+    """The caller's functions and the tool exchange after the question, for the worker."""
+    if not payload.tools and not exchange:
+        return None
+    choice = payload.tool_choice
+    return ToolOffer(
+        tools=tuple(tool.model_dump(exclude_none=True) for tool in payload.tools or ()),
+        choice=choice.model_dump() if isinstance(choice, BaseModel) else choice,
+        parallel_calls=payload.parallel_tool_calls,
+        exchange=tuple(m.model_turn() for m in exchange),
     )
 
 
@@ -180,8 +216,14 @@ def _sources(done: dict | None) -> list[dict]:
     return (done or {}).get("sources") or []
 
 
+def _tool_calls(done: dict | None) -> list[dict]:
+    return (done or {}).get("tool_calls") or []
+
+
 def _finish_reason(done: dict | None) -> str:
-    return "length" if done and done["finish_reason"] == "length" else "stop"
+    if done and done["finish_reason"] in ("length", "tool_calls"):
+        return done["finish_reason"]
+    return "stop"
 
 
 async def _chunks(
@@ -210,17 +252,52 @@ async def _chunks(
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
 
     done = None
+    # A guard may replace the text already shown (bot.start with `replace`: the worker cut a
+    # loop back, or gave back held output that was no valid call), and a stream cannot take
+    # back what it sent: after a replacement only what extends the text sent goes out.
+    sent: list[str] = []
+    sent_text = replacement = None
     try:
         yield chunk({"role": "assistant", "content": ""})
         try:
             async for frame in _answer_frames(listener, turn):
-                if frame["type"] == "bot.delta":
+                if frame["type"] == "bot.start" and frame.get("replace"):
+                    sent_text = sent_text if sent_text is not None else "".join(sent)
+                    replacement = ""
+                elif frame["type"] == "bot.delta" and replacement is None:
+                    sent.append(frame["text"])
                     yield chunk({"content": frame["text"]})
+                elif frame["type"] == "bot.delta":
+                    replacement += frame["text"]
+                    if replacement.startswith(sent_text) and len(replacement) > len(sent_text):
+                        yield chunk({"content": replacement[len(sent_text) :]})
+                        sent_text = replacement
                 elif frame["type"] == "bot.done":
                     done = frame
         except ApiError as error:
             yield f"data: {json.dumps(errors.openai_body(error))}\n\n".encode()
             return
+        for index, call in enumerate(_tool_calls(done)):
+            # As OpenAI streams a call: its id, type and name first, then its arguments.
+            yield chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["function"]["name"], "arguments": ""},
+                        }
+                    ]
+                }
+            )
+            yield chunk(
+                {
+                    "tool_calls": [
+                        {"index": index, "function": {"arguments": call["function"]["arguments"]}}
+                    ]
+                }
+            )
         yield chunk({}, _finish_reason(done), sources=_sources(done))
         usage = _usage(done)
         await ratelimit.count_tokens(key, usage.total_tokens)

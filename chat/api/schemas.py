@@ -4,10 +4,22 @@ on /api/v1/, 400 as OpenAI does on /v1/), so a misspelt parameter never passes s
 Sampling parameters are checked against SamplingRanges, the ranges a bot profile holds too."""
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from django.conf import settings
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from jsonschema import SchemaError
+from jsonschema.validators import validator_for
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic import ValidationError as PydanticValidationError
 
 from chat import customers
 from chat.models import Message
@@ -249,15 +261,46 @@ class TextPart(Strict):
     text: str
 
 
+# OpenAI's rule for function names.
+FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+class FunctionCallIn(Strict):
+    name: str = Field(pattern=FUNCTION_NAME)
+    arguments: str = Field(max_length=32_768, description="The arguments, a JSON object as text.")
+
+
+class ToolCallIn(Strict):
+    """A call the assistant made earlier, as the caller got it."""
+
+    id: str = Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
+    type: Literal["function"]
+    function: FunctionCallIn
+
+
 class ChatMessage(Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
     name: Scrubbed | None = Field(None, max_length=64)
+    tool_calls: list[ToolCallIn] | None = Field(None, min_length=1, max_length=128)
+    tool_call_id: str | None = Field(None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> "ChatMessage":
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only an assistant message has tool_calls")
+        if (self.tool_call_id is not None) != (self.role == "tool"):
+            raise ValueError("a tool message, and only one, has the tool_call_id it answers")
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (null only beside an assistant's tool_calls)")
+        return self
 
     @property
     def text(self) -> str:
         """The content as stored: checked like a customer's message (no control characters,
         something visible); ValueError otherwise."""
+        if self.content is None:
+            return ""
         raw = (
             self.content
             if isinstance(self.content, str)
@@ -267,6 +310,78 @@ class ChatMessage(Strict):
             return clean_text(raw, field=f"{self.role} message", required=self.role == "user")
         except TextError as exc:
             raise ValueError(exc.message) from None
+
+    def model_turn(self) -> dict:
+        """The message as the model's turn (an inference_worker.protocol.ChatTurn): an
+        assistant's calls or a tool's result."""
+        turn: dict[str, Any] = {"role": self.role, "content": self.text}
+        if self.tool_calls:
+            turn["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            turn["tool_call_id"] = self.tool_call_id
+        return turn
+
+
+class FunctionIn(Strict):
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = Field(None, max_length=4000)
+    parameters: dict[str, Any] | None = Field(
+        None, description="A JSON Schema of the arguments: an object."
+    )
+    strict: bool | None = Field(None, description="Arguments that follow `parameters` exactly.")
+
+    @field_validator("parameters")
+    @classmethod
+    def _object_schema(cls, parameters: dict | None) -> dict | None:
+        if parameters is None:
+            return None
+        if parameters.get("type", "object") != "object":
+            raise ValueError("must be the JSON Schema of an object")
+        try:
+            validator_for(parameters).check_schema(parameters)
+        except SchemaError as exc:
+            where = "/".join(map(str, exc.path))
+            raise ValueError(
+                f"is not a valid JSON Schema ({exc.message[:200]}{' at ' + where if where else ''})"
+            ) from None
+        return parameters
+
+
+class ToolIn(Strict):
+    type: Literal["function"]
+    function: FunctionIn
+
+
+class FunctionName(Strict):
+    name: str
+
+
+class NamedToolChoice(Strict):
+    type: Literal["function"]
+    function: FunctionName
+
+
+TOOL_CHOICES = ("none", "auto", "required")
+
+
+def _tool_choice(value):
+    """One error naming `tool_choice` for any wrong value, not one per shape it might have."""
+    if isinstance(value, str) and value in TOOL_CHOICES:
+        return value
+    if isinstance(value, dict):
+        try:
+            return NamedToolChoice.model_validate(value)
+        except PydanticValidationError:
+            pass
+    raise ValueError(
+        "must be 'none', 'auto', 'required' or "
+        '{"type": "function", "function": {"name": "<a function in tools>"}}'
+    )
+
+
+ToolChoiceIn = Annotated[
+    Literal["none", "auto", "required"] | NamedToolChoice, BeforeValidator(_tool_choice)
+]
 
 
 class StreamOptions(Strict):
@@ -285,34 +400,93 @@ class CompletionIn(Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: Scrubbed | None = Field(None, max_length=256)
+    tools: list[ToolIn] | None = Field(None, min_length=1, max_length=128)
+    tool_choice: ToolChoiceIn | None = None
+    parallel_tool_calls: bool | None = None
 
     @field_validator("messages")
     @classmethod
     def _conversation(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
         if len(messages) > settings.API["MAX_OPENAI_MESSAGES"]:
             raise ValueError(f"at most {settings.API['MAX_OPENAI_MESSAGES']} messages")
-        if messages[-1].role != "user":
-            raise ValueError("the last message must be the user's")
+        if messages[-1].role not in ("user", "tool"):
+            raise ValueError("the last message must be the user's (or a tool's result)")
+        question = last_user_message(messages)
+        if question is None:
+            raise ValueError("a user message is required")
+        if any(m.role not in ("assistant", "tool") for m in messages[question + 1 :]):
+            raise ValueError(
+                "after the last user message only the assistant's tool calls and the tools' "
+                "results may follow"
+            )
+        called: set[str] = set()
+        for message in messages:
+            called.update(call.id for call in message.tool_calls or ())
+            if message.role == "tool" and message.tool_call_id not in called:
+                raise ValueError(
+                    f"the tool message for '{message.tool_call_id}' answers no earlier "
+                    "assistant tool call"
+                )
         texts = [m.text for m in messages]  # each checked as a typed message (ValueError)
         limit = settings.CHAT["MAX_MESSAGE_CHARS"]
         if any(
             len(text) > limit
             for m, text in zip(messages, texts, strict=True)
-            if m.role in OPENAI_TURN_ROLES
+            if m.role in (*OPENAI_TURN_ROLES, "tool")
         ):
-            raise ValueError(f"each user or assistant message has at most {limit} characters")
+            raise ValueError(f"each user, assistant or tool message has at most {limit} characters")
         return messages
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_names(cls, tools: list[ToolIn] | None) -> list[ToolIn] | None:
+        names = [tool.function.name for tool in tools or ()]
+        if len(set(names)) != len(names):
+            raise ValueError("function names must be unique")
+        return tools
+
+    @field_validator("tool_choice", "parallel_tool_calls")
+    @classmethod
+    def _needs_tools(cls, value, info: ValidationInfo):
+        if value is None or "tools" not in info.data:  # tools themselves failed: said there
+            return value
+        tools = info.data["tools"]
+        if not tools:
+            raise ValueError(f"{info.field_name} is only allowed when tools are given")
+        if isinstance(value, NamedToolChoice) and value.function.name not in {
+            tool.function.name for tool in tools
+        }:
+            raise ValueError(f"the function '{value.function.name}' is not in tools")
+        return value
+
+
+def last_user_message(messages: list[ChatMessage]) -> int | None:
+    """The index of the newest user message: the question an answer is for."""
+    return next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
+
+
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str = Field(description="A JSON object, as text.")
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
 
 
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None = Field(description="Null when the answer is only tool calls.")
+    # As OpenAI answers: present only when the model called a function.
+    tool_calls: list[ToolCallOut] | None = Field(None, exclude_if=lambda calls: calls is None)
 
 
 class Choice(BaseModel):
     index: int = 0
     message: ResponseMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
 
 
 class CompletionUsage(BaseModel):
