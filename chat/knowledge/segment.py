@@ -116,6 +116,8 @@ _RENAMES = (
         " return ",
     ),
     (re.compile(r"快递公司|物流公司|快递商"), "承运商"),
+    # "Can I swap it for another style?" (换成别的款式) asks about exchanges (换货).
+    (re.compile(r"换成|调换|换一个|换个"), "换货"),
     (re.compile("€"), " euro "),
     (re.compile("£"), " pound "),
     (re.compile(r"\$"), " dollar "),

@@ -60,6 +60,8 @@ def test_questions_that_share_words_but_no_topic_get_no_hit(sample, process, que
         ("My package never arrived, what should I do?", "en", "shipping"),
         ("How many days do I have to send something back?", "en", "returns"),
         ("寄到德国要几天？", "zh", "shipping"),
+        # 换成 (swap for) is how customers ask about the page's 换货 (exchanges).
+        ("收到的台灯能直接换成别的款式吗？", "zh", "returns"),
     ],
 )
 def test_questions_the_pages_answer_keep_their_hit(sample, process, question, language, slug):
