@@ -87,13 +87,19 @@ class ActionTaking:
     async def _take_actions(self, answer: Answer) -> bool:
         """Call the actions the question's words pick; True when the product answered itself
         (a confirmation to ask for, or calls that all failed)."""
-        customer = await db(selectors.verified_customer)(conversation_id=self.cid)
+        # Every action the site has first: with none configured, or none whose trigger the
+        # words match (most questions), that is the one database read.
         actions = await db(action_selectors.actions_for)(
-            site_id=self.conversation.site_id, verified=customer is not None
+            site_id=self.conversation.site_id, verified=True
         )
-        matches = triggers.matching_triggers(actions, answer.question.text)
+        matches = triggers.matching_triggers(actions, answer.question.text) if actions else []
         if not matches:
             return False
+        customer = await db(selectors.verified_customer)(conversation_id=self.cid)
+        if customer is None:  # a visitor nobody vouches for reaches the public ones only
+            matches = [(a, args) for a, args in matches if a.audience == Action.Audience.PUBLIC]
+            if not matches:
+                return False
         # "Cancel my order A1001" names the order the look-up's pattern also finds: what the
         # customer asks to change is the question, and the look-up waits for another.
         for action, arguments in matches:
