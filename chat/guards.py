@@ -43,6 +43,7 @@ FIGURES = "figures"  # the answer stated a figure the model was not given
 POLARITY = "polarity"  # the answer said yes where the help centre's line says no
 NAMES = "names"  # the answer named a carrier, brand or product the model was not given
 CONFIRM = "confirm"  # an action that changes something: the product asked the customer first
+SIGN_IN = "sign_in"  # an action for verified customers only: the visitor was asked to sign in
 ACTION_FAILED = "action_failed"  # the company's back end gave no result: said so, a human offered
 QUOTED = "quoted"  # the help centre's own statements replaced an answer that broke a rule
 ALL = (
@@ -60,6 +61,7 @@ ALL = (
     QUOTED,
     CONFIRM,
     ACTION_FAILED,
+    SIGN_IN,
 )
 
 # --- the product's own words, per language ------------------------------------------------------
@@ -70,6 +72,9 @@ _TEXTS = {
         "guess. Would you like me to connect you with a human agent?",
         "apology": "I'm very sorry about this.",
         "offer_human": "If you'd like, I can connect you with a human agent.",
+        SIGN_IN: "To look into your order I need to know it is you: please sign in on our "
+        "website first, or tell me the order number together with the e-mail address you "
+        "ordered with.",
         ASK_DETAILS: "Could you tell me your order number (or the e-mail address you ordered "
         "with), so that we can look into it?",
         "restate_language": "Answer only in {language}.",
@@ -83,6 +88,8 @@ _TEXTS = {
         "apology": "非常抱歉给您带来不好的体验。",
         "offer_human": "如果需要，我可以为您转接人工客服。",
         ASK_DETAILS: "请提供您的订单号（或下单时使用的邮箱），以便我们为您查询。",
+        SIGN_IN: "为了查询您的订单，需要先确认您的身份：请先在我们的网站登录，"
+        "或告诉我订单号和下单时使用的邮箱。",
         "restate_language": "只用{language}回答。",
         "restate_echo": "不要重复客户的问题，请直接回答。",
         "greeting": "您好！请问有什么可以帮您？",

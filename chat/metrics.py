@@ -69,6 +69,7 @@ OUTCOMES: dict[str, tuple[str, ...]] = {
         "quoted",
         "confirm",
         "action_failed",
+        "sign_in",
         OTHER,
     ),
     # The rule engine answered instead (chat/fallback.py), partial model text kept if any.

@@ -68,17 +68,33 @@ def problems(triggers: object, *, parameters: object) -> list[str]:
 
 def matching_triggers(actions: list[Action], text: str) -> list[tuple[Action, dict]]:
     """(action, {parameter: value}) for each action with a trigger that matches the message,
-    its first matching trigger only, in the order of `actions`. A match the parameter's own
-    schema refuses (a pattern in it, a type) is no match."""
+    in the order of `actions`; each parameter filled by its first trigger that matches (an
+    order number and an e-mail address in one message fill both). A match the parameter's
+    own schema refuses (a pattern in it, a type) is no match."""
     text = (text or "")[:MAX_TEXT_CHARS]
     found = []
     for action in actions:
+        filled: dict = {}
         for trigger in action.triggers or []:
+            if not isinstance(trigger, dict) or trigger.get("parameter") in filled:
+                continue
             value = _match(action, trigger, text)
             if value is not None:
-                found.append((action, {trigger["parameter"]: value}))
-                break
+                filled[trigger["parameter"]] = value
+        if filled:
+            found.append((action, filled))
     return found
+
+
+def fill_missing(action: Action, arguments: dict, text: str) -> dict:
+    """`arguments` with the required parameters they lack filled from `text` (an earlier
+    message of the customer's) by the action's triggers: "Where is A1001?", then
+    "ada@example.com"."""
+    missing = [name for name in schema.required_names(action.parameters) if name not in arguments]
+    if not missing:
+        return arguments
+    earlier = dict(next(iter(matching_triggers([action], text)), (None, {}))[1])
+    return {**{k: v for k, v in earlier.items() if k in missing}, **arguments}
 
 
 def _match(action: Action, trigger: object, text: str) -> object | None:

@@ -27,12 +27,13 @@ from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
 from chat import frames, group_events, guards, selectors
-from chat.actions import calling, limits, texts, triggers
+from chat.actions import calling, limits, schema, texts, triggers
 from chat.actions import selectors as action_selectors
 from chat.actions import services as action_services
 from chat.actions.models import Action, ActionCall
 from chat.actions.outcome import Outcome, refused
 from chat.answering.answer import Answer
+from chat.models import Message
 from runtime.aio import db
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,11 @@ def results_for_the_model(outcomes: list[tuple[Action, Outcome]]) -> str:
 class ActionTaking:
     """AnswerRun's actions (`self` is the run)."""
 
-    async def _take_actions(self, answer: Answer) -> bool:
+    async def _take_actions(self, answer: Answer, turns: list[dict]) -> bool:
         """Call the actions the question's words pick; True when the product answered itself
-        (a confirmation to ask for, or calls that all failed)."""
+        (a confirmation to ask for, calls that all failed, or details or a sign-in it needs).
+        `turns`: the conversation's recent turns, whose previous customer message may hold a
+        parameter this one lacks."""
         # Every action the site has first: with none configured, or none whose trigger the
         # words match (most questions), that is the one database read.
         actions = await db(action_selectors.actions_for)(
@@ -96,17 +99,35 @@ class ActionTaking:
         if not matches:
             return False
         customer = await db(selectors.verified_customer)(conversation_id=self.cid)
+        language = self.conversation.language
         if customer is None:  # a visitor nobody vouches for reaches the public ones only
-            matches = [(a, args) for a, args in matches if a.audience == Action.Audience.PUBLIC]
-            if not matches:
-                return False
+            public = [(a, args) for a, args in matches if a.audience == Action.Audience.PUBLIC]
+            if not public:
+                # Their order named, and no way to it without knowing who they are.
+                await self._guarded(
+                    answer, guards.text(guards.SIGN_IN, language), (guards.SIGN_IN,)
+                )
+                return True
+            matches = public
+        earlier = _previous_customer_message(turns)
+        complete = []
+        for action, arguments in matches:
+            arguments = triggers.fill_missing(action, arguments, earlier)
+            if set(schema.required_names(action.parameters)) <= set(arguments):
+                complete.append((action, arguments))
+        if not complete:
+            # The action is known, a detail is not (an order number without the e-mail
+            # address it was placed with): the product asks for it.
+            text = guards.text(guards.SIGN_IN if customer is None else guards.ASK_DETAILS, language)
+            await self._guarded(answer, text, (guards.ASK_DETAILS,))
+            return True
+        matches = complete
         # "Cancel my order A1001" names the order the look-up's pattern also finds: what the
         # customer asks to change is the question, and the look-up waits for another.
         for action, arguments in matches:
             if action.confirm:
                 await self._ask_to_confirm(answer, action, arguments)
                 return True
-        language = self.conversation.language
         allowed = limits.AnswerCalls()
         answered: list[tuple[Action, Outcome]] = []
         failed: list[Outcome] = []
@@ -164,6 +185,12 @@ class ActionTaking:
             return
         for call_id in answer.calls:
             await db(action_services.call_attach_message)(call_id=call_id, message_id=message_id)
+
+
+def _previous_customer_message(turns: list[dict]) -> str:
+    """The customer's message before the one being answered ("" when there is none)."""
+    said = [turn["text"] for turn in turns[:-1] if turn["role"] == Message.Role.CUSTOMER]
+    return said[-1] if said else ""
 
 
 def joined_sentences(first: str, second: str, language: str) -> str:

@@ -62,7 +62,7 @@ class RequestSending:
             if hits == [] and len(turns) > 1:
                 answer.asked, hits = await self._follow_up_knowledge(answer.question, turns)
             answer.punctuation = FullwidthPunctuation() if parts.fullwidth else None
-            if answer.guarded and await self._take_actions(answer):
+            if answer.guarded and await self._take_actions(answer, turns):
                 return False
             # A call's result answers the question even where no help-centre article does.
             searched = (hits or None) if answer.action_results else hits

@@ -24,9 +24,10 @@ HEADERS = [(b"origin", SHOP.encode())]
 ORDER = r"\b([A-Z][0-9]{4})\b"
 
 
-def actions_file(tmp_path, back_end: BackEnd, **overrides) -> str:
-    """The order look-up and the cancellation, calling `back_end`; `overrides` change the
-    look-up's fields."""
+def actions_file(tmp_path, back_end: BackEnd, *, public: bool = True, **overrides) -> str:
+    """The order look-up and the cancellation for verified customers, and (`public`) the
+    look-up by order number and e-mail address for anyone, calling `back_end`; `overrides`
+    change the first look-up's fields."""
     status = {
         "name": "order_status",
         "description": "Look up one of the customer's orders by its number.",
@@ -53,8 +54,28 @@ def actions_file(tmp_path, back_end: BackEnd, **overrides) -> str:
         "result": "Order {order_id}: {status}",
         "triggers": [{"pattern": r"(?i)\bcancel\b.*?" + ORDER, "parameter": "order_id"}],
     }
+    by_email = {
+        "name": "order_status_by_email",
+        "description": "Look up an order by its number and the e-mail address it was placed with.",
+        "audience": "public",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "order_id": {"type": "string", "pattern": "^[A-Z][0-9]{4}$"},
+                "email": {"type": "string"},
+            },
+            "required": ["order_id", "email"],
+        },
+        "method": "GET",
+        "url": f"{back_end.url}/orders/{{order_id}}?email={{email}}",
+        "result": "Order {order_id}: {status}, due {eta}",
+        "triggers": [
+            {"pattern": ORDER, "parameter": "order_id"},
+            {"pattern": r"([\w.+-]+@[\w-]+(?:\.[\w-]+)+)", "parameter": "email"},
+        ],
+    }
     path = tmp_path / "actions.json"
-    path.write_text(json.dumps({"actions": [status, cancel]}))
+    path.write_text(json.dumps({"actions": [status, cancel, *([by_email] if public else [])]}))
     return str(path)
 
 
@@ -138,6 +159,27 @@ async def test_an_unverified_visitor_reaches_no_verified_action(
     client, _ = await widget(connect, site, customer=None)
     frames = await ask(client, "Where is my order A7731?")
     assert back_end.seen == [] and of_type(frames, "action") == []
+    # The product asks them to sign in, or for the e-mail address the public look-up needs.
+    assert frames[-1]["finish_reason"] == "ask_details"
+    assert "sign in" in answer_text(frames) and engine.prompts == {}
+
+    # The e-mail address in the next message: the order number comes from the one before.
+    frames = await ask(client, "It was ada@example.com")
+    [action] = of_type(frames, "action")
+    assert action["status"] == "ok" and action["name"] == "order_status_by_email"
+    [request] = back_end.seen
+    assert request.path == "/orders/A7731" and request.query == {"email": ["ada@example.com"]}
+
+
+async def test_a_visitor_with_no_public_action_is_asked_to_sign_in(
+    connect, site, worker, engine, tmp_path, back_end
+):
+    path = actions_file(tmp_path, back_end, public=False)
+    await database_sync_to_async(call_command)("import_actions", path, stdout=io.StringIO())
+    client, _ = await widget(connect, site, customer=None)
+    frames = await ask(client, "我的订单 A7731 到哪了？")
+    assert frames[-1]["finish_reason"] == "sign_in" and "sign in" in answer_text(frames)
+    assert back_end.seen == [] and engine.prompts == {}
 
 
 async def test_a_customer_claiming_to_be_another_gets_only_their_own_data(

@@ -263,12 +263,36 @@ async def test_a_wrong_token_in_the_environment_is_an_error_not_a_result(
 @pytest.mark.parametrize(
     ("message", "picked"),
     [
-        ("Where is my order A1001?", [("order_status", "A1001")]),
-        ("我的订单A1001到哪了？", [("order_status", "A1001")]),  # no word boundary before A
-        ("where's a1003", [("order_status", "a1003")]),
-        ("Please cancel my order A1002", [("cancel_order", "A1002"), ("order_status", "A1002")]),
-        ("帮我取消订单A1002", [("cancel_order", "A1002"), ("order_status", "A1002")]),
-        ("A1002 — can you cancel it?", [("cancel_order", "A1002"), ("order_status", "A1002")]),
+        (
+            "Where is my order A1001?",
+            [("order_status", "A1001"), ("order_status_by_email", "A1001")],
+        ),
+        ("我的订单A1001到哪了？", [("order_status", "A1001"), ("order_status_by_email", "A1001")]),
+        ("where's a1003", [("order_status", "a1003"), ("order_status_by_email", "a1003")]),
+        (
+            "Please cancel my order A1002",
+            [
+                ("cancel_order", "A1002"),
+                ("order_status", "A1002"),
+                ("order_status_by_email", "A1002"),
+            ],
+        ),
+        (
+            "帮我取消订单A1002",
+            [
+                ("cancel_order", "A1002"),
+                ("order_status", "A1002"),
+                ("order_status_by_email", "A1002"),
+            ],
+        ),
+        (
+            "A1002 — can you cancel it?",
+            [
+                ("cancel_order", "A1002"),
+                ("order_status", "A1002"),
+                ("order_status_by_email", "A1002"),
+            ],
+        ),
         ("My order number is A10011", []),  # five digits: no order number of this shop
         ("Do you ship to Austria?", []),
     ],
