@@ -148,6 +148,7 @@ class ActionTaking:
                 failed.append(outcome)
         if answered:
             answer.action_results = results_for_the_model(answered)
+            answer.action_texts = [outcome.text for _, outcome in answered]
             return False
         text = joined_sentences(
             failed[0].customer_text(language), guards.text("offer_human", language), language

@@ -51,6 +51,9 @@ class Answer:
     quoted: bool = False  # replaced by the help centre's own statements (chat/guards.QUOTED)
     calls: list[int] = field(default_factory=list)  # the ActionCalls it made (chat/actions)
     action_results: str = ""  # what they answered, for the model (chat/answering/acting.py)
+    action_texts: list[str] = field(
+        default_factory=list
+    )  # their results, as the customer sees them
     tools: ToolOffer | None = None  # functions the caller offered (OpenAI-compatible API)
     tool_calls: list[protocol.ToolCall] | None = None  # the model called them
 

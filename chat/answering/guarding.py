@@ -219,6 +219,10 @@ class AnswerGuards:
         found in the conversation's language. All the passages found, also those the model's
         token budget left out: the product quotes them, not the model. Ranked once per
         answer: the figures, polarity and quote guards all ask for them."""
+        if answer.action_texts:
+            # The customer's own order, looked up: that answers, not the help centre's lines
+            # that share the question's words ("我的订单…" and the returns page).
+            return []
         if answer.lines is None:
             language = segment.primary_language(self.conversation.language or "en")
             found = [
@@ -229,7 +233,16 @@ class AnswerGuards:
 
     async def _quote(self, answer: Answer) -> bool:
         """The answer becomes the help centre's statements that say most about the question
-        (True); False when there are none, and the answer is left as it was."""
+        (True), or the results of the calls made for it when there are any; False when there
+        is nothing to quote, and the answer is left as it was."""
+        if answer.action_texts:
+            answer.guards.append(guards.QUOTED)
+            metrics.guarded(guards.QUOTED)
+            answer.quoted = True
+            await self._replace_text(
+                answer, self._punctuated(answer, " ".join(answer.action_texts))
+            )
+            return True
         statements = self._answering_lines(answer)
         if not statements:
             return False

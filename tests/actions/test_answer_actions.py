@@ -123,7 +123,9 @@ def of_type(frames, kind: str) -> list[dict]:
 
 
 def answer_text(frames) -> str:
-    return "".join(f["text"] for f in of_type(frames, "bot.delta"))
+    """What the answer shows: a second bot.start (`replace`) starts it anew."""
+    last_start = max(i for i, f in enumerate(frames) if f["type"] == "bot.start")
+    return "".join(f["text"] for f in frames[last_start:] if f["type"] == "bot.delta")
 
 
 async def test_a_verified_customers_order_is_looked_up_once_for_them(
@@ -394,3 +396,23 @@ async def test_secrets_and_tokens_reach_no_prompt_transcript_export_or_log(
     )()
     for where in (json.dumps(stored.prompt), json.dumps(frames), export, caplog.text):
         assert secret not in where and token not in where and site.identity_secret not in where
+
+
+async def test_the_looked_up_order_answers_not_the_help_centre_lines_sharing_its_words(
+    connect, site, worker, engine, imported, back_end
+):
+    """With the sample help centre, "my order" finds the returns page too: the figures of
+    the looked-up order are the answer's, and a made-up one gets the result itself."""
+    await database_sync_to_async(call_command)("import_knowledge", "--sample", stdout=io.StringIO())
+    await database_sync_to_async(imported)()
+    client, _ = await widget(connect, site)
+    engine.reply = lambda prompt: "Your order A7731 has shipped and arrives on 2030-01-02."
+    frames = await ask(client, "Where is my order A7731? I want to return it.")
+    assert frames[-1]["finish_reason"] == "stop" and frames[-1]["guards"] == []
+    assert answer_text(frames) == "Your order A7731 has shipped and arrives on 2030-01-02."
+
+    engine.reply = lambda prompt: "Your order A7731 arrives on 2031-05-05."
+    frames = await ask(client, "And where is my order A7731 now?")
+    assert frames[-1]["finish_reason"] == "quoted"
+    assert frames[-1]["guards"] == ["figures", "quoted"]
+    assert answer_text(frames) == "Order A7731: shipped, due 2030-01-02"
