@@ -316,7 +316,13 @@ _HAN_ONLY = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
 
 # A figure: digits with their decimal or time separators, or a range of two ("1–2", "3 to 6",
 # "5至12"), written the same way afterwards so that "1-2" finds "1–2".
-_FIGURE = re.compile(r"\d+(?:[.,:]\d+)*(?:\s*(?:[-–—~～至到]|to)\s*\d+(?:[.,:]\d+)*)?")
+# A date (2026-12-07) is one figure, not the range 2026-12 and a 07; digits after a letter
+# name something (order A1001, model X200) rather than state a figure.
+_DATE = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})(?!\d)")
+_FIGURE = re.compile(
+    r"(?<![A-Za-z\d])(?:\d{4}-\d{1,2}-\d{1,2}(?!\d)|"
+    r"\d+(?:[.,:]\d+)*(?:\s*(?:[-–—~～至到]|to)\s*\d+(?:[.,:]\d+)*)?)"
+)
 _RANGE_MARK = re.compile(r"\s*(?:[-–—~～至到]|to)\s*")
 # Numbered list items ("1. Sign in") count steps, and passage numbers ("[2] Shipping") cite:
 # neither states a figure.
@@ -364,14 +370,19 @@ def _zh_number(word: str) -> str:
     )
 
 
-def figures(text_: str) -> set[str]:
+def figures(text_: str, *, month_days: bool = False) -> set[str]:
     """The figures `text_` states, each written one way: "1–2" and "1 to 2" as "1-2", "4,95"
-    as "4.95", "two years" as "2" (list and passage numbers are not figures)."""
+    as "4.95", "two years" as "2" (list and passage numbers are not figures). A date is one
+    figure; with `month_days`, also its month and day ("2026-12-07" states "12-07" too: what
+    the model was told, said without the year)."""
     text_ = unicodedata.normalize("NFKC", text_)
     text_ = _LIST_NUMBER.sub(" ", text_)
     text_ = _EN_WORD_FIGURE.sub(lambda m: _EN_NUMBERS[m.group(1).lower()], text_)
     text_ = _ZH_WORD_FIGURE.sub(lambda m: _zh_number(m.group(1)), text_)
-    return {_RANGE_MARK.sub("-", found).replace(",", ".") for found in _FIGURE.findall(text_)}
+    found = {_RANGE_MARK.sub("-", each).replace(",", ".") for each in _FIGURE.findall(text_)}
+    if month_days:
+        found.update(f"{date.group(2)}-{date.group(3)}" for date in _DATE.finditer(text_))
+    return found
 
 
 def unsupported_figures(answer: str, told: str) -> list[str]:
@@ -379,7 +390,7 @@ def unsupported_figures(answer: str, told: str) -> list[str]:
     passages, the conversation) never states: a price, a time or a count the model made up.
     "approximately 2 business days" from a passage that says "1–2" is one: a range is one
     figure, so "2" alone is not in it."""
-    given = figures(told)
+    given = figures(told, month_days=True)
     return sorted(figure for figure in figures(answer) if figure not in given)
 
 

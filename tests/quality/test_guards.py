@@ -369,6 +369,13 @@ def test_a_new_installations_profile_says_so_and_offers_a_human():
         ("within five business days", "within 5 business days", []),
         ("Acorn Home 的音箱保修两年。", "Acorn Home 享受三年延长保修", ["2"]),
         ("寄到中国大陆需要3-6个工作日。", "中国大陆：5–12 个工作日", ["3-6"]),
+        # A date is one figure (and states its month and day); an order number is a name.
+        (
+            "您的订单A1001已于2026-12-04发货，预计12-07送达。",
+            "Order A1001: shipped on 2026-12-04, expected on 2026-12-07",
+            [],
+        ),
+        ("Order A1001 arrives on 2026-12-09.", "A1001: expected on 2026-12-07", ["2026-12-09"]),
         # Numbered steps count steps; they state no figure.
         ("1. Sign in\n2. Choose the item\n3. Drop it within 14 days", "within 14 days", []),
     ],
