@@ -33,6 +33,7 @@ from chat.actions import services as action_services
 from chat.actions.models import Action, ActionCall
 from chat.actions.outcome import Outcome, refused
 from chat.answering.answer import Answer
+from chat.answering.guarding import joined
 from chat.models import Message
 from runtime.aio import db
 
@@ -150,8 +151,10 @@ class ActionTaking:
             answer.action_results = results_for_the_model(answered)
             answer.action_texts = [outcome.text for _, outcome in answered]
             return False
-        text = joined_sentences(
-            failed[0].customer_text(language), guards.text("offer_human", language), language
+        text = joined(
+            failed[0].customer_text(language),
+            guards.text("offer_human", language),
+            language=language,
         )
         await self._guarded(answer, text, (guards.ACTION_FAILED,), offer_human=True)
         await self._attach_calls(answer)
@@ -192,11 +195,6 @@ def _previous_customer_message(turns: list[dict]) -> str:
     """The customer's message before the one being answered ("" when there is none)."""
     said = [turn["text"] for turn in turns[:-1] if turn["role"] == Message.Role.CUSTOMER]
     return said[-1] if said else ""
-
-
-def joined_sentences(first: str, second: str, language: str) -> str:
-    glue = "" if (language or "").lower().startswith("zh") else " "
-    return f"{first}{glue}{second}"
 
 
 # --- the customer's answer to a confirmation ------------------------------------------------
