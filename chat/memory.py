@@ -27,6 +27,13 @@ def turn_of(message: Message) -> dict:
     return {"id": message.id, "role": message.role, "text": message.text}
 
 
+def previous_customer_text(turns: list[dict]) -> str:
+    """The customer's message before the newest turn of `recent_turns` ("" when there is
+    none): a follow-up's context ("And to Germany?"), or a detail given one message earlier."""
+    said = [turn["text"] for turn in turns[:-1] if turn["role"] == Message.Role.CUSTOMER]
+    return said[-1] if said else ""
+
+
 async def remember(message: Message) -> None:
     """Append a stored message to its conversation's cache, if the cache is warm."""
     if message.role not in selectors.TURN_ROLES or not message.text:

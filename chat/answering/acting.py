@@ -26,7 +26,7 @@ from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
-from chat import frames, group_events, guards, selectors
+from chat import frames, group_events, guards, memory, selectors
 from chat.actions import calling, limits, schema, texts, triggers
 from chat.actions import selectors as action_selectors
 from chat.actions import services as action_services
@@ -34,7 +34,6 @@ from chat.actions.models import Action, ActionCall
 from chat.actions.outcome import Outcome, refused
 from chat.answering.answer import Answer
 from chat.answering.guarding import joined
-from chat.models import Message
 from runtime.aio import db
 
 log = logging.getLogger(__name__)
@@ -110,7 +109,7 @@ class ActionTaking:
                 )
                 return True
             matches = public
-        earlier = _previous_customer_message(turns)
+        earlier = memory.previous_customer_text(turns)
         complete = []
         for action, arguments in matches:
             arguments = triggers.fill_missing(action, arguments, earlier)
@@ -166,16 +165,9 @@ class ActionTaking:
             conversation_id=self.cid, action=action, arguments=arguments
         )
         answer.calls.append(call.pk)
-        question = texts.confirmation(
-            confirm_text=action.confirm_text,
-            description=action.description,
-            arguments=call.arguments,
-            language=self.conversation.language,
-        )
-        await self._emit(
-            call_frame(call, language=self.conversation.language, confirm_text=question)
-        )
-        await self._guarded(answer, question, (guards.CONFIRM,))
+        frame = call_frame(call, language=self.conversation.language)  # says what it will do
+        await self._emit(frame)
+        await self._guarded(answer, frame["confirm_text"], (guards.CONFIRM,))
         await self._attach_calls(answer)
 
     async def _attach_calls(self, answer: Answer) -> None:
@@ -189,12 +181,6 @@ class ActionTaking:
             return
         for call_id in answer.calls:
             await db(action_services.call_attach_message)(call_id=call_id, message_id=message_id)
-
-
-def _previous_customer_message(turns: list[dict]) -> str:
-    """The customer's message before the one being answered ("" when there is none)."""
-    said = [turn["text"] for turn in turns[:-1] if turn["role"] == Message.Role.CUSTOMER]
-    return said[-1] if said else ""
 
 
 # --- the customer's answer to a confirmation ------------------------------------------------

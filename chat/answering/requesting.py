@@ -148,10 +148,10 @@ class RequestSending:
         """A follow-up ("And to Germany?") names too little to be found alone: searched again
         together with the customer's previous message. Returns what was searched for, and
         the passages found."""
-        earlier = [t["text"] for t in turns[:-1] if t["role"] == Message.Role.CUSTOMER]
+        earlier = memory.previous_customer_text(turns)
         if not earlier:
             return question.text, []
-        asked = f"{earlier[-1]}\n{question.text}"
+        asked = f"{earlier}\n{question.text}"
         return asked, await self._knowledge(asked)
 
     async def _knowledge(self, question: str) -> list | None:
