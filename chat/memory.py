@@ -7,6 +7,7 @@ the database, the source of truth, and losing Redis loses nothing.
 
 import json
 import logging
+import re
 
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -32,6 +33,19 @@ def previous_customer_text(turns: list[dict]) -> str:
     none): a follow-up's context ("And to Germany?"), or a detail given one message earlier."""
     said = [turn["text"] for turn in turns[:-1] if turn["role"] == Message.Role.CUSTOMER]
     return said[-1] if said else ""
+
+
+# A message that only makes sense after the one before it: "And to Germany?", "What about
+# Japan?", "那寄到中国呢？". Searched alone it finds whatever its one noun names (customs for
+# 中国), so it is searched together with the customer's previous message.
+_FOLLOW_UP = re.compile(
+    r"^\s*(?:and|what about|how about|what if|and if|and what about)\b|^\s*那|呢\s*[？?]?\s*$",
+    re.IGNORECASE,
+)
+
+
+def is_follow_up(text: str) -> bool:
+    return bool(_FOLLOW_UP.search(text))
 
 
 async def remember(message: Message) -> None:

@@ -59,8 +59,10 @@ class RequestSending:
                 memory.recent_turns(self.cid, newest_id=answer.question.pk),
             )
             answer.asked = answer.question.text
-            if hits == [] and len(turns) > 1:
-                answer.asked, hits = await self._follow_up_knowledge(answer.question, turns)
+            if len(turns) > 1 and (hits == [] or (hits and memory.is_follow_up(answer.asked))):
+                asked, found = await self._follow_up_knowledge(answer.question, turns)
+                if found or not hits:  # together they find nothing: what it found alone
+                    answer.asked, hits = asked, found
             answer.punctuation = FullwidthPunctuation() if parts.fullwidth else None
             if answer.guarded and await self._take_actions(answer, turns):
                 return False

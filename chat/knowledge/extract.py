@@ -12,12 +12,15 @@ customer what the help centre says, rather than an apology:
 A statement is a sentence, a list item, or a table row read with its header ("Netherlands,
 Belgium, Germany: 1–2 business days"). It is ranked by the question's terms it holds,
 weighted by how rare they are in the knowledge base; terms found only in its title and
-headings count for half: they say what the whole section is about, not this line.
+headings count for half: they say what the whole section is about, not this line. A
+question that asks for a figure ("how long", "多少天") is answered by a statement that states
+one (a duration, for "how long" and "几天"): those count half as much again.
 """
 
 import re
 from dataclasses import dataclass
 
+from chat import guards
 from chat.knowledge import retrieval, segment
 from chat.knowledge.retrieval import Hit
 
@@ -25,6 +28,16 @@ from chat.knowledge.retrieval import Hit
 # quoted beside it: a second statement that shares only a common word is noise.
 MAX_STATEMENTS = 2
 SECOND_SHARE = 0.6
+# The weight of a statement with a figure, for a question that asks for one.
+FIGURE_BOOST = 1.5
+_ASKS_DURATION = re.compile(
+    r"\bhow (?:long|soon|fast|quickly)\b|\bwhen\b|\bhow many (?:days|weeks|hours|months|years)\b"
+    r"|多久|多长|几天|多少天|几个工作日|多少个工作日|什么时候|何时",
+    re.IGNORECASE,
+)
+_DURATION_UNIT = re.compile(
+    r"\b(?:days?|hours?|weeks?|months?|years?)\b|工作日|天|小时|周|个月|年", re.IGNORECASE
+)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=[。！？；])")
 _TABLE_RULE = re.compile(r"^\|?\s*:?-{2,}")
@@ -109,6 +122,8 @@ def key_statements(
     if not asked or not hits:
         return []
     weights = retrieval.term_weights(asked)
+    wants_figure = guards.asks_for_figure(question)
+    wants_duration = bool(_ASKS_DURATION.search(question))
     found: list[Statement] = []
     for hit in hits:
         title = f"{hit.title} > {hit.heading}" if hit.heading else hit.title
@@ -124,6 +139,8 @@ def key_statements(
             weight = lead * (
                 sum(weights[t] for t in own) + 0.5 * sum(weights[t] for t in labels - own)
             )
+            if wants_figure and _states_figure(statement, duration=wants_duration):
+                weight *= FIGURE_BOOST
             found.append((weight, -len(terms), Statement(statement, title, weight, hit)))
     # Ties go to the shorter statement (more about the question's terms), then to the
     # passages' order (the sort is stable).
@@ -133,6 +150,14 @@ def key_statements(
         return []
     best = found[0].weight
     return [s for s in found[:limit] if s.weight >= SECOND_SHARE * best]
+
+
+def _states_figure(statement: str, *, duration: bool) -> bool:
+    """Whether the statement states a figure (a duration, with `duration`): "1–2 business
+    days" answers "how long", a price of 9.95 euros does not."""
+    if not guards.figures(statement):
+        return False
+    return not duration or bool(_DURATION_UNIT.search(statement))
 
 
 _LEAD = {

@@ -95,6 +95,14 @@ VARIANTS = {
     # payment methods.
     "payment": "pay",
     "payments": "pay",
+    # "How long will you hold my order?" asks what the page says as "your order is kept".
+    "hold": "keep",
+    "holds": "keep",
+    "holding": "keep",
+    "held": "keep",
+    "kept": "keep",
+    "keeps": "keep",
+    "keeping": "keep",
 }
 
 # What customers call by another name than help centres do, said as the pages say it, on pages
@@ -107,7 +115,7 @@ _RENAMES = (
     ),
     (re.compile(r"\bcouriers?\b"), " carrier "),
     (re.compile(r"\bswap(?:s|ped|ping)?\b"), " exchange "),
-    (re.compile(r"\b(?:my |your |the )?money back\b"), " refund "),
+    (re.compile(r"\b(?:my |your |the )?money back\b"), " refund money "),
     (
         re.compile(
             r"\bsen(?:d|t|ding|ds) (?:(?:it|them|this|that|something|items?|things?|"
@@ -118,6 +126,18 @@ _RENAMES = (
     (re.compile(r"快递公司|物流公司|快递商"), "承运商"),
     # "Can I swap it for another style?" (换成别的款式) asks about exchanges (换货).
     (re.compile(r"换成|调换|换一个|换个"), "换货"),
+    # Sending to a place (寄到法国, 发往中国) is what pages call delivery (配送).
+    (re.compile(r"那?(?:寄到|寄往|寄去|发到|发往|送到)"), " 配送到 "),
+    # "多长时间" asks how long, not about a time: its 时间 must not meet the page's "维修时间".
+    (re.compile(r"多长时间|多少时间|多长的时间|要多久"), "多久"),
+    # Paying the courier in cash is what pages call cash on delivery.
+    (
+        re.compile(
+            r"\bcash (?:when|once|as soon as) (?:the |my |it |its )?(?:parcel|package|order)?"
+            r" ?(?:arrives|comes|is delivered|gets delivered)\b"
+        ),
+        " cash on delivery ",
+    ),
     (re.compile("€"), " euro "),
     (re.compile("£"), " pound "),
     (re.compile(r"\$"), " dollar "),

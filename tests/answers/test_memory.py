@@ -55,3 +55,20 @@ async def test_losing_redis_data_loses_no_turn():
     await memory.recent_turns(conversation.id)
     await get_redis().flushall()
     assert [t["text"] for t in await memory.recent_turns(conversation.id)] == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("text", "follow_up"),
+    [
+        ("And to Germany?", True),
+        ("What about Japan?", True),
+        ("and if it was delivered in December?", True),
+        ("那寄到中国呢？", True),
+        ("那 Acorn Home 的台灯呢", True),
+        ("How long does delivery to Japan take?", False),
+        ("Android app crashes on start", False),
+        ("寄到中国要几天？", False),
+    ],
+)
+def test_a_follow_up_is_told_by_its_opening_or_its_closing_particle(text, follow_up):
+    assert memory.is_follow_up(text) is follow_up

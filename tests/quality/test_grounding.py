@@ -202,6 +202,16 @@ async def test_the_stored_prompt_and_sources_are_what_the_worker_kept(sample, wo
     assert body["sources"] == stored.sources and len(stored.sources) <= shown
 
 
+async def test_a_follow_up_is_searched_with_the_message_before_it(sample, worker, engine):
+    # "那寄到中国呢？" alone finds the customs section (it names 中国大陆); with the question
+    # before it, the delivery times that answer it.
+    api = await make_client()
+    await chat(api, session_id="s", user_input="寄到法国要几天？", language="zh-CN")
+    await chat(api, session_id="s", user_input="那寄到中国呢？", language="zh-CN")
+    prompt = last_prompt(engine)
+    assert "中国大陆及世界其他地区：5–12 个工作日" in prompt.split("那寄到中国呢")[0]
+
+
 def test_passages_are_bounded_in_the_prompt(settings):
     from chat.knowledge.retrieval import Hit
 

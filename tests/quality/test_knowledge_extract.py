@@ -59,6 +59,16 @@ def sample():
         ("Can you deliver my order to a PO box?", "en", "not to PO boxes"),
         ("寄到德国一般要几天？", "zh", "德国：1–2 个工作日"),
         ("收到货以后多少天之内可以退？", "zh", "30 天内"),
+        # "多长时间" asks how long: its 时间 is not the repair line's "维修时间"; and a line
+        # with a figure answers a question that asks for one.
+        ("你们的商品保修多长时间？", "zh", "两年保修"),
+        ("保修维修一般要多少天？", "zh", "7–10 个工作日"),
+        # Paying in cash when the parcel arrives is cash on delivery.
+        ("Can I pay in cash when the parcel arrives?", "en", "cash on delivery"),
+        # "hold my order" is the page's "your order is kept".
+        ("My card payment didn't go through. How long will you hold my order?", "en", "48 hours"),
+        # A follow-up searched with the message before it: 寄到 is the page's 配送.
+        ("寄到法国要几天？\n那寄到中国呢？", "zh", "5–12 个工作日"),
     ],
 )
 def test_the_statements_that_answer_come_first(sample, question, language, said):
