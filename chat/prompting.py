@@ -1,6 +1,7 @@
 """The system prompt: the bot profile's template with the conversation's variables filled in."""
 
 import datetime as dt
+import re
 import zoneinfo
 from dataclasses import dataclass
 
@@ -111,6 +112,31 @@ def local_time(now: dt.datetime, timezone: str) -> str:
     return local.strftime("%A %Y-%m-%d %H:%M ") + (local.tzname() or "UTC")
 
 
+# The variables that differ between conversations of one bot profile (extra ones a caller
+# passes count too). Lines that name one go last (`laid_out`).
+CONVERSATION_VARIABLES = frozenset(
+    {"current_time", "user_region", "language", "site_name", "answer_limit"}
+)
+_VARIABLE = re.compile(r"(?<!\{)\{(\w+)\}(?!\})")
+
+
+def laid_out(template: str, variables=CONVERSATION_VARIABLES) -> str:
+    """The template with the lines that name a conversation's variables moved after the lines
+    that name none (each group in the order written), so every conversation of a profile
+    starts with the same text and vLLM's prefix cache reuses it, whatever order an admin
+    wrote. A template whose first line names the time ("It is {current_time}. You are ...")
+    would otherwise make every minute's prompt new from its first token."""
+    lines = template.split("\n")
+    varying = [any(n in variables for n in _VARIABLE.findall(line)) for line in lines]
+    if not any(varying) or all(varying):
+        return template
+    fixed = [line for line, moves in zip(lines, varying, strict=True) if not moves]
+    moved = [line for line, moves in zip(lines, varying, strict=True) if moves]
+    while fixed and not fixed[-1].strip():
+        fixed.pop()  # the blank line before the moved ones is added once below
+    return "\n".join(fixed) + "\n\n" + "\n".join(moved)
+
+
 def render_system_prompt(
     template: str,
     *,
@@ -131,7 +157,7 @@ def render_system_prompt(
         answer_limit=answer_limit(language, words=max_words, han=max_han),
     )
     variables.update(extra or {})
-    return fill_template(template, variables)
+    return fill_template(laid_out(template, CONVERSATION_VARIABLES | set(extra or ())), variables)
 
 
 def fill_template(template: str, variables: dict) -> str:

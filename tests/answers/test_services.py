@@ -4,7 +4,14 @@ import pytest
 
 from chat import fallback, selectors, services
 from chat.models import BotProfile, Conversation, FallbackRule, Message
-from chat.prompting import DEFAULT_PROFILE_NAME, language_name, local_time, render_system_prompt
+from chat.prompting import (
+    DEFAULT_PROFILE_NAME,
+    DEFAULT_SYSTEM_PROMPT,
+    laid_out,
+    language_name,
+    local_time,
+    render_system_prompt,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -167,6 +174,35 @@ def test_system_prompt_variables_are_filled_and_unknown_ones_kept():
     assert (
         text == "Acme Sunday 2026-03-01 20:30 CST Shanghai Simplified Chinese {unknown} {literal}"
     )
+
+
+def test_the_lines_with_a_conversations_variables_go_after_the_rules():
+    # As an admin might write it: the time first. Rendered, every conversation of the
+    # profile starts with the same rules (vLLM's prefix cache reuses them) and its own
+    # facts follow.
+    template = (
+        "It is {current_time}. You serve customers in {user_region}.\n"
+        "- Be brief.\n\n- Never invent prices.\n"
+        "Answer in {language}. Literal {{braces}} stay."
+    )
+    now = dt.datetime(2026, 3, 1, 12, 30, tzinfo=dt.UTC)
+    one, other = (
+        render_system_prompt(
+            template, site_name="", language=language, region=region, timezone="", now=when
+        )
+        for language, region, when in (
+            ("en", "Berlin", now),
+            ("zh-CN", "Shanghai", now + dt.timedelta(minutes=5)),
+        )
+    )
+    rules = "- Be brief.\n\n- Never invent prices.\nAnswer in"
+    assert one.startswith("- Be brief.\n\n- Never invent prices.\n\nIt is Sunday 2026-03-01 12:30")
+    assert one.split("\n\nIt is")[0] == other.split("\n\nIt is")[0]
+    assert one.endswith("Answer in English. Literal {braces} stay.")
+    assert rules not in one  # the line with {language} moved too
+    # The shipped default is laid out so already; a template of variables only is as written.
+    assert laid_out(DEFAULT_SYSTEM_PROMPT) == DEFAULT_SYSTEM_PROMPT
+    assert laid_out("{site_name}\n{language}") == "{site_name}\n{language}"
 
 
 def test_broken_template_is_used_as_written():
