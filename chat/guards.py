@@ -40,7 +40,8 @@ REPETITION = "repetition"  # the worker stopped a loop (inference_worker.textgua
 LENGTH = "length"  # the worker cut an overlong answer back to a sentence
 GREETING = "greeting"  # a greeting or thanks alone: the product answered it
 FIGURES = "figures"  # the answer stated a figure the model was not given
-POLARITY = "polarity"  # the answer said yes where the help centre's line says no
+# The answer said yes where the help centre's line says no, or to what no passage names.
+POLARITY = "polarity"
 NAMES = "names"  # the answer named a carrier, brand or product the model was not given
 CONFIRM = "confirm"  # an action that changes something: the product asked the customer first
 SIGN_IN = "sign_in"  # an action for verified customers only: the visitor was asked to sign in
@@ -490,6 +491,24 @@ def says_yes_against(answer: str, line: str, *, question: str) -> bool:
         is_yes_no_question(question)
         and bool(_NEGATION.search(line))
         and not _NEGATION.search(answer)
+    )
+
+
+def yes_to_the_unnamed(answer: str, *, question: str, passages: str) -> list[str]:
+    """The words of a yes/no question that no passage the model was given uses and its
+    affirming answer repeats: "Yes, you can pay with Bitcoin." from a page that lists the
+    methods it takes. The help centre said nothing about it, so the yes is the model's."""
+    from chat.knowledge import segment  # the search's own words: "lamps" is "lamp"
+
+    if not is_yes_no_question(question) or _NEGATION.search(answer):
+        return []
+    given, said = set(segment.terms(passages)), set(segment.terms(answer))
+    return sorted(
+        {
+            term
+            for term in segment.terms(question)
+            if len(term) > 1 and not term.isdigit() and term not in given and term in said
+        }
     )
 
 

@@ -199,9 +199,18 @@ class AnswerGuards:
         )
 
     def _says_yes_against(self, answer: Answer, model_text: str) -> bool:
-        """A yes where a line that answers the question best says no."""
+        """A yes where a line that answers the question best says no, or a yes about what no
+        passage the model was given names."""
         if answer.grounded is None or answer.grounded.grounding is None:
             return False
+        unnamed = guards.yes_to_the_unnamed(
+            model_text,
+            question=answer.question.text,
+            passages="\n".join(answer.grounded.grounding["passages"]),
+        )
+        if unnamed:
+            log.info("answer %s says yes to what no passage names: %s", answer.request_id, unnamed)
+            return True
         lines = self._answering_lines(answer)
         # Every line that says as much about the question as the best one: "Orders within the
         # EU never pay customs duties" ties with the line on orders outside it for a question

@@ -454,6 +454,38 @@ async def test_a_yes_against_a_line_that_says_no_is_replaced_by_the_lines(sample
     assert "it is possible" not in body["response"]
 
 
+async def test_a_yes_to_what_no_passage_names_is_replaced_by_the_lines(sample, worker, engine):
+    # The payment page lists the methods it takes; Bitcoin is not one of them, and no line
+    # says no to it in so many words.
+    engine.reply = lambda prompt: "Yes, you can pay with Bitcoin."
+    body, _ = await ask(engine, "Can I pay with Bitcoin?")
+    assert body["guards"] == ["polarity", "quoted"]
+    assert "Bitcoin" not in body["response"]
+    assert "Accepted payment methods" in body["response"]
+    # A yes to what the passages name stays.
+    engine.reply = lambda prompt: "Yes, you can pay with PayPal."
+    body, _ = await ask(engine, "Can I pay with PayPal?", session="p")
+    assert body["guards"] == [] and body["response"] == "Yes, you can pay with PayPal."
+
+
+@pytest.mark.parametrize(
+    ("answer", "question", "passages", "unnamed"),
+    [
+        ("Yes, you can pay with Bitcoin.", "Can I pay with Bitcoin?", "We take PayPal.", True),
+        ("No, we only take PayPal.", "Can I pay with Bitcoin?", "We take PayPal.", False),
+        ("Yes, lamps ship to Norway.", "Do lamps ship to Norway?", "Lamps ship to Norway.", False),
+        ("It takes 3 days.", "How long to Bitcoinland?", "Norway: 3-6 days", False),
+        ("可以，您可以用比特币付款。", "可以用比特币付款吗？", "我们接受 PayPal 付款。", True),
+        ("可以用 PayPal 付款。", "可以用 PayPal 付款吗？", "我们接受 PayPal 付款。", False),
+    ],
+)
+def test_a_yes_is_the_models_own_when_no_passage_names_what_it_affirms(
+    answer, question, passages, unnamed
+):
+    found = guards.yes_to_the_unnamed(answer, question=question, passages=passages)
+    assert bool(found) is unnamed
+
+
 async def test_a_yes_against_any_line_as_good_as_the_best_one_is_replaced(sample, worker, engine):
     # No line names Spain: the one on orders outside the EU and the one saying orders within
     # it never pay duties answer the question as well as each other.
