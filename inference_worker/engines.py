@@ -157,14 +157,25 @@ class VllmEngine:
             gc.collect()
 
 
-def build_engine(inference: dict) -> VllmEngine:
-    """The configured engine; the embedded default model is prepared first if needed."""
+def build_engine(inference: dict) -> Engine:
+    """The configured engine; the embedded default model is prepared first if needed (the
+    remote backend loads its tokenizer and chat template from it)."""
     from inference_worker.model_prep import resolve_model_source
 
+    backend = inference.get("BACKEND", "local")
+    if backend not in ("local", "remote"):
+        raise ValueError(f'INFERENCE_BACKEND is "local" or "remote", not {backend!r}')
+    if backend == "remote" and not inference["REMOTE_URLS"]:
+        raise ValueError("INFERENCE_BACKEND=remote needs INFERENCE_REMOTE_URLS")
     model = resolve_model_source(inference)
+    model_name = inference["MODEL_NAME"] or _display_name(model)
+    if backend == "remote":
+        from inference_worker.remote_engine import build_remote_engine
+
+        return build_remote_engine(inference, model_source=model, model_name=model_name)
     return VllmEngine(
         model=model,
-        model_name=inference["MODEL_NAME"] or _display_name(model),
+        model_name=model_name,
         dtype=resolved_dtype(inference["DTYPE"]),
         max_model_len=inference["MAX_MODEL_LEN"],
         quantization=inference["QUANTIZATION"],

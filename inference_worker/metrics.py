@@ -54,3 +54,8 @@ TOOL_CALL_ANSWERS = Counter(
     # arguments_not_object (no valid call: the output was sent as text)
     ["outcome"],
 )
+REMOTE_SERVERS_UP = Gauge(
+    "cs_worker_remote_servers_up",
+    "Remote vLLM servers (INFERENCE_BACKEND=remote) not marked down: 0 means every answer "
+    "gets the fallback",
+)

@@ -69,6 +69,22 @@ async def test_closing_the_stream_closes_the_source():
     assert closed.is_set()
 
 
+async def test_text_waiting_when_the_source_fails_is_delivered_before_the_failure():
+    """A dead engine or remote server: the partial answer kept is all the text it gave."""
+
+    async def failing():
+        yield Chunk(text="Hello", token_count=1)
+        yield Chunk(text=" there", token_count=1)
+        raise ConnectionError("server gone")
+
+    got = []
+    with pytest.raises(ConnectionError):
+        # A long interval: " there" is still waiting when the source fails.
+        async for chunk in coalesce(failing(), interval=10):
+            got.append(chunk.text)
+    assert got == ["Hello", " there"]
+
+
 def test_the_interval_grows_with_the_streams_of_one_process_within_a_bound():
     base = 0.03
     assert adaptive_interval(1, base) == base  # a quiet process: the configured interval

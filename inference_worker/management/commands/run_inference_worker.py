@@ -1,4 +1,5 @@
-"""`python manage.py run_inference_worker`: load the model into vLLM and serve requests.
+"""`python manage.py run_inference_worker`: load the model into vLLM and serve requests (or,
+with INFERENCE_BACKEND=remote, drive remote vLLM servers: inference_worker/remote_engine.py).
 
 Start it through manage.py (not django-admin): vLLM's engine processes import manage.py, and
 there they tie themselves to this process, so that they end with it however it ends (see
@@ -25,7 +26,7 @@ log = logging.getLogger("inference_worker")
 
 
 class Command(BaseCommand):
-    help = "Run an inference worker: vLLM in this process, requests from the channel layer."
+    help = "Run an inference worker: vLLM in this process or remote, requests from Redis."
 
     def handle(self, *args, **options):
         cfg = settings.INFERENCE
@@ -46,7 +47,13 @@ class Command(BaseCommand):
 
     async def _serve(self, engine, cfg) -> None:
         await engine.load_tokenizer()
-        await serve(engine)
+        try:
+            await serve(engine)
+        finally:
+            # A remote engine's connections and health checks live on this event loop.
+            aclose = getattr(engine, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 async def serve(engine, *, max_concurrency: int | None = None, name: str | None = None) -> None:
