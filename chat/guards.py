@@ -425,7 +425,7 @@ def unsupported_names(answer: str, told: str) -> list[str]:
 # A question that asks for a figure: a time, a price, a count, a date.
 _ASKS_FIGURE = re.compile(
     r"\b(?:how (?:long|much|many|soon|fast|quickly)|when|what (?:time|date|day)|what does .* "
-    r"cost|price|fee|charge|costs?)\b|多少|几|多长|多久|什么时候|何时|哪天|价格|费用|运费",
+    r"cost|price|fee|charge|costs?)\b|多少|(?<!哪)几|多长|多久|什么时候|何时|哪天|价格|费用|运费",
     re.IGNORECASE,
 )
 
@@ -494,21 +494,31 @@ def says_yes_against(answer: str, line: str, *, question: str) -> bool:
     )
 
 
+# What a yes/no question names: a capitalised word after its first ("Bitcoin", "Japan").
+# Everyday words ("fix", "live") are said in other words by the pages as often as not, and
+# Chinese has no capitals to tell a name by (jieba cuts 比特币 into 比特 and 币): Latin names
+# only, as for the names guard.
+_NAMED_EN = re.compile(r"(?<=\s)[A-Z][\w&'-]+")
+
+
 def yes_to_the_unnamed(answer: str, *, question: str, passages: str) -> list[str]:
-    """The words of a yes/no question that no passage the model was given uses and its
+    """The names of a yes/no question that no passage the model was given uses and its
     affirming answer repeats: "Yes, you can pay with Bitcoin." from a page that lists the
     methods it takes. The help centre said nothing about it, so the yes is the model's."""
-    from chat.knowledge import segment  # the search's own words: "lamps" is "lamp"
+    # The search's own stems ("Lamps" is "lamp"); imported here, as chat.knowledge's ranking
+    # imports this module.
+    from chat.knowledge import segment
 
     if not is_yes_no_question(question) or _NEGATION.search(answer):
         return []
     given, said = set(segment.terms(passages)), set(segment.terms(answer))
     return sorted(
-        {
-            term
-            for term in segment.terms(question)
-            if len(term) > 1 and not term.isdigit() and term not in given and term in said
-        }
+        name
+        for name in _NAMED_EN.findall(question)
+        if name.casefold() not in _NOT_NAMES
+        and (stems := set(segment.terms(name)))
+        and not stems & given
+        and stems <= said
     )
 
 

@@ -14,7 +14,8 @@ Belgium, Germany: 1–2 business days"). It is ranked by the question's terms it
 weighted by how rare they are in the knowledge base; terms found only in its title and
 headings count for half: they say what the whole section is about, not this line. A
 question that asks for a figure ("how long", "多少天") is answered by a statement that states
-one (a duration, for "how long" and "几天"): those count half as much again.
+one (a duration, for "how long" and "几天"), and one that asks which ones ("Which delivery
+companies...?", 哪几家) by a statement that names several: those count half as much again.
 """
 
 import re
@@ -35,6 +36,9 @@ _ASKS_DURATION = re.compile(
     r"|多久|多长|几天|多少天|几个工作日|多少个工作日|什么时候|何时",
     re.IGNORECASE,
 )
+_ASKS_WHICH = re.compile(r"\bwhich\b|\bwhat \w+ (?:do|does|are)\b|哪几|哪些|哪家", re.IGNORECASE)
+# Two names or more: "(PostNL, DHL or UPS)", "Visa, Mastercard".
+_NAMES = re.compile(r"[A-Z][\w&'-]*[A-Za-z](?:.{1,6}?[A-Z][\w&'-]*[A-Za-z])+")
 _DURATION_UNIT = re.compile(
     r"\b(?:days?|hours?|weeks?|months?|years?)\b|工作日|天|小时|周|个月|年", re.IGNORECASE
 )
@@ -124,6 +128,7 @@ def key_statements(
     weights = retrieval.term_weights(asked)
     wants_figure = guards.asks_for_figure(question)
     wants_duration = bool(_ASKS_DURATION.search(question))
+    wants_names = bool(_ASKS_WHICH.search(question))
     found: list[Statement] = []
     for hit in hits:
         title = f"{hit.title} > {hit.heading}" if hit.heading else hit.title
@@ -139,7 +144,9 @@ def key_statements(
             weight = lead * (
                 sum(weights[t] for t in own) + 0.5 * sum(weights[t] for t in labels - own)
             )
-            if wants_figure and _states_figure(statement, duration=wants_duration):
+            if (wants_figure and _states_figure(statement, duration=wants_duration)) or (
+                wants_names and _NAMES.search(statement[1:])
+            ):
                 weight *= FIGURE_BOOST
             found.append((weight, -len(terms), Statement(statement, title, weight, hit)))
     # Ties go to the shorter statement (more about the question's terms), then to the

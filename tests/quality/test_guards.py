@@ -475,8 +475,10 @@ async def test_a_yes_to_what_no_passage_names_is_replaced_by_the_lines(sample, w
         ("No, we only take PayPal.", "Can I pay with Bitcoin?", "We take PayPal.", False),
         ("Yes, lamps ship to Norway.", "Do lamps ship to Norway?", "Lamps ship to Norway.", False),
         ("It takes 3 days.", "How long to Bitcoinland?", "Norway: 3-6 days", False),
-        ("可以，您可以用比特币付款。", "可以用比特币付款吗？", "我们接受 PayPal 付款。", True),
+        ("Yes, you can pay with Bitcoin here.", "Can I pay with Bitcoin?", "Bitcoin: no.", False),
         ("可以用 PayPal 付款。", "可以用 PayPal 付款吗？", "我们接受 PayPal 付款。", False),
+        # Everyday words the pages say otherwise are no names: "fix" for "change".
+        ("Yes, you can still fix it.", "Can I still fix my address?", "Change it.", False),
     ],
 )
 def test_a_yes_is_the_models_own_when_no_passage_names_what_it_affirms(

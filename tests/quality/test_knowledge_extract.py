@@ -67,6 +67,9 @@ def sample():
         ("Can I pay in cash when the parcel arrives?", "en", "cash on delivery"),
         # "hold my order" is the page's "your order is kept".
         ("My card payment didn't go through. How long will you hold my order?", "en", "48 hours"),
+        # "Which ...?" and 哪几家 ask for names: the line that lists the carriers.
+        ("Which delivery companies do you work with?", "en", "PostNL, DHL or UPS"),
+        ("你们用哪几家快递公司送货？", "zh", "PostNL、DHL 或 UPS"),
         # A follow-up searched with the message before it: 寄到 is the page's 配送.
         ("寄到法国要几天？\n那寄到中国呢？", "zh", "5–12 个工作日"),
     ],
