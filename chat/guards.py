@@ -183,13 +183,15 @@ def is_complaint(question: str) -> bool:
 
 
 _OWN_ORDER_EN = re.compile(
-    r"\b(?:(?:my|our) (?:order|orders|parcel|package|delivery|shipment|refund|return|purchase)|"
+    r"\b(?:(?:my|our) (?:(?:most )?(?:recent|latest|last|newest|previous) )?"
+    r"(?:order|orders|parcel|package|delivery|shipment|refund|return|purchase)|"
     r"order status|status of (?:my|the) order|cancel (?:my |the |an )?order|"
     r"track(?:ing)? (?:my|the) (?:order|parcel|package))\b",
     re.IGNORECASE,
 )
 _OWN_ORDER_ZH = re.compile(
-    r"我的(?:订单|包裹|快递|退款|退货|货)|订单(?:状态|到哪|在哪|怎么还)|取消(?:我的)?订单|"
+    r"我(?:的|(?:最近|上次|最新|刚)的?)(?:订单|包裹|快递|退款|退货|货)|订单(?:状态|到哪|在哪|怎么还)|"
+    r"取消(?:我的)?订单|"
     r"查(?:一下|询)?(?:我的)?订单|物流到哪|包裹到哪|快递到哪"
 )
 # An order number or an e-mail address already given: nothing to ask for.

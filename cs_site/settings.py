@@ -330,6 +330,13 @@ ACTIONS = {
     "MAX_CALLS_PER_CONVERSATION_HOUR": env.int(
         "ACTIONS_MAX_CALLS_PER_CONVERSATION_HOUR", default=20
     ),
+    # When the model is offered the conversation's actions as tools (no trigger matched):
+    # "sure" only when a call is certain to be wanted (a question about the customer's own
+    # order and a look-up that needs no detail), the call then forced by structured outputs;
+    # "auto" also whenever the conversation may use an action, the model deciding (for a
+    # model that calls reliably: the embedded 0.5B one wrote a call 0 times of 8 and leaked
+    # function names into its text, docs/actions.md); "off": never.
+    "MODEL_CALLS": env.str("ACTIONS_MODEL_CALLS", default="sure"),
     # Largest response body read from a back end, in bytes: a bigger one is a bad response.
     "MAX_RESPONSE_BYTES": env.int("ACTIONS_MAX_RESPONSE_BYTES", default=65536),
     "SAMPLE_SHOP": _ACTIONS_SAMPLE_SHOP,
@@ -338,6 +345,9 @@ ACTIONS = {
     # desk itself, on the port `make run` serves (devstack/stack.py: PORT, 8000).
     "SAMPLE_BASE_URL": env.str("ACTIONS_SAMPLE_BASE_URL", default="http://127.0.0.1:8000"),
 }
+if ACTIONS["MODEL_CALLS"] not in ("sure", "auto", "off"):
+    # A misspelt mode must not quietly become another one.
+    raise ValueError(f"ACTIONS_MODEL_CALLS is sure, auto or off, not {ACTIONS['MODEL_CALLS']!r}")
 
 # --- Customer chat --------------------------------------------------------------------------
 

@@ -10,8 +10,10 @@ see docs/actions.md.
 - `triggers.matching_triggers`: actions a customer's message picks by pattern.
 - `selectors` / `services`: reads and writes; `services.call_confirm` is the exactly-once
   confirmation of a call that changes something.
-- `tools`: actions as OpenAI-style tool definitions for the model.
-- `texts`: the product's own words to the customer about a call, per language.
+- `tools`: actions as OpenAI-style tool definitions for the model (offered, and its calls
+  decided, by chat/answering/proposing.py).
+- `texts`: the product's own words to the customer about a call, per language;
+  `localized`: an action's own templates (`result`, `confirm_text`) per language.
 - `importing`: action files into definitions (`import_actions`).
 - `sample/` and `sample_shop/`: SAMPLE DATA, actions and the order API they call.
 """

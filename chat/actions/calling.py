@@ -30,7 +30,7 @@ import httpx
 from django.conf import settings
 
 from chat import metrics
-from chat.actions import headers, results, schema, url_template
+from chat.actions import headers, localized, results, schema, url_template
 from chat.actions.models import MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS, Action
 from chat.actions.outcome import (
     BAD_RESPONSE,
@@ -51,12 +51,15 @@ class _TooLarge(Exception):
     pass
 
 
-async def call(action: Action, arguments: object, *, customer_id: str | None) -> Outcome:
+async def call(
+    action: Action, arguments: object, *, customer_id: str | None, language: str = "en"
+) -> Outcome:
     """Call `action` with the model's (or a trigger's) `arguments` for this customer.
 
     `customer_id`: the verified customer's id, from the product's own verification, never
-    from the model or the customer's words; None for a customer who is not verified."""
-    outcome = await _call(action, arguments, customer_id=customer_id)
+    from the model or the customer's words; None for a customer who is not verified.
+    `language`: the conversation's, whose `result` template the text is rendered with."""
+    outcome = await _call(action, arguments, customer_id=customer_id, language=language)
     sent = outcome.latency_ms is not None
     metrics.action_called(action.name, outcome.status, outcome.latency_ms / 1000 if sent else None)
     log.log(
@@ -72,7 +75,9 @@ async def call(action: Action, arguments: object, *, customer_id: str | None) ->
     return outcome
 
 
-async def _call(action: Action, arguments: object, *, customer_id: str | None) -> Outcome:
+async def _call(
+    action: Action, arguments: object, *, customer_id: str | None, language: str
+) -> Outcome:
     if not action.enabled:
         return refused("disabled", "the action is turned off")
     if action.audience != Action.Audience.PUBLIC and not customer_id:
@@ -101,6 +106,7 @@ async def _call(action: Action, arguments: object, *, customer_id: str | None) -
         url,
         {"Accept": "application/json", "User-Agent": USER_AGENT, **sent_headers},
         body=None if action.method == Action.Method.GET else kept,
+        result=localized.template_for(action.result, language),
     )
 
 
@@ -110,13 +116,15 @@ def _usable(action: Action) -> bool:
         and isinstance(action.headers, dict)
         and all(isinstance(v, str) for v in action.headers.values())
         and isinstance(action.url, str)
-        and isinstance(action.result or "", str)
+        and isinstance(action.result or "", str | dict)
         and isinstance(action.timeout_seconds, int | float)
         and action.method in Action.Method.values
     )
 
 
-async def _send(action: Action, url: str, sent_headers: dict, *, body: dict | None) -> Outcome:
+async def _send(
+    action: Action, url: str, sent_headers: dict, *, body: dict | None, result: str
+) -> Outcome:
     limit = settings.ACTIONS["MAX_RESPONSE_BYTES"]
     # Within the bounds a save enforces, whatever the row holds.
     timeout = min(max(float(action.timeout_seconds), MIN_TIMEOUT_SECONDS), MAX_TIMEOUT_SECONDS)
@@ -175,7 +183,7 @@ async def _send(action: Action, url: str, sent_headers: dict, *, body: dict | No
             detail=f"the back end could not be reached ({type(exc).__name__})",
             latency_ms=elapsed_ms(),
         )
-    return _result(action, content, http_status=status, latency_ms=elapsed_ms())
+    return _result(result, content, http_status=status, latency_ms=elapsed_ms())
 
 
 async def _read(response: httpx.Response, limit: int) -> bytes:
@@ -190,7 +198,10 @@ async def _read(response: httpx.Response, limit: int) -> bytes:
     return bytes(content)
 
 
-def _result(action: Action, content: bytes, *, http_status: int, latency_ms: int) -> Outcome:
+def _result(template: str, content: bytes, *, http_status: int, latency_ms: int) -> Outcome:
+    """The outcome of an answer that came, its text rendered with `template` (the action's
+    `result` in the conversation's language)."""
+
     def bad(reason: str, detail: str) -> Outcome:
         return Outcome(
             status=BAD_RESPONSE,
@@ -200,7 +211,7 @@ def _result(action: Action, content: bytes, *, http_status: int, latency_ms: int
             latency_ms=latency_ms,
         )
 
-    if not content.strip() and not action.result:
+    if not content.strip() and not template:
         # Nothing to show and nothing sent back (204): done.
         return Outcome(status=OK, http_status=http_status, latency_ms=latency_ms)
     try:
@@ -208,7 +219,7 @@ def _result(action: Action, content: bytes, *, http_status: int, latency_ms: int
     except ValueError:  # not UTF-8 or not JSON
         return bad("not_json", "the answer is not JSON")
     try:
-        fields, text = results.render(action.result or "", data)
+        fields, text = results.render(template, data)
     except results.BadResponse as exc:
         return bad("missing_field", str(exc))
     return Outcome(

@@ -100,16 +100,20 @@ class Action(models.Model):
         default=False,
         help_text="Ask the customer to confirm first: on for every action that changes something.",
     )
-    confirm_text = models.CharField(
-        max_length=500,
+    # Text, or a mapping of language to text (chat/actions/localized.py): the customer reads
+    # the template of their conversation's language.
+    confirm_text = models.JSONField(
+        default=str,
         blank=True,
-        help_text="What will be done, in plain words, e.g. Cancel order {order_id}?",
+        help_text="What will be done, in plain words, e.g. Cancel order {order_id}? Or one per "
+        'language: {"en": "Cancel order {order_id}?", "zh": "取消订单 {order_id}？"}.',
     )
-    result = models.CharField(
-        max_length=1000,
+    result = models.JSONField(
+        default=str,
         blank=True,
         help_text="The fields shown, from the JSON answer, e.g. Order {order_id}: {status}, "
-        "due {eta}. A missing field makes the answer a bad response.",
+        "due {eta}. A missing field makes the answer a bad response. Or one per language: "
+        '{"en": "Order {order_id}: {status}", "zh": "订单 {order_id}：{status}"}.',
     )
     triggers = models.JSONField(
         default=list,
@@ -179,6 +183,10 @@ class ActionCall(models.Model):
         BAD_RESPONSE = "bad_response", "Bad response"
         REFUSED = "refused", "Refused by the desk (not called)"
 
+    class ProposedBy(models.TextChoices):
+        TRIGGER = "trigger", "A trigger matched the customer's words"
+        MODEL = "model", "The model proposed it (a tool call)"
+
     # The ends that brought no result: the customer is told so in one sentence.
     FAILED = frozenset({"error", "timeout", "bad_response", "refused"})
 
@@ -200,6 +208,10 @@ class ActionCall(models.Model):
     action_name = models.CharField(max_length=64)
     arguments = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, db_index=True)
+    # Who picked the call: the product decides either way whether it is made.
+    proposed_by = models.CharField(
+        max_length=10, choices=ProposedBy.choices, default=ProposedBy.TRIGGER
+    )
     # Why it ended as it did, in a word (chat/actions/outcome.py): "http_404", "timeout", ...
     reason = models.CharField(max_length=40, blank=True)
     # For staff: what was wrong, e.g. the arguments the schema refused. Never a secret.

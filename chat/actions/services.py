@@ -155,10 +155,11 @@ def call_record(
     arguments: object,
     outcome: Outcome | None = None,
     message_id: int | None = None,
+    proposed_by: str = ActionCall.ProposedBy.TRIGGER,
 ) -> ActionCall:
     """Put a call on the conversation's record: with its outcome once made, or (no outcome)
     as waiting for the customer's confirmation. Only the parameters the action declares are
-    kept: never headers, never secrets."""
+    kept: never headers, never secrets. `proposed_by`: a trigger, or the model."""
     kept, _ = schema.validated(action.parameters, arguments)
     call = ActionCall(
         conversation_id=conversation_id,
@@ -167,6 +168,7 @@ def call_record(
         action_name=action.name,
         arguments=kept,
         status=ActionCall.Status.CONFIRM_REQUIRED,
+        proposed_by=proposed_by,
     )
     if outcome is not None:
         _apply(call, outcome)

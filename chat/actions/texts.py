@@ -6,7 +6,7 @@ need to sign in) and never pretends a call worked; it gives no internal detail (
 codes, variable names), which is for staff and stays on the call's record.
 """
 
-from chat.actions import placeholders
+from chat.actions import localized, placeholders
 
 # Which sentence each outcome reason gets (chat/actions/outcome.py); a reason not listed gets
 # its status's sentence.
@@ -80,10 +80,14 @@ def failure(*, status: str, reason: str, language: str) -> str:
     return _TEXTS[_lang(language)][name]
 
 
-def confirmation(*, confirm_text: str, description: str, arguments: dict, language: str) -> str:
-    """The question before a call that changes something: the action's confirm_text with the
-    arguments filled in, else its description, then "Shall I go ahead?"."""
+def confirmation(
+    *, confirm_text: str | dict, description: str, arguments: dict, language: str
+) -> str:
+    """The question before a call that changes something: the action's confirm_text (in the
+    conversation's language, chat/actions/localized.py) with the arguments filled in, else its
+    description, then "Shall I go ahead?"."""
     texts = _TEXTS[_lang(language)]
+    confirm_text = localized.template_for(confirm_text, language)
     if confirm_text:
         what = placeholders.fill(confirm_text, lambda name: _argument(arguments, name))
         return texts["confirm"].format(what=what)

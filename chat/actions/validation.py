@@ -6,10 +6,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chat.actions import headers, placeholders, results, schema, triggers, url_template
+from chat.actions import (
+    headers,
+    localized,
+    placeholders,
+    results,
+    schema,
+    triggers,
+    url_template,
+)
 
 if TYPE_CHECKING:
     from chat.actions.models import Action
+
+MAX_CONFIRM_TEXT_CHARS = 500
 
 
 def action_problems(action: Action) -> dict[str, list[str]]:
@@ -17,7 +27,7 @@ def action_problems(action: Action) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {
         "parameters": schema.problems(action.parameters),
         "headers": headers.problems(action.headers),
-        "result": results.problems(_text(action.result)),
+        "result": localized.problems(action.result, results.problems),
         "confirm_text": _confirm_text_problems(action),
         "triggers": triggers.problems(action.triggers, parameters=action.parameters),
     }
@@ -33,13 +43,19 @@ def action_problems(action: Action) -> dict[str, list[str]]:
 
 
 def _confirm_text_problems(action: Action) -> list[str]:
-    text = _text(action.confirm_text)
-    found = placeholders.problems(text)
     declared = schema.property_names(action.parameters)
-    for name in placeholders.names(text):
-        if name not in declared:
-            found.append(f"{{{name}}} names no parameter (it shows the call's arguments)")
-    if text and not action.confirm:
+
+    def check(text: str) -> list[str]:
+        found = placeholders.problems(text)
+        for name in placeholders.names(text):
+            if name not in declared:
+                found.append(f"{{{name}}} names no parameter (it shows the call's arguments)")
+        if len(text) > MAX_CONFIRM_TEXT_CHARS:
+            found.append(f"at most {MAX_CONFIRM_TEXT_CHARS} characters")
+        return found
+
+    found = localized.problems(action.confirm_text, check)
+    if localized.templates(action.confirm_text) and not action.confirm:
         found.append("is only asked when confirm is on")
     return found
 

@@ -38,6 +38,35 @@ class PrettyJSONField(forms.JSONField):
         return super().to_python(value)
 
 
+class TemplateField(forms.CharField):
+    """A template as plain text, or one per language as a JSON object
+    (`{"en": "...", "zh": "..."}`): text that reads as a JSON object is the mapping, anything
+    else the one template ("{order_id} is on its way" stays text)."""
+
+    def __init__(self, *, encoder=None, decoder=None, **kwargs):
+        # A JSONField's form field is given these; plain text needs neither.
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, dict):
+            return json.dumps(value, indent=2, ensure_ascii=False)
+        return value
+
+    def to_python(self, value):
+        text = super().to_python(value)
+        if text.lstrip().startswith("{") and text.rstrip().endswith("}"):
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError:
+                return text
+            if isinstance(parsed, dict):
+                return parsed
+        return text
+
+    def has_changed(self, initial, data) -> bool:
+        return self.to_python(data) != (initial if initial is not None else "")
+
+
 class ActionForm(forms.ModelForm):
     class Meta:
         model = Action
@@ -61,6 +90,8 @@ class ActionForm(forms.ModelForm):
             "parameters": PrettyJSONField,
             "headers": PrettyJSONField,
             "triggers": PrettyJSONField,
+            "confirm_text": TemplateField,
+            "result": TemplateField,
         }
         widgets = {
             "parameters": forms.Textarea(
@@ -69,8 +100,8 @@ class ActionForm(forms.ModelForm):
             "headers": forms.Textarea(attrs={"rows": 4, "cols": 90}),
             "triggers": forms.Textarea(attrs={"rows": 4, "cols": 90}),
             "url": forms.TextInput(attrs={"size": 100}),
-            "confirm_text": forms.TextInput(attrs={"size": 100}),
-            "result": forms.TextInput(attrs={"size": 100}),
+            "confirm_text": forms.Textarea(attrs={"rows": 2, "cols": 90}),
+            "result": forms.Textarea(attrs={"rows": 2, "cols": 90}),
         }
 
 
@@ -134,12 +165,13 @@ class ActionCallAdmin(ViewOnly, admin.ModelAdmin):
         "created_at",
         "action_name",
         "status",
+        "proposed_by",
         "reason",
         "http_status",
         "latency_ms",
         "conversation_link",
     )
-    list_filter = ("status", "action_name", "reason")
+    list_filter = ("status", "proposed_by", "action_name", "reason")
     search_fields = ("action_name", "text", "conversation__id")
     list_select_related = ("conversation",)
     fields = (
@@ -148,6 +180,7 @@ class ActionCallAdmin(ViewOnly, admin.ModelAdmin):
         "action",
         "action_name",
         "status",
+        "proposed_by",
         "reason",
         "detail",
         "arguments",

@@ -94,6 +94,7 @@ class ActionCallInline(ViewOnly, admin.TabularInline):
         "created_at",
         "action_name",
         "arguments",
+        "proposed_by",
         "status",
         "reason",
         "http_status",

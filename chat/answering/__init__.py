@@ -28,8 +28,9 @@ This module holds what consumers, views and commands call. The parts:
 - `run`: AnswerRun (life cycle, deadlines, audience, delivery), with its parts by concern in
   `requesting` (asking the workers), `streaming` (the worker's events), `guarding` (the
   product's guards), `acting` (the company's back end called for the customer, and the
-  customer's confirmation: confirm_call, cancel_call) and `endings` (stopping, finishing, the
-  fallback, storing); `answer`: the
+  customer's confirmation: confirm_call, cancel_call), `proposing` (the actions offered to the
+  model as tools, and the product's decision on the calls it proposes) and `endings`
+  (stopping, finishing, the fallback, storing); `answer`: the
   state of the answer under way; `inbox`: a run's events;
 - `claims`: the claim in Redis and its renewal; `partials`: saving streamed text;
 - `prompt`: the system prompt, turns and sampling an answer is asked with (AnswerOptions,

@@ -97,6 +97,9 @@ class ActionTaking:
         )
         matches = triggers.matching_triggers(actions, answer.question.text) if actions else []
         if not matches:
+            if actions and answer.tools is None:
+                # No trigger picked one: the model may propose a call (proposing.py).
+                await self._offer_actions(answer, actions)
             return False
         customer = await db(selectors.verified_customer)(conversation_id=self.cid)
         language = self.conversation.language
@@ -135,7 +138,10 @@ class ActionTaking:
             outcome = await limits.check_call(
                 action, conversation_id=self.cid, answer=allowed
             ) or await calling.call(
-                action, arguments, customer_id=customer.id if customer is not None else None
+                action,
+                arguments,
+                customer_id=customer.id if customer is not None else None,
+                language=language,
             )
             call = await db(action_services.call_record)(
                 conversation_id=self.cid, action=action, arguments=arguments, outcome=outcome
@@ -203,7 +209,7 @@ async def confirm_call(conversation_id, call_id: int) -> dict | None:
         return call_frame(call, language=language)
     call.status = ActionCall.Status.CONFIRMED
     await _broadcast(conversation_id, call_frame(call, language=language))
-    outcome = await _confirmed_outcome(conversation_id, call)
+    outcome = await _confirmed_outcome(conversation_id, call, language)
     await db(action_services.call_finish)(call_id=call_id, outcome=outcome)
     call = await db(action_selectors.action_call)(call_id=call_id, conversation_id=conversation_id)
     frame = call_frame(call, language=language)
@@ -211,7 +217,7 @@ async def confirm_call(conversation_id, call_id: int) -> dict | None:
     return frame
 
 
-async def _confirmed_outcome(conversation_id, call: ActionCall) -> Outcome:
+async def _confirmed_outcome(conversation_id, call: ActionCall, language: str) -> Outcome:
     """The call, made now for the customer verified now: a verification that expired since
     the question was asked calls nothing."""
     action = call.action
@@ -222,7 +228,10 @@ async def _confirmed_outcome(conversation_id, call: ActionCall) -> Outcome:
         action, conversation_id=conversation_id, answer=limits.AnswerCalls()
     )
     return allowed or await calling.call(
-        action, call.arguments, customer_id=customer.id if customer is not None else None
+        action,
+        call.arguments,
+        customer_id=customer.id if customer is not None else None,
+        language=language,
     )
 
 

@@ -55,8 +55,23 @@ class Answer:
         default_factory=list
     )  # their results, as the customer sees them
     tools: ToolOffer | None = None  # functions the caller offered (OpenAI-compatible API)
+    # The conversation's actions the product offers the model (chat/answering/proposing.py);
+    # None once the model's calls were handled, and for every answer with no action to offer.
+    offered: ToolOffer | None = None
+    # Tokens of the request whose output was the model's calls: the answer's usage counts them.
+    call_tokens: tuple[int, int] = (0, 0)
     tool_calls: list[protocol.ToolCall] | None = None  # the model called them
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+    def usage(self, event: dict) -> dict:
+        """prompt_tokens and completion_tokens of a `done` event, with the calls' request."""
+        prompt, completion = event.get("prompt_tokens"), event.get("completion_tokens")
+        if self.call_tokens == (0, 0):
+            return {"prompt_tokens": prompt, "completion_tokens": completion}
+        return {
+            "prompt_tokens": (prompt or 0) + self.call_tokens[0],
+            "completion_tokens": (completion or 0) + self.call_tokens[1],
+        }

@@ -66,8 +66,10 @@ class RequestSending:
             answer.punctuation = FullwidthPunctuation() if parts.fullwidth else None
             if answer.guarded and await self._take_actions(answer, turns):
                 return False
-            # A call's result answers the question even where no help-centre article does.
-            searched = (hits or None) if answer.action_results else hits
+            # A call's result answers the question even where no help-centre article does;
+            # so may the call the model must make (proposing.py).
+            forced = answer.offered is not None and answer.offered.choice == "required"
+            searched = (hits or None) if answer.action_results or forced else hits
             if answer.guarded and await self._guard_the_question(answer, parts, searched):
                 return False
             if answer.action_results:
@@ -125,7 +127,7 @@ class RequestSending:
     async def _dispatch(self, answer: Answer, queue_limit: int) -> None:
         """Send the answer's request (its prompt as it stands) to the workers."""
         cfg, wall = settings.CHAT, time.time()
-        tools = answer.tools or ToolOffer()
+        tools = answer.tools or answer.offered or ToolOffer()
         request = protocol.inference_request(
             request_id=answer.request_id,
             reply_channel=self.channel,

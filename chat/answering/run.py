@@ -32,6 +32,7 @@ from chat.answering.endings import AnswerEndings
 from chat.answering.guarding import AnswerGuards
 from chat.answering.inbox import Inbox
 from chat.answering.prompt import AnswerOptions
+from chat.answering.proposing import CallProposals
 from chat.answering.requesting import RequestSending
 from chat.answering.streaming import WorkerEvents
 from chat.models import Conversation, Message
@@ -46,7 +47,9 @@ log = logging.getLogger(__name__)
 _REDIS_ERRORS = (RedisError, OSError)
 
 
-class AnswerRun(RequestSending, ActionTaking, WorkerEvents, AnswerGuards, AnswerEndings):
+class AnswerRun(
+    RequestSending, ActionTaking, CallProposals, WorkerEvents, AnswerGuards, AnswerEndings
+):
     def __init__(self, conversation: Conversation, first_socket: str):
         self.conversation = conversation
         self.cid = str(conversation.pk)

@@ -6,6 +6,7 @@ import time
 
 from chat import fallback, frames, guards, metrics, services
 from chat.answering.answer import Answer
+from chat.answering.proposing import names_a_tool
 from inference_worker import protocol
 from runtime.aio import db
 
@@ -67,6 +68,15 @@ class WorkerEvents:
             return
         answer.trimmed = int(event.get("trimmed") or 0)
         answer.passages = int(event.get("passages") or 0)
+        if answer.offered is not None and (
+            event.get("tool_calls")
+            or event.get("invalid_tool_call")
+            or names_a_tool(self._model_text(answer), answer.offered)
+        ):
+            # The product's own tools: the model's calls are the product's to decide, and
+            # never the customer's to see (proposing.py).
+            await self._on_proposed_calls(answer, event)
+            return
         finish_reason = str(event.get("finish_reason") or "stop")
         limited = bool(
             answer.stream_guards
@@ -92,8 +102,7 @@ class WorkerEvents:
             finish_reason=finish_reason,
             partial=finish_reason
             not in ("stop", guards.LENGTH, guards.REPETITION, protocol.TOOL_CALLS),
-            prompt_tokens=event.get("prompt_tokens"),
-            completion_tokens=event.get("completion_tokens"),
+            **answer.usage(event),
         )
 
     async def _on_error(self, answer: Answer, event: dict) -> None:

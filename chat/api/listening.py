@@ -119,8 +119,10 @@ class AnswerListener(GroupListener):
                 if streaming is None and frame["status"] != Conversation.Status.BOT:
                     yield frame
                     return
-            elif kind == "action" and streaming is None:
-                yield frame  # a call made for this answer, before its text
+            elif kind == "action":
+                # A call made for this answer: before its text (a trigger's), or after its
+                # start (one the model proposed; the text then starts anew).
+                yield frame
             elif kind == "bot.start":
                 if (frame.get("reply_to") or 0) >= question_id:
                     streaming = frame["message_id"]

@@ -146,6 +146,7 @@ async def test_a_verified_customers_order_is_looked_up_once_for_them(
     # The model was given the result, and answered from it.
     (prompt,) = engine.prompts.values()
     assert "Order A7731: shipped, due 2030-01-02" in prompt
+    assert list(engine.tool_uses.values()) == [None]  # a trigger's call: no tools offered
     done = frames[-1]
     assert done["finish_reason"] == "stop" and "2030-01-02" in answer_text(frames)
     assert "ask_details" not in done["guards"]  # the order number is known

@@ -178,18 +178,18 @@ def test_the_sample_imports_marked_and_leaves_with_remove_sample(tmp_path, actio
     actions_settings(SAMPLE_BASE_URL="http://127.0.0.1:8123/")
     run(str(write(tmp_path / "own.yaml", [FAQ])))
     out = run("--sample")
-    assert "3 created" in out
+    assert "4 created" in out
     samples = {a.name: a for a in Action.objects.filter(is_sample=True)}
-    assert set(samples) == {"order_status", "order_status_by_email", "cancel_order"}
+    assert set(samples) == {"order_status", "order_status_by_email", "cancel_order", "latest_order"}
     assert samples["order_status"].url == (
         "http://127.0.0.1:8123/sample-shop/api/orders/{order_id}?customer={customer.id}"
     )
     assert samples["order_status_by_email"].audience == "public"
     assert samples["cancel_order"].confirm is True and samples["cancel_order"].method == "POST"
     assert samples["order_status"].triggers
-    assert "3 unchanged" in run("--sample")
+    assert "4 unchanged" in run("--sample")
 
-    assert "Removed 3 sample action(s)." in run("--remove-sample")
+    assert "Removed 4 sample action(s)." in run("--remove-sample")
     assert list(Action.objects.values_list("name", flat=True)) == ["opening_hours"]
 
 

@@ -104,6 +104,15 @@ async def test_a_lookup_without_customer_or_e_mail_is_refused(shop_on):
     assert (await get("orders/A1001")).status_code == 400
 
 
+async def test_the_latest_order_is_the_customers_most_recently_placed(shop_on):
+    response = await get("latest-order?customer=c-1001")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["order_id"] == "A1002" and body["status_text_zh"].startswith("正在仓库备货")
+    assert (await get("latest-order?customer=c-9999")).status_code == 404
+    assert (await get("latest-order?email=ada@example.com")).status_code == 400
+
+
 async def test_cancelling_works_once_and_only_before_shipping(shop_on):
     first = await post("orders/A1002/cancel?customer=c-1001")
     assert (first.status_code, first.json()["status"]) == (200, "cancelled")
@@ -226,6 +235,12 @@ async def test_the_sample_actions_look_up_orders_on_the_desk_itself(sample_actio
         customer_id=None,
     )
     assert bad_email.reason == "invalid_arguments"
+    # The latest order needs no number; a Chinese conversation reads the Chinese result.
+    latest = sample_actions["latest_order"]
+    ada = await calling.call(latest, {}, customer_id="c-1001", language="zh-CN")
+    assert ada.status == "ok" and ada.text.startswith("您最近的订单 A1002：正在仓库备货")
+    ben = await calling.call(latest, {}, customer_id="c-1002")
+    assert ben.text.startswith("Your most recent order, A1003: delivered on ")
 
 
 @pytest.mark.django_db(transaction=True)

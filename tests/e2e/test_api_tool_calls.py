@@ -190,3 +190,88 @@ async def test_the_model_calls_the_named_function_whole_streamed_and_reads_its_r
     assert [turn["role"] for turn in stored.prompt][-3:] == ["user", "assistant", "tool"]
     assert stored.prompt[-1]["content"] == result
     assert stored.prompt[-2]["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+# --- the desk's own actions, proposed by the model in the chat API's answer -----------------
+
+LATEST_ORDER_QUESTIONS = [
+    "What's the status of my most recent order?",
+    "我最近的订单到哪了？",
+]
+
+
+async def test_a_verified_customers_question_makes_the_model_call_the_action(tool_stack):
+    """No trigger matches "my most recent order": the model is offered the look-up that needs
+    no detail, and structured outputs make its output that call. The desk calls it once, for
+    the customer the API vouches for, and a second request answers from the result; no call
+    text reaches the customer."""
+    import time
+
+    import httpx
+    from django.core.management import call_command
+
+    from chat.actions.models import ActionCall
+    from tests.actions.helpers import start_back_end
+    from tests.api.helpers import parse_sse
+
+    back_end, thread = start_back_end()
+    try:
+        path = Path(settings.VAR_DIR) / "e2e-latest-order.json"
+        action = {
+            "name": "latest_order",
+            "description": "Look up the signed-in customer's most recent order: its number, "
+            "status and expected delivery date.",
+            "url": f"{back_end.url}/orders/A1001?customer={{customer.id}}",
+            "result": "Order {order_id}: {status}, due {eta}",
+            "timeout_seconds": 5,
+        }
+        path.write_text(json.dumps([action]))
+        await sync_to_async(call_command)("import_actions", str(path), stdout=io.StringIO())
+        path.unlink()
+        _key, secret = await sync_to_async(create_api_key)(
+            name="actions",
+            scopes=[ApiScope.CHAT, ApiScope.CUSTOMERS],
+            requests_per_minute=0,
+            tokens_per_day=0,
+        )
+        async with httpx.AsyncClient(
+            base_url=tool_stack, headers={"Authorization": f"Bearer {secret}"}, timeout=600
+        ) as http:
+            for number, question in enumerate(LATEST_ORDER_QUESTIONS):
+                started = time.monotonic()
+                response = await http.post(
+                    "/api/v1/chat",
+                    json={
+                        "session_id": f"latest-{number}",
+                        "user_input": question,
+                        "language": "zh" if number else "en",
+                        "customer": {"id": "cust-42"},
+                        "stream": True,
+                    },
+                )
+                took = time.monotonic() - started
+                assert response.status_code == 200, response.text
+                events = parse_sse(response.content)
+                [action_frame] = [data for kind, data in events if kind == "action"]
+                assert action_frame["name"] == "latest_order" and action_frame["status"] == "ok"
+                assert action_frame["text"] == "Order A1001: shipped, due 2030-01-02"
+                seen = back_end.seen[-1]
+                assert seen.path == "/orders/A1001" and seen.query == {"customer": ["cust-42"]}
+                streamed = "".join(d["text"] for kind, d in events if kind == "bot.delta")
+                assert "tool_call" not in streamed and "latest_order" not in streamed
+                [done] = [data for kind, data in events if kind == "bot.done"]
+                assert "tool_calls" not in done and not done["fallback"]
+                stored = await Message.objects.aget(pk=done["message_id"])
+                assert stored.text.strip() and "<tool_call>" not in stored.text
+                assert "Order A1001: shipped, due 2030-01-02" in stored.prompt[0]["content"]
+                call = await ActionCall.objects.aget(message_id=done["message_id"])
+                assert call.proposed_by == "model" and call.arguments == {}
+                print(
+                    f"\n{question!r}: {took:.1f} s, {done['finish_reason']}, "
+                    f"guards {done['guards']}: {stored.text!r}"
+                )
+        assert len(back_end.seen) == len(LATEST_ORDER_QUESTIONS)  # one call each
+    finally:
+        back_end.server.shutdown()
+        back_end.server.server_close()
+        thread.join(5)

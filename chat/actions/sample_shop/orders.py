@@ -126,6 +126,12 @@ def find(order_id: str) -> Order | None:
     return ORDERS.get(order_id.strip().upper())
 
 
+def latest_of(customer_id: str) -> Order | None:
+    """The customer's most recently placed order."""
+    own = [order for order in ORDERS.values() if order.customer_id == customer_id.strip()]
+    return min(own, key=lambda order: order.placed_days_ago, default=None)
+
+
 async def status_of(order: Order) -> str:
     if order.status == PROCESSING and await get_redis().hexists(CANCELLED_KEY, order.id):
         return CANCELLED
@@ -148,7 +154,8 @@ async def cancel(order: Order) -> bool:
 
 def described(order: Order, status: str, *, today: dt.date | None = None) -> dict:
     """The order as the API answers it: no e-mail address or customer id (the caller has
-    them), dates as ISO dates, and a sentence for people (`status_text`)."""
+    them), dates as ISO dates, and a sentence for people (`status_text`, and in Chinese
+    `status_text_zh`, for the sample actions' Chinese results)."""
     today = today or dt.date.today()
 
     def day(days_ago: int) -> str:
@@ -173,18 +180,26 @@ def described(order: Order, status: str, *, today: dt.date | None = None) -> dic
             f"shipped with {order.carrier} on {body['shipped_on']}, expected on {eta} "
             f"(tracking number {order.tracking_number})"
         )
+        text_zh = (
+            f"已于 {body['shipped_on']} 由 {order.carrier} 发货，预计 {eta} 送达"
+            f"（运单号 {order.tracking_number}）"
+        )
     elif status == DELIVERED:
         body |= {
             "carrier": order.carrier,
             "delivered_on": day(order.delivered_days_ago or 0),
         }
         text = f"delivered on {body['delivered_on']}"
+        text_zh = f"已于 {body['delivered_on']} 送达"
     elif status == CANCELLED:
         text = (
             "cancelled; any payment is refunded to the original payment method within 5 "
             "business days"
         )
+        text_zh = "已取消；款项将在 5 个工作日内退回原支付方式"
     else:
         text = "being prepared in our warehouse; it has not shipped yet and can still be cancelled"
+        text_zh = "正在仓库备货，尚未发货，仍可取消"
     body["status_text"] = text
+    body["status_text_zh"] = text_zh
     return body

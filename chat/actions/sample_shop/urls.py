@@ -8,5 +8,6 @@ app_name = "sample_shop"
 
 urlpatterns = [
     path("orders/<str:order_id>", views.order, name="order"),
+    path("latest-order", views.latest_order, name="latest_order"),
     path("orders/<str:order_id>/cancel", views.cancel, name="cancel"),
 ]

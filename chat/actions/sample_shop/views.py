@@ -76,6 +76,20 @@ async def order(request: HttpRequest, order_id: str):
     return JsonResponse(orders.described(found, await orders.status_of(found)))
 
 
+@require_GET
+@_shop_api
+async def latest_order(request: HttpRequest):
+    """The customer's most recent order (`?customer=<id>` only: an e-mail address alone
+    names an order, not a customer's history)."""
+    customer = request.GET.get("customer", "").strip()
+    if not customer:
+        return _error(400, "customer_needed", "Give ?customer=<id>.")
+    found = orders.latest_of(customer)
+    if found is None:
+        return _error(404, "not_found", "This customer has no orders.")
+    return JsonResponse(orders.described(found, await orders.status_of(found)))
+
+
 @require_POST
 @_shop_api
 async def cancel(request: HttpRequest, order_id: str):
