@@ -441,6 +441,22 @@ def bot_messages_save_partial(*, texts: dict[int, str]) -> None:
             )
 
 
+def bot_message_abandon(*, message_id: int, finish_reason: str = "interrupted") -> Message | None:
+    """Close the answer a dead process was streaming (it died without storing it): what its
+    last partial save kept stays, flagged partial with `finish_reason`. None when the answer
+    ended meanwhile (stored by its run, or closed here already)."""
+    with transaction.atomic():
+        closed = Message.objects.filter(
+            pk=message_id, role=Message.Role.BOT, is_partial=True, finish_reason=""
+        ).update(finish_reason=finish_reason[:20], updated_at=timezone.now())
+        if not closed:
+            return None
+        message = Message.objects.get(pk=message_id)
+        if message.text:
+            message_told(message)
+    return message
+
+
 def bot_message_fallback(*, conversation: Conversation, text: str, reason: str) -> Message:
     """An answer from the fallback rules, when the model timed out, failed or is down."""
     with transaction.atomic():

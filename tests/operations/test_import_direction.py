@@ -134,6 +134,12 @@ def test_worker_presence_imports_without_django():
     assert "inference_worker" in loaded and not loaded & set(WEB)
 
 
+def test_the_deathwatch_imports_without_django():
+    # A process of its own beside each worker: it starts in a moment without a project.
+    loaded = _import_in_isolation("inference_worker.deathwatch", blocked=WEB)
+    assert "inference_worker" in loaded and not loaded & set(WEB)
+
+
 def test_runtime_imports_without_the_apps_or_a_configured_project():
     modules = [
         f"runtime.{path.stem}" for path in _source_files("runtime") if path.stem != "__init__"

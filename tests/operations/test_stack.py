@@ -262,7 +262,7 @@ def test_sigint_stops_a_running_stack_and_exits_0(tmp_path: Path) -> None:
     script = tmp_path / "fake_stack.py"
     script.write_text(
         textwrap.dedent(f"""\
-        import sys, threading
+        import sys
         from pathlib import Path
         from devstack.stack import (
             Backoff, Command, Config, Plan, Port, ReadyCheck, Supervisor, WORKER_READY_PATTERN,
@@ -283,8 +283,7 @@ def test_sigint_stops_a_running_stack_and_exits_0(tmp_path: Path) -> None:
             links=[("Chat demo", url + "/")],
             restart=Backoff(),
         )
-        stop = threading.Event()
-        install_stop_handlers(stop)
+        stop = install_stop_handlers()
         config = Config(var_dir=Path({str(tmp_path / "var")!r}))
         sys.exit(run_stack(config, plan, stop, Supervisor()))
     """)
