@@ -819,6 +819,9 @@ def product_plan(config: Config) -> Plan:
         ],
         services=[
             Command("worker", [*manage, "run_inference_worker"]),
+            # The webhook outbox's sender: restarted like the others; the rows wait in the
+            # database while it is down.
+            Command("webhooks", [*manage, "run_webhooks"]),
             Command("web", daphne),  # started last, so stopped first: no new requests
         ],
         ports=ports,
