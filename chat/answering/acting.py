@@ -142,7 +142,6 @@ class ActionTaking:
             language=language,
         )
         await self._guarded(answer, text, (guards.ACTION_FAILED,), offer_human=True)
-        await self._attach_calls(answer)
         return True
 
     async def _make_calls(
@@ -190,7 +189,6 @@ class ActionTaking:
         frame = call_frame(call, language=self.conversation.language)  # says what it will do
         await self._emit(frame)
         await self._guarded(answer, frame["confirm_text"], (guards.CONFIRM,))
-        await self._attach_calls(answer)
 
     async def _attach_calls(self, answer: Answer) -> None:
         """The calls go on the record of the answer that made them."""

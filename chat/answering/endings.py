@@ -82,9 +82,11 @@ class AnswerEndings:
             offer_human=answer.offer_human,
             tool_calls=answer.tool_calls,
         )
-        await self._emit(answer.done_frame)
         if answer.calls:
+            # On the record before the answer is announced: a client that reads the
+            # transcript on `bot.done` finds the calls with it.
             await self._attach_calls(answer)
+        await self._emit(answer.done_frame)
         await memory.remember(message)
 
     async def _give_up(self, reason: str) -> None:

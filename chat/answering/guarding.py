@@ -374,6 +374,8 @@ class AnswerGuards:
             guards=shaped_by,
             offer_human=offer_human,
         )
+        if answer.calls:  # on the record before the answer is announced (see _finish)
+            await self._attach_calls(answer)
         await self._emit(answer.done_frame)
         await memory.remember(message)
 

@@ -155,6 +155,33 @@ async def test_a_verified_customers_order_is_looked_up_once_for_them(
     assert "cust-42" not in json.dumps(call.arguments)  # the id is the product's, not stored
 
 
+@pytest.mark.parametrize("path", ["/orders/{order_id}", "/slow/{order_id}"])
+async def test_the_calls_are_on_the_record_when_the_answer_is_announced(
+    connect, site, worker, engine, imported, back_end, monkeypatch, path
+):
+    # A client that reads the transcript on bot.done (the chat API's callers do) finds the
+    # calls with the answer: the model's answer, and the product's own (a back end too slow).
+    from chat.answering.run import AnswerRun
+
+    await database_sync_to_async(imported)(url=f"{back_end.url}{path}")
+    engine.reply = lambda prompt: "Your order A7731 has shipped and is due on 2030-01-02."
+    on_record = []
+    emit = AnswerRun._emit
+
+    async def spying(run, frame):
+        if frame["type"] == "bot.done":
+            on_record.append(
+                await ActionCall.objects.filter(message_id=frame["message_id"]).acount()
+            )
+        await emit(run, frame)
+
+    monkeypatch.setattr(AnswerRun, "_emit", spying)
+    client, _ = await widget(connect, site)
+    frames = await ask(client, "Where is my order A7731?")
+    assert frames[-1]["finish_reason"] in ("stop", "action_failed")
+    assert on_record == [1]
+
+
 async def test_an_unverified_visitor_reaches_no_verified_action(
     connect, site, worker, engine, imported, back_end
 ):
