@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from agents import presence
 from agents.models import CannedReply, Ticket, TicketNote
-from chat import group_events, memory, selectors
+from chat import group_events, hooks, memory, selectors
 from chat.handoff import StaffSide, agent_name
 from chat.models import Conversation, Message
 from chat.prompting import fill_template
@@ -91,6 +91,7 @@ def takeover(*, conversation_id, agent: AbstractBaseUser) -> Conversation:
             status=Ticket.Status.SOLVED
         ).update(assignee=agent)
         status_changed(conv, Status.HUMAN, name)
+        hooks.emit("agent.joined", conversation_id=conv.pk, agent=agent)
     return conv
 
 

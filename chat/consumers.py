@@ -30,7 +30,13 @@ from chat import (
     turns,
 )
 from chat.models import Conversation, Message
-from chat.protocol import FrameError, client_id_of, connect_params, parse_client_frame
+from chat.protocol import (
+    NOT_A_BOT_ANSWER,
+    FrameError,
+    client_id_of,
+    connect_params,
+    parse_client_frame,
+)
 from runtime.aio import db
 from runtime.client_ip import client_ip
 
@@ -53,6 +59,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     group = ""
     typing_sent_at = 0.0
     closed_told = False
+    resume_watch: asyncio.Task | None = None  # see answering.watch_resumed
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -277,6 +284,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 claim=live,
                 left_out=left_out,
             )
+            # The run may be in a process that died: then this socket takes the question over.
+            self.resume_watch = answering.watch_resumed(conversation, live, self.channel_name)
             return
         # A question whose answer was lost with the last connection is answered now.
         question = await db(selectors.unanswered_question)(conversation_id=conversation.id)
@@ -286,6 +295,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
 
     async def disconnect(self, code: int) -> None:
+        if self.resume_watch is not None:
+            self.resume_watch.cancel()
         metrics.socket_closed(metrics.CUSTOMER, self)
         answering.unregister_socket(self.channel_name)
         if self.conversation is not None:
@@ -380,10 +391,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         except Message.DoesNotExist:
             await self.send_frame(
-                frames.error_frame(
-                    code=frames.ErrorCode.UNKNOWN_MESSAGE,
-                    message="Only answers of this conversation's bot can be rated.",
-                )
+                frames.error_frame(code=frames.ErrorCode.UNKNOWN_MESSAGE, message=NOT_A_BOT_ANSWER)
             )
             return
         await self.send_frame(

@@ -43,6 +43,9 @@ FIGURES = "figures"  # the answer stated a figure the model was not given
 # The answer said yes where the help centre's line says no, or to what no passage names.
 POLARITY = "polarity"
 NAMES = "names"  # the answer named a carrier, brand or product the model was not given
+# An answer made from a look-up (chat/actions) that does not say what it found: the result
+# replaced it.
+RESULT = "result"
 CONFIRM = "confirm"  # an action that changes something: the product asked the customer first
 SIGN_IN = "sign_in"  # an action for verified customers only: the visitor was asked to sign in
 ACTION_FAILED = "action_failed"  # the company's back end gave no result: said so, a human offered
@@ -59,6 +62,7 @@ ALL = (
     FIGURES,
     POLARITY,
     NAMES,
+    RESULT,
     QUOTED,
     CONFIRM,
     ACTION_FAILED,
@@ -326,6 +330,8 @@ _FIGURE = re.compile(
     r"(?<![A-Za-z\d])(?:\d{4}-\d{1,2}-\d{1,2}(?!\d)|"
     r"\d+(?:[.,:]\d+)*(?:\s*(?:[-–—~～至到]|to)\s*\d+(?:[.,:]\d+)*)?)"
 )
+# A date written the Chinese way ("2030年1月2日", "1月2日") is the ISO date, or its month and day.
+_ZH_DATE = re.compile(r"(?:(\d{4})\s*年\s*)?(\d{1,2})\s*月\s*(\d{1,2})\s*[日号]")
 _RANGE_MARK = re.compile(r"\s*(?:[-–—~～至到]|to)\s*")
 # Numbered list items ("1. Sign in") count steps, and passage numbers ("[2] Shipping") cite:
 # neither states a figure.
@@ -373,6 +379,14 @@ def _zh_number(word: str) -> str:
     )
 
 
+def _iso_date(match: re.Match) -> str:
+    year, month, day = match.groups()
+    # A month and day alone read as a told ISO date's month and day do ("01-02": figures(...,
+    # month_days=True)).
+    day_ = f"{int(month):02d}-{int(day):02d}"
+    return f" {year}-{day_} " if year else f" {day_} "
+
+
 def figures(text_: str, *, month_days: bool = False) -> set[str]:
     """The figures `text_` states, each written one way: "1–2" and "1 to 2" as "1-2", "4,95"
     as "4.95", "two years" as "2" (list and passage numbers are not figures). A date is one
@@ -380,6 +394,7 @@ def figures(text_: str, *, month_days: bool = False) -> set[str]:
     the model was told, said without the year)."""
     text_ = unicodedata.normalize("NFKC", text_)
     text_ = _LIST_NUMBER.sub(" ", text_)
+    text_ = _ZH_DATE.sub(_iso_date, text_)
     text_ = _EN_WORD_FIGURE.sub(lambda m: _EN_NUMBERS[m.group(1).lower()], text_)
     text_ = _ZH_WORD_FIGURE.sub(lambda m: _zh_number(m.group(1)), text_)
     found = {_RANGE_MARK.sub("-", each).replace(",", ".") for each in _FIGURE.findall(text_)}
@@ -501,6 +516,30 @@ def says_yes_against(answer: str, line: str, *, question: str) -> bool:
 # Chinese has no capitals to tell a name by (jieba cuts 比特币 into 比特 and 币): Latin names
 # only, as for the names guard.
 _NAMED_EN = re.compile(r"(?<=\s)[A-Z][\w&'-]+")
+
+
+def misses_the_result(answer: str, results: list[str], *, asked: str) -> bool:
+    """Whether an answer made from the company's back end's results (`results`, as the
+    customer would read them) does not say what they say: none of their figures (a date, an
+    amount) or a figure they do not state; with no figures, none of their words; or a "not"
+    they do not say ("It has not shipped yet" for an order that shipped). Figures and words
+    the customer gave (`asked`: the order number) count for nothing. A small model given the
+    result still answers "I don't know where your last order is"."""
+    from chat.knowledge import segment  # see yes_to_the_unnamed
+
+    found = " ".join(results)
+    customer = figures(asked)
+    stated = figures(found, month_days=True) - customer
+    said = figures(answer) - customer
+    if said - stated:
+        return True
+    if stated and not said & stated:
+        return True
+    if not stated:
+        words = set(segment.terms(found)) - set(segment.terms(asked))
+        if words and not words & set(segment.terms(answer)):
+            return True
+    return bool(_NEGATION.search(answer)) and not _NEGATION.search(found)
 
 
 def yes_to_the_unnamed(answer: str, *, question: str, passages: str) -> list[str]:

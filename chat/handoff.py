@@ -17,7 +17,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from chat import group_events, hours, metrics, selectors
+from chat import group_events, hooks, hours, metrics, selectors
 from chat.models import Conversation
 from chat.services import ConversationClosed, status_changed, system_note
 from runtime.broadcast import after_commit
@@ -84,6 +84,8 @@ def handoff_request(*, conversation: Conversation) -> HandoffOutcome:
         if first:
             system_note(conv, "The customer asked for a human agent.")
         subject = staff.open_ticket(conv)
+        if moved or first:  # a new hand-off, not the same request clicked again
+            hooks.emit("handoff.requested", conversation_id=conv.pk, subject=subject)
         if moved:
             status_changed(conv, Status.WAITING)
             after_commit(

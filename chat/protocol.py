@@ -16,6 +16,7 @@ MAX_CLIENT_ID_CHARS = 64
 MAX_NAME_CHARS = 200  # Conversation.customer_name
 MAX_EMAIL_CHARS = 254  # Conversation.customer_email (an EmailField)
 MAX_ID = 2**63 - 1  # database ids are signed 64-bit; a larger one would fail the query itself
+NOT_A_BOT_ANSWER = "Only answers of this conversation's bot can be rated."
 
 
 class FrameError(Exception):
@@ -84,8 +85,11 @@ def _check_contact(frame: dict) -> None:
 def _check_rating(frame: dict) -> None:
     if frame["type"] == "csat" and not 1 <= frame["score"] <= 5:
         raise FrameError(ErrorCode.BAD_FRAME, "score must be a whole number from 1 to 5.")
+    # A whole number that can be no row's id (0, negative, past 64 bits) is refused like any
+    # other id that is no bot answer here, without asking the database (which would fail on
+    # the last kind): for the client, all of them are the same mistake.
     if frame["type"] == "feedback" and not 1 <= frame["message_id"] <= MAX_ID:
-        raise FrameError(ErrorCode.BAD_FRAME, "message_id must be the id of a bot answer.")
+        raise FrameError(ErrorCode.UNKNOWN_MESSAGE, NOT_A_BOT_ANSWER)
     frame["comment"] = _clean(
         frame.get("comment", ""), field="comment", required=False, max_chars=MAX_COMMENT_CHARS
     )

@@ -153,6 +153,13 @@ def unanswered_question(*, conversation_id) -> Message | None:
     return newest_customer_message(conversation_id=conversation_id)
 
 
+def question_owed(*, conversation_id) -> Message | None:
+    """The customer's question the bot owes an answer, if the bot holds the conversation."""
+    if not Conversation.objects.filter(pk=conversation_id, status=Conversation.Status.BOT).exists():
+        return None
+    return unanswered_question(conversation_id=conversation_id)
+
+
 def newest_customer_message(*, conversation_id, after_id: int = 0) -> Message | None:
     """The newest customer message with an id above `after_id`, if any."""
     return (

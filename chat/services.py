@@ -6,7 +6,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, TextField, Value, When
 from django.utils import timezone
 
-from chat import customers, group_events, metrics, selectors
+from chat import customers, group_events, hooks, metrics, selectors
 from chat.customers import VerifiedCustomer
 from chat.models import ApiKey, ApiSession, Conversation, Feedback, Message, Site
 from chat.selectors import hash_token
@@ -79,6 +79,9 @@ def conversation_open(*, conversation: Conversation) -> tuple[Conversation, bool
     try:
         with transaction.atomic():
             conversation.save(force_insert=True)
+            hooks.emit(
+                "conversation.created", conversation_id=conversation.pk, conversation=conversation
+            )
             after_commit(
                 (
                     group_events.CONSOLE_GROUP,
@@ -322,6 +325,7 @@ def message_add_customer(
                 client_id=client_id or None,
             )
             message_told(message)
+            hooks.emit("message.customer", conversation_id=conversation.pk, message=message)
     except IntegrityError:
         # This client_id is stored already: a resend after a reconnect, or another tab's.
         return Message.objects.get(conversation=conversation, client_id=client_id), False
@@ -413,6 +417,7 @@ def bot_message_finish(
             ]
         )
         message_told(message)
+        hooks.emit("message.bot", conversation_id=message.conversation_id, message=message)
     return message
 
 
@@ -441,6 +446,22 @@ def bot_messages_save_partial(*, texts: dict[int, str]) -> None:
             )
 
 
+def bot_message_abandon(*, message_id: int, finish_reason: str = "interrupted") -> Message | None:
+    """Close the answer a dead process was streaming (it died without storing it): what its
+    last partial save kept stays, flagged partial with `finish_reason`. None when the answer
+    ended meanwhile (stored by its run, or closed here already)."""
+    with transaction.atomic():
+        closed = Message.objects.filter(
+            pk=message_id, role=Message.Role.BOT, is_partial=True, finish_reason=""
+        ).update(finish_reason=finish_reason[:20], updated_at=timezone.now())
+        if not closed:
+            return None
+        message = Message.objects.get(pk=message_id)
+        if message.text:
+            message_told(message)
+    return message
+
+
 def bot_message_fallback(*, conversation: Conversation, text: str, reason: str) -> Message:
     """An answer from the fallback rules, when the model timed out, failed or is down."""
     with transaction.atomic():
@@ -454,6 +475,7 @@ def bot_message_fallback(*, conversation: Conversation, text: str, reason: str) 
             model_name="fallback-rules",
         )
         message_told(message)
+        hooks.emit("message.bot", conversation_id=conversation.pk, message=message)
     return message
 
 
@@ -473,6 +495,7 @@ def bot_message_guarded(
             model_name="guard",
         )
         message_told(message)
+        hooks.emit("message.bot", conversation_id=conversation.pk, message=message)
     return message
 
 
@@ -482,9 +505,11 @@ def feedback_submit(
     """Rate one bot answer of this conversation; a second rating replaces the first.
     Raises Message.DoesNotExist for anything that is not a bot answer of this conversation."""
     message = Message.objects.get(pk=message_id, conversation=conversation, role=Message.Role.BOT)
-    feedback, _ = Feedback.objects.update_or_create(
-        message=message, defaults={"rating": rating, "comment": comment}
-    )
+    with transaction.atomic():
+        feedback, _ = Feedback.objects.update_or_create(
+            message=message, defaults={"rating": rating, "comment": comment}
+        )
+        hooks.emit("conversation.rated", conversation_id=conversation.pk, feedback=feedback)
     metrics.feedback(rating)
     return feedback
 
@@ -494,7 +519,9 @@ def csat_submit(*, conversation: Conversation, score: int, comment: str = "") ->
     conversation.csat_score = score
     conversation.csat_comment = comment
     conversation.csat_at = timezone.now()
-    conversation.save(update_fields=["csat_score", "csat_comment", "csat_at", "updated_at"])
+    with transaction.atomic():
+        conversation.save(update_fields=["csat_score", "csat_comment", "csat_at", "updated_at"])
+        hooks.emit("conversation.rated", conversation_id=conversation.pk, conversation=conversation)
     metrics.csat(score)
     return conversation
 
@@ -517,6 +544,7 @@ def conversation_close(*, conversation: Conversation, closed_by: str) -> bool:
         if closed:
             system_note(conversation, f"{closed_by} closed the conversation.")
             status_changed(conversation, Conversation.Status.CLOSED)
+            hooks.emit("conversation.closed", conversation_id=conversation.pk, closed_by=closed_by)
     conversation.refresh_from_db(fields=["status", "closed_at"])
     return bool(closed)
 

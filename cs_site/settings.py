@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "chat",
     "agents",
     "inference_worker",
+    "webhooks",  # outbound webhooks: listens to chat's events (chat.hooks), imported by none
 ]
 
 MIDDLEWARE = [
@@ -451,6 +452,30 @@ CUSTOMERS = {
     # A customer named by a chat API call (a key with the "customers" scope) counts as
     # verified for this long after the last call that named them.
     "API_VERIFIED_SECONDS": env.int("CUSTOMER_API_VERIFIED_SECONDS", default=3600),
+}
+
+# --- Outbound webhooks (webhooks/, docs/webhooks.md) ------------------------------------------
+
+WEBHOOKS = {
+    # Tries of one delivery before it is marked dead (redeliver from admin). With the backoff
+    # below, 15 tries span about 3 days.
+    "MAX_ATTEMPTS": env.int("WEBHOOK_MAX_ATTEMPTS", default=15),
+    # ...or once its event is this old, whichever comes first.
+    "MAX_AGE_HOURS": env.float("WEBHOOK_MAX_AGE_HOURS", default=72.0),
+    # The wait after the first failed try, doubled after each further one (with jitter)...
+    "BACKOFF_BASE_SECONDS": env.float("WEBHOOK_BACKOFF_BASE_SECONDS", default=10.0),
+    # ...up to this: a receiver back from an outage hears from the desk within the hour.
+    "BACKOFF_MAX_SECONDS": env.float("WEBHOOK_BACKOFF_MAX_SECONDS", default=3600.0),
+    # Seconds a receiver has to answer one delivery (connect included); longer is a failure.
+    "TIMEOUT_SECONDS": env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0),
+    # Deliveries one process sends at once (to different conversations or endpoints).
+    "CONCURRENCY": env.int("WEBHOOK_CONCURRENCY", default=8),
+    # Seconds between looks at the outbox for new rows when nothing is being sent.
+    "POLL_SECONDS": env.float("WEBHOOK_POLL_SECONDS", default=1.0),
+    # Port of the delivery process's Prometheus endpoint (cs_webhook_*); 0: off.
+    "METRICS_PORT": env.int("WEBHOOK_METRICS_PORT", default=0),
+    # Interface of that endpoint: loopback unless Prometheus scrapes from another host.
+    "METRICS_HOST": env.str("WEBHOOK_METRICS_HOST", default="127.0.0.1"),
 }
 
 # --- Inference worker (one module for every engine knob, as vLLM's own envs.py does) -------

@@ -28,7 +28,8 @@ get the fallback answers meanwhile), and a crashed local Redis comes back on the
 where the other processes reconnect. A Redis given by REDIS_URL is not ours to restart. What
 is left of a crashed process's group is stopped before it starts again. During startup any
 failure stops everything with the error, since it is nearly always a setting to fix. Ctrl-C
-or SIGTERM stops Daphne, then the worker, then Redis, and exits 0.
+or SIGTERM stops Daphne, then the worker, then Redis, and exits 0; any number of them is one
+stop (a SIGTERM to the process group of `make run` arrives twice: see devstack/stopping.py).
 
 Environment: HOST (127.0.0.1), PORT (8000), INFERENCE_METRICS_HOST (127.0.0.1) and
 INFERENCE_METRICS_PORT (9101; 0 turns the worker's endpoint off, so its readiness goes unchecked),
@@ -61,6 +62,7 @@ from pathlib import Path
 from typing import IO, TextIO
 
 from devstack.localredis import check_redis, start_redis
+from devstack.stopping import Stop, install_stop_handlers
 from inference_worker.model_prep import (
     DEFAULT_EMBEDDED_MODEL,
     QWEN_CODER_05B,
@@ -296,9 +298,7 @@ class Supervisor:
                 return child
         return None
 
-    def supervise(
-        self, stop: threading.Event | None = None, timeout: float | None = None
-    ) -> Child | None:
+    def supervise(self, stop: Stop | None = None, timeout: float | None = None) -> Child | None:
         """Keep the children running: restart those with a restart policy when they crash.
 
         Returns a child that exited and is not to be restarted, or None when stop is set or
@@ -374,7 +374,7 @@ class Supervisor:
         argv: Sequence[str],
         env: Mapping[str, str] | None = None,
         *,
-        stop: threading.Event | None = None,
+        stop: Stop | None = None,
         cwd: Path | None = None,
     ) -> int | None:
         """Run a one-off command to completion with the terminal as its output (progress bars
@@ -592,7 +592,7 @@ def probe(check: ReadyCheck, timeout: float = 2.0) -> bool:
 def wait_ready(
     sup: Supervisor,
     checks: Sequence[ReadyCheck],
-    stop: threading.Event,
+    stop: Stop,
     timeout: float,
     report_every: float = 5.0,
 ) -> None:
@@ -651,7 +651,7 @@ def child_env(environ: Mapping[str, str], config: Config, redis_url: str) -> dic
     return env
 
 
-def run_stack(config: Config, plan: Plan, stop: threading.Event, sup: Supervisor) -> int:
+def run_stack(config: Config, plan: Plan, stop: Stop, sup: Supervisor) -> int:
     """Run plan until stop is set (exit code 0) or something fails (non-zero)."""
     redis_server = None
     try:
@@ -717,7 +717,7 @@ def run_stack(config: Config, plan: Plan, stop: threading.Event, sup: Supervisor
 def keep_running(
     sup: Supervisor,
     checks: Sequence[ReadyCheck],
-    stop: threading.Event,
+    stop: Stop,
     probe_every: float = 1.0,
 ) -> Child | None:
     """Supervise until stop is set (None) or a child that is not restarted ends (returned).
@@ -819,6 +819,9 @@ def product_plan(config: Config) -> Plan:
         ],
         services=[
             Command("worker", [*manage, "run_inference_worker"]),
+            # The webhook outbox's sender: restarted like the others; the rows wait in the
+            # database while it is down.
+            Command("webhooks", [*manage, "run_webhooks"]),
             Command("web", daphne),  # started last, so stopped first: no new requests
         ],
         ports=ports,
@@ -826,15 +829,6 @@ def product_plan(config: Config) -> Plan:
         links=links,
         restart=Backoff(),
     )
-
-
-def install_stop_handlers(stop: threading.Event) -> None:
-    """Ctrl-C, SIGTERM and a closed terminal all mean: stop in order.
-
-    The handler only sets the event: printing from it could deadlock on the output lock.
-    """
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda _signum, _frame: stop.set())
 
 
 def main(argv: Sequence[str] = ()) -> int:
@@ -847,11 +841,11 @@ def main(argv: Sequence[str] = ()) -> int:
             file=sys.stderr,
         )
         return 2
+    # First: a stop that arrives while the rest starts up is noticed like any other.
+    stop = install_stop_handlers()
     import environ  # django-environ: the same optional .env file the settings read
 
     environ.Env.read_env(PROJECT_ROOT / ".env", overwrite=False)
-    stop = threading.Event()
-    install_stop_handlers(stop)
     sup = Supervisor()
     try:
         config = Config.from_env(os.environ)

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from chat import hooks
 from chat.actions import schema, selectors
 from chat.actions.models import Action, ActionCall
 from chat.actions.outcome import Outcome
@@ -172,7 +173,10 @@ def call_record(
     )
     if outcome is not None:
         _apply(call, outcome)
-    call.save()
+    with transaction.atomic():
+        call.save()
+        if outcome is not None:
+            hooks.emit("action.called", conversation_id=conversation_id, call=call)
     return call
 
 
@@ -191,16 +195,20 @@ def call_finish(*, call_id: int, outcome: Outcome) -> bool:
     """Record the outcome of a confirmed call; False when it was not waiting for one."""
     call = ActionCall(pk=call_id)
     _apply(call, outcome)
-    updated = ActionCall.objects.filter(pk=call_id, status=ActionCall.Status.CONFIRMED).update(
-        status=call.status,
-        reason=call.reason,
-        detail=call.detail,
-        http_status=call.http_status,
-        latency_ms=call.latency_ms,
-        fields=call.fields,
-        text=call.text,
-        updated_at=timezone.now(),
-    )
+    with transaction.atomic():
+        updated = ActionCall.objects.filter(pk=call_id, status=ActionCall.Status.CONFIRMED).update(
+            status=call.status,
+            reason=call.reason,
+            detail=call.detail,
+            http_status=call.http_status,
+            latency_ms=call.latency_ms,
+            fields=call.fields,
+            text=call.text,
+            updated_at=timezone.now(),
+        )
+        if updated:
+            call = ActionCall.objects.get(pk=call_id)
+            hooks.emit("action.called", conversation_id=call.conversation_id, call=call)
     return updated == 1
 
 

@@ -32,7 +32,8 @@ This module holds what consumers, views and commands call. The parts:
   model as tools, and the product's decision on the calls it proposes) and `endings`
   (stopping, finishing, the fallback, storing); `answer`: the
   state of the answer under way; `inbox`: a run's events;
-- `claims`: the claim in Redis and its renewal; `partials`: saving streamed text;
+- `claims`: the claim in Redis, its renewal, and whether its owner is gone; `resuming`: a
+  resumed socket taking over from a run whose process died; `partials`: saving streamed text;
 - `prompt`: the system prompt, turns and sampling an answer is asked with (AnswerOptions,
   with the functions an API caller offers in ToolOffer);
 - `audience`: the sockets that show answers (a Protocol), and how a frame reaches one;
@@ -47,8 +48,8 @@ from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
-from chat import group_events
-from chat.answering import claims, registry
+from chat import group_events, selectors
+from chat.answering import claims, registry, resuming
 from chat.answering.acting import call_frame, cancel_call, confirm_call
 from chat.answering.audience import (
     CONSOLE,
@@ -64,6 +65,7 @@ from chat.answering.registry import tasks
 from chat.answering.run import AnswerRun
 from chat.models import Conversation, Message
 from runtime import broadcast
+from runtime.aio import db
 
 __all__ = [
     "ANSWER_END_WAIT_SECONDS",
@@ -90,6 +92,7 @@ __all__ = [
     "request_answer",
     "tasks",
     "unregister_socket",
+    "watch_resumed",
 ]
 
 _REDIS_ERRORS = (RedisError, OSError)
@@ -136,6 +139,29 @@ async def join(
         await _tell_run(
             claim["channel"],
             group_events.answer_join(channel=channel_name, kind=kind, message_id=left_out),
+        )
+
+
+def watch_resumed(
+    conversation: Conversation, claim: dict, channel_name: str
+) -> asyncio.Task | None:
+    """After a resumed socket joined the answer under way (`claim`): if that answer's run is
+    in another process, make sure it is alive, and take over if it is not (resuming.py).
+    Returns the watching task (the socket cancels it when it closes), None for a run of this
+    process, which is alive by being here."""
+    if registry.runs.get(str(conversation.pk)) is not None:
+        return None
+    return registry.spawn(_take_over_if_gone(conversation, claim, channel_name))
+
+
+async def _take_over_if_gone(conversation: Conversation, claim: dict, channel_name: str) -> None:
+    if not await claims.owner_gone(conversation.pk, claim["channel"]):
+        return
+    await resuming.close_dead_answer(conversation.pk, claim.get("message_id"), channel_name)
+    question = await db(selectors.question_owed)(conversation_id=conversation.pk)
+    if question is not None:
+        await request_answer(
+            conversation=conversation, question=question, channel_name=channel_name
         )
 
 

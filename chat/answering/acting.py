@@ -134,12 +134,38 @@ class ActionTaking:
             if action.confirm:
                 await self._ask_to_confirm(answer, action, arguments)
                 return True
-        allowed = limits.AnswerCalls()
+        answered, failed = await self._make_calls(answer, matches, customer=customer)
+        if answered:
+            answer.action_results = results_for_the_model(answered)
+            answer.action_texts = [outcome.text for _, outcome in answered]
+            return False
+        text = joined(
+            failed[0][1].customer_text(language),
+            guards.text("offer_human", language),
+            language=language,
+        )
+        await self._guarded(answer, text, (guards.ACTION_FAILED,), offer_human=True)
+        await self._attach_calls(answer)
+        return True
+
+    async def _make_calls(
+        self,
+        answer: Answer,
+        calls: list[tuple[Action, dict]],
+        *,
+        customer,
+        proposed_by: str = ActionCall.ProposedBy.TRIGGER,
+    ) -> tuple[list[tuple[Action, Outcome]], list[tuple[Action, Outcome]]]:
+        """Each call within the limits, for the verified customer (None: a visitor), recorded
+        on the conversation and shown to the answer's audience. Returns those that answered
+        and those that did not."""
+        counted = limits.AnswerCalls()
+        language = self.conversation.language
         answered: list[tuple[Action, Outcome]] = []
-        failed: list[Outcome] = []
-        for action, arguments in matches:
+        failed: list[tuple[Action, Outcome]] = []
+        for action, arguments in calls:
             outcome = await limits.check_call(
-                action, conversation_id=self.cid, answer=allowed
+                action, conversation_id=self.cid, answer=counted
             ) or await calling.call(
                 action,
                 arguments,
@@ -147,26 +173,16 @@ class ActionTaking:
                 language=language,
             )
             call = await db(action_services.call_record)(
-                conversation_id=self.cid, action=action, arguments=arguments, outcome=outcome
+                conversation_id=self.cid,
+                action=action,
+                arguments=arguments,
+                outcome=outcome,
+                proposed_by=proposed_by,
             )
             answer.calls.append(call.pk)
             await self._emit(call_frame(call, language=language))
-            if outcome.ok:
-                answered.append((action, outcome))
-            else:
-                failed.append(outcome)
-        if answered:
-            answer.action_results = results_for_the_model(answered)
-            answer.action_texts = [outcome.text for _, outcome in answered]
-            return False
-        text = joined(
-            failed[0].customer_text(language),
-            guards.text("offer_human", language),
-            language=language,
-        )
-        await self._guarded(answer, text, (guards.ACTION_FAILED,), offer_human=True)
-        await self._attach_calls(answer)
-        return True
+            (answered if outcome.ok else failed).append((action, outcome))
+        return answered, failed
 
     async def _ask_to_confirm(self, answer: Answer, action: Action, arguments: dict) -> None:
         """An action that changes something: recorded as waiting, and the customer asked."""

@@ -40,6 +40,35 @@ async def read(conversation_id) -> dict | None:
     return json.loads(raw) if raw else None
 
 
+async def owner_gone(conversation_id, channel: str, *, poll: float = 0.2) -> bool:
+    """Whether the run on `channel`, which held the conversation's claim, is gone. Its process
+    renews each claim it holds to the full TTL every PARTIAL_SAVE_SECONDS; one killed outright
+    renews nothing, and its claims run out. So: False as soon as the claim's remaining time is
+    seen to rise (renewed: the run lives) or another run holds it (that one answers); True once
+    the claim has gone without either. Waits at most about one TTL."""
+    deadline = asyncio.get_running_loop().time() + _ttl_ms() / 1000 + 2 * poll
+    last_ms = None
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            async with get_redis().pipeline(transaction=False) as pipe:
+                pipe.get(key(conversation_id))
+                pipe.pttl(key(conversation_id))
+                raw, left_ms = await pipe.execute()
+        except _REDIS_ERRORS:
+            raw, left_ms = "", None  # cannot tell now: look again
+        raise_if_cancelled()
+        if raw is None:
+            return True
+        if raw:
+            if json.loads(raw).get("channel") != channel:
+                return False
+            if last_ms is not None and left_ms > last_ms:
+                return False
+            last_ms = left_ms
+        await asyncio.sleep(poll)
+    return False  # never seen to run out: a longer TTL than ours; its owner keeps it
+
+
 async def take(conversation_id: str, value: dict) -> bool:
     """Take the conversation for this process; False if another run holds it. Without
     Redis the answer proceeds (it will reach the fallback: the workers need Redis too)."""

@@ -99,7 +99,9 @@ class AnswerGuards:
             model_text = await self._cut_repeats(answer, model_text)
         if broken is None and model_text.strip():
             wrong = (
-                guards.FIGURES
+                guards.RESULT
+                if self._misses_the_result(answer, model_text)
+                else guards.FIGURES
                 if self._wrong_figures(answer, model_text)
                 else guards.NAMES
                 if self._made_up_names(answer, model_text)
@@ -147,6 +149,19 @@ class AnswerGuards:
         metrics.guarded(guards.REPETITION)
         await self._replace_text(answer, kept)
         return kept
+
+    def _misses_the_result(self, answer: Answer, model_text: str) -> bool:
+        """An answer made from a look-up that does not say what it found, or says otherwise:
+        the result, as the card shows it, says it better."""
+        if not answer.action_texts:
+            return False
+        customer = "\n".join(
+            turn["content"] for turn in answer.prompt[1:] if turn["role"] == "user"
+        )
+        missed = guards.misses_the_result(model_text, answer.action_texts, asked=customer)
+        if missed:
+            log.info("answer %s does not say what its look-up found", answer.request_id)
+        return missed
 
     def _wrong_figures(self, answer: Answer, model_text: str) -> bool:
         """A grounded answer states a figure nothing the model was given states, or figures

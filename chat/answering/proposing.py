@@ -42,7 +42,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from chat import fallback, guards, metrics, selectors
-from chat.actions import calling, limits, schema, tools
+from chat.actions import schema, tools
 from chat.actions import selectors as action_selectors
 from chat.actions import services as action_services
 from chat.actions.models import Action, ActionCall
@@ -154,29 +154,10 @@ class CallProposals:
         if not valid:
             await self._ask_without_tools(answer)
             return
-        counted = limits.AnswerCalls()
-        answered: list[tuple[Action, Outcome]] = []
-        failed: list[tuple[Action, Outcome]] = []
         language = self.conversation.language
-        for action, arguments in valid:
-            outcome = await limits.check_call(
-                action, conversation_id=self.cid, answer=counted
-            ) or await calling.call(
-                action,
-                arguments,
-                customer_id=customer.id if customer is not None else None,
-                language=language,
-            )
-            call = await db(action_services.call_record)(
-                conversation_id=self.cid,
-                action=action,
-                arguments=arguments,
-                outcome=outcome,
-                proposed_by=MODEL,
-            )
-            answer.calls.append(call.pk)
-            await self._emit(call_frame(call, language=language))
-            (answered if outcome.ok else failed).append((action, outcome))
+        answered, failed = await self._make_calls(
+            answer, valid, customer=customer, proposed_by=MODEL
+        )
         if answered:
             answer.action_results = results_for_the_model(answered)
             answer.action_texts = [outcome.text for _, outcome in answered]

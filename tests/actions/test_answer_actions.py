@@ -415,5 +415,14 @@ async def test_the_looked_up_order_answers_not_the_help_centre_lines_sharing_its
     engine.reply = lambda prompt: "Your order A7731 arrives on 2031-05-05."
     frames = await ask(client, "And where is my order A7731 now?")
     assert frames[-1]["finish_reason"] == "quoted"
-    assert frames[-1]["guards"] == ["figures", "quoted"]
+    assert frames[-1]["guards"] == ["result", "quoted"]
     assert answer_text(frames) == "Order A7731: shipped, due 2030-01-02"
+
+    # An answer that ignores the result, or says otherwise, gets the result too.
+    for number, said in enumerate(
+        ("I don't know where your order is.", "Your order A7731 has not shipped yet.")
+    ):
+        engine.reply = lambda prompt, said=said: said
+        frames = await ask(client, f"{number}: has A7731 shipped?")
+        assert frames[-1]["guards"] == ["result", "quoted"], said
+        assert answer_text(frames) == "Order A7731: shipped, due 2030-01-02"

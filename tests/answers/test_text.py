@@ -183,12 +183,23 @@ def frame_code(frame: dict | str) -> str:
         {"type": "csat", "score": 5, "comment": "great\x07"},
         {"type": "contact", "email": "kim@example.com\x00"},
         {"type": "contact", "email": "k" * 250 + "@example.com"},
-        {"type": "feedback", "message_id": 2**63, "rating": "up"},
-        {"type": "feedback", "message_id": 0, "rating": "up"},
     ],
 )
 def test_unstorable_text_in_any_field_is_a_bad_frame(frame):
     # json.dumps writes a lone surrogate as the escape "\ud800", as a hostile client would.
+    assert frame_code(frame) == ErrorCode.BAD_FRAME
+
+
+@pytest.mark.parametrize("message_id", [0, -1, -(2**70), 2**63, 10**30])
+def test_feedback_on_an_id_no_row_can_have_is_an_unknown_message(message_id):
+    # docs/protocol.md: any whole number that is no bot answer of the conversation.
+    frame = {"type": "feedback", "message_id": message_id, "rating": "up"}
+    assert frame_code(frame) == ErrorCode.UNKNOWN_MESSAGE
+
+
+@pytest.mark.parametrize("message_id", ['"2"', "2.5", "true", "null"])
+def test_feedback_with_a_message_id_that_is_no_whole_number_is_a_bad_frame(message_id):
+    frame = '{"type": "feedback", "rating": "up", "message_id": ' + message_id + "}"
     assert frame_code(frame) == ErrorCode.BAD_FRAME
 
 

@@ -19,6 +19,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from chat import guards
 from chat.api.keys import create_api_key
 from chat.models import ApiScope, Message
 from devstack.localredis import start_redis
@@ -264,6 +265,9 @@ async def test_a_verified_customers_question_makes_the_model_call_the_action(too
                 stored = await Message.objects.aget(pk=done["message_id"])
                 assert stored.text.strip() and "<tool_call>" not in stored.text
                 assert "Order A1001: shipped, due 2030-01-02" in stored.prompt[0]["content"]
+                # The answer says what the look-up found: the model's words, or the result
+                # itself where they did not (the `result` guard).
+                assert guards.figures(stored.text) & {"2030-01-02", "01-02"}, stored.text
                 call = await ActionCall.objects.aget(message_id=done["message_id"])
                 assert call.proposed_by == "model" and call.arguments == {}
                 print(

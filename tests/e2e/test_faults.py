@@ -2,13 +2,15 @@
 starts it (`python -m devstack.stack`: its own Redis, the real worker and model, Daphne, all
 supervised), with its processes killed and restarted under a customer's feet.
 
-One stack for the module, because the model load is the cost; the tests run in file order and
-the last one kills the worker. Each prints the figure docs/operations.md states.
+One stack for the module, because the model load is the cost; the tests run in file order, the
+one before last kills the worker, and the last stops the stack. Each prints the figure
+docs/operations.md states.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -20,12 +22,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 import websockets
 from django.core.management import call_command
 
 from chat.models import BotProfile, Message
 from chat.prompting import DEFAULT_PROFILE_NAME, DEFAULT_SYSTEM_PROMPT
 from devstack.stack import WORKER_READY_PATTERN, ReadyCheck, probe
+from runtime import stack_redis
 from tests.e2e.conftest import (
     MAX_TOKENS,
     MODEL_ENDINGS,
@@ -55,8 +59,9 @@ class Product:
 
     def __init__(self, tmp: Path, db_url: str):
         self.port, self.metrics_port = free_port(), free_port()
+        self.var_dir = tmp
         self.log = tmp / "stack.log"
-        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # its own Redis
+        env = self.env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # its own Redis
         env.update(
             {
                 "PORT": str(self.port),
@@ -165,13 +170,15 @@ class Customer:
         self.ws, self.first = ws, first
 
     @classmethod
-    async def connect(cls, product: Product, query: str = "", timeout: float = 60) -> Customer:
+    async def connect(
+        cls, product: Product, query: str = "", timeout: float = 60, *, ws_url: str = ""
+    ) -> Customer:
         """Connects, retrying while the web process is away (as the widget does)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 ws = await websockets.connect(
-                    f"{product.ws}?{query}", origin=ORIGIN, open_timeout=5
+                    f"{ws_url or product.ws}?{query}", origin=ORIGIN, open_timeout=5
                 )
                 return cls(ws, json.loads(await ws.recv()))
             except (OSError, websockets.InvalidHandshake, websockets.ConnectionClosed):
@@ -338,9 +345,107 @@ async def test_daphne_restarted_mid_answer_keeps_the_partial_text_and_does_not_a
     await again.ws.close()
 
 
+@contextlib.contextmanager
+def another_daphne(product: Product):
+    """A second web process on the stack's Redis and database, as behind a load balancer: the
+    one a customer reaches at once when the first dies. Yields its WebSocket URL."""
+    port = free_port()
+    # What make run gives its own processes (devstack/stack.py child_env).
+    env = {
+        **product.env,
+        "REDIS_URL": stack_redis.find(product.var_dir) or "",
+        "VAR_DIR": str(product.var_dir),
+        "DEMO_PAGE": "true",
+    }
+    assert env["REDIS_URL"], product.output()[-5000:]
+    log = product.var_dir / "daphne2.log"
+    with log.open("wb") as out:
+        daphne = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+            + ["cs_site.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while not probe(ReadyCheck("web2", f"http://127.0.0.1:{port}/healthz")):
+            assert daphne.poll() is None and time.monotonic() < deadline, log.read_text()[-5000:]
+            time.sleep(0.2)
+        yield f"ws://127.0.0.1:{port}/ws/chat/"
+    finally:
+        daphne.terminate()
+        try:
+            daphne.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daphne.pid, signal.SIGKILL)
+            daphne.wait(10)
+
+
+async def test_daphne_killed_mid_answer_a_resume_gets_the_question_answered_once(product):
+    """Killed outright, a Daphne leaves its answer's claim in Redis until it runs out (6 s). A
+    customer who resumes meanwhile, on another web process, joins a run that is gone; the
+    resume sees the claim run out unrenewed and takes the question over
+    (chat/answering/resuming.py)."""
+    with another_daphne(product) as other_web:
+        await answer_budget(600)
+        customer = await Customer.connect(product)
+        await customer.send(STORY, "story")
+        await customer.streaming(at_least=1)
+        conversation_id = customer.first["id"]
+
+        os.kill(product.pid_of("daphne"), signal.SIGKILL)
+        killed = time.monotonic()
+        await answer_budget(MAX_TOKENS)  # the answer after the takeover need not be long
+        redis = aioredis.Redis.from_url(stack_redis.find(product.var_dir), decode_responses=True)
+        try:
+            await asyncio.sleep(0.5)  # the widget's first reconnect
+            again = await Customer.connect(
+                product, customer.resume_query, timeout=30, ws_url=other_web
+            )
+            resumed_in = time.monotonic() - killed
+            # Still the dead process's: this resume met a claim nobody renews any more.
+            claim_left = await redis.pttl(f"chat:answering:{conversation_id}")
+            frames = await again.until(lambda f: f["type"] == "bot.done", timeout=180)
+            answered_in = time.monotonic() - killed
+            # Longer than any claim could last: no second answer comes.
+            with pytest.raises(TimeoutError):
+                await again.until(lambda f: f["type"] in ("bot.start", "bot.done"), timeout=8)
+        finally:
+            await redis.aclose()
+        await again.ws.close()
+
+    assert resumed_in <= 1.0 and claim_left > 0, (resumed_in, claim_left)
+    done = frames[-1]
+    assert [f["type"] for f in frames].count("bot.done") == 1
+    said = [
+        m
+        async for m in Message.objects.filter(conversation_id=conversation_id, role="bot")
+        .exclude(text="")
+        .order_by("id")
+    ]
+    assert [m.pk for m in said] == [done["message_id"]], (said, product.output()[-5000:])
+    if done["partial"]:  # the dead run had saved text: it is kept, and is the answer
+        assert done["finish_reason"] == "interrupted"
+    else:  # the dead run had saved nothing: answered anew, by the model or the fallback
+        assert done["fallback"] or done["finish_reason"] in MODEL_ENDINGS, done
+    print(
+        f"\nDaphne killed mid-answer: resumed on another Daphne {resumed_in:.1f} s later "
+        f"({claim_left / 1000:.1f} s of the dead claim left), answered once "
+        f"{answered_in:.1f} s after the kill "
+        f"({'kept partial' if done['partial'] else 'fallback' if done['fallback'] else 'model'})"
+    )
+    product.wait_until(product.web)  # make run's new Daphne, for the tests after this one
+
+
+@pytest.mark.timeout(900)  # a new worker loads the model again: 3-5 min on 2 busy cores
 async def test_worker_killed_mid_answer_gives_the_fallback_and_a_new_worker(product):
     await answer_budget(600)
     customer = await Customer.connect(product)
+    other = await Customer.connect(product)  # asks once the worker is dead
     await customer.send(STORY, "story")
     seen = await customer.streaming()
 
@@ -348,6 +453,17 @@ async def test_worker_killed_mid_answer_gives_the_fallback_and_a_new_worker(prod
     tree = descendants(worker)
     os.kill(worker, signal.SIGKILL)
     killed = time.monotonic()
+
+    # A question 1 s after the only worker died: the fallback at once, not after the dead
+    # worker's heartbeat expires (its deathwatch took it out of the presence).
+    await asyncio.sleep(1)
+    asked = await other.send("Hello, is anyone there?", "hello")
+    _, quick = await other.answer(timeout=30)
+    quick_in = time.monotonic() - asked
+    assert quick["fallback"] and quick["finish_reason"] == "unavailable", quick
+    assert quick_in <= 2.0, quick_in
+    await other.ws.close()
+
     frames = await customer.until(lambda f: f["type"] == "bot.done" and f["fallback"], 60)
     fallback_in = time.monotonic() - killed
 
@@ -372,6 +488,32 @@ async def test_worker_killed_mid_answer_gives_the_fallback_and_a_new_worker(prod
     await again.ws.close()
     print(
         f"\nworker killed mid-answer: the fallback {fallback_in:.1f} s later, partial text "
-        f"kept; a new worker ready {back_in:.0f} s later"
+        f"kept; a question 1 s after the kill had the fallback in {quick_in:.2f} s; a new "
+        f"worker ready {back_in:.0f} s later"
     )
     assert "worker (pid" in product.output() and "killed by SIGKILL" in product.output()
+
+
+def test_sigterm_twice_to_the_stacks_process_group_stops_it_and_reaps_every_child(product):
+    """Last: it stops the stack. What a service manager or `kill -TERM -PGID` sends, twice in a
+    row (make forwards a group's SIGTERM once more): one orderly stop, exit code 0."""
+    product.wait_until(product.web, product.worker)  # a running stack, all of it
+    tree = descendants(product.process.pid)
+    assert any("daphne" in command for command in tree.values()), tree
+    assert any("run_inference_worker" in command for command in tree.values()), tree
+    os.killpg(product.process.pid, signal.SIGTERM)
+    os.killpg(product.process.pid, signal.SIGTERM)
+    sent = time.monotonic()
+    assert product.process.wait(120) == 0, product.output()[-5000:]
+    took = time.monotonic() - sent
+    # SIGKILLed engine processes may take a moment to be gone from the process table.
+    deadline = time.monotonic() + 5
+    while (alive := {pid: tree[pid] for pid in tree if pid_alive(pid)}) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    assert alive == {}, product.output()[-5000:]
+    assert product.output().count("stop requested") == 1
+    print(
+        f"\nstack stopped by two SIGTERMs to its group in {took:.1f} s, {len(tree)} processes reaped"
+    )

@@ -152,7 +152,7 @@ def fuzz_frames(rng: random.Random, count: int):
         lambda: dumps({"type": "csat", "score": 4.5}),
         lambda: dumps({"type": "csat", "score": True}),
         lambda: dumps(
-            {"type": "feedback", "message_id": rng.choice([10**30, 2**63, 0, -7]), "rating": "up"}
+            {"type": "feedback", "message_id": rng.choice([1.5, True, None]), "rating": "up"}
         ),
         lambda: dumps({"type": "feedback", "message_id": "12", "rating": "up"}),
         lambda: dumps({"type": "feedback", "message_id": 5, "rating": "meh"}),
@@ -279,7 +279,10 @@ def fuzz_frames(rng: random.Random, count: int):
                 dumps(
                     {
                         "type": "feedback",
-                        "message_id": rng.randrange(10**9, 10**12),
+                        # Ids of no row, and whole numbers no row can have (docs/protocol.md).
+                        "message_id": rng.choice(
+                            [rng.randrange(10**9, 10**12), 0, -1, -(2**40), 2**63, 10**30]
+                        ),
                         "rating": rng.choice(["up", "down"]),
                     }
                 ),

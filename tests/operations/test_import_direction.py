@@ -1,6 +1,7 @@
-"""Imports run one way, down four layers: agents → chat → inference_worker → runtime.
+"""Imports run one way, down five layers: webhooks → agents → chat → inference_worker → runtime.
 
-The staff side (agents) builds on the customer side (chat), which builds on the worker, which
+Outbound webhooks (webhooks) listen to the desk's events (chat.hooks) and read both sides; the
+staff side (agents) builds on the customer side (chat), which builds on the worker, which
 builds on runtime (Redis clients, the channel layer, broadcasting, presence, async helpers);
 never the other way, so each layer can be read, tested and deployed without the ones above it
 (a worker host needs neither chat nor agents). cs_site (settings, ASGI, URLs) sits alone on top
@@ -21,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).parents[2]
 PROJECT = "cs_site"
-LAYERS = ("agents", "chat", "inference_worker", "runtime")  # top to bottom
+LAYERS = ("webhooks", "agents", "chat", "inference_worker", "runtime")  # top to bottom
 # Each layer, and the packages it must never import (function-level imports included): the
 # project, and every layer above it.
 FORBIDDEN = {layer: {PROJECT, *LAYERS[:index]} for index, layer in enumerate(LAYERS)}
@@ -75,10 +76,11 @@ def test_the_walk_sees_every_kind_of_import(tmp_path):
 
 def test_each_layer_may_import_only_the_layers_below_it():
     assert FORBIDDEN == {
-        "agents": {"cs_site"},
-        "chat": {"cs_site", "agents"},
-        "inference_worker": {"cs_site", "agents", "chat"},
-        "runtime": {"cs_site", "agents", "chat", "inference_worker"},
+        "webhooks": {"cs_site"},
+        "agents": {"cs_site", "webhooks"},
+        "chat": {"cs_site", "webhooks", "agents"},
+        "inference_worker": {"cs_site", "webhooks", "agents", "chat"},
+        "runtime": {"cs_site", "webhooks", "agents", "chat", "inference_worker"},
     }
 
 
@@ -116,7 +118,7 @@ def _import_in_isolation(*modules: str, blocked: tuple[str, ...]) -> set[str]:
 
 
 ABOVE_RUNTIME = (PROJECT, *LAYERS[:-1])
-WEB = ("django", "channels", "daphne", PROJECT, "chat", "agents")
+WEB = ("django", "channels", "daphne", PROJECT, "chat", "agents", "webhooks")
 
 
 def test_the_worker_protocol_needs_only_the_standard_library_and_typing_extensions():
@@ -131,6 +133,12 @@ def test_the_heartbeats_helper_needs_only_the_standard_library():
 
 def test_worker_presence_imports_without_django():
     loaded = _import_in_isolation("inference_worker.presence", blocked=WEB)
+    assert "inference_worker" in loaded and not loaded & set(WEB)
+
+
+def test_the_deathwatch_imports_without_django():
+    # A process of its own beside each worker: it starts in a moment without a project.
+    loaded = _import_in_isolation("inference_worker.deathwatch", blocked=WEB)
     assert "inference_worker" in loaded and not loaded & set(WEB)
 
 

@@ -262,7 +262,7 @@ def test_sigint_stops_a_running_stack_and_exits_0(tmp_path: Path) -> None:
     script = tmp_path / "fake_stack.py"
     script.write_text(
         textwrap.dedent(f"""\
-        import sys, threading
+        import sys
         from pathlib import Path
         from devstack.stack import (
             Backoff, Command, Config, Plan, Port, ReadyCheck, Supervisor, WORKER_READY_PATTERN,
@@ -283,8 +283,7 @@ def test_sigint_stops_a_running_stack_and_exits_0(tmp_path: Path) -> None:
             links=[("Chat demo", url + "/")],
             restart=Backoff(),
         )
-        stop = threading.Event()
-        install_stop_handlers(stop)
+        stop = install_stop_handlers()
         config = Config(var_dir=Path({str(tmp_path / "var")!r}))
         sys.exit(run_stack(config, plan, stop, Supervisor()))
     """)
@@ -369,8 +368,9 @@ def test_product_plan_runs_the_desk() -> None:
         ["import_actions", "--sample"],
         ["collectstatic", "--noinput"],
     ]
-    assert [service.name for service in plan.services] == ["worker", "web"]
-    assert plan.services[1].argv[-5:] == ["-b", "0.0.0.0", "-p", "8081", "cs_site.asgi:application"]
+    assert [service.name for service in plan.services] == ["worker", "webhooks", "web"]
+    assert plan.services[1].argv[2:] == ["run_webhooks"]
+    assert plan.services[2].argv[-5:] == ["-b", "0.0.0.0", "-p", "8081", "cs_site.asgi:application"]
     assert ReadyCheck("web", "http://127.0.0.1:8081/healthz") in plan.ready
     assert ("Admin", "http://127.0.0.1:8081/admin/") in plan.links
     assert [port.port for port in plan.ports] == [8081, 9102]

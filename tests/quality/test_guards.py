@@ -469,6 +469,24 @@ async def test_a_yes_to_what_no_passage_names_is_replaced_by_the_lines(sample, w
 
 
 @pytest.mark.parametrize(
+    ("answer", "results", "missed"),
+    [
+        ("It shipped and arrives on 2030-01-02.", ["Order A1001: shipped, due 2030-01-02"], False),
+        ("预计1月2日送达。", ["订单 A1001：已发货，预计 2030-01-02 送达。"], False),
+        ("It arrives on 2031-05-05.", ["Order A1001: shipped, due 2030-01-02"], True),
+        ("I don't know where your order is.", ["Order A1001: shipped, due 2030-01-02"], True),
+        ("It has not shipped yet.", ["Order A1001: shipped, due 2030-01-02"], True),
+        ("It is still being prepared.", ["Order A1001: being prepared in our warehouse"], False),
+        ("Your order A1001 is on its way.", ["Order A1001: being prepared in our warehouse"], True),
+        ("It has not shipped yet.", ["Order A1001: it has not shipped yet"], False),
+    ],
+)
+def test_an_answer_from_a_look_up_must_say_what_it_found(answer, results, missed):
+    asked = "Where is my order A1001?"
+    assert guards.misses_the_result(answer, results, asked=asked) is missed
+
+
+@pytest.mark.parametrize(
     ("answer", "question", "passages", "unnamed"),
     [
         ("Yes, you can pay with Bitcoin.", "Can I pay with Bitcoin?", "We take PayPal.", True),

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from prometheus_client import start_http_server
 
-from inference_worker import lifeline
+from inference_worker import deathwatch, lifeline
 from inference_worker.engines import build_engine
 from inference_worker.worker import InferenceWorker
 from runtime.redis_client import get_redis
@@ -70,6 +70,9 @@ async def serve(engine, *, max_concurrency: int | None = None, name: str | None 
         heartbeat_seconds=cfg["HEARTBEAT_SECONDS"],
         name=name,
     )
+    # Before the worker announces itself: from then on its death, however it comes, takes it
+    # out of the presence at once (inference_worker/deathwatch.py).
+    deathwatch.start(settings.REDIS_URL, worker.name)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, worker.stop)
