@@ -2,6 +2,7 @@
 benchmark, print the figures, write docs/benchmarks.md and docs/benchmarks.png."""
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -22,6 +23,20 @@ def main() -> int:
         "--only",
         choices=("pipeline", "vllm", "api", "knowledge", "scorecard"),
         help="run one part; the other part's section of the report is kept",
+    )
+    parser.add_argument(
+        "--eager",
+        action="store_true",
+        help="part 2 with both engines eager (starts in ~40 s, not minutes; not what `make run` "
+        "serves, so not the issue's figures)",
+    )
+    parser.add_argument(
+        "--second-desk",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="part 2: a second Daphne on the same worker with this setting (repeatable), "
+        "measured as one more side in the same alternation",
     )
     parser.add_argument("--out", default="docs", help="folder of benchmarks.md/.png (docs)")
     parser.add_argument(
@@ -48,7 +63,13 @@ def main() -> int:
                 bench.flush_redis()
             if args.only in (None, "vllm"):
                 tqdm.write("Part 2: the whole stack against vLLM's own OpenAI server")
-                results["vllm"] = vs_vllm.run(bench, vs_vllm.QUICK if args.quick else vs_vllm.FULL)
+                plan = vs_vllm.QUICK if args.quick else vs_vllm.FULL
+                if args.eager:
+                    plan = dataclasses.replace(plan, eager=True)
+                if args.second_desk:
+                    second = tuple(tuple(s.split("=", 1)) for s in args.second_desk)
+                    plan = dataclasses.replace(plan, second_desk=second)
+                results["vllm"] = vs_vllm.run(bench, plan)
                 bench.flush_redis()
             if args.only in (None, "api"):
                 tqdm.write("Part 3: what the HTTP API adds to the first token")

@@ -87,7 +87,9 @@ class Bench:
         if child is not None:
             self.sup.stop(child)
 
-    def daphne(self, port: int) -> psutil.Process:
+    def daphne(
+        self, port: int, *, name: str = "daphne", env: dict[str, str] | None = None
+    ) -> psutil.Process:
         argv = [
             sys.executable,
             "-m",
@@ -99,7 +101,7 @@ class Bench:
             "cs_site.asgi:application",
         ]
         return self.start(
-            "daphne", argv, [ReadyCheck("daphne", f"http://127.0.0.1:{port}/healthz")]
+            name, argv, [ReadyCheck(name, f"http://127.0.0.1:{port}/healthz")], env=env
         )
 
     def manage(self, *args: str) -> None:

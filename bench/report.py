@@ -47,6 +47,9 @@ def _vllm_data(results: vs_vllm.Results) -> dict:
             "ours": ours,
             "theirs": theirs,
             "compared": vs_vllm.comparison(ours, theirs),
+            "spread": vs_vllm.spread(
+                results.answers[(concurrency, "ours")], results.answers[(concurrency, "theirs")]
+            ),
             "same_text": results.same_text[concurrency],
         }
     return {
@@ -246,7 +249,7 @@ def vllm_section(data: dict, quick: bool) -> str:
         "",
         "Ours: Daphne + `manage.py run_inference_worker` (vLLM's AsyncLLM in the worker) with "
         f"{data.get('model') or 'SmolLM2-135M-Instruct'} from `var/models/` (the embedded "
-        "default), driven through customer WebSockets at "
+        "model, `INFERENCE_EMBEDDED_MODEL`), driven through customer WebSockets at "
         "`/ws/chat/`. Theirs: `python -m vllm.entrypoints.openai.api_server` on the same model "
         "folder, streaming `/v1/chat/completions` with `stream_options.include_usage`. Same "
         "max_model_len and dtype, "
@@ -262,14 +265,21 @@ def vllm_section(data: dict, quick: bool) -> str:
         "ours through the default bot profile, theirs in the request. Theirs gets the very "
         "system prompt ours renders (the default profile's, for an English conversation), so "
         "the prompts are the same tokens (prompt tokens seen: ours "
-        f"{data['prompt_tokens']['ours']}, theirs {data['prompt_tokens']['theirs']}; they differ "
-        "by the minute in the prompt at "
-        "most).",
+        f"{data['prompt_tokens']['ours']}, theirs {data['prompt_tokens']['theirs']}"
+        + (
+            "; they differ by the minute in the prompt at most)."
+            if data["prompt_tokens"]["ours"] == data["prompt_tokens"]["theirs"]
+            else "; **not the same**: a length only ours saw is a prompt theirs never got, "
+            "e.g. a question the product's guards asked the model again)."
+        ),
         "",
         f"Rounds alternate, ours then theirs, {plan['rounds']} each per concurrency after one "
-        "unmeasured warm-up round each; never both loaded at once. At 1 chat a round asks "
-        f"{plan['questions_in_a_row']} questions one after another; at 16, 16 chats ask at "
-        "once. Sockets and HTTP clients are set up before the clock starts. *First token*: "
+        "unmeasured warm-up round each; never both loaded at once: a round starts when both "
+        "engines have had no request running or waiting for "
+        f"{vs_vllm.QUIET_SECONDS:g} s. At 1 chat a round asks "
+        f"{plan['questions_in_a_row']} questions one after another; at 16, the 16 chats connect "
+        "first and then ask at once (a wave of customers). Sockets and HTTP clients are set up "
+        "before the clock starts. *First token*: "
         "from sending to the first text; *tokens/s*: completion tokens (each side's own usage "
         "count) over the time answers were running (the union of send→end intervals). While "
         f"the rounds ran, the rest of the machine used {_fmt(data['others_cpu'])} % of one "
@@ -296,18 +306,29 @@ def vllm_section(data: dict, quick: bool) -> str:
         "first token and tokens/s count the answers that did not fail, tokens/s over the "
         "time all of them ran.",
         "",
-        "| chats | first token p50 ours/theirs | p99 ours/theirs | tokens/s ours/theirs "
-        "| identical answers | targets |",
+        "*Rounds*: the lowest and highest ratio of one round of ours against the round of "
+        "theirs next to it: how much a single round's figure moves on this shared machine.",
+        "",
+        "| chats | first token p50 ours/theirs (rounds) | p99 ours/theirs | tokens/s "
+        "ours/theirs (rounds) | identical answers | targets |",
         "|---:|---:|---:|---:|---:|---|",
     ]
     for concurrency, row in data["rows"].items():
         c = row["compared"]
         marks = "; ".join(f"{k}: {_mark(ok)}" for k, ok in vs_vllm.verdicts(c).items())
         same, compared = row["same_text"]
+        rounds = row.get("spread") or {}
+
+        def low_high(key, rounds=rounds):
+            low, high = rounds.get(key) or (None, None)
+            return f" ({_fmt(low, 2)}–{_fmt(high, 2)})" if low is not None else ""
+
         out.append(
-            f"| {concurrency} | {_fmt(c['first_token_p50_ratio'], 2, '×')} | "
+            f"| {concurrency} | {_fmt(c['first_token_p50_ratio'], 2, '×')}"
+            f"{low_high('first_token_p50_ratio')} | "
             f"{_fmt(c['first_token_p99_ratio'], 2, '×')} | "
-            f"{_fmt(c['tokens_per_second_ratio'], 2, '×')} | {same} of {compared} | {marks} |"
+            f"{_fmt(c['tokens_per_second_ratio'], 2, '×')}{low_high('tokens_per_second_ratio')} "
+            f"| {same} of {compared} | {marks} |"
         )
     out += [
         "",
@@ -469,10 +490,14 @@ def summary(results: dict) -> str:
                 for k, ok in vs_vllm.verdicts(row["compared"]).items()
             )
             c = row["compared"]
+            ft_low, ft_high = row["spread"]["first_token_p50_ratio"]
+            tps_low, tps_high = row["spread"]["tokens_per_second_ratio"]
             lines.append(
                 f"  {concurrency:>2} chat(s): first token p50 ratio "
-                f"{_fmt(c['first_token_p50_ratio'], 2)}×, tokens/s ratio "
-                f"{_fmt(c['tokens_per_second_ratio'], 2)}× | {marks}"
+                f"{_fmt(c['first_token_p50_ratio'], 2)}× (rounds {_fmt(ft_low, 2)}–"
+                f"{_fmt(ft_high, 2)}), tokens/s ratio "
+                f"{_fmt(c['tokens_per_second_ratio'], 2)}× (rounds {_fmt(tps_low, 2)}–"
+                f"{_fmt(tps_high, 2)}) | {marks}"
             )
     if "api" in results:
         lines.append("What the HTTP API adds to the first token (real model, 1 chat):")

@@ -2,9 +2,13 @@
 OpenAI server on the same model, prompts and sampling.
 
 Both run on this machine at the same time but are loaded in turn: rounds alternate (ours,
-theirs, ours, theirs, ...) so that a slow minute of the machine falls on both. Greedy sampling
+theirs, ours, theirs, ...) so that a slow minute of the machine falls on both, and a round starts
+only when both engines have gone quiet. Both are compiled, as `make run` serves (eager, with
+`--eager`, starts in a fraction of the time but is not what anyone runs). A round of many chats
+connects them all first and then asks at once: a wave of customers. Greedy sampling
 (temperature 0, top_p 1) with the same max_tokens: both produce the same answers, give or take
-bf16 batch numerics, hence about the same token counts; the counts are reported to show it.
+bf16 batch numerics, hence about the same token counts; the counts are reported to show it,
+and so are the prompt tokens each side saw, which must be the same.
 """
 
 import asyncio
@@ -53,14 +57,23 @@ QUESTIONS = [
 @dataclass(frozen=True)
 class Plan:
     concurrency: tuple[int, ...] = (1, 16)
-    rounds: int = 5  # per side and concurrency
+    rounds: int = 6  # per side and concurrency
     questions_in_a_row: int = 4  # at 1 chat: one round asks this many, one after another
-    max_tokens: int = 96
-    eager: bool = True  # both sides; without torch.compile both start in ~20 s instead of ~60+
+    max_tokens: int = 128
+    # Both sides. Compiled (torch.compile) is what `make run` serves; eager starts in ~40 s
+    # instead of minutes, and its figures are not the compiled ones.
+    eager: bool = False
+    # A second Daphne on the same worker with these settings (environment variables), measured
+    # as one more side in the same alternation: a setting's effect, side by side.
+    second_desk: tuple[tuple[str, str], ...] = ()
 
 
 FULL = Plan()
-QUICK = Plan(rounds=2, questions_in_a_row=2, max_tokens=32)
+QUICK = Plan(rounds=2, questions_in_a_row=2, max_tokens=32, eager=True)
+# Before a round: both engines idle (no request running or waiting) for this long, so that
+# neither round pays for the tail of the one before.
+QUIET_SECONDS = 1.0
+QUIET_TIMEOUT = 120.0
 
 
 @dataclass
@@ -87,9 +100,8 @@ class Results:
 class Ours:
     """Customer WebSockets at /ws/chat/, as the widget uses them."""
 
-    name = "ours"
-
-    def __init__(self, port: int):
+    def __init__(self, port: int, name: str = "ours"):
+        self.name = name
         self.url = f"ws://127.0.0.1:{port}/ws/chat/?lang=en"
         self.prompt_tokens: list[int] = []
 
@@ -195,26 +207,63 @@ async def one_round(side, concurrency: int, plan: Plan, offset: int) -> list[Ans
     return list(answers)
 
 
-async def _all_rounds(plan: Plan, ours: Ours, theirs: Theirs) -> dict:
+async def _running(client: httpx.AsyncClient, url: str) -> float:
+    """Requests an engine is running or holding (its Prometheus metrics); ours counts its
+    worker's active requests as well as vLLM's gauges, which its engine publishes too."""
+    names = ("vllm:num_requests_running", "vllm:num_requests_waiting", "cs_worker_active_requests")
+    total = 0.0
+    for row in (await client.get(url)).text.splitlines():
+        if row.startswith(names):
+            total += float(row.rsplit(" ", 1)[1])
+    return total
+
+
+async def wait_quiet(metrics_urls: list[str]) -> None:
+    """Until every engine has run nothing for QUIET_SECONDS (or QUIET_TIMEOUT passed)."""
+    deadline = time.monotonic() + QUIET_TIMEOUT
+    quiet_since = None
+    async with httpx.AsyncClient(timeout=5) as client:
+        while time.monotonic() < deadline:
+            busy = sum([await _running(client, url) for url in metrics_urls])
+            now = time.monotonic()
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= QUIET_SECONDS:
+                return
+            await asyncio.sleep(0.2)
+
+
+async def _all_rounds(plan: Plan, sides: list, metrics_urls: list[str]) -> dict:
     answers = {}
+    theirs = sides[-1]
     bar = tqdm(
-        total=len(plan.concurrency) * plan.rounds * 2 + 2, desc="ours vs vLLM rounds", position=0
+        total=(len(plan.concurrency) * plan.rounds + 1) * len(sides),
+        desc="ours vs vLLM rounds",
+        position=0,
     )
-    # Unmeasured warm-up on both: first requests pay one-off costs (prefix cache, allocations).
-    for side in (ours, theirs):
+    # Unmeasured warm-up on each: first requests pay one-off costs (prefix cache, allocations).
+    for side in sides:
         await one_round(side, 2, plan, 0)
         bar.update()
     for concurrency in plan.concurrency:
         for round_no in range(plan.rounds):
-            for side in (ours, theirs):
+            for side in sides:
+                await wait_quiet(metrics_urls)
                 answers.setdefault((concurrency, side.name), []).append(
                     await one_round(side, concurrency, plan, round_no * concurrency)
                 )
                 bar.update()
-                await asyncio.sleep(1)  # let the engine that just ran go idle
-        tqdm.write(
-            line(concurrency, answers[(concurrency, "ours")], answers[(concurrency, "theirs")])
-        )
+        for side in sides[:-1]:
+            tqdm.write(
+                line(
+                    concurrency,
+                    answers[(concurrency, side.name)],
+                    answers[(concurrency, "theirs")],
+                    name=side.name,
+                )
+            )
     bar.close()
     await theirs.client.aclose()
     return answers
@@ -225,7 +274,9 @@ class Processes:
     """Our worker and Daphne, and vLLM's server, on the same model, all ready."""
 
     port: int  # Daphne's
+    second_port: int | None  # the second Daphne's (Plan.second_desk), if any
     vllm_port: int
+    metrics_urls: list[str]  # both engines' Prometheus metrics
     sampling: dict
     system_prompt: object  # () -> str: what our consumer renders, to the minute
     all: list  # psutil processes, with their children, for CPU accounting
@@ -266,6 +317,10 @@ def start_processes(bench: Bench, plan: Plan) -> Processes:
         timeout=900,
     )
     daphne = bench.daphne(port)
+    second_port, desks = None, [daphne]
+    if plan.second_desk:
+        second_port = free_port()
+        desks.append(bench.daphne(second_port, name="daphne-b", env=dict(plan.second_desk)))
     tqdm.write("  starting vLLM's OpenAI server (loading the model)")
     server = bench.start(
         "vllm",
@@ -311,16 +366,21 @@ def start_processes(bench: Bench, plan: Plan) -> Processes:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return Processes(
         port,
+        second_port,
         vllm_port,
+        [
+            f"http://127.0.0.1:{metrics_port}/metrics",
+            f"http://127.0.0.1:{vllm_port}/metrics",
+        ],
         sampling,
         system_prompt,
-        [p for root in (worker, daphne, server) for p in (root, *root.children(recursive=True))],
+        [p for root in (worker, *desks, server) for p in (root, *root.children(recursive=True))],
         Path(model_dir).name,
     )
 
 
 def stop_processes(bench: Bench) -> None:
-    for name in ("vllm", "daphne", "worker"):
+    for name in ("vllm", "daphne-b", "daphne", "worker"):
         bench.stop(name)
 
 
@@ -328,9 +388,12 @@ def run(bench: Bench, plan: Plan) -> Results:
     procs = start_processes(bench, plan)
     ours = Ours(procs.port)
     theirs = Theirs(procs.vllm_port, "bench", procs.sampling, procs.system_prompt)
+    sides = [ours, theirs]
+    if procs.second_port is not None:
+        sides.insert(1, Ours(procs.second_port, name="ours-b"))
     before = _cpu_seconds(procs.all)
     try:
-        answers = asyncio.run(_all_rounds(plan, ours, theirs))
+        answers = asyncio.run(_all_rounds(plan, sides, procs.metrics_urls))
         after = _cpu_seconds(procs.all)
     finally:
         stop_processes(bench)
@@ -341,6 +404,10 @@ def run(bench: Bench, plan: Plan) -> Results:
         "ours": sorted(set(ours.prompt_tokens)),
         "theirs": sorted(set(theirs.prompt_tokens)),
     }
+    if results.system_prompt_tokens["ours"] != results.system_prompt_tokens["theirs"]:
+        # Not the same prompts: the comparison is off (both render the same system prompt; a
+        # minute's turn in it can move a count by one).
+        tqdm.write(f"  prompt tokens differ: {results.system_prompt_tokens}")
     for concurrency in plan.concurrency:
         mine = {a.question: a.text for r in answers[(concurrency, "ours")] for a in r}
         other = {a.question: a.text for r in answers[(concurrency, "theirs")] for a in r}
@@ -392,6 +459,24 @@ def comparison(ours: dict, theirs: dict) -> dict:
     }
 
 
+def spread(ours_rounds, theirs_rounds) -> dict:
+    """The ratios round by round (round i of ours against round i of theirs, which ran next to
+    it), as (lowest, highest): how far one round's figure may stray from the whole run's."""
+    per_round = [
+        comparison(summarize([mine]), summarize([other]))
+        for mine, other in zip(ours_rounds, theirs_rounds, strict=True)
+    ]
+
+    def low_high(key):
+        values = [r[key] for r in per_round if r[key] is not None]
+        return (min(values), max(values)) if values else (None, None)
+
+    return {
+        "first_token_p50_ratio": low_high("first_token_p50_ratio"),
+        "tokens_per_second_ratio": low_high("tokens_per_second_ratio"),
+    }
+
+
 def verdicts(compared: dict) -> dict[str, bool]:
     p50, tps = compared["first_token_p50_ratio"], compared["tokens_per_second_ratio"]
     return {
@@ -402,9 +487,10 @@ def verdicts(compared: dict) -> dict[str, bool]:
     }
 
 
-def line(concurrency: int, ours_rounds, theirs_rounds) -> str:
+def line(concurrency: int, ours_rounds, theirs_rounds, name: str = "ours") -> str:
     ours, theirs = summarize(ours_rounds), summarize(theirs_rounds)
     compared = comparison(ours, theirs)
+    rounds = spread(ours_rounds, theirs_rounds)
     marks = ", ".join(f"{k}: {'met' if ok else 'MISSED'}" for k, ok in verdicts(compared).items())
 
     def side(s):
@@ -414,8 +500,14 @@ def line(concurrency: int, ours_rounds, theirs_rounds) -> str:
             f"{s['tokens_per_second'] or 0:.1f} tok/s"
         )
 
+    def low_high(key):
+        low, high = rounds[key]
+        return f"{low or 0:.2f}-{high or 0:.2f}"
+
     return (
-        f"  {concurrency:>2} chat(s): ours {side(ours)} | vLLM {side(theirs)} | ratio "
-        f"first token {compared['first_token_p50_ratio'] or 0:.2f}×, tok/s "
-        f"{compared['tokens_per_second_ratio'] or 0:.2f}× | {marks}"
+        f"  {concurrency:>2} chat(s): {name} {side(ours)} | vLLM {side(theirs)} | ratio "
+        f"first token {compared['first_token_p50_ratio'] or 0:.2f}× (rounds "
+        f"{low_high('first_token_p50_ratio')}), tok/s "
+        f"{compared['tokens_per_second_ratio'] or 0:.2f}× (rounds "
+        f"{low_high('tokens_per_second_ratio')}) | {marks}"
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from chat import answering, memory, selectors, services
 from chat.answering import AnswerOptions
+from chat.answering.prompt import AnswerContext, read_answer_context
 from chat.handoff import HandoffOutcome, handoff_request
 from chat.models import Conversation, Message
 from runtime.aio import db
@@ -43,9 +44,11 @@ async def customer_says(
     stored one."""
     # One trip to a database thread, not two or three: under a burst of customers each hop
     # waits in the executor's queue behind every other socket's, so further hops (storing the
-    # conversation, asks_for_human) made answers start late and then all at once.
-    conversation, message, created, wants_human = await db(_store_customer_message)(
-        conversation, text, client_id
+    # conversation, asks_for_human, and the answer's own reads before its request leaves)
+    # made answers start late and then all at once.
+    answering_here = answering.answers_here(conversation.pk)
+    conversation, message, created, wants_human, context = await db(_store_customer_message)(
+        conversation, text, client_id, options, read_context=not answering_here
     )
     if on_stored is not None:
         await on_stored(message, created)
@@ -58,7 +61,11 @@ async def customer_says(
         outcome = await db(handoff_request)(conversation=conversation)
         return Turn(message, Outcome.HANDOFF, outcome)
     await answering.request_answer(
-        conversation=conversation, question=message, channel_name=channel_name, options=options
+        conversation=conversation,
+        question=message,
+        channel_name=channel_name,
+        options=options,
+        context=context,
     )
     return Turn(message, Outcome.ANSWERING)
 
@@ -67,10 +74,14 @@ def _store_customer_message(
     conversation: Conversation,
     text: str,
     client_id: str | None,
-) -> tuple[Conversation, Message, bool, bool]:
+    options: AnswerOptions | None,
+    *,
+    read_context: bool,
+) -> tuple[Conversation, Message, bool, bool, AnswerContext | None]:
     """services.message_add_customer (after services.conversation_open for a conversation
-    not stored yet), and whether a new message asks for a human while the bot holds the
-    conversation (the only case in which customer_says asks)."""
+    not stored yet), whether a new message asks for a human while the bot holds the
+    conversation (the only case in which customer_says asks), and, when the bot is to answer
+    it and `read_context`, what its answer reads before the request leaves."""
     if conversation._state.adding:
         conversation, _ = services.conversation_open(conversation=conversation)
     message, created = services.message_add_customer(
@@ -82,4 +93,8 @@ def _store_customer_message(
         and conversation.status == Conversation.Status.BOT
         and selectors.asks_for_human(message)
     )
-    return conversation, message, created, wants_human
+    context = None
+    if read_context and created and conversation.status == Conversation.Status.BOT:
+        if not wants_human:
+            context = read_answer_context(conversation, options)
+    return conversation, message, created, wants_human, context

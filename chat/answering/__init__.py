@@ -60,7 +60,7 @@ from chat.answering.audience import (
     register_socket,
     unregister_socket,
 )
-from chat.answering.prompt import AnswerOptions, ToolOffer, build_messages
+from chat.answering.prompt import AnswerContext, AnswerOptions, ToolOffer, build_messages
 from chat.answering.registry import tasks
 from chat.answering.run import AnswerRun
 from chat.models import Conversation, Message
@@ -72,12 +72,14 @@ __all__ = [
     "CONSOLE",
     "CUSTOMER",
     "AnswerOptions",
+    "AnswerContext",
     "AnswerRun",
     "Audience",
     "ConsoleAudience",
     "CustomerAudience",
     "ToolOffer",
     "answer_ended",
+    "answers_here",
     "build_messages",
     "call_frame",
     "cancel_call",
@@ -176,19 +178,27 @@ async def leave(conversation_id, channel_name: str, *, now: bool = False) -> Non
         await _tell_run(claim["channel"], event)
 
 
+def answers_here(conversation_id) -> bool:
+    """Whether a run of this process answers the conversation now (a new question then waits
+    for it, and reads nothing ahead for its request)."""
+    return str(conversation_id) in registry.runs
+
+
 async def request_answer(
     *,
     conversation: Conversation,
     question: Message,
     channel_name: str,
     options: AnswerOptions | None = None,
+    context: AnswerContext | None = None,
 ) -> None:
     """Make sure the bot answers `question` (and anything the customer adds meanwhile), once.
 
     If this process already answers the conversation, its run picks the question up when the
     answer under way ends; if another process does, that one will (it looks for newer
     questions after releasing its claim) with the profile's options. Otherwise this process
-    claims it and answers.
+    claims it and answers. `context`: what the answer reads from the database, read already
+    in the hop that stored the question.
     """
     cid = str(conversation.pk)
     run = registry.runs.get(cid)
@@ -203,6 +213,8 @@ async def request_answer(
         return
     if options is not None:
         run.options[question.pk] = options
+    if context is not None:
+        run.contexts[question.pk] = context
     run.launch(question)
 
 

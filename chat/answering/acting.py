@@ -85,16 +85,19 @@ def results_for_the_model(outcomes: list[tuple[Action, Outcome]]) -> str:
 class ActionTaking:
     """AnswerRun's actions (`self` is the run)."""
 
-    async def _take_actions(self, answer: Answer, turns: list[dict]) -> bool:
+    async def _take_actions(
+        self, answer: Answer, turns: list[dict], actions: list[Action] | None = None
+    ) -> bool:
         """Call the actions the question's words pick; True when the product answered itself
         (a confirmation to ask for, calls that all failed, or details or a sign-in it needs).
         `turns`: the conversation's recent turns, whose previous customer message may hold a
-        parameter this one lacks."""
+        parameter this one lacks. `actions`: the site's actions, if read already."""
         # Every action the site has first: with none configured, or none whose trigger the
         # words match (most questions), that is the one database read.
-        actions = await db(action_selectors.actions_for)(
-            site_id=self.conversation.site_id, verified=True
-        )
+        if actions is None:
+            actions = await db(action_selectors.actions_for)(
+                site_id=self.conversation.site_id, verified=True
+            )
         matches = triggers.matching_triggers(actions, answer.question.text) if actions else []
         if not matches:
             if actions and answer.tools is None:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from chat import selectors
+from chat.actions.models import Action
+from chat.actions.selectors import actions_for
 from chat.models import BotProfile, Conversation, Message
 from chat.prompting import SamplingRanges, render_system_prompt
 from inference_worker import protocol
@@ -75,8 +77,27 @@ class PromptParts:
     max_han: int
 
 
-@db
-def prompt_parts(
+@dataclass(frozen=True)
+class AnswerContext:
+    """What an answer reads from the database before its request leaves: the prompt's parts
+    and the actions the site has (chat/answering/acting.py). Read in the hop that stores the
+    question (chat/turns.py), so a new question costs one database hop, not three."""
+
+    parts: PromptParts
+    actions: list[Action]
+
+
+def read_answer_context(
+    conversation: Conversation, options: AnswerOptions | None = None
+) -> AnswerContext:
+    """The AnswerContext of the conversation's next answer (inside a database hop)."""
+    return AnswerContext(
+        parts=read_prompt_parts(conversation, options),
+        actions=actions_for(site_id=conversation.site_id, verified=True),
+    )
+
+
+def read_prompt_parts(
     conversation: Conversation,
     options: AnswerOptions | None = None,
 ) -> PromptParts:
@@ -132,3 +153,6 @@ def prompt_parts(
         max_words=profile.answer_max_words,
         max_han=profile.answer_max_han,
     )
+
+
+prompt_parts = db(read_prompt_parts)

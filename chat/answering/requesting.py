@@ -11,7 +11,14 @@ from redis.exceptions import RedisError
 
 from chat import fallback, limits, memory
 from chat.answering.answer import Answer
-from chat.answering.prompt import ToolOffer, build_messages, prompt_parts
+from chat.answering.prompt import (
+    AnswerContext,
+    AnswerOptions,
+    PromptParts,
+    ToolOffer,
+    build_messages,
+    prompt_parts,
+)
 from chat.knowledge import grounding
 from chat.knowledge import retrieval as knowledge
 from chat.models import Message
@@ -32,6 +39,7 @@ class RequestSending:
         instead."""
         cfg, inference = settings.CHAT, settings.INFERENCE
         options = self.options.pop(answer.question.pk, None)
+        context = self.contexts.pop(answer.question.pk, None)
         answer.guarded = options is None or options.guards
         answer.tools = options.tools if options is not None else None
         site = str(self.conversation.site_id or "")
@@ -51,10 +59,11 @@ class RequestSending:
                 return False
             if room.queued >= queue_limit:
                 raise ChannelFull  # full already: no need to build the request
-            # Independent reads, at once: the prompt's parts (database), the passages that
-            # answer the question (a thread) and the recent turns (Redis).
+            # Independent reads, at once: the prompt's parts (database, unless read with the
+            # question), the passages that answer the question (a thread) and the recent
+            # turns (Redis).
             parts, hits, turns = await asyncio.gather(
-                prompt_parts(self.conversation, options),
+                self._prompt_parts(context, options),
                 self._knowledge(answer.question.text),
                 memory.recent_turns(self.cid, newest_id=answer.question.pk),
             )
@@ -64,7 +73,8 @@ class RequestSending:
                 if found or not hits:  # together they find nothing: what it found alone
                     answer.asked, hits = asked, found
             answer.punctuation = FullwidthPunctuation() if parts.fullwidth else None
-            if answer.guarded and await self._take_actions(answer, turns):
+            actions = context.actions if context is not None else None
+            if answer.guarded and await self._take_actions(answer, turns, actions):
                 return False
             # A call's result answers the question even where no help-centre article does;
             # so may the call the model must make (proposing.py).
@@ -114,6 +124,13 @@ class RequestSending:
             await self._fallback(answer, fallback.REASON_UNAVAILABLE)
             return False
         return True
+
+    async def _prompt_parts(
+        self, context: AnswerContext | None, options: AnswerOptions | None
+    ) -> PromptParts:
+        if context is not None:
+            return context.parts
+        return await prompt_parts(self.conversation, options)
 
     async def _room(self) -> tuple[pool.Capacity, int]:
         """The workers' room, and how many requests may wait for them."""

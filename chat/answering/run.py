@@ -31,7 +31,7 @@ from chat.answering.audience import CUSTOMER, deliver
 from chat.answering.endings import AnswerEndings
 from chat.answering.guarding import AnswerGuards
 from chat.answering.inbox import Inbox
-from chat.answering.prompt import AnswerOptions
+from chat.answering.prompt import AnswerContext, AnswerOptions
 from chat.answering.proposing import CallProposals
 from chat.answering.requesting import RequestSending
 from chat.answering.streaming import WorkerEvents
@@ -65,6 +65,8 @@ class AnswerRun(
         self.interrupted = False  # the process is stopping
         self.task: asyncio.Task | None = None
         self.options: dict[int, AnswerOptions] = {}  # by question id
+        # Read in the hop that stored the question (chat/turns.py), by question id.
+        self.contexts: dict[int, AnswerContext] = {}
         self._receiver: asyncio.Task | None = None
         self._next_tick = 0.0
 
