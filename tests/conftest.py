@@ -126,9 +126,11 @@ def engine() -> SyntheticEngine:
     return SyntheticEngine(reply="Hello! How can I help you today?")
 
 
-@pytest.fixture
-async def worker(engine) -> AsyncIterator[InferenceWorker]:
-    """An inference worker in this event loop, serving from the synthetic token source."""
+@contextlib.asynccontextmanager
+async def running_worker(
+    engine, *, max_concurrency: int = 4, name: str = "test-worker"
+) -> AsyncIterator[InferenceWorker]:
+    """An inference worker in this event loop, taking requests until the block ends."""
     cfg = settings.INFERENCE
     worker = InferenceWorker(
         engine=engine,
@@ -136,18 +138,27 @@ async def worker(engine) -> AsyncIterator[InferenceWorker]:
         redis=get_redis(),
         channel=cfg["CHANNEL"],
         control_group=cfg["CONTROL_GROUP"],
-        max_concurrency=4,
+        max_concurrency=max_concurrency,
         coalesce_ms=cfg["COALESCE_MS"],
         heartbeat_seconds=0.5,
-        name="test-worker",
+        name=name,
     )
     ready = asyncio.Event()
     task = asyncio.create_task(worker.run(ready=ready.set))
     await asyncio.wait_for(ready.wait(), 5)
-    yield worker
-    worker.stop()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, 5)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+
+
+@pytest.fixture
+async def worker(engine) -> AsyncIterator[InferenceWorker]:
+    """An inference worker in this event loop, serving from the synthetic token source."""
+    async with running_worker(engine) as worker:
+        yield worker
 
 
 class ChatClient:

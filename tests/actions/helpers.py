@@ -1,5 +1,6 @@
 """Shared by the action tests: a valid action to vary, and a real HTTP back end to call."""
 
+import asyncio
 import http.server
 import json
 import threading
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from chat.actions.models import Action
+from tests.customers.helpers import SHOP, sign
 
 ORDER_SCHEMA = {
     "type": "object",
@@ -161,3 +163,43 @@ def start_back_end() -> tuple[BackEnd, threading.Thread]:
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     return back_end, thread
+
+
+# --- the widget's socket, as a verified customer or a visitor --------------------------------
+
+HEADERS = [(b"origin", SHOP.encode())]
+
+
+async def widget(connect, site, customer: str | None = "cust-42"):
+    """A widget socket of `site`, verified as `customer` (None: a visitor)."""
+    query = f"site={site.key}"
+    if customer is not None:
+        query += f"&customer_token={sign(site.identity_secret, customer)}"
+    client, first = await connect(query, headers=HEADERS)
+    if customer is not None:
+        assert (await client.receive())["type"] == "customer.verified"
+    return client, first
+
+
+async def until(client, kind: str, *, timeout: float = 10) -> list[dict]:
+    frames = []
+    async with asyncio.timeout(timeout):
+        while True:
+            frames.append(await client.receive())
+            if frames[-1]["type"] == kind:
+                return frames
+
+
+async def ask(client, text: str) -> list[dict]:
+    await client.send({"type": "message", "text": text, "client_id": text[:20]})
+    return await until(client, "bot.done")
+
+
+def of_type(frames, kind: str) -> list[dict]:
+    return [f for f in frames if f["type"] == kind]
+
+
+def answer_text(frames) -> str:
+    """What the answer shows: a second bot.start (`replace`) starts it anew."""
+    last_start = max(i for i, f in enumerate(frames) if f["type"] == "bot.start")
+    return "".join(f["text"] for f in frames[last_start:] if f["type"] == "bot.delta")

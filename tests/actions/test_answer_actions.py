@@ -14,13 +14,12 @@ from django.core.management import call_command
 
 from chat.actions.models import ActionCall
 from chat.models import ApiScope, Message
-from tests.actions.helpers import BackEnd
+from tests.actions.helpers import HEADERS, BackEnd, answer_text, ask, of_type, until, widget
 from tests.api.helpers import chat, make_client
-from tests.customers.helpers import SHOP, make_site, sign
+from tests.customers.helpers import make_site, sign
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-HEADERS = [(b"origin", SHOP.encode())]
 ORDER = r"\b([A-Z][0-9]{4})\b"
 
 
@@ -92,40 +91,6 @@ def imported(tmp_path, back_end):
         )
 
     return _import
-
-
-async def widget(connect, site, customer: str | None = "cust-42"):
-    query = f"site={site.key}"
-    if customer is not None:
-        query += f"&customer_token={sign(site.identity_secret, customer)}"
-    client, first = await connect(query, headers=HEADERS)
-    if customer is not None:
-        assert (await client.receive())["type"] == "customer.verified"
-    return client, first
-
-
-async def until(client, kind: str, *, timeout: float = 10) -> list[dict]:
-    frames = []
-    async with asyncio.timeout(timeout):
-        while True:
-            frames.append(await client.receive())
-            if frames[-1]["type"] == kind:
-                return frames
-
-
-async def ask(client, text: str) -> list[dict]:
-    await client.send({"type": "message", "text": text, "client_id": text[:20]})
-    return await until(client, "bot.done")
-
-
-def of_type(frames, kind: str) -> list[dict]:
-    return [f for f in frames if f["type"] == kind]
-
-
-def answer_text(frames) -> str:
-    """What the answer shows: a second bot.start (`replace`) starts it anew."""
-    last_start = max(i for i, f in enumerate(frames) if f["type"] == "bot.start")
-    return "".join(f["text"] for f in frames[last_start:] if f["type"] == "bot.delta")
 
 
 async def test_a_verified_customers_order_is_looked_up_once_for_them(

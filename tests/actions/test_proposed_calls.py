@@ -23,12 +23,11 @@ from chat.answering.proposing import names_a_tool
 from chat.models import BotProfile, Message
 from chat.prompting import DEFAULT_SYSTEM_PROMPT
 from inference_worker.synthetic import tool_call_text
-from tests.actions.helpers import BackEnd
-from tests.customers.helpers import SHOP, make_site, sign
+from tests.actions.helpers import BackEnd, answer_text, ask, of_type, widget
+from tests.customers.helpers import make_site
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-HEADERS = [(b"origin", SHOP.encode())]
 ORDER_ID = {"type": "string", "pattern": "^[A-Z][0-9]{4}$"}
 ANSWER = "Your order has shipped and is due on 2030-01-02."
 
@@ -111,34 +110,6 @@ def calling(*calls: tuple[str, object], answer: str = ANSWER):
     """The model's reply: these calls while it is offered tools, `answer` otherwise."""
     text = "\n".join(tool_call_text(name, arguments) for name, arguments in calls)
     return lambda prompt: text if "# Tools" in prompt else answer
-
-
-async def widget(connect, site, customer: str | None = "cust-42"):
-    query = f"site={site.key}"
-    if customer is not None:
-        query += f"&customer_token={sign(site.identity_secret, customer)}"
-    client, first = await connect(query, headers=HEADERS)
-    if customer is not None:
-        assert (await client.receive())["type"] == "customer.verified"
-    return client, first
-
-
-async def ask(client, text: str) -> list[dict]:
-    await client.send({"type": "message", "text": text, "client_id": text[:20]})
-    frames = []
-    async with asyncio.timeout(10):
-        while not frames or frames[-1]["type"] != "bot.done":
-            frames.append(await client.receive())
-    return frames
-
-
-def of_type(frames, kind: str) -> list[dict]:
-    return [f for f in frames if f["type"] == kind]
-
-
-def answer_text(frames) -> str:
-    last_start = max(i for i, f in enumerate(frames) if f["type"] == "bot.start")
-    return "".join(f["text"] for f in frames[last_start:] if f["type"] == "bot.delta")
 
 
 def no_call_text(frames) -> bool:

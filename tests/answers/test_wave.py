@@ -6,17 +6,13 @@ hops (no timing): a new question's request leaves after the one hop that stored 
 """
 
 import asyncio
-import contextlib
 
 import pytest
 from channels.db import DatabaseSyncToAsync
-from channels.layers import get_channel_layer
-from django.conf import settings
 
 from chat.answering import answer_ended
 from chat.answering.run import AnswerRun
-from inference_worker.worker import InferenceWorker
-from runtime.redis_client import get_redis
+from tests.conftest import running_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,25 +26,8 @@ NOT_BEFORE_A_REQUEST = {"passages_for_index", "bot_message_start"}
 async def wide_worker(engine):
     """The conftest's worker with a slot for each of the wave's answers: none waits for
     another's (nor, with the queue's limit, gets the busy fallback)."""
-    cfg = settings.INFERENCE
-    worker = InferenceWorker(
-        engine=engine,
-        channel_layer=get_channel_layer(),
-        redis=get_redis(),
-        channel=cfg["CHANNEL"],
-        control_group=cfg["CONTROL_GROUP"],
-        max_concurrency=16,
-        coalesce_ms=cfg["COALESCE_MS"],
-        heartbeat_seconds=0.5,
-        name="test-wide-worker",
-    )
-    ready = asyncio.Event()
-    task = asyncio.create_task(worker.run(ready=ready.set))
-    await asyncio.wait_for(ready.wait(), 5)
-    yield worker
-    worker.stop()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, 5)
+    async with running_worker(engine, max_concurrency=16, name="test-wide-worker") as worker:
+        yield worker
 
 
 @pytest.fixture
