@@ -74,3 +74,12 @@ def render_prompt(tokenizer, messages: Sequence[ChatTurn], tools: Sequence[Tool]
         tokenize=False,
         add_generation_prompt=True,
     )
+
+
+def prompt_token_ids(
+    tokenizer, messages: Sequence[ChatTurn], tools: Sequence[Tool] = ()
+) -> list[int]:
+    """The prompt as the engine takes it: `render_prompt`'s text, encoded by the same
+    tokenizer. The template already holds the special tokens; adding BOS again would double
+    it."""
+    return tokenizer.encode(render_prompt(tokenizer, messages, tools), add_special_tokens=False)

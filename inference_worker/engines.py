@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from inference_worker.chat_prompt import render_prompt
+from inference_worker import chat_prompt
 from inference_worker.coalesce import Chunk
 from inference_worker.protocol import ChatTurn, Sampling, Tool
 from inference_worker.tool_choice import ToolUse
@@ -93,9 +93,7 @@ class VllmEngine:
     def prompt_token_ids(
         self, messages: Sequence[ChatTurn], tools: Sequence[Tool] = ()
     ) -> list[int]:
-        text = render_prompt(self._tokenizer, messages, tools)
-        # The template already holds the special tokens; adding BOS again would double it.
-        return self._tokenizer.encode(text, add_special_tokens=False)
+        return chat_prompt.prompt_token_ids(self._tokenizer, messages, tools)
 
     async def stream(
         self,

@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from inference_worker import metrics
-from inference_worker.chat_prompt import render_prompt
+from inference_worker import chat_prompt, metrics
 from inference_worker.coalesce import Chunk
 from inference_worker.protocol import ChatTurn, Sampling, Tool
 from inference_worker.tool_choice import ToolUse
@@ -198,9 +197,7 @@ class RemoteEngine:
     def prompt_token_ids(
         self, messages: Sequence[ChatTurn], tools: Sequence[Tool] = ()
     ) -> list[int]:
-        text = render_prompt(self._tokenizer, messages, tools)
-        # The template already holds the special tokens; adding BOS again would double it.
-        return self._tokenizer.encode(text, add_special_tokens=False)
+        return chat_prompt.prompt_token_ids(self._tokenizer, messages, tools)
 
     def request_body(
         self, prompt_token_ids: list[int], sampling: Sampling, tool_use: ToolUse | None = None
