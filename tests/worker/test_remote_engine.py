@@ -4,7 +4,9 @@ tests/e2e/test_remote_vllm.py."""
 
 import asyncio
 import contextlib
+import functools
 import socket
+from pathlib import Path
 
 import pytest
 from channels.layers import get_channel_layer
@@ -12,7 +14,7 @@ from django.conf import settings
 
 from inference_worker.coalesce import coalesce
 from inference_worker.engines import build_engine
-from inference_worker.model_prep import SMOLLM2_135M, embedded_model
+from inference_worker.model_prep import resolve_model_source
 from inference_worker.remote_engine import (
     NoRemoteServer,
     RemoteEngine,
@@ -25,14 +27,21 @@ from tests.waiting import events_until_end, poll, sample
 from tests.worker.fake_openai import FakeOpenAIServer
 from tests.worker.test_worker import submit
 
-MODEL_DIR = str(settings.VAR_DIR / "models" / embedded_model(SMOLLM2_135M).folder)
+
+@functools.cache
+def model_dir() -> str:
+    """The configured model's folder (the embedded default, prepared on first use): its tokenizer
+    and template are what the remote engine reads."""
+    return str(resolve_model_source(settings.INFERENCE, progress=False))
+
+
 SAMPLING = {"temperature": 0.3, "top_p": 0.9, "max_tokens": 64, "frequency_penalty": 0.1}
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"}]
 
 
 def remote(*urls: str, **options) -> RemoteEngine:
     options = {
-        "tokenizer_source": MODEL_DIR,
+        "tokenizer_source": model_dir(),
         "model_name": "remote-test",
         "served_model": "",
         "max_model_len": 2048,
@@ -98,7 +107,7 @@ async def test_the_prompt_ids_are_the_local_engines():
     await engine.load_tokenizer()
     await engine.aclose()
     ids = engine.prompt_token_ids(MESSAGES)
-    text = AutoTokenizer.from_pretrained(MODEL_DIR).decode(ids)
+    text = AutoTokenizer.from_pretrained(model_dir()).decode(ids)
     assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>")
     assert text.endswith("<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n")
     assert text.count("<|im_start|>") == 3
@@ -290,13 +299,13 @@ def test_the_backend_setting_chooses_the_engine():
         **settings.INFERENCE,
         "BACKEND": "remote",
         "REMOTE_URLS": ["http://gpu-1:8000", "http://gpu-2:8000/"],
-        "MODEL": MODEL_DIR,
+        "MODEL": model_dir(),
         "MODEL_NAME": "",
     }
     engine = build_engine(inference)
     assert isinstance(engine, RemoteEngine)
     assert [server.url for server in engine.servers] == ["http://gpu-1:8000", "http://gpu-2:8000"]
-    assert engine.model_name == "SmolLM2-135M-Instruct"
+    assert engine.model_name == Path(model_dir()).name
     asyncio.run(engine.aclose())
     with pytest.raises(ValueError, match="INFERENCE_REMOTE_URLS"):
         build_engine({**inference, "REMOTE_URLS": []})
