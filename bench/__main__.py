@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only pipeline|vllm|api|knowledge|scorecard]`: run the
+"""`python -m bench [--quick] [--only pipeline|vllm|api|knowledge|scorecard|sweep|prefix]`: run the
 benchmark, print the figures, write docs/benchmarks.md and docs/benchmarks.png."""
 
 import argparse
@@ -8,7 +8,16 @@ import time
 
 from tqdm import tqdm
 
-from bench import api_latency, knowledge, pipeline, report, scorecard, vs_vllm
+from bench import (
+    api_latency,
+    engine_sweep,
+    knowledge,
+    pipeline,
+    prefix_cache,
+    report,
+    scorecard,
+    vs_vllm,
+)
 from bench.processes import LOG_DIR, bench_environment, use_bench_database
 
 
@@ -21,7 +30,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("pipeline", "vllm", "api", "knowledge", "scorecard"),
+        choices=("pipeline", "vllm", "api", "knowledge", "scorecard", "sweep", "prefix"),
         help="run one part; the other part's section of the report is kept",
     )
     parser.add_argument(
@@ -83,6 +92,16 @@ def main() -> int:
                 tqdm.write("Part 5: the answer scorecard, each embedded model")
                 results["scorecard"] = scorecard.run(
                     bench, scorecard.QUICK if args.quick else scorecard.FULL
+                )
+            if args.only in (None, "sweep"):
+                tqdm.write("Part 6: the engine's settings, swept on the whole stack")
+                results["sweep"] = engine_sweep.run(
+                    bench, engine_sweep.QUICK if args.quick else engine_sweep.FULL
+                )
+            if args.only in (None, "prefix"):
+                tqdm.write("Part 7: the prompt's layout and vLLM's prefix cache")
+                results["prefix"] = prefix_cache.run(
+                    bench, prefix_cache.QUICK if args.quick else prefix_cache.FULL
                 )
     except KeyboardInterrupt:
         print("\nInterrupted: nothing written.", file=sys.stderr)

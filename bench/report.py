@@ -15,12 +15,20 @@ from pathlib import Path
 
 import psutil
 
-from bench import api_latency, knowledge, pipeline, scorecard, vs_vllm
+from bench import (
+    api_latency,
+    engine_sweep,
+    knowledge,
+    pipeline,
+    prefix_cache,
+    scorecard,
+    vs_vllm,
+)
 from bench.processes import LOG_DIR, ROOT
 
 PRODUCT_DIRS = ("chat", "agents", "cs_site", "inference_worker", "runtime", "templates", "static")
 # The page's sections, in order.
-PARTS = ("header", "pipeline", "vllm", "api", "knowledge", "scorecard")
+PARTS = ("header", "pipeline", "vllm", "api", "knowledge", "scorecard", "sweep", "prefix")
 
 
 def _fmt(value, digits=0, unit="") -> str:
@@ -406,6 +414,8 @@ def rewrite(*, out_dir: str) -> list[Path]:
     api = _load_or_save("api", None)
     know = _load_or_save("knowledge", None)
     card = _load_or_save("scorecard", None)
+    sweep = _load_or_save("sweep", None)
+    prefix = _load_or_save("prefix", None)
     md_path, png_path = Path(out_dir) / "benchmarks.md", Path(out_dir) / "benchmarks.png"
     old = md_path.read_text() if md_path.exists() else ""
     bodies = {
@@ -415,6 +425,8 @@ def rewrite(*, out_dir: str) -> list[Path]:
         "api": api_section(api, api.get("quick", False)) if api else None,
         "knowledge": knowledge_section(know, False) if know else None,
         "scorecard": scorecard.section(card, card["plan"]["quick"]) if card else None,
+        "sweep": engine_sweep.section(sweep, sweep["plan"]["quick"]) if sweep else None,
+        "prefix": prefix_cache.section(prefix, prefix["plan"]["quick"]) if prefix else None,
     }
     page = "\n\n".join(block for name in PARTS if (block := _section(old, name, bodies[name])))
     md_path.write_text(page.rstrip() + "\n")
@@ -439,6 +451,8 @@ def write(results: dict, *, out_dir: str, quick: bool, minutes: float) -> list[P
     )
     know = _load_or_save("knowledge", results.get("knowledge"))
     card = _load_or_save("scorecard", results.get("scorecard"))
+    sweep = _load_or_save("sweep", results.get("sweep"))
+    prefix = _load_or_save("prefix", results.get("prefix"))
     md_path = out / "benchmarks.md"
     old = md_path.read_text() if md_path.exists() else ""
     header = "\n".join(
@@ -446,8 +460,8 @@ def write(results: dict, *, out_dir: str, quick: bool, minutes: float) -> list[P
             "# Benchmarks",
             "",
             "Written by `make bench` (`python -m bench`; `--quick` for a short try, `--only "
-            "pipeline|vllm|api|knowledge|scorecard` for one part). Not part of `make test`. "
-            "Process logs of the last run: `var/bench/bench.log`.",
+            "pipeline|vllm|api|knowledge|scorecard|sweep|prefix` for one part). Not part of "
+            "`make test`. Process logs of the last run: `var/bench/bench.log`.",
             "",
             f"Last run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {minutes:.0f} min, parts: "
             f"{', '.join(results) or 'none'}. Code: {_revision()}. Machine: {_machine()}. "
@@ -465,6 +479,8 @@ def write(results: dict, *, out_dir: str, quick: bool, minutes: float) -> list[P
         "api": api_section(api, quick) if "api" in results else None,
         "knowledge": knowledge_section(know, quick) if "knowledge" in results else None,
         "scorecard": scorecard.section(card, quick) if "scorecard" in results else None,
+        "sweep": engine_sweep.section(sweep, quick) if "sweep" in results else None,
+        "prefix": prefix_cache.section(prefix, quick) if "prefix" in results else None,
     }
     page = "\n\n".join(block for name in PARTS if (block := _section(old, name, bodies[name])))
     md_path.write_text(page.rstrip() + "\n")
@@ -508,4 +524,10 @@ def summary(results: dict) -> str:
     if "scorecard" in results:
         lines.append("Answer scorecard:")
         lines += scorecard.lines(results["scorecard"])
+    if "sweep" in results:
+        lines.append("The engine's settings (whole stack, waves of chats):")
+        lines += engine_sweep.lines(results["sweep"])
+    if "prefix" in results:
+        lines.append("The prompt's layout and vLLM's prefix cache (before → after):")
+        lines += prefix_cache.lines(results["prefix"])
     return "\n".join(lines)

@@ -541,6 +541,19 @@ INFERENCE = {
     "GPU_MEMORY_UTILIZATION": env.float("INFERENCE_GPU_MEMORY_UTILIZATION", default=0.90),
     # GiB of RAM for the KV cache on the CPU backend (exported as VLLM_CPU_KVCACHE_SPACE).
     "CPU_KVCACHE_SPACE_GIB": env.int("INFERENCE_CPU_KVCACHE_SPACE", default=2),
+    # CPU backend: the cores vLLM's compute threads run on (exported as
+    # VLLM_CPU_OMP_THREADS_BIND): "auto" keeps one core free of them per engine for the
+    # scheduler, Daphne, Redis and the worker's loop; "0-1", "0-3|4-7" or "nobind" otherwise.
+    # Chosen by `make bench` (Part 6, the engine's settings; docs/operations.md "Capacity").
+    "CPU_THREADS_BIND": env.str("INFERENCE_CPU_THREADS_BIND", default="auto"),
+    # Prompt and generated tokens one engine step may take (vLLM's max_num_batched_tokens);
+    # 0 keeps vLLM's default for the platform. Smaller: a long prompt arriving is split into
+    # more steps, so the answers already streaming stall less, and it starts later.
+    "MAX_BATCHED_TOKENS": env.int("INFERENCE_MAX_BATCHED_TOKENS", default=0),
+    # Tokens per KV-cache block (vLLM's block_size); 0 keeps vLLM's default (128 on a CPU, 16
+    # on a GPU). The prefix cache reuses whole blocks only: a smaller block lets more of the
+    # prompt all conversations share be reused (docs/operations.md "Capacity").
+    "BLOCK_SIZE": env.int("INFERENCE_BLOCK_SIZE", default=0),
     # Skip torch.compile / CUDA graphs: the engine starts in ~35 s instead of 2-3 min on a
     # 2-core CPU (measured: 34 s, and 152-191 s compiling), at ~20% fewer tokens per second.
     # Tests use it; production leaves it off.

@@ -61,9 +61,15 @@ class VllmEngine:
         gpu_memory_utilization: float,
         cpu_kvcache_space_gib: int,
         enforce_eager: bool = False,
+        cpu_threads_bind: str = "auto",
+        max_num_seqs: int | None = None,
+        max_num_batched_tokens: int | None = None,
+        block_size: int | None = None,
     ):
-        # vLLM's CPU backend reads its KV-cache size from the environment at import time.
+        # vLLM's CPU backend reads its KV-cache size and thread binding from the environment
+        # when its engine process starts (a value already exported wins).
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_space_gib))
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_threads_bind)
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -75,6 +81,11 @@ class VllmEngine:
             quantization=quantization,
             gpu_memory_utilization=gpu_memory_utilization,
             enforce_eager=enforce_eager,
+            # The worker never runs more than its MAX_CONCURRENCY at once: vLLM need not
+            # schedule (or, on a GPU, capture graphs) for more.
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            block_size=block_size,
             # Keep vLLM's stat loggers on: they publish the vllm:* Prometheus metrics.
             disable_log_stats=False,
         )
@@ -180,6 +191,10 @@ def build_engine(inference: dict) -> Engine:
         gpu_memory_utilization=inference["GPU_MEMORY_UTILIZATION"],
         cpu_kvcache_space_gib=inference["CPU_KVCACHE_SPACE_GIB"],
         enforce_eager=inference["ENFORCE_EAGER"],
+        cpu_threads_bind=inference.get("CPU_THREADS_BIND", "auto"),
+        max_num_seqs=inference["MAX_CONCURRENCY"],
+        max_num_batched_tokens=inference.get("MAX_BATCHED_TOKENS") or None,
+        block_size=inference.get("BLOCK_SIZE") or None,
     )
 
 
