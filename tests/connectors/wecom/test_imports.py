@@ -1,0 +1,31 @@
+"""The WeCom modules are a library: they import no app of the project and no Django, so the
+callback view, the sync process and a test can each load them on their own."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[3]
+PROJECT = ("django", "channels", "daphne", "cs_site", "webhooks", "agents", "chat")
+PROJECT += ("inference_worker", "runtime")
+MODULES = [
+    f"connectors.wecom.{path.stem}"
+    for path in sorted((ROOT / "connectors" / "wecom").glob("*.py"))
+    if path.stem != "__init__"
+]
+
+
+def test_the_wecom_modules_import_without_the_project_or_django():
+    assert len(MODULES) >= 5  # the glob found the package
+    code = (
+        "import sys\n"
+        f"for name in {PROJECT!r}:\n"
+        "    sys.modules[name] = None  # importing it raises ImportError\n"
+        f"import {', '.join(MODULES)}\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
