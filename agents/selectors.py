@@ -65,6 +65,19 @@ class Inbox:
     waiting: int = 0
     unread_mine: int = 0
     by_key: dict = field(default_factory=dict)
+    channel: str = ""  # the channel the list is filtered to ("": all)
+
+    @property
+    def channel_label(self) -> str:
+        return dict(Conversation.Channel.choices).get(self.channel, "")
+
+
+# The channels the console's list can be filtered to: every one customers write from.
+CONSOLE_CHANNELS = [
+    (value, label)
+    for value, label in Conversation.Channel.choices
+    if value != Conversation.Channel.PLAYGROUND
+]
 
 
 def _annotated(qs: QuerySet) -> QuerySet:
@@ -83,7 +96,7 @@ def _annotated(qs: QuerySet) -> QuerySet:
         conversation=OuterRef("pk"), role=Role.CUSTOMER
     ).order_by("-id")
     return (
-        qs.select_related("site", "assigned_agent")
+        qs.select_related("site", "assigned_agent", "inbox")
         .annotate(
             last_text=Subquery(last.values("text")[:1]),
             last_role=Subquery(last.values("role")[:1]),
@@ -118,12 +131,18 @@ def _search(qs: QuerySet, query: str) -> QuerySet:
     return qs.filter(match)
 
 
-def inbox(*, user: AbstractBaseUser, query: str = "", seen: dict | None = None) -> Inbox:
+def inbox(
+    *, user: AbstractBaseUser, query: str = "", seen: dict | None = None, channel: str = ""
+) -> Inbox:
     """The console's inbox for `user`, optionally filtered by `query` (message text, customer
-    name or e-mail, conversation id or its first characters)."""
+    name or e-mail, conversation id or its first characters) and by `channel` (one of
+    CONSOLE_CHANNELS; anything else: all)."""
     seen = seen or {}
     # Staff trying the bot in the playground are not customers.
     base = _search(Conversation.objects.exclude(channel=Conversation.Channel.PLAYGROUND), query)
+    channel = channel if channel in dict(CONSOLE_CHANNELS) else ""
+    if channel:
+        base = base.filter(channel=channel)
     specs = [
         (
             "waiting",
@@ -172,6 +191,7 @@ def inbox(*, user: AbstractBaseUser, query: str = "", seen: dict | None = None) 
         waiting=by_key["waiting"].total,
         unread_mine=sum(r.unread for r in by_key["mine"].rows),
         by_key=by_key,
+        channel=channel,
     )
 
 
@@ -226,7 +246,7 @@ def parse_conversation_id(value) -> uuid.UUID | None:
 
 def conversation_for_console(*, conversation_id) -> Conversation | None:
     return (
-        Conversation.objects.select_related("site", "assigned_agent")
+        Conversation.objects.select_related("site", "assigned_agent", "inbox")
         .filter(pk=conversation_id)
         .first()
     )

@@ -130,8 +130,33 @@ def reply(*, conversation_id, agent: AbstractBaseUser, text: str) -> Message:
             conversation=conv, role=Message.Role.AGENT, text=text[:8000], author=agent
         )
         message_told(message, author_name=agent_name(agent), to_customer=True)
+        # Channels that carry the conversation (e-mail) send it from their outbox.
+        hooks.emit("message.agent", conversation_id=conv.pk, message=message)
     # The agent's words are part of the context when the bot answers again.
     async_to_sync(memory.forget)(conv.pk)
+    return message
+
+
+def draft_decide(
+    *, conversation_id, message_id: int, agent: AbstractBaseUser, send: bool
+) -> Message:
+    """Send (or discard) a bot answer a channel held as a draft (an inbox in "draft" mode):
+    the channel's outbox sends it once this commits."""
+    with transaction.atomic():
+        message = (
+            Message.objects.select_for_update()
+            .select_related("conversation")
+            .filter(pk=message_id, conversation_id=conversation_id, role=Message.Role.BOT)
+            .first()
+        )
+        if message is None or (message.metadata or {}).get("draft") != "held":
+            raise NotAllowed("This draft was sent or discarded already.")
+        name = agent_name(agent)
+        message.metadata = {**message.metadata, "draft": "sent" if send else "discarded"}
+        message.save(update_fields=["metadata", "updated_at"])
+        verb = "sent" if send else "discarded"
+        system_note(message.conversation, f"{name} {verb} the bot's draft.")
+        hooks.emit(f"draft.{verb}", conversation_id=message.conversation_id, message=message)
     return message
 
 

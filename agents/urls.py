@@ -33,6 +33,11 @@ urlpatterns = [
     ),
     path("c/<uuid:conversation_id>/reply/", views.reply, name="reply"),
     path(
+        "c/<uuid:conversation_id>/draft/<int:message_id>/<str:decision>/",
+        views.draft,
+        name="draft",
+    ),
+    path(
         "c/<uuid:conversation_id>/canned/",
         views.canned_for_conversation,
         name="canned-for-conversation",

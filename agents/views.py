@@ -77,8 +77,12 @@ def _mark_seen(request, conversation_id) -> None:
 
 def _inbox_context(request, current=None) -> dict:
     query = request.GET.get("q", "")[:200]
+    channel = request.GET.get("channel", "")[:20]
+    inbox = selectors.inbox(user=request.user, query=query, seen=_seen(request), channel=channel)
     return {
-        "inbox": selectors.inbox(user=request.user, query=query, seen=_seen(request)),
+        "inbox": inbox,
+        "channels": selectors.CONSOLE_CHANNELS,
+        "channel": inbox.channel,
         "current_id": str(current) if current else "",
         "query": query,
         "section": "inbox",
@@ -177,6 +181,31 @@ def transcript(request, conversation_id):
             "conversation": conv,
             "messages": selectors.transcript(conversation_id=conv.pk),
         },
+    )
+
+
+@staff_required
+@require_POST
+def draft(request, conversation_id, message_id, decision):
+    """Send or discard the bot's draft (a channel in "draft" mode); the transcript again."""
+    if decision not in ("send", "discard"):
+        raise Http404("No such decision.")
+    conv = _conversation_or_404(conversation_id)
+    status = 200
+    try:
+        services.draft_decide(
+            conversation_id=conv.pk,
+            message_id=message_id,
+            agent=request.user,
+            send=decision == "send",
+        )
+    except services.NotAllowed:
+        status = CONFLICT  # decided meanwhile: the transcript shows by whom
+    return render(
+        request,
+        "agents/_transcript.html",
+        {"conversation": conv, "messages": selectors.transcript(conversation_id=conv.pk)},
+        status=status,
     )
 
 

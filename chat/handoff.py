@@ -65,9 +65,12 @@ def agent_name(user: AbstractBaseUser | None) -> str:
     return user.get_full_name() or user.get_username()
 
 
-def handoff_request(*, conversation: Conversation) -> HandoffOutcome:
+def handoff_request(
+    *, conversation: Conversation, note: str = "The customer asked for a human agent."
+) -> HandoffOutcome:
     """The customer asked for a human: the bot falls silent, a ticket opens, agents hear it.
-    Raises ConversationClosed."""
+    `note`: what the transcript says happened (a channel where the bot never answers puts
+    every conversation in the queue this way). Raises ConversationClosed."""
     staff = _staff_side()
     now = timezone.now()
     with transaction.atomic():
@@ -82,7 +85,7 @@ def handoff_request(*, conversation: Conversation) -> HandoffOutcome:
             conv.handoff_requested_at = now
         conv.save(update_fields=["status", "handoff_requested_at", "updated_at"])
         if first:
-            system_note(conv, "The customer asked for a human agent.")
+            system_note(conv, note)
         subject = staff.open_ticket(conv)
         if moved or first:  # a new hand-off, not the same request clicked again
             hooks.emit("handoff.requested", conversation_id=conv.pk, subject=subject)

@@ -8,8 +8,9 @@ write. A receiver must therefore be quick and do no network I/O: it only writes 
 
 from django.dispatch import Signal
 
-# Sent with: event (a name from webhooks/events.py EVENTS), conversation_id, and the event's
-# objects (conversation, message, feedback, agent, call...) as keyword arguments.
+# Sent with: event (a name from webhooks/events.py EVENTS, or one the desk's channels alone
+# listen to: draft.sent, draft.discarded), conversation_id, and the event's objects
+# (conversation, message, feedback, agent, call...) as keyword arguments.
 desk_event = Signal()
 
 

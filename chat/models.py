@@ -91,6 +91,42 @@ def normalize_origin(origin: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
 
 
+class Inbox(models.Model):
+    """A channel of a site: a mailbox, a WeCom account. Customers who write to it get
+    conversations on the desk like the widget's; what the desk says goes back the same way.
+
+    `settings` are the kind's (connectors/kinds.py lists them). A secret in them may be written
+    `${ENV_NAME}`, read from the environment where it is used (chat/env_secrets.py); one given
+    literally is stored, and shown masked everywhere after it was entered.
+    """
+
+    class Kind(models.TextChoices):
+        EMAIL = "email", "E-mail"
+        WECOM = "wecom", "WeCom"
+
+    class BotMode(models.TextChoices):
+        ANSWER = "answer", "The bot answers"
+        DRAFT = "draft", "The bot drafts; an agent sends"
+        SILENT = "silent", "Every message waits for an agent"
+
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="inboxes")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    name = models.CharField(max_length=200)
+    settings = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(
+        default=True, help_text="Off: nothing is read from this channel, nor sent through it."
+    )
+    bot_mode = models.CharField(max_length=10, choices=BotMode.choices, default=BotMode.ANSWER)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "inboxes"
+        ordering = ["site_id", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()})"
+
+
 class Conversation(models.Model):
     class Status(models.TextChoices):
         BOT = "bot", "Bot answering"
@@ -105,6 +141,9 @@ class Conversation(models.Model):
         # Staff trying the bot in the console: kept out of customer reports, CSAT and the
         # fine-tuning export.
         PLAYGROUND = "playground", "Playground"
+        # A channel of the site's (an Inbox): the customer writes from their mailbox or app.
+        EMAIL = "email", "E-mail"
+        WECOM = "wecom", "WeCom"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # Where the customer writes from: the widget's socket, or a company's back end by the API.
@@ -129,6 +168,13 @@ class Conversation(models.Model):
     site = models.ForeignKey(
         Site, null=True, blank=True, on_delete=models.PROTECT, related_name="conversations"
     )
+    # The channel of the site's that carries the conversation (e-mail, WeCom); none for the
+    # widget and the APIs. PROTECT for the reason `site` is: an inbox is retired by disabling it.
+    inbox = models.ForeignKey(
+        "Inbox", null=True, blank=True, on_delete=models.PROTECT, related_name="conversations"
+    )
+    # The customer's address on that channel: an e-mail address, a WeCom external_userid.
+    contact = models.CharField(max_length=254, blank=True, default="")
     # The agent holding the conversation while its status is "human".
     assigned_agent = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -162,6 +208,7 @@ class Conversation(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["inbox", "contact"], name="conversation_contact")]
 
     def __str__(self) -> str:
         return f"{self.id} ({self.get_status_display()})"
@@ -192,6 +239,9 @@ class Message(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # What the channel said about the message beyond its text: an e-mail's Message-ID and
+    # subject, the attachments it listed (names, types, sizes; the files are not kept).
+    metadata = models.JSONField(default=dict, blank=True)
 
     # Bot answers only.
     model_name = models.CharField(max_length=200, blank=True)

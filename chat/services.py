@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from chat import customers, group_events, hooks, metrics, selectors
 from chat.customers import VerifiedCustomer
-from chat.models import ApiKey, ApiSession, Conversation, Feedback, Message, Site
+from chat.models import ApiKey, ApiSession, Conversation, Feedback, Inbox, Message, Site
 from chat.selectors import hash_token
 from runtime.broadcast import after_commit
 
@@ -27,6 +27,8 @@ def conversation_start(
     user_agent: str = "",
     metadata: dict | None = None,
     channel: str = Conversation.Channel.WIDGET,
+    inbox: Inbox | None = None,
+    contact: str = "",
 ) -> tuple[Conversation, str]:
     """Create a conversation; returns it with its access token, which is stored only hashed."""
     conversation, token = conversation_prepare(
@@ -38,6 +40,8 @@ def conversation_start(
         user_agent=user_agent,
         metadata=metadata,
         channel=channel,
+        inbox=inbox,
+        contact=contact,
     )
     conversation, _ = conversation_open(conversation=conversation)
     return conversation, token
@@ -53,6 +57,8 @@ def conversation_prepare(
     user_agent: str = "",
     metadata: dict | None = None,
     channel: str = Conversation.Channel.WIDGET,
+    inbox: Inbox | None = None,
+    contact: str = "",
 ) -> tuple[Conversation, str]:
     """A new conversation and its access token, not stored yet (see chat.drafts): the widget
     opens one for every page view, most of which never say a word."""
@@ -68,6 +74,8 @@ def conversation_prepare(
         page_url=page_url[:2000],
         user_agent=user_agent[:512],
         metadata=metadata or {},
+        inbox=inbox,
+        contact=contact[:254],
     )
     return conversation, token
 
@@ -292,7 +300,7 @@ def site_identity_secret_renew(*, site: Site) -> str:
 
 
 def message_add_customer(
-    *, conversation: Conversation, text: str, client_id: str | None
+    *, conversation: Conversation, text: str, client_id: str | None, metadata: dict | None = None
 ) -> tuple[Message, bool]:
     """Store a customer message once per `client_id`. Returns (message, created) and sets
     `conversation.status` to the status at the time of the write; raises ConversationClosed
@@ -323,6 +331,7 @@ def message_add_customer(
                 role=Message.Role.CUSTOMER,
                 text=text,
                 client_id=client_id or None,
+                metadata=metadata or {},
             )
             message_told(message)
             hooks.emit("message.customer", conversation_id=conversation.pk, message=message)
@@ -419,6 +428,14 @@ def bot_message_finish(
         message_told(message)
         hooks.emit("message.bot", conversation_id=message.conversation_id, message=message)
     return message
+
+
+def bot_message_hold_as_draft(*, message: Message) -> None:
+    """Mark a bot answer as a draft that waits for an agent (a channel whose inbox is in
+    "draft" mode holds it back): the console offers to send or discard it. Inside the
+    transaction that stored it."""
+    message.metadata = {**(message.metadata or {}), "draft": "held"}
+    Message.objects.filter(pk=message.pk).update(metadata=message.metadata)
 
 
 PARTIAL_SAVE_CHUNK = 500  # answers per UPDATE: 2 parameters each, far below SQLite's limit

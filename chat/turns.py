@@ -36,19 +36,20 @@ async def customer_says(
     channel_name: str,
     options: AnswerOptions | None = None,
     on_stored: Callable[[Message, bool], Awaitable[None]] | None = None,
+    metadata: dict | None = None,
 ) -> Turn:
     """Raises services.ConversationClosed (also should the conversation close while a
     hand-off is asked for). `on_stored` runs once the message is stored and before anything
     answers it (the socket acks it there). A conversation not stored yet (prepared when its
     socket connected) is stored with the message: the message's `conversation` is the
-    stored one."""
+    stored one. `metadata`: what the channel said about the message beyond its text."""
     # One trip to a database thread, not two or three: under a burst of customers each hop
     # waits in the executor's queue behind every other socket's, so further hops (storing the
     # conversation, asks_for_human, and the answer's own reads before its request leaves)
     # made answers start late and then all at once.
     answering_here = answering.answers_here(conversation.pk)
     conversation, message, created, wants_human, context = await db(_store_customer_message)(
-        conversation, text, client_id, options, read_context=not answering_here
+        conversation, text, client_id, options, read_context=not answering_here, metadata=metadata
     )
     if on_stored is not None:
         await on_stored(message, created)
@@ -77,6 +78,7 @@ def _store_customer_message(
     options: AnswerOptions | None,
     *,
     read_context: bool,
+    metadata: dict | None = None,
 ) -> tuple[Conversation, Message, bool, bool, AnswerContext | None]:
     """services.message_add_customer (after services.conversation_open for a conversation
     not stored yet), whether a new message asks for a human while the bot holds the
@@ -85,7 +87,7 @@ def _store_customer_message(
     if conversation._state.adding:
         conversation, _ = services.conversation_open(conversation=conversation)
     message, created = services.message_add_customer(
-        conversation=conversation, text=text, client_id=client_id
+        conversation=conversation, text=text, client_id=client_id, metadata=metadata
     )
     message.conversation = conversation  # a resend's row comes without it; on_stored reads it
     wants_human = (

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "agents",
     "inference_worker",
     "webhooks",  # outbound webhooks: listens to chat's events (chat.hooks), imported by none
+    "connectors",  # e-mail (and other channels'): listens to chat.hooks, imported by none
 ]
 
 MIDDLEWARE = [
@@ -476,6 +477,32 @@ WEBHOOKS = {
     "METRICS_PORT": env.int("WEBHOOK_METRICS_PORT", default=0),
     # Interface of that endpoint: loopback unless Prometheus scrapes from another host.
     "METRICS_HOST": env.str("WEBHOOK_METRICS_HOST", default="127.0.0.1"),
+}
+
+# --- Channels beyond the widget (connectors/, docs/channels.md) --------------------------------
+
+CONNECTORS = {
+    # The desk's public address (https://desk.example.com), for the callback URLs a channel
+    # whose other side calls the desk is told to use (manage.py add_channel prints them).
+    "PUBLIC_URL": env.str("DESK_PUBLIC_URL", default="http://127.0.0.1:8000"),
+    # Tries of one outgoing message (an e-mail) before it is marked dead (resend from admin).
+    "MAX_ATTEMPTS": env.int("CONNECTOR_MAX_ATTEMPTS", default=10),
+    # The wait after the first failed try, doubled after each further one (with jitter)...
+    "BACKOFF_BASE_SECONDS": env.float("CONNECTOR_BACKOFF_BASE_SECONDS", default=10.0),
+    # ...up to this.
+    "BACKOFF_MAX_SECONDS": env.float("CONNECTOR_BACKOFF_MAX_SECONDS", default=1800.0),
+    # Seconds a mail server has for one connection, login or send.
+    "TIMEOUT_SECONDS": env.float("CONNECTOR_TIMEOUT_SECONDS", default=30.0),
+    # Seconds between looks at the outbox, and at the list of inboxes (one added or disabled).
+    "POLL_SECONDS": env.float("CONNECTOR_POLL_SECONDS", default=1.0),
+    # A mailbox with IMAP IDLE is told of new mail at once; the IDLE is renewed this often
+    # (servers drop an IDLE after 30 minutes). Without IDLE, the mailbox is read this often.
+    "IMAP_IDLE_SECONDS": env.float("CONNECTOR_IMAP_IDLE_SECONDS", default=300.0),
+    "IMAP_POLL_SECONDS": env.float("CONNECTOR_IMAP_POLL_SECONDS", default=30.0),
+    # After a mail server went away: the first wait before connecting again, doubled up to
+    # the second.
+    "RECONNECT_FIRST_SECONDS": env.float("CONNECTOR_RECONNECT_FIRST_SECONDS", default=1.0),
+    "RECONNECT_MAX_SECONDS": env.float("CONNECTOR_RECONNECT_MAX_SECONDS", default=60.0),
 }
 
 # --- Inference worker (one module for every engine knob, as vLLM's own envs.py does) -------

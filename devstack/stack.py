@@ -822,6 +822,8 @@ def product_plan(config: Config) -> Plan:
             # The webhook outbox's sender: restarted like the others; the rows wait in the
             # database while it is down.
             Command("webhooks", [*manage, "run_webhooks"]),
+            # The channels' mailboxes and outbox (e-mail): with no inbox it waits for one.
+            Command("connectors", [*manage, "run_connectors"]),
             Command("web", daphne),  # started last, so stopped first: no new requests
         ],
         ports=ports,

@@ -9,11 +9,15 @@
 # Installed without recommends (no node exporter); its system service is not started either.
 # Debian's nodejs and npm: scripts/build-static.sh builds static/widget and static/agents with
 # them (esbuild from npm); it calls this script when they are missing, before `make test` does.
+# Debian's dovecot-imapd: the IMAP server the e-mail channel's tests (tests/connectors/email)
+# start on a free port with their own configuration and mailbox; its system service is not
+# started either.
 # PostgreSQL has its own script (scripts/test-postgres.sh).
 # Works in CI (root, no stdin, CI=true) and on a fresh Debian machine.
 set -euo pipefail
 
 NGINX=/usr/sbin/nginx  # not on a non-root user's PATH on Debian
+DOVECOT=/usr/sbin/dovecot  # nor is this
 
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
@@ -21,9 +25,10 @@ command -v nginx >/dev/null 2>&1 || [ -x "$NGINX" ] || missing+=(nginx)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)  # /usr/bin/prometheus
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v dovecot >/dev/null 2>&1 || [ -x "$DOVECOT" ] || missing+=(dovecot-imapd)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "system-deps: everything present (chromium, nginx, prometheus, nodejs, npm)"
+    echo "system-deps: everything present (chromium, nginx, prometheus, nodejs, npm, dovecot)"
     exit 0
 fi
 

@@ -15,7 +15,10 @@ import re
 
 from django.conf import settings
 
-VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+from chat.env_secrets import DESK_VARIABLES, VARIABLE, MissingVariable
+from chat.env_secrets import resolve as resolve_value
+
+__all__ = ["DESK_VARIABLES", "VARIABLE", "MissingVariable", "problems", "resolve", "variables"]
 # RFC 9110 token characters.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Headers the HTTP client sets from the request itself; an action changing them could send
@@ -31,26 +34,8 @@ _SECRET_VALUE = (
     # A long run of base64 / hex characters mixing letters and digits: an API key.
     re.compile(r"(?=[A-Za-z0-9_\-+/=.]*\d)(?=[A-Za-z0-9_\-+/=.]*[A-Za-z])[A-Za-z0-9_\-+/=.]{24,}"),
 )
-# The desk's own secrets and connection strings: no action may send them to a back end.
-DESK_VARIABLES = frozenset(
-    {
-        "SECRET_KEY",
-        "DATABASE_URL",
-        "REDIS_URL",
-        "METRICS_BEARER_TOKEN",
-        "DJANGO_SETTINGS_MODULE",
-    }
-)
 MAX_HEADERS = 20
 MAX_VALUE_CHARS = 2000
-
-
-class MissingVariable(LookupError):
-    """A `${NAME}` whose variable is not set: the call is refused."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
 
 
 def problems(headers: object) -> list[str]:
@@ -99,18 +84,7 @@ def variables(headers: object) -> list[str]:
 
 def resolve(headers: dict) -> dict[str, str]:
     """The headers to send, each `${NAME}` replaced; MissingVariable for the first unset one."""
-    resolved = {}
-    for name, value in headers.items():
-
-        def lookup(match: re.Match) -> str:
-            variable = match.group(1)
-            secret = "" if variable in DESK_VARIABLES else _value(variable)
-            if not secret:
-                raise MissingVariable(variable)
-            return secret
-
-        resolved[name] = VARIABLE.sub(lookup, value)
-    return resolved
+    return {name: resolve_value(value, _value) for name, value in headers.items()}
 
 
 def _value(variable: str) -> str:

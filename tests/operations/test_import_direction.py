@@ -1,14 +1,16 @@
-"""Imports run one way, down five layers: webhooks → agents → chat → inference_worker → runtime.
+"""Imports run one way, down six layers: connectors → webhooks → agents → chat →
+inference_worker → runtime.
 
-Outbound webhooks (webhooks) listen to the desk's events (chat.hooks) and read both sides; the
-staff side (agents) builds on the customer side (chat), which builds on the worker, which
-builds on runtime (Redis clients, the channel layer, broadcasting, presence, async helpers);
-never the other way, so each layer can be read, tested and deployed without the ones above it
-(a worker host needs neither chat nor agents). cs_site (settings, ASGI, URLs) sits alone on top
-of them all: it wires the apps together, and none of them, nor runtime, imports it. Settings
-are read through django.conf.settings, which is no import of cs_site. The worker's wire
-protocol and the presence kept in Redis also import without Django at all: the worker speaks
-the protocol, and anything may read presence, with no configured web project.
+The channels (connectors: e-mail, WeCom) and outbound webhooks (webhooks) listen to the desk's
+events (chat.hooks) and read both sides; the staff side (agents) builds on the customer side
+(chat), which builds on the worker, which builds on runtime (Redis clients, the channel layer,
+broadcasting, presence, async helpers); never the other way, so each layer can be read, tested
+and deployed without the ones above it (a worker host needs neither chat nor agents). cs_site
+(settings, ASGI, URLs) sits alone on top of them all: it wires the apps together, and none of
+them, nor runtime, imports it. Settings are read through django.conf.settings, which is no
+import of cs_site. The worker's wire protocol and the presence kept in Redis also import without
+Django at all: the worker speaks the protocol, and anything may read presence, with no
+configured web project.
 """
 
 import ast
@@ -22,7 +24,7 @@ import pytest
 
 ROOT = Path(__file__).parents[2]
 PROJECT = "cs_site"
-LAYERS = ("webhooks", "agents", "chat", "inference_worker", "runtime")  # top to bottom
+LAYERS = ("connectors", "webhooks", "agents", "chat", "inference_worker", "runtime")  # top down
 # Each layer, and the packages it must never import (function-level imports included): the
 # project, and every layer above it.
 FORBIDDEN = {layer: {PROJECT, *LAYERS[:index]} for index, layer in enumerate(LAYERS)}
@@ -76,11 +78,12 @@ def test_the_walk_sees_every_kind_of_import(tmp_path):
 
 def test_each_layer_may_import_only_the_layers_below_it():
     assert FORBIDDEN == {
-        "webhooks": {"cs_site"},
-        "agents": {"cs_site", "webhooks"},
-        "chat": {"cs_site", "webhooks", "agents"},
-        "inference_worker": {"cs_site", "webhooks", "agents", "chat"},
-        "runtime": {"cs_site", "webhooks", "agents", "chat", "inference_worker"},
+        "connectors": {"cs_site"},
+        "webhooks": {"cs_site", "connectors"},
+        "agents": {"cs_site", "connectors", "webhooks"},
+        "chat": {"cs_site", "connectors", "webhooks", "agents"},
+        "inference_worker": {"cs_site", "connectors", "webhooks", "agents", "chat"},
+        "runtime": {"cs_site", "connectors", "webhooks", "agents", "chat", "inference_worker"},
     }
 
 
@@ -118,7 +121,7 @@ def _import_in_isolation(*modules: str, blocked: tuple[str, ...]) -> set[str]:
 
 
 ABOVE_RUNTIME = (PROJECT, *LAYERS[:-1])
-WEB = ("django", "channels", "daphne", PROJECT, "chat", "agents", "webhooks")
+WEB = ("django", "channels", "daphne", PROJECT, "chat", "agents", "webhooks", "connectors")
 
 
 def test_the_worker_protocol_needs_only_the_standard_library_and_typing_extensions():

@@ -368,9 +368,15 @@ def test_product_plan_runs_the_desk() -> None:
         ["import_actions", "--sample"],
         ["collectstatic", "--noinput"],
     ]
-    assert [service.name for service in plan.services] == ["worker", "webhooks", "web"]
+    assert [service.name for service in plan.services] == [
+        "worker",
+        "webhooks",
+        "connectors",
+        "web",
+    ]
     assert plan.services[1].argv[2:] == ["run_webhooks"]
-    assert plan.services[2].argv[-5:] == ["-b", "0.0.0.0", "-p", "8081", "cs_site.asgi:application"]
+    assert plan.services[2].argv[2:] == ["run_connectors"]
+    assert plan.services[3].argv[-5:] == ["-b", "0.0.0.0", "-p", "8081", "cs_site.asgi:application"]
     assert ReadyCheck("web", "http://127.0.0.1:8081/healthz") in plan.ready
     assert ("Admin", "http://127.0.0.1:8081/admin/") in plan.links
     assert [port.port for port in plan.ports] == [8081, 9102]

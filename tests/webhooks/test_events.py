@@ -62,6 +62,7 @@ def test_a_whole_conversation_queues_every_event_in_order(endpoint, site):
     )
     handoff.handoff_request(conversation=conversation)
     agent_services.takeover(conversation_id=conversation.pk, agent=agent)
+    reply = agent_services.reply(conversation_id=conversation.pk, agent=agent, text="On its way.")
     agent_services.close(conversation_id=conversation.pk, agent=agent)
     services.csat_submit(conversation=conversation, score=5, comment="great")
 
@@ -74,6 +75,7 @@ def test_a_whole_conversation_queues_every_event_in_order(endpoint, site):
         "action.called",
         "handoff.requested",
         "agent.joined",
+        "message.agent",
         "conversation.closed",
         "conversation.rated",
     ]
@@ -83,9 +85,11 @@ def test_a_whole_conversation_queues_every_event_in_order(endpoint, site):
         assert body["type"] == event and body["conversation_id"] == cid
         assert body["id"].startswith("evt_") and body["created"].endswith("Z")
     assert len({body["id"] for body in bodies}) == len(bodies)
-    created, customer, bot, rated, called, handed, joined, closed, csat = (
+    created, customer, bot, rated, called, handed, joined, agent_said, closed, csat = (
         b["data"] for b in bodies
     )
+    assert agent_said["message_id"] == reply.pk and agent_said["role"] == "agent"
+    assert agent_said["text"] == "On its way." and "ana@desk.test" not in json.dumps(agent_said)
     assert created == {
         "channel": "widget",
         "language": "en",
