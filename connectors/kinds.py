@@ -45,7 +45,13 @@ def _email() -> Kind:
     return EMAIL
 
 
-KINDS: dict[str, Kind] = {"email": _email()}
+def _wecom() -> Kind:
+    from connectors.wecom.kind import WECOM
+
+    return WECOM
+
+
+KINDS: dict[str, Kind] = {"email": _email(), "wecom": _wecom()}
 
 
 def problems(kind: str, settings: dict) -> list[str]:

@@ -23,6 +23,7 @@ from connectors import kinds, selectors, services
 from connectors.email import intake, servers
 from connectors.email.mailbox import MailboxReader
 from connectors.sending import Outgoing, SendFailed
+from connectors.wecom.syncing import WeComSync
 
 log = logging.getLogger("connectors")
 LEASE_MARGIN_SECONDS = 5.0
@@ -40,6 +41,7 @@ class Connectors:
         self._stop = asyncio.Event()
         self._said_idle = False
         self._broken: set[tuple] = set()
+        self.wecom = WeComSync(answers=self.answers, timeout=self.timeout)
 
     def stop(self) -> None:
         self._stop.set()
@@ -52,6 +54,7 @@ class Connectors:
         try:
             while not self._stop.is_set():
                 await self._tend_readers()
+                await self.wecom.tick()
                 free = CONCURRENCY - len(inflight)
                 if free > 0:
                     for row in await self._claim(free):
@@ -76,6 +79,7 @@ class Connectors:
             # stopped process sends nothing twice; answers under way are saved as they are.
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
+            await self.wecom.stop()
             await answering.persist_all("shutdown")
             for task in list(self.answers):
                 task.cancel()
@@ -85,12 +89,13 @@ class Connectors:
     async def _tend_readers(self) -> None:
         try:
             inboxes = await sync_to_async(selectors.enabled_inboxes)(Inbox.Kind.EMAIL)
+            idle = not inboxes and not await sync_to_async(selectors.any_inbox_enabled)()
         except DatabaseError:
             log.exception("could not read the inboxes")
             return
-        if not inboxes and not self._said_idle:
-            log.info("no e-mail inbox is enabled: waiting for one (manage.py add_channel email)")
-        self._said_idle = not inboxes
+        if idle and not self._said_idle:
+            log.info("no inbox is enabled: waiting for one (manage.py add_channel email|wecom)")
+        self._said_idle = idle
         wanted = {inbox.pk: inbox for inbox in inboxes}
         for pk in list(self.readers):
             version, reader = self.readers[pk]
@@ -143,11 +148,11 @@ class Connectors:
                 raise SendFailed(f"no sender for channels of kind {row.inbox.kind!r}")
             external_id = await send(row, self.timeout)
         except (SendFailed, MissingVariable, KeyError) as exc:
-            error = _problem(exc)
+            error, final = _problem(exc), getattr(exc, "final", False)
         else:
             await sync_to_async(services.outbound_sent)(pk=row.pk, external_id=external_id)
             return
-        outcome = await sync_to_async(services.outbound_failed)(pk=row.pk, error=error)
+        outcome = await sync_to_async(services.outbound_failed)(pk=row.pk, error=error, final=final)
         log.warning(
             "sending %s of conversation %s failed (%s): %s",
             row.external_id or f"outbound row {row.pk}",

@@ -16,6 +16,10 @@ def enabled_inboxes(kind: str) -> list[Inbox]:
     return list(Inbox.objects.filter(kind=kind, enabled=True).select_related("site"))
 
 
+def any_inbox_enabled() -> bool:
+    return Inbox.objects.filter(enabled=True).exists()
+
+
 def inbound_seen(*, inbox_id: int, external_id: str) -> Inbound | None:
     return (
         Inbound.objects.filter(inbox_id=inbox_id, external_id=external_id)

@@ -211,9 +211,9 @@ def outbound_sent(*, pk: int, external_id: str) -> None:
     )
 
 
-def outbound_failed(*, pk: int, error: str) -> str:
-    """Record a failed try: tried again after a backoff, or dead after the last try.
-    Returns "retry" or "dead"."""
+def outbound_failed(*, pk: int, error: str, final: bool = False) -> str:
+    """Record a failed try: tried again after a backoff, or dead after the last try (or at
+    once when `final`: the channel will never take it). Returns "retry" or "dead"."""
     cfg = settings.CONNECTORS
     now = timezone.now()
     with transaction.atomic():
@@ -221,7 +221,7 @@ def outbound_failed(*, pk: int, error: str) -> str:
         if tries is None:
             return "dead"
         tries += 1
-        dead = tries >= cfg["MAX_ATTEMPTS"]
+        dead = final or tries >= cfg["MAX_ATTEMPTS"]
         Outbound.objects.filter(pk=pk, status=Status.PENDING).update(
             status=Status.DEAD if dead else Status.PENDING,
             tries=tries,

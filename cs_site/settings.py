@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "inference_worker",
     "webhooks",  # outbound webhooks: listens to chat's events (chat.hooks), imported by none
     "connectors",  # e-mail (and other channels'): listens to chat.hooks, imported by none
+    "connectors.wecom",  # WeCom customer service: its sync cursor and reply windows
 ]
 
 MIDDLEWARE = [

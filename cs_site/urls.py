@@ -8,6 +8,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("console/", include("agents.urls")),
     path("api/v1/", v1.api.urls),
+    path("connectors/wecom/", include("connectors.wecom.urls")),  # WeCom's callbacks
     path("v1/", openai.api.urls),
     # django_prometheus's view, behind METRICS_ALLOWED_NETWORKS / METRICS_BEARER_TOKEN.
     path("metrics", metrics_access.metrics, name="prometheus-django-metrics"),

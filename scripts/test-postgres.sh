@@ -21,7 +21,7 @@ TESTS=(tests/answers/test_services.py tests/answers/test_memory.py tests/answers
        tests/api/test_api_keys.py tests/quality/test_grounding.py tests/knowledge/test_knowledge.py
        tests/console/test_finetune.py tests/console/test_playground.py
        tests/console/test_reports.py tests/console/test_console_knowledge.py
-       tests/answers/test_postgres_specific.py tests/webhooks tests/connectors/email
+       tests/answers/test_postgres_specific.py tests/webhooks tests/connectors/email tests/connectors/wecom
        tests/e2e --ignore=tests/e2e/test_worker_crash.py
        --ignore=tests/e2e/test_faults.py --ignore=tests/e2e/test_default_model.py)
 

@@ -57,7 +57,9 @@ class Command(BaseCommand):
                 raise CommandError(f"--set takes key=value, not {item!r}")
             values[key.strip()] = value
         kind = options["kind"]
-        name = options["name"] or f"{kind} {values.get('address', '')}".strip()
+        # What names the channel on the other side: the mailbox, the WeCom account.
+        handle = values.get("address") or values.get("open_kfid") or ""
+        name = options["name"] or f"{kind} {handle}".strip()
         try:
             inbox = services.inbox_create(
                 site=site, kind=kind, name=name, settings=values, bot_mode=options["bot_mode"]

@@ -48,7 +48,45 @@ async def client(standin, clock):
 def desk_crypto() -> WeComCrypto:
     """The desk's callback settings for the stand-in's corp."""
     return WeComCrypto(
-        token="DeskCallbackToken",
-        encoding_aes_key="jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+        token=DESK_TOKEN,
+        encoding_aes_key=DESK_AES_KEY,
         receive_id=CORP_ID,
     )
+
+
+# --- The desk's side: a WeCom inbox whose API is the stand-in ---------------------------------
+
+DESK_TOKEN = "DeskCallbackToken"
+DESK_AES_KEY = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+
+
+@pytest.fixture
+def desk_site():
+    from chat.models import Site
+
+    return Site.objects.create(name="Shop", allowed_origins="https://shop.example.com")
+
+
+def inbox_settings(standin: WeComAPIStandIn, **more: str) -> dict:
+    return {
+        "corp_id": standin.corp_id,
+        "secret": standin.corp_secret,
+        "token": DESK_TOKEN,
+        "encoding_aes_key": DESK_AES_KEY,
+        "open_kfid": KF,
+        "api_base": standin.base_url,
+        **more,
+    }
+
+
+@pytest.fixture
+def wecom_inbox(desk_site, standin):
+    from chat.models import Inbox
+
+    return Inbox.objects.create(
+        site=desk_site, kind=Inbox.Kind.WECOM, name="WeChat", settings=inbox_settings(standin)
+    )
+
+
+# The connectors process's loop, quick to retry, as the e-mail channel's tests run it.
+from tests.connectors.email.conftest import fast_connectors, running_connectors  # noqa: E402,F401

@@ -11,7 +11,8 @@ It is not WeCom and checks only what the tests rely on:
   demand, an empty page that still has more, which WeCom warns of); only the last 3 days; a callback token (from `callback_request`) must be known and under 10
   minutes old (95007).
 - /cgi-bin/kf/send_msg: records what was sent; refuses a send outside the session states 0 and
-  1 (95018), after the 48 hours (95002), or beyond 5 since the customer's last message (95001).
+  1 (95018), after the 48 hours (95002), or beyond 5 since the customer's last message (95001);
+  `send_failures` makes chosen calls fail (-1 "system busy": WeCom's advice is to retry).
 - /cgi-bin/kf/send_msg_on_event: one message per code it issued.
 - /cgi-bin/kf/service_state/get and /trans: the documented states and moves (95016 for a move
   the table does not allow, 95014 for a servicer it does not know).
@@ -62,6 +63,10 @@ class WeComAPIStandIn:
     empty_page_next: bool = False
     token_requests: int = 0
     sent: list[dict] = field(default_factory=list)  # send_msg and send_msg_on_event payloads
+    # send_msg calls (counted from 1) to answer with an errcode instead: {2: -1} makes the
+    # second one "system busy".
+    send_failures: dict[int, int] = field(default_factory=dict)
+    send_calls: int = 0
     calls: list[tuple[str, dict]] = field(default_factory=list)  # (path, JSON body) of API calls
     _tokens: dict[str, float] = field(default_factory=dict)  # token -> expiry
     _sync_tokens: dict[str, float] = field(default_factory=dict)
@@ -337,6 +342,9 @@ class WeComAPIStandIn:
         }
 
     def _send_msg(self, body: dict) -> dict:
+        self.send_calls += 1
+        if self.send_calls in self.send_failures:
+            return self._error(self.send_failures[self.send_calls], "failure on demand")
         open_kfid, touser, msgtype = body.get("open_kfid"), body.get("touser"), body.get("msgtype")
         if not open_kfid or not touser or msgtype not in ("text", "msgmenu"):
             return self._error(40058, "invalid parameter")
