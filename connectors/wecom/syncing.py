@@ -17,12 +17,10 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from chat import services as chat_services
-from chat import turns
-from chat.api.listening import AnswerListener
 from chat.env_secrets import MissingVariable
 from chat.handoff import handoff_request
 from chat.models import Conversation, Inbox
-from connectors import services as channel_services
+from connectors import turns as channel_turns
 from connectors.wecom import account, handover, selectors, services
 from connectors.wecom.client import WeComAPIError, WeComError
 from connectors.wecom.messages import (
@@ -186,39 +184,10 @@ async def _customer_turn(inbox: Inbox, item: CustomerTurn, answers: set[asyncio.
         except chat_services.ConversationClosed:
             pass
     metadata = {"wecom": {"msgid": item.msgid, "msgtype": item.msgtype, "menu_id": item.menu_id}}
-    listener = await AnswerListener(conversation).open()
-    try:
-        turn = await turns.customer_says(
-            conversation=conversation,
-            text=item.text,
-            client_id=client_id(item.msgid),
-            channel_name=listener.channel_name,
-            metadata=metadata,
-        )
-    except chat_services.ConversationClosed:
-        await listener.close()
-        await db(channel_services.inbound_refused)(inbound_id=intake.inbound.pk, reason="closed")
-        return "closed"
-    except BaseException:
-        await listener.close()
-        raise
-    await db(channel_services.inbound_taken)(
-        inbound_id=intake.inbound.pk, message_id=turn.message.pk
+    return await channel_turns.say(
+        intake,
+        text=item.text,
+        client_id=client_id(item.msgid),
+        metadata=metadata,
+        answers=answers,
     )
-    if turn.outcome == turns.Outcome.ANSWERING:
-        task = asyncio.create_task(_hear_answer(listener, turn.message.pk))
-        answers.add(task)
-        task.add_done_callback(answers.discard)
-    else:
-        await listener.close()
-    return "taken"
-
-
-async def _hear_answer(listener: AnswerListener, question_id: int) -> None:
-    """Stay in the answer's audience until it ends, as an API request does: a run with no
-    one listening would stop early. What it says is stored by the run itself."""
-    try:
-        async for _frame in listener.answer(question_id):
-            pass
-    finally:
-        await listener.close()
