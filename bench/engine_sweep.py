@@ -53,9 +53,9 @@ SETTINGS = (
         "both cores, 512-token steps",
         (("INFERENCE_CPU_THREADS_BIND", "0-1"), ("INFERENCE_MAX_BATCHED_TOKENS", "512")),
     ),
-    Setting("auto binding, 512-token steps", (("INFERENCE_MAX_BATCHED_TOKENS", "512"),)),
+    # Above what the slots need (the module's docstring), the cache's size should change
+    # nothing: half the default checks it.
     Setting("auto binding, 1 GiB KV", (("INFERENCE_CPU_KVCACHE_SPACE", "1"),)),
-    Setting("auto binding, 4 GiB KV", (("INFERENCE_CPU_KVCACHE_SPACE", "4"),)),
 )
 
 

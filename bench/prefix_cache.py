@@ -153,11 +153,16 @@ def run(bench: Bench, plan: Plan) -> dict:
                 timeout=1800,
             )
         if done.returncode != 0:
-            raise RuntimeError(f"the prefix-cache run ({label}) failed: see {bench.log_path}")
+            # The other block size's figures still stand: say which run is missing and why.
+            tqdm.write(f"  {label}: the engine failed, see {bench.log_path}")
+            runs.append({"block_size": block_size, "failed": f"the engine failed ({label})"})
+            continue
         result = json.loads(out.read_text())
         runs.append(result)
         for line in lines({"runs": [result]}):
             tqdm.write(line)
+    if all("failed" in run for run in runs):
+        raise RuntimeError(f"every prefix-cache run failed: see {bench.log_path}")
     return {"plan": asdict(plan), "runs": runs}
 
 
@@ -282,6 +287,9 @@ def _blocks(run: dict) -> str:
 def lines(data: dict) -> list[str]:
     out = []
     for run in data["runs"]:
+        if "failed" in run:
+            out.append(f"  {_blocks(run)}: {run['failed']}")
+            continue
         for arrival in ("one after another", "16 at once"):
             cells = [run["cells"][f"{arrival}|{layout}"] for layout in LAYOUTS]
             out.append(
@@ -297,6 +305,9 @@ def lines(data: dict) -> list[str]:
 def section(data: dict, quick: bool) -> str:
     rows = []
     for run in data["runs"]:
+        if "failed" in run:
+            rows.append(f"| {_blocks(run)} | {run['failed']} | | | | |")
+            continue
         for arrival in ("one after another", "16 at once"):
             for layout in LAYOUTS:
                 cell = run["cells"][f"{arrival}|{layout}"]
