@@ -147,7 +147,9 @@ def chosen(curves: list[dict]) -> int | None:
 
 
 def _start(bench: Bench, plan: Plan, setting: Setting) -> tuple[int, list[str], float]:
-    metrics_port, port = free_port(), free_port()
+    metrics_port = port = free_port()
+    while port == metrics_port:  # the system may hand the same free port out twice
+        port = free_port()
     started = time.monotonic()
     bench.start(
         "worker",
