@@ -15,7 +15,7 @@ from django.utils import timezone
 from chat import services as chat_services
 from chat.handoff import handoff_request
 from chat.knowledge.segment import guess_language
-from chat.models import Conversation, Inbox, Site
+from chat.models import Conversation, Inbox, Message, Site
 from connectors import kinds, selectors
 from connectors.models import Inbound, Outbound
 from connectors.sending import Outgoing
@@ -150,6 +150,8 @@ def on_desk_event(sender, *, event: str, conversation_id, message=None, **_) -> 
         return
     if event not in CARRIED or message is None or not message.text.strip():
         return
+    if Message.conversation.is_cached(message) and message.conversation.inbox_id is None:
+        return  # the widget's and the APIs' conversations (most): no query on their answers
     inbox = (
         Inbox.objects.filter(conversations__pk=conversation_id, enabled=True)
         .only("pk", "kind", "settings", "bot_mode")
