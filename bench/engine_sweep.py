@@ -9,11 +9,13 @@ more chats stop adding throughput and only add waiting: the knee, marked as the 
 that reach 90 % of the setting's best throughput.
 
 The settings tried are the knobs a CPU host has (`docs/operations.md`, "Capacity"):
-- the cores vLLM's compute threads are bound to (`INFERENCE_CPU_THREADS_BIND`): vLLM's `auto`
-  keeps one core free of them for its scheduler, and here for Daphne, Redis and the worker's
-  loop too; `0-1` gives the model both cores of this machine and lets the rest share them;
+- the cores vLLM's compute threads take (`INFERENCE_CPU_RESERVED_CORES`): vLLM's own `auto`
+  binding keeps one core free of them for its scheduler, and here for Daphne, Redis and the
+  worker's loop too; the desk's default on a small host gives the model every core and lets
+  the rest share them;
 - the tokens one engine step may take (`INFERENCE_MAX_BATCHED_TOKENS`): smaller steps split a
-  wave's prompts, so streams already running stall less and new ones start later;
+  wave's prompts, so its first prompts start streaming sooner and streams already running
+  stall less, and each step does less;
 - the KV cache's size (`INFERENCE_CPU_KVCACHE_SPACE`): the default model's 24 layers of 2 KV
   heads of 64 floats make 24 KiB of cache per token in float32, so 1 GiB holds ~43,000 tokens,
   already 21 full 2,048-token chats: above that it should change nothing, which this checks.
@@ -45,17 +47,19 @@ class Setting:
     env: tuple[tuple[str, str], ...]
 
 
-# The first is what `make run` serves by default (cs_site/settings.py).
+# The first is what `make run` serves by default (cs_site/settings.py); each other changes one
+# knob of it, except the second: the engine as vLLM sets itself up, the desk's earlier default.
 SETTINGS = (
-    Setting("default: auto binding (1 core), 2 GiB KV, vLLM's step size", ()),
-    Setting("both cores (bind 0-1)", (("INFERENCE_CPU_THREADS_BIND", "0-1"),)),
+    Setting("default: every core, 512-token steps, 2 GiB KV", ()),
     Setting(
-        "both cores, 512-token steps",
-        (("INFERENCE_CPU_THREADS_BIND", "0-1"), ("INFERENCE_MAX_BATCHED_TOKENS", "512")),
+        "vLLM's own: one core kept free, 2,048-token steps",
+        (("INFERENCE_CPU_RESERVED_CORES", "1"), ("INFERENCE_MAX_BATCHED_TOKENS", "2048")),
     ),
+    Setting("every core, 2,048-token steps", (("INFERENCE_MAX_BATCHED_TOKENS", "2048"),)),
+    Setting("every core, 256-token steps", (("INFERENCE_MAX_BATCHED_TOKENS", "256"),)),
     # Above what the slots need (the module's docstring), the cache's size should change
     # nothing: half the default checks it.
-    Setting("auto binding, 1 GiB KV", (("INFERENCE_CPU_KVCACHE_SPACE", "1"),)),
+    Setting("1 GiB KV", (("INFERENCE_CPU_KVCACHE_SPACE", "1"),)),
 )
 
 

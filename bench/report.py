@@ -260,7 +260,8 @@ def vllm_section(data: dict, quick: bool) -> str:
         "model, `INFERENCE_EMBEDDED_MODEL`), driven through customer WebSockets at "
         "`/ws/chat/`. Theirs: `python -m vllm.entrypoints.openai.api_server` on the same model "
         "folder, streaming `/v1/chat/completions` with `stream_options.include_usage`. Same "
-        "max_model_len and dtype, "
+        "max_model_len, dtype and engine settings (slots, step size, KV space, cores: "
+        "`inference_worker/engines.py` gives theirs what ours takes), "
         + (
             "both with `--enforce-eager` (no torch.compile: ~35 s start instead of 2-3 min, the "
             "same for both)"

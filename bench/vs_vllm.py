@@ -28,7 +28,7 @@ from websockets.asyncio.client import connect
 from bench.processes import ORIGIN, Bench, free_port, set_bot_profile
 from bench.stats import busy_time, p50_p99
 from devstack.stack import WORKER_READY_PATTERN, ReadyCheck
-from inference_worker.engines import resolved_dtype
+from inference_worker.engines import cpu_environment, max_batched_tokens, resolved_dtype
 
 # From the project's issue.
 FIRST_TOKEN_RATIO_MAX = 1.05
@@ -343,10 +343,20 @@ def start_processes(bench: Bench, plan: Plan) -> Processes:
             # No sampling defaults from the model folder: the same SamplingParams as our worker's.
             "--generation-config",
             "vllm",
+            # The engine settings our worker gives vLLM (inference_worker/engines.py): the
+            # same slots, step size, KV space and cores on both sides.
+            "--max-num-seqs",
+            str(cfg["MAX_CONCURRENCY"]),
+            *(
+                ["--max-num-batched-tokens", str(steps)]
+                if (steps := max_batched_tokens(cfg))
+                else []
+            ),
+            *(["--block-size", str(cfg["BLOCK_SIZE"])] if cfg.get("BLOCK_SIZE") else []),
             *(["--enforce-eager"] if plan.eager else []),
         ],
         [ReadyCheck("vllm", f"http://127.0.0.1:{vllm_port}/health")],
-        env={"VLLM_CPU_KVCACHE_SPACE": str(cfg["CPU_KVCACHE_SPACE_GIB"])},
+        env=cpu_environment(cfg),
         timeout=900,
     )
 

@@ -570,13 +570,21 @@ INFERENCE = {
     # GiB of RAM for the KV cache on the CPU backend (exported as VLLM_CPU_KVCACHE_SPACE).
     "CPU_KVCACHE_SPACE_GIB": env.int("INFERENCE_CPU_KVCACHE_SPACE", default=2),
     # CPU backend: the cores vLLM's compute threads run on (exported as
-    # VLLM_CPU_OMP_THREADS_BIND): "auto" keeps one core free of them per engine for the
-    # scheduler, Daphne, Redis and the worker's loop; "0-1", "0-3|4-7" or "nobind" otherwise.
+    # VLLM_CPU_OMP_THREADS_BIND): "auto" lets vLLM pick one NUMA node's cores, less those
+    # CPU_RESERVED_CORES keeps free; "0-1", "0-3|4-7" or "nobind" otherwise.
     # Chosen by `make bench` (Part 6, the engine's settings; docs/operations.md "Capacity").
     "CPU_THREADS_BIND": env.str("INFERENCE_CPU_THREADS_BIND", default="auto"),
-    # Prompt and generated tokens one engine step may take (vLLM's max_num_batched_tokens);
-    # 0 keeps vLLM's default for the platform. Smaller: a long prompt arriving is split into
-    # more steps, so the answers already streaming stall less, and it starts later.
+    # CPU backend, "auto" binding: cores kept free of the compute threads for vLLM's scheduler,
+    # Daphne, Redis and the worker's loop (exported as VLLM_CPU_NUM_OF_RESERVED_CPU). "auto":
+    # none on a host of up to 4 cores, where one core is a quarter or more of the compute (on
+    # 2 cores, keeping one free cost 35-45 % of the tokens per second, Part 6), and vLLM's own
+    # one per engine on bigger hosts.
+    "CPU_RESERVED_CORES": env.str("INFERENCE_CPU_RESERVED_CORES", default="auto"),
+    # Prompt and generated tokens one engine step may take (vLLM's max_num_batched_tokens).
+    # 0: 512 on a CPU (Part 6: a wave of prompts finishes prefilling in turn, not all in one
+    # long step, which halved the median first token at 16 chats at the same tokens per
+    # second), vLLM's own default on a GPU. Smaller: a long prompt arriving is split into more
+    # steps, so the answers already streaming stall less, and it starts later.
     "MAX_BATCHED_TOKENS": env.int("INFERENCE_MAX_BATCHED_TOKENS", default=0),
     # Tokens per KV-cache block (vLLM's block_size); 0 keeps vLLM's default (128 on a CPU, 16
     # on a GPU). The prefix cache reuses whole blocks only: a smaller block lets more of the
@@ -586,8 +594,10 @@ INFERENCE = {
     # 2-core CPU (measured: 34 s, and 152-191 s compiling), at ~20% fewer tokens per second.
     # Tests use it; production leaves it off.
     "ENFORCE_EAGER": env.bool("INFERENCE_ENFORCE_EAGER", default=False),
-    # Requests one worker runs at once; the rest wait in Redis for any free worker.
-    "MAX_CONCURRENCY": env.int("INFERENCE_MAX_CONCURRENCY", default=16),
+    # Requests one worker runs at once; the rest wait in Redis for any free worker. 24: the
+    # knee of the default model's curve on a 2-core host (Part 6), where more chats at once
+    # stop adding tokens per second; on a GPU, size it by its KV cache (docs/operations.md).
+    "MAX_CONCURRENCY": env.int("INFERENCE_MAX_CONCURRENCY", default=24),
     # Deltas are sent at once for the first token, then at most every this many milliseconds.
     "COALESCE_MS": env.int("INFERENCE_COALESCE_MS", default=30),
     # Port of the worker's Prometheus endpoint (vllm:* engine metrics and cs_worker_*); 0: off.

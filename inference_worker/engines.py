@@ -59,17 +59,16 @@ class VllmEngine:
         max_model_len: int,
         quantization: str | None,
         gpu_memory_utilization: float,
-        cpu_kvcache_space_gib: int,
+        cpu_environment: dict[str, str],
         enforce_eager: bool = False,
-        cpu_threads_bind: str = "auto",
         max_num_seqs: int | None = None,
         max_num_batched_tokens: int | None = None,
         block_size: int | None = None,
     ):
         # vLLM's CPU backend reads its KV-cache size and thread binding from the environment
         # when its engine process starts (a value already exported wins).
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_space_gib))
-        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_threads_bind)
+        for name, value in cpu_environment.items():
+            os.environ.setdefault(name, value)
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -189,13 +188,69 @@ def build_engine(inference: dict) -> Engine:
         max_model_len=inference["MAX_MODEL_LEN"],
         quantization=inference["QUANTIZATION"],
         gpu_memory_utilization=inference["GPU_MEMORY_UTILIZATION"],
-        cpu_kvcache_space_gib=inference["CPU_KVCACHE_SPACE_GIB"],
+        cpu_environment=cpu_environment(inference),
         enforce_eager=inference["ENFORCE_EAGER"],
-        cpu_threads_bind=inference.get("CPU_THREADS_BIND", "auto"),
         max_num_seqs=inference["MAX_CONCURRENCY"],
-        max_num_batched_tokens=inference.get("MAX_BATCHED_TOKENS") or None,
+        max_num_batched_tokens=max_batched_tokens(inference),
         block_size=inference.get("BLOCK_SIZE") or None,
     )
+
+
+# Part 6 of `make bench` (docs/benchmarks.md), the default model on 2 cores: 512-token steps
+# gave the same tokens per second as vLLM's 2,048 and a wave's median first token in about
+# half the time, because the wave's prompts finish prefilling in turn rather than together.
+CPU_STEP_TOKENS = 512
+# Up to this many cores, vLLM's compute threads take them all ("auto" reserved cores): one
+# core kept free is a quarter or more of the compute, and on 2 cores it cost 35-45 % of the
+# tokens per second. Above it, vLLM's own rule keeps one free for its scheduler process.
+SMALL_CPU_HOST_CORES = 4
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def max_batched_tokens(inference: dict, on_cpu: bool | None = None) -> int | None:
+    """vLLM's max_num_batched_tokens: the setting when given; else CPU_STEP_TOKENS on a CPU
+    and vLLM's own default (None) on a GPU."""
+    if inference.get("MAX_BATCHED_TOKENS"):
+        return inference["MAX_BATCHED_TOKENS"]
+    return CPU_STEP_TOKENS if (_on_cpu() if on_cpu is None else on_cpu) else None
+
+
+def reserved_cores(setting: str, cores: int) -> int | None:
+    """VLLM_CPU_NUM_OF_RESERVED_CPU for a host of `cores` cores; None keeps vLLM's own (one
+    per engine)."""
+    if setting == "auto":
+        return 0 if cores <= SMALL_CPU_HOST_CORES else None
+    try:
+        reserved = int(setting)
+    except ValueError:
+        reserved = -1
+    if reserved < 0:
+        raise ValueError(
+            f'INFERENCE_CPU_RESERVED_CORES is "auto" or a number of cores (0, 1, ...), '
+            f"not {setting!r}"
+        )
+    return reserved
+
+
+def cpu_environment(inference: dict, cores: int | None = None) -> dict[str, str]:
+    """What vLLM's CPU backend reads from the environment: KV-cache space, the compute
+    threads' binding and the cores kept free of them (ignored on a GPU). Also given to vLLM's
+    own server when `make bench` compares it with the desk, so both run alike."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0))
+    environment = {
+        "VLLM_CPU_KVCACHE_SPACE": str(inference["CPU_KVCACHE_SPACE_GIB"]),
+        "VLLM_CPU_OMP_THREADS_BIND": inference.get("CPU_THREADS_BIND", "auto"),
+    }
+    reserved = reserved_cores(inference.get("CPU_RESERVED_CORES", "auto"), cores)
+    if reserved is not None:
+        environment["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(reserved)
+    return environment
 
 
 # CPU flags with which bf16 matrix products run natively (AVX-512 BF16, or AMX).
