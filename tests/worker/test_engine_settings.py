@@ -51,12 +51,12 @@ def test_the_settings_become_vllms_arguments_and_environment(engine_args):
     assert os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"
 
 
-def test_the_defaults_on_this_cpu_host_take_every_core_in_512_token_steps(engine_args):
+def test_the_defaults_on_this_cpu_host_take_every_core_in_256_token_steps(engine_args):
     build_engine(
         {**settings.INFERENCE, "BACKEND": "local", "MAX_BATCHED_TOKENS": 0, "BLOCK_SIZE": 0}
     )
     (args,) = engine_args
-    assert args.max_num_batched_tokens == CPU_STEP_TOKENS == 512
+    assert args.max_num_batched_tokens == CPU_STEP_TOKENS == 256
     assert args.block_size is None
     assert args.max_num_seqs == settings.INFERENCE["MAX_CONCURRENCY"] == 24
     assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "auto"
