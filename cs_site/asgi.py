@@ -19,7 +19,7 @@ from agents.consumers import MAX_FRAME_CHARS as CONSOLE_FRAME_CHARS  # noqa: E40
 from agents.routing import websocket_urlpatterns as console_websockets  # noqa: E402
 from chat.routing import websocket_urlpatterns as chat_websockets  # noqa: E402
 from cs_site.static_files import StaticFiles  # noqa: E402
-from runtime import wsframes  # noqa: E402
+from runtime import daphne_shutdown, wsframes  # noqa: E402
 from runtime.startup_objects import freeze_startup_objects  # noqa: E402
 
 # Daphne imports this module before it starts listening, so its WebSocket protocol can still be
@@ -32,6 +32,11 @@ wsframes.install(
     max_message_bytes=max(settings.CHAT["MAX_FRAME_BYTES"], 4 * CONSOLE_FRAME_CHARS)
     + wsframes.MARGIN_BYTES
 )
+
+# SIGTERM cancels every socket, so the answers under way are saved before the process goes
+# (runtime/daphne_shutdown.py: Daphne's own trigger skipped them all when a socket had just
+# opened).
+daphne_shutdown.install()
 
 # /static/: collected files with cache headers (cs_site/static_files.py); with DEBUG, Django's
 # handler serves the source folders as they are edited; SERVE_STATIC=false leaves it to a proxy.

@@ -577,12 +577,12 @@ INFERENCE = {
     # CPU backend, "auto" binding: cores kept free of the compute threads for vLLM's scheduler,
     # Daphne, Redis and the worker's loop (exported as VLLM_CPU_NUM_OF_RESERVED_CPU). "auto":
     # none on a host of up to 4 cores, where one core is a quarter or more of the compute (on
-    # 2 cores, keeping one free cost 35-45 % of the tokens per second, Part 6), and vLLM's own
+    # 2 cores, keeping one free cost 25-45 % of the tokens per second, Part 6), and vLLM's own
     # one per engine on bigger hosts.
     "CPU_RESERVED_CORES": env.str("INFERENCE_CPU_RESERVED_CORES", default="auto"),
     # Prompt and generated tokens one engine step may take (vLLM's max_num_batched_tokens).
     # 0: 256 on a CPU (Part 6: a wave of prompts finishes prefilling in turn, not all in one
-    # long step, so its median first token came at 16-32 chats in 0.6 of the time of vLLM's
+    # long step, so its median first token came at 16-32 chats in 0.6-0.7 of the time of vLLM's
     # 2,048, at the same tokens per second), vLLM's own default on a GPU. Smaller: a long
     # prompt arriving is split into more steps, so the answers already streaming stall less,
     # and it starts later.

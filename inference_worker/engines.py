@@ -198,11 +198,11 @@ def build_engine(inference: dict) -> Engine:
 
 # Part 6 of `make bench` (docs/benchmarks.md), the default model on 2 cores: 256-token steps
 # gave the same tokens per second as vLLM's 2,048 and, at 16-32 chats, a wave's median first
-# token in 0.6 of the time, because the wave's prompts finish prefilling in turn rather than
+# token in 0.6-0.7 of the time, because the wave's prompts finish prefilling in turn rather than
 # together (512 fell in between).
 CPU_STEP_TOKENS = 256
 # Up to this many cores, vLLM's compute threads take them all ("auto" reserved cores): one
-# core kept free is a quarter or more of the compute, and on 2 cores it cost 35-45 % of the
+# core kept free is a quarter or more of the compute, and on 2 cores it cost 25-45 % of the
 # tokens per second. Above it, vLLM's own rule keeps one free for its scheduler process.
 SMALL_CPU_HOST_CORES = 4
 

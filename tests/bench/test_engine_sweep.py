@@ -32,6 +32,14 @@ def test_the_most_throughput_over_the_curve_wins_and_a_near_tie_goes_to_the_lowe
     assert chosen([default, slower_start]) == 0
 
 
+def test_first_tokens_within_a_tenth_are_a_tie_the_default_wins():
+    default = curve(10, 30, 50, 100, 110, first_token_ms=400)
+    bigger_cache = curve(10, 30, 50, 100, 111, first_token_ms=385)
+    assert chosen([default, bigger_cache]) == 0
+    clearly_sooner = curve(10, 30, 50, 100, 110, first_token_ms=300)
+    assert chosen([default, clearly_sooner]) == 1
+
+
 def test_one_wave_size_does_not_decide_alone():
     # Best at 16 chats by 4 %, behind at every other size: the curve as a whole loses.
     default = curve(10, 30, 50, 100, 110, first_token_ms=400)
