@@ -226,16 +226,12 @@ def reserved_cores(setting: str, cores: int) -> int | None:
     per engine)."""
     if setting == "auto":
         return 0 if cores <= SMALL_CPU_HOST_CORES else None
-    try:
-        reserved = int(setting)
-    except ValueError:
-        reserved = -1
-    if reserved < 0:
+    if not setting.isdigit():
         raise ValueError(
             f'INFERENCE_CPU_RESERVED_CORES is "auto" or a number of cores (0, 1, ...), '
             f"not {setting!r}"
         )
-    return reserved
+    return int(setting)
 
 
 def cpu_environment(inference: dict, cores: int | None = None) -> dict[str, str]:

@@ -83,3 +83,16 @@ def test_without_the_fix_daphne_cancels_nothing():
     assert "KeyError: 'application_instance'" in output, output
     assert "Killed" not in output, output
     assert "cancelled /early" not in output and "cancelled /late" not in output, output
+
+
+def test_the_desks_asgi_module_installs_it_under_daphne():
+    # The daphne command imports its server module before the application: so does this.
+    check = (
+        "import daphne.server, cs_site.asgi; from runtime import daphne_shutdown; "
+        "assert daphne.server.Server.kill_all_applications is "
+        "daphne_shutdown.kill_all_applications"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
