@@ -198,9 +198,17 @@ _OWN_ORDER_ZH = re.compile(
     r"取消(?:我的)?订单|"
     r"查(?:一下|询)?(?:我的)?订单|物流到哪|包裹到哪|快递到哪"
 )
-# An order number or an e-mail address already given: nothing to ask for.
+# An order number or an e-mail address already given: nothing to ask for. Order numbers come
+# in every shape ("1234", "A1001", "#AB-77", "订单12345", "order no. 123"): a number of four
+# digits or more, letters then three digits or more, a code after "#" or after "order
+# number"; Chinese text puts no space around them, so the edges are ASCII, not \b.
 _DETAILS_GIVEN = re.compile(
-    r"(?:#?\b[A-Z]{0,4}-?\d{5,}\b)|(?:[\w.+-]+@[\w-]+\.[\w.]+)", re.IGNORECASE
+    r"(?<![\d.,])\d{4,}(?!\d)"
+    r"|(?<![A-Za-z\d])[A-Z]{1,4}-?\d{3,}(?!\d)"
+    r"|#\s?[A-Z\d][A-Z\d-]{2,}"
+    r"|order\s*(?:number|no\.?|id)\s*(?:is\s*)?:?\s*[A-Z-]*\d"
+    r"|[\w.+-]+@[\w-]+\.[\w.]+",
+    re.IGNORECASE,
 )
 _ASKS_DETAILS = re.compile(
     r"order (?:number|no\.?|id)|e-?mail|订单号|订单编号|单号|邮箱|电子邮件", re.IGNORECASE

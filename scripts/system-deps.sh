@@ -68,6 +68,7 @@ for pkg in "${missing[@]}"; do
     case "$pkg" in
         nginx) found=$(command -v nginx || { [ -x "$NGINX" ] && echo "$NGINX"; } || true) ;;
         nodejs) found=$(command -v node || true) ;;
+        dovecot-imapd) found=$(command -v dovecot || { [ -x "$DOVECOT" ] && echo "$DOVECOT"; } || true) ;;
         *) found=$(command -v "$pkg" || true) ;;
     esac
     if [ -z "$found" ]; then

@@ -59,6 +59,25 @@ def database_url(db: dict) -> str:
     )
 
 
+STACK_LOG_ON_FAILURE = 30_000  # characters of the stack's output a failed test's report shows
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that ran against a stack reports the stack's last output with it: CI keeps
+    no other trace of what the worker and Daphne said."""
+    report = yield
+    if report.failed:
+        for name in ("real_stack", "synthetic_stack"):
+            stack = getattr(item, "funcargs", {}).get(name)
+            output = getattr(stack, "output", None)
+            if isinstance(output, io.StringIO):
+                report.sections.append(
+                    (f"{name} output (last part)", output.getvalue()[-STACK_LOG_ON_FAILURE:])
+                )
+    return report
+
+
 @dataclass
 class Stack:
     http: str

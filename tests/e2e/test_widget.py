@@ -73,9 +73,17 @@ class Visitor:
         answers_before = await self.page.locator(FINISHED_ANSWER).count()
         await self.page.locator("textarea").first.fill(text)
         await self.page.keyboard.press("Enter")
-        await expect(self.page.locator(FINISHED_ANSWER)).to_have_count(
-            2 * (answers_before // 2 + 1), timeout=ANSWER_TIMEOUT
-        )  # two thumbs per answer
+        try:
+            await expect(self.page.locator(FINISHED_ANSWER)).to_have_count(
+                2 * (answers_before // 2 + 1), timeout=ANSWER_TIMEOUT
+            )  # two thumbs per answer
+        except AssertionError as exc:  # say which answers ended, and how
+            ended = [
+                {key: f.get(key) for key in ("message_id", "finish_reason", "fallback", "guards")}
+                for f in self.frames
+                if f["type"] == "bot.done"
+            ]
+            raise AssertionError(f"{exc}\nbot.done frames so far: {ended}") from None
         return [f for f in self.frames if f["type"] == "bot.done"][-1]
 
 
