@@ -580,6 +580,11 @@ INFERENCE = {
     # 2 cores, keeping one free cost 25-45 % of the tokens per second, Part 6), and vLLM's own
     # one per engine on bigger hosts.
     "CPU_RESERVED_CORES": env.str("INFERENCE_CPU_RESERVED_CORES", default="auto"),
+    # Niceness of the engine's processes (vLLM's engine core and its compute threads), so that
+    # Daphne, Redis and the worker's loop get a core the moment they have work: "auto" is 10 on
+    # a CPU host, whose cores the compute shares with them, and 0 on a GPU; or 0-19
+    # (inference_worker/engine_priority.py).
+    "ENGINE_NICE": env.str("INFERENCE_ENGINE_NICE", default="auto"),
     # Prompt and generated tokens one engine step may take (vLLM's max_num_batched_tokens).
     # 0: 256 on a CPU (Part 6: a wave of prompts finishes prefilling in turn, not all in one
     # long step, so its median first token came at 16-32 chats in 0.6-0.7 of the time of vLLM's

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from inference_worker import chat_prompt
 from inference_worker.coalesce import Chunk
+from inference_worker.engine_priority import engine_niceness, nice_engine_processes
 from inference_worker.protocol import ChatTurn, Sampling, Tool
 from inference_worker.tool_choice import ToolUse
 
@@ -64,6 +65,7 @@ class VllmEngine:
         max_num_seqs: int | None = None,
         max_num_batched_tokens: int | None = None,
         block_size: int | None = None,
+        engine_nice: int = 0,
     ):
         # vLLM's CPU backend reads its KV-cache size and thread binding from the environment
         # when its engine process starts (a value already exported wins).
@@ -89,6 +91,9 @@ class VllmEngine:
             disable_log_stats=False,
         )
         self._engine = AsyncLLM.from_engine_args(args)
+        if engine_nice:
+            niced = nice_engine_processes(engine_nice)
+            log.info("engine compute niced to %d (%d threads)", engine_nice, niced)
         self._tokenizer = None
         self.model_name = model_name
         self.max_model_len = max_model_len
@@ -193,6 +198,7 @@ def build_engine(inference: dict) -> Engine:
         max_num_seqs=inference["MAX_CONCURRENCY"],
         max_num_batched_tokens=max_batched_tokens(inference),
         block_size=inference.get("BLOCK_SIZE") or None,
+        engine_nice=engine_niceness(inference.get("ENGINE_NICE", "auto"), on_cpu=_on_cpu()),
     )
 
 

@@ -85,6 +85,7 @@ class Stack:
     metrics_url: str
     output: io.StringIO
     redis_url: str = ""  # the stack's own Redis
+    worker_pid: int = 0  # the inference worker's process
 
     @property
     def origin(self) -> str:
@@ -169,7 +170,7 @@ def real_stack(django_db_setup, django_db_blocker, tmp_path_factory):
     output = io.StringIO()
     sup = Supervisor(out=output, stop_timeout=20)
     manage = [sys.executable, str(ROOT / "manage.py")]
-    sup.start("worker", [*manage, "run_inference_worker"], env, cwd=ROOT)
+    worker = sup.start("worker", [*manage, "run_inference_worker"], env, cwd=ROOT)
     sup.start(
         "daphne",
         [
@@ -206,6 +207,7 @@ def real_stack(django_db_setup, django_db_blocker, tmp_path_factory):
         metrics_url=metrics_url,
         output=output,
         redis_url=redis.url,
+        worker_pid=worker.process.pid,
     )
     sup.stop_all()
     redis.stop()

@@ -3,12 +3,15 @@ WebSocket client. Assertions read the database Daphne wrote and the engine's own
 
 import asyncio
 import json
+import os
 import time
 
+import psutil
 import pytest
 import websockets
 
 from chat.models import BotProfile, Message
+from inference_worker.engine_priority import CPU_ENGINE_NICE
 from tests.e2e.conftest import MODEL_ENDINGS, STACK_MODEL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -173,3 +176,18 @@ async def test_resume_with_the_token_continues_the_conversation(real_stack):
     with pytest.raises(websockets.ConnectionClosed) as closed:
         await ws.recv()
     assert closed.value.rcvd.code == 4404
+
+
+def test_the_engine_computes_niced_and_the_worker_streams_at_full_priority(real_stack):
+    """On a CPU host the engine's processes yield a core to Daphne, Redis and the worker's
+    loop (inference_worker/engine_priority.py); the worker's own threads do not. Last in the
+    module: the answers above ran first, so threads the engine starts late are counted too."""
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    worker = psutil.Process(real_stack.worker_pid)
+    # vLLM names its engine process "VLLM::EngineCore" (the worker's later helpers, such as
+    # its deathwatch, are not the engine).
+    engine = [p for p in worker.children(recursive=True) if p.name().startswith("VLLM::")]
+    threads = [thread.id for process in engine for thread in process.threads()]
+    assert len(threads) > 2  # the engine core: its loop and the model's compute threads
+    assert {os.getpriority(os.PRIO_PROCESS, tid) for tid in threads} == {max(ours, CPU_ENGINE_NICE)}
+    assert {os.getpriority(os.PRIO_PROCESS, thread.id) for thread in worker.threads()} == {ours}

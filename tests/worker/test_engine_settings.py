@@ -7,6 +7,8 @@ import os
 import pytest
 from django.conf import settings
 
+from inference_worker import engines
+from inference_worker.engine_priority import CPU_ENGINE_NICE
 from inference_worker.engines import (
     CPU_STEP_TOKENS,
     build_engine,
@@ -15,13 +17,20 @@ from inference_worker.engines import (
     reserved_cores,
 )
 
+niced: list[int] = []  # the niceness each engine built here was given
+
 
 @pytest.fixture
 def engine_args(monkeypatch):
+    niced.clear()
     from vllm.v1.engine.async_llm import AsyncLLM
 
     seen = []
     monkeypatch.setattr(AsyncLLM, "from_engine_args", classmethod(lambda cls, a: seen.append(a)))
+    # No process of this test run is niced (the stacks of tests/e2e are its children too).
+    monkeypatch.setattr(
+        engines, "nice_engine_processes", lambda niceness: niced.append(niceness) or 0
+    )
     for name in (
         "VLLM_CPU_OMP_THREADS_BIND",
         "VLLM_CPU_KVCACHE_SPACE",
@@ -42,9 +51,11 @@ def test_the_settings_become_vllms_arguments_and_environment(engine_args):
             "BLOCK_SIZE": 32,
             "MAX_CONCURRENCY": 12,
             "MAX_BATCHED_TOKENS": 1024,
+            "ENGINE_NICE": "0",
         }
     )
     (args,) = engine_args
+    assert niced == []
     assert (args.max_num_seqs, args.max_num_batched_tokens, args.block_size) == (12, 1024, 32)
     assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
     assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "3"
@@ -63,6 +74,8 @@ def test_the_defaults_on_this_cpu_host_take_every_core_in_256_token_steps(engine
     # This machine has 2 cores: none is kept free of the compute threads.
     assert len(os.sched_getaffinity(0)) <= 4
     assert os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    # And the compute, on every core, yields to the desk's processes.
+    assert niced == [CPU_ENGINE_NICE] == [10]
 
 
 def test_a_gpu_keeps_vllms_own_step_size_unless_one_is_set():
