@@ -437,7 +437,8 @@ def unsupported_names(answer: str, told: str) -> list[str]:
     given = {
         word.casefold() for word in re.findall(r"[\w&'-]+", unicodedata.normalize("NFKC", told))
     }
-    pattern = _NAME_IN_CHINESE if han_share(answer) > 0.5 else _NAME_EN
+    # An answer with no letters at all ("1–2") has no share: it names nothing either way.
+    pattern = _NAME_IN_CHINESE if (han_share(answer) or 0) > 0.5 else _NAME_EN
     found = []
     for match in pattern.finditer(answer.strip()):
         words = re.findall(r"[\w&'-]+", match.group())

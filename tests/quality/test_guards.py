@@ -541,6 +541,8 @@ async def test_a_yes_against_any_line_as_good_as_the_best_one_is_replaced(sample
         ("You can pay with American Express or Apple Pay.", ["Apple Pay"]),
         ("我们使用 FedEx 和 DHL 配送。", ["FedEx"]),
         ("我们使用 DHL 配送。", []),
+        ("1–2.", []),  # no letters at all: no script to judge names by, and no names
+        ("", []),
     ],
 )
 def test_a_name_the_model_was_not_given_is_found(answer, made_up):
@@ -563,6 +565,16 @@ async def test_a_carrier_the_help_centre_does_not_name_is_replaced_by_its_lines(
     # (A question about "my parcel" without its number gets the request for it after.)
     assert body["guards"] == ["ask_details"]
     assert body["response"].startswith("We work with PostNL, DHL and UPS.")
+
+
+async def test_an_answer_of_figures_alone_is_the_models_answer(sample, worker, engine):
+    """No letters in it: the guards judge it like any answer (before, the names guard failed
+    on it, and the customer got the text cut off and the fallback after it)."""
+    engine.reply = lambda prompt: "1–2"
+    body, stored = await ask(engine, "How long does delivery take to Germany?")
+    assert body["fallback"] is False and body["response"].startswith("1–2")
+    bot_messages = Message.objects.filter(conversation_id=stored.conversation_id, role="bot")
+    assert await bot_messages.acount() == 1  # the answer, and no fallback after it
 
 
 async def test_an_answer_wrong_twice_with_passages_becomes_their_own_words(sample, worker, engine):
