@@ -31,15 +31,11 @@ def engine_niceness(setting: str, *, on_cpu: bool) -> int:
     GPU (where the engine process feeds the GPU, and slowing it idles the GPU)."""
     if setting == "auto":
         return CPU_ENGINE_NICE if on_cpu else 0
-    try:
-        niceness = int(setting)
-    except ValueError:
-        niceness = -1
-    if not 0 <= niceness <= 19:
+    if not setting.isdigit() or int(setting) > 19:
         raise ValueError(
             f'INFERENCE_ENGINE_NICE is "auto" or a niceness from 0 to 19, not {setting!r}'
         )
-    return niceness
+    return int(setting)
 
 
 def nice_engine_processes(niceness: int, parent: int | None = None) -> int:
