@@ -91,13 +91,6 @@ RECEIVE_BATCH = 200  # messages one round trip may take for a process
 _BUNDLE = "__desk_bundle__"  # a message that carries [[channel, message], ...] (send_bundle)
 
 
-def _observe(task: asyncio.Task) -> None:
-    """A shielded wait whose caller was cancelled: its failure (Redis gone) has nobody to go
-    to, and the next receive meets it anyway."""
-    if not task.cancelled():
-        task.exception()
-
-
 class DeskChannelLayer(RedisChannelLayer):
     def __init__(self, *args, local_capacity: int | None = None, **kwargs):
         """`local_capacity`: messages one process-local channel may buffer in this process
@@ -151,16 +144,22 @@ class DeskChannelLayer(RedisChannelLayer):
                 if taken:
                     break
                 continue
-            # Nothing waiting: block until something arrives, put it back (same score: the
-            # same place) and take it with whatever came with it, under the backup's guard.
-            # Shielded: BZPOPMIN removes the message from Redis, so a receiver cancelled
-            # between the pop and the put-back (an answer's receiver ends while others of the
-            # process stream) would lose it. Measured: one delta in ~1,000 answers went
-            # missing mid-stream under load. The put-back now completes whatever happens to
-            # the caller.
+            # Nothing waiting: block until something arrives and take it as a batch of one.
+            # BZPOPMIN removes the message from Redis, so the pop is shielded and a receiver
+            # cancelled while it waits (an answer's receiver ends while others of the process
+            # stream) hands what the pop takes to its channels' buffers and sinks instead
+            # (measured before the shield: one delta in ~1,000 answers went missing
+            # mid-stream under load). The message is not put back and taken again: at one
+            # answer per process that cost two more round trips per delta.
             waiting = asyncio.ensure_future(self._wait_for_arrival(connection, key))
-            waiting.add_done_callback(_observe)
-            await asyncio.shield(waiting)
+            try:
+                taken = await asyncio.shield(waiting)
+            except asyncio.CancelledError:
+                waiting.add_done_callback(self._deliver_orphaned)
+                raise
+            taken = self._to_sinks(taken)
+            if taken:
+                break
         # The caller (channels-redis's receive) buffers the first message as soon as it gets
         # it; the rest follow it, in order, at the event loop's next turn. Nothing is awaited
         # in between: they all reach their buffers, or (cancelled before this point) they are
@@ -170,11 +169,20 @@ class DeskChannelLayer(RedisChannelLayer):
             asyncio.get_running_loop().call_soon(self._buffer, rest)
         return first
 
-    async def _wait_for_arrival(self, connection, key: str) -> None:
+    async def _wait_for_arrival(self, connection, key: str) -> list:
+        """The first message to arrive, as a batch ([member, score]); [] at the timeout."""
         woke = await connection.bzpopmin(key, timeout=self.brpop_timeout)
-        if woke is not None:
-            _, member, score = woke
-            await connection.zadd(key, {member: float(score)})
+        if woke is None:
+            return []
+        _, member, score = woke
+        return [member, score]
+
+    def _deliver_orphaned(self, waiting: asyncio.Future) -> None:
+        """What a pop took for a receiver that was cancelled meanwhile: to its channels, as
+        the next receive would have delivered it (a failed pop, Redis gone, took nothing)."""
+        if waiting.cancelled() or waiting.exception() is not None:
+            return
+        self._buffer(self._to_sinks(waiting.result()))
 
     def _to_sinks(self, taken: list) -> list:
         """Unpack a batch ([member, score, ...]); deliver what has a sink, return the rest."""

@@ -241,10 +241,9 @@ async def test_a_batch_cut_short_by_a_cancellation_is_received_next_time():
 
 
 async def test_a_receiver_cancelled_as_a_message_arrives_loses_nothing(monkeypatch):
-    # A receiver blocked on an idle process key pops the first message that arrives (then
-    # puts it back for the batch read). Cancelled right after the pop, before the put-back
-    # (an answer's receiver ends while the process streams others), it must not take the
-    # message with it.
+    # A receiver blocked on an idle process key pops the first message that arrives.
+    # Cancelled right after the pop, before it could hand the message over (an answer's
+    # receiver ends while the process streams others), it must not take the message with it.
     from redis.asyncio import Redis
 
     desk = layer()
@@ -255,7 +254,7 @@ async def test_a_receiver_cancelled_as_a_message_arrives_loses_nothing(monkeypat
     async def bzpopmin_then_cancelled(self, *args, **kwargs):
         popped = await real_bzpopmin(self, *args, **kwargs)
         if popped is not None and receiver is not None:
-            receiver.cancel()  # lands before the put-back
+            receiver.cancel()  # lands before the message is handed over
             await asyncio.sleep(0)
         return popped
 
@@ -268,3 +267,34 @@ async def test_a_receiver_cancelled_as_a_message_arrives_loses_nothing(monkeypat
     monkeypatch.setattr(Redis, "bzpopmin", real_bzpopmin)
     assert await asyncio.wait_for(desk.receive(other), 5) == {"type": "for.other"}
     await desk.close_pools()
+
+
+async def test_a_message_to_an_idle_process_costs_two_round_trips(monkeypatch):
+    # One answer streaming to a process that waits for it: every delta wakes the blocked pop.
+    # The pop's message is delivered as it is (not put back and read again), so a delta
+    # costs the pop and the look for more that precedes the next one.
+    from redis.asyncio import Redis
+
+    receiving, sending = layer(), layer()
+    channel = await receiving.new_channel()
+    await sending.send(channel, {"type": "warm"})  # a fresh Redis learns the scripts once
+    await receiving.receive(channel)
+    pool = receiving.connection(receiving.consistent_hash(channel)).connection_pool
+    commands = []
+    real_execute = Redis.execute_command
+
+    async def counting(self, *args, **options):
+        if self.connection_pool is pool:
+            commands.append(args[0])
+        return await real_execute(self, *args, **options)
+
+    monkeypatch.setattr(Redis, "execute_command", counting)
+    for n in range(3):
+        receiver = asyncio.create_task(receiving.receive(channel))
+        await poll(lambda: "BZPOPMIN" in commands, timeout=5)
+        await sending.send(channel, {"type": "x", "n": n})
+        assert (await asyncio.wait_for(receiver, 5))["n"] == n
+        assert commands == ["EVALSHA", "BZPOPMIN"]
+        commands.clear()
+    await receiving.close_pools()
+    await sending.close_pools()
