@@ -129,7 +129,32 @@ _MAX_PERIOD = 250
 _MIN_SPAN = {"han": 24, "spaced": 60}
 
 
+# Whether the text ends in a loop depends on its last 3 * _MAX_PERIOD normalised characters
+# (three rounds of the longest stretch), so a stream's every chunk is checked on a window
+# of its end: checking the whole answer each time cost the worker time that grew with the
+# square of the answer's length. This many characters normalise to more than that unless
+# they are mostly digits and spaces; then the window doubles until they do.
+_WINDOW = 4 * _MAX_PERIOD
+
+
 def loop_start(text: str) -> int | None:
+    """Where a loop begins in `text` (an index into it), or None when there is none.
+    Decided on the end of the text; where the loop begins is then found in all of it."""
+    size = _WINDOW
+    while size < len(text):
+        window = text[-size:]
+        # A run of digits or spaces that the window cuts normalises to one more symbol at its
+        # start than in the whole text; the rest is the whole text's normalised end.
+        norm = _normalised(window)
+        if len(norm) > 3 * _MAX_PERIOD + 1:
+            if _loop_start(window, norm) is None:
+                return None
+            break
+        size *= 2  # mostly digits and spaces: a longer window
+    return _loop_start(text)
+
+
+def _loop_start(text: str, norm: str | None = None) -> int | None:
     """Where a loop begins in `text` (an index into it), or None when there is none.
 
     A loop is a stretch said again and again at the end of the text: its last characters (at
@@ -141,13 +166,18 @@ def loop_start(text: str) -> int | None:
     loops as much as one sentence said three times, but only when the stretch says something
     (three words, or four Chinese characters): "A1001, A1002, A1003 …" or "word1 word2 word3 …"
     is a list, not a loop. The loop begins at the stretch's second round; what came before it
-    was said once."""
-    norm = _normalised(text)
+    was said once. `norm`: `text` normalised, when the caller has it."""
+    if norm is None:
+        norm = _normalised(text)
     size = len(norm)
     span = _MIN_SPAN["han" if (han_share(norm[-60:]) or 0) > 0.5 else "spaced"]
     for period in range(1, min(_MAX_PERIOD, size // 3) + 1):
         length = max(3 * period, span)
-        if length > size or norm[size - length + period :] != norm[size - length : size - period]:
+        # The last character said `period` characters earlier too: a cheap first test that
+        # most periods fail, before two slices of up to 750 characters are compared.
+        if length > size or norm[size - 1] != norm[size - 1 - period]:
+            continue
+        if norm[size - length + period :] != norm[size - length : size - period]:
             continue
         # The smallest period: is that stretch said word for word, or only alike in numbers?
         if not _repeats_exactly(text, period, length) and not _says_something(
@@ -184,6 +214,18 @@ def _original_index(text: str, norm_index: int) -> int:
     return low
 
 
+# A character no word (of `_WORD`) contains: the text before it and after it count apart.
+_WORD_BREAK = regex.compile(r"[^\p{L}\p{N}'’\-._/@]|\p{Han}", regex.V1)
+
+
+def _last_word_break(text: str, start: int) -> int:
+    """The end of the last word break in text[start:] (an index into text), or `start`."""
+    for index in range(len(text) - 1, start - 1, -1):
+        if _WORD_BREAK.match(text, index):
+            return index + 1
+    return start
+
+
 class StreamGuard:
     """Watches one answer as it streams. `feed(text)` returns None while the answer may go
     on, or the finish reason that stops it ("repetition", "length"); `kept()` is then the
@@ -197,6 +239,11 @@ class StreamGuard:
         self.text = ""
         self.reason: str | None = None
         self._kept: str | None = None
+        # The text up to _counted ends where no word can go on; its words and Chinese
+        # characters are counted once, and each chunk counts only what came after.
+        self._counted = 0
+        self._words = 0
+        self._han = 0
 
     def feed(self, text: str) -> str | None:
         if self.reason is not None:
@@ -208,11 +255,26 @@ class StreamGuard:
                 self.reason = self.REPETITION
                 self._kept = cut_at_sentence(self.text[:start])
                 return self.reason
-        if self.limit is not None and self.limit.exceeded_by(self.text):
+        if self.limit is not None and self._over_limit():
             self.reason = self.LENGTH
             self._kept = cut_at_sentence(self.limit.fit(self.text))
             return self.reason
         return None
+
+    def _over_limit(self) -> bool:
+        """`limit.exceeded_by(self.text)`, counting each part of the text once."""
+        text, start = self.text, self._counted
+        end = _last_word_break(text, start)
+        if end > start:
+            settled = text[start:end]
+            self._words += word_count(settled)
+            self._han += han_count(settled)
+            self._counted = end
+        rest = text[self._counted :]
+        return (
+            self._words + word_count(rest) > self.limit.words
+            or self._han + han_count(rest) > self.limit.han
+        )
 
     def finished(self, finish_reason: str | None) -> str | None:
         """The engine ended the answer. Returns the text kept when a guard cut it and it

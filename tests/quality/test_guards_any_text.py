@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chat import guards
+from inference_worker import textguards
 from inference_worker.textguards import AnswerLimit, StreamGuard
 
 PIECES = [
@@ -66,3 +67,34 @@ def test_the_stream_guard_takes_any_text(chunks, words, han, loops, finish_reaso
         if guard.feed(chunk) is not None:
             break
     guard.finished(finish_reason)
+
+
+# Long answers, some ending in a loop of a stretch of any length (up to past the longest a
+# loop may have), with runs of digits and spaces that a window may cut.
+LONG = st.builds(
+    lambda head, stretch, rounds, tail: head + stretch * rounds + tail,
+    st.lists(
+        st.sampled_from([*PIECES, "1234567890" * 30, " " * 300]), min_size=150, max_size=400
+    ).map(" ".join),
+    st.lists(st.sampled_from(PIECES), min_size=1, max_size=60).map(" ".join),
+    st.integers(0, 12),
+    st.sampled_from(["", " So", "。", " 1234"]),
+)
+
+
+@SETTINGS
+@given(text=LONG)
+def test_a_loop_is_judged_on_the_end_of_the_text_as_on_all_of_it(text):
+    assert textguards.loop_start(text) == textguards._loop_start(text)
+
+
+@SETTINGS
+@given(chunks=st.lists(TEXT, min_size=1, max_size=30), words=st.integers(1, 60))
+def test_the_stream_guard_counts_an_answer_as_a_whole_text_is_counted(chunks, words):
+    limit = AnswerLimit(words=words, han=words)
+    guard = StreamGuard(loops=False, limit=limit)
+    for chunk in chunks:
+        reason = guard.feed(chunk)
+        assert (reason == StreamGuard.LENGTH) == limit.exceeded_by(guard.text)
+        if reason is not None:
+            break
