@@ -59,6 +59,11 @@ def _vllm_data(results: vs_vllm.Results) -> dict:
                 results.answers[(concurrency, "ours")], results.answers[(concurrency, "theirs")]
             ),
             "same_text": results.same_text[concurrency],
+            "serving_cpu_ms_per_token": {
+                side: vs_vllm.ms_per_token(*results.serving_cpu[(concurrency, side)])
+                for side in ("ours", "theirs")
+                if (concurrency, side) in results.serving_cpu
+            },
         }
     return {
         "plan": dataclasses.asdict(results.plan),
@@ -339,6 +344,29 @@ def vllm_section(data: dict, quick: bool) -> str:
             f"{_fmt(c['tokens_per_second_ratio'], 2, '×')}{low_high('tokens_per_second_ratio')} "
             f"| {same} of {compared} | {marks} |"
         )
+    cpu_rows = [
+        (concurrency, row["serving_cpu_ms_per_token"])
+        for concurrency, row in data["rows"].items()
+        if row.get("serving_cpu_ms_per_token")
+    ]
+    if cpu_rows:
+        out += [
+            "",
+            "*Serving CPU per token*: CPU time of the processes that carry the tokens from the "
+            "engine to the client, over the measured rounds, per completion token; the "
+            "engine's own processes are left out. Ours: the worker's main process (vLLM's "
+            "AsyncLLM front end and our loop), Daphne and Redis; theirs: the API server (the "
+            "same AsyncLLM front end, and HTTP). On a host whose cores all compute, this is "
+            "time taken from the engine.",
+            "",
+            "| chats | ours | vLLM server |",
+            "|---:|---:|---:|",
+            *(
+                f"| {concurrency} | {_fmt(cpu.get('ours'), 2, ' ms')} | "
+                f"{_fmt(cpu.get('theirs'), 2, ' ms')} |"
+                for concurrency, cpu in cpu_rows
+            ),
+        ]
     out += [
         "",
         f"Targets (from the issue): first-token p50 ≤ {vs_vllm.FIRST_TOKEN_RATIO_MAX}× at 1 and "

@@ -94,6 +94,9 @@ class Results:
     answers: dict = field(default_factory=dict)  # (concurrency, side) → [[Answer] per round]
     same_text: dict = field(default_factory=dict)  # concurrency → (identical, compared)
     others_cpu: float | None = None  # % of one core the rest of the machine used meanwhile
+    # (concurrency, side) → [CPU seconds of the side's serving processes, tokens] over its
+    # measured rounds: what carrying the tokens from the engine to the client costs.
+    serving_cpu: dict = field(default_factory=dict)
     model: str = ""  # the model folder both sides served
 
 
@@ -235,7 +238,10 @@ async def wait_quiet(metrics_urls: list[str]) -> None:
             await asyncio.sleep(0.2)
 
 
-async def _all_rounds(plan: Plan, sides: list, metrics_urls: list[str]) -> dict:
+async def _all_rounds(
+    plan: Plan, sides: list, metrics_urls: list[str], serving: dict, serving_cpu: dict
+) -> dict:
+    """Every round, alternating sides; `serving_cpu` gathers each side's serving CPU."""
     answers = {}
     theirs = sides[-1]
     bar = tqdm(
@@ -251,9 +257,12 @@ async def _all_rounds(plan: Plan, sides: list, metrics_urls: list[str]) -> dict:
         for round_no in range(plan.rounds):
             for side in sides:
                 await wait_quiet(metrics_urls)
-                answers.setdefault((concurrency, side.name), []).append(
-                    await one_round(side, concurrency, plan, round_no * concurrency)
-                )
+                cpu_before = _cpu_seconds(serving[side.name])[2]
+                answered = await one_round(side, concurrency, plan, round_no * concurrency)
+                spent = serving_cpu.setdefault((concurrency, side.name), [0.0, 0])
+                spent[0] += _cpu_seconds(serving[side.name])[2] - cpu_before
+                spent[1] += sum(a.tokens for a in answered)
+                answers.setdefault((concurrency, side.name), []).append(answered)
                 bar.update()
         for side in sides[:-1]:
             tqdm.write(
@@ -264,6 +273,11 @@ async def _all_rounds(plan: Plan, sides: list, metrics_urls: list[str]) -> dict:
                     name=side.name,
                 )
             )
+        per_token = (
+            f"{side.name} {_fmt_ms(ms_per_token(*serving_cpu[(concurrency, side.name)]))}"
+            for side in sides
+        )
+        tqdm.write(f"  serving CPU per token at {concurrency} chat(s): {', '.join(per_token)}")
     bar.close()
     await theirs.client.aclose()
     return answers
@@ -280,6 +294,10 @@ class Processes:
     sampling: dict
     system_prompt: object  # () -> str: what our consumer renders, to the minute
     all: list  # psutil processes, with their children, for CPU accounting
+    # Side → the processes that carry its tokens from the engine to the client, the engine's
+    # own processes (children) left out: ours the worker's main process (vLLM's AsyncLLM
+    # front end, our loop), Daphne and Redis; theirs the API server (the same AsyncLLM, HTTP).
+    serving: dict
     model: str  # the model folder's name
 
 
@@ -374,6 +392,10 @@ def start_processes(bench: Bench, plan: Plan) -> Processes:
 
     # httpx logs every request at INFO through the settings' root handler: not over the bars.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    redis = psutil.Process(bench.redis.pid)
+    serving = {"ours": [worker, daphne, redis], "theirs": [server]}
+    if plan.second_desk:
+        serving["ours-b"] = [worker, desks[1], redis]
     return Processes(
         port,
         second_port,
@@ -385,6 +407,7 @@ def start_processes(bench: Bench, plan: Plan) -> Processes:
         sampling,
         system_prompt,
         [p for root in (worker, *desks, server) for p in (root, *root.children(recursive=True))],
+        serving,
         Path(model_dir).name,
     )
 
@@ -402,12 +425,15 @@ def run(bench: Bench, plan: Plan) -> Results:
     if procs.second_port is not None:
         sides.insert(1, Ours(procs.second_port, name="ours-b"))
     before = _cpu_seconds(procs.all)
+    serving_cpu: dict = {}
     try:
-        answers = asyncio.run(_all_rounds(plan, sides, procs.metrics_urls))
+        answers = asyncio.run(
+            _all_rounds(plan, sides, procs.metrics_urls, procs.serving, serving_cpu)
+        )
         after = _cpu_seconds(procs.all)
     finally:
         stop_processes(bench)
-    results = Results(plan, answers=answers, model=procs.model)
+    results = Results(plan, answers=answers, model=procs.model, serving_cpu=serving_cpu)
     wall = after[0] - before[0]
     results.others_cpu = max(0.0, 100 * ((after[1] - before[1]) - (after[2] - before[2])) / wall)
     results.system_prompt_tokens = {
@@ -424,6 +450,14 @@ def run(bench: Bench, plan: Plan) -> Results:
         common = set(mine) & set(other)
         results.same_text[concurrency] = (sum(mine[q] == other[q] for q in common), len(common))
     return results
+
+
+def ms_per_token(cpu_seconds: float, tokens: int) -> float | None:
+    return 1000 * cpu_seconds / tokens if tokens else None
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f} ms"
 
 
 def _cpu_seconds(processes) -> tuple[float, float, float]:

@@ -1,0 +1,35 @@
+"""Part 2's page from its measurements: the serving CPU per token beside the ratios."""
+
+from bench import report, vs_vllm
+
+
+def rounds(tokens: int) -> list[list[vs_vllm.Answer]]:
+    return [
+        [vs_vllm.Answer("q", sent=0.0, first_token=0.1, done=2.0, tokens=tokens, text="a")]
+        for _ in range(2)
+    ]
+
+
+def test_the_page_shows_each_sides_serving_cpu_per_token():
+    plan = vs_vllm.Plan(concurrency=(1, 16), rounds=2)
+    results = vs_vllm.Results(
+        plan,
+        system_prompt_tokens={"ours": [30], "theirs": [30]},
+        answers={(c, side): rounds(100) for c in (1, 16) for side in ("ours", "theirs")},
+        same_text={1: (2, 2), 16: (2, 2)},
+        others_cpu=0.0,
+        model="m",
+        # ours: 0.9 s over 400 tokens; theirs: 0.2 s over 400 tokens; none measured at 16
+        serving_cpu={(1, "ours"): [0.9, 400], (1, "theirs"): [0.2, 400]},
+    )
+    data = report._vllm_data(results)
+    assert data["rows"]["1"]["serving_cpu_ms_per_token"] == {"ours": 2.25, "theirs": 0.5}
+    assert data["rows"]["16"]["serving_cpu_ms_per_token"] == {}
+    page = report.vllm_section({**data, "measured": "now"}, quick=False)
+    assert "| 1 | 2.25 ms | 0.50 ms |" in page
+    assert "| 16 | " not in page.split("Serving CPU per token")[1].split("Targets")[0]
+
+
+def test_no_tokens_is_no_figure():
+    assert vs_vllm.ms_per_token(1.0, 0) is None
+    assert vs_vllm.ms_per_token(0.5, 250) == 2.0
