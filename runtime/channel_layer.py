@@ -98,6 +98,7 @@ class DeskChannelLayer(RedisChannelLayer):
         silently drops the oldest beyond it)."""
         super().__init__(*args, **kwargs)
         self._batch_in_flight: set[str] = set()  # keys whose last batch may not have arrived
+        self._keeping_up: set[str] = set()  # keys whose last pop waited (receive_single)
         self._sinks: dict[str, Callable[[dict], None]] = {}  # see attach()
         if local_capacity is not None:
             self.receive_buffer.default_factory = functools.partial(BoundedQueue, local_capacity)
@@ -136,14 +137,20 @@ class DeskChannelLayer(RedisChannelLayer):
             # redis-py can turn a cancellation that meets its read timeout into an empty
             # reply: without this check the loop would go on receiving for a cancelled task.
             raise_if_cancelled()
-            taken = await self._take_batch(connection, key)
-            if taken:
-                # Messages for attached channels reach their sinks now, in order; the first
-                # of the others is returned below. A batch all for sinks: read on.
-                taken = self._to_sinks(taken)
+            # A process that keeps up (nothing was left behind its last pop: one answer
+            # streaming, a delta every 40-100 ms) blocks at once; looking for a batch first
+            # would find nothing and cost a round trip per delta. A pop that left messages
+            # waiting sends the next receive back to batches. A batch cut short is always put
+            # back first.
+            if key not in self._keeping_up or key in self._batch_in_flight:
+                taken = await self._take_batch(connection, key)
                 if taken:
-                    break
-                continue
+                    # Messages for attached channels reach their sinks now, in order; the
+                    # first of the others is returned below. A batch all for sinks: read on.
+                    taken = self._to_sinks(taken)
+                    if taken:
+                        break
+                    continue
             # Nothing waiting: block until something arrives and take it as a batch of one.
             # BZPOPMIN removes the message from Redis, so the pop is shielded and a receiver
             # cancelled while it waits (an answer's receiver ends while others of the process
@@ -153,10 +160,15 @@ class DeskChannelLayer(RedisChannelLayer):
             # answer per process that cost two more round trips per delta.
             waiting = asyncio.ensure_future(self._wait_for_arrival(connection, key))
             try:
-                taken = await asyncio.shield(waiting)
+                taken, left = await asyncio.shield(waiting)
             except asyncio.CancelledError:
+                self._keeping_up.discard(key)
                 waiting.add_done_callback(self._deliver_orphaned)
                 raise
+            if left:
+                self._keeping_up.discard(key)
+            else:
+                self._keeping_up.add(key)
             taken = self._to_sinks(taken)
             if taken:
                 break
@@ -169,20 +181,25 @@ class DeskChannelLayer(RedisChannelLayer):
             asyncio.get_running_loop().call_soon(self._buffer, rest)
         return first
 
-    async def _wait_for_arrival(self, connection, key: str) -> list:
-        """The first message to arrive, as a batch ([member, score]); [] at the timeout."""
-        woke = await connection.bzpopmin(key, timeout=self.brpop_timeout)
+    async def _wait_for_arrival(self, connection, key: str) -> tuple[list, int]:
+        """The first message to arrive, as a batch ([member, score]; [] at the timeout), and
+        how many were left waiting behind it (counted as it was taken, in the same round
+        trip: Redis runs the count when the pop returns)."""
+        async with connection.pipeline(transaction=False) as pipe:
+            pipe.bzpopmin(key, timeout=self.brpop_timeout)
+            pipe.zcard(key)
+            woke, left = await pipe.execute()
         if woke is None:
-            return []
+            return [], left
         _, member, score = woke
-        return [member, score]
+        return [member, score], left
 
     def _deliver_orphaned(self, waiting: asyncio.Future) -> None:
         """What a pop took for a receiver that was cancelled meanwhile: to its channels, as
         the next receive would have delivered it (a failed pop, Redis gone, took nothing)."""
         if waiting.cancelled() or waiting.exception() is not None:
             return
-        self._buffer(self._to_sinks(waiting.result()))
+        self._buffer(self._to_sinks(waiting.result()[0]))
 
     def _to_sinks(self, taken: list) -> list:
         """Unpack a batch ([member, score, ...]); deliver what has a sink, return the rest."""

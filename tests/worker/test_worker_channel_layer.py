@@ -244,57 +244,76 @@ async def test_a_receiver_cancelled_as_a_message_arrives_loses_nothing(monkeypat
     # A receiver blocked on an idle process key pops the first message that arrives.
     # Cancelled right after the pop, before it could hand the message over (an answer's
     # receiver ends while the process streams others), it must not take the message with it.
-    from redis.asyncio import Redis
-
     desk = layer()
     listening, other = await desk.new_channel(), await desk.new_channel()
     receiver = None
-    real_bzpopmin = Redis.bzpopmin
+    real_wait = DeskChannelLayer._wait_for_arrival
 
-    async def bzpopmin_then_cancelled(self, *args, **kwargs):
-        popped = await real_bzpopmin(self, *args, **kwargs)
-        if popped is not None and receiver is not None:
+    async def wait_then_cancelled(self, *args, **kwargs):
+        popped = await real_wait(self, *args, **kwargs)
+        if popped[0] and receiver is not None:
             receiver.cancel()  # lands before the message is handed over
             await asyncio.sleep(0)
         return popped
 
-    monkeypatch.setattr(Redis, "bzpopmin", bzpopmin_then_cancelled)
+    monkeypatch.setattr(DeskChannelLayer, "_wait_for_arrival", wait_then_cancelled)
     receiver = asyncio.create_task(desk.receive(listening))
     await asyncio.sleep(0.2)  # blocked in BZPOPMIN on the idle key
     await desk.send(other, {"type": "for.other"})
     with pytest.raises(asyncio.CancelledError):
         await receiver
-    monkeypatch.setattr(Redis, "bzpopmin", real_bzpopmin)
+    monkeypatch.setattr(DeskChannelLayer, "_wait_for_arrival", real_wait)
     assert await asyncio.wait_for(desk.receive(other), 5) == {"type": "for.other"}
     await desk.close_pools()
 
 
-async def test_a_message_to_an_idle_process_costs_two_round_trips(monkeypatch):
+async def test_a_process_that_keeps_up_costs_one_round_trip_per_message(monkeypatch):
     # One answer streaming to a process that waits for it: every delta wakes the blocked pop.
-    # The pop's message is delivered as it is (not put back and read again), so a delta
-    # costs the pop and the look for more that precedes the next one.
+    # The pop's message is delivered as it is (not put back and read again), and a pop with
+    # nothing behind it sends the next receive straight back to waiting: one round trip a
+    # delta.
     from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline
 
     receiving, sending = layer(), layer()
     channel = await receiving.new_channel()
     await sending.send(channel, {"type": "warm"})  # a fresh Redis learns the scripts once
     await receiving.receive(channel)
     pool = receiving.connection(receiving.consistent_hash(channel)).connection_pool
-    commands = []
-    real_execute = Redis.execute_command
+    commands = []  # one entry per round trip: a command, or a pipeline's commands joined
+    real_execute, real_pipeline_execute = Redis.execute_command, Pipeline.execute
 
     async def counting(self, *args, **options):
         if self.connection_pool is pool:
             commands.append(args[0])
         return await real_execute(self, *args, **options)
 
+    async def counting_pipeline(self, *args, **options):
+        if self.connection_pool is pool:
+            commands.append("+".join(c[0][0] for c in self.command_stack))
+        return await real_pipeline_execute(self, *args, **options)
+
     monkeypatch.setattr(Redis, "execute_command", counting)
-    for n in range(3):
+    monkeypatch.setattr(Pipeline, "execute", counting_pipeline)
+    per_message = []
+    for n in range(4):
         receiver = asyncio.create_task(receiving.receive(channel))
-        await poll(lambda: "BZPOPMIN" in commands, timeout=5)
+        await poll(lambda: "BZPOPMIN+ZCARD" in commands, timeout=5)
+        await asyncio.sleep(0.02)  # the customer reads; the next delta comes a little later
         await sending.send(channel, {"type": "x", "n": n})
         assert (await asyncio.wait_for(receiver, 5))["n"] == n
-        assert commands == ["EVALSHA", "BZPOPMIN"]
+        per_message.append(list(commands))
         commands.clear()
+    # The first pop follows a look for a batch; none left anything behind it, so every pop
+    # after it is the receive's only round trip.
+    assert per_message == [["EVALSHA", "BZPOPMIN+ZCARD"]] + [["BZPOPMIN+ZCARD"]] * 3
+
+    # A burst meets a process that was keeping up: one pop finds the others behind it, and
+    # they are read in batches.
+    for n in range(100):
+        await sending.send(channel, {"type": "burst", "n": n})
+    got = [(await asyncio.wait_for(receiving.receive(channel), 5))["n"] for _ in range(100)]
+    assert got == list(range(100))
+    assert commands[0] == "BZPOPMIN+ZCARD" and commands[1:] == ["EVALSHA"]
     await receiving.close_pools()
     await sending.close_pools()
