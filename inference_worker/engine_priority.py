@@ -40,9 +40,25 @@ def engine_niceness(setting: str, *, on_cpu: bool) -> int:
 
 def nice_engine_processes(niceness: int, parent: int | None = None) -> int:
     """Give every thread of `parent`'s child processes (this process's by default) at least
-    `niceness`. Returns the number of threads changed."""
+    `niceness`. Returns the number of threads changed.
+
+    Passes repeat until one changes nothing: a thread started, while a pass runs, by a thread
+    that pass had not yet reached inherits the old niceness and is only seen by the next."""
     if niceness <= 0:
         return 0
+    changed = 0
+    for _ in range(_MAX_PASSES):
+        this_pass = _nice_pass(niceness, parent)
+        changed += this_pass
+        if not this_pass:
+            break
+    return changed
+
+
+_MAX_PASSES = 5
+
+
+def _nice_pass(niceness: int, parent: int | None) -> int:
     changed = 0
     for child in psutil.Process(parent).children(recursive=True):
         try:
