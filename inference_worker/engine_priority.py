@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 # On a CPU host: the desk's processes win a core at about nine times the compute's weight.
 CPU_ENGINE_NICE = 10
+# Passes over the engine's threads at most (nice_engine_processes): one more than a start-up
+# that keeps spawning threads has needed.
+_MAX_PASSES = 5
 
 
 def engine_niceness(setting: str, *, on_cpu: bool) -> int:
@@ -53,9 +56,6 @@ def nice_engine_processes(niceness: int, parent: int | None = None) -> int:
         if not this_pass:
             break
     return changed
-
-
-_MAX_PASSES = 5
 
 
 def _nice_pass(niceness: int, parent: int | None) -> int:

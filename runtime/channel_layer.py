@@ -98,7 +98,7 @@ class DeskChannelLayer(RedisChannelLayer):
         silently drops the oldest beyond it)."""
         super().__init__(*args, **kwargs)
         self._batch_in_flight: set[str] = set()  # keys whose last batch may not have arrived
-        self._keeping_up: set[str] = set()  # keys whose last pop waited (receive_single)
+        self._keeping_up: set[str] = set()  # keys whose last pop left nothing behind it
         self._sinks: dict[str, Callable[[dict], None]] = {}  # see attach()
         if local_capacity is not None:
             self.receive_buffer.default_factory = functools.partial(BoundedQueue, local_capacity)
@@ -174,8 +174,9 @@ class DeskChannelLayer(RedisChannelLayer):
                 break
         # The caller (channels-redis's receive) buffers the first message as soon as it gets
         # it; the rest follow it, in order, at the event loop's next turn. Nothing is awaited
-        # in between: they all reach their buffers, or (cancelled before this point) they are
-        # still in the backup and the next call puts them back.
+        # in between: they all reach their buffers, or (cancelled before this point) a batch
+        # is still in the backup and the next call puts it back, and a pop's message reaches
+        # its buffer through _deliver_orphaned.
         first, *rest = taken
         if rest:
             asyncio.get_running_loop().call_soon(self._buffer, rest)
