@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from chat.models import Conversation
+from chat.models import Conversation, Message
 from webhooks import events, selectors
 from webhooks.models import WebhookDelivery, WebhookEndpoint, new_secret
 
@@ -25,13 +25,16 @@ def on_desk_event(sender, *, event: str, conversation_id, **objects) -> None:
     """chat.hooks.desk_event's receiver: one outbox row per subscribed endpoint of the
     conversation's site, in the caller's transaction. No network, nothing else: this runs
     inside the chat's own writes."""
-    site = Conversation.objects.filter(pk=conversation_id).values("site_id")
+    site_id = _site_id(objects)
+    if site_id is None:
+        return  # a conversation of no site (the demo page's): no endpoint can subscribe
+    if site_id is _UNKNOWN:
+        site_id = Conversation.objects.filter(pk=conversation_id).values("site_id")
+        subscribed = WebhookEndpoint.objects.filter(active=True, site_id__in=site_id)
+    else:
+        subscribed = WebhookEndpoint.objects.filter(active=True, site_id=site_id)
     endpoints = [
-        endpoint
-        for endpoint in WebhookEndpoint.objects.filter(active=True, site_id__in=site).only(
-            "pk", "events"
-        )
-        if event in endpoint.events
+        endpoint for endpoint in subscribed.only("pk", "events") if event in endpoint.events
     ]
     if not endpoints:
         return
@@ -50,6 +53,22 @@ def on_desk_event(sender, *, event: str, conversation_id, **objects) -> None:
         )
         for endpoint in endpoints
     )
+
+
+_UNKNOWN = object()
+
+
+def _site_id(objects: dict):
+    """The conversation's site id from the event's objects when one of them holds it (its
+    conversation, or a message whose conversation is loaded): every customer message and
+    answer then saves a look-up. _UNKNOWN otherwise."""
+    conversation = objects.get("conversation")
+    if isinstance(conversation, Conversation):
+        return conversation.site_id
+    message = objects.get("message")
+    if isinstance(message, Message) and Message.conversation.is_cached(message):
+        return message.conversation.site_id
+    return _UNKNOWN
 
 
 @dataclass(frozen=True)

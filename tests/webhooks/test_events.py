@@ -6,7 +6,8 @@ import socket
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from agents import services as agent_services
 from chat import handoff, services
@@ -167,6 +168,27 @@ def test_only_subscribed_active_endpoints_of_the_conversations_site_get_rows(end
     assert (
         len({row.event_id for row in closed}) == 1 and len({row.delivery_id for row in closed}) == 2
     )
+
+
+def endpoint_lookups(queries) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries if "webhooks_webhookendpoint" in q["sql"]]
+
+
+def test_the_events_own_objects_say_the_site_so_a_message_costs_no_conversation_lookup(
+    endpoint, site
+):
+    with CaptureQueriesContext(connection) as queries:
+        conversation, _ = services.conversation_start(site=site)
+        services.message_add_customer(conversation=conversation, text="hi", client_id="c1")
+    lookups = endpoint_lookups(queries)
+    assert len(lookups) == 2 and not any("chat_conversation" in sql for sql in lookups)
+    assert [event for event, _ in queued(endpoint)] == ["conversation.created", "message.customer"]
+    # No site (the demo page's conversations): no endpoint can subscribe, none is looked up.
+    with CaptureQueriesContext(connection) as queries:
+        siteless, _ = services.conversation_start(site=None)
+        services.message_add_customer(conversation=siteless, text="hi", client_id="c2")
+    assert endpoint_lookups(queries) == []
+    assert WebhookDelivery.objects.count() == 2
 
 
 def test_a_write_that_rolls_back_queues_nothing(endpoint, site):
