@@ -64,6 +64,14 @@ def _vllm_data(results: vs_vllm.Results) -> dict:
                 for side in ("ours", "theirs")
                 if (concurrency, side) in results.serving_cpu
             },
+            "serving_cpu_parts": {
+                side: vs_vllm.parts_per_token(
+                    results.serving_parts[(concurrency, side)],
+                    results.serving_cpu[(concurrency, side)][1],
+                )
+                for side in ("ours", "theirs")
+                if (concurrency, side) in results.serving_parts
+            },
         }
     return {
         "plan": dataclasses.asdict(results.plan),
@@ -253,6 +261,16 @@ def pipeline_section(data: dict, quick: bool) -> str:
     return "\n".join(out)
 
 
+def _rounds_text(plan: dict) -> str:
+    """ "6 each per concurrency", or "24 each at 1 chat and 6 at 16" when 1 chat has its own."""
+    one = plan.get("one_chat_rounds")
+    if one is None or 1 not in plan["concurrency"]:
+        return f"{plan['rounds']} each per concurrency"
+    others = [c for c in plan["concurrency"] if c != 1]
+    tail = f" and {plan['rounds']} at {', '.join(map(str, others))}" if others else ""
+    return f"{one} each at 1 chat{tail}"
+
+
 def vllm_section(data: dict, quick: bool) -> str:
     plan = data["plan"]
     out = [
@@ -287,13 +305,19 @@ def vllm_section(data: dict, quick: bool) -> str:
             "e.g. a question the product's guards asked the model again)."
         ),
         "",
-        f"Rounds alternate, ours then theirs, {plan['rounds']} each per concurrency after one "
-        "unmeasured warm-up round each; never both loaded at once: a round starts when both "
-        "engines have had no request running or waiting for "
+        "Rounds alternate, ours then theirs, "
+        + _rounds_text(plan)
+        + " after one unmeasured warm-up round each; never both loaded at once: a round starts "
+        "when both engines have had no request running or waiting for "
         f"{vs_vllm.QUIET_SECONDS:g} s. At 1 chat a round asks "
-        f"{plan['questions_in_a_row']} questions one after another; at 16, the 16 chats connect "
-        "first and then ask at once (a wave of customers). Sockets and HTTP clients are set up "
-        "before the clock starts. *First token*: "
+        + (
+            "one question, so the sides alternate answer by answer"
+            if plan["questions_in_a_row"] == 1
+            else f"{plan['questions_in_a_row']} questions one after another"
+        )
+        + "; at 16, the 16 chats connect first and then ask at once (a wave of customers). "
+        "Sockets and HTTP clients are set up before the clock starts (sockets then settle "
+        f"{vs_vllm.SETTLE_SECONDS:g} s). *First token*: "
         "from sending to the first text; *tokens/s*: completion tokens (each side's own usage "
         "count) over the time answers were running (the union of send→end intervals). While "
         f"the rounds ran, the rest of the machine used {_fmt(data['others_cpu'])} % of one "
@@ -359,10 +383,11 @@ def vllm_section(data: dict, quick: bool) -> str:
             "same AsyncLLM front end, and HTTP). On a host whose cores all compute, this is "
             "time taken from the engine.",
             "",
-            "| chats | ours | vLLM server |",
-            "|---:|---:|---:|",
+            "| chats | ours | of which | vLLM server |",
+            "|---:|---:|---|---:|",
             *(
                 f"| {concurrency} | {_fmt(cpu.get('ours'), 2, ' ms')} | "
+                f"{data['rows'][concurrency].get('serving_cpu_parts', {}).get('ours', '–')} | "
                 f"{_fmt(cpu.get('theirs'), 2, ' ms')} |"
                 for concurrency, cpu in cpu_rows
             ),

@@ -58,7 +58,11 @@ QUESTIONS = [
 class Plan:
     concurrency: tuple[int, ...] = (1, 16)
     rounds: int = 6  # per side and concurrency
-    questions_in_a_row: int = 4  # at 1 chat: one round asks this many, one after another
+    # At 1 chat: one round asks this many, one after another; and the rounds there, if not
+    # `rounds`. One question a round alternates the sides answer by answer: a drift of the
+    # shared machine's speed then falls on both sides alike.
+    questions_in_a_row: int = 4
+    one_chat_rounds: int | None = None
     max_tokens: int = 128
     # Both sides. Compiled (torch.compile) is what `make run` serves; eager starts in ~40 s
     # instead of minutes, and its figures are not the compiled ones.
@@ -68,11 +72,14 @@ class Plan:
     second_desk: tuple[tuple[str, str], ...] = ()
 
 
-FULL = Plan()
+FULL = Plan(questions_in_a_row=1, one_chat_rounds=24)
 QUICK = Plan(rounds=2, questions_in_a_row=2, max_tokens=32, eager=True)
 # Before a round: both engines idle (no request running or waiting) for this long, so that
 # neither round pays for the tail of the one before.
 QUIET_SECONDS = 1.0
+# After a round's sockets open and before its first question: the desk's own work for a new
+# socket (its conversation prepared, its groups joined) is done by then.
+SETTLE_SECONDS = 0.2
 QUIET_TIMEOUT = 120.0
 
 
@@ -97,6 +104,8 @@ class Results:
     # (concurrency, side) → [CPU seconds of the side's serving processes, tokens] over its
     # measured rounds: what carrying the tokens from the engine to the client costs.
     serving_cpu: dict = field(default_factory=dict)
+    # (concurrency, side) → {process: CPU seconds}: serving_cpu's seconds, process by process.
+    serving_parts: dict = field(default_factory=dict)
     model: str = ""  # the model folder both sides served
 
 
@@ -189,14 +198,24 @@ class Theirs:
         return answer
 
 
+def rounds_at(plan: Plan, concurrency: int) -> int:
+    if concurrency == 1 and plan.one_chat_rounds is not None:
+        return plan.one_chat_rounds
+    return plan.rounds
+
+
 async def one_round(side, concurrency: int, plan: Plan, offset: int) -> list[Answer]:
-    """At 1 chat: a few questions one after another; else that many chats at once. Sockets
-    are opened first, so connecting is not timed (a browser's widget is connected already)."""
+    """At 1 chat: a few questions one after another, each in a conversation of its own; else
+    that many chats at once. Sockets are opened first and settle, so connecting is not timed
+    (a browser's widget is connected already)."""
     if concurrency == 1:
-        answers = []
-        for i in range(plan.questions_in_a_row):
-            conn = await side.open()
-            answers.append(await side.ask(conn, QUESTIONS[(offset + i) % len(QUESTIONS)]))
+        conns = [await side.open() for _ in range(plan.questions_in_a_row)]
+        await asyncio.sleep(SETTLE_SECONDS)
+        answers = [
+            await side.ask(conn, QUESTIONS[(offset + i) % len(QUESTIONS)])
+            for i, conn in enumerate(conns)
+        ]
+        for conn in conns:
             if conn is not None:
                 await conn.close()
         return answers
@@ -239,13 +258,19 @@ async def wait_quiet(metrics_urls: list[str]) -> None:
 
 
 async def _all_rounds(
-    plan: Plan, sides: list, metrics_urls: list[str], serving: dict, serving_cpu: dict
+    plan: Plan,
+    sides: list,
+    metrics_urls: list[str],
+    serving: dict,
+    serving_cpu: dict,
+    serving_parts: dict,
 ) -> dict:
-    """Every round, alternating sides; `serving_cpu` gathers each side's serving CPU."""
+    """Every round, alternating sides; `serving_cpu` gathers each side's serving CPU and
+    tokens, `serving_parts` the same CPU process by process."""
     answers = {}
     theirs = sides[-1]
     bar = tqdm(
-        total=(len(plan.concurrency) * plan.rounds + 1) * len(sides),
+        total=(sum(rounds_at(plan, c) for c in plan.concurrency) + 1) * len(sides),
         desc="ours vs vLLM rounds",
         position=0,
     )
@@ -254,13 +279,17 @@ async def _all_rounds(
         await one_round(side, 2, plan, 0)
         bar.update()
     for concurrency in plan.concurrency:
-        for round_no in range(plan.rounds):
+        for round_no in range(rounds_at(plan, concurrency)):
             for side in sides:
                 await wait_quiet(metrics_urls)
-                cpu_before = _cpu_seconds(serving[side.name])[2]
-                answered = await one_round(side, concurrency, plan, round_no * concurrency)
+                parts_before = _cpu_by_process(serving[side.name])
+                asked = plan.questions_in_a_row if concurrency == 1 else concurrency
+                answered = await one_round(side, concurrency, plan, round_no * asked)
+                parts = serving_parts.setdefault((concurrency, side.name), {})
+                for part, seconds in _cpu_by_process(serving[side.name]).items():
+                    parts[part] = parts.get(part, 0.0) + seconds - parts_before[part]
                 spent = serving_cpu.setdefault((concurrency, side.name), [0.0, 0])
-                spent[0] += _cpu_seconds(serving[side.name])[2] - cpu_before
+                spent[0] = sum(parts.values())
                 spent[1] += sum(a.tokens for a in answered)
                 answers.setdefault((concurrency, side.name), []).append(answered)
                 bar.update()
@@ -273,10 +302,11 @@ async def _all_rounds(
                     name=side.name,
                 )
             )
-        per_token = (
-            f"{side.name} {_fmt_ms(ms_per_token(*serving_cpu[(concurrency, side.name)]))}"
-            for side in sides
-        )
+        per_token = []
+        for side in sides:
+            cpu, tokens = serving_cpu[(concurrency, side.name)]
+            parts = parts_per_token(serving_parts[(concurrency, side.name)], tokens)
+            per_token.append(f"{side.name} {_fmt_ms(ms_per_token(cpu, tokens))} ({parts})")
         tqdm.write(f"  serving CPU per token at {concurrency} chat(s): {', '.join(per_token)}")
     bar.close()
     await theirs.client.aclose()
@@ -294,9 +324,10 @@ class Processes:
     sampling: dict
     system_prompt: object  # () -> str: what our consumer renders, to the minute
     all: list  # psutil processes, with their children, for CPU accounting
-    # Side → the processes that carry its tokens from the engine to the client, the engine's
-    # own processes (children) left out: ours the worker's main process (vLLM's AsyncLLM
-    # front end, our loop), Daphne and Redis; theirs the API server (the same AsyncLLM, HTTP).
+    # Side → {name: process} of the processes that carry its tokens from the engine to the
+    # client, the engine's own processes (children) left out: ours the worker's main process
+    # (vLLM's AsyncLLM front end, our loop), Daphne and Redis; theirs the API server (the same
+    # AsyncLLM, HTTP).
     serving: dict
     model: str  # the model folder's name
 
@@ -393,9 +424,12 @@ def start_processes(bench: Bench, plan: Plan) -> Processes:
     # httpx logs every request at INFO through the settings' root handler: not over the bars.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     redis = psutil.Process(bench.redis.pid)
-    serving = {"ours": [worker, daphne, redis], "theirs": [server]}
+    serving = {
+        "ours": {"worker": worker, "Daphne": daphne, "Redis": redis},
+        "theirs": {"API server": server},
+    }
     if plan.second_desk:
-        serving["ours-b"] = [worker, desks[1], redis]
+        serving["ours-b"] = {"worker": worker, "Daphne": desks[1], "Redis": redis}
     return Processes(
         port,
         second_port,
@@ -426,14 +460,21 @@ def run(bench: Bench, plan: Plan) -> Results:
         sides.insert(1, Ours(procs.second_port, name="ours-b"))
     before = _cpu_seconds(procs.all)
     serving_cpu: dict = {}
+    serving_parts: dict = {}
     try:
         answers = asyncio.run(
-            _all_rounds(plan, sides, procs.metrics_urls, procs.serving, serving_cpu)
+            _all_rounds(plan, sides, procs.metrics_urls, procs.serving, serving_cpu, serving_parts)
         )
         after = _cpu_seconds(procs.all)
     finally:
         stop_processes(bench)
-    results = Results(plan, answers=answers, model=procs.model, serving_cpu=serving_cpu)
+    results = Results(
+        plan,
+        answers=answers,
+        model=procs.model,
+        serving_cpu=serving_cpu,
+        serving_parts=serving_parts,
+    )
     wall = after[0] - before[0]
     results.others_cpu = max(0.0, 100 * ((after[1] - before[1]) - (after[2] - before[2])) / wall)
     results.system_prompt_tokens = {
@@ -456,8 +497,28 @@ def ms_per_token(cpu_seconds: float, tokens: int) -> float | None:
     return 1000 * cpu_seconds / tokens if tokens else None
 
 
+def parts_per_token(parts: dict[str, float], tokens: int) -> str:
+    """ "worker 3.10 + Daphne 2.20 + Redis 0.60 ms": a side's serving CPU per token by process."""
+    shares = [(name, ms_per_token(seconds, tokens)) for name, seconds in parts.items()]
+    if not shares or any(ms is None for _, ms in shares):
+        return "–"
+    return " + ".join(f"{name} {ms:.2f}" for name, ms in shares) + " ms"
+
+
 def _fmt_ms(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f} ms"
+
+
+def _cpu_by_process(processes: dict) -> dict[str, float]:
+    """{name: CPU seconds so far} of named processes (0 for one that is gone)."""
+    seconds = {}
+    for name, process in processes.items():
+        try:
+            times = process.cpu_times()
+            seconds[name] = times.user + times.system
+        except psutil.Error:
+            seconds[name] = 0.0
+    return seconds
 
 
 def _cpu_seconds(processes) -> tuple[float, float, float]:

@@ -1,5 +1,7 @@
 """Part 2's page from its measurements: the serving CPU per token beside the ratios."""
 
+import dataclasses
+
 from bench import report, vs_vllm
 
 
@@ -21,15 +23,35 @@ def test_the_page_shows_each_sides_serving_cpu_per_token():
         model="m",
         # ours: 0.9 s over 400 tokens; theirs: 0.2 s over 400 tokens; none measured at 16
         serving_cpu={(1, "ours"): [0.9, 400], (1, "theirs"): [0.2, 400]},
+        serving_parts={
+            (1, "ours"): {"worker": 0.5, "Daphne": 0.3, "Redis": 0.1},
+            (1, "theirs"): {"API server": 0.2},
+        },
     )
     data = report._vllm_data(results)
     assert data["rows"]["1"]["serving_cpu_ms_per_token"] == {"ours": 2.25, "theirs": 0.5}
     assert data["rows"]["16"]["serving_cpu_ms_per_token"] == {}
     page = report.vllm_section({**data, "measured": "now"}, quick=False)
-    assert "| 1 | 2.25 ms | 0.50 ms |" in page
+    assert data["rows"]["1"]["serving_cpu_parts"]["ours"] == (
+        "worker 1.25 + Daphne 0.75 + Redis 0.25 ms"
+    )
+    assert "| 1 | 2.25 ms | worker 1.25 + Daphne 0.75 + Redis 0.25 ms | 0.50 ms |" in page
     assert "| 16 | " not in page.split("Serving CPU per token")[1].split("Targets")[0]
 
 
 def test_no_tokens_is_no_figure():
     assert vs_vllm.ms_per_token(1.0, 0) is None
     assert vs_vllm.ms_per_token(0.5, 250) == 2.0
+    assert vs_vllm.parts_per_token({"worker": 1.0}, 0) == "–"
+
+
+def test_one_chat_may_have_rounds_of_its_own():
+    plan = vs_vllm.Plan(concurrency=(1, 16), rounds=6, questions_in_a_row=1, one_chat_rounds=24)
+    assert vs_vllm.rounds_at(plan, 1) == 24
+    assert vs_vllm.rounds_at(plan, 16) == 6
+    assert vs_vllm.rounds_at(vs_vllm.Plan(rounds=6), 1) == 6
+    text = report._rounds_text(dataclasses.asdict(plan))
+    assert text == "24 each at 1 chat and 6 at 16"
+    assert report._rounds_text(dataclasses.asdict(vs_vllm.Plan(rounds=6))) == (
+        "6 each per concurrency"
+    )
