@@ -34,6 +34,9 @@ from inference_worker.engines import cpu_environment, max_batched_tokens, resolv
 FIRST_TOKEN_RATIO_MAX = 1.05
 TOKENS_PER_SECOND_RATIO_MIN = 0.97
 
+# Questions the model answers as asked on both sides: none the desk greets back or prefixes
+# with its apology (a complaint), whose first words would be the product's, not the model's
+# (tests/bench/test_vs_vllm_report.py checks).
 QUESTIONS = [
     "Where is my order? I ordered a blue jacket last week.",
     "How do I return a pair of shoes that do not fit?",
@@ -41,7 +44,7 @@ QUESTIONS = [
     "My payment failed but the money left my account. What now?",
     "Do you ship to Canada, and how long does it take?",
     "How can I reset the password of my account?",
-    "The zipper of my new bag is broken. Can I get a replacement?",
+    "Do you sell replacement straps for your bags?",
     "What are your opening hours on weekends?",
     "Can I pay by invoice?",
     "I received the wrong size. How do I exchange it?",

@@ -55,3 +55,13 @@ def test_one_chat_may_have_rounds_of_its_own():
     assert report._rounds_text(dataclasses.asdict(vs_vllm.Plan(rounds=6))) == (
         "6 each per concurrency"
     )
+
+
+def test_the_model_words_every_first_token_of_the_questions():
+    # A greeting the desk answers itself, or a complaint it opens with its apology, would
+    # time the product's words on our side against the model's on theirs.
+    from chat import guards
+
+    for question in vs_vllm.QUESTIONS:
+        assert guards.greeting_reply(question, "en") is None, question
+        assert not guards.is_complaint(question), question
