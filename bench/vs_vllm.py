@@ -283,10 +283,10 @@ async def _all_rounds(
         bar.update()
     for concurrency in plan.concurrency:
         for round_no in range(rounds_at(plan, concurrency)):
+            asked = plan.questions_in_a_row if concurrency == 1 else concurrency
             for side in sides:
                 await wait_quiet(metrics_urls)
                 parts_before = _cpu_by_process(serving[side.name])
-                asked = plan.questions_in_a_row if concurrency == 1 else concurrency
                 answered = await one_round(side, concurrency, plan, round_no * asked)
                 parts = serving_parts.setdefault((concurrency, side.name), {})
                 for part, seconds in _cpu_by_process(serving[side.name]).items():
@@ -512,27 +512,23 @@ def _fmt_ms(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f} ms"
 
 
+def _process_cpu(process) -> float:
+    """CPU seconds a process has used so far (0 for one that is gone)."""
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
+
+
 def _cpu_by_process(processes: dict) -> dict[str, float]:
-    """{name: CPU seconds so far} of named processes (0 for one that is gone)."""
-    seconds = {}
-    for name, process in processes.items():
-        try:
-            times = process.cpu_times()
-            seconds[name] = times.user + times.system
-        except psutil.Error:
-            seconds[name] = 0.0
-    return seconds
+    """{name: CPU seconds so far} of named processes."""
+    return {name: _process_cpu(process) for name, process in processes.items()}
 
 
 def _cpu_seconds(processes) -> tuple[float, float, float]:
     """(now, CPU seconds of the whole machine, CPU seconds of these processes)."""
-    mine = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-            mine += times.user + times.system
-        except psutil.Error:
-            pass
+    mine = sum(_process_cpu(process) for process in processes)
     machine = psutil.cpu_times()
     return time.monotonic(), sum(machine) - machine.idle - machine.iowait, mine
 

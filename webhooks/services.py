@@ -29,8 +29,8 @@ def on_desk_event(sender, *, event: str, conversation_id, **objects) -> None:
     if site_id is None:
         return  # a conversation of no site (the demo page's): no endpoint can subscribe
     if site_id is _UNKNOWN:
-        site_id = Conversation.objects.filter(pk=conversation_id).values("site_id")
-        subscribed = WebhookEndpoint.objects.filter(active=True, site_id__in=site_id)
+        sites = Conversation.objects.filter(pk=conversation_id).values("site_id")
+        subscribed = WebhookEndpoint.objects.filter(active=True, site_id__in=sites)
     else:
         subscribed = WebhookEndpoint.objects.filter(active=True, site_id=site_id)
     endpoints = [
