@@ -18,12 +18,17 @@ async def poll(check, timeout: float = 5.0, every: float = 0.02):
             await asyncio.sleep(every)
 
 
-async def events_until_end(layer, channel, timeout: float = 5) -> list[dict]:
-    """A worker's events on `channel`, up to and including its done or error."""
+async def events_until_end(
+    layer, channel, timeout: float = 5, *, keepalives: bool = False
+) -> list[dict]:
+    """A worker's events on `channel`, up to and including its done or error. Keepalives are
+    left out unless asked for: a slow machine's silence may put one anywhere among the deltas."""
     got = []
     async with asyncio.timeout(timeout):
         while True:
             event = await layer.receive(channel)
+            if event["type"] == "inference.keepalive" and not keepalives:
+                continue
             got.append(event)
             if event["type"] in ("inference.done", "inference.error"):
                 return got
