@@ -17,6 +17,7 @@ import os
 import time
 
 import django
+import uvloop
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cs_site.settings")
     django.setup()
-    asyncio.run(_serve(args))
+    uvloop.run(_serve(args))  # the product worker's loop (run_inference_worker)
 
 
 def _engine_class():

@@ -9,7 +9,7 @@ settings in force (tests change them).
 from django.conf import settings
 from redis.asyncio import Redis
 
-from inference_worker.presence import Capacity, WorkerPresence
+from inference_worker.presence import Beat, Capacity, WorkerPresence
 
 
 def presence() -> WorkerPresence:
@@ -27,8 +27,10 @@ async def beat(
     slots: int = 1,
     turnover: float | None = None,
     free: int | None = None,
-) -> None:
-    await presence().beat(redis, worker, slots, turnover, free)
+    *,
+    queue_of: str | None = None,
+) -> Beat:
+    return await presence().beat(redis, worker, slots, turnover, free, queue_of=queue_of)
 
 
 async def set_free(redis: Redis, worker: str, free: int) -> None:

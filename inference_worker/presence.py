@@ -67,6 +67,16 @@ class Capacity:
 
 
 @dataclass(frozen=True)
+class Beat:
+    """What a worker's beat found."""
+
+    # The worker was not in the set: its first beat, or Redis restarted or counted it as gone
+    # since. Whatever else Redis kept for it (its control-group membership) is to be renewed.
+    arrived: bool
+    queued: int | None = None  # requests waiting in the channel asked about, if one was
+
+
+@dataclass(frozen=True)
 class WorkerPresence:
     ttl: float  # seconds after its last beat a worker counts as gone
     # channels-redis keeps a channel's waiting messages in a sorted set named prefix+channel,
@@ -86,14 +96,23 @@ class WorkerPresence:
         slots: int = 1,
         turnover: float | None = None,
         free: int | None = None,
-    ) -> None:
+        *,
+        queue_of: str | None = None,
+    ) -> Beat:
+        """One round trip: the beat, the worker's slots, and with `queue_of` the count of the
+        requests waiting in that channel."""
+        now = time.time()
         async with redis.pipeline(transaction=True) as pipe:
             pipe.hset(SLOTS_KEY, worker, slots)
             pipe.hset(FREE_KEY, worker, slots if free is None else max(0, free))
             if turnover is not None:
                 pipe.hset(TURNOVER_KEY, worker, round(turnover, 3))
-            self.heartbeats.beat(pipe, worker, time.time())
-            *_, gone, _ = await pipe.execute()
+            self.heartbeats.beat(pipe, worker, now)
+            if queue_of is not None:
+                self._waiting(pipe, queue_of, now)
+            results = await pipe.execute()
+        queued = results.pop() if queue_of is not None else None
+        added, gone, _ = results[-3:]
         if gone:
             # Workers that died without saying goodbye: their slots go with them.
             async with redis.pipeline(transaction=True) as pipe:
@@ -101,6 +120,7 @@ class WorkerPresence:
                 pipe.hdel(FREE_KEY, *gone)
                 pipe.hdel(TURNOVER_KEY, *gone)
                 await pipe.execute()
+        return Beat(arrived=bool(added), queued=queued)
 
     async def set_free(self, redis: Redis, worker: str, free: int) -> None:
         """The worker's free slots now (between beats: it took or finished a request)."""

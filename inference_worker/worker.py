@@ -49,6 +49,9 @@ _EARLY_CANCELS_KEPT = 10_000
 # twice.
 _TAKEN_IDS_KEPT = 10_000
 _TURNOVER_WEIGHT = 0.2  # of the newest answer in the moving average of answer durations
+# How often a worker renews its control-group membership when nothing else calls for it: far
+# inside channels-redis's group_expiry (a day), and a round trip a minute is nothing.
+GROUP_RENEW_SECONDS = 60.0
 
 
 class InferenceWorker:
@@ -87,6 +90,8 @@ class InferenceWorker:
         self.streams_per_process: Counter[str] = Counter()
         self.replies = Replies(channel_layer)
         self._free_dirty = False
+        self._busy = asyncio.Event()  # set while a request runs: the keepalive ticker's cue
+        self._joined_at: float | None = None  # monotonic time of the last control-group join
         self._free_reporter: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()  # strong references: asyncio keeps only weak ones
         self.early_cancels: OrderedDict[str, float] = OrderedDict()
@@ -142,18 +147,31 @@ class InferenceWorker:
             else (self.turnover + _TURNOVER_WEIGHT * (seconds - self.turnover))
         )
 
-    async def _announce(self) -> None:
-        """Tell Redis this worker is alive and listening; every step is idempotent."""
-        await pool.beat(
+    async def _announce(self, *, rejoin: bool = False) -> int:
+        """Tell Redis this worker is alive and listening (every step is idempotent); the
+        requests waiting in its channel. One round trip, and a second one now and then for the
+        control group."""
+        beat = await pool.beat(
             self.redis,
             self.name,
             self.max_concurrency,
             self.turnover,
             free=self.max_concurrency - len(self.running),
+            queue_of=self.channel,
         )
-        # Renewed at every beat: a restarted Redis has forgotten the membership, and
-        # channels-redis drops a member group_expiry (a day) after its last join.
-        await self.layer.group_add(self.control_group, self.control_channel)
+        # The membership is renewed when the beat finds the worker new to Redis (a restarted
+        # Redis has forgotten both), after trouble with Redis, and every GROUP_RENEW_SECONDS,
+        # since channels-redis drops a member group_expiry (a day) after its last join.
+        now = time.monotonic()
+        if (
+            rejoin
+            or beat.arrived
+            or self._joined_at is None
+            or now - self._joined_at >= GROUP_RENEW_SECONDS
+        ):
+            await self.layer.group_add(self.control_group, self.control_channel)
+            self._joined_at = now
+        return beat.queued or 0
 
     async def _leave(self) -> None:
         try:
@@ -206,15 +224,18 @@ class InferenceWorker:
 
     async def _heartbeat(self) -> None:
         retry = RedisRetry("heartbeat", lambda: None)
+        rejoin = False
         while True:
+            rejoin = rejoin or self._redis_trouble.is_set()
             self._redis_trouble.clear()
             try:
-                await self._announce()
-                metrics.QUEUE_LENGTH.set(await pool.queue_length(self.redis, self.channel))
+                metrics.QUEUE_LENGTH.set(await self._announce(rejoin=rejoin))
             except REDIS_DOWN as exc:
                 metrics.REDIS_UP.set(0)
+                rejoin = True
                 await retry.failed(exc)
                 continue
+            rejoin = False
             metrics.REDIS_UP.set(1)
             retry.succeeded()
             raise_if_cancelled()
@@ -228,8 +249,9 @@ class InferenceWorker:
     async def _keepalives(self) -> None:
         """One ticker for every running request: a request that has sent nothing for
         keepalive_seconds gets an `inference.keepalive`, so its consumer can tell a long
-        prefill or a pause from a dead worker."""
+        prefill or a pause from a dead worker. It sleeps while nothing runs."""
         while True:
+            await self._busy.wait()
             await asyncio.sleep(self.keepalive_seconds / 4)
             now = time.monotonic()
             for stream in list(self.running.values()):
@@ -336,6 +358,10 @@ class InferenceWorker:
         """Tell admission control at once, not at the next beat, how many slots are free: a
         burst takes the free slots in a moment, and a count a second old would let as many
         again into the queue behind them."""
+        if self.running:
+            self._busy.set()
+        else:
+            self._busy.clear()
         self._free_dirty = True
         if self._free_reporter is None or self._free_reporter.done():
             self._free_reporter = asyncio.create_task(self._report_free())

@@ -22,8 +22,9 @@ class Heartbeats:
     forget_after: float = 10  # in TTLs: a member silent this long is removed at the next beat
 
     def beat(self, pipe, member: str, now: float) -> None:
-        """Queue the beat and the pruning; their last two results are the members removed as
-        dead (to clean up what the caller keeps beside them) and how many they were."""
+        """Queue the beat and the pruning. Their three results: 1 if the member was not in the
+        set (0 if it was), the members removed as dead (to clean up what the caller keeps
+        beside them) and how many they were."""
         forget_before = now - self.forget_after * self.ttl
         pipe.zadd(self.key, {member: now})
         pipe.zrangebyscore(self.key, "-inf", forget_before)

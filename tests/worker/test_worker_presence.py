@@ -1,5 +1,6 @@
 """Presence and capacity in Redis: live workers, their slots, and the queue before them."""
 
+import contextlib
 import time
 
 from channels.layers import get_channel_layer
@@ -26,24 +27,46 @@ async def test_capacity_counts_live_workers_their_slots_and_waiting_requests():
     assert await pool.queue_length(redis, CHANNEL) == 2
 
 
-async def test_capacity_is_one_round_trip():
-    redis = get_redis()
-    await pool.beat(redis, "gpu-a", 16)
+@contextlib.contextmanager
+def round_trips(redis):
+    """What reaches Redis through `redis` meanwhile: "pipeline" per pipeline, else commands."""
     calls = []
-    original = redis.pipeline
+    original, execute = redis.pipeline, redis.execute_command
 
     def pipeline(*args, **kwargs):
         calls.append("pipeline")
         return original(*args, **kwargs)
 
     redis.pipeline = pipeline
-    execute = redis.execute_command
     redis.execute_command = lambda *args, **kw: calls.append(args[0]) or execute(*args, **kw)
     try:
-        await pool.capacity(redis, CHANNEL)
+        yield calls
     finally:
         del redis.pipeline, redis.execute_command
+
+
+async def test_capacity_is_one_round_trip():
+    redis = get_redis()
+    await pool.beat(redis, "gpu-a", 16)
+    with round_trips(redis) as calls:
+        await pool.capacity(redis, CHANNEL)
     assert calls == ["pipeline"]
+
+
+async def test_a_beat_says_whether_the_worker_was_new_and_counts_the_queue_in_one_round_trip():
+    redis = get_redis()
+    layer = get_channel_layer()
+    for index in range(2):
+        await layer.send(CHANNEL, {"type": "inference.request", "n": index})
+    with round_trips(redis) as calls:
+        first = await pool.beat(redis, "gpu-a", 16, queue_of=CHANNEL)
+    assert calls == ["pipeline"]
+    assert first == presence.Beat(arrived=True, queued=2)
+    # Beating again: known already. Without a channel, no count.
+    assert await pool.beat(redis, "gpu-a", 16) == presence.Beat(arrived=False, queued=None)
+    # Redis forgot it (a restart, or counted as gone): new again.
+    await redis.zrem(presence.KEY, "gpu-a")
+    assert (await pool.beat(redis, "gpu-a", 16, queue_of=CHANNEL)).arrived
 
 
 async def test_silent_workers_stop_counting_and_are_forgotten_with_their_slots():

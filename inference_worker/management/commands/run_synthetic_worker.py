@@ -6,8 +6,7 @@ without the model's cost. Everything else is the real worker: channel, presence,
 cancellation, metrics.
 """
 
-import asyncio
-
+import uvloop
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from prometheus_client import start_http_server
@@ -60,7 +59,8 @@ class Command(BaseCommand):
             first_token_delay=options["first_token_delay"],
             max_model_len=cfg["MAX_MODEL_LEN"],
         )
-        asyncio.run(
+        # The product worker's loop (run_inference_worker).
+        uvloop.run(
             serve(engine, max_concurrency=options["max_concurrency"], name=options["name"] or None)
         )
         self.stdout.write("synthetic worker stopped")
