@@ -45,9 +45,5 @@ async def live_workers(redis: Redis) -> int:
     return await presence().live_workers(redis)
 
 
-async def queue_length(redis: Redis, channel: str) -> int:
-    return await presence().queue_length(redis, channel)
-
-
 async def capacity(redis: Redis, channel: str) -> Capacity:
     return await presence().capacity(redis, channel)

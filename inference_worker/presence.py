@@ -145,13 +145,6 @@ class WorkerPresence:
         expired_up_to = int(now) - int(self.channel_expiry)
         pipe.zcount(self.channel_prefix + channel, f"({expired_up_to}", "+inf")
 
-    async def queue_length(self, redis: Redis, channel: str) -> int:
-        """Requests waiting in the shared channel for a worker to take them."""
-        async with redis.pipeline(transaction=False) as pipe:
-            self._waiting(pipe, channel, time.time())
-            (queued,) = await pipe.execute()
-        return queued
-
     async def capacity(self, redis: Redis, channel: str) -> Capacity:
         """The live workers' capacity and the queue in front of them, in one round trip."""
         now = time.time()

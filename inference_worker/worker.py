@@ -91,7 +91,8 @@ class InferenceWorker:
         self.replies = Replies(channel_layer)
         self._free_dirty = False
         self._busy = asyncio.Event()  # set while a request runs: the keepalive ticker's cue
-        self._joined_at: float | None = None  # monotonic time of the last control-group join
+        # Monotonic time of the last control-group join; None: join at the next beat.
+        self._joined_at: float | None = None
         self._free_reporter: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()  # strong references: asyncio keeps only weak ones
         self.early_cancels: OrderedDict[str, float] = OrderedDict()
@@ -147,7 +148,7 @@ class InferenceWorker:
             else (self.turnover + _TURNOVER_WEIGHT * (seconds - self.turnover))
         )
 
-    async def _announce(self, *, rejoin: bool = False) -> int:
+    async def _announce(self) -> int:
         """Tell Redis this worker is alive and listening (every step is idempotent); the
         requests waiting in its channel. One round trip, and a second one now and then for the
         control group."""
@@ -160,15 +161,11 @@ class InferenceWorker:
             queue_of=self.channel,
         )
         # The membership is renewed when the beat finds the worker new to Redis (a restarted
-        # Redis has forgotten both), after trouble with Redis, and every GROUP_RENEW_SECONDS,
-        # since channels-redis drops a member group_expiry (a day) after its last join.
+        # Redis has forgotten both), after trouble with Redis (the heartbeat forgets the last
+        # join), and every GROUP_RENEW_SECONDS, since channels-redis drops a member
+        # group_expiry (a day) after its last join.
         now = time.monotonic()
-        if (
-            rejoin
-            or beat.arrived
-            or self._joined_at is None
-            or now - self._joined_at >= GROUP_RENEW_SECONDS
-        ):
+        if beat.arrived or self._joined_at is None or now - self._joined_at >= GROUP_RENEW_SECONDS:
             await self.layer.group_add(self.control_group, self.control_channel)
             self._joined_at = now
         return beat.queued or 0
@@ -224,18 +221,17 @@ class InferenceWorker:
 
     async def _heartbeat(self) -> None:
         retry = RedisRetry("heartbeat", lambda: None)
-        rejoin = False
         while True:
-            rejoin = rejoin or self._redis_trouble.is_set()
+            if self._redis_trouble.is_set():
+                self._joined_at = None  # rejoin: Redis may have restarted
             self._redis_trouble.clear()
             try:
-                metrics.QUEUE_LENGTH.set(await self._announce(rejoin=rejoin))
+                metrics.QUEUE_LENGTH.set(await self._announce())
             except REDIS_DOWN as exc:
                 metrics.REDIS_UP.set(0)
-                rejoin = True
+                self._joined_at = None
                 await retry.failed(exc)
                 continue
-            rejoin = False
             metrics.REDIS_UP.set(1)
             retry.succeeded()
             raise_if_cancelled()

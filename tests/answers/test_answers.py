@@ -309,7 +309,7 @@ async def test_questions_arriving_together_cannot_overfill_the_queue(connect, se
         except TimeoutError:
             endings.append("queued")
     assert sorted(endings) == ["busy"] * 8 + ["queued"] * 2
-    assert await pool.queue_length(get_redis(), settings.INFERENCE["CHANNEL"]) == 2
+    assert (await pool.capacity(get_redis(), settings.INFERENCE["CHANNEL"])).queued == 2
     beating.cancel()
 
 

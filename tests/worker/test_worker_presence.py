@@ -22,9 +22,9 @@ async def test_capacity_counts_live_workers_their_slots_and_waiting_requests():
         await layer.send(CHANNEL, {"type": "inference.request", "n": index})
     await layer.send("another-channel", {"type": "x"})  # not in this queue
     assert (await pool.capacity(redis, CHANNEL)).counts() == (2, 20, 3)
-    assert await pool.queue_length(redis, CHANNEL) == 3
+    assert (await pool.capacity(redis, CHANNEL)).queued == 3
     await layer.receive(CHANNEL)
-    assert await pool.queue_length(redis, CHANNEL) == 2
+    assert (await pool.capacity(redis, CHANNEL)).queued == 2
 
 
 @contextlib.contextmanager
@@ -91,7 +91,7 @@ async def test_expired_requests_do_not_count_as_waiting():
     await layer.send(CHANNEL, {"type": "inference.request"})
     # One sent longer ago than the layer's expiry: channels-redis drops it at the next send.
     await redis.zadd("asgi" + CHANNEL, {b"stale": time.time() - 61})
-    assert await pool.queue_length(redis, CHANNEL) == 1
+    assert (await pool.capacity(redis, CHANNEL)).queued == 1
 
 
 async def test_a_worker_beating_without_slots_counts_as_one():
