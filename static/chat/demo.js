@@ -13,6 +13,9 @@
 
   let socket = null;
   let retry = 0;
+  // Messages wait until the server has said which conversation this socket is (and drawn its
+  // history): a message sent earlier would be drawn, then wiped by the log's redraw.
+  let ready = false;
   const unacked = new Map(); // client_id → {text, el}: resent after a reconnect
   const bubbles = new Map(); // message id → element
   const cards = new Map(); // action call id → element
@@ -83,8 +86,9 @@
     if (root.dataset.customerToken) params.set("customer_token", root.dataset.customerToken);
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     setStatus(retry ? "reconnecting" : "connecting", retry ? "Reconnecting…" : "Connecting…");
+    ready = false;
     socket = new WebSocket(scheme + location.host + root.dataset.wsPath + "?" + params);
-    socket.onopen = () => { retry = 0; setStatus("open", "Online"); };
+    socket.onopen = () => { retry = 0; };
     socket.onmessage = (event) => handle(JSON.parse(event.data));
     socket.onclose = (event) => {
       setStatus("offline", "Offline");
@@ -97,14 +101,17 @@
 
   function handle(frame) {
     switch (frame.type) {
+      // Always the first frame. A resumed conversation is ready once its history is drawn.
       case "conversation":
+        setStatus("open", "Online");
         if (frame.token) {
           localStorage.setItem(STORE, JSON.stringify({ id: frame.id, token: frame.token }));
           log.textContent = "";
           bubbles.clear();
           cards.clear();
+          reattachUnacked();
         }
-        for (const [clientId, item] of unacked) send({ type: "message", text: item.text, client_id: clientId });
+        if (!frame.resumed) sendUnacked();
         break;
       case "history":
         log.textContent = "";
@@ -113,7 +120,8 @@
           if (m.client_id && unacked.has(m.client_id)) unacked.delete(m.client_id);
           if (m.text) bubble(m.role, m.text, m.id);
         }
-        for (const item of unacked.values()) log.appendChild(item.el);
+        reattachUnacked();
+        sendUnacked();
         break;
       case "message.ack": {
         const item = unacked.get(frame.client_id);
@@ -159,6 +167,18 @@
     if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(frame));
   }
 
+  // Messages not acknowledged yet stay last in the log, after it is drawn again.
+  function reattachUnacked() {
+    for (const item of unacked.values()) log.appendChild(item.el);
+    log.scrollTop = log.scrollHeight;
+  }
+
+  // Each carries its client_id, so one the server already stored is acknowledged, not doubled.
+  function sendUnacked() {
+    ready = true;
+    for (const [clientId, item] of unacked) send({ type: "message", text: item.text, client_id: clientId });
+  }
+
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const text = input.value.trim();
@@ -168,7 +188,7 @@
     const el = bubble("customer", text);
     el.classList.add("msg--pending");
     unacked.set(clientId, { text, el });
-    send({ type: "message", text, client_id: clientId });
+    if (ready) send({ type: "message", text, client_id: clientId });
     input.value = "";
   });
 

@@ -243,3 +243,82 @@ async def test_the_sample_customer_looks_up_an_order_and_cancels_another(
     await expect(card).to_contain_text("A1002")
     call = await ActionCall.objects.aget(pk=waiting["call_id"])
     assert call.status == "ok" and call.fields["status_text"].startswith("cancelled")
+
+
+async def test_a_message_typed_before_the_server_names_the_conversation_waits_and_stays(
+    synthetic_stack, browser
+):
+    """The socket opens before the server's first frame says which conversation it is, and a
+    new conversation's frame redraws the log. A message typed in between shows at once, waits
+    for that frame, stays in the log through the redraw, and reaches the server once."""
+    context = await browser.new_context()
+    held: list[str] = []  # server → page frames not passed on yet
+    to_page: list[dict] = []
+    to_server: list[dict] = []
+    routes = []
+    first_frame = asyncio.Event()
+
+    def route(ws) -> None:
+        server = ws.connect_to_server()
+        routes.append(ws)
+
+        def from_server(message: str) -> None:
+            to_page.append(json.loads(message))
+            first_frame.set()
+            held.append(message)
+            if not held_back:
+                release()
+
+        def from_page(message: str) -> None:
+            to_server.append(json.loads(message))
+            server.send(message)
+
+        server.on_message(from_server)
+        ws.on_message(from_page)
+
+    def release() -> None:
+        while held:
+            routes[0].send(held.pop(0))
+
+    held_back = True
+    await context.route_web_socket(re.compile(r"/ws/chat/"), route)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(synthetic_stack.http + "/")
+    async with asyncio.timeout(15):
+        await first_frame.wait()
+    assert to_page[0]["type"] == "conversation"
+    status = page.locator("#status")
+    await expect(status).not_to_have_attribute("data-state", "open")  # not told yet
+
+    question = "Where is my parcel?"
+    await page.locator("#text").fill(question)
+    await page.locator("#text").press("Enter")
+    customer = page.locator("#log .msg--customer")
+    await expect(customer).to_have_text(question)
+    await expect(customer).to_have_class(re.compile(r"msg--pending"))
+    await page.wait_for_timeout(300)
+    assert [f for f in to_server if f["type"] == "message"] == []  # held until the frame
+
+    held_back = False  # the conversation frame goes now; what follows, as it comes
+    release()
+    await expect(status).to_have_attribute("data-state", "open")
+    await expect(page.locator("#log .msg--bot .msg__meta")).to_be_attached(timeout=30_000)
+    await expect(customer).to_have_count(1)
+    await expect(customer).to_have_text(question)
+    await expect(customer).not_to_have_class(re.compile(r"msg--pending"))
+    sent = [f for f in to_server if f["type"] == "message"]
+    assert [f["text"] for f in sent] == [question]
+    ack = next(f for f in to_page if f["type"] == "message.ack")
+    await expect(customer).to_have_attribute("data-id", str(ack["id"]))
+    stored = await Message.objects.aget(pk=ack["id"])
+    assert stored.text == question
+    assert (
+        await Message.objects.filter(
+            conversation_id=stored.conversation_id, role="customer"
+        ).acount()
+        == 1
+    )
+    assert errors == []
+    await context.close()
