@@ -79,7 +79,22 @@ def _vllm_data(results: vs_vllm.Results) -> dict:
         "others_cpu": results.others_cpu,
         "prompt_tokens": results.system_prompt_tokens,
         "model": results.model,
+        "engine_cores": engine_cores(results.engine_env, results.cores),
     }
+
+
+def engine_cores(engine_env: dict, cores: int) -> str:
+    """Which cores the engines computed on, in words: on a small host the desk gives the
+    model every core (inference_worker/engines.py), and the serving processes share them."""
+    if not cores:
+        return ""
+    reserved = int(engine_env.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "1"))
+    if reserved == 0:
+        return f"compute threads on all {cores} cores, shared with the serving processes"
+    return (
+        f"compute threads on {max(cores - reserved, 1)} of {cores} cores, {reserved} kept "
+        "free for the serving processes (`INFERENCE_CPU_RESERVED_CORES`)"
+    )
 
 
 def _load_or_save(name: str, data: dict | None) -> dict | None:
@@ -284,7 +299,9 @@ def vllm_section(data: dict, quick: bool) -> str:
         "`/ws/chat/`. Theirs: `python -m vllm.entrypoints.openai.api_server` on the same model "
         "folder, streaming `/v1/chat/completions` with `stream_options.include_usage`. Same "
         "max_model_len, dtype and engine settings (slots, step size, KV space, cores: "
-        "`inference_worker/engines.py` gives theirs what ours takes), "
+        "`inference_worker/engines.py` gives theirs what ours takes"
+        + (f"; here {data['engine_cores']}" if data.get("engine_cores") else "")
+        + "), "
         + (
             "both with `--enforce-eager` (no torch.compile: ~35 s start instead of 2-3 min, the "
             "same for both)"

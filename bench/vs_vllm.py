@@ -14,6 +14,7 @@ and so are the prompt tokens each side saw, which must be the same.
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -110,6 +111,10 @@ class Results:
     # (concurrency, side) → {process: CPU seconds}: serving_cpu's seconds, process by process.
     serving_parts: dict = field(default_factory=dict)
     model: str = ""  # the model folder both sides served
+    # What vLLM's CPU backend read from the environment on both sides (engines.cpu_environment),
+    # and the machine's cores: which of them the engines computed on.
+    engine_env: dict = field(default_factory=dict)
+    cores: int = 0
 
 
 class Ours:
@@ -333,6 +338,7 @@ class Processes:
     # AsyncLLM, HTTP).
     serving: dict
     model: str  # the model folder's name
+    engine_env: dict  # what both engines' CPU backend read (engines.cpu_environment)
 
 
 def start_processes(bench: Bench, plan: Plan) -> Processes:
@@ -446,6 +452,7 @@ def start_processes(bench: Bench, plan: Plan) -> Processes:
         [p for root in (worker, *desks, server) for p in (root, *root.children(recursive=True))],
         serving,
         Path(model_dir).name,
+        cpu_environment(cfg),
     )
 
 
@@ -477,6 +484,8 @@ def run(bench: Bench, plan: Plan) -> Results:
         model=procs.model,
         serving_cpu=serving_cpu,
         serving_parts=serving_parts,
+        engine_env=procs.engine_env,
+        cores=len(os.sched_getaffinity(0)),
     )
     wall = after[0] - before[0]
     results.others_cpu = max(0.0, 100 * ((after[1] - before[1]) - (after[2] - before[2])) / wall)

@@ -21,6 +21,8 @@ def test_the_page_shows_each_sides_serving_cpu_per_token():
         same_text={1: (2, 2), 16: (2, 2)},
         others_cpu=0.0,
         model="m",
+        engine_env={"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"},
+        cores=2,
         # ours: 0.9 s over 400 tokens; theirs: 0.2 s over 400 tokens; none measured at 16
         serving_cpu={(1, "ours"): [0.9, 400], (1, "theirs"): [0.2, 400]},
         serving_parts={
@@ -37,6 +39,16 @@ def test_the_page_shows_each_sides_serving_cpu_per_token():
     )
     assert "| 1 | 2.25 ms | worker 1.25 + Daphne 0.75 + Redis 0.25 ms | 0.50 ms |" in page
     assert "| 16 | " not in page.split("Serving CPU per token")[1].split("Targets")[0]
+    assert "here compute threads on 1 of 2 cores, 1 kept free for the serving processes" in page
+
+
+def test_the_page_says_whether_the_engines_left_the_serving_processes_a_core():
+    assert report.engine_cores({"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}, 2) == (
+        "compute threads on all 2 cores, shared with the serving processes"
+    )
+    # No reserved count: vLLM keeps its own one.
+    assert report.engine_cores({}, 8).startswith("compute threads on 7 of 8 cores, 1 kept free")
+    assert report.engine_cores({}, 0) == ""  # an older run's figures: nothing said
 
 
 def test_no_tokens_is_no_figure():
