@@ -91,6 +91,11 @@ RECEIVE_BATCH = 200  # messages one round trip may take for a process
 _BUNDLE = "__desk_bundle__"  # a message that carries [[channel, message], ...] (send_bundle)
 
 
+def _retrieve_exception(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class DeskChannelLayer(RedisChannelLayer):
     def __init__(self, *args, local_capacity: int | None = None, **kwargs):
         """`local_capacity`: messages one process-local channel may buffer in this process
@@ -99,6 +104,9 @@ class DeskChannelLayer(RedisChannelLayer):
         super().__init__(*args, **kwargs)
         self._batch_in_flight: set[str] = set()  # keys whose last batch may not have arrived
         self._keeping_up: set[str] = set()  # keys whose last pop left nothing behind it
+        # Keys whose blocked pop lost its receiver (cancelled while it waited): the pop goes on
+        # in Redis, and the process's next receive takes it over (see receive_single).
+        self._pending_pops: dict[str, asyncio.Future] = {}
         self._sinks: dict[str, Callable[[dict], None]] = {}  # see attach()
         if local_capacity is not None:
             self.receive_buffer.default_factory = functools.partial(BoundedQueue, local_capacity)
@@ -137,12 +145,13 @@ class DeskChannelLayer(RedisChannelLayer):
             # redis-py can turn a cancellation that meets its read timeout into an empty
             # reply: without this check the loop would go on receiving for a cancelled task.
             raise_if_cancelled()
+            waiting = self._take_pending_pop(key)
             # A process that keeps up (nothing was left behind its last pop: one answer
             # streaming, a delta every 40-100 ms) blocks at once; looking for a batch first
             # would find nothing and cost a round trip per delta. A pop that left messages
             # waiting sends the next receive back to batches. A batch cut short is always put
             # back first.
-            if key not in self._keeping_up or key in self._batch_in_flight:
+            if waiting is None and (key not in self._keeping_up or key in self._batch_in_flight):
                 taken = await self._take_batch(connection, key)
                 if taken:
                     # Messages for attached channels reach their sinks now, in order; the
@@ -152,18 +161,26 @@ class DeskChannelLayer(RedisChannelLayer):
                         break
                     continue
             # Nothing waiting: block until something arrives and take it as a batch of one.
-            # BZPOPMIN removes the message from Redis, so the pop is shielded and a receiver
-            # cancelled while it waits (an answer's receiver ends while others of the process
-            # stream) hands what the pop takes to its channels' buffers and sinks instead
-            # (measured before the shield: one delta in ~1,000 answers went missing
-            # mid-stream under load). The message is not put back and taken again: at one
-            # answer per process that cost two more round trips per delta.
-            waiting = asyncio.ensure_future(self._wait_for_arrival(connection, key))
+            # BZPOPMIN removes the message from Redis, so the pop is shielded (measured before
+            # the shield: one delta in ~1,000 answers went missing mid-stream under load). A
+            # receiver cancelled while it waits (an answer's receiver ends at the end of every
+            # answer) leaves its pop blocked in Redis, which serves blocked pops first come,
+            # first served: that pop takes the next message of the process. So the pop is not
+            # dropped but left to the process's next receive, the receiver that takes the lock
+            # over, which waits for it instead of starting one of its own; delivered into a
+            # buffer instead, a message for that very receiver sat there unread until another
+            # message woke it. The message is not put back and taken again: at one answer per
+            # process that cost two more round trips per delta.
+            if waiting is None:
+                waiting = asyncio.ensure_future(self._wait_for_arrival(connection, key))
             try:
                 taken, left = await asyncio.shield(waiting)
             except asyncio.CancelledError:
                 self._keeping_up.discard(key)
-                waiting.add_done_callback(self._deliver_orphaned)
+                if not waiting.cancelled():
+                    # Its failure, should nobody take it over, is not an unretrieved error.
+                    waiting.add_done_callback(_retrieve_exception)
+                    self._pending_pops[key] = waiting
                 raise
             if left:
                 self._keeping_up.discard(key)
@@ -175,8 +192,8 @@ class DeskChannelLayer(RedisChannelLayer):
         # The caller (channels-redis's receive) buffers the first message as soon as it gets
         # it; the rest follow it, in order, at the event loop's next turn. Nothing is awaited
         # in between: they all reach their buffers, or (cancelled before this point) a batch
-        # is still in the backup and the next call puts it back, and a pop's message reaches
-        # its buffer through _deliver_orphaned.
+        # is still in the backup and the next call puts it back, and a pop's message is
+        # taken by the next call (_pending_pops).
         first, *rest = taken
         if rest:
             asyncio.get_running_loop().call_soon(self._buffer, rest)
@@ -195,12 +212,15 @@ class DeskChannelLayer(RedisChannelLayer):
         _, member, score = woke
         return [member, score], left
 
-    def _deliver_orphaned(self, waiting: asyncio.Future) -> None:
-        """What a pop took for a receiver that was cancelled meanwhile: to its channels, as
-        the next receive would have delivered it (a failed pop, Redis gone, took nothing)."""
-        if waiting.cancelled() or waiting.exception() is not None:
-            return
-        self._buffer(self._to_sinks(waiting.result()[0]))
+    def _take_pending_pop(self, key: str) -> asyncio.Future | None:
+        """The pop a cancelled receiver of this process left waiting on `key`, if it is still
+        waiting or took something (a failed pop, Redis gone, took nothing: a new one starts)."""
+        waiting = self._pending_pops.pop(key, None)
+        if waiting is None or waiting.cancelled():
+            return None
+        if waiting.done() and waiting.exception() is not None:
+            return None
+        return waiting
 
     def _to_sinks(self, taken: list) -> list:
         """Unpack a batch ([member, score, ...]); deliver what has a sink, return the rest."""

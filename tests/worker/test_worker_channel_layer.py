@@ -267,6 +267,33 @@ async def test_a_receiver_cancelled_as_a_message_arrives_loses_nothing(monkeypat
     await desk.close_pools()
 
 
+async def test_a_receiver_cancelled_while_it_waits_leaves_the_next_message_to_the_next_one():
+    # A process's receivers share one blocked pop: whoever holds the receive lock waits in
+    # BZPOPMIN for all of them. When that receiver is cancelled while it waits (an answer's
+    # receiver ends at the end of every answer), its pop stays blocked in Redis, and Redis
+    # serves blocked pops first come, first served: the next message goes to it. The
+    # receiver that takes the lock over (here the only other one, as a customer's socket is
+    # when its process has no other) must get that message, not wait for one more to come.
+    desk = layer()
+    ending, staying = await desk.new_channel(), await desk.new_channel()
+    receiver = asyncio.create_task(desk.receive(ending))
+    await asyncio.sleep(0.2)  # holds the receive lock, blocked in BZPOPMIN on the idle key
+    waiting = asyncio.create_task(desk.receive(staying))
+    await asyncio.sleep(0.1)  # waits for the lock or its buffer
+    receiver.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await receiver
+    await asyncio.sleep(0.2)  # the lock passed on: `staying` receives for the process now
+    await desk.send(staying, {"type": "for.staying"})
+    assert await asyncio.wait_for(waiting, 2) == {"type": "for.staying"}
+    # Nothing was lost or doubled: the next messages are received as usual, in order.
+    for n in range(3):
+        await desk.send(staying, {"type": "next", "n": n})
+    got = [(await asyncio.wait_for(desk.receive(staying), 2))["n"] for _ in range(3)]
+    assert got == [0, 1, 2]
+    await desk.close_pools()
+
+
 async def test_a_process_that_keeps_up_costs_one_round_trip_per_message(monkeypatch):
     # One answer streaming to a process that waits for it: every delta wakes the blocked pop.
     # The pop's message is delivered as it is (not put back and read again), and a pop with
