@@ -203,9 +203,7 @@ async def request_answer(
     cid = str(conversation.pk)
     run = registry.runs.get(cid)
     if run is not None:
-        if options is not None:
-            run.options[question.pk] = options
-        run.post(group_events.answer_join(channel=channel_name, kind=CUSTOMER))
+        run.hand(question, channel_name, options)
         return
     run = AnswerRun(conversation, channel_name)
     if not await run.claim():

@@ -69,6 +69,7 @@ class AnswerRun(
         self.contexts: dict[int, AnswerContext] = {}
         self._receiver: asyncio.Task | None = None
         self._next_tick = 0.0
+        self.questions_handed = 0  # see hand()
 
     # --- claim ---------------------------------------------------------------------------------
 
@@ -96,6 +97,15 @@ class AnswerRun(
 
     def post(self, event: dict) -> None:
         self.inbox.put_nowait(event)
+
+    def hand(self, question: Message, socket: str, options: AnswerOptions | None) -> None:
+        """A question a socket of this process stored while this run answers the conversation:
+        the run takes it up when the answer under way ends (see _next_question), and the socket
+        joins the audience."""
+        if options is not None:
+            self.options[question.pk] = options
+        self.questions_handed += 1
+        self.post(group_events.answer_join(channel=socket, kind=CUSTOMER))
 
     async def _main(self, question: Message | None) -> None:
         try:
@@ -183,9 +193,18 @@ class AnswerRun(
         await self._release_claim()
         if self.answer is not None:  # joins that were on their way when the claim went
             await self._serve_late_joins(self.answer)
-        latest = await db(selectors.newest_unanswered_customer_message)(
-            conversation_id=self.cid, after_id=answered.pk
-        )
+        # A question handed over while the query ran may be missing from what it read (on
+        # PostgreSQL the socket stores it in another thread, and the query's snapshot can
+        # predate it), and its socket counts on this run: look again. From the last look to
+        # the run leaving the registry nothing is awaited, so a question stored later finds no
+        # run here and starts its own.
+        while True:
+            handed = self.questions_handed
+            latest = await db(selectors.newest_unanswered_customer_message)(
+                conversation_id=self.cid, after_id=answered.pk
+            )
+            if latest is not None or self.questions_handed == handed:
+                break
         if latest is None or not await self.claim():
             return None
         return latest

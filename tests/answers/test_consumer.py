@@ -1,5 +1,6 @@
 """The customer socket through the real ASGI router, with a worker on the synthetic token source."""
 
+import asyncio
 import json
 
 import pytest
@@ -63,6 +64,55 @@ async def test_second_turn_carries_the_first(connect, worker, engine):
         < second.index("Hello! How can I help")
         < second.index("What is my name?")
     )
+
+
+async def test_a_question_stored_while_the_run_looks_for_one_is_answered(
+    connect, worker, monkeypatch
+):
+    """Before it ends, the run that answered looks in the database for a newer question. On
+    PostgreSQL a socket stores the next one in another thread: the query can read a snapshot
+    from before it while the socket, finding the run still there, hands the question to it.
+    Here the first look is held until the question is handed over; it must be answered."""
+    from chat import selectors
+    from chat.answering import run as run_module
+
+    looked, handed = asyncio.Event(), asyncio.Event()
+    real_db = run_module.db
+
+    def db(func):
+        hop = real_db(func)
+        if func is not selectors.newest_unanswered_customer_message or looked.is_set():
+            return hop
+
+        async def read_before_the_question(**kwargs):
+            found = await hop(**kwargs)
+            looked.set()
+            await handed.wait()
+            return found
+
+        return read_before_the_question
+
+    real_post = run_module.AnswerRun.post
+
+    def post(run, event):
+        real_post(run, event)
+        if looked.is_set() and event["type"] == "answer.join":
+            handed.set()
+
+    monkeypatch.setattr(run_module, "db", db)
+    monkeypatch.setattr(run_module.AnswerRun, "post", post)
+
+    client, first = await connect()
+    await client.send({"type": "message", "text": "Where is my parcel?", "client_id": "1"})
+    await client.answer()
+    await asyncio.wait_for(looked.wait(), 5)
+    await client.send({"type": "message", "text": "And my refund?", "client_id": "2"})
+    assert (await client.receive())["type"] == "message.ack"
+    await asyncio.wait_for(handed.wait(), 5)
+
+    done = (await client.answer())[-1]
+    assert done["fallback"] is False
+    assert [m.role for m in await stored(first["id"])] == ["customer", "bot", "customer", "bot"]
 
 
 async def test_resend_with_same_client_id_is_stored_once(connect, worker):

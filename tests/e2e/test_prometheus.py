@@ -204,12 +204,15 @@ async def open_chat(stack):
 
 async def frames_until(ws, kind: str, timeout: float = ANSWER_TIMEOUT) -> list[dict]:
     got = []
-    async with asyncio.timeout(timeout):
-        while True:
-            frame = json.loads(await ws.recv())
-            got.append(frame)
-            if frame["type"] == kind:
-                return got
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = json.loads(await ws.recv())
+                got.append(frame)
+                if frame["type"] == kind:
+                    return got
+    except TimeoutError:
+        pytest.fail(f"no {kind} within {timeout} s; the frames that came: {got}")
 
 
 async def ask(ws, text: str, client_id: str) -> dict:
