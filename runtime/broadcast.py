@@ -10,6 +10,7 @@ Elsewhere (management commands, shells) they are sent before the call returns.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Iterable
@@ -27,6 +28,7 @@ Pairs = Iterable[tuple[str, dict]]
 
 # One queue and one sender task per event loop that services were called from.
 _queues: dict[asyncio.AbstractEventLoop, asyncio.Queue] = {}
+_senders: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
 
 
 def after_commit(*pairs: tuple[str, dict]) -> None:
@@ -64,8 +66,13 @@ def _enqueue(loop: asyncio.AbstractEventLoop, pairs: Pairs) -> None:
     queue = _queues.get(loop)
     if queue is None:
         queue = _queues[loop] = asyncio.Queue()
-        task = loop.create_task(_sender(queue))
-        task.add_done_callback(lambda _task: _queues.pop(loop, None))
+        task = _senders[loop] = loop.create_task(_sender(queue))
+
+        def forget(_task: asyncio.Task) -> None:
+            _queues.pop(loop, None)
+            _senders.pop(loop, None)
+
+        task.add_done_callback(forget)
     queue.put_nowait(pairs)
 
 
@@ -84,6 +91,24 @@ async def flush() -> None:
     queue = _queues.get(asyncio.get_running_loop())
     if queue is not None:
         await queue.join()
+
+
+_STOP_WAIT_SECONDS = 2.0
+
+
+async def stop() -> None:
+    """Send what was handed to this loop so far (for at most _STOP_WAIT_SECONDS), then end its
+    sender: the loop is about to close, and a sender left waiting would be destroyed pending,
+    mid-send perhaps, when the loop is collected."""
+    loop = asyncio.get_running_loop()
+    queue, sender = _queues.get(loop), _senders.get(loop)
+    if queue is None or sender is None:
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(queue.join(), _STOP_WAIT_SECONDS)
+    sender.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sender
 
 
 async def _send(pairs: Pairs) -> None:

@@ -80,11 +80,13 @@ async def no_answer_outlives_its_test():
     yield
     from chat import answering
     from chat.answering import registry
+    from runtime import broadcast
     from runtime.aio import cancel_and_wait
 
     for task in list(answering.tasks):
         await asyncio.wait_for(cancel_and_wait(task), 10)
     registry.runs.clear()
+    await broadcast.stop()  # the events those answers' writes caused, then its sender
 
 
 @pytest.fixture(autouse=True)

@@ -48,6 +48,29 @@ async def test_the_after_commit_sender_stops_when_cancelled_mid_send(monkeypatch
     assert loop not in broadcast._queues  # a new sender starts with the next event
 
 
+async def test_stopping_sends_what_is_queued_then_ends_the_sender(monkeypatch):
+    """A loop about to close (a test's, a stopping process's) lets its queued events go out,
+    and leaves no sender to be destroyed pending with it."""
+    sent = []
+
+    class RecordingLayer:
+        async def group_send(self, group: str, event: dict) -> None:
+            await asyncio.sleep(0.01)
+            sent.append(group)
+
+    monkeypatch.setattr(broadcast, "get_channel_layer", lambda: RecordingLayer())
+    loop = asyncio.get_running_loop()
+    broadcast._enqueue(loop, [("a", {"type": "x"}), ("b", {"type": "x"})])
+    broadcast._enqueue(loop, [("c", {"type": "x"})])
+    (sender,) = [t for t in asyncio.all_tasks() if t.get_coro().__name__ == "_sender"]
+
+    await broadcast.stop()
+    assert sent == ["a", "b", "c"]
+    assert sender.done()
+    assert loop not in broadcast._queues and loop not in broadcast._senders
+    await broadcast.stop()  # nothing left to stop: a no-op
+
+
 async def test_a_worker_loop_whose_redis_call_turns_the_cancellation_into_an_error_stops():
     blocked = asyncio.Event()
     lost = []
