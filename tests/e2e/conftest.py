@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import types
 import urllib.request
 from dataclasses import dataclass
@@ -76,6 +77,37 @@ def pytest_runtest_makereport(item, call):
                     (f"{name} output (last part)", output.getvalue()[-STACK_LOG_ON_FAILURE:])
                 )
     return report
+
+
+QUIET_DATABASE_WAIT = 10.0  # s, at most, for the servers to finish what a test caused
+
+
+@pytest.fixture(autouse=True)
+def servers_done_with_the_database(request):
+    """A test here can end while its servers still write what it caused (a socket closing,
+    an answer's last save). Its database is emptied next (TRUNCATE of every table), and on
+    PostgreSQL that can deadlock with a server's transaction taking row locks: the test then
+    errors in its teardown. So first wait until no other session of the test database is in
+    a statement or a transaction (SQLite: its one writer waits its turn anyway)."""
+    if request.node.get_closest_marker("django_db") is None:
+        yield
+        return
+    request.getfixturevalue("transactional_db")  # emptied after this fixture's teardown
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    deadline = time.monotonic() + QUIET_DATABASE_WAIT
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state <> 'idle'"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.05)
 
 
 @dataclass
