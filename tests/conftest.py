@@ -23,8 +23,12 @@ ORIGIN = (b"origin", b"http://127.0.0.1")
 
 def pytest_collection_modifyitems(config, items):
     """End-to-end tests last: their stack (and its model load) starts only once the fast
-    tests have had their say."""
+    tests have had their say. Tests on the real model's stack are marked `real_model`
+    (scripts/test-postgres.sh leaves them out)."""
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+    for item in items:
+        if "real_stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_model)
 
 
 @pytest.fixture(scope="session", autouse=True)

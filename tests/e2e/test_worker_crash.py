@@ -1,8 +1,10 @@
 """The real inference worker killed outright (SIGKILL, as by the OOM killer or `kill -9`):
-none of vLLM's engine processes outlive it, and the supervisor brings a new worker up.
+none of vLLM's engine processes outlive it, and the supervisor starts a new worker.
 
-One test, because the model load is the cost: it loads twice (the first worker, then the one
-that replaces it) and the replacement's shutdown checks the ordinary SIGTERM stop as well.
+One test, because the model load is the cost. The replacement is stopped while it loads
+(SIGTERM, as `make run` stopping then sends it) and leaves no process either. That it becomes
+ready and answers, and that a ready worker stops the ordinary way, `tests/e2e/test_faults.py`
+checks on the whole product.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from devstack.stack import (
     ReadyCheck,
     Supervisor,
     live_group_members,
-    probe,
     wait_ready,
 )
 from tests.e2e.conftest import STACK_MODEL_ENV
@@ -53,7 +54,7 @@ def alive_after(pids: list[int], timeout: float) -> list[int]:
 
 
 @pytest.mark.timeout(900)
-def test_a_killed_worker_leaves_no_engine_process_and_comes_back(tmp_path: Path) -> None:
+def test_a_killed_worker_leaves_no_engine_process_and_is_replaced(tmp_path: Path) -> None:
     redis = start_redis(tmp_path / "redis")
     metrics_port = free_port()
     env = {
@@ -95,16 +96,23 @@ def test_a_killed_worker_leaves_no_engine_process_and_comes_back(tmp_path: Path)
         assert live_group_members(old_pid) == []
 
         supervising.start()
-        deadline = time.monotonic() + 600
-        while not (worker.pid != old_pid and probe(ready)):
+        deadline = time.monotonic() + 60
+        while worker.pid == old_pid:
             assert time.monotonic() < deadline, out.getvalue()[-5000:]
             assert supervising.is_alive(), out.getvalue()[-5000:]
+            time.sleep(0.1)
+        restarted_in = time.monotonic() - killed
+        # Stopped once vLLM's engine process is up, while the model loads in it.
+        while True:
+            new_tree = descendants(worker.pid)
+            if any("EngineCore" in command for command in new_tree.values()):
+                break
+            assert time.monotonic() < deadline + 120, out.getvalue()[-5000:]
             time.sleep(0.2)
-        back_in = time.monotonic() - killed
-        new_tree = descendants(worker.pid) | {worker.pid: "the new worker"}
+        new_tree[worker.pid] = "the new worker"
         print(
             f"\nold worker's tree: {len(old_tree)} processes, gone {gone_in:.2f} s after "
-            f"SIGKILL; a new worker ready {back_in:.1f} s after it"
+            f"SIGKILL; a new worker started {restarted_in:.1f} s after it"
         )
 
         text = out.getvalue()
@@ -118,8 +126,6 @@ def test_a_killed_worker_leaves_no_engine_process_and_comes_back(tmp_path: Path)
         sup.stop_all()
         redis.stop()
 
-    # The replacement stopped the ordinary way (SIGTERM) and shut its engine down itself.
-    text = out.getvalue()
-    assert "worker stopped (exit code 0)" in text, text[-5000:]
-    assert "killing it" not in text
-    assert alive_after(list(new_tree), timeout=5) == []
+    # The replacement, stopped while it loaded, left nothing running either.
+    left = alive_after(list(new_tree), timeout=10)
+    assert left == [], ({pid: new_tree[pid] for pid in left}, out.getvalue()[-5000:])
