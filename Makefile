@@ -15,7 +15,10 @@ test: install-dev
 	$(PY) -m ruff check .
 	$(PY) scripts/widget-size.py
 	bash scripts/system-deps.sh
-	$(PY) -m pytest
+	# The unit, consumer and worker tests on every core (a file's tests stay together); then
+	# the end-to-end tests one at a time, as each starts processes of its own.
+	$(PY) -m pytest -n auto --dist loadfile -m "not e2e"
+	$(PY) -m pytest -m e2e
 	bash scripts/test-postgres.sh
 
 install: $(VENV)/.installed build-static
