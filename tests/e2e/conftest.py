@@ -1,10 +1,12 @@
 """The real stack for end-to-end tests: its own Redis server, the inference worker with the
 real vLLM engine and model, and Daphne, as separate processes sharing the test database."""
 
+import asyncio
 import contextlib
 import functools
 import http.server
 import io
+import json
 import os
 import shutil
 import socket
@@ -77,6 +79,24 @@ def pytest_runtest_makereport(item, call):
                     (f"{name} output (last part)", output.getvalue()[-STACK_LOG_ON_FAILURE:])
                 )
     return report
+
+
+ANSWER_TIMEOUT = 120  # s, for a real-model answer on a shared CPU
+
+
+async def frames_until(ws, kind: str, timeout: float = ANSWER_TIMEOUT) -> list[dict]:
+    """The frames a client socket receives up to and including the first of `kind`; a
+    timeout fails the test with the frames that did come."""
+    got = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = json.loads(await ws.recv())
+                got.append(frame)
+                if frame["type"] == kind:
+                    return got
+    except TimeoutError:
+        pytest.fail(f"no {kind} within {timeout} s; the frames that came: {got}")
 
 
 QUIET_DATABASE_WAIT = 10.0  # s, at most, for the servers to finish what a test caused

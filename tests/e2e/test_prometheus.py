@@ -36,7 +36,7 @@ import yaml
 
 from devstack.stack import ReadyCheck, Supervisor, wait_ready
 from inference_worker.synthetic import SyntheticEngine
-from tests.e2e.conftest import ROOT, free_port, synthetic_daphne
+from tests.e2e.conftest import ROOT, frames_until, free_port, synthetic_daphne
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -47,7 +47,6 @@ WEB_JOB, WORKER_JOB = "desk-web", "desk-worker"
 SCRAPE_INTERVAL = "1s"
 TARGETS_DEADLINE = 60  # s, for every target's first successful scrape
 QUERY_DEADLINE = 60  # s, for the traffic's last counts to be scraped and every query answered
-ANSWER_TIMEOUT = 120  # s, a real-model answer on a shared CPU
 
 
 def prometheus_binary() -> str:
@@ -200,19 +199,6 @@ async def open_chat(stack):
         f"{stack.ws}/ws/chat/?lang=en", origin=stack.origin, open_timeout=10
     )
     return ws, json.loads(await ws.recv())
-
-
-async def frames_until(ws, kind: str, timeout: float = ANSWER_TIMEOUT) -> list[dict]:
-    got = []
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = json.loads(await ws.recv())
-                got.append(frame)
-                if frame["type"] == kind:
-                    return got
-    except TimeoutError:
-        pytest.fail(f"no {kind} within {timeout} s; the frames that came: {got}")
 
 
 async def ask(ws, text: str, client_id: str) -> dict:

@@ -12,7 +12,7 @@ import websockets
 
 from chat.models import BotProfile, Message
 from inference_worker.engine_priority import CPU_ENGINE_NICE
-from tests.e2e.conftest import MODEL_ENDINGS, STACK_MODEL
+from tests.e2e.conftest import MODEL_ENDINGS, STACK_MODEL, frames_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -26,16 +26,6 @@ async def open_chat(stack, query: str = ""):
         f"{stack.ws}/ws/chat/?{query}", origin=stack.origin, open_timeout=10
     )
     return ws, json.loads(await ws.recv())
-
-
-async def frames_until(ws, kind: str, timeout: float = 120) -> list[dict]:
-    got = []
-    async with asyncio.timeout(timeout):
-        while True:
-            frame = json.loads(await ws.recv())
-            got.append(frame)
-            if frame["type"] == kind:
-                return got
 
 
 async def ask(ws, text: str, client_id: str) -> tuple[dict, str, dict]:
