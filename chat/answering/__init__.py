@@ -115,7 +115,8 @@ ANSWER_END_WAIT_SECONDS = 2.0
 async def answer_ended(conversation_id, wait: float = ANSWER_END_WAIT_SECONDS) -> bool:
     """Whether no answer is under way in the conversation, waiting up to `wait` seconds for
     one that is ending: its run sends bot.done first and lets go of the conversation only
-    after looking for a newer question (a database query), some milliseconds later."""
+    after looking for a newer question (a database query, when someone asked meanwhile), some
+    milliseconds later."""
     deadline = time.monotonic() + wait
     while await live_answer(conversation_id) is not None:
         if time.monotonic() >= deadline:
@@ -195,8 +196,9 @@ async def request_answer(
     """Make sure the bot answers `question` (and anything the customer adds meanwhile), once.
 
     If this process already answers the conversation, its run picks the question up when the
-    answer under way ends; if another process does, that one will (it looks for newer
-    questions after releasing its claim) with the profile's options. Otherwise this process
+    answer under way ends; if another process does, that one will (our failed claim marks the
+    conversation asked, and it looks for newer questions after releasing its claim) with the
+    profile's options. Otherwise this process
     claims it and answers. `context`: what the answer reads from the database, read already
     in the hop that stored the question.
     """

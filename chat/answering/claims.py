@@ -69,12 +69,38 @@ async def owner_gone(conversation_id, channel: str, *, poll: float = 0.2) -> boo
     return False  # never seen to run out: a longer TTL than ours; its owner keeps it
 
 
+def asked_key(conversation_id) -> str:
+    return f"chat:asked:{conversation_id}"
+
+
+# A question stored while another run holds the claim is left to that run, which looks for it
+# when its answer ends. The attempt that fails marks the conversation "asked" in the same step,
+# so the holder looks in the database only when someone did ask: most answers end with no
+# newer question, and that query was a database hop per answer. The mark outlives any answer
+# (a stale one costs one query, a lost one a question).
+_TAKE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+return 0
+"""
+_ASKED_TTL_MS = 3600 * 1000
+
+
 async def take(conversation_id: str, value: dict) -> bool:
-    """Take the conversation for this process; False if another run holds it. Without
-    Redis the answer proceeds (it will reach the fallback: the workers need Redis too)."""
+    """Take the conversation for this process; False if another run holds it (which then
+    finds the conversation marked asked when it lets go). Without Redis the answer proceeds
+    (it will reach the fallback: the workers need Redis too)."""
     try:
         return bool(
-            await get_redis().set(key(conversation_id), json.dumps(value), nx=True, px=_ttl_ms())
+            await get_redis().eval(
+                _TAKE,
+                2,
+                key(conversation_id),
+                asked_key(conversation_id),
+                json.dumps(value),
+                _ttl_ms(),
+                _ASKED_TTL_MS,
+            )
         )
     except _REDIS_ERRORS:
         log.warning("cannot claim %s in Redis; answering without a claim", conversation_id)
@@ -87,17 +113,30 @@ async def update(conversation_id: str, value: dict) -> None:
         await get_redis().set(key(conversation_id), json.dumps(value), xx=True, px=_ttl_ms())
 
 
-async def release(conversation_id: str, channel: str) -> None:
-    # Only our own claim: compare and delete in one step.
-    with contextlib.suppress(*_REDIS_ERRORS):
-        await get_redis().eval(
-            "local v = redis.call('GET', KEYS[1]) "
-            "if v and cjson.decode(v)['channel'] == ARGV[1] then "
-            "return redis.call('DEL', KEYS[1]) end return 0",
-            1,
-            key(conversation_id),
-            channel,
+# Only our own claim, compared and deleted in one step, with the asked mark of the time we
+# held it. A claim that is no longer ours (it ran out) says nothing of who asked meanwhile: 1.
+_RELEASE = """
+local v = redis.call('GET', KEYS[1])
+if v and cjson.decode(v)['channel'] == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+    return redis.call('DEL', KEYS[2])
+end
+return 1
+"""
+
+
+async def release(conversation_id: str, channel: str) -> bool:
+    """Let go of the conversation. Returns whether a question may have been stored
+    elsewhere while we held it (another run's take failed; or Redis cannot say): the
+    caller then looks for it."""
+    try:
+        return bool(
+            await get_redis().eval(
+                _RELEASE, 2, key(conversation_id), asked_key(conversation_id), channel
+            )
         )
+    except _REDIS_ERRORS:
+        return True
 
 
 # Each run's claim, renewed for all the runs of this process in one script every

@@ -70,6 +70,8 @@ class AnswerRun(
         self._receiver: asyncio.Task | None = None
         self._next_tick = 0.0
         self.questions_handed = 0  # see hand()
+        self._questions_seen = 0  # questions_handed when _next_question last looked
+        self._holds_claim = False
 
     # --- claim ---------------------------------------------------------------------------------
 
@@ -79,14 +81,20 @@ class AnswerRun(
 
     async def claim(self) -> bool:
         """Take the conversation for this process; False if another run holds it."""
-        return await claims.take(self.cid, self.claim_value())
+        self._holds_claim = await claims.take(self.cid, self.claim_value())
+        return self._holds_claim
 
     async def _update_claim(self) -> None:
         """The claim's value, now that it names the message being streamed."""
         await claims.update(self.cid, self.claim_value())
 
-    async def _release_claim(self) -> None:
-        await claims.release(self.cid, self.channel)
+    async def _release_claim(self) -> bool:
+        """Let go of the claim, if held; whether someone may have asked meanwhile (see
+        claims.release)."""
+        if not self._holds_claim:
+            return False
+        self._holds_claim = False  # before awaiting: a second caller (interrupt) does nothing
+        return await claims.release(self.cid, self.channel)
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -185,12 +193,15 @@ class AnswerRun(
     async def _next_question(self, answered: Message) -> Message | None:
         """A newer question that arrived while answering, if the bot still holds the
         conversation. The claim is released first and taken again after looking, so a question
-        stored while this run was finishing is seen either here or by its own socket."""
+        stored while this run was finishing is seen either here or by its own socket.
+
+        The database is asked only if someone asked: a socket of this process handed a
+        question over, or one elsewhere found the claim held (claims.take marks that)."""
         if self.answer is not None:
             await self._serve_late_joins(self.answer)
         if self.ended:
             return None
-        await self._release_claim()
+        asked = await self._release_claim()
         if self.answer is not None:  # joins that were on their way when the claim went
             await self._serve_late_joins(self.answer)
         # A question handed over while the query ran may be missing from what it read (on
@@ -200,9 +211,12 @@ class AnswerRun(
         # run here and starts its own.
         while True:
             handed = self.questions_handed
+            if not asked and handed == self._questions_seen:
+                return None
             latest = await db(selectors.newest_unanswered_customer_message)(
                 conversation_id=self.cid, after_id=answered.pk
             )
+            self._questions_seen, asked = handed, False
             if latest is not None or self.questions_handed == handed:
                 break
         if latest is None or not await self.claim():

@@ -8,12 +8,13 @@ import time
 import types
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat import answering
+from chat import answering, selectors, services
 from chat.answering import claims, registry
-from chat.models import Message
+from chat.models import Conversation, Message
 from inference_worker import pool, protocol
 from runtime.redis_client import get_redis
 from tests.waiting import poll
@@ -182,6 +183,54 @@ async def test_a_question_from_another_process_joins_the_run_that_holds_the_conv
         < await get_redis().pttl(f"chat:answering:{first['id']}")
         <= (settings.CHAT["ANSWER_CLAIM_TTL_SECONDS"] * 1000)
     )
+
+
+async def test_a_question_stored_elsewhere_while_the_run_answers_is_answered_next(
+    connect, worker, slow_engine
+):
+    """Another process stores a question, finds the conversation claimed and leaves it to the
+    run that holds it: its failed take marks the conversation asked, and the run looks."""
+    tab, first = await connect()
+    await tab.send({"type": "message", "text": "one", "client_id": "m1"})
+    await tab.receive()
+    await tab.receive_until(lambda f: f["type"] == "bot.start")
+    conversation = await Conversation.objects.aget(pk=first["id"])
+    question, _ = await sync_to_async(services.message_add_customer)(
+        conversation=conversation, text="two", client_id="m2"
+    )
+    assert not await claims.take(first["id"], {"channel": "specific.web2!x", "message_id": None})
+    assert await get_redis().exists(claims.asked_key(first["id"]))
+
+    await tab.answer()
+    start = (await tab.receive_until(lambda f: f["type"] == "bot.start"))[-1]
+    assert start["reply_to"] == question.pk
+    await tab.answer()
+    assert len(await bot_messages(first["id"])) == 2
+    assert not await get_redis().exists(claims.asked_key(first["id"]))  # taken with the claim
+
+
+async def test_an_answer_nobody_added_to_ends_without_a_database_look(
+    connect, worker, engine, monkeypatch
+):
+    """Most answers end with no newer question: the run does not ask the database for one."""
+    looks = []
+    real = selectors.newest_unanswered_customer_message
+
+    def counted(**kwargs):
+        looks.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(selectors, "newest_unanswered_customer_message", counted)
+    tab, first = await connect()
+    for n in range(2):
+        await tab.send({"type": "message", "text": f"question {n}", "client_id": f"m{n}"})
+        await tab.answer()
+
+        async def released():
+            return await answering.live_answer(first["id"]) is None
+
+        assert await poll(released)
+    assert looks == [] and len(await bot_messages(first["id"])) == 2
 
 
 async def test_an_answer_longer_than_its_claims_ttl_keeps_the_claim(

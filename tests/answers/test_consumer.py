@@ -67,13 +67,15 @@ async def test_second_turn_carries_the_first(connect, worker, engine):
 
 
 async def test_a_question_stored_while_the_run_looks_for_one_is_answered(
-    connect, worker, monkeypatch
+    connect, worker, engine, monkeypatch
 ):
-    """Before it ends, the run that answered looks in the database for a newer question. On
+    """Before it ends, the run that answered looks in the database for a newer question when
+    someone asked meanwhile (here another process, whose take of the claim failed). On
     PostgreSQL a socket stores the next one in another thread: the query can read a snapshot
     from before it while the socket, finding the run still there, hands the question to it.
     Here the first look is held until the question is handed over; it must be answered."""
     from chat import selectors
+    from chat.answering import claims
     from chat.answering import run as run_module
 
     looked, handed = asyncio.Event(), asyncio.Event()
@@ -101,9 +103,12 @@ async def test_a_question_stored_while_the_run_looks_for_one_is_answered(
 
     monkeypatch.setattr(run_module, "db", db)
     monkeypatch.setattr(run_module.AnswerRun, "post", post)
+    engine.tokens_per_second = 40  # the first answer lasts long enough to be asked during it
 
     client, first = await connect()
     await client.send({"type": "message", "text": "Where is my parcel?", "client_id": "1"})
+    await client.receive_until(lambda f: f["type"] == "bot.start")
+    assert not await claims.take(first["id"], {"channel": "specific.web2!x", "message_id": None})
     await client.answer()
     await asyncio.wait_for(looked.wait(), 5)
     await client.send({"type": "message", "text": "And my refund?", "client_id": "2"})
