@@ -372,6 +372,10 @@ CHAT = {
     # Bot answers of one site streaming at once, across all processes; 0: no limit. A slot a
     # crashed process held frees itself after ANSWER_TIMEOUT_SECONDS.
     "SITE_CONCURRENT_ANSWERS": env.int("CHAT_SITE_CONCURRENT_ANSWERS", default=200),
+    # Each process keeps what answers read of bot profiles, sites and actions (a token in
+    # Redis tells every process of an edit saved through the desk); an edit made around it (SQL,
+    # a queryset update) reaches answers within this many seconds. 0: read for every answer.
+    "CONFIGURATION_MAX_AGE_SECONDS": env.float("CHAT_CONFIGURATION_MAX_AGE_SECONDS", default=60.0),
     # Recent-turn memory in Redis: how many messages and for how long.
     "MEMORY_TURNS": env.int("CHAT_MEMORY_TURNS", default=10),
     "MEMORY_TTL_SECONDS": env.int("CHAT_MEMORY_TTL_SECONDS", default=3600),

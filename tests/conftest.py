@@ -69,9 +69,14 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 async def clean_redis(redis_server):
-    """Each test starts with an empty Redis: no queued requests, cache or workers of another."""
+    """Each test starts with an empty Redis: no queued requests, cache or workers of another;
+    and with no copies of the configuration another test's rows left (its database is gone,
+    the token it was kept under with the flush)."""
+    from chat.answering import configuration
+
     client = get_redis()
     await client.flushall()
+    configuration.forget()
     yield
     await client.aclose()
     channel_layers.backends.clear()

@@ -8,7 +8,8 @@ from django.utils import timezone
 from chat import selectors
 from chat.actions.models import Action
 from chat.actions.selectors import actions_for
-from chat.models import BotProfile, Conversation, Message
+from chat.answering import configuration
+from chat.models import BotProfile, Conversation, Message, Site
 from chat.prompting import SamplingRanges, render_system_prompt
 from inference_worker import protocol
 from runtime.aio import db
@@ -87,14 +88,32 @@ class AnswerContext:
     actions: list[Action]
 
 
+@dataclass(frozen=True)
+class _Configuration:
+    """What answers in a conversation read of the desk's configuration (shared, read-only)."""
+
+    profile: BotProfile
+    site: Site | None
+    actions: list[Action]
+
+
+def _configuration(conversation: Conversation) -> _Configuration:
+    def read() -> _Configuration:
+        return _Configuration(
+            profile=selectors.bot_profile_for(conversation),
+            site=selectors.site_of(conversation),
+            actions=actions_for(site_id=conversation.site_id, verified=True),
+        )
+
+    return configuration.read((conversation.bot_profile_id, conversation.site_id), read)
+
+
 def read_answer_context(
     conversation: Conversation, options: AnswerOptions | None = None
 ) -> AnswerContext:
     """The AnswerContext of the conversation's next answer (inside a database hop)."""
-    return AnswerContext(
-        parts=read_prompt_parts(conversation, options),
-        actions=actions_for(site_id=conversation.site_id, verified=True),
-    )
+    config = _configuration(conversation)
+    return AnswerContext(parts=_prompt_parts(conversation, options, config), actions=config.actions)
 
 
 def read_prompt_parts(
@@ -104,8 +123,13 @@ def read_prompt_parts(
     """System prompt, sampling and the profile's choices for one answer. A caller's options
     are clamped: at most the profile's max_tokens, temperature, top_p and frequency_penalty
     within SamplingRanges (the ranges a profile itself may hold)."""
-    profile = selectors.bot_profile_for(conversation)
-    site = selectors.site_of(conversation)
+    return _prompt_parts(conversation, options, _configuration(conversation))
+
+
+def _prompt_parts(
+    conversation: Conversation, options: AnswerOptions | None, config: _Configuration
+) -> PromptParts:
+    profile, site = config.profile, config.site
     template = (
         options.system_prompt
         if options is not None and options.system_prompt

@@ -191,6 +191,11 @@ def collected_static(tmp_path_factory) -> Path:
 # would count them all as one customer. (tests/answers/test_consumer.py tests those limits.)
 SHARED_ADDRESS = {"CHAT_IP_CONVERSATION_LIMIT": "", "CHAT_IP_MESSAGE_LIMIT": ""}
 
+# The tests change bot profiles, sites and actions with queryset updates and empty the database
+# between tests, which tells no process: the stacks read them for every answer instead of
+# keeping copies (tests/answers/test_configuration.py tests the copies).
+FRESH_CONFIGURATION = {"CHAT_CONFIGURATION_MAX_AGE_SECONDS": "0"}
+
 
 @pytest.fixture(scope="session")
 def real_stack(django_db_setup, django_db_blocker, tmp_path_factory):
@@ -209,6 +214,7 @@ def real_stack(django_db_setup, django_db_blocker, tmp_path_factory):
         "INFERENCE_METRICS_PORT": str(metrics_port),
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         **SHARED_ADDRESS,
+        **FRESH_CONFIGURATION,
         "PYTHONUNBUFFERED": "1",
         # The same engine without torch.compile: starts in ~35 s instead of 2-3 min.
         "INFERENCE_ENFORCE_EAGER": "true",
@@ -349,6 +355,7 @@ def synthetic_daphne(
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "PYTHONUNBUFFERED": "1",
         **SHARED_ADDRESS,
+        **FRESH_CONFIGURATION,
         "STATIC_ROOT": str(collected_static(tmp_path_factory)),
         "DEMO_PAGE": "true",  # key-less test sockets, as the demo page's
         **env_overrides,

@@ -32,7 +32,13 @@ from inference_worker.model_prep import DEFAULT_EMBEDDED_MODEL, embedded_model
 from inference_worker.textguards import han_share
 from runtime.redis_client import get_redis
 from tests.api.helpers import chat, make_client
-from tests.e2e.conftest import MODEL_ENDINGS, ROOT, database_url, free_port
+from tests.e2e.conftest import (
+    FRESH_CONFIGURATION,
+    MODEL_ENDINGS,
+    ROOT,
+    database_url,
+    free_port,
+)
 from tests.waiting import poll
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -65,6 +71,7 @@ def default_model_stack(redis_server, django_db_setup, django_db_blocker, tmp_pa
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "STATIC_ROOT": str(tmp_path_factory.mktemp("default-model-static")),
             "PYTHONUNBUFFERED": "1",
+            **FRESH_CONFIGURATION,
         }
     )
     out = io.StringIO()

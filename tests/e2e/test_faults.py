@@ -31,6 +31,7 @@ from chat.prompting import DEFAULT_PROFILE_NAME, DEFAULT_SYSTEM_PROMPT
 from devstack.stack import WORKER_READY_PATTERN, ReadyCheck, probe
 from runtime import stack_redis
 from tests.e2e.conftest import (
+    FRESH_CONFIGURATION,
     MAX_TOKENS,
     MODEL_ENDINGS,
     ROOT,
@@ -72,6 +73,7 @@ class Product:
                 "STATIC_ROOT": str(tmp / "static"),  # `make run` collects there, not into the tree
                 "ALLOWED_HOSTS": "127.0.0.1,localhost",
                 **SHARED_ADDRESS,
+                **FRESH_CONFIGURATION,
                 **STACK_MODEL_ENV,
                 "INFERENCE_ENFORCE_EAGER": "true",  # the same engine, loaded in a third of the time
                 # Requests at once: on 2 CPU cores, 16 answers at once take ~45 s (first tokens

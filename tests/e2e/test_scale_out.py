@@ -33,7 +33,14 @@ from chat.models import BotProfile, Message
 from chat.prompting import DEFAULT_PROFILE_NAME, DEFAULT_SYSTEM_PROMPT
 from devstack.localredis import start_redis
 from devstack.stack import ReadyCheck, Supervisor, wait_ready
-from tests.e2e.conftest import MODEL_ENDINGS, ROOT, Stack, database_url, free_port
+from tests.e2e.conftest import (
+    FRESH_CONFIGURATION,
+    MODEL_ENDINGS,
+    ROOT,
+    Stack,
+    database_url,
+    free_port,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -137,6 +144,7 @@ def scale_out(django_db_setup, django_db_blocker, tmp_path_factory):
         "SERVE_STATIC": "false",
         "STATIC_ROOT": str(static_root),
         "DEMO_PAGE": "true",  # key-less test sockets, as the demo page's
+        **FRESH_CONFIGURATION,
     }
     manage = [sys.executable, str(ROOT / "manage.py")]
     collected = subprocess.run(
