@@ -76,7 +76,7 @@ class Plan:
     second_desk: tuple[tuple[str, str], ...] = ()
 
 
-FULL = Plan(questions_in_a_row=1, one_chat_rounds=24)
+FULL = Plan(rounds=12, questions_in_a_row=1, one_chat_rounds=24)
 QUICK = Plan(rounds=2, questions_in_a_row=2, max_tokens=32, eager=True)
 # Before a round: both engines idle (no request running or waiting) for this long, so that
 # neither round pays for the tail of the one before.
