@@ -21,6 +21,7 @@ PY=.venv/bin/python
 # process faults (killed under the same database code as the rest).
 TESTS=(tests/answers/test_services.py tests/answers/test_memory.py tests/answers/test_consumer.py
        tests/answers/test_answers.py tests/answers/test_postgres_specific.py
+       tests/answers/test_configuration.py tests/actions tests/customers
        tests/worker/test_worker.py tests/widget/test_widget_server.py
        tests/console/test_handoff.py tests/console/test_admin_review.py tests/console/test_console.py
        tests/console/test_finetune.py tests/console/test_playground.py
