@@ -3,26 +3,24 @@ each process while a version token in Redis stays the same.
 
 Read from the database, it cost three queries on the path of every question before its
 request leaves (about 7 % of a Daphne process's time at 16 chats), for rows that change a few
-times a month. Every committed save or deletion of those rows changes the token (the signals
-below), and each question reads the token first (one Redis GET), so an edit reaches the next
-question on every process. As for the knowledge base (chat/knowledge/version.py), the token is
-random: a Redis that lost its data cannot bring back a token a process holds. Without Redis
-nothing is cached, and no copy is used longer than CHAT["CONFIGURATION_MAX_AGE_SECONDS"] (an
-edit made around the desk, or while Redis was unreachable, changes no token).
+times a month. Every committed save or deletion of those rows changes the token (signals
+connected in chat/apps.py), and each question reads the token first (one Redis GET), so an
+edit reaches the next question on every process (a version token, as the knowledge base's:
+runtime/version_tokens.py). Without Redis nothing is cached, and no copy is used longer than
+CHAT["CONFIGURATION_MAX_AGE_SECONDS"] (an edit made around the desk, or while Redis was
+unreachable, changes no token).
 """
 
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
-import redis
 from django.conf import settings
 from django.db import transaction
 
-from runtime.redis_client import get_sync_redis
+from runtime import version_tokens
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +40,8 @@ def read(key: tuple, reader: Callable[[], T]) -> T:
     max_age = settings.CHAT["CONFIGURATION_MAX_AGE_SECONDS"]
     if max_age <= 0:
         return reader()
-    try:
-        version = get_sync_redis().get(KEY) or ""
-    except redis.RedisError as exc:
-        log.warning("configuration version unknown (Redis: %s); reading it afresh", exc)
+    version = version_tokens.current_sync(KEY)
+    if version is None:  # Redis cannot say: read afresh
         return reader()
     now = time.monotonic()
     with _lock:
@@ -80,12 +76,11 @@ def changed(**_) -> None:
 
 def _tell_every_process() -> None:
     forget()
-    try:
-        get_sync_redis().set(KEY, uuid.uuid4().hex)
-    except redis.RedisError as exc:
+    error = version_tokens.change(KEY)
+    if error is not None:
         log.warning(
             "configuration version not changed (Redis: %s); other processes see the edit "
             "within %.0f s",
-            exc,
+            error,
             settings.CHAT["CONFIGURATION_MAX_AGE_SECONDS"],
         )

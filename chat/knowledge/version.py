@@ -1,20 +1,14 @@
 """The knowledge version: one Redis key every process reads before a search, changed after
-every committed edit, so an edit or a deletion reaches the next question on every process.
-
-The value is a random token, not a counter: if Redis loses its data, a counter could start
-again at a number a process already holds and hide an edit; a token never repeats. A missing
-key is the version "" (no edit since Redis started), different from any token.
+every committed edit, so an edit or a deletion reaches the next question on every process (a
+version token: runtime/version_tokens.py).
 """
 
 import logging
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-import redis
-
-from runtime.redis_client import get_redis, get_sync_redis
+from runtime import version_tokens
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +36,7 @@ def bump() -> None:
 
 def tell() -> str | None:
     """Bump the version now, whatever `held` says; None when done, else what Redis said."""
-    try:
-        get_sync_redis().set(KEY, uuid.uuid4().hex)
-    except redis.RedisError as exc:
-        return str(exc) or type(exc).__name__
-    return None
+    return version_tokens.change(KEY)
 
 
 @contextmanager
@@ -63,16 +53,8 @@ def held() -> Iterator[None]:
 
 def current_sync() -> str | None:
     """The version, or None when Redis cannot be asked."""
-    try:
-        return get_sync_redis().get(KEY) or ""
-    except redis.RedisError as exc:
-        log.warning("knowledge version unknown (Redis: %s)", exc)
-        return None
+    return version_tokens.current_sync(KEY)
 
 
 async def current() -> str | None:
-    try:
-        return await get_redis().get(KEY) or ""
-    except redis.RedisError as exc:
-        log.warning("knowledge version unknown (Redis: %s)", exc)
-        return None
+    return await version_tokens.current(KEY)

@@ -11,6 +11,7 @@ from django.core.management import call_command
 from chat.answering import configuration
 from chat.answering.prompt import read_answer_context
 from chat.models import Action, BotProfile, Conversation, Site
+from runtime import version_tokens
 from runtime.redis_client import get_sync_redis
 
 
@@ -119,7 +120,7 @@ def test_without_redis_every_answer_reads_the_database(monkeypatch, django_asser
         def get(self, key):
             raise redis.ConnectionError("Connection refused")
 
-    monkeypatch.setattr(configuration, "get_sync_redis", Unreachable)
+    monkeypatch.setattr(version_tokens, "get_sync_redis", Unreachable)
     for _ in range(2):
         with django_assert_num_queries(2):
             read_answer_context(conversation())
